@@ -1,0 +1,773 @@
+// Package ledger is aitrail's sequencer and log storage: it appends records
+// durably with group commit, grows the Merkle tree over them, publishes C2SP
+// tiles and signed checkpoints, recovers after a crash, and serves the
+// committed log to readers and followers.
+//
+// The ledger never acknowledges a record before it is fsynced, never repairs
+// silently what disagrees with its last signed checkpoint, and never knows
+// what a record means: it sees opaque bytes, an optional blob stored beside
+// them, and an optional idempotency key.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sys/unix"
+
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// Errors callers act on.
+var (
+	// ErrPushback means the ledger's queue is full. Nothing was stored; the
+	// caller should retry later. HTTP maps it to 503 with Retry-After.
+	ErrPushback = errors.New("ledger is at capacity; retry later")
+	// ErrClosed means the ledger has been closed.
+	ErrClosed = errors.New("ledger is closed")
+	// ErrFailed means a write or fsync failed and the ledger stopped
+	// accepting appends; what it acknowledged before is safe. Restart the
+	// process to recover.
+	ErrFailed = errors.New("ledger stopped after a storage failure")
+	// ErrTampered means stored data disagrees with the signed tree.
+	ErrTampered = errors.New("log data does not match its signed tree")
+	// ErrNotFound means a requested index, tile or bundle is not in the log.
+	ErrNotFound = errors.New("not in the log")
+	// ErrTooLarge means a record or blob exceeds the ledger's limits.
+	ErrTooLarge = errors.New("record too large")
+)
+
+// maxRecordBytes is the largest record: one C2SP entry.
+const maxRecordBytes = 65535
+
+// Defaults for Options.
+const (
+	DefaultSegmentSize    = 256 << 20
+	DefaultMaxPending     = 200_000
+	DefaultMaxBatchBytes  = 64 << 20
+	DefaultMaxBlobSize    = 16 << 20
+	DefaultSyncInterval   = time.Second
+	defaultForgetInterval = 50_000
+)
+
+// Options configure a Ledger. Signer, Verifier and Origin are required.
+type Options struct {
+	// Origin is the log's name: the first line of every checkpoint and the
+	// name of its signing key.
+	Origin string
+	// Signer signs checkpoints; Verifier checks the stored checkpoint at
+	// start. Both come from the log's key pair.
+	Signer   note.Signer
+	Verifier note.Verifier
+	// SegmentSize is the size at which the active segment is sealed and a
+	// new one started.
+	SegmentSize int64
+	// MaxPending bounds the records queued but not yet committed; beyond it
+	// Append returns ErrPushback.
+	MaxPending int
+	// MaxBatchBytes bounds the bytes committed in one group commit.
+	MaxBatchBytes int
+	// MaxBlobSize bounds one blob.
+	MaxBlobSize int64
+	// SyncInterval is how often tiles and the checkpoint are made durable.
+	// Until then they can be rebuilt from the segments.
+	SyncInterval time.Duration
+	// Lookup finds the index of an already committed record by its
+	// idempotency key, for keys the ledger no longer keeps in memory (see
+	// Forget). Nil means keys are only remembered in memory.
+	Lookup func(ctx context.Context, key string) (uint64, bool, error)
+	// KeyOf extracts the idempotency key from a stored record; at start the
+	// ledger reloads keys of records from RecentFrom on. Nil disables that.
+	KeyOf func(record []byte) (string, error)
+	// RecentFrom is the first index whose key Lookup may not find (the query
+	// index's cursor).
+	RecentFrom uint64
+	// OnCommit, if set, is called after every group commit with its size.
+	OnCommit func(records int, bytes int, took time.Duration)
+	// Logger receives operational messages; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() error {
+	if o.Origin == "" || o.Signer == nil || o.Verifier == nil {
+		return errors.New("ledger: Origin, Signer and Verifier are required")
+	}
+	if o.Signer.Name() != o.Origin || o.Verifier.Name() != o.Origin {
+		return fmt.Errorf("ledger: key name %q does not match origin %q", o.Signer.Name(), o.Origin)
+	}
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = DefaultMaxPending
+	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if o.MaxBlobSize <= 0 {
+		o.MaxBlobSize = DefaultMaxBlobSize
+	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Item is one record to append.
+type Item struct {
+	// Key makes the append idempotent: an item whose key was committed
+	// before is not stored again. Empty means no key.
+	Key string
+	// Record is stored verbatim and is the Merkle leaf; at most 65,535 bytes.
+	Record []byte
+	// Blob is stored beside the record, outside the tree (the record should
+	// commit to its digest). May be empty.
+	Blob []byte
+}
+
+// Result says where an item is in the log.
+type Result struct {
+	Index uint64
+	// Duplicate is true when the item's key was already committed: nothing
+	// was stored and Index is the original record's.
+	Duplicate bool
+}
+
+// Receipt acknowledges an Append.
+type Receipt struct {
+	Results []Result
+	// Checkpoint is a signed checkpoint whose tree covers every result.
+	Checkpoint []byte
+}
+
+// segment is one segment file. count and size are the committed (published)
+// values; they only grow.
+type segment struct {
+	first uint64
+	path  string
+	f     *os.File // read handle
+	count atomic.Uint64
+	size  atomic.Int64
+}
+
+// published is the state readers see: everything in it is durable.
+type published struct {
+	size       uint64
+	checkpoint []byte
+	root       merkle.Hash
+	partial    []merkle.Tile // partial tiles of the tree of this size
+}
+
+// Ledger is the log. Its methods are safe for concurrent use.
+type Ledger struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	pub atomic.Pointer[published]
+
+	mu      sync.RWMutex // guards segs, bundles and sizeCh
+	segs    []*segment
+	bundles []bundleLoc // location of record 256*i
+	sizeCh  chan struct{}
+
+	queue   chan *request
+	pending atomic.Int64
+	epoch   atomic.Uint64 // bumped whenever keys are forgotten
+	forget  atomic.Uint64 // keys of records below this may be forgotten
+
+	// Owned by the sequencer goroutine.
+	builder    *merkle.Builder
+	active     *os.File
+	activeSize int64
+	recent     map[string]uint64
+	recentQ    []keyAt
+	forgot     uint64
+	wbuf       []byte
+	failed     error
+	madeDirs   map[string]bool
+
+	cacheMu   sync.Mutex
+	tileCache map[merkle.TileID][]byte
+	hashes    merkle.HashCache
+
+	syncMu       sync.Mutex
+	unsynced     int      // full tiles written since the last sync
+	partialFiles []string // partial tile files of the durable watermark
+
+	stop     chan struct{}
+	done     chan struct{}
+	syncDone chan struct{}
+	closeErr error
+	closing  sync.Once
+}
+
+type bundleLoc struct {
+	seg *segment
+	off int64
+}
+
+type keyAt struct {
+	key   string
+	index uint64
+}
+
+type request struct {
+	items   []Item
+	epoch   uint64
+	results []Result
+	cp      []byte
+	err     error
+	done    chan struct{}
+}
+
+// errRecheck asks Append to look its keys up again: keys were forgotten
+// between its lookup and its commit.
+var errRecheck = errors.New("recheck keys")
+
+// Files and directories in the ledger directory.
+const (
+	segDir         = "segments"
+	checkpointFile = "checkpoint"
+	watermarkFile  = "tiles-durable"
+)
+
+// Open opens (creating if needed) the ledger in dir, recovering from a crash
+// if there was one: an incomplete tail that was never acknowledged is cut
+// off, tiles are rebuilt from the segments, and the result is checked against
+// the last signed checkpoint. Anything else that disagrees is an error
+// wrapping ErrTampered that names the record; Open never repairs it.
+func Open(dir string, opts Options) (*Ledger, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	l := &Ledger{
+		dir:      dir,
+		opts:     opts,
+		log:      opts.Logger,
+		sizeCh:   make(chan struct{}),
+		queue:    make(chan *request, 4096),
+		recent:   map[string]uint64{},
+		madeDirs: map[string]bool{},
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	if err := os.MkdirAll(filepath.Join(dir, segDir), 0o700); err != nil {
+		return nil, fmt.Errorf("couldn't create ledger directory: %w", err)
+	}
+	if err := l.recover(); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
+	l.forgot = opts.RecentFrom
+	go l.sequence()
+	l.syncDone = make(chan struct{})
+	go l.syncLoop()
+	return l, nil
+}
+
+// Size returns the number of committed records.
+func (l *Ledger) Size() uint64 { return l.pub.Load().size }
+
+// Checkpoint returns the newest signed checkpoint.
+func (l *Ledger) Checkpoint() []byte { return l.pub.Load().checkpoint }
+
+// Append commits items durably, in order and atomically with respect to a
+// crash (either all of a call's new records are acknowledged or none), and
+// returns their indexes with a checkpoint covering them. Items whose key was
+// committed before are not stored again. If Append returns an error other
+// than a context error, nothing was stored. If ctx ends while the items are
+// being committed, they may still be committed.
+func (l *Ledger) Append(ctx context.Context, items []Item) (Receipt, error) {
+	for _, it := range items {
+		if len(it.Record) == 0 || len(it.Record) > maxRecordBytes {
+			return Receipt{}, fmt.Errorf("%w: record of %d bytes (limit %d)", ErrTooLarge, len(it.Record), maxRecordBytes)
+		}
+		if int64(len(it.Blob)) > l.opts.MaxBlobSize {
+			return Receipt{}, fmt.Errorf("%w: blob of %d bytes (limit %d)", ErrTooLarge, len(it.Blob), l.opts.MaxBlobSize)
+		}
+	}
+	for {
+		r, err := l.append(ctx, items)
+		if err != errRecheck {
+			return r, err
+		}
+	}
+}
+
+func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
+	epoch := l.epoch.Load()
+	results := make([]Result, len(items))
+	var send []Item
+	var pos []int
+	for i, it := range items {
+		if it.Key != "" && l.opts.Lookup != nil {
+			idx, ok, err := l.opts.Lookup(ctx, it.Key)
+			if err != nil {
+				return Receipt{}, fmt.Errorf("couldn't look up key: %w", err)
+			}
+			if ok {
+				results[i] = Result{Index: idx, Duplicate: true}
+				continue
+			}
+		}
+		send = append(send, it)
+		pos = append(pos, i)
+	}
+	if len(send) == 0 {
+		return Receipt{Results: results, Checkpoint: l.Checkpoint()}, nil
+	}
+	if n := l.pending.Add(int64(len(send))); n > int64(l.opts.MaxPending) && n != int64(len(send)) {
+		l.pending.Add(-int64(len(send)))
+		return Receipt{}, ErrPushback
+	}
+	req := &request{items: send, epoch: epoch, done: make(chan struct{})}
+	select {
+	case l.queue <- req:
+	case <-l.stop:
+		l.pending.Add(-int64(len(send)))
+		return Receipt{}, ErrClosed
+	case <-ctx.Done():
+		l.pending.Add(-int64(len(send)))
+		return Receipt{}, ctx.Err()
+	default:
+		l.pending.Add(-int64(len(send)))
+		return Receipt{}, ErrPushback
+	}
+	<-req.done
+	if req.err != nil {
+		return Receipt{}, req.err
+	}
+	for j, i := range pos {
+		results[i] = req.results[j]
+	}
+	return Receipt{Results: results, Checkpoint: req.cp}, nil
+}
+
+// Forget lets the ledger drop from memory the keys of records below index:
+// from now on Options.Lookup finds them. The query index calls it as its
+// cursor advances.
+func (l *Ledger) Forget(below uint64) {
+	for {
+		cur := l.forget.Load()
+		if below <= cur || l.forget.CompareAndSwap(cur, below) {
+			return
+		}
+	}
+}
+
+// Close stops accepting appends, commits what is queued, makes tiles and the
+// checkpoint durable and closes the files.
+func (l *Ledger) Close() error {
+	l.closing.Do(func() {
+		close(l.stop)
+		<-l.done
+		<-l.syncDone
+		if err := l.syncTiles(); err != nil && l.closeErr == nil {
+			l.closeErr = err
+		}
+		l.closeFiles()
+	})
+	return l.closeErr
+}
+
+func (l *Ledger) closeFiles() {
+	if l.active != nil {
+		l.active.Close()
+	}
+	l.mu.Lock()
+	for _, s := range l.segs {
+		s.f.Close()
+	}
+	l.mu.Unlock()
+}
+
+// sequence is the group-commit loop: it takes whatever requests are queued,
+// commits them with one write and one fsync, and replies. Under load the
+// queue fills while the previous fsync runs, so batches grow by themselves;
+// at low load each request is committed at once.
+func (l *Ledger) sequence() {
+	defer close(l.done)
+	var batch []*request
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-l.queue:
+			batch = append(batch, r)
+		case <-l.stop:
+			// Commit what was queued before Close.
+			for {
+				select {
+				case r := <-l.queue:
+					l.commit([]*request{r})
+				default:
+					return
+				}
+			}
+		}
+		bytes := len(batch[0].items)
+		for more := true; more && bytes < l.opts.MaxBatchBytes; {
+			select {
+			case r := <-l.queue:
+				batch = append(batch, r)
+				for _, it := range r.items {
+					bytes += len(it.Record) + len(it.Blob)
+				}
+			default:
+				more = false
+			}
+		}
+		l.commit(batch)
+		l.forgetKeys()
+	}
+}
+
+// forgetKeys drops remembered keys below the forget watermark, in coarse
+// steps so that the epoch, which makes in-flight appends recheck, rarely
+// changes.
+func (l *Ledger) forgetKeys() {
+	target := l.forget.Load()
+	if target < l.forgot+defaultForgetInterval {
+		return
+	}
+	i := 0
+	for ; i < len(l.recentQ) && l.recentQ[i].index < target; i++ {
+		k := l.recentQ[i]
+		if l.recent[k.key] == k.index {
+			delete(l.recent, k.key)
+		}
+	}
+	l.recentQ = append(l.recentQ[:0:0], l.recentQ[i:]...)
+	l.forgot = target
+	l.epoch.Add(1)
+}
+
+func (l *Ledger) commit(batch []*request) {
+	start := time.Now()
+	var n int
+	for _, r := range batch {
+		n += len(r.items)
+	}
+	defer l.pending.Add(-int64(n))
+	reply := func(err error) {
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+			close(r.done)
+		}
+	}
+	if l.failed != nil {
+		reply(ErrFailed)
+		return
+	}
+	if l.activeSize >= l.opts.SegmentSize {
+		if err := l.roll(); err != nil {
+			l.fail(fmt.Errorf("couldn't start a new segment: %w", err))
+			reply(ErrFailed)
+			return
+		}
+	}
+
+	// Requests that looked their keys up before keys were last forgotten
+	// must look again, unless every key is still remembered here.
+	epoch := l.epoch.Load()
+	live := batch[:0:0]
+	for _, r := range batch {
+		if r.epoch != epoch {
+			for _, it := range r.items {
+				if _, ok := l.recent[it.Key]; it.Key != "" && !ok {
+					r.err = errRecheck
+					break
+				}
+			}
+		}
+		if r.err == nil {
+			live = append(live, r)
+		}
+	}
+
+	// Assign indexes, skipping keys already committed.
+	next := l.builder.Size()
+	buf := l.wbuf[:0]
+	var records [][]byte
+	var newKeys []keyAt
+	inBatch := map[string]uint64{}
+	type bundleAt struct {
+		index uint64
+		off   int64
+	}
+	var bundles []bundleAt
+	for _, r := range live {
+		r.results = make([]Result, len(r.items))
+		for i, it := range r.items {
+			if it.Key != "" {
+				if idx, ok := l.recent[it.Key]; ok {
+					r.results[i] = Result{Index: idx, Duplicate: true}
+					continue
+				}
+				if idx, ok := inBatch[it.Key]; ok {
+					r.results[i] = Result{Index: idx, Duplicate: true}
+					continue
+				}
+			}
+			if next%merkle.TileWidth == 0 {
+				bundles = append(bundles, bundleAt{next, l.activeSize + int64(len(buf))})
+			}
+			buf = appendFrame(buf, it.Record, it.Blob)
+			records = append(records, it.Record)
+			r.results[i] = Result{Index: next}
+			if it.Key != "" {
+				inBatch[it.Key] = next
+				newKeys = append(newKeys, keyAt{it.Key, next})
+			}
+			next++
+		}
+	}
+	l.wbuf = buf
+
+	if len(records) > 0 {
+		if _, err := l.active.WriteAt(buf, l.activeSize); err != nil {
+			l.fail(fmt.Errorf("couldn't write segment: %w", err))
+			reply(ErrFailed)
+			return
+		}
+		// Hash while the disk syncs.
+		synced := make(chan error, 1)
+		go func() { synced <- unix.Fdatasync(int(l.active.Fd())) }()
+		leaves := make([]merkle.Hash, len(records))
+		for i, rec := range records {
+			leaves[i] = merkle.LeafHash(rec)
+		}
+		if err := <-synced; err != nil {
+			l.fail(fmt.Errorf("couldn't fsync segment: %w", err))
+			reply(ErrFailed)
+			return
+		}
+		for _, h := range leaves {
+			full, err := l.builder.Append(h)
+			if err != nil {
+				l.fail(fmt.Errorf("couldn't extend the tree: %w", err))
+				reply(ErrFailed)
+				return
+			}
+			for _, t := range full {
+				if err := l.writeTile(t); err != nil {
+					l.fail(fmt.Errorf("couldn't write tile %s: %w", t.ID.Path(), err))
+					reply(ErrFailed)
+					return
+				}
+			}
+		}
+	}
+	pub := l.pub.Load()
+	if len(records) > 0 {
+		var err error
+		if pub, err = l.sign(); err != nil {
+			l.fail(err)
+			reply(ErrFailed)
+			return
+		}
+	}
+	l.activeSize += int64(len(buf))
+	for _, k := range newKeys {
+		l.recent[k.key] = k.index
+	}
+	l.recentQ = append(l.recentQ, newKeys...)
+
+	l.mu.Lock()
+	seg := l.segs[len(l.segs)-1]
+	for _, b := range bundles {
+		l.bundles = append(l.bundles, bundleLoc{seg, b.off})
+	}
+	seg.count.Add(uint64(len(records)))
+	seg.size.Store(l.activeSize)
+	l.pub.Store(pub)
+	close(l.sizeCh)
+	l.sizeCh = make(chan struct{})
+	l.mu.Unlock()
+
+	for _, r := range batch {
+		r.cp = pub.checkpoint
+	}
+	reply(nil)
+	if l.opts.OnCommit != nil {
+		l.opts.OnCommit(len(records), len(buf), time.Since(start))
+	}
+}
+
+// sign computes the root of the current tree and signs a checkpoint for it.
+func (l *Ledger) sign() (*published, error) {
+	root, err := l.builder.Root()
+	if err != nil {
+		return nil, fmt.Errorf("couldn't compute tree root: %w", err)
+	}
+	cp := merkle.Checkpoint{Origin: l.opts.Origin, Size: l.builder.Size(), Hash: root}
+	signed, err := cp.Sign(l.opts.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't sign checkpoint: %w", err)
+	}
+	return &published{size: cp.Size, checkpoint: signed, root: root, partial: l.builder.Partial()}, nil
+}
+
+func (l *Ledger) fail(err error) {
+	l.log.Error("ledger stopped accepting writes", "err", err)
+	l.failed = err
+}
+
+// roll seals the active segment and starts a new one.
+func (l *Ledger) roll() error {
+	if err := l.active.Sync(); err != nil {
+		return err
+	}
+	if err := l.active.Close(); err != nil {
+		return err
+	}
+	l.active = nil
+	seg, f, err := l.createSegment(l.builder.Size())
+	if err != nil {
+		return err
+	}
+	l.active, l.activeSize = f, segHeaderSize
+	l.mu.Lock()
+	l.segs = append(l.segs, seg)
+	l.mu.Unlock()
+	return nil
+}
+
+// createSegment creates a segment file durably and returns it with a
+// write handle.
+func (l *Ledger) createSegment(first uint64) (*segment, *os.File, error) {
+	path := filepath.Join(l.dir, segDir, segmentName(first))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := f.Write(segHeader(first)); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	seg := &segment{first: first, path: path, f: r}
+	seg.size.Store(segHeaderSize)
+	return seg, f, nil
+}
+
+// tilePath is where a tile lives on disk.
+func (l *Ledger) tilePath(id merkle.TileID) string {
+	return filepath.Join(l.dir, filepath.FromSlash(id.Path()))
+}
+
+// writeTile writes a full tile lazily: without fsync, which the sync loop
+// does in bulk. After a crash, tiles past the durable watermark are rebuilt.
+func (l *Ledger) writeTile(t merkle.Tile) error {
+	path := l.tilePath(t.ID)
+	dir := filepath.Dir(path)
+	if !l.madeDirs[dir] {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		l.madeDirs[dir] = true
+	}
+	if err := writeFileAtomic(path, t.Data, 0o600, false); err != nil {
+		return err
+	}
+	l.syncMu.Lock()
+	l.unsynced++
+	l.syncMu.Unlock()
+	return nil
+}
+
+// syncLoop makes tiles and the checkpoint durable every SyncInterval.
+func (l *Ledger) syncLoop() {
+	defer close(l.syncDone)
+	t := time.NewTicker(l.opts.SyncInterval)
+	defer t.Stop()
+	var last uint64
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			if p := l.pub.Load(); p.size != last {
+				if err := l.syncTiles(); err != nil {
+					l.log.Error("couldn't make tiles durable", "err", err)
+					continue
+				}
+				last = p.size
+			}
+		}
+	}
+}
+
+// syncTiles makes the tiles of the current published tree durable: partial
+// tiles are written, everything is flushed with one syncfs, then the
+// watermark and checkpoint files record the size that is now safe.
+func (l *Ledger) syncTiles() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	p := l.pub.Load()
+	var partialPaths []string
+	for _, t := range p.partial {
+		path := l.tilePath(t.ID)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(path, t.Data, 0o600, false); err != nil {
+			return err
+		}
+		partialPaths = append(partialPaths, path)
+	}
+	d, err := os.Open(l.dir)
+	if err != nil {
+		return err
+	}
+	err = unix.Syncfs(int(d.Fd()))
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("syncfs: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(l.dir, watermarkFile), []byte(strconv.FormatUint(p.size, 10)+"\n"), 0o600, true); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(l.dir, checkpointFile), p.checkpoint, 0o600, true); err != nil {
+		return err
+	}
+	l.unsynced = 0
+	keep := map[string]bool{}
+	for _, p := range partialPaths {
+		keep[p] = true
+	}
+	for _, p := range l.partialFiles {
+		if !keep[p] {
+			os.Remove(p)
+			os.Remove(filepath.Dir(p)) // the N.p directory, once empty
+		}
+	}
+	l.partialFiles = partialPaths
+	return nil
+}

@@ -1,0 +1,366 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+type testKeys struct {
+	signer   note.Signer
+	verifier note.Verifier
+}
+
+func newKeys(t testing.TB) testKeys {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "test.example/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKeys{s, v}
+}
+
+func (k testKeys) opts() Options {
+	return Options{
+		Origin:       "test.example/log",
+		Signer:       k.signer,
+		Verifier:     k.verifier,
+		SyncInterval: 10 * time.Millisecond,
+		KeyOf: func(rec []byte) (string, error) {
+			key, _, _ := strings.Cut(string(rec), "|")
+			return key, nil
+		},
+	}
+}
+
+func open(t testing.TB, dir string, opts Options) *Ledger {
+	t.Helper()
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return l
+}
+
+func rec(i int) Item {
+	key := fmt.Sprintf("k%d", i)
+	return Item{Key: key, Record: []byte(fmt.Sprintf("%s|record number %d", key, i))}
+}
+
+func TestAppendReadReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	k := newKeys(t)
+	opts := k.opts()
+	opts.SegmentSize = 4096 // many segments
+	l := open(t, dir, opts)
+
+	// Concurrent appenders; every acknowledged record must be readable
+	// at its index.
+	const writers, per = 8, 150
+	got := make(map[uint64]string)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < per; i += 3 {
+				var items []Item
+				for j := i; j < i+3 && j < per; j++ {
+					it := rec(w*per + j)
+					it.Blob = []byte(fmt.Sprintf("blob-%d", w*per+j))
+					items = append(items, it)
+				}
+				r, err := l.Append(ctx, items)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				cp, err := merkle.OpenCheckpoint(r.Checkpoint, k.verifier)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for j, res := range r.Results {
+					if res.Index >= cp.Size {
+						t.Errorf("checkpoint of size %d does not cover index %d", cp.Size, res.Index)
+					}
+					got[res.Index] = string(items[j].Record)
+				}
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	if l.Size() != writers*per {
+		t.Fatalf("size %d, want %d", l.Size(), writers*per)
+	}
+	check := func(l *Ledger) {
+		t.Helper()
+		es, err := l.Entries(ctx, 0, writers*per+10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) != writers*per {
+			t.Fatalf("Entries returned %d", len(es))
+		}
+		for _, e := range es {
+			if string(e.Data) != got[e.Index] {
+				t.Fatalf("record %d = %q, want %q", e.Index, e.Data, got[e.Index])
+			}
+		}
+		// Reads starting mid-bundle and mid-segment.
+		for _, from := range []uint64{1, 255, 256, 257, 700, writers*per - 1} {
+			es, err := l.Entries(ctx, from, 3)
+			if err != nil || len(es) == 0 || es[0].Index != from || string(es[0].Data) != got[from] {
+				t.Fatalf("Entries(%d) = %v, %v", from, es, err)
+			}
+		}
+		b, err := l.Blob(700)
+		if err != nil || !strings.HasPrefix(string(b), "blob-") {
+			t.Fatalf("Blob(700) = %q, %v", b, err)
+		}
+	}
+	check(l)
+	cp1 := l.Checkpoint()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	l = open(t, dir, opts)
+	defer l.Close()
+	check(l)
+	if !bytes.Equal(l.Checkpoint(), cp1) {
+		c0, _ := merkle.OpenCheckpoint(cp1, k.verifier)
+		c1, _ := merkle.OpenCheckpoint(l.Checkpoint(), k.verifier)
+		if c0 != c1 {
+			t.Fatalf("checkpoint changed across reopen: %+v vs %+v", c0, c1)
+		}
+	}
+	// Idempotency survives the restart.
+	r, err := l.Append(ctx, []Item{rec(5), rec(100000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Results[0].Duplicate || got[r.Results[0].Index] != string(rec(5).Record) {
+		t.Fatalf("re-sent key: %+v", r.Results[0])
+	}
+	if r.Results[1].Duplicate || r.Results[1].Index != writers*per {
+		t.Fatalf("new key: %+v", r.Results[1])
+	}
+}
+
+func TestDuplicateWithinBatchAndAcrossForget(t *testing.T) {
+	ctx := context.Background()
+	k := newKeys(t)
+	opts := k.opts()
+	index := map[string]uint64{} // stands in for the query index
+	var mu sync.Mutex
+	opts.Lookup = func(_ context.Context, key string) (uint64, bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		i, ok := index[key]
+		return i, ok, nil
+	}
+	l := open(t, t.TempDir(), opts)
+	defer l.Close()
+	r, err := l.Append(ctx, []Item{rec(1), rec(1), rec(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Results[0].Index != 0 || !r.Results[1].Duplicate || r.Results[1].Index != 0 || r.Results[2].Index != 1 {
+		t.Fatalf("results %+v", r.Results)
+	}
+	// Hand the keys to the "index" and let the ledger forget them.
+	for i := 3; i < defaultForgetInterval+10; i += 1000 {
+		var items []Item
+		for j := i; j < i+1000; j++ {
+			items = append(items, rec(j))
+		}
+		if _, err := l.Append(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, _ := l.Entries(ctx, 0, int(l.Size()))
+	mu.Lock()
+	for _, e := range es {
+		key, _, _ := strings.Cut(string(e.Data), "|")
+		index[key] = e.Index
+	}
+	mu.Unlock()
+	l.Forget(l.Size())
+	l.Append(ctx, []Item{rec(-1)}) // a commit lets the sequencer forget
+	l.Append(ctx, []Item{rec(-2)})
+	if l.epoch.Load() == 0 {
+		t.Fatal("ledger did not forget keys")
+	}
+	r, err = l.Append(ctx, []Item{rec(2)})
+	if err != nil || !r.Results[0].Duplicate || r.Results[0].Index != 1 {
+		t.Fatalf("forgotten key re-sent: %+v %v", r, err)
+	}
+}
+
+func TestPushback(t *testing.T) {
+	k := newKeys(t)
+	opts := k.opts()
+	opts.MaxPending = 10
+	l := open(t, t.TempDir(), opts)
+	defer l.Close()
+	var items []Item
+	for i := 0; i < 11; i++ {
+		items = append(items, rec(i))
+	}
+	// A single oversized request is still accepted (it can never fit
+	// otherwise); pushback applies when others are already queued.
+	if _, err := l.Append(context.Background(), items); err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	l.pending.Add(int64(opts.MaxPending))
+	_, err := l.Append(context.Background(), items[:1])
+	l.pending.Add(-int64(opts.MaxPending))
+	if !errors.Is(err, ErrPushback) {
+		t.Fatalf("got %v, want ErrPushback", err)
+	}
+	if l.Size() != 11 {
+		t.Fatalf("pushback stored something: size %d", l.Size())
+	}
+}
+
+func fill(t *testing.T, dir string, opts Options, n int) {
+	t.Helper()
+	l := open(t, dir, opts)
+	for i := 0; i < n; i += 50 {
+		var items []Item
+		for j := i; j < i+50 && j < n; j++ {
+			items = append(items, rec(j))
+		}
+		if _, err := l.Append(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func onlySegment(t *testing.T, dir string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(dir, segDir, "*.seg"))
+	if len(m) != 1 {
+		t.Fatalf("segments: %v", m)
+	}
+	return m[0]
+}
+
+func TestIncompleteTailIsCut(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	fill(t, dir, k.opts(), 300)
+	seg := onlySegment(t, dir)
+	fi, _ := os.Stat(seg)
+	// A frame header promising more bytes than were written.
+	f, _ := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(appendFrame(nil, []byte("never acknowledged"), nil)[:20])
+	f.Close()
+	l := open(t, dir, k.opts())
+	defer l.Close()
+	if l.Size() != 300 {
+		t.Fatalf("size %d after tail cut", l.Size())
+	}
+	if fi2, _ := os.Stat(seg); fi2.Size() != fi.Size() {
+		t.Fatalf("segment is %d bytes, want %d", fi2.Size(), fi.Size())
+	}
+	if _, err := l.Append(context.Background(), []Item{rec(300)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDamageUnderCheckpointStopsOpen(t *testing.T) {
+	k := newKeys(t)
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string
+	}{
+		{"flipped record byte", func(t *testing.T, dir string) {
+			seg := onlySegment(t, dir)
+			data, _ := os.ReadFile(seg)
+			i := bytes.Index(data, []byte("record number 123"))
+			data[i+3] ^= 1
+			os.WriteFile(seg, data, 0o600)
+		}, "record 123"},
+		{"truncated segment", func(t *testing.T, dir string) {
+			seg := onlySegment(t, dir)
+			data, _ := os.ReadFile(seg)
+			i := bytes.Index(data, []byte("k250|"))
+			os.WriteFile(seg, data[:i], 0o600)
+		}, "record 250"},
+		{"forged checkpoint", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, checkpointFile)
+			data, _ := os.ReadFile(p)
+			data[len("test.example/log\n")] = '9'
+			os.WriteFile(p, data, 0o600)
+		}, "checkpoint"},
+		{"tile differs", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, "tile", "0", "001.p", "44")
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data[0] ^= 1
+			os.WriteFile(p, data, 0o600)
+		}, "does not match the last signed checkpoint"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fill(t, dir, k.opts(), 300)
+			tc.damage(t, dir)
+			_, err := Open(dir, k.opts())
+			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open = %v, want ErrTampered mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestTilesSurviveLostWatermark(t *testing.T) {
+	// Tiles and checkpoints are lazy: removing everything but the segments
+	// (as a crash before any sync would) rebuilds the same tree.
+	dir := t.TempDir()
+	k := newKeys(t)
+	fill(t, dir, k.opts(), 70000)
+	before, _ := os.ReadFile(filepath.Join(dir, "tile", "1", "000"))
+	os.RemoveAll(filepath.Join(dir, "tile"))
+	os.Remove(filepath.Join(dir, watermarkFile))
+	l := open(t, dir, k.opts())
+	defer l.Close()
+	after, err := l.Tile(merkle.TileID{Level: 1, N: 0, W: 256})
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("rebuilt tile differs (%v)", err)
+	}
+}

@@ -1,0 +1,245 @@
+package ledger
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// Entries implements Source: up to max committed records from index from.
+func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, error) {
+	size := l.Size()
+	if from >= size || max <= 0 {
+		return nil, nil
+	}
+	count := min(uint64(max), size-from)
+	out := make([]Entry, 0, count)
+	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
+		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...)})
+		return ctx.Err()
+	})
+	return out, err
+}
+
+// Wait implements Source: it returns when the log holds more than n records.
+func (l *Ledger) Wait(ctx context.Context, n uint64) error {
+	for {
+		l.mu.RLock()
+		ch := l.sizeCh
+		l.mu.RUnlock()
+		if l.Size() > n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.stop:
+			return ErrClosed
+		}
+	}
+}
+
+// Blob returns the blob stored beside record index (nil if it has none).
+func (l *Ledger) Blob(index uint64) ([]byte, error) {
+	if index >= l.Size() {
+		return nil, fmt.Errorf("%w: record %d", ErrNotFound, index)
+	}
+	var blob []byte
+	err := l.scan(index, 1, false, func(_ uint64, fr frame) error {
+		blob = append([]byte(nil), fr.blob...)
+		return nil
+	})
+	return blob, err
+}
+
+// scan calls fn for count records from index from, reading the segments
+// sequentially. With skipBlobs, blobs are neither read nor checksummed.
+// The frame passed to fn is valid only during the call.
+func (l *Ledger) scan(from, count uint64, skipBlobs bool, fn func(uint64, frame) error) error {
+	if count == 0 {
+		return nil
+	}
+	l.mu.RLock()
+	segs := l.segs
+	var start bundleLoc
+	if b := from / merkle.TileWidth; b < uint64(len(l.bundles)) {
+		start = l.bundles[b]
+	}
+	l.mu.RUnlock()
+
+	si := sort.Search(len(segs), func(i int) bool { return segs[i].first > from }) - 1
+	if si < 0 {
+		return fmt.Errorf("%w: record %d", ErrNotFound, from)
+	}
+	seg := segs[si]
+	off, idx := int64(segHeaderSize), seg.first
+	if start.seg == seg {
+		off, idx = start.off, from-from%merkle.TileWidth
+	}
+	end := from + count
+	for {
+		sc := newFrameScanner(seg.f, seg.size.Load(), off, l.opts.MaxBlobSize)
+		sc.skipBlobs = skipBlobs
+		for idx < end {
+			// Skipped frames before from need no checksum.
+			sc.skipBlobs = skipBlobs || idx < from
+			fr, err := sc.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("%w: record %d (segment %s): %v", ErrTampered, idx, segmentName(seg.first), err)
+			}
+			if idx >= from {
+				if err := fn(idx, fr); err != nil {
+					return err
+				}
+			}
+			idx++
+		}
+		if idx >= end {
+			return nil
+		}
+		si++
+		if si >= len(segs) {
+			return fmt.Errorf("%w: record %d", ErrNotFound, idx)
+		}
+		seg, off = segs[si], segHeaderSize
+		if seg.first != idx {
+			return fmt.Errorf("%w: segment %s starts at %d, expected %d", ErrTampered, segmentName(seg.first), seg.first, idx)
+		}
+	}
+}
+
+// Tile returns a C2SP hash tile of the published tree: a full tile, or a
+// prefix of the tile at the tree's right edge. Tiles beyond the tree are
+// ErrNotFound.
+func (l *Ledger) Tile(id merkle.TileID) ([]byte, error) {
+	p := l.pub.Load()
+	return l.tileReader(p.size, p.partial)(id)
+}
+
+// tileReader reads tiles of the tree of size n whose partial tiles are
+// partial.
+func (l *Ledger) tileReader(n uint64, partial []merkle.Tile) merkle.TileReader {
+	return func(id merkle.TileID) ([]byte, error) {
+		if id.Level < 0 || id.Level > 63 || id.W < 1 || id.W > merkle.TileWidth {
+			return nil, fmt.Errorf("%w: tile %s", ErrNotFound, id.Path())
+		}
+		avail := n >> uint(merkle.TileHeight*id.Level)
+		switch {
+		case (id.N+1)*merkle.TileWidth <= avail:
+			full := id
+			full.W = merkle.TileWidth
+			data, err := l.readFullTile(full)
+			if err != nil {
+				return nil, fmt.Errorf("couldn't read tile %s: %w", full.Path(), err)
+			}
+			if len(data) != merkle.TileWidth*merkle.HashSize {
+				return nil, fmt.Errorf("%w: tile %s has %d bytes", ErrTampered, full.Path(), len(data))
+			}
+			return data[:id.W*merkle.HashSize], nil
+		case id.N == avail/merkle.TileWidth && uint64(id.W) <= avail%merkle.TileWidth:
+			for _, t := range partial {
+				if t.ID.Level == id.Level && t.ID.N == id.N {
+					return t.Data[:id.W*merkle.HashSize], nil
+				}
+			}
+			return nil, fmt.Errorf("partial tile %s missing", id.Path())
+		}
+		return nil, fmt.Errorf("%w: tile %s", ErrNotFound, id.Path())
+	}
+}
+
+// Bundle returns a C2SP entry bundle: each record of the bundle prefixed by
+// its length as a big-endian uint16.
+func (l *Ledger) Bundle(n uint64, w int) ([]byte, error) {
+	size := l.Size()
+	first := n * merkle.TileWidth
+	if w < 1 || w > merkle.TileWidth || first+uint64(w) > size || n > size {
+		return nil, fmt.Errorf("%w: entry bundle %d.p/%d", ErrNotFound, n, w)
+	}
+	var out []byte
+	err := l.scan(first, uint64(w), true, func(_ uint64, fr frame) error {
+		out = binary.BigEndian.AppendUint16(out, uint16(len(fr.record)))
+		out = append(out, fr.record...)
+		return nil
+	})
+	return out, err
+}
+
+// hashReader reads hashes of the published tree.
+func (l *Ledger) hashReader() (uint64, tlog.HashReader) {
+	p := l.pub.Load()
+	return p.size, merkle.CachedTileHashReader(p.size, l.tileReader(p.size, p.partial), &l.hashes)
+}
+
+// InclusionProof proves record index is in the tree of the given size.
+func (l *Ledger) InclusionProof(index, size uint64) ([]merkle.Hash, error) {
+	n, hr := l.hashReader()
+	if size > n || index >= size {
+		return nil, fmt.Errorf("%w: no record %d in a tree of size %d (log size %d)", ErrNotFound, index, size, n)
+	}
+	return tlog.ProveRecord(int64(size), int64(index), hr)
+}
+
+// ConsistencyProof proves the tree of size from is a prefix of the tree of
+// size to.
+func (l *Ledger) ConsistencyProof(from, to uint64) ([]merkle.Hash, error) {
+	n, hr := l.hashReader()
+	if to > n || from > to {
+		return nil, fmt.Errorf("%w: no consistency proof from %d to %d (log size %d)", ErrNotFound, from, to, n)
+	}
+	if from == 0 || from == to {
+		return []merkle.Hash{}, nil
+	}
+	return tlog.ProveTree(int64(to), int64(from), hr)
+}
+
+// LeafHash returns the leaf hash of record index.
+func (l *Ledger) LeafHash(index uint64) (merkle.Hash, error) {
+	n, hr := l.hashReader()
+	if index >= n {
+		return merkle.Hash{}, fmt.Errorf("%w: record %d", ErrNotFound, index)
+	}
+	h, err := hr.ReadHashes([]int64{tlog.StoredHashIndex(0, int64(index))})
+	if err != nil {
+		return merkle.Hash{}, err
+	}
+	return h[0], nil
+}
+
+func treeHash(n uint64, hr tlog.HashReader) (merkle.Hash, error) {
+	return tlog.TreeHash(int64(n), hr)
+}
+
+// tileCacheSize bounds the full tiles kept in memory (8 KiB each).
+const tileCacheSize = 4096
+
+// readFullTile reads a full tile, through a cache: full tiles never change.
+func (l *Ledger) readFullTile(id merkle.TileID) ([]byte, error) {
+	l.cacheMu.Lock()
+	data, ok := l.tileCache[id]
+	l.cacheMu.Unlock()
+	if ok {
+		return data, nil
+	}
+	data, err := l.readTileFile(id)
+	if err != nil || len(data) != merkle.TileWidth*merkle.HashSize {
+		return data, err
+	}
+	l.cacheMu.Lock()
+	if l.tileCache == nil || len(l.tileCache) >= tileCacheSize {
+		l.tileCache = map[merkle.TileID][]byte{}
+	}
+	l.tileCache[id] = data
+	l.cacheMu.Unlock()
+	return data, nil
+}

@@ -1,0 +1,281 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// recover loads the ledger from disk. See Open for what it promises.
+func (l *Ledger) recover() error {
+	cp, err := l.readCheckpoint()
+	if err != nil {
+		return err
+	}
+	firsts, err := listSegments(filepath.Join(l.dir, segDir))
+	if err != nil {
+		return fmt.Errorf("couldn't list segments: %w", err)
+	}
+	if len(firsts) == 0 {
+		if cp.Size > 0 {
+			return fmt.Errorf("%w: no segment files, but the signed checkpoint covers %d records", ErrTampered, cp.Size)
+		}
+		seg, f, err := l.createSegment(0)
+		if err != nil {
+			return fmt.Errorf("couldn't create the first segment: %w", err)
+		}
+		l.segs = []*segment{seg}
+		l.active, l.activeSize = f, segHeaderSize
+		l.builder = merkle.NewBuilder()
+		return l.publishRecovered(cp)
+	}
+
+	// Scan every segment: framing, checksums, contiguity.
+	var n uint64
+	for i, first := range firsts {
+		last := i == len(firsts)-1
+		if first != n {
+			return fmt.Errorf("%w: segment %s starts at record %d, but the previous segments end at record %d",
+				ErrTampered, segmentName(first), first, n)
+		}
+		seg, err := l.scanSegment(first, last, cp.Size)
+		if err != nil {
+			return err
+		}
+		l.segs = append(l.segs, seg)
+		n += seg.count.Load()
+	}
+	if n < cp.Size {
+		return fmt.Errorf("%w: the log holds %d records but the last signed checkpoint covers %d: records %d to %d are missing",
+			ErrTampered, n, cp.Size, n, cp.Size-1)
+	}
+	last := l.segs[len(l.segs)-1]
+	f, err := os.OpenFile(last.path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("couldn't open active segment: %w", err)
+	}
+	l.active, l.activeSize = f, last.size.Load()
+
+	// Rebuild the tree from the durable tiles and the records after them.
+	durable, err := l.readWatermark()
+	if err != nil {
+		return err
+	}
+	if durable > n {
+		return fmt.Errorf("%w: tiles were made durable for %d records, but the log holds only %d", ErrTampered, durable, n)
+	}
+	if durable == 0 {
+		l.builder = merkle.NewBuilder()
+	} else {
+		b, err := merkle.RestoreBuilder(durable, l.readTileFile)
+		if err != nil {
+			return fmt.Errorf("%w: couldn't restore the tree at %d records from its tiles: %v", ErrTampered, durable, err)
+		}
+		l.builder = b
+	}
+	if err := l.replay(durable, n); err != nil {
+		return err
+	}
+	if cp.Size > 0 {
+		hr := merkle.TileHashReader(n, l.tileReader(n, l.builder.Partial()))
+		root, err := treeHash(cp.Size, hr)
+		if err != nil {
+			return fmt.Errorf("couldn't compute the tree at the checkpoint's size %d: %w", cp.Size, err)
+		}
+		if root != cp.Hash {
+			return fmt.Errorf("%w: the tree of the first %d records does not match the last signed checkpoint; run `aitrail verify --data` to find the damaged record",
+				ErrTampered, cp.Size)
+		}
+	}
+	if err := l.loadRecentKeys(n); err != nil {
+		return err
+	}
+	return l.publishRecovered(cp)
+}
+
+// publishRecovered publishes the recovered tree, signing a checkpoint for it
+// unless the stored one already covers it.
+func (l *Ledger) publishRecovered(cp merkle.Checkpoint) error {
+	pub, err := l.sign()
+	if err != nil {
+		return err
+	}
+	l.pub.Store(pub)
+	if cp.Size != pub.size || l.unsyncedOnStart() {
+		if err := l.syncTiles(); err != nil {
+			return fmt.Errorf("couldn't make the recovered tiles durable: %w", err)
+		}
+	}
+	return nil
+}
+
+func (l *Ledger) unsyncedOnStart() bool { return l.unsynced > 0 }
+
+// readCheckpoint reads and verifies the stored checkpoint. A missing file is
+// an empty checkpoint (a new log, or a crash before the first sync).
+func (l *Ledger) readCheckpoint() (merkle.Checkpoint, error) {
+	data, err := os.ReadFile(filepath.Join(l.dir, checkpointFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return merkle.Checkpoint{Origin: l.opts.Origin}, nil
+	}
+	if err != nil {
+		return merkle.Checkpoint{}, fmt.Errorf("couldn't read checkpoint: %w", err)
+	}
+	cp, err := merkle.OpenCheckpoint(data, l.opts.Verifier)
+	if err != nil {
+		return merkle.Checkpoint{}, fmt.Errorf("%w: the stored checkpoint does not verify with the log's key: %v", ErrTampered, err)
+	}
+	return cp, nil
+}
+
+func (l *Ledger) readWatermark() (uint64, error) {
+	data, err := os.ReadFile(filepath.Join(l.dir, watermarkFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("couldn't read tile watermark: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: bad tile watermark file: %q", ErrTampered, data)
+	}
+	return n, nil
+}
+
+// scanSegment reads one segment's frames, checking each checksum, and
+// records where every 256th record starts. In the last segment, damage at
+// or after the checkpoint's size is an incomplete tail that was never
+// acknowledged: it is cut off. Any other damage is an error naming the
+// record.
+func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64) (*segment, error) {
+	path := filepath.Join(l.dir, segDir, segmentName(first))
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't open segment %s: %w", segmentName(first), err)
+	}
+	seg := &segment{first: first, path: path, f: f}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	size := fi.Size()
+	if size < segHeaderSize && last && first >= cpSize {
+		// Crashed while creating the segment: start it again.
+		f.Close()
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+		seg, w, err := l.createSegment(first)
+		if err != nil {
+			return nil, err
+		}
+		w.Close()
+		return seg, nil
+	}
+	if err := checkSegHeader(f, first); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: segment %s: %v", ErrTampered, segmentName(first), err)
+	}
+	sc := newFrameScanner(f, size, segHeaderSize, l.opts.MaxBlobSize)
+	idx := first
+	for {
+		fr, err := sc.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if !last || idx < cpSize {
+				f.Close()
+				return nil, fmt.Errorf("%w: record %d (segment %s, offset %d): %v", ErrTampered, idx, segmentName(first), sc.off, err)
+			}
+			l.log.Warn("cutting off an incomplete tail that was never acknowledged",
+				"segment", segmentName(first), "record", idx, "bytes", size-sc.off, "reason", err.Error())
+			if err := cutTail(path, sc.off); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("couldn't cut off incomplete tail: %w", err)
+			}
+			size = sc.off
+			break
+		}
+		if idx%merkle.TileWidth == 0 {
+			l.bundles = append(l.bundles, bundleLoc{seg, fr.off})
+		}
+		idx++
+	}
+	seg.count.Store(idx - first)
+	seg.size.Store(size)
+	return seg, nil
+}
+
+func cutTail(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// replay feeds records [from, to) into the tree builder, rewriting the full
+// tiles they complete.
+func (l *Ledger) replay(from, to uint64) error {
+	return l.scan(from, to-from, false, func(idx uint64, fr frame) error {
+		full, err := l.builder.Append(merkle.LeafHash(fr.record))
+		if err != nil {
+			return err
+		}
+		for _, t := range full {
+			if err := l.writeTile(t); err != nil {
+				return fmt.Errorf("couldn't write tile %s: %w", t.ID.Path(), err)
+			}
+		}
+		return nil
+	})
+}
+
+// loadRecentKeys remembers the keys of records the index may not know yet.
+func (l *Ledger) loadRecentKeys(n uint64) error {
+	if l.opts.KeyOf == nil || l.opts.RecentFrom >= n {
+		return nil
+	}
+	return l.scan(l.opts.RecentFrom, n-l.opts.RecentFrom, true, func(idx uint64, fr frame) error {
+		key, err := l.opts.KeyOf(fr.record)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", idx, err)
+		}
+		if key != "" {
+			l.recent[key] = idx
+			l.recentQ = append(l.recentQ, keyAt{key, idx})
+		}
+		return nil
+	})
+}
+
+// readTileFile reads a tile from disk. A request for a prefix of a tile
+// that is full on disk is served from the full tile.
+func (l *Ledger) readTileFile(id merkle.TileID) ([]byte, error) {
+	data, err := os.ReadFile(l.tilePath(id))
+	if err == nil {
+		return data, nil
+	}
+	if id.W < merkle.TileWidth && errors.Is(err, os.ErrNotExist) {
+		full := id
+		full.W = merkle.TileWidth
+		data, err2 := os.ReadFile(l.tilePath(full))
+		if err2 == nil && len(data) == merkle.TileWidth*merkle.HashSize {
+			return data[:id.W*merkle.HashSize], nil
+		}
+	}
+	return nil, err
+}

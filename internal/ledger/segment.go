@@ -1,0 +1,245 @@
+package ledger
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Segment file layout.
+//
+// A segment starts with a 16-byte header: the magic "AITRSEG1" and the index
+// of its first record (big-endian uint64). Records follow back to back, each
+// framed as
+//
+//	u32 record length | u32 blob length | u32 CRC-32C | record | blob
+//
+// where the CRC covers the two lengths, the record and the blob. The record
+// is the canonical JSON the Merkle leaf commits to; the blob is the record's
+// encrypted content (or empty), kept beside the record but outside the tree.
+const (
+	segMagic        = "AITRSEG1"
+	segHeaderSize   = 16
+	frameHeaderSize = 12
+	segSuffix       = ".seg"
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// segmentName returns the file name of the segment whose first record is first.
+func segmentName(first uint64) string {
+	return fmt.Sprintf("%020d%s", first, segSuffix)
+}
+
+// listSegments returns the first indexes of the segments in dir, ascending.
+func listSegments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), segSuffix)
+		if !ok {
+			continue
+		}
+		first, err := strconv.ParseUint(name, 10, 64)
+		if err != nil || segmentName(first) != e.Name() {
+			return nil, fmt.Errorf("unexpected file %s in segment directory", e.Name())
+		}
+		out = append(out, first)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+func segHeader(first uint64) []byte {
+	h := make([]byte, segHeaderSize)
+	copy(h, segMagic)
+	binary.BigEndian.PutUint64(h[8:], first)
+	return h
+}
+
+// appendFrame appends one framed record to buf.
+func appendFrame(buf, record, blob []byte) []byte {
+	var h [frameHeaderSize]byte
+	binary.BigEndian.PutUint32(h[0:], uint32(len(record)))
+	binary.BigEndian.PutUint32(h[4:], uint32(len(blob)))
+	crc := crc32.Update(0, crcTable, h[:8])
+	crc = crc32.Update(crc, crcTable, record)
+	crc = crc32.Update(crc, crcTable, blob)
+	binary.BigEndian.PutUint32(h[8:], crc)
+	buf = append(buf, h[:]...)
+	buf = append(buf, record...)
+	return append(buf, blob...)
+}
+
+// frameSize is the size on disk of a framed record.
+func frameSize(record, blob int) int64 { return int64(frameHeaderSize + record + blob) }
+
+// errFrame classes the ways a frame can be damaged.
+var (
+	errTruncated = errors.New("truncated record")
+	errChecksum  = errors.New("checksum mismatch")
+	errFrameSize = errors.New("impossible record length")
+)
+
+// frame is one decoded frame.
+type frame struct {
+	off    int64 // offset of the frame header in the segment
+	record []byte
+	blob   []byte
+}
+
+// frameScanner reads the frames of one segment sequentially with large
+// reads. With skipBlobs it does not read blobs (nor check the CRC, which
+// covers them); it still checks the framing.
+type frameScanner struct {
+	r         io.ReaderAt
+	size      int64
+	off       int64
+	buf       []byte
+	bufOff    int64 // file offset of buf[0]
+	skipBlobs bool
+	maxBlob   int64
+}
+
+const scanChunk = 1 << 20
+
+func newFrameScanner(r io.ReaderAt, size, off int64, maxBlob int64) *frameScanner {
+	return &frameScanner{r: r, size: size, off: off, bufOff: off, maxBlob: maxBlob}
+}
+
+// window returns n bytes at file offset off, reading ahead in chunks.
+func (s *frameScanner) window(off int64, n int) ([]byte, error) {
+	if off+int64(n) > s.size {
+		return nil, errTruncated
+	}
+	if off >= s.bufOff && off+int64(n) <= s.bufOff+int64(len(s.buf)) {
+		return s.buf[off-s.bufOff : off-s.bufOff+int64(n)], nil
+	}
+	want := max(n, scanChunk)
+	if rem := s.size - off; int64(want) > rem {
+		want = int(rem)
+	}
+	if cap(s.buf) < want {
+		s.buf = make([]byte, want)
+	}
+	s.buf = s.buf[:want]
+	if _, err := s.r.ReadAt(s.buf, off); err != nil && !(errors.Is(err, io.EOF)) {
+		return nil, err
+	}
+	s.bufOff = off
+	return s.buf[:n], nil
+}
+
+// next returns the next frame, io.EOF at the clean end of the segment, or
+// an error wrapping errTruncated, errChecksum or errFrameSize. The returned
+// slices are valid until the next call.
+func (s *frameScanner) next() (frame, error) {
+	if s.off == s.size {
+		return frame{}, io.EOF
+	}
+	h, err := s.window(s.off, frameHeaderSize)
+	if err != nil {
+		return frame{}, err
+	}
+	recLen := int64(binary.BigEndian.Uint32(h[0:]))
+	blobLen := int64(binary.BigEndian.Uint32(h[4:]))
+	crc := binary.BigEndian.Uint32(h[8:])
+	var lens [8]byte
+	copy(lens[:], h[:8])
+	if recLen == 0 || recLen > maxRecordBytes || blobLen > s.maxBlob {
+		return frame{}, errFrameSize
+	}
+	f := frame{off: s.off}
+	body := s.off + frameHeaderSize
+	if body+recLen+blobLen > s.size {
+		return frame{}, errTruncated
+	}
+	if s.skipBlobs {
+		rec, err := s.window(body, int(recLen))
+		if err != nil {
+			return frame{}, err
+		}
+		f.record = rec
+	} else {
+		all, err := s.window(body, int(recLen+blobLen))
+		if err != nil {
+			return frame{}, err
+		}
+		c := crc32.Update(0, crcTable, lens[:])
+		c = crc32.Update(c, crcTable, all)
+		if c != crc {
+			return frame{}, errChecksum
+		}
+		f.record = all[:recLen]
+		if blobLen > 0 {
+			f.blob = all[recLen:]
+		}
+	}
+	s.off = body + recLen + blobLen
+	return f, nil
+}
+
+// checkSegHeader validates a segment's header.
+func checkSegHeader(f *os.File, first uint64) error {
+	h := make([]byte, segHeaderSize)
+	if _, err := f.ReadAt(h, 0); err != nil {
+		return fmt.Errorf("couldn't read header: %w", err)
+	}
+	if string(h[:8]) != segMagic {
+		return fmt.Errorf("bad magic %q", h[:8])
+	}
+	if got := binary.BigEndian.Uint64(h[8:]); got != first {
+		return fmt.Errorf("header says first record %d, file name says %d", got, first)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory so that entries created in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writeFileAtomic writes data to path through a temporary file and a rename.
+// With sync, the file and its directory are fsynced.
+func writeFileAtomic(path string, data []byte, perm os.FileMode, sync bool) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if sync {
+		return syncDir(filepath.Dir(path))
+	}
+	return nil
+}

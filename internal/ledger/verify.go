@@ -1,0 +1,255 @@
+package ledger
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	// Verifier is the log's public key. Required.
+	Verifier note.Verifier
+	// CheckEntry, if set, is called for every record with its blob, to check
+	// what only the record's format knows (such as the content digest).
+	CheckEntry func(index uint64, record, blob []byte) error
+	// Progress, if set, is called now and then with the records checked.
+	Progress func(done uint64)
+	// MaxBlobSize bounds blobs; default DefaultMaxBlobSize.
+	MaxBlobSize int64
+}
+
+// VerifyReport summarises a successful verification.
+type VerifyReport struct {
+	Records        uint64
+	Checkpoint     merkle.Checkpoint
+	TilesChecked   int
+	PartialChecked int
+}
+
+// VerifyError reports the first damage Verify found. It wraps ErrTampered.
+type VerifyError struct {
+	// Index is the first record affected, or -1 when the damage is not
+	// tied to one record (the checkpoint, say).
+	Index int64
+	// What says what is wrong.
+	What string
+}
+
+func (e *VerifyError) Error() string {
+	if e.Index < 0 {
+		return e.What
+	}
+	return fmt.Sprintf("record %d: %s", e.Index, e.What)
+}
+
+func (e *VerifyError) Unwrap() error { return ErrTampered }
+
+// Verify checks a ledger directory offline and completely: every segment's
+// framing and checksums, every record's leaf hash against the stored tiles,
+// every full and partial tile file, the checkpoint's signature and that its
+// root matches the tree recomputed from the records. It needs no process to
+// be running but must not run while one writes to dir. It returns a
+// *VerifyError for damage and other errors for I/O problems.
+func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
+	var rep VerifyReport
+	if opts.Verifier == nil {
+		return rep, errors.New("verify: a verifier key is required")
+	}
+	if opts.MaxBlobSize <= 0 {
+		opts.MaxBlobSize = DefaultMaxBlobSize
+	}
+	bad := func(idx int64, format string, args ...any) (VerifyReport, error) {
+		return rep, &VerifyError{Index: idx, What: fmt.Sprintf(format, args...)}
+	}
+
+	cpData, err := os.ReadFile(filepath.Join(dir, checkpointFile))
+	var cp merkle.Checkpoint
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// A log that never synced: nothing is signed yet.
+	case err != nil:
+		return rep, err
+	default:
+		cp, err = merkle.OpenCheckpoint(cpData, opts.Verifier)
+		if err != nil {
+			return bad(-1, "checkpoint: %v", err)
+		}
+	}
+	rep.Checkpoint = cp
+	l := &Ledger{dir: dir}
+	durable, err := l.readWatermark()
+	if err != nil {
+		return rep, err
+	}
+
+	firsts, err := listSegments(filepath.Join(dir, segDir))
+	if err != nil {
+		return rep, fmt.Errorf("couldn't list segments: %w", err)
+	}
+	b := merkle.NewBuilder()
+	var n uint64
+	checkRoot := func() error {
+		if cp.Size == 0 || b.Size() != cp.Size {
+			return nil
+		}
+		root, err := b.Root()
+		if err != nil {
+			return err
+		}
+		if root != cp.Hash {
+			return &VerifyError{Index: -1, What: fmt.Sprintf("checkpoint: the tree of the first %d records has root %x, the signed checkpoint says %x", cp.Size, root[:], cp.Hash[:])}
+		}
+		return nil
+	}
+	for i, first := range firsts {
+		if first != n {
+			return bad(int64(n), "segment %s starts at record %d; the records before it end at %d", segmentName(first), first, n)
+		}
+		path := filepath.Join(dir, segDir, segmentName(first))
+		f, err := os.Open(path)
+		if err != nil {
+			return rep, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return rep, err
+		}
+		if err := checkSegHeader(f, first); err != nil {
+			f.Close()
+			return bad(int64(n), "segment %s: %v", segmentName(first), err)
+		}
+		sc := newFrameScanner(f, fi.Size(), segHeaderSize, opts.MaxBlobSize)
+		for {
+			fr, err := sc.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				f.Close()
+				what := fmt.Sprintf("segment %s offset %d: %v", segmentName(first), sc.off, err)
+				if i == len(firsts)-1 && n >= cp.Size && errors.Is(err, errTruncated) {
+					what += " (an incomplete tail never acknowledged; the server cuts it off at start)"
+				}
+				return bad(int64(n), "%s", what)
+			}
+			if opts.CheckEntry != nil {
+				if err := opts.CheckEntry(n, fr.record, fr.blob); err != nil {
+					f.Close()
+					return bad(int64(n), "%v", err)
+				}
+			}
+			full, err := b.Append(merkle.LeafHash(fr.record))
+			if err != nil {
+				f.Close()
+				return rep, err
+			}
+			n++
+			for _, t := range full {
+				if err := checkTileFile(l, t, durable); err != nil {
+					f.Close()
+					return rep, err
+				}
+				rep.TilesChecked++
+			}
+			if err := checkRoot(); err != nil {
+				f.Close()
+				return rep, err
+			}
+			if opts.Progress != nil && n%100_000 == 0 {
+				opts.Progress(n)
+			}
+		}
+		f.Close()
+	}
+	rep.Records = n
+	if cp.Size > n {
+		return bad(int64(n), "missing: the signed checkpoint covers %d records but the log holds %d", cp.Size, n)
+	}
+	// Partial tile files are the durable tree at the watermark: each must be
+	// a prefix of the tile the records produce.
+	partial := b.Partial()
+	err = filepath.WalkDir(filepath.Join(dir, "tile"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, ".tmp") {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		id, perr := merkle.ParseTilePath(filepath.ToSlash(rel))
+		if perr != nil {
+			return &VerifyError{Index: -1, What: fmt.Sprintf("unexpected file %s in the tile directory", rel)}
+		}
+		if id.W == merkle.TileWidth {
+			// Full tiles within the tree were checked above.
+			if (id.N+1)*merkle.TileWidth > n>>uint(merkle.TileHeight*id.Level) {
+				return &VerifyError{Index: -1, What: fmt.Sprintf("tile %s lies beyond the %d records of the log", rel, n)}
+			}
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		want, err := l.tileReader(n, partial)(id)
+		if err != nil {
+			return &VerifyError{Index: -1, What: fmt.Sprintf("partial tile %s lies beyond the %d records of the log", rel, n)}
+		}
+		if k := firstDiff(data, want); k >= 0 {
+			return &VerifyError{Index: tileRecord(id, k), What: fmt.Sprintf("partial tile %s differs from the tree recomputed from the records", rel)}
+		}
+		rep.PartialChecked++
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	return rep, err
+}
+
+// checkTileFile compares a tile recomputed from the records with its file.
+// Tiles past the durable watermark may be missing after a crash; the server
+// rebuilds them at start.
+func checkTileFile(l *Ledger, t merkle.Tile, durable uint64) error {
+	data, err := os.ReadFile(l.tilePath(t.ID))
+	end := uint64(tileRecord(t.ID, merkle.TileWidth))
+	if errors.Is(err, fs.ErrNotExist) && end > durable {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", t.ID.Path())}
+	}
+	if err != nil {
+		return err
+	}
+	if k := firstDiff(data, t.Data); k >= 0 {
+		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", t.ID.Path(), k)}
+	}
+	return nil
+}
+
+// firstDiff returns the index of the first hash where a and b differ, or -1.
+func firstDiff(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	for k := 0; ; k++ {
+		lo, hi := k*merkle.HashSize, (k+1)*merkle.HashSize
+		if hi > len(a) || hi > len(b) || !bytes.Equal(a[lo:hi], b[lo:hi]) {
+			return k
+		}
+	}
+}
+
+// tileRecord is the first record covered by hash k of tile id.
+func tileRecord(id merkle.TileID, k int) int64 {
+	return int64((id.N*merkle.TileWidth + uint64(k)) << uint(merkle.TileHeight*id.Level))
+}
