@@ -1,0 +1,170 @@
+// Package config is the reference for aitrail's process settings: one
+// documented struct, loaded from strict YAML (unknown keys are errors),
+// overridden by flags, with defaults in named constants and one Validate
+// that reports every problem at once.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults.
+const (
+	DefaultAddr            = "127.0.0.1:8080"
+	DefaultDataDir         = "./data"
+	DefaultLogName         = "aitrail.local/log"
+	DefaultMaxBodyBytes    = 64 << 20
+	DefaultMaxContentBytes = 16 << 20
+	DefaultMaxBatchEvents  = 10_000
+	DefaultSegmentBytes    = 256 << 20
+	DefaultMaxPending      = 200_000
+	DefaultSyncInterval    = time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config holds every setting of `aitrail serve`. YAML keys are the
+// snake_case names given in the tags.
+type Config struct {
+	// Addr is the listen address of the HTTP API.
+	Addr string `yaml:"addr"`
+	// DataDir holds the ledger, keys, catalog and index.
+	DataDir string `yaml:"data"`
+	// LogName is the log's origin: the first line of its checkpoints and the
+	// name of its signing key. It is fixed when the key is created on first
+	// start; later changes are refused.
+	LogName string `yaml:"log_name"`
+	// MasterKeyFile is a file holding the base64 master key. Default: the
+	// environment variable AITRAIL_MASTER_KEY, else <data>/master.key,
+	// generated on first start.
+	MasterKeyFile string `yaml:"master_key_file"`
+	// Limits on requests.
+	Limits Limits `yaml:"limits"`
+	// Ledger tuning.
+	Ledger Ledger `yaml:"ledger"`
+	// Index settings.
+	Index Index `yaml:"index"`
+	// ShutdownTimeout bounds the graceful stop on SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Limits bound what one request may carry.
+type Limits struct {
+	// MaxBodyBytes bounds a request body, after gzip decompression.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxContentBytes bounds the content of one event.
+	MaxContentBytes int64 `yaml:"max_content_bytes"`
+	// MaxBatchEvents bounds the events in one request.
+	MaxBatchEvents int `yaml:"max_batch_events"`
+}
+
+// Ledger tunes the sequencer.
+type Ledger struct {
+	// SegmentBytes is the size at which a segment file is sealed.
+	SegmentBytes int64 `yaml:"segment_bytes"`
+	// MaxPending bounds events queued for commit; beyond it ingest answers
+	// 503 with Retry-After.
+	MaxPending int `yaml:"max_pending"`
+	// SyncInterval is how often tiles and the checkpoint file are made
+	// durable (they are rebuilt from the segments after a crash).
+	SyncInterval time.Duration `yaml:"sync_interval"`
+}
+
+// Index configures the query index.
+type Index struct {
+	// FullText enables the `q` text search (costs ingest throughput).
+	FullText *bool `yaml:"full_text"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Addr:    DefaultAddr,
+		DataDir: DefaultDataDir,
+		LogName: DefaultLogName,
+		Limits: Limits{
+			MaxBodyBytes:    DefaultMaxBodyBytes,
+			MaxContentBytes: DefaultMaxContentBytes,
+			MaxBatchEvents:  DefaultMaxBatchEvents,
+		},
+		Ledger: Ledger{
+			SegmentBytes: DefaultSegmentBytes,
+			MaxPending:   DefaultMaxPending,
+			SyncInterval: DefaultSyncInterval,
+		},
+		ShutdownTimeout: DefaultShutdownTimeout,
+		LogLevel:        "info",
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors.
+func Load(path string) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("couldn't read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// FullText reports whether text search is enabled (default true).
+func (c Config) FullText() bool { return c.Index.FullText == nil || *c.Index.FullText }
+
+// Validate returns every problem with the configuration, joined.
+func (c Config) Validate() error {
+	var errs []string
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Sprintf("addr %q: %v", c.Addr, err))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, "data: must not be empty")
+	}
+	if c.LogName == "" || strings.ContainsAny(c.LogName, " +\n\t") {
+		errs = append(errs, fmt.Sprintf("log_name %q: must be non-empty with no spaces or '+'", c.LogName))
+	}
+	if c.Limits.MaxBodyBytes < 1024 {
+		errs = append(errs, "limits.max_body_bytes: must be at least 1024")
+	}
+	if c.Limits.MaxContentBytes < 1 || c.Limits.MaxContentBytes > 1<<30 {
+		errs = append(errs, "limits.max_content_bytes: must be between 1 and 1 GiB")
+	}
+	if c.Limits.MaxBatchEvents < 1 {
+		errs = append(errs, "limits.max_batch_events: must be at least 1")
+	}
+	if c.Ledger.SegmentBytes < 1<<20 {
+		errs = append(errs, "ledger.segment_bytes: must be at least 1 MiB")
+	}
+	if c.Ledger.MaxPending < 1 {
+		errs = append(errs, "ledger.max_pending: must be at least 1")
+	}
+	if c.Ledger.SyncInterval < 10*time.Millisecond {
+		errs = append(errs, "ledger.sync_interval: must be at least 10ms")
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, "shutdown_timeout: must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Sprintf("log_level %q: must be debug, info, warn or error", c.LogLevel))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+// Package cryptotest provides an in-memory crypto.KeyStore for tests and a
+// conformance suite, TestKeyStore, that every KeyStore backend must pass.
+package cryptotest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/crypto"
+)
+
+// MemKeyStore is a crypto.KeyStore held in memory. It is "durable" for the
+// life of the value. The zero value is ready to use.
+type MemKeyStore struct {
+	mu    sync.Mutex
+	keys  []crypto.WrappedKey // in insertion order
+	check []byte
+}
+
+var _ crypto.KeyStore = (*MemKeyStore)(nil)
+
+// PutKey implements crypto.KeyStore.
+func (m *MemKeyStore) PutKey(_ context.Context, k crypto.WrappedKey) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.keys {
+		if e.ID == k.ID {
+			return fmt.Errorf("key %q: %w", k.ID, crypto.ErrExists)
+		}
+	}
+	k.Wrapped = bytes.Clone(k.Wrapped)
+	m.keys = append(m.keys, k)
+	return nil
+}
+
+// GetKey implements crypto.KeyStore.
+func (m *MemKeyStore) GetKey(_ context.Context, id string) (crypto.WrappedKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.keys {
+		if e.ID == id {
+			e.Wrapped = bytes.Clone(e.Wrapped)
+			return e, nil
+		}
+	}
+	return crypto.WrappedKey{}, fmt.Errorf("key %q: %w", id, crypto.ErrNotFound)
+}
+
+// CurrentKey implements crypto.KeyStore.
+func (m *MemKeyStore) CurrentKey(_ context.Context, scope string) (crypto.WrappedKey, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range slices.Backward(m.keys) {
+		if e.Scope == scope {
+			e.Wrapped = bytes.Clone(e.Wrapped)
+			return e, true, nil
+		}
+	}
+	return crypto.WrappedKey{}, false, nil
+}
+
+// GetCheck implements crypto.KeyStore.
+func (m *MemKeyStore) GetCheck(context.Context) ([]byte, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return bytes.Clone(m.check), m.check != nil, nil
+}
+
+// PutCheck implements crypto.KeyStore.
+func (m *MemKeyStore) PutCheck(_ context.Context, check []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.check != nil {
+		return fmt.Errorf("check value: %w", crypto.ErrExists)
+	}
+	m.check = bytes.Clone(check)
+	return nil
+}
+
+// Len returns the number of keys stored.
+func (m *MemKeyStore) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.keys)
+}
+
+// TestKeyStore runs the KeyStore contract against stores made by newStore,
+// which must return a new, empty store on each call.
+func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	key := func(id, scope string, age time.Duration) crypto.WrappedKey {
+		return crypto.WrappedKey{ID: id, Scope: scope, KEKID: "mk1-test", Wrapped: []byte("wrapped " + id), CreatedAt: now.Add(-age)}
+	}
+
+	t.Run("PutGet", func(t *testing.T) {
+		s := newStore(t)
+		want := key("dk-1", "acme", 0)
+		if err := s.PutKey(ctx, want); err != nil {
+			t.Fatalf("PutKey: %v", err)
+		}
+		got, err := s.GetKey(ctx, "dk-1")
+		if err != nil {
+			t.Fatalf("GetKey: %v", err)
+		}
+		if got.ID != want.ID || got.Scope != want.Scope || got.KEKID != want.KEKID ||
+			!bytes.Equal(got.Wrapped, want.Wrapped) || !got.CreatedAt.Equal(want.CreatedAt) {
+			t.Errorf("GetKey = %+v, want %+v", got, want)
+		}
+	})
+
+	t.Run("PutExisting", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.PutKey(ctx, key("dk-1", "acme", 0)); err != nil {
+			t.Fatalf("PutKey: %v", err)
+		}
+		other := key("dk-1", "globex", 0)
+		other.Wrapped = []byte("other")
+		if err := s.PutKey(ctx, other); !errors.Is(err, crypto.ErrExists) {
+			t.Fatalf("second PutKey with the same id: err = %v, want ErrExists", err)
+		}
+		got, err := s.GetKey(ctx, "dk-1")
+		if err != nil || got.Scope != "acme" || string(got.Wrapped) != "wrapped dk-1" {
+			t.Errorf("after refused PutKey, GetKey = %+v, %v; want the first key unchanged", got, err)
+		}
+	})
+
+	t.Run("GetMissing", func(t *testing.T) {
+		s := newStore(t)
+		if _, err := s.GetKey(ctx, "dk-nope"); !errors.Is(err, crypto.ErrNotFound) {
+			t.Errorf("GetKey(missing) err = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("CurrentKey", func(t *testing.T) {
+		s := newStore(t)
+		if _, ok, err := s.CurrentKey(ctx, "acme"); ok || err != nil {
+			t.Fatalf("CurrentKey on empty store = ok %v, err %v; want false, nil", ok, err)
+		}
+		// "Newest" means stored last, whatever the timestamps say.
+		for _, k := range []crypto.WrappedKey{key("dk-a1", "acme", 0), key("dk-g1", "globex", 0), key("dk-a2", "acme", time.Hour)} {
+			if err := s.PutKey(ctx, k); err != nil {
+				t.Fatalf("PutKey(%s): %v", k.ID, err)
+			}
+		}
+		for scope, want := range map[string]string{"acme": "dk-a2", "globex": "dk-g1"} {
+			got, ok, err := s.CurrentKey(ctx, scope)
+			if err != nil || !ok || got.ID != want {
+				t.Errorf("CurrentKey(%q) = %q, %v, %v; want %q", scope, got.ID, ok, err, want)
+			}
+		}
+		if _, ok, err := s.CurrentKey(ctx, "initech"); ok || err != nil {
+			t.Errorf("CurrentKey(unknown scope) = ok %v, err %v; want false, nil", ok, err)
+		}
+	})
+
+	t.Run("Check", func(t *testing.T) {
+		s := newStore(t)
+		if _, ok, err := s.GetCheck(ctx); ok || err != nil {
+			t.Fatalf("GetCheck on empty store = ok %v, err %v; want false, nil", ok, err)
+		}
+		if err := s.PutCheck(ctx, []byte("check-1")); err != nil {
+			t.Fatalf("PutCheck: %v", err)
+		}
+		if err := s.PutCheck(ctx, []byte("check-2")); !errors.Is(err, crypto.ErrExists) {
+			t.Errorf("second PutCheck err = %v, want ErrExists", err)
+		}
+		got, ok, err := s.GetCheck(ctx)
+		if err != nil || !ok || string(got) != "check-1" {
+			t.Errorf("GetCheck = %q, %v, %v; want the first check value", got, ok, err)
+		}
+	})
+
+	t.Run("ConcurrentPut", func(t *testing.T) {
+		s := newStore(t)
+		var wg sync.WaitGroup
+		errs := make([]error, 16)
+		for i := range errs {
+			wg.Go(func() { errs[i] = s.PutKey(ctx, key(fmt.Sprintf("dk-%d", i), "acme", 0)) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("PutKey(dk-%d): %v", i, err)
+			}
+			if _, err := s.GetKey(ctx, fmt.Sprintf("dk-%d", i)); err != nil {
+				t.Errorf("GetKey(dk-%d): %v", i, err)
+			}
+		}
+	})
+}

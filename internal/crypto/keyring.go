@@ -1,0 +1,297 @@
+package crypto
+
+import (
+	"bytes"
+	"context"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Errors a caller acts on. They are wrapped with context; test with errors.Is.
+var (
+	// ErrNotFound means a data key is not in the catalog. For Open it also
+	// wraps ErrDecrypt: content whose key is gone cannot be read.
+	ErrNotFound = errors.New("crypto: not found")
+	// ErrExists means a KeyStore already holds the id (or check value).
+	ErrExists = errors.New("crypto: already exists")
+	// ErrDecrypt means a blob did not authenticate: wrong key, wrong
+	// associated data, or modified bytes. It never says which.
+	ErrDecrypt = errors.New("crypto: cannot decrypt")
+	// ErrWrongMasterKey means the configured master key is not the one the
+	// key catalog was created with. The process must not start.
+	ErrWrongMasterKey = errors.New("crypto: wrong master key")
+)
+
+// DataKeySize is the size in bytes of a data key (AES-256).
+const DataKeySize = 32
+
+// maxScope bounds a scope name; scopes are tenants (and subjects), not data.
+const maxScope = 1024
+
+// WrappedKey is a data key as the catalog stores it: wrapped by a KEK, never
+// in the clear.
+type WrappedKey struct {
+	// ID names the key; content references carry it.
+	ID string
+	// Scope is what the key encrypts for, e.g. a tenant.
+	Scope string
+	// KEKID is the ID of the master key that wrapped it.
+	KEKID string
+	// Wrapped is the output of KEK.Wrap.
+	Wrapped []byte
+	// CreatedAt is when the key was made.
+	CreatedAt time.Time
+}
+
+// KeyStore is the durable catalog of wrapped data keys. It is mutable and not
+// part of the tree. Implementations must be safe for concurrent use.
+type KeyStore interface {
+	// PutKey stores k durably before returning; it returns an error wrapping
+	// ErrExists if a key with k.ID exists. After a failed PutKey the key
+	// may or may not have been stored; it is never used until PutKey
+	// succeeds, but a later CurrentKey may return it.
+	PutKey(ctx context.Context, k WrappedKey) error
+	// GetKey returns the key with id, or an error wrapping ErrNotFound.
+	GetKey(ctx context.Context, id string) (WrappedKey, error)
+	// CurrentKey returns the key for scope that was stored last, ok=false if
+	// the scope has none.
+	CurrentKey(ctx context.Context, scope string) (k WrappedKey, ok bool, err error)
+	// GetCheck returns the check value: a small record proving which master
+	// key the catalog was created with. ok=false if none was stored.
+	GetCheck(ctx context.Context) (check []byte, ok bool, err error)
+	// PutCheck stores the check value durably before returning. It is set
+	// once: if one exists it returns an error wrapping ErrExists.
+	PutCheck(ctx context.Context, check []byte) error
+}
+
+// Keyring seals and opens content with per-scope data keys wrapped by a KEK.
+// Unwrapped data keys are cached in memory for the life of the Keyring, so
+// after the first use of a scope Seal and Open do no I/O. A Keyring is safe
+// for concurrent use.
+//
+// Nonces are random (96 bits), so a data key should seal fewer than 2^32
+// blobs; rotating keys per scope is a later feature.
+type Keyring struct {
+	kek   KEK
+	store KeyStore
+
+	current sync.Map // scope → *dataKey, the key Seal uses
+	byID    sync.Map // key id → *dataKey, every key seen
+
+	// createMu serialises cache misses in Seal so that concurrent first
+	// Seals of a scope make exactly one key.
+	createMu sync.Mutex
+}
+
+type dataKey struct {
+	id    string
+	scope string
+	aead  cipher.AEAD
+}
+
+// NewKeyring returns a Keyring over kek and store. Call CheckKEK before the
+// first Seal so that a wrong master key stops the process at start.
+func NewKeyring(kek KEK, store KeyStore) *Keyring {
+	return &Keyring{kek: kek, store: store}
+}
+
+// Check value: a known plaintext wrapped by the master key, stored as
+// kekID ‖ 0x00 ‖ wrapped so that a mismatch can name both keys.
+var (
+	checkPlaintext = []byte("aitrail master key check v1")
+	checkAAD       = []byte("aitrail kek check")
+)
+
+// CheckKEK verifies that the Keyring's master key is the one the catalog was
+// created with. On first start (no check value) it stores one. It returns an
+// error wrapping ErrWrongMasterKey when the master key does not match.
+func (k *Keyring) CheckKEK(ctx context.Context) error {
+	check, ok, err := k.store.GetCheck(ctx)
+	if err != nil {
+		return fmt.Errorf("crypto: couldn't read master key check value: %w", err)
+	}
+	if !ok {
+		wrapped, err := k.kek.Wrap(checkPlaintext, checkAAD)
+		if err != nil {
+			return fmt.Errorf("crypto: couldn't wrap master key check value: %w", err)
+		}
+		check = append([]byte(k.kek.ID()+"\x00"), wrapped...)
+		err = k.store.PutCheck(ctx, check)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrExists) {
+			return fmt.Errorf("crypto: couldn't store master key check value: %w", err)
+		}
+		// Another process stored one first: verify against it.
+		if check, _, err = k.store.GetCheck(ctx); err != nil {
+			return fmt.Errorf("crypto: couldn't read master key check value: %w", err)
+		}
+	}
+	id, wrapped, found := bytes.Cut(check, []byte{0})
+	if !found {
+		return errors.New("crypto: master key check value in the key catalog is corrupt")
+	}
+	pt, err := k.kek.Unwrap(wrapped, checkAAD)
+	if err != nil || !bytes.Equal(pt, checkPlaintext) {
+		return fmt.Errorf("%w: the configured master key (%s) does not match the one this data directory was created with (%s); "+
+			"start aitrail with the original master key (AITRAIL_MASTER_KEY or the master key file)",
+			ErrWrongMasterKey, k.kek.ID(), id)
+	}
+	return nil
+}
+
+// Seal encrypts plaintext under scope's current data key, creating and
+// durably storing the key first if the scope has none. aad must bind the
+// blob to its place: callers pass ContentAAD(tenant, record id). It returns the
+// blob (1 version byte, 12-byte nonce, ciphertext and tag) and the key's ID,
+// which Open needs.
+func (k *Keyring) Seal(ctx context.Context, scope string, plaintext, aad []byte) (blob []byte, keyID string, err error) {
+	dk, err := k.currentKey(ctx, scope)
+	if err != nil {
+		return nil, "", err
+	}
+	blob, err = seal(dk.aead, plaintext, aad)
+	if err != nil {
+		return nil, "", err
+	}
+	return blob, dk.id, nil
+}
+
+// Open decrypts a blob made by Seal with key keyID and the same aad. It
+// returns an error wrapping ErrDecrypt if the blob does not authenticate,
+// and one wrapping both ErrDecrypt and ErrNotFound if the key is not in the
+// catalog.
+func (k *Keyring) Open(ctx context.Context, keyID string, blob, aad []byte) ([]byte, error) {
+	dk, err := k.keyByID(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	return open(dk.aead, blob, aad)
+}
+
+// ContentAAD returns the associated data that binds sealed content to its
+// record: tenant ‖ 0x00 ‖ record id. Seal and Open callers must both use it.
+func ContentAAD(tenant, recordID string) []byte {
+	return []byte(tenant + "\x00" + recordID)
+}
+
+// Digest returns "sha256:<hex>" of a sealed blob: the content digest the tree
+// commits to. It is computed over the stored ciphertext, so it reveals
+// nothing about the plaintext.
+func Digest(blob []byte) string {
+	sum := sha256.Sum256(blob)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func (k *Keyring) currentKey(ctx context.Context, scope string) (*dataKey, error) {
+	if v, ok := k.current.Load(scope); ok {
+		return v.(*dataKey), nil
+	}
+	if scope == "" || len(scope) > maxScope {
+		return nil, fmt.Errorf("crypto: invalid scope (empty or longer than %d bytes)", maxScope)
+	}
+	k.createMu.Lock()
+	defer k.createMu.Unlock()
+	if v, ok := k.current.Load(scope); ok {
+		return v.(*dataKey), nil
+	}
+	wk, ok, err := k.store.CurrentKey(ctx, scope)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: couldn't read data key for scope %q: %w", scope, err)
+	}
+	var dk *dataKey
+	if ok {
+		if dk, err = k.unwrap(wk); err != nil {
+			return nil, err
+		}
+	} else if dk, err = k.createKey(ctx, scope); err != nil {
+		return nil, err
+	}
+	k.byID.Store(dk.id, dk)
+	k.current.Store(scope, dk)
+	return dk, nil
+}
+
+func (k *Keyring) createKey(ctx context.Context, scope string) (*dataKey, error) {
+	var raw [DataKeySize]byte
+	defer clear(raw[:])
+	var idb [12]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, fmt.Errorf("crypto: couldn't generate data key: %w", err)
+	}
+	if _, err := rand.Read(idb[:]); err != nil {
+		return nil, fmt.Errorf("crypto: couldn't generate data key id: %w", err)
+	}
+	id := "dk-" + hex.EncodeToString(idb[:])
+	wrapped, err := k.kek.Wrap(raw[:], keyAAD(id, scope))
+	if err != nil {
+		return nil, fmt.Errorf("crypto: couldn't wrap data key %s: %w", id, err)
+	}
+	wk := WrappedKey{ID: id, Scope: scope, KEKID: k.kek.ID(), Wrapped: wrapped, CreatedAt: time.Now().UTC()}
+	// The key must be durable before any content depends on it.
+	if err := k.store.PutKey(ctx, wk); err != nil {
+		return nil, fmt.Errorf("crypto: couldn't store data key %s for scope %q: %w", id, scope, err)
+	}
+	aead, err := newAEAD(raw[:])
+	if err != nil {
+		return nil, err
+	}
+	return &dataKey{id: id, scope: scope, aead: aead}, nil
+}
+
+func (k *Keyring) keyByID(ctx context.Context, id string) (*dataKey, error) {
+	if v, ok := k.byID.Load(id); ok {
+		return v.(*dataKey), nil
+	}
+	wk, err := k.store.GetKey(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: data key %q: %w", ErrDecrypt, id, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("crypto: couldn't read data key %q: %w", id, err)
+	}
+	if wk.ID != id {
+		return nil, fmt.Errorf("crypto: key catalog returned key %q for %q", wk.ID, id)
+	}
+	// Two concurrent misses may both unwrap; the result is the same key.
+	dk, err := k.unwrap(wk)
+	if err != nil {
+		return nil, err
+	}
+	v, _ := k.byID.LoadOrStore(id, dk)
+	return v.(*dataKey), nil
+}
+
+func (k *Keyring) unwrap(wk WrappedKey) (*dataKey, error) {
+	if wk.KEKID != k.kek.ID() {
+		return nil, fmt.Errorf("%w: data key %s was wrapped by master key %s, but the configured master key is %s",
+			ErrWrongMasterKey, wk.ID, wk.KEKID, k.kek.ID())
+	}
+	raw, err := k.kek.Unwrap(wk.Wrapped, keyAAD(wk.ID, wk.Scope))
+	if err != nil {
+		return nil, fmt.Errorf("crypto: couldn't unwrap data key %s: %w", wk.ID, err)
+	}
+	defer clear(raw)
+	if len(raw) != DataKeySize {
+		return nil, fmt.Errorf("crypto: data key %s has the wrong size", wk.ID)
+	}
+	aead, err := newAEAD(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &dataKey{id: wk.ID, scope: wk.Scope, aead: aead}, nil
+}
+
+// keyAAD binds a wrapped data key to its id and scope, so a catalog row
+// moved to another id or scope does not unwrap. The id never contains NUL,
+// so the encoding is unambiguous.
+func keyAAD(id, scope string) []byte {
+	return []byte("aitrail data key v1\x00" + id + "\x00" + scope)
+}

@@ -1,0 +1,84 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/gowebpki/jcs"
+)
+
+// Canonical returns the record's RFC 8785 (JCS) canonical JSON: the bytes
+// the log stores and the Merkle tree commits to. Members are sorted, empty
+// optional fields are left out, times are RFC 3339 in UTC with as many
+// fractional digits as needed (as time.Time marshals them), and numbers are
+// in their shortest round-tripping form (1, 0.1, 1e+21).
+//
+// If the result would exceed MaxRecordSize, Canonical returns an *Error with
+// code CodeTooLarge saying that the metadata is too large for one record.
+// It returns another error only for a record Normalize would not produce,
+// such as one with a NaN attribute.
+func Canonical(r *Record) ([]byte, error) {
+	b, err := canonical(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxRecordSize {
+		return nil, &Error{Code: CodeTooLarge, Problems: []Problem{{Index: -1,
+			Message: fmt.Sprintf("metadata too large for one record: %d bytes of canonical JSON; the limit is %d bytes", len(b), MaxRecordSize)}}}
+	}
+	return b, nil
+}
+
+// canonical is Canonical without the size limit.
+func canonical(r *Record) ([]byte, error) {
+	c := *r
+	c.Time = c.Time.UTC()
+	c.ReceivedAt = c.ReceivedAt.UTC()
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't encode record %q: %w", r.ID, err)
+	}
+	out, err := jcs.Transform(b)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't canonicalize record %q: %w", r.ID, err)
+	}
+	return out, nil
+}
+
+// ParseRecord parses a record's canonical bytes, as stored in the log. It
+// accepts exactly the output of Canonical: data must be at most
+// MaxRecordSize bytes, hold only Record's fields (matched case-sensitively)
+// and attribute values that are strings, numbers or booleans, and be
+// byte-for-byte what Canonical returns for the parsed record. Otherwise the
+// error wraps ErrMalformedRecord.
+//
+// For any r that Normalize returns, with or without a ContentRef set,
+// ParseRecord(Canonical(r)) is equal to r: times are in UTC and attribute
+// numbers are float64.
+func ParseRecord(data []byte) (*Record, error) {
+	if len(data) > MaxRecordSize {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedRecord, len(data), MaxRecordSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var r Record
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedRecord, err)
+	}
+	for k, v := range r.Attributes {
+		switch v.(type) {
+		case string, float64, bool:
+		default:
+			return nil, fmt.Errorf("%w: attribute %q is not a string, number or boolean", ErrMalformedRecord, k)
+		}
+	}
+	c, err := canonical(&r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedRecord, err)
+	}
+	if !bytes.Equal(c, data) {
+		return nil, fmt.Errorf("%w: not in canonical form", ErrMalformedRecord)
+	}
+	return &r, nil
+}

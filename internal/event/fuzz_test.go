@@ -1,0 +1,178 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+// FuzzDecode feeds arbitrary bodies to Decode. Nothing may panic; an
+// accepted body must be valid JSON; and every event that normalizes must
+// survive Canonical and ParseRecord unchanged. The seed corpus is in
+// testdata/fuzz/FuzzDecode.
+func FuzzDecode(f *testing.F) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "golden", "event.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(golden, MediaTypeJSON)
+	now := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
+	// Small limits so that the fuzzer reaches them.
+	lim := Limits{MaxContentBytes: 4096, MaxBatchEvents: 20, MaxDepth: 12}
+	f.Fuzz(func(t *testing.T, body []byte, mediaType string) {
+		events, err := Decode(body, mediaType, lim)
+		if err != nil {
+			checkError(t, err, errors.Is(err, ErrMediaType))
+			return
+		}
+		if len(events) == 0 || len(events) > lim.MaxBatchEvents {
+			t.Fatalf("Decode accepted %d events", len(events))
+		}
+		if mediaType == MediaTypeJSON && !json.Valid(body) {
+			t.Fatalf("Decode accepted invalid JSON %q", body)
+		}
+		if mediaType == MediaTypeJSON && !utf8.Valid(body) {
+			t.Fatalf("Decode accepted invalid UTF-8 %q", body)
+		}
+
+		records, contents, err := NormalizeAll(events, now, lim)
+		if err != nil {
+			checkError(t, err, false)
+			// Round-trip the events that are fine on their own.
+			for i := range events {
+				r, content, err := Normalize(&events[i], now, lim)
+				if err != nil {
+					checkError(t, err, false)
+					continue
+				}
+				roundTrip(t, r, content)
+			}
+			return
+		}
+		for i, r := range records {
+			roundTrip(t, r, contents[i])
+		}
+	})
+}
+
+// checkError checks that err is a well-formed *Error, or something else
+// that is expected.
+func checkError(t *testing.T, err error, otherOK bool) {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) {
+		if otherOK {
+			return
+		}
+		t.Fatalf("error %v (%T) is not an *Error", err, err)
+	}
+	if e.Code != CodeInvalid && e.Code != CodeTooLarge {
+		t.Fatalf("error code %q", e.Code)
+	}
+	if len(e.Problems) == 0 || len(e.Problems) > maxProblems+1 {
+		t.Fatalf("error has %d problems", len(e.Problems))
+	}
+	for _, p := range e.Problems {
+		if p.Message == "" || p.Index < -1 || p.Line < 0 {
+			t.Fatalf("malformed problem %+v", p)
+		}
+		if !utf8.ValidString(p.String()) {
+			t.Fatalf("problem is not valid UTF-8: %q", p.String())
+		}
+	}
+}
+
+// roundTrip checks that a normalized record, given a content reference as
+// the server would, encodes and parses back to itself.
+func roundTrip(t *testing.T, r Record, content []byte) {
+	t.Helper()
+	if content != nil {
+		if !json.Valid(content) {
+			t.Fatalf("Normalize returned invalid JSON content %q", content)
+		}
+		r.Content = &ContentRef{Digest: "sha256:00", KeyID: "k", Size: int64(len(content))}
+	}
+	b, err := Canonical(&r)
+	if err != nil {
+		t.Fatalf("Canonical of a normalized record: %v", err)
+	}
+	back, err := ParseRecord(b)
+	if err != nil {
+		t.Fatalf("ParseRecord(%s): %v", b, err)
+	}
+	if !reflect.DeepEqual(*back, r) {
+		t.Fatalf("round trip changed the record:\n%+v\n%+v", *back, r)
+	}
+}
+
+// FuzzCanonical builds records from arbitrary field values, as a Go
+// producer might after Normalize, and checks that whatever Canonical
+// accepts, ParseRecord gives back unchanged.
+func FuzzCanonical(f *testing.F) {
+	f.Add("evt-1", "ai.inference", "acme", "chat <&> \u2028", "gen_ai.usage.input_tokens", 1200.0, "value\n", int64(1741057567123456789), true)
+	f.Add("", "", "", "", "", 1e21, "", int64(0), false)
+	f.Add("x", "a", "t", "\U0001F600", "k", 5e-324, "\"\\", int64(-62135596800000000), false)
+	f.Fuzz(func(t *testing.T, id, typ, tenant, action, key string, num float64, str string, nanos int64, flag bool) {
+		for _, s := range []string{id, typ, tenant, action, key, str} {
+			if !utf8.ValidString(s) {
+				return // Normalize refuses these; json.Marshal would replace them
+			}
+		}
+		if math.IsNaN(num) || math.IsInf(num, 0) {
+			return
+		}
+		if num == 0 {
+			num = 0 // no -0, as Normalize
+		}
+		r := Record{ID: id, Type: typ, Tenant: tenant, Action: action,
+			Time: time.Unix(0, nanos).UTC(), ReceivedAt: time.Unix(0, nanos/3).UTC()}
+		if key != "" {
+			r.Attributes = map[string]any{key: num, key + "s": str, key + "b": flag}
+		}
+		if action != "" {
+			r.Actor = &Actor{ID: action}
+		}
+		b, err := Canonical(&r)
+		if err != nil {
+			checkError(t, err, false)
+			return
+		}
+		back, err := ParseRecord(b)
+		if err != nil {
+			t.Fatalf("ParseRecord(%s): %v", b, err)
+		}
+		if !reflect.DeepEqual(*back, r) {
+			t.Fatalf("round trip changed the record:\n%+v\n%+v", *back, r)
+		}
+	})
+}
+
+// FuzzParseRecord feeds arbitrary bytes to ParseRecord: whatever it
+// accepts must be exactly what Canonical produces for the result.
+func FuzzParseRecord(f *testing.F) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "golden", "record.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(golden)
+	f.Add([]byte(`{"id":"1","received_at":"2025-01-01T00:00:00Z","tenant":"t","time":"2025-01-01T00:00:00Z","type":"a"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseRecord(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedRecord) {
+				t.Fatalf("error %v does not wrap ErrMalformedRecord", err)
+			}
+			return
+		}
+		b, err := Canonical(r)
+		if err != nil || string(b) != string(data) {
+			t.Fatalf("ParseRecord accepted %q, which Canonical writes as %q (%v)", data, b, err)
+		}
+	})
+}

@@ -1,0 +1,490 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Field rules of the public contract (API.md, "Events").
+const (
+	// DefaultTenant is the tenant of an event that names none.
+	DefaultTenant = "default"
+
+	maxIDBytes        = 128
+	maxTypeBytes      = 128
+	maxTextBytes      = 1024
+	maxAttributes     = 256
+	maxAttrKeyBytes   = 256
+	maxAttrValueBytes = 4096
+	maxExactInteger   = 1 << 53 // integers beyond ±2^53 lose precision as float64
+	contentRefReserve = 256     // canonical bytes left for the ContentRef the caller adds
+)
+
+var (
+	typePattern    = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
+	tenantPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	attrKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_./:-]+$`)
+	timePattern    = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$`)
+)
+
+// Normalize checks one event against the contract and returns the record
+// to store, with defaults filled in, and the event's content.
+//
+// The record's Content is nil: the caller encrypts the returned content and
+// sets a ContentRef. The returned content is the content's JSON text as
+// sent (it aliases e.Content), or nil when the event has none or it is JSON
+// null. Normalize leaves room in the record for a ContentRef of up to 256
+// canonical bytes, so that Canonical succeeds once the caller has set one.
+//
+// Rules, beyond Decode's structural ones:
+//   - id: at most 128 bytes, no whitespace or control characters; if empty,
+//     a new UUIDv7.
+//   - type: required; dot-separated segments of [a-z0-9_] each starting with
+//     a letter ("ai.inference"); at most 128 bytes.
+//   - time: RFC 3339, with or without fractional seconds, stored in UTC; it
+//     must fall in the years 0001 to 9999 UTC. Empty means now.
+//   - tenant: [a-z0-9][a-z0-9_-]{0,62}; empty means DefaultTenant.
+//   - actor.type: user, service or system; outcome: success, failure or
+//     denied; either may be empty.
+//   - actor.ip: an IP address, stored in its canonical form.
+//   - trace_id, span_id: 32 and 16 hexadecimal digits, not all zero, stored
+//     in lowercase.
+//   - every other string: valid UTF-8 without control characters, at most
+//     1024 bytes.
+//   - attributes: at most 256 keys of 1 to 256 bytes matching
+//     [A-Za-z0-9_.\-/:]+; values are strings (at most 4096 bytes of valid
+//     UTF-8, no control characters but tab, newline and carriage return),
+//     booleans or finite numbers. An integer written without fraction or
+//     exponent must lie within ±2^53 so that it is stored exactly. Numbers
+//     are stored as float64; Go integer and float types and json.Number are
+//     accepted.
+//   - content: a single JSON value of at most lim.MaxContentBytes bytes
+//     (else a CodeTooLarge problem), nested at most lim.MaxDepth levels
+//     counting the event as level 1, valid UTF-8 without unpaired surrogates
+//     or duplicate keys.
+//   - objects with nothing set (such as "actor":{}) and empty attributes
+//     become nil.
+//
+// ReceivedAt is now in UTC. The error is an *Error listing every problem of
+// the event, with Index 0 and fields such as "events[0].tenant" (use
+// NormalizeAll to have the event's real position reported), or, should the
+// system's random source fail, an error that is not an *Error.
+func Normalize(e *Event, now time.Time, lim Limits) (Record, []byte, error) {
+	var ps problems
+	r, content, err := normalize(e, now, lim.orDefaults(), 0, &ps)
+	if err != nil {
+		return Record{}, nil, err
+	}
+	if err := ps.err(); err != nil {
+		return Record{}, nil, err
+	}
+	return r, content, nil
+}
+
+// NormalizeAll normalizes a batch as Normalize does each event. It is all
+// or nothing: if any event breaks a rule, it returns no records and one
+// *Error listing the problems of every bad event, each with its position in
+// events as Index. contents[i] is the content of records[i], or nil.
+// An empty batch and one of more than lim.MaxBatchEvents events are refused.
+func NormalizeAll(events []Event, now time.Time, lim Limits) (records []Record, contents [][]byte, err error) {
+	lim = lim.orDefaults()
+	var ps problems
+	switch {
+	case len(events) == 0:
+		ps.add(Problem{Index: -1, Field: "events", Message: "batch is empty: send at least one event"}, CodeInvalid)
+		return nil, nil, ps.err()
+	case len(events) > lim.MaxBatchEvents:
+		ps.add(Problem{Index: -1, Field: "events",
+			Message: fmt.Sprintf("more than %d events in one request: split the batch", lim.MaxBatchEvents)}, CodeTooLarge)
+		return nil, nil, ps.err()
+	}
+	records = make([]Record, len(events))
+	contents = make([][]byte, len(events))
+	for i := range events {
+		records[i], contents[i], err = normalize(&events[i], now, lim, i, &ps)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := ps.err(); err != nil {
+		return nil, nil, err
+	}
+	return records, contents, nil
+}
+
+// checker collects the problems of the event at one position.
+type checker struct {
+	ps    *problems
+	index int
+	path  string // "events[3]"
+}
+
+func (c *checker) add(field, format string, args ...any) {
+	c.addCode(CodeInvalid, field, format, args...)
+}
+
+func (c *checker) addCode(code, field, format string, args ...any) {
+	c.ps.add(Problem{Index: c.index, Field: c.path + field, Message: fmt.Sprintf(format, args...)}, code)
+}
+
+func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Record, []byte, error) {
+	c := &checker{ps: ps, index: index, path: eventPath(index)}
+	before := len(ps.list) + ps.dropped
+	r := Record{ID: e.ID, Type: e.Type, ReceivedAt: now.UTC(), Tenant: e.Tenant}
+
+	switch {
+	case r.ID == "":
+		id, err := uuid.NewV7()
+		if err != nil {
+			return Record{}, nil, fmt.Errorf("couldn't make an event id: %w", err)
+		}
+		r.ID = id.String()
+	case len(r.ID) > maxIDBytes:
+		c.add(".id", "must be at most %d bytes", maxIDBytes)
+	case strings.ContainsFunc(r.ID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		c.add(".id", "must not contain whitespace or control characters")
+	case !utf8.ValidString(r.ID):
+		c.add(".id", "must be valid UTF-8")
+	}
+
+	switch {
+	case r.Type == "":
+		c.add(".type", "is required, such as ai.inference")
+	case len(r.Type) > maxTypeBytes:
+		c.add(".type", "must be at most %d bytes", maxTypeBytes)
+	case !typePattern.MatchString(r.Type):
+		c.add(".type", "must be lowercase dotted words such as ai.inference: segments of [a-z0-9_] starting with a letter, separated by dots")
+	}
+
+	if e.Time == "" {
+		r.Time = now.UTC()
+	} else if t, ok := parseTime(e.Time); ok {
+		r.Time = t
+	} else {
+		c.add(".time", "must be an RFC 3339 timestamp in the years 0001 to 9999, such as 2025-01-02T15:04:05.123Z")
+	}
+
+	if r.Tenant == "" {
+		r.Tenant = DefaultTenant
+	} else if !tenantPattern.MatchString(r.Tenant) {
+		c.add(".tenant", "must match [a-z0-9][a-z0-9_-]{0,62}")
+	}
+
+	if a := e.Actor; a != nil {
+		n := Actor{
+			ID:        c.text(".actor.id", a.ID),
+			Type:      c.oneOf(".actor.type", a.Type, "user", "service", "system"),
+			IP:        c.ip(".actor.ip", a.IP),
+			UserAgent: c.text(".actor.user_agent", a.UserAgent),
+			SessionID: c.text(".actor.session_id", a.SessionID),
+		}
+		if n != (Actor{}) {
+			r.Actor = &n
+		}
+	}
+	r.Action = c.text(".action", e.Action)
+	r.Outcome = c.oneOf(".outcome", e.Outcome, "success", "failure", "denied")
+	if x := e.Resource; x != nil {
+		n := Resource{Type: c.text(".resource.type", x.Type), ID: c.text(".resource.id", x.ID), Name: c.text(".resource.name", x.Name)}
+		if n != (Resource{}) {
+			r.Resource = &n
+		}
+	}
+	if x := e.Model; x != nil {
+		n := Model{Provider: c.text(".model.provider", x.Provider), Name: c.text(".model.name", x.Name),
+			Version: c.text(".model.version", x.Version), Digest: c.text(".model.digest", x.Digest)}
+		if n != (Model{}) {
+			r.Model = &n
+		}
+	}
+	if x := e.Dataset; x != nil {
+		n := Dataset{Name: c.text(".dataset.name", x.Name), Version: c.text(".dataset.version", x.Version),
+			Digest: c.text(".dataset.digest", x.Digest)}
+		if n != (Dataset{}) {
+			r.Dataset = &n
+		}
+	}
+	if x := e.API; x != nil {
+		n := API{Name: c.text(".api.name", x.Name), Version: c.text(".api.version", x.Version)}
+		if n != (API{}) {
+			r.API = &n
+		}
+	}
+	if x := e.Prompt; x != nil {
+		n := Prompt{ID: c.text(".prompt.id", x.ID), Version: c.text(".prompt.version", x.Version),
+			Digest: c.text(".prompt.digest", x.Digest)}
+		if n != (Prompt{}) {
+			r.Prompt = &n
+		}
+	}
+
+	r.Attributes = c.attributes(e.Attributes)
+	content := c.content(e.Content, lim)
+	r.TraceID = c.hexID(".trace_id", e.TraceID, 32)
+	r.SpanID = c.hexID(".span_id", e.SpanID, 16)
+
+	if len(ps.list)+ps.dropped == before {
+		c.fits(r, content != nil)
+	}
+	return r, content, nil
+}
+
+// text checks a free-text string field and returns it.
+func (c *checker) text(field, s string) string {
+	switch {
+	case !utf8.ValidString(s):
+		c.add(field, "must be valid UTF-8")
+	case len(s) > maxTextBytes:
+		c.add(field, "must be at most %d bytes", maxTextBytes)
+	case strings.ContainsFunc(s, unicode.IsControl):
+		c.add(field, "must not contain control characters")
+	}
+	return s
+}
+
+// oneOf checks that s is empty or one of allowed.
+func (c *checker) oneOf(field, s string, allowed ...string) string {
+	if s != "" && !slices.Contains(allowed, s) {
+		c.add(field, "must be one of %s", strings.Join(allowed, ", "))
+	}
+	return s
+}
+
+// ip checks an IP address and returns its canonical form.
+func (c *checker) ip(field, s string) string {
+	if s == "" {
+		return ""
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		c.add(field, "must be an IP address such as 192.0.2.1 or 2001:db8::1")
+		return s
+	}
+	return addr.String()
+}
+
+// hexID checks a tracing id of n hexadecimal digits and returns it in
+// lowercase.
+func (c *checker) hexID(field, s string, n int) string {
+	if s == "" {
+		return ""
+	}
+	if len(s) != n || strings.ContainsFunc(s, func(r rune) bool {
+		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F')
+	}) {
+		c.add(field, "must be %d hexadecimal digits", n)
+		return s
+	}
+	if strings.Trim(s, "0") == "" {
+		c.add(field, "must not be all zeros")
+	}
+	return strings.ToLower(s)
+}
+
+// parseTime parses an RFC 3339 timestamp into UTC. time.Parse alone is
+// laxer than RFC 3339 (it accepts a comma before the fraction) and stricter
+// (it refuses a lowercase "t" or "z").
+func parseTime(s string) (time.Time, bool) {
+	if !timePattern.MatchString(s) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(s))
+	if err != nil {
+		return time.Time{}, false
+	}
+	t = t.UTC()
+	if y := t.Year(); y < 1 || y > 9999 {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// attributes checks the attributes and returns them with every number as
+// a float64, or nil if there are none.
+func (c *checker) attributes(in map[string]any) map[string]any {
+	if len(in) == 0 {
+		return nil
+	}
+	if len(in) > maxAttributes {
+		c.add(".attributes", "must have at most %d keys", maxAttributes)
+		return nil
+	}
+	out := make(map[string]any, len(in))
+	for _, k := range slices.Sorted(maps.Keys(in)) {
+		field := ".attributes" + keySegment(k)
+		switch {
+		case k == "" || len(k) > maxAttrKeyBytes:
+			c.add(field, "key must be 1 to %d bytes", maxAttrKeyBytes)
+			continue
+		case !attrKeyPattern.MatchString(k):
+			c.add(field, `key must match [A-Za-z0-9_.\-/:]+`)
+			continue
+		}
+		v, msg := attributeValue(in[k])
+		if msg != "" {
+			c.add(field, "%s", msg)
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// attributeValue checks one attribute value and returns it as stored, or
+// says what is wrong with it.
+func attributeValue(v any) (any, string) {
+	const kinds = "must be a string, number or boolean"
+	switch v := v.(type) {
+	case string:
+		switch {
+		case !utf8.ValidString(v):
+			return nil, "must be valid UTF-8"
+		case len(v) > maxAttrValueBytes:
+			return nil, fmt.Sprintf("must be at most %d bytes", maxAttrValueBytes)
+		case strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }):
+			return nil, "must not contain control characters other than tab, newline and carriage return"
+		}
+		return v, ""
+	case bool:
+		return v, ""
+	case json.Number:
+		return numberValue(string(v))
+	case float64:
+		return floatValue(v)
+	case float32:
+		return floatValue(float64(v))
+	case int:
+		return intValue(int64(v))
+	case int8:
+		return intValue(int64(v))
+	case int16:
+		return intValue(int64(v))
+	case int32:
+		return intValue(int64(v))
+	case int64:
+		return intValue(v)
+	case uint:
+		return uintValue(uint64(v))
+	case uint8:
+		return uintValue(uint64(v))
+	case uint16:
+		return uintValue(uint64(v))
+	case uint32:
+		return uintValue(uint64(v))
+	case uint64:
+		return uintValue(v)
+	case nil:
+		return nil, kinds + ", not null"
+	case map[string]any:
+		return nil, kinds + ", not an object: attributes are flat"
+	case []any:
+		return nil, kinds + ", not an array: attributes are flat"
+	default:
+		return nil, fmt.Sprintf("%s, not a Go %T", kinds, v)
+	}
+}
+
+const integerRange = "integers must lie within ±9007199254740992 (2^53) to be stored exactly; send larger ones as strings"
+
+// numberValue converts a JSON number. An integer literal must be exact as
+// a float64; any other number is rounded to the nearest float64, which is
+// what JSON numbers mean (RFC 8259, section 6).
+func numberValue(n string) (any, string) {
+	if !isJSONNumber(n) {
+		return nil, "must be a JSON number"
+	}
+	if !strings.ContainsAny(n, ".eE") {
+		i, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || i < -maxExactInteger || i > maxExactInteger {
+			return nil, integerRange
+		}
+		return intValue(i)
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return nil, "must be a JSON number"
+	}
+	return floatValue(f)
+}
+
+func floatValue(f float64) (any, string) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return nil, "must be a finite number (within the range of a 64-bit float)"
+	}
+	if f == 0 {
+		f = 0 // canonical JSON has no -0
+	}
+	return f, ""
+}
+
+func intValue(i int64) (any, string) {
+	if i < -maxExactInteger || i > maxExactInteger {
+		return nil, integerRange
+	}
+	return float64(i), ""
+}
+
+func uintValue(u uint64) (any, string) {
+	if u > maxExactInteger {
+		return nil, integerRange
+	}
+	return float64(u), ""
+}
+
+// content checks the event's content and returns it, or nil if absent.
+func (c *checker) content(raw json.RawMessage, lim Limits) []byte {
+	if int64(len(raw)) > lim.MaxContentBytes {
+		c.addCode(CodeTooLarge, ".content", "is %d bytes; the limit is %d bytes", len(raw), lim.MaxContentBytes)
+		return nil
+	}
+	s := &scanner{data: raw, where: " of the content", maxDepth: lim.MaxDepth, index: c.index, root: ".content"}
+	if s.atEnd() {
+		return nil
+	}
+	start := s.pos
+	if err := s.value(1); err != nil {
+		c.ps.add(err.(*scanError).problem(0), CodeInvalid)
+		return nil
+	}
+	content := raw[start:s.pos]
+	if !s.atEnd() {
+		c.add(".content", "must be a single JSON value")
+		return nil
+	}
+	if string(content) == "null" {
+		return nil
+	}
+	return content
+}
+
+// fits checks that the record, once the caller has set its ContentRef, is
+// small enough for the log, so that a batch is refused before anything of it
+// is stored rather than at commit.
+func (c *checker) fits(r Record, hasContent bool) {
+	limit := MaxRecordSize
+	if hasContent {
+		limit -= contentRefReserve
+	}
+	b, err := canonical(&r)
+	if err != nil {
+		c.add("", "%v", err) // not expected for a record that passed the rules
+		return
+	}
+	if len(b) > limit {
+		c.addCode(CodeTooLarge, "", "metadata too large for one record: %d bytes of canonical JSON; the limit is %d bytes (make attributes and text fields smaller, or move data into content)",
+			len(b), limit)
+	}
+}

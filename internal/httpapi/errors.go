@@ -1,0 +1,111 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+// apiError is an error with the status and code a client sees. Its message
+// is safe to show; internal errors never become apiErrors.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	details []any
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func errorf(status int, code, message string, details ...any) *apiError {
+	return &apiError{status: status, code: code, message: message, details: details}
+}
+
+// retryAfterSeconds is the Retry-After sent with pushback.
+const retryAfterSeconds = 1
+
+// writeError is the one place errors become HTTP responses. Errors the
+// client may learn about map to 4xx/503 with their message; anything else is
+// logged and answered with a bare 500.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *apiError
+	var ee *event.Error
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &ee):
+		status, code := http.StatusBadRequest, "invalid_event"
+		if ee.Code == "too_large" {
+			status, code = http.StatusRequestEntityTooLarge, "too_large"
+		}
+		details := make([]any, 0, len(ee.Problems))
+		for _, p := range ee.Problems {
+			d := map[string]any{"message": p.Message}
+			if p.Index >= 0 {
+				d["index"] = p.Index
+			}
+			if p.Line > 0 {
+				d["line"] = p.Line
+			}
+			if p.Field != "" {
+				d["field"] = p.Field
+			}
+			details = append(details, d)
+		}
+		ae = errorf(status, code, ee.Error(), details...)
+	case errors.Is(err, ledger.ErrPushback):
+		ae = errorf(http.StatusServiceUnavailable, "pushback", "the log is at capacity; retry after the Retry-After delay")
+	case errors.Is(err, ledger.ErrTooLarge):
+		ae = errorf(http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	case errors.Is(err, ledger.ErrClosed), errors.Is(err, ledger.ErrFailed):
+		ae = errorf(http.StatusServiceUnavailable, "unavailable", "the log is not accepting writes")
+	case errors.Is(err, index.ErrInvalidQuery):
+		ae = errorf(http.StatusBadRequest, "invalid_query", err.Error())
+	case errors.Is(err, index.ErrNotFound), errors.Is(err, ledger.ErrNotFound), errors.Is(err, authz.ErrNotFound):
+		ae = errorf(http.StatusNotFound, "not_found", "not found")
+	case errors.Is(err, authz.ErrUnauthenticated):
+		ae = errorf(http.StatusUnauthorized, "unauthenticated", "missing or invalid bearer token")
+	case errors.Is(err, authz.ErrForbidden):
+		ae = errorf(http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, authz.ErrInvalid):
+		ae = errorf(http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, authz.ErrConflict):
+		ae = errorf(http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, authz.ErrExists):
+		ae = errorf(http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		ae = errorf(http.StatusServiceUnavailable, "unavailable", "request cancelled or timed out")
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		ae = errorf(http.StatusInternalServerError, "internal", "internal error")
+	}
+	if ae.status == http.StatusServiceUnavailable || ae.status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
+	if ae.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="aitrail"`)
+	}
+	body := map[string]any{"code": ae.code, "message": ae.message}
+	if len(ae.details) > 0 {
+		body["details"] = ae.details
+	}
+	writeJSON(w, ae.status, map[string]any{"error": body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		slog.Debug("couldn't write response", "err", err)
+	}
+}

@@ -1,0 +1,344 @@
+package httpapi
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// readBody returns the request body, decompressed and bounded, and its
+// media type. Anything unexpected is an apiError.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string) ([]byte, string, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ok := err == nil
+	if ok {
+		ok = false
+		for _, a := range allowed {
+			ok = ok || mt == a
+		}
+	}
+	if !ok {
+		return nil, "", errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"Content-Type must be one of "+strings.Join(allowed, ", "))
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		gz, err := gzip.NewReader(body)
+		if err != nil {
+			return nil, "", errorf(http.StatusBadRequest, "invalid_encoding", "body is not valid gzip")
+		}
+		defer gz.Close()
+		body = gz
+	default:
+		return nil, "", errorf(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
+	}
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe) || int64(len(data)) > limit:
+		return nil, "", errorf(http.StatusRequestEntityTooLarge, "too_large",
+			fmt.Sprintf("request body exceeds %d bytes", limit))
+	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, "", errorf(http.StatusBadRequest, "invalid_encoding", "body is truncated or not valid gzip")
+	case err != nil:
+		return nil, "", errorf(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
+	}
+	return data, mt, nil
+}
+
+type ingestResult struct {
+	ID        string `json:"id"`
+	Index     uint64 `json:"index"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+// ingest handles POST /v1/events: validate everything, encrypt content,
+// append atomically, and answer only once the records are durable.
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	body, mt, err := readBody(w, r, s.MaxBodyBytes, "application/json", "application/x-ndjson")
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	events, err := event.Decode(body, mt, s.Limits)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	records, contents, err := event.NormalizeAll(events, s.Now(), s.Limits)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var denied []any
+	for i, rec := range records {
+		if !p.CanSeeTenant(rec.Tenant) {
+			denied = append(denied, map[string]any{"index": i, "field": fmt.Sprintf("events[%d].tenant", i),
+				"message": "this token may not write to that tenant"})
+		}
+	}
+	if len(denied) > 0 {
+		s.writeError(w, r, errorf(http.StatusForbidden, "forbidden", "the token may not write to every tenant in the request", denied...))
+		return
+	}
+	items := make([]ledger.Item, len(records))
+	var tooLarge []event.Problem
+	for i := range records {
+		rec := &records[i]
+		var blob []byte
+		if contents[i] != nil {
+			var keyID string
+			blob, keyID, err = s.Sealer.Seal(r.Context(), rec.Tenant, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
+			if err != nil {
+				s.writeError(w, r, fmt.Errorf("couldn't encrypt content: %w", err))
+				return
+			}
+			rec.Content = &event.ContentRef{Digest: crypto.Digest(blob), KeyID: keyID, Size: int64(len(contents[i]))}
+		}
+		data, err := event.Canonical(rec)
+		var ee *event.Error
+		if errors.As(err, &ee) {
+			for _, pr := range ee.Problems {
+				pr.Index = i
+				tooLarge = append(tooLarge, pr)
+			}
+			continue
+		} else if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		items[i] = ledger.Item{Key: idempotencyKey(rec.Tenant, rec.ID), Record: data, Blob: blob}
+	}
+	if len(tooLarge) > 0 {
+		s.writeError(w, r, &event.Error{Code: "too_large", Problems: tooLarge})
+		return
+	}
+	receipt, err := s.Ledger.Append(r.Context(), items)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	results := make([]ingestResult, len(records))
+	var dups int
+	for i, res := range receipt.Results {
+		results[i] = ingestResult{ID: records[i].ID, Index: res.Index, Duplicate: res.Duplicate}
+		if res.Duplicate {
+			dups++
+		}
+	}
+	s.metrics.events.WithLabelValues("stored").Add(float64(len(records) - dups))
+	s.metrics.events.WithLabelValues("duplicate").Add(float64(dups))
+	writeJSON(w, http.StatusOK, map[string]any{"results": results, "checkpoint": string(receipt.Checkpoint)})
+}
+
+// idempotencyKey scopes event ids to their tenant.
+func idempotencyKey(tenant, id string) string { return tenant + "\x00" + id }
+
+// queryParams are the parameters GET /v1/events accepts.
+var queryParams = map[string]bool{"tenant": true, "type": true, "actor": true, "model": true, "outcome": true,
+	"resource": true, "from": true, "to": true, "q": true, "limit": true, "cursor": true, "order": true}
+
+func parseQuery(v url.Values) (index.Query, error) {
+	for k, vs := range v {
+		if !queryParams[k] {
+			return index.Query{}, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k))
+		}
+		if len(vs) > 1 {
+			return index.Query{}, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("parameter %q given more than once", k))
+		}
+	}
+	q := index.Query{
+		Tenant: v.Get("tenant"), Type: v.Get("type"), Actor: v.Get("actor"), Model: v.Get("model"),
+		Outcome: v.Get("outcome"), Resource: v.Get("resource"), Text: v.Get("q"), Cursor: v.Get("cursor"),
+		Order: v.Get("order"),
+	}
+	for _, t := range []struct {
+		name string
+		dst  *time.Time
+	}{{"from", &q.From}, {"to", &q.To}} {
+		if s := v.Get(t.name); s != "" {
+			tm, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				return q, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be an RFC 3339 time", t.name))
+			}
+			*t.dst = tm
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > index.MaxLimit {
+			return q, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("limit must be an integer from 1 to %d", index.MaxLimit))
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// query handles GET /v1/events.
+func (s *Server) query(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	q, err := parseQuery(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q.Tenants = p.VisibleTenants()
+	page, err := s.Index.Query(r.Context(), q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"events":[`)
+	for i, h := range page.Hits {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeWithIndex(&b, h)
+	}
+	b.WriteString(`],"next_cursor":`)
+	nc, _ := json.Marshal(page.NextCursor)
+	b.Write(nc)
+	b.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b.Bytes())
+}
+
+// writeWithIndex writes a stored record with its log index added. The rest
+// is the record exactly as stored, so a client can recompute the leaf.
+func writeWithIndex(b *bytes.Buffer, h index.Hit) {
+	b.WriteString(`{"index":`)
+	b.WriteString(strconv.FormatUint(h.Index, 10))
+	if len(h.Record) > 2 {
+		b.WriteByte(',')
+	}
+	b.Write(h.Record[1:])
+}
+
+type proofJSON struct {
+	Index    uint64   `json:"index"`
+	TreeSize uint64   `json:"tree_size"`
+	LeafHash string   `json:"leaf_hash"`
+	Hashes   []string `json:"hashes"`
+}
+
+// getEvent handles GET /v1/events/{id}[?tenant=T][&proof=true].
+func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	v := r.URL.Query()
+	for k := range v {
+		if k != "tenant" && k != "proof" {
+			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k)))
+			return
+		}
+	}
+	wantProof := false
+	switch v.Get("proof") {
+	case "", "false":
+	case "true":
+		wantProof = true
+	default:
+		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", "proof must be true or false"))
+		return
+	}
+	hit, err := s.Index.Get(r.Context(), p.VisibleTenants(), v.Get("tenant"), r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var out map[string]json.RawMessage
+	if err := json.Unmarshal(hit.Record, &out); err != nil {
+		s.writeError(w, r, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err))
+		return
+	}
+	out["index"] = json.RawMessage(strconv.FormatUint(hit.Index, 10))
+	if p.Has(authz.RoleReadContent) && out["content"] != nil {
+		plain, err := s.openContent(r, hit)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		out["decrypted_content"] = plain
+	}
+	if wantProof {
+		cpText := s.Ledger.Checkpoint()
+		cp, err := merkle.ParseCheckpoint(checkpointBody(cpText))
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		hashes, err := s.Ledger.InclusionProof(hit.Index, cp.Size)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		leaf, err := s.Ledger.LeafHash(hit.Index)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		pj, _ := json.Marshal(proofJSON{Index: hit.Index, TreeSize: cp.Size, LeafHash: b64(leaf), Hashes: b64s(hashes)})
+		out["proof"] = pj
+		cj, _ := json.Marshal(string(cpText))
+		out["checkpoint"] = cj
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// openContent decrypts a record's content.
+func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, error) {
+	rec, err := event.ParseRecord(hit.Record)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
+	}
+	blob, err := s.Ledger.Blob(hit.Index)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read content of record %d: %w", hit.Index, err)
+	}
+	if crypto.Digest(blob) != rec.Content.Digest {
+		return nil, fmt.Errorf("content of record %d does not match its digest", hit.Index)
+	}
+	plain, err := s.Sealer.Open(r.Context(), rec.Content.KeyID, blob, crypto.ContentAAD(rec.Tenant, rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("couldn't decrypt content of record %d: %w", hit.Index, err)
+	}
+	return json.RawMessage(plain), nil
+}
+
+// checkpointBody returns the text of a signed note without its signatures.
+func checkpointBody(signed []byte) []byte {
+	if i := bytes.Index(signed, []byte("\n\n")); i >= 0 {
+		return signed[:i+1]
+	}
+	return signed
+}
+
+func b64(h merkle.Hash) string { return base64.StdEncoding.EncodeToString(h[:]) }
+
+func b64s(hs []merkle.Hash) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = b64(h)
+	}
+	return out
+}

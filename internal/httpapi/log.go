@@ -1,0 +1,120 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+func (s *Server) logKey(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, s.PublicKey)
+}
+
+func (s *Server) logCheckpoint(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(s.Ledger.Checkpoint())
+}
+
+// logTile serves C2SP hash tiles (public) and entry bundles (role audit on
+// all tenants, since they hold every tenant's records).
+func (s *Server) logTile(w http.ResponseWriter, r *http.Request) {
+	id, err := merkle.ParseTilePath(strings.TrimPrefix(r.URL.Path, "/log/"))
+	if err != nil {
+		s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "not a tile path"))
+		return
+	}
+	var data []byte
+	if id.Level == merkle.EntriesLevel {
+		p, err := s.authenticate(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !p.Has(authz.RoleAudit) || !p.AllTenants() {
+			s.writeError(w, r, errorf(http.StatusForbidden, "forbidden", "entry bundles need the audit role on all tenants"))
+			return
+		}
+		data, err = s.Ledger.Bundle(id.N, id.W)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	} else {
+		data, err = s.Ledger.Tile(id)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if id.W == merkle.TileWidth && id.Level != merkle.EntriesLevel {
+		// Full tiles never change.
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
+	w.Write(data)
+}
+
+func uintParam(r *http.Request, name string, def uint64, required bool) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		if required {
+			return 0, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s is required", name))
+		}
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 63)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be a non-negative integer", name))
+	}
+	return n, nil
+}
+
+// inclusionProof handles GET /v1/proof/inclusion?index=N&size=M.
+func (s *Server) inclusionProof(w http.ResponseWriter, r *http.Request) {
+	idx, err := uintParam(r, "index", 0, true)
+	if err == nil {
+		var size uint64
+		size, err = uintParam(r, "size", s.Ledger.Size(), false)
+		if err == nil {
+			if size == 0 || idx >= size || size > s.Ledger.Size() {
+				err = errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need index < size ≤ %d", s.Ledger.Size()))
+			} else {
+				s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.InclusionProof(idx, size) })
+				return
+			}
+		}
+	}
+	s.writeError(w, r, err)
+}
+
+// consistencyProof handles GET /v1/proof/consistency?from=A&to=B.
+func (s *Server) consistencyProof(w http.ResponseWriter, r *http.Request) {
+	from, err := uintParam(r, "from", 0, true)
+	if err == nil {
+		var to uint64
+		to, err = uintParam(r, "to", s.Ledger.Size(), false)
+		if err == nil {
+			if from > to || to > s.Ledger.Size() {
+				err = errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need from ≤ to ≤ %d", s.Ledger.Size()))
+			} else {
+				s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.ConsistencyProof(from, to) })
+				return
+			}
+		}
+	}
+	s.writeError(w, r, err)
+}
+
+func (s *Server) writeProof(w http.ResponseWriter, r *http.Request, prove func() ([]merkle.Hash, error)) {
+	hashes, err := prove()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"hashes": b64s(hashes)})
+}

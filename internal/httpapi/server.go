@@ -1,0 +1,168 @@
+// Package httpapi serves aitrail's public HTTP API (see docs/api.md): event
+// ingest and query, the C2SP log under /log/, proofs, tokens, health and
+// metrics. It authenticates every /v1 request, enforces roles and tenants,
+// and maps domain errors to the JSON error body in one place. It never logs
+// event content or secrets.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// Ledger is what the API needs of the log.
+type Ledger interface {
+	Append(ctx context.Context, items []ledger.Item) (ledger.Receipt, error)
+	Size() uint64
+	Checkpoint() []byte
+	Tile(id merkle.TileID) ([]byte, error)
+	Bundle(n uint64, w int) ([]byte, error)
+	Blob(index uint64) ([]byte, error)
+	InclusionProof(index, size uint64) ([]merkle.Hash, error)
+	ConsistencyProof(from, to uint64) ([]merkle.Hash, error)
+	LeafHash(index uint64) (merkle.Hash, error)
+}
+
+// Index is what the API needs of the query index.
+type Index interface {
+	Query(ctx context.Context, q index.Query) (index.Page, error)
+	Get(ctx context.Context, tenants []string, tenant, id string) (index.Hit, error)
+}
+
+// Sealer encrypts and decrypts event content.
+type Sealer interface {
+	Seal(ctx context.Context, scope string, plaintext, aad []byte) (blob []byte, keyID string, err error)
+	Open(ctx context.Context, keyID string, blob, aad []byte) ([]byte, error)
+}
+
+// Server is the HTTP API. Fill in every field, then call Handler.
+type Server struct {
+	Ledger    Ledger
+	Index     Index
+	Sealer    Sealer
+	Auth      *authz.Authenticator
+	PublicKey string // the log's note verifier key
+	Limits    event.Limits
+	// MaxBodyBytes bounds a request body after decompression.
+	MaxBodyBytes int64
+	// Ready reports whether writes can be accepted, with details.
+	Ready    func() (bool, map[string]any)
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+	Now      func() time.Time
+
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	s.log = s.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Registry == nil {
+		s.Registry = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(s.Registry)
+
+	mux := http.NewServeMux()
+	handle := func(pattern, route string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.instrument(route, h))
+	}
+	handle("GET /healthz", "/healthz", s.healthz)
+	handle("GET /readyz", "/readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+
+	handle("GET /log/key", "/log/key", s.logKey)
+	handle("GET /log/checkpoint", "/log/checkpoint", s.logCheckpoint)
+	handle("GET /log/tile/", "/log/tile", s.logTile)
+
+	handle("POST /v1/events", "/v1/events", s.authed(authz.RoleIngest, s.ingest))
+	handle("GET /v1/events", "/v1/events", s.authed(authz.RoleRead, s.query))
+	handle("GET /v1/events/{id}", "/v1/events/{id}", s.authed(authz.RoleRead, s.getEvent))
+	handle("GET /v1/proof/inclusion", "/v1/proof/inclusion", s.authed("", s.inclusionProof))
+	handle("GET /v1/proof/consistency", "/v1/proof/consistency", s.authed("", s.consistencyProof))
+	handle("POST /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.createToken))
+	handle("GET /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.listTokens))
+	handle("DELETE /v1/tokens/{id}", "/v1/tokens/{id}", s.authed(authz.RoleAdmin, s.deleteToken))
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint"))
+	})
+	return securityHeaders(mux)
+}
+
+// securityHeaders sets headers every response should carry, and answers a
+// method the route does not allow with the JSON error body.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+type principalKey struct{}
+
+// authed wraps h with bearer authentication and, if role is set, a role
+// check. The principal is in the request context.
+func (s *Server) authed(role authz.Role, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.authenticate(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if role != "" && !p.Has(role) {
+			s.writeError(w, r, errorf(http.StatusForbidden, "forbidden", "this token lacks the "+string(role)+" role"))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+func (s *Server) authenticate(r *http.Request) (authz.Principal, error) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return authz.Principal{}, authz.ErrUnauthenticated
+	}
+	return s.Auth.Authenticate(r.Context(), strings.TrimSpace(tok))
+}
+
+func principalFrom(ctx context.Context) authz.Principal {
+	p, _ := ctx.Value(principalKey{}).(authz.Principal)
+	return p
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ok, details := true, map[string]any{}
+	if s.Ready != nil {
+		ok, details = s.Ready()
+	}
+	status, word := http.StatusOK, "ready"
+	if !ok {
+		status, word = http.StatusServiceUnavailable, "not_ready"
+	}
+	writeJSON(w, status, map[string]any{"status": word, "details": details})
+}

@@ -1,0 +1,96 @@
+package index
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+// BenchmarkApply measures indexing throughput: batches of 1000 realistic
+// records of about 1 KiB, as the follower delivers them. The index must
+// keep up with the ledger (about 100,000 records/s).
+func BenchmarkApply(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts Options
+	}{
+		{"fulltext", Options{}},
+		{"nofulltext", Options{NoFullText: true}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			benchmarkApply(b, bc.opts)
+		})
+	}
+}
+
+func benchmarkApply(b *testing.B, opts Options) {
+	const batch = 1000
+	ix, _ := openTemp(b, opts)
+	g := newGenerator(b)
+	ctx := context.Background()
+	es := make([]ledger.Entry, batch)
+	var bytes int64
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		b.StopTimer()
+		for i := range es {
+			es[i] = g.entry(uint64(n*batch + i))
+			bytes += int64(len(es[i].Data))
+		}
+		b.StartTimer()
+		if err := ix.Apply(ctx, es); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	records := float64(b.N * batch)
+	b.ReportMetric(records/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(bytes)/records, "B/record")
+	b.ReportMetric(0, "ns/op")
+}
+
+// generator makes realistic records quickly: it encodes a pool of distinct
+// records once and gives each entry a unique id by rewriting a placeholder.
+type generator struct {
+	pool [][]byte
+	at   []int // offset of the id placeholder in each pool record
+}
+
+const idPlaceholder = "ID-PLACEHOLDER-000000000000000"
+
+func newGenerator(tb testing.TB) *generator {
+	g := &generator{}
+	for i := range 10000 {
+		r := realistic(i)
+		r.ID = idPlaceholder
+		data, err := json.Marshal(r)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		g.pool = append(g.pool, data)
+		g.at = append(g.at, bytes.Index(data, []byte(idPlaceholder)))
+	}
+	return g
+}
+
+func (g *generator) entry(idx uint64) ledger.Entry {
+	k := idx % uint64(len(g.pool))
+	data := bytes.Clone(g.pool[k])
+	copy(data[g.at[k]:], fmt.Sprintf("0195a3b2-7c1d-%016x", idx))
+	return ledger.Entry{Index: idx, Data: data}
+}
+
+func BenchmarkParse(b *testing.B) {
+	g := newGenerator(b)
+	ix := &Index{}
+	var r row
+	for n := 0; b.Loop(); n++ {
+		if err := ix.parseOne(&r, g.entry(uint64(n))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

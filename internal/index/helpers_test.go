@@ -1,0 +1,108 @@
+package index
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// rec builds a Record with the fields every record has; edit modifies it.
+func rec(tenant, id, typ string, edit ...func(*event.Record)) *event.Record {
+	r := &event.Record{
+		ID:         id,
+		Type:       typ,
+		Time:       t0,
+		ReceivedAt: t0.Add(time.Millisecond),
+		Tenant:     tenant,
+	}
+	for _, e := range edit {
+		e(r)
+	}
+	return r
+}
+
+// entries encodes records as consecutive log entries starting at first.
+func entries(t testing.TB, first uint64, recs ...*event.Record) []ledger.Entry {
+	t.Helper()
+	es := make([]ledger.Entry, len(recs))
+	for i, r := range recs {
+		data, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es[i] = ledger.Entry{Index: first + uint64(i), Data: data}
+	}
+	return es
+}
+
+func openTemp(t testing.TB, opts Options) (*Index, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "index.db")
+	ix, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	return ix, path
+}
+
+// realistic returns a record of about 1 KiB like an ai.inference event
+// recorded by the proxy, varying with i.
+func realistic(i int) *event.Record {
+	at := t0.Add(time.Duration(i) * time.Millisecond)
+	return &event.Record{
+		ID:         fmt.Sprintf("0195a3b2-7c1d-7%03x-8%03x-%012x", i%4096, (i/4096)%4096, i),
+		Type:       []string{"ai.inference", "ai.tool_call", "api.call", "access.attempt"}[i%4],
+		Time:       at,
+		ReceivedAt: at.Add(3 * time.Millisecond),
+		Tenant:     []string{"acme", "globex", "initech"}[i%3],
+		Actor: &event.Actor{
+			ID:        fmt.Sprintf("pseu:%016x", uint64(i%5000)*0x9e3779b97f4a7c15),
+			Type:      "user",
+			IP:        fmt.Sprintf("10.%d.%d.%d", i%256, (i/256)%256, i%7),
+			UserAgent: "openai-python/1.54.3 (Linux; x86_64) CPython/3.12.4",
+			SessionID: fmt.Sprintf("sess-%08x", i/20),
+		},
+		Action:   "chat.completions.create",
+		Outcome:  []string{"success", "success", "success", "failure", "denied"}[i%5],
+		Resource: &event.Resource{Type: "deployment", ID: fmt.Sprintf("dep-%04d", i%300), Name: "customer support assistant"},
+		Model:    &event.Model{Provider: "openai", Name: []string{"gpt-4o", "gpt-4o-mini", "o3"}[i%3], Version: "2024-08-06", Digest: "sha256:0b6f6b8b3e4c5d1f2a9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c5b4a3928"},
+		Prompt:   &event.Prompt{ID: "support-triage", Version: "v12", Digest: "sha256:7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e"},
+		Attributes: map[string]any{
+			"gen_ai.system":                  "openai",
+			"gen_ai.request.model":           "gpt-4o",
+			"gen_ai.response.model":          "gpt-4o-2024-08-06",
+			"gen_ai.response.id":             fmt.Sprintf("chatcmpl-%024x", i),
+			"gen_ai.usage.input_tokens":      1200 + i%500,
+			"gen_ai.usage.output_tokens":     200 + i%300,
+			"gen_ai.request.temperature":     0.2,
+			"gen_ai.response.finish_reasons": "stop",
+			"http.route":                     "/v1/chat/completions",
+			"server.address":                 "api.openai.com",
+			"aitrail.proxy.latency_ms":       412 + i%100,
+			"ticket":                         fmt.Sprintf("SUP-%05d", i%20000),
+		},
+		Content: &event.ContentRef{
+			Digest: "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+			KeyID:  fmt.Sprintf("dk-acme-%08x", i%5000),
+			Size:   int64(2000 + i%3000),
+		},
+		TraceID: fmt.Sprintf("%032x", uint64(i)*0x9e3779b97f4a7c15),
+		SpanID:  fmt.Sprintf("%016x", uint64(i)),
+	}
+}
+
+func apply(t testing.TB, ix *Index, es []ledger.Entry) {
+	t.Helper()
+	if err := ix.Apply(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,512 @@
+// Package index is aitrail's query index: a derived, rebuildable copy of the
+// log's records in SQLite (modernc.org/sqlite, pure Go), kept up to date by a
+// ledger follower and serving GET /v1/events and GET /v1/events/{id}.
+//
+// The log is the source of truth; the index is not. Everything in it can be
+// thrown away (Reset, or deleting the file) and rebuilt by following the log
+// from index 0. The index must therefore never be the only place anything is
+// kept, and it never alters or interprets a record's bytes: a Hit carries the
+// record exactly as the log stores it.
+//
+// Each record is one row keyed by its log index, with the fields the filters
+// of Query use in columns of their own. The follower's cursor lives in the
+// same database and moves in the same transaction as the rows, so delivery
+// is effectively exactly once; SQLite runs in WAL mode with synchronous=NORMAL
+// because a transaction lost in a power cut is simply delivered again.
+//
+// Text search (Query.Text) uses an SQLite FTS5 index over the record's string
+// values (identifiers, type, action, outcome, actor, resource, model, dataset,
+// API and prompt names and versions, trace ids and string attributes), never
+// over digests, key ids or content: content is encrypted outside the record
+// and is never indexed. FTS5 roughly halves the rate at which records can be
+// indexed, so it can be switched off with Options.NoFullText; without it
+// Query.Text falls back to a case-insensitive substring match over the
+// record's bytes (slower to query, free to maintain).
+//
+// Visibility is enforced here, not only by callers: every read takes the
+// tenants the caller may see, and a record of any other tenant is reported as
+// absent.
+package index
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrNotFound reports that a record does not exist in the index or belongs
+// to a tenant the caller may not see. The two are deliberately not told
+// apart; HTTP maps it to 404.
+var ErrNotFound = errors.New("event not found")
+
+// ErrInvalidQuery is wrapped by every error caused by the query itself (a
+// malformed or tampered cursor, a limit out of range, an unknown order),
+// with a message that says what is wrong and may be shown to the client.
+// HTTP maps it to 400.
+var ErrInvalidQuery = errors.New("invalid query")
+
+// schemaVersion is stored in PRAGMA user_version. An index file written with
+// another version is emptied and rebuilt from the log rather than migrated:
+// the index is derived data.
+const schemaVersion = 1
+
+// busyTimeout is how long a statement waits for another connection's write
+// lock before failing with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// Options tune Open. The zero value is the recommended configuration.
+type Options struct {
+	// NoFullText turns off the FTS5 text index, roughly doubling the rate
+	// at which records are indexed. Query.Text then falls back to a slower
+	// substring match over the record bytes. Changing this for an existing
+	// index empties it (sets its cursor to 0) so that it is rebuilt
+	// consistently from the log.
+	NoFullText bool
+}
+
+// Index is the query index. It implements ledger.Handler for the follower
+// that feeds it and serves queries concurrently with it.
+//
+// All methods are safe for concurrent use. Reads see the index as of the
+// last committed Apply; SQLite's WAL mode lets them run while Apply writes.
+type Index struct {
+	db       *sql.DB
+	fullText bool
+	macKey   []byte // authenticates query cursors; see cursor.go
+}
+
+var _ ledger.Handler = (*Index)(nil)
+
+// Open opens the index at path, creating the file and schema if needed.
+// An index written by an incompatible version of aitrail, or with a
+// different Options.NoFullText, is emptied so that its follower rebuilds it
+// from index 0. Close the Index when done.
+func Open(path string, opts Options) (*Index, error) {
+	if path == "" {
+		return nil, errors.New("couldn't open index: empty path")
+	}
+	params := url.Values{}
+	params.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	params.Add("_pragma", "journal_mode(WAL)")
+	params.Add("_pragma", "synchronous(NORMAL)")
+	params.Add("_pragma", "cache_size(-65536)")
+	params.Add("_pragma", "wal_autocheckpoint(8192)")
+	// Apply's transaction takes the write lock up front, so that two
+	// writers wait on each other (busy_timeout) instead of one failing when
+	// it tries to upgrade a read lock.
+	params.Set("_txlock", "immediate")
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + params.Encode()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
+	}
+	ix := &Index{db: db, fullText: !opts.NoFullText}
+	if err := ix.init(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
+	}
+	return ix, nil
+}
+
+// schema creates everything but the FTS table. Filters that are equality
+// tests have a single-column index; because SQLite appends the rowid (the
+// log index) to every index, each of them also yields its matches already in
+// log order, so a page of a large result costs no sort.
+const schema = `
+CREATE TABLE IF NOT EXISTS records (
+	idx           INTEGER PRIMARY KEY, -- log index
+	tenant        TEXT    NOT NULL,
+	id            TEXT    NOT NULL,
+	type          TEXT    NOT NULL,
+	time          INTEGER NOT NULL,    -- event time, Unix nanoseconds
+	received_at   INTEGER NOT NULL,    -- Unix nanoseconds
+	actor_id      TEXT,
+	model_name    TEXT,
+	model_version TEXT,
+	outcome       TEXT,
+	resource_type TEXT,
+	resource_id   TEXT,
+	record        BLOB    NOT NULL     -- canonical bytes, exactly as in the log
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
+CREATE INDEX IF NOT EXISTS records_tenant   ON records (tenant);
+CREATE INDEX IF NOT EXISTS records_type     ON records (type);
+CREATE INDEX IF NOT EXISTS records_actor    ON records (actor_id);
+CREATE INDEX IF NOT EXISTS records_model    ON records (model_name, model_version);
+CREATE INDEX IF NOT EXISTS records_resource ON records (resource_id);
+CREATE INDEX IF NOT EXISTS records_time     ON records (time);
+CREATE TABLE IF NOT EXISTS state (
+	one       INTEGER PRIMARY KEY CHECK (one = 1),
+	cursor    INTEGER NOT NULL,
+	full_text INTEGER NOT NULL,
+	mac_key   BLOB    NOT NULL
+);
+`
+
+// ftsSchema is a contentless FTS5 table whose rowid is the log index: only
+// the inverted index is kept, since matches are read back from records.
+const ftsSchema = `
+CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
+	text, content='', contentless_delete=1
+);
+`
+
+const dropAll = `
+DROP TABLE IF EXISTS records;
+DROP TABLE IF EXISTS records_fts;
+DROP TABLE IF EXISTS state;
+`
+
+func (ix *Index) init(ctx context.Context) error {
+	var version int
+	if err := ix.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version != 0 && version != schemaVersion {
+		if _, err := ix.db.ExecContext(ctx, dropAll); err != nil {
+			return fmt.Errorf("couldn't drop index schema version %d: %w", version, err)
+		}
+	}
+	tx, err := ix.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("couldn't create schema: %w", err)
+	}
+	var fullText bool
+	err = tx.QueryRowContext(ctx, "SELECT full_text, mac_key FROM state").Scan(&fullText, &ix.macKey)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		ix.macKey = make([]byte, 32)
+		rand.Read(ix.macKey)
+		if _, err := tx.ExecContext(ctx, "INSERT INTO state (one, cursor, full_text, mac_key) VALUES (1, 0, ?, ?)", ix.fullText, ix.macKey); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	case fullText != ix.fullText:
+		// Rows indexed under the other setting lack (or have) FTS
+		// entries; start again rather than serve half-indexed text.
+		if err := reset(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE state SET full_text = ?", ix.fullText); err != nil {
+			return err
+		}
+	}
+	if ix.fullText {
+		if _, err := tx.ExecContext(ctx, ftsSchema); err != nil {
+			return fmt.Errorf("couldn't create full-text index: %w", err)
+		}
+	} else if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS records_fts"); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Close closes the database. Nothing is lost by closing during an Apply: the
+// Apply either committed or will be delivered again.
+func (ix *Index) Close() error {
+	return ix.db.Close()
+}
+
+// Cursor returns the log index of the next entry the index needs: every
+// entry before it has been applied durably (see ledger.Handler).
+func (ix *Index) Cursor(ctx context.Context) (uint64, error) {
+	var c int64
+	if err := ix.db.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&c); err != nil {
+		return 0, fmt.Errorf("couldn't read index cursor: %w", err)
+	}
+	return uint64(c), nil
+}
+
+// row is a record reduced to the index's columns.
+type row struct {
+	idx          int64
+	tenant, id   string
+	typ          string
+	time, recvd  int64
+	actorID      any // string, or nil when absent
+	modelName    any
+	modelVersion any
+	outcome      any
+	resourceType any
+	resourceID   any
+	data         []byte
+	text         string // for FTS; empty when full text is off
+}
+
+// Apply indexes consecutive log entries and sets the cursor to the last
+// entry's index + 1, all in one transaction: when it returns nil both are
+// durable, and when it returns an error neither happened.
+//
+// Apply is idempotent: an entry already indexed is skipped, so entries
+// delivered again after a crash neither duplicate rows nor fail. A record
+// whose (tenant, id) is already indexed at another log index (the same
+// event sequenced twice) is skipped too, so the index keeps the first one,
+// which is also what LookupID reports. A record that cannot be parsed fails
+// the whole Apply; the follower retries, and finding corruption in the log
+// is verify's job. Entries must not start after the cursor, which would
+// leave a gap.
+func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	for i := 1; i < len(entries); i++ {
+		if entries[i].Index != entries[i-1].Index+1 {
+			return fmt.Errorf("couldn't index entries: index %d follows %d", entries[i].Index, entries[i-1].Index)
+		}
+	}
+	last := entries[len(entries)-1].Index
+	if last >= math.MaxInt64 {
+		return fmt.Errorf("couldn't index entry %d: index out of range", last)
+	}
+	rows, err := ix.parse(entries)
+	if err != nil {
+		return err
+	}
+
+	tx, err := ix.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("couldn't begin index transaction: %w", err)
+	}
+	defer tx.Rollback()
+	var cursor int64
+	if err := tx.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&cursor); err != nil {
+		return fmt.Errorf("couldn't read index cursor: %w", err)
+	}
+	if first := entries[0].Index; first > uint64(cursor) {
+		return fmt.Errorf("couldn't index entries from %d: cursor is %d, entries in between are missing", first, cursor)
+	}
+	if err := ix.insert(ctx, tx, rows); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE state SET cursor = ?", int64(last)+1); err != nil {
+		return fmt.Errorf("couldn't set index cursor: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("couldn't commit index entries %d-%d: %w", entries[0].Index, last, err)
+	}
+	return nil
+}
+
+const insertRecord = `INSERT INTO records
+	(idx, tenant, id, type, time, received_at, actor_id, model_name, model_version, outcome, resource_type, resource_id, record)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT DO NOTHING`
+
+func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row) error {
+	ins, err := tx.PrepareContext(ctx, insertRecord)
+	if err != nil {
+		return fmt.Errorf("couldn't prepare insert: %w", err)
+	}
+	defer ins.Close()
+	var fts *sql.Stmt
+	if ix.fullText {
+		if fts, err = tx.PrepareContext(ctx, "INSERT INTO records_fts (rowid, text) VALUES (?, ?)"); err != nil {
+			return fmt.Errorf("couldn't prepare full-text insert: %w", err)
+		}
+		defer fts.Close()
+	}
+	for i := range rows {
+		r := &rows[i]
+		res, err := ins.ExecContext(ctx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
+			r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.data)
+		if err != nil {
+			return fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
+		}
+		// A contentless FTS table cannot tell a repeated rowid from a new
+		// one, so it is written only for rows that were really inserted.
+		if fts == nil {
+			continue
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			continue
+		}
+		if _, err := fts.ExecContext(ctx, r.idx, r.text); err != nil {
+			return fmt.Errorf("couldn't index text of entry %d: %w", r.idx, err)
+		}
+	}
+	return nil
+}
+
+// parse reduces entries to rows.
+func (ix *Index) parse(entries []ledger.Entry) ([]row, error) {
+	rows := make([]row, len(entries))
+	for i, e := range entries {
+		if err := ix.parseOne(&rows[i], e); err != nil {
+			return nil, err
+		}
+	}
+	return rows, nil
+}
+
+func (ix *Index) parseOne(r *row, e ledger.Entry) error {
+	var rec event.Record
+	if err := json.Unmarshal(e.Data, &rec); err != nil {
+		return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
+	}
+	if rec.ID == "" || rec.Tenant == "" {
+		return fmt.Errorf("couldn't index record %d: it has no id or tenant", e.Index)
+	}
+	*r = row{
+		idx:    int64(e.Index),
+		tenant: rec.Tenant,
+		id:     rec.ID,
+		typ:    rec.Type,
+		time:   unixNano(rec.Time),
+		recvd:  unixNano(rec.ReceivedAt),
+		data:   e.Data,
+	}
+	r.outcome = nullable(rec.Outcome)
+	if a := rec.Actor; a != nil {
+		r.actorID = nullable(a.ID)
+	}
+	if m := rec.Model; m != nil {
+		r.modelName, r.modelVersion = nullable(m.Name), nullable(m.Version)
+	}
+	if res := rec.Resource; res != nil {
+		r.resourceType, r.resourceID = nullable(res.Type), nullable(res.ID)
+	}
+	if ix.fullText {
+		r.text = searchText(&rec)
+	}
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// unixNano is t.UnixNano clamped to int64, so that a time outside the years
+// 1678–2262 still sorts correctly in range queries.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MinInt64
+	}
+	const limit = math.MaxInt64 / int64(time.Second)
+	switch s := t.Unix(); {
+	case s <= -limit:
+		return math.MinInt64
+	case s >= limit:
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// searchText gathers the record's searchable string values, one per line.
+// Digests, key ids and content are left out: the first two are noise to a
+// reader and the last is never in the record.
+func searchText(r *event.Record) string {
+	var b strings.Builder
+	add := func(ss ...string) {
+		for _, s := range ss {
+			if s != "" {
+				b.WriteString(s)
+				b.WriteByte('\n')
+			}
+		}
+	}
+	add(r.ID, r.Type, r.Tenant, r.Action, r.Outcome, r.TraceID, r.SpanID)
+	if a := r.Actor; a != nil {
+		add(a.ID, a.Type, a.IP, a.UserAgent, a.SessionID)
+	}
+	if x := r.Resource; x != nil {
+		add(x.Type, x.ID, x.Name)
+	}
+	if x := r.Model; x != nil {
+		add(x.Provider, x.Name, x.Version)
+	}
+	if x := r.Dataset; x != nil {
+		add(x.Name, x.Version)
+	}
+	if x := r.API; x != nil {
+		add(x.Name, x.Version)
+	}
+	if x := r.Prompt; x != nil {
+		add(x.ID, x.Version)
+	}
+	for _, v := range r.Attributes {
+		if s, ok := v.(string); ok && !strings.HasPrefix(s, "sha256:") {
+			add(s)
+		}
+	}
+	return b.String()
+}
+
+// Reset empties the index and sets its cursor to 0, in one transaction, so
+// that its follower rebuilds it from the start of the log (aitrail reindex).
+// Cursors handed out before remain valid.
+func (ix *Index) Reset(ctx context.Context) error {
+	tx, err := ix.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("couldn't reset index: %w", err)
+	}
+	defer tx.Rollback()
+	if err := reset(ctx, tx); err != nil {
+		return fmt.Errorf("couldn't reset index: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("couldn't reset index: %w", err)
+	}
+	return nil
+}
+
+func reset(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM records; UPDATE state SET cursor = 0"); err != nil {
+		return err
+	}
+	// The FTS table may not exist (full text off, or not created yet).
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE name = 'records_fts'").Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO records_fts (records_fts) VALUES ('delete-all')"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stats describes the index's size and progress.
+type Stats struct {
+	// Records is the number of records indexed.
+	Records uint64
+	// Cursor is the log index of the next entry the index needs; the
+	// follower lag is the log size minus Cursor.
+	Cursor uint64
+}
+
+// Stats returns the number of indexed records and the cursor, read
+// consistently with each other.
+func (ix *Index) Stats(ctx context.Context) (Stats, error) {
+	var n, c int64
+	err := ix.db.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM records), cursor FROM state").Scan(&n, &c)
+	if err != nil {
+		return Stats{}, fmt.Errorf("couldn't read index stats: %w", err)
+	}
+	return Stats{Records: uint64(n), Cursor: uint64(c)}, nil
+}

@@ -1,0 +1,207 @@
+package index
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+func stats(t *testing.T, ix *Index) Stats {
+	t.Helper()
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestApplyIdempotent(t *testing.T) {
+	for _, opts := range []Options{{}, {NoFullText: true}} {
+		ix, _ := openTemp(t, opts)
+		es := entries(t, 0, fixture()...)
+		ctx := context.Background()
+
+		apply(t, ix, es)
+		apply(t, ix, es)      // the follower's at-least-once redelivery
+		apply(t, ix, es[2:4]) // a redelivered part
+		apply(t, ix, es[4:])  // the tail again
+		if got := stats(t, ix); got != (Stats{Records: 6, Cursor: 6}) {
+			t.Errorf("after re-applying: %+v, want 6 records, cursor 6", got)
+		}
+		p, err := ix.Query(ctx, Query{Text: "completions"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := indexes(p); !slices.Equal(got, []uint64{0, 4}) {
+			t.Errorf("text search after re-applying: %v, want [0 4]", got)
+		}
+
+		// The same event sequenced twice: the index keeps the first.
+		dup := entries(t, 6, rec("acme", "e1", "ai.inference"), rec("acme", "e6", "ai.inference"))
+		apply(t, ix, dup)
+		if got := stats(t, ix); got != (Stats{Records: 7, Cursor: 8}) {
+			t.Errorf("after a duplicate id: %+v, want 7 records, cursor 8", got)
+		}
+		if idx, ok, err := ix.LookupID(ctx, "acme", "e1"); err != nil || !ok || idx != 0 {
+			t.Errorf("LookupID(acme, e1) = %d, %v, %v; want 0", idx, ok, err)
+		}
+	}
+}
+
+func TestApplyRejects(t *testing.T) {
+	ctx := context.Background()
+	good := entries(t, 0, fixture()...)
+	bad := func(i int, data string) []ledger.Entry {
+		es := slices.Clone(good)
+		es[i] = ledger.Entry{Index: es[i].Index, Data: []byte(data)}
+		return es
+	}
+	tests := []struct {
+		name    string
+		entries []ledger.Entry
+	}{
+		{"not json", bad(3, "{not json")},
+		{"not a record", bad(3, `{"id":5}`)},
+		{"no id", bad(3, `{"type":"x","tenant":"acme","time":"2025-01-01T00:00:00Z","received_at":"2025-01-01T00:00:00Z"}`)},
+		{"gap before", entries(t, 1, fixture()...)},
+		{"gap inside", append(slices.Clone(good[:2]), entries(t, 3, fixture()[3])...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ix, _ := openTemp(t, Options{})
+			if err := ix.Apply(ctx, tt.entries); err == nil {
+				t.Fatal("Apply succeeded")
+			}
+			// Nothing of the batch is indexed, so the retry starts clean.
+			if got := stats(t, ix); got != (Stats{}) {
+				t.Errorf("after failed Apply: %+v, want empty", got)
+			}
+		})
+	}
+}
+
+func TestCursorPersists(t *testing.T) {
+	ctx := context.Background()
+	ix, path := openTemp(t, Options{})
+	if c, err := ix.Cursor(ctx); err != nil || c != 0 {
+		t.Fatalf("new index: cursor %d, %v; want 0", c, err)
+	}
+	apply(t, ix, entries(t, 0, fixture()...))
+	p, err := ix.Query(ctx, Query{Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ix, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if c, err := ix.Cursor(ctx); err != nil || c != 6 {
+		t.Errorf("reopened: cursor %d, %v; want 6", c, err)
+	}
+	if got := stats(t, ix); got.Records != 6 {
+		t.Errorf("reopened: %d records, want 6", got.Records)
+	}
+	// Clients paging through results are not disturbed by a restart.
+	p, err = ix.Query(ctx, Query{Limit: 2, Cursor: p.NextCursor})
+	if err != nil {
+		t.Fatalf("cursor from before reopening: %v", err)
+	}
+	if got := indexes(p); !slices.Equal(got, []uint64{2, 3}) {
+		t.Errorf("second page after reopening: %v, want [2 3]", got)
+	}
+}
+
+func TestReset(t *testing.T) {
+	ctx := context.Background()
+	ix, path := openTemp(t, Options{})
+	es := entries(t, 0, fixture()...)
+	apply(t, ix, es)
+	if err := ix.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := stats(t, ix); got != (Stats{}) {
+		t.Errorf("after Reset: %+v, want empty", got)
+	}
+	for _, q := range []Query{{}, {Text: "completions"}} {
+		if p, err := ix.Query(ctx, q); err != nil || len(p.Hits) != 0 {
+			t.Errorf("query %+v after Reset: %v, %v", q, indexes(p), err)
+		}
+	}
+	if _, ok, _ := ix.LookupID(ctx, "acme", "e1"); ok {
+		t.Error("LookupID finds a record after Reset")
+	}
+
+	// Rebuilding gives the same answers as before.
+	apply(t, ix, es)
+	p, err := ix.Query(ctx, Query{Text: "completions"})
+	if err != nil || !slices.Equal(indexes(p), []uint64{0, 4}) {
+		t.Errorf("text search after rebuild: %v, %v", indexes(p), err)
+	}
+	ix.Close()
+
+	// Switching full text on or off empties the index, to be rebuilt.
+	ix, err = Open(path, Options{NoFullText: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if got := stats(t, ix); got != (Stats{}) {
+		t.Errorf("after turning full text off: %+v, want empty", got)
+	}
+	apply(t, ix, es)
+	p, err = ix.Query(ctx, Query{Text: "completions"})
+	if err != nil || !slices.Equal(indexes(p), []uint64{0, 4}) {
+		t.Errorf("text search without FTS: %v, %v", indexes(p), err)
+	}
+}
+
+// TestFollow runs the index behind the real follower.
+func TestFollow(t *testing.T) {
+	ix, _ := openTemp(t, Options{})
+	var recs []*event.Record
+	for i := range 2500 {
+		recs = append(recs, realistic(i))
+	}
+	src := &memSource{entries: entries(t, 0, recs...)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- ledger.Follow(ctx, src, ix, ledger.FollowOptions{
+			Name: "index",
+			OnApply: func(c uint64) {
+				if c == uint64(len(src.entries)) {
+					cancel()
+				}
+			},
+		})
+	}()
+	<-done
+	if got := stats(t, ix); got != (Stats{Records: 2500, Cursor: 2500}) {
+		t.Errorf("after following: %+v", got)
+	}
+}
+
+type memSource struct{ entries []ledger.Entry }
+
+func (s *memSource) Size() uint64 { return uint64(len(s.entries)) }
+
+func (s *memSource) Entries(_ context.Context, from uint64, max int) ([]ledger.Entry, error) {
+	es := s.entries[min(from, s.Size()):]
+	return es[:min(max, len(es))], nil
+}
+
+func (s *memSource) Wait(ctx context.Context, n uint64) error {
+	if s.Size() > n {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}

@@ -1,0 +1,444 @@
+package index
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Page sizes for Query.
+const (
+	// DefaultLimit is the page size when Query.Limit is 0.
+	DefaultLimit = 100
+	// MaxLimit is the largest Query.Limit accepted.
+	MaxLimit = 1000
+)
+
+// Orders for Query.Order.
+const (
+	OrderAsc  = "asc"  // oldest first by log index (the default)
+	OrderDesc = "desc" // newest first by log index
+)
+
+// Hit is one record found by Get or Query.
+type Hit struct {
+	// Index is the record's position in the log.
+	Index uint64
+	// Record is the record's canonical bytes, exactly as the log stores
+	// them (and as the Merkle leaf commits to).
+	Record []byte
+}
+
+// Page is one page of a Query's results.
+type Page struct {
+	// Hits are the matching records in the requested order.
+	Hits []Hit
+	// NextCursor fetches the next page when passed as Query.Cursor with
+	// the same filters and order; it is empty when there are no more.
+	NextCursor string
+}
+
+// Query selects records. Empty fields do not filter; all set fields must
+// match. String filters compare exactly (case-sensitively) unless said
+// otherwise.
+type Query struct {
+	// Tenants are the tenants the caller may see: nil, or a list holding
+	// "*", means all tenants; any other list, including an empty non-nil
+	// one, means only those. Records of other tenants never match.
+	Tenants []string
+	// Tenant keeps only that tenant's records.
+	Tenant string
+	// Type is an event type, or a prefix of one when it ends in "*":
+	// "ai.*" matches "ai.inference", "*" matches every type.
+	Type string
+	// Actor is an actor.id.
+	Actor string
+	// Model is "name" (any version) or "name@version", split at the
+	// first "@".
+	Model string
+	// Outcome is an outcome ("success", "failure", "denied").
+	Outcome string
+	// Resource is a resource.id, or "type:id" (split at the first ":");
+	// a record matches either reading.
+	Resource string
+	// From and To bound the event time: From inclusive, To exclusive. A
+	// zero time leaves that side unbounded.
+	From, To time.Time
+	// Text keeps records whose metadata contains every whitespace-separated
+	// word of Text; a word ending in "*" matches as a prefix. Matching is
+	// by whole tokens and case-insensitive, and punctuation inside a word
+	// matches any punctuation ("10.0.0.1" finds "10-0-0-1"). Quotes,
+	// operators and other search syntax have no special meaning; words
+	// without letters or digits are ignored, and a Text made only of such
+	// words matches nothing.
+	Text string
+	// Limit is the most hits per page: 0 means DefaultLimit; more than
+	// MaxLimit, or negative, is invalid.
+	Limit int
+	// Cursor continues from a previous Page.NextCursor. It is valid only
+	// with the same filters and order it was issued for; Limit and Tenants
+	// may change.
+	Cursor string
+	// Order is OrderAsc (the default when empty) or OrderDesc, by log index.
+	Order string
+}
+
+// LookupID returns the log index of the record with this id in tenant, if
+// the index holds one. Ingest uses it to make POST /v1/events idempotent;
+// remember that the index may lag the log, so a miss is not proof of
+// absence.
+func (ix *Index) LookupID(ctx context.Context, tenant, id string) (index uint64, ok bool, err error) {
+	var idx int64
+	err = ix.db.QueryRowContext(ctx, "SELECT idx FROM records WHERE id = ? AND tenant = ?", id, tenant).Scan(&idx)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("couldn't look up event %q: %w", id, err)
+	}
+	return uint64(idx), true, nil
+}
+
+// Get returns the record with this id among the tenants the caller may see
+// (as in Query.Tenants). Ids are unique only within a tenant: tenant, when
+// not empty, picks one (the ?tenant= of GET /v1/events/{id}); otherwise the
+// visible record with this id and the lowest log index is returned. Get
+// returns ErrNotFound when there is no such record or it is not visible.
+func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
+	var w where
+	w.add("id = ?", id)
+	w.tenants(tenants)
+	if tenant != "" {
+		w.add("tenant = ?", tenant)
+	}
+	var h Hit
+	var idx int64
+	err := ix.db.QueryRowContext(ctx, "SELECT idx, record FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...).Scan(&idx, &h.Record)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Hit{}, ErrNotFound
+	case err != nil:
+		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
+	}
+	h.Index = uint64(idx)
+	return h, nil
+}
+
+// Query returns one page of the records q selects, ordered by log index.
+// Errors caused by q itself wrap ErrInvalidQuery.
+func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultLimit
+	case limit < 0 || limit > MaxLimit:
+		return Page{}, fmt.Errorf("%w: limit %d is not between 1 and %d", ErrInvalidQuery, q.Limit, MaxLimit)
+	}
+	desc := false
+	switch q.Order {
+	case "", OrderAsc:
+	case OrderDesc:
+		desc = true
+	default:
+		return Page{}, fmt.Errorf("%w: order %q is not %q or %q", ErrInvalidQuery, q.Order, OrderAsc, OrderDesc)
+	}
+	if !q.From.IsZero() && !q.To.IsZero() && !q.From.Before(q.To) {
+		return Page{}, fmt.Errorf("%w: from %s is not before to %s", ErrInvalidQuery,
+			q.From.Format(time.RFC3339Nano), q.To.Format(time.RFC3339Nano))
+	}
+	fp := q.fingerprint(desc)
+
+	var w where
+	w.tenants(q.Tenants)
+	if q.Tenant != "" {
+		w.add("tenant = ?", q.Tenant)
+	}
+	if t, ok := strings.CutSuffix(q.Type, "*"); ok {
+		if t != "" {
+			w.add("type >= ?", t)
+			if end, ok := prefixEnd(t); ok {
+				w.add("type < ?", end)
+			}
+		}
+	} else if q.Type != "" {
+		w.add("type = ?", q.Type)
+	}
+	if q.Actor != "" {
+		w.add("actor_id = ?", q.Actor)
+	}
+	if q.Model != "" {
+		name, version, ok := strings.Cut(q.Model, "@")
+		w.add("model_name = ?", name)
+		if ok {
+			w.add("model_version = ?", version)
+		}
+	}
+	if q.Outcome != "" {
+		w.add("outcome = ?", q.Outcome)
+	}
+	if q.Resource != "" {
+		if typ, id, ok := strings.Cut(q.Resource, ":"); ok {
+			w.add("(resource_id = ? OR (resource_type = ? AND resource_id = ?))", q.Resource, typ, id)
+		} else {
+			w.add("resource_id = ?", q.Resource)
+		}
+	}
+	if !q.From.IsZero() {
+		w.add("time >= ?", unixNano(q.From))
+	}
+	if !q.To.IsZero() {
+		w.add("time < ?", unixNano(q.To))
+	}
+	if q.Text != "" {
+		if ix.fullText {
+			m := ftsQuery(q.Text)
+			if m == "" {
+				w.none()
+			} else {
+				w.add("idx IN (SELECT rowid FROM records_fts WHERE records_fts MATCH ?)", m)
+			}
+		} else {
+			for _, word := range words(q.Text) {
+				w.add(`CAST(record AS TEXT) LIKE ? ESCAPE '\'`, "%"+likeEscape(strings.TrimSuffix(word, "*"))+"%")
+			}
+		}
+	}
+	if q.Cursor != "" {
+		after, err := ix.parseCursor(q.Cursor, desc, fp)
+		if err != nil {
+			return Page{}, err
+		}
+		if desc {
+			w.add("idx < ?", int64(after))
+		} else {
+			w.add("idx > ?", int64(after))
+		}
+	}
+	if w.empty {
+		return Page{}, nil
+	}
+
+	stmt := "SELECT idx, record FROM records WHERE " + w.sql() + " ORDER BY idx"
+	if desc {
+		stmt += " DESC"
+	}
+	stmt += " LIMIT ?"
+	// One row more than asked tells whether there is a next page.
+	rows, err := ix.db.QueryContext(ctx, stmt, append(w.args, limit+1)...)
+	if err != nil {
+		return Page{}, fmt.Errorf("couldn't query events: %w", err)
+	}
+	defer rows.Close()
+	var p Page
+	for rows.Next() {
+		var h Hit
+		var idx int64
+		if err := rows.Scan(&idx, &h.Record); err != nil {
+			return Page{}, fmt.Errorf("couldn't read events: %w", err)
+		}
+		h.Index = uint64(idx)
+		p.Hits = append(p.Hits, h)
+	}
+	if err := rows.Err(); err != nil {
+		return Page{}, fmt.Errorf("couldn't query events: %w", err)
+	}
+	if len(p.Hits) > limit {
+		p.Hits = p.Hits[:limit]
+		p.NextCursor = ix.makeCursor(p.Hits[limit-1].Index, desc, fp)
+	}
+	return p, nil
+}
+
+// where accumulates the conditions of a statement. Only fixed SQL text
+// enters it; every value from the caller is a bound argument.
+type where struct {
+	conds []string
+	args  []any
+	empty bool // some condition can never hold
+}
+
+func (w *where) add(cond string, args ...any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, args...)
+}
+
+func (w *where) none() {
+	w.empty = true
+	w.add("0")
+}
+
+// tenants restricts w to the visible tenants (see Query.Tenants).
+func (w *where) tenants(visible []string) {
+	if visible == nil || slices.Contains(visible, "*") {
+		return
+	}
+	if len(visible) == 0 {
+		w.none()
+		return
+	}
+	w.add("tenant IN (?"+strings.Repeat(", ?", len(visible)-1)+")", anys(visible)...)
+}
+
+func (w *where) sql() string {
+	if len(w.conds) == 0 {
+		return "1"
+	}
+	return strings.Join(w.conds, " AND ")
+}
+
+func anys(ss []string) []any {
+	a := make([]any, len(ss))
+	for i, s := range ss {
+		a[i] = s
+	}
+	return a
+}
+
+// prefixEnd returns the smallest string greater than every string with
+// prefix p, or false if there is none (p is all 0xff bytes).
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}
+
+// ftsQuery turns user text into an FTS5 query that is always well formed:
+// every word becomes a quoted string (a phrase of the tokens in it), so FTS5
+// operators, parentheses, column filters and quotes in the text are searched
+// for, not obeyed. A trailing "*" is kept as a prefix match. Words without a
+// token character would be empty phrases and are dropped; ftsQuery returns
+// "" if none is left.
+func ftsQuery(text string) string {
+	var b strings.Builder
+	for _, word := range words(text) {
+		prefix := false
+		for strings.HasSuffix(word, "*") {
+			word, prefix = word[:len(word)-1], true
+		}
+		if !strings.ContainsFunc(word, isTokenChar) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteByte('"')
+		b.WriteString(strings.ReplaceAll(word, `"`, `""`))
+		b.WriteByte('"')
+		if prefix {
+			b.WriteByte('*')
+		}
+	}
+	return b.String()
+}
+
+// words splits text at white space and control characters. FTS5 reads a
+// query only up to a NUL, so a NUL must never reach it inside a word.
+func words(text string) []string {
+	return strings.FieldsFunc(text, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+}
+
+// isTokenChar reports whether FTS5's unicode61 tokenizer keeps r in a token
+// (its default categories: letters, numbers and private use).
+func isTokenChar(r rune) bool {
+	return unicode.In(r, unicode.L, unicode.N, unicode.Co)
+}
+
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// A cursor is base64url(version | order | last index | MAC), where the MAC
+// is HMAC-SHA-256, truncated, over the rest and a fingerprint of the query's
+// filters, keyed with a random key kept in the index. A cursor cannot be
+// forged or edited, nor replayed with other filters or another order.
+const (
+	cursorVersion = 1
+	cursorMACSize = 16
+	cursorSize    = 1 + 1 + 8 + cursorMACSize
+)
+
+func (ix *Index) makeCursor(last uint64, desc bool, fp []byte) string {
+	b := make([]byte, 0, cursorSize)
+	b = append(b, cursorVersion, orderByte(desc))
+	b = binary.BigEndian.AppendUint64(b, last)
+	b = append(b, ix.cursorMAC(b, fp)...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func (ix *Index) parseCursor(s string, desc bool, fp []byte) (uint64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != cursorSize || b[0] != cursorVersion {
+		return 0, fmt.Errorf("%w: malformed cursor", ErrInvalidQuery)
+	}
+	if b[1] != orderByte(desc) {
+		return 0, fmt.Errorf("%w: cursor was issued for the other order", ErrInvalidQuery)
+	}
+	body, mac := b[:cursorSize-cursorMACSize], b[cursorSize-cursorMACSize:]
+	if !hmac.Equal(mac, ix.cursorMAC(body, fp)) {
+		return 0, fmt.Errorf("%w: cursor is not valid for this query", ErrInvalidQuery)
+	}
+	last := binary.BigEndian.Uint64(body[2:])
+	if last >= 1<<63 {
+		return 0, fmt.Errorf("%w: malformed cursor", ErrInvalidQuery)
+	}
+	return last, nil
+}
+
+func orderByte(desc bool) byte {
+	if desc {
+		return 'd'
+	}
+	return 'a'
+}
+
+func (ix *Index) cursorMAC(body, fp []byte) []byte {
+	m := hmac.New(sha256.New, ix.macKey)
+	m.Write(body)
+	m.Write(fp)
+	return m.Sum(nil)[:cursorMACSize]
+}
+
+// fingerprint identifies q's filters and order: everything a cursor must be
+// used with unchanged. Each field is length-prefixed, so no two different
+// queries share an encoding.
+func (q *Query) fingerprint(desc bool) []byte {
+	h := sha256.New()
+	str := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	tm := func(t time.Time) {
+		if t.IsZero() {
+			str("")
+		} else {
+			str(t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	str(q.Tenant)
+	str(q.Type)
+	str(q.Actor)
+	str(q.Model)
+	str(q.Outcome)
+	str(q.Resource)
+	str(q.Text)
+	tm(q.From)
+	tm(q.To)
+	str(string(orderByte(desc)))
+	return h.Sum(nil)
+}

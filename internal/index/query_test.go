@@ -1,0 +1,446 @@
+package index
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+// fixture is a small log with one record per feature the filters look at.
+func fixture() []*event.Record {
+	return []*event.Record{
+		0: rec("acme", "e1", "ai.inference", func(r *event.Record) {
+			r.Actor = &event.Actor{ID: "alice", Type: "user", IP: "10.1.2.3"}
+			r.Action = "chat.completions.create"
+			r.Outcome = "success"
+			r.Resource = &event.Resource{Type: "deployment", ID: "dep-1", Name: "customer support assistant"}
+			r.Model = &event.Model{Provider: "openai", Name: "gpt-4o", Version: "2024-08-06", Digest: "sha256:abcdef0123456789"}
+			r.Attributes = map[string]any{"ticket": "SUP-00042", "gen_ai.usage.input_tokens": 1200}
+			r.Content = &event.ContentRef{Digest: "sha256:feedface", KeyID: "dk-secretkeyid", Size: 10}
+		}),
+		1: rec("acme", "e2", "ai.tool_call", func(r *event.Record) {
+			r.Time = t0.Add(time.Hour)
+			r.Actor = &event.Actor{ID: "bob"}
+			r.Action = "tool.search"
+			r.Outcome = "failure"
+			r.Resource = &event.Resource{Type: "tool", ID: "search"}
+			r.Model = &event.Model{Name: "gpt-4o", Version: "2024-11-20"}
+		}),
+		2: rec("globex", "e3", "api.call", func(r *event.Record) {
+			r.Time = t0.Add(2 * time.Hour)
+			r.Actor = &event.Actor{ID: "alice"}
+			r.Action = "get_object"
+			r.Outcome = "denied"
+			r.Resource = &event.Resource{Type: "bucket", ID: "arn:aws:s3:::reports"}
+		}),
+		3: rec("globex", "e1", "model.deploy", func(r *event.Record) {
+			r.Time = t0.Add(3 * time.Hour)
+			r.Actor = &event.Actor{ID: "carol"}
+			r.Action = "deploy"
+			r.Outcome = "success"
+			r.Resource = &event.Resource{Type: "deployment", ID: "dep-1"}
+			r.Model = &event.Model{Name: "o3", Version: "v1"}
+		}),
+		4: rec("initech", "e4", "ai.inference", func(r *event.Record) {
+			r.Time = t0.Add(4 * time.Hour)
+			r.Actor = &event.Actor{ID: "alice"}
+			r.Action = "chat.completions.create"
+			r.Outcome = "success"
+			r.Model = &event.Model{Name: "gpt-4o", Version: "2024-08-06"}
+			r.Attributes = map[string]any{"project": "skunkworks"}
+		}),
+		5: rec("acme", "e5", "aix.custom", func(r *event.Record) {
+			r.Time = t0.Add(-time.Hour) // event time need not follow log order
+			r.Actor = &event.Actor{ID: "dave"}
+		}),
+	}
+}
+
+func fixtureIndex(t *testing.T, opts Options) (*Index, []ledger.Entry) {
+	t.Helper()
+	ix, _ := openTemp(t, opts)
+	es := entries(t, 0, fixture()...)
+	apply(t, ix, es)
+	return ix, es
+}
+
+func indexes(p Page) []uint64 {
+	out := []uint64{}
+	for _, h := range p.Hits {
+		out = append(out, h.Index)
+	}
+	return out
+}
+
+func TestQueryFilters(t *testing.T) {
+	ix, es := fixtureIndex(t, Options{})
+	tests := []struct {
+		name string
+		q    Query
+		want []uint64
+	}{
+		{"no filter", Query{}, []uint64{0, 1, 2, 3, 4, 5}},
+		{"tenant", Query{Tenant: "acme"}, []uint64{0, 1, 5}},
+		{"unknown tenant", Query{Tenant: "nobody"}, []uint64{}},
+		{"type exact", Query{Type: "ai.inference"}, []uint64{0, 4}},
+		{"type exact is not a prefix", Query{Type: "ai"}, []uint64{}},
+		{"type prefix", Query{Type: "ai.*"}, []uint64{0, 1, 4}},
+		{"type prefix without dot", Query{Type: "ai*"}, []uint64{0, 1, 4, 5}},
+		{"type star", Query{Type: "*"}, []uint64{0, 1, 2, 3, 4, 5}},
+		{"actor", Query{Actor: "alice"}, []uint64{0, 2, 4}},
+		{"actor is exact", Query{Actor: "ali"}, []uint64{}},
+		{"model name", Query{Model: "gpt-4o"}, []uint64{0, 1, 4}},
+		{"model name@version", Query{Model: "gpt-4o@2024-08-06"}, []uint64{0, 4}},
+		{"model unknown version", Query{Model: "gpt-4o@nope"}, []uint64{}},
+		{"outcome", Query{Outcome: "success"}, []uint64{0, 3, 4}},
+		{"resource id", Query{Resource: "dep-1"}, []uint64{0, 3}},
+		{"resource type:id", Query{Resource: "deployment:dep-1"}, []uint64{0, 3}},
+		{"resource wrong type", Query{Resource: "tool:dep-1"}, []uint64{}},
+		{"resource id with colons", Query{Resource: "arn:aws:s3:::reports"}, []uint64{2}},
+		{"resource type:id with colons", Query{Resource: "bucket:arn:aws:s3:::reports"}, []uint64{2}},
+		{"from", Query{From: t0.Add(time.Hour)}, []uint64{1, 2, 3, 4}},
+		{"to", Query{To: t0.Add(time.Hour)}, []uint64{0, 5}},
+		{"from and to", Query{From: t0, To: t0.Add(3 * time.Hour)}, []uint64{0, 1, 2}},
+		{"from in another zone", Query{From: t0.Add(4 * time.Hour).In(time.FixedZone("X", 3600))}, []uint64{4}},
+		{"text", Query{Text: "completions"}, []uint64{0, 4}},
+		{"tenant and actor", Query{Tenant: "acme", Actor: "alice"}, []uint64{0}},
+		{"type prefix, outcome and from", Query{Type: "ai.*", Outcome: "success", From: t0.Add(time.Hour)}, []uint64{4}},
+		{"actor, model and tenant", Query{Actor: "alice", Model: "gpt-4o", Tenant: "globex"}, []uint64{}},
+		{"resource and outcome", Query{Resource: "deployment:dep-1", Outcome: "success", Type: "model.deploy"}, []uint64{3}},
+		{"text and tenant", Query{Text: "completions", Tenant: "initech"}, []uint64{4}},
+		{"desc", Query{Actor: "alice", Order: OrderDesc}, []uint64{4, 2, 0}},
+		{"limit", Query{Limit: 2}, []uint64{0, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ix.Query(context.Background(), tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := indexes(p); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+			for _, h := range p.Hits {
+				if !bytes.Equal(h.Record, es[h.Index].Data) {
+					t.Errorf("hit %d: record is not the stored bytes", h.Index)
+				}
+			}
+		})
+	}
+}
+
+func TestTenantVisibility(t *testing.T) {
+	ix, _ := fixtureIndex(t, Options{})
+	ctx := context.Background()
+	visible := []string{"acme", "globex"} // not initech (record 4, id e4)
+
+	queries := []Query{
+		{},
+		{Tenant: "initech"},
+		{Actor: "alice"},
+		{Type: "ai.inference"},
+		{Text: "skunkworks"},
+		{Model: "gpt-4o@2024-08-06"},
+	}
+	for _, q := range queries {
+		q.Tenants = visible
+		p, err := ix.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(indexes(p), 4) {
+			t.Errorf("%+v: hidden tenant's record returned", q)
+		}
+	}
+	for _, tenants := range [][]string{{"acme"}, {}, {"initech-other"}} {
+		p, err := ix.Query(ctx, Query{Tenants: tenants})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []uint64{}
+		if slices.Equal(tenants, []string{"acme"}) {
+			want = []uint64{0, 1, 5}
+		}
+		if got := indexes(p); !slices.Equal(got, want) {
+			t.Errorf("tenants %q: got %v, want %v", tenants, got, want)
+		}
+	}
+	for _, tenants := range [][]string{nil, {"*"}, {"acme", "*"}} {
+		p, err := ix.Query(ctx, Query{Tenants: tenants, Tenant: "initech"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := indexes(p); !slices.Equal(got, []uint64{4}) {
+			t.Errorf("tenants %q: got %v, want [4]", tenants, got)
+		}
+	}
+
+	if _, err := ix.Get(ctx, visible, "", "e4"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of hidden record: err = %v, want ErrNotFound", err)
+	}
+	if _, err := ix.Get(ctx, visible, "initech", "e4"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of hidden record naming its tenant: err = %v, want ErrNotFound", err)
+	}
+	if _, err := ix.Get(ctx, []string{}, "", "e1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get with no visible tenant: err = %v, want ErrNotFound", err)
+	}
+	if _, ok, err := ix.LookupID(ctx, "acme", "e4"); err != nil || ok {
+		t.Errorf("LookupID(acme, e4) = %v, %v; want not found", ok, err)
+	}
+	if idx, ok, err := ix.LookupID(ctx, "initech", "e4"); err != nil || !ok || idx != 4 {
+		t.Errorf("LookupID(initech, e4) = %d, %v, %v; want 4", idx, ok, err)
+	}
+}
+
+func TestGet(t *testing.T) {
+	ix, es := fixtureIndex(t, Options{})
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		tenants []string
+		tenant  string
+		id      string
+		want    uint64 // ignored when notFound
+		missing bool
+	}{
+		{"unique id", nil, "", "e3", 2, false},
+		{"id in two tenants: lowest index", nil, "", "e1", 0, false},
+		{"id in two tenants: named tenant", nil, "globex", "e1", 3, false},
+		{"id in two tenants: only one visible", []string{"globex"}, "", "e1", 3, false},
+		{"star sees all", []string{"*"}, "", "e4", 4, false},
+		{"named tenant not visible", []string{"acme"}, "globex", "e1", 0, true},
+		{"wrong tenant", nil, "acme", "e3", 0, true},
+		{"unknown id", nil, "", "nope", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := ix.Get(ctx, tt.tenants, tt.tenant, tt.id)
+			if tt.missing {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("err = %v, want ErrNotFound", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Index != tt.want || !bytes.Equal(h.Record, es[tt.want].Data) {
+				t.Errorf("got index %d, want %d with its stored bytes", h.Index, tt.want)
+			}
+		})
+	}
+}
+
+// walk pages through q with q.Limit and returns every index seen.
+func walk(t *testing.T, ix *Index, q Query) []uint64 {
+	t.Helper()
+	var all []uint64
+	for pages := 0; ; pages++ {
+		if pages > 1000 {
+			t.Fatal("pagination does not end")
+		}
+		p, err := ix.Query(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Hits) > q.Limit {
+			t.Fatalf("page of %d hits, limit %d", len(p.Hits), q.Limit)
+		}
+		if len(p.Hits) == 0 && pages > 0 {
+			t.Errorf("empty page after a next cursor")
+		}
+		all = append(all, indexes(p)...)
+		if p.NextCursor == "" {
+			return all
+		}
+		if len(p.Hits) != q.Limit {
+			t.Errorf("short page (%d of %d) with a next cursor", len(p.Hits), q.Limit)
+		}
+		q.Cursor = p.NextCursor
+	}
+}
+
+func TestPagination(t *testing.T) {
+	ix, _ := openTemp(t, Options{})
+	var recs []*event.Record
+	for i := range 50 {
+		recs = append(recs, realistic(i))
+	}
+	apply(t, ix, entries(t, 0, recs...))
+
+	queries := map[string]Query{
+		"all":            {},
+		"tenant":         {Tenant: "acme"},
+		"type prefix":    {Type: "ai.*"},
+		"visible":        {Tenants: []string{"globex", "initech"}},
+		"text":           {Text: "completions"},
+		"outcome & time": {Outcome: "success", From: t0.Add(10 * time.Millisecond)},
+	}
+	for name, q := range queries {
+		for _, order := range []string{"", OrderAsc, OrderDesc} {
+			full := q
+			full.Order, full.Limit = order, MaxLimit
+			p, err := ix.Query(context.Background(), full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := indexes(p)
+			if len(want) < 5 {
+				t.Fatalf("%s: only %d results; the fixture is too small", name, len(want))
+			}
+			if !slices.IsSortedFunc(want, func(a, b uint64) int {
+				if order == OrderDesc {
+					a, b = b, a
+				}
+				return int(a) - int(b)
+			}) {
+				t.Errorf("%s %s: results out of order: %v", name, order, want)
+			}
+			for _, limit := range []int{1, 2, 3, 7, len(want), len(want) + 1} {
+				q := q
+				q.Order, q.Limit = order, limit
+				if got := walk(t, ix, q); !slices.Equal(got, want) {
+					t.Errorf("%s, order %q, limit %d: walked %v, want %v", name, order, limit, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestInvalidQuery(t *testing.T) {
+	ix, _ := fixtureIndex(t, Options{})
+	other, _ := fixtureIndex(t, Options{})
+	ctx := context.Background()
+	q := Query{Limit: 2, Tenant: "acme"}
+	p, err := ix.Query(ctx, q)
+	if err != nil || p.NextCursor == "" {
+		t.Fatalf("first page: %v, cursor %q", err, p.NextCursor)
+	}
+	good := p.NextCursor
+	raw, err := base64.RawURLEncoding.DecodeString(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := func(i int) string {
+		b := slices.Clone(raw)
+		b[i] ^= 1
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	otherCursor, err := other.Query(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name string
+		q    Query
+	}{
+		{"negative limit", Query{Limit: -1}},
+		{"limit too large", Query{Limit: MaxLimit + 1}},
+		{"unknown order", Query{Order: "up"}},
+		{"from not before to", Query{From: t0, To: t0}},
+		{"cursor not base64", Query{Cursor: "!!!"}},
+		{"cursor garbage", Query{Tenant: "acme", Cursor: "aGVsbG8gd29ybGQ"}},
+		{"cursor truncated", Query{Tenant: "acme", Cursor: good[:len(good)-2]}},
+		{"cursor index edited", Query{Tenant: "acme", Cursor: flip(9)}},
+		{"cursor mac edited", Query{Tenant: "acme", Cursor: flip(len(raw) - 1)}},
+		{"cursor version edited", Query{Tenant: "acme", Cursor: flip(0)}},
+		{"cursor with other order", Query{Tenant: "acme", Order: OrderDesc, Cursor: good}},
+		{"cursor with other filter", Query{Tenant: "globex", Cursor: good}},
+		{"cursor with an added filter", Query{Tenant: "acme", Actor: "alice", Cursor: good}},
+		{"cursor from another index", Query{Tenant: "acme", Cursor: otherCursor.NextCursor}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := ix.Query(ctx, tt.q); !errors.Is(err, ErrInvalidQuery) {
+				t.Errorf("err = %v, want ErrInvalidQuery", err)
+			}
+		})
+	}
+
+	// What may change between pages: the limit, the visible tenants, and
+	// how the same filter is spelled (explicit default order).
+	for _, q := range []Query{
+		{Tenant: "acme", Cursor: good},
+		{Tenant: "acme", Cursor: good, Limit: 1, Order: OrderAsc},
+		{Tenant: "acme", Cursor: good, Tenants: []string{"acme"}},
+	} {
+		p, err := ix.Query(ctx, q)
+		if err != nil {
+			t.Errorf("%+v: %v", q, err)
+		} else if got := indexes(p); len(got) == 0 || got[0] != 5 {
+			t.Errorf("%+v: got %v, want to continue at 5", q, got)
+		}
+	}
+}
+
+func TestTextSearch(t *testing.T) {
+	for _, opts := range []Options{{}, {NoFullText: true}} {
+		t.Run(fmt.Sprintf("NoFullText=%v", opts.NoFullText), func(t *testing.T) {
+			ix, _ := fixtureIndex(t, opts)
+			finds := []struct {
+				text string
+				want []uint64
+			}{
+				{"completions", []uint64{0, 4}},             // action
+				{"COMPLETIONS", []uint64{0, 4}},             // case-insensitive
+				{"support", []uint64{0}},                    // resource name
+				{"SUP-00042", []uint64{0}},                  // string attribute
+				{"skunkworks", []uint64{4}},                 // string attribute
+				{"10.1.2.3", []uint64{0}},                   // actor ip
+				{"compl*", []uint64{0, 4}},                  // prefix
+				{"support completions", []uint64{0}},        // all words
+				{"  completions\t\nalice ", []uint64{0, 4}}, // whitespace; actor id
+				{"nonexistentword", []uint64{}},
+			}
+			for _, f := range finds {
+				p, err := ix.Query(context.Background(), Query{Text: f.text})
+				if err != nil {
+					t.Fatalf("%q: %v", f.text, err)
+				}
+				if got := indexes(p); !slices.Equal(got, f.want) {
+					t.Errorf("%q: got %v, want %v", f.text, got, f.want)
+				}
+			}
+			if !opts.NoFullText {
+				// FTS matches whole words; the fallback matches substrings.
+				if p, err := ix.Query(context.Background(), Query{Text: "deploy"}); err != nil || !slices.Equal(indexes(p), []uint64{3}) {
+					t.Errorf("deploy: got %v, %v; want [3]", indexes(p), err)
+				}
+				// Digests and key ids are not metadata worth searching.
+				for _, text := range []string{"abcdef0123456789", "feedface", "secretkeyid"} {
+					p, err := ix.Query(context.Background(), Query{Text: text})
+					if err != nil || len(p.Hits) != 0 {
+						t.Errorf("%q: got %v, %v; want no hits", text, indexes(p), err)
+					}
+				}
+			}
+			// Search syntax in user input must be searched for, not obeyed,
+			// and must never make the query fail.
+			for _, text := range []string{
+				`"`, `""`, `*`, `**`, `(`, `)`, `AND OR NOT`, `NOT completions`, `completions OR`,
+				`NEAR(a b)`, `text:completions`, `^completions`, `-completions`, `a + b`, `'`, `\`,
+				`%`, `_`, `{text}: x`, `"completions`, `completions"*`, "\x00", "comp\x00letions", "\xff\xfe", "compl\xffetions*", `'); DROP TABLE records; --`,
+			} {
+				p, err := ix.Query(context.Background(), Query{Text: text})
+				if err != nil {
+					t.Errorf("%q: %v", text, err)
+				}
+				if text == `NOT completions` && !opts.NoFullText && !slices.Equal(indexes(p), []uint64{}) {
+					t.Errorf("%q: got %v; NOT must be a word, not an operator", text, indexes(p))
+				}
+			}
+			if st, err := ix.Stats(context.Background()); err != nil || st.Records != 6 {
+				t.Errorf("stats after hostile text: %+v, %v", st, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,344 @@
+// Package sqlitestore is the embedded catalog: the SQLite database that holds
+// what is mutable and not derivable from the log — wrapped data keys, the
+// master key check value and API tokens. It implements crypto.KeyStore and
+// authz.TokenStore.
+//
+// The catalog is not part of the tree and cannot be rebuilt from it, so every
+// write is synced (WAL with synchronous=FULL) before it returns. It never
+// holds a key or a token secret in the clear: keys are wrapped by the master
+// key and tokens are stored as hashes.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/crypto"
+)
+
+// BusyTimeout is how long a statement waits for another connection's write
+// lock before failing.
+const BusyTimeout = 10 * time.Second
+
+// Catalog is an open catalog database. It is safe for concurrent use.
+type Catalog struct {
+	db *sql.DB
+}
+
+var (
+	_ crypto.KeyStore  = (*Catalog)(nil)
+	_ authz.TokenStore = (*Catalog)(nil)
+)
+
+// migrations[i] moves the schema from version i to i+1. Append only: a
+// released migration is never edited.
+var migrations = []string{
+	`CREATE TABLE tokens (
+		seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+		id         TEXT    NOT NULL UNIQUE,
+		name       TEXT    NOT NULL,
+		roles      TEXT    NOT NULL, -- JSON array of role names
+		tenants    TEXT    NOT NULL, -- JSON array of tenants, ["*"] for all
+		hash       BLOB    NOT NULL, -- SHA-256 of the secret, never the secret
+		created_at INTEGER NOT NULL, -- Unix nanoseconds
+		root       INTEGER NOT NULL DEFAULT 0
+	) STRICT;
+	CREATE TABLE data_keys (
+		seq        INTEGER PRIMARY KEY AUTOINCREMENT, -- insertion order: the newest key of a scope is current
+		id         TEXT    NOT NULL UNIQUE,
+		scope      TEXT    NOT NULL,
+		kek_id     TEXT    NOT NULL,
+		wrapped    BLOB    NOT NULL,
+		created_at INTEGER NOT NULL
+	) STRICT;
+	CREATE INDEX data_keys_scope ON data_keys (scope, seq);
+	CREATE TABLE kek_check (
+		id    INTEGER PRIMARY KEY CHECK (id = 1),
+		value BLOB    NOT NULL
+	) STRICT;`,
+}
+
+// Open opens the catalog database at path, creating it with mode 0600 if it
+// does not exist, and brings its schema up to date. It refuses a catalog
+// written by a newer aitrail.
+func Open(path string) (*Catalog, error) {
+	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, "file:") || strings.HasPrefix(path, ":memory:") {
+		return nil, fmt.Errorf("sqlitestore: invalid catalog path %q: must be a file path without '?'", path)
+	}
+	// Create the file ourselves so it gets mode 0600; SQLite gives its -wal
+	// and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't open catalog: %w", err)
+	}
+	fi, err := f.Stat()
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't stat catalog: %w", err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return nil, fmt.Errorf("sqlitestore: catalog %s is accessible by group or others and couldn't be restricted: %w", path, err)
+		}
+	}
+	dsn := path + "?_txlock=immediate" +
+		fmt.Sprintf("&_pragma=busy_timeout(%d)", BusyTimeout.Milliseconds()) +
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't open catalog %s: %w", path, err)
+	}
+	c := &Catalog{db: db}
+	if err := c.migrate(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlitestore: catalog %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Catalog) migrate(ctx context.Context) error {
+	tx, err := c.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: one migrator at a time
+	if err != nil {
+		return fmt.Errorf("couldn't begin migration: %w", err)
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("couldn't read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this aitrail understands (%d); run a newer aitrail", v, len(migrations))
+	}
+	if v == len(migrations) {
+		return nil
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("couldn't migrate schema to version %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return fmt.Errorf("couldn't set schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("couldn't commit migration: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database.
+func (c *Catalog) Close() error {
+	return c.db.Close()
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// PutKey implements crypto.KeyStore.
+func (c *Catalog) PutKey(ctx context.Context, k crypto.WrappedKey) error {
+	res, err := c.db.ExecContext(ctx,
+		`INSERT INTO data_keys (id, scope, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		k.ID, k.Scope, k.KEKID, k.Wrapped, unixNano(k.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlitestore: data key %q: %w", k.ID, crypto.ErrExists)
+	}
+	return nil
+}
+
+const keyColumns = `id, scope, kek_id, wrapped, created_at`
+
+func scanKey(row *sql.Row) (crypto.WrappedKey, error) {
+	var k crypto.WrappedKey
+	var created int64
+	err := row.Scan(&k.ID, &k.Scope, &k.KEKID, &k.Wrapped, &created)
+	k.CreatedAt = fromUnixNano(created)
+	return k, err
+}
+
+// GetKey implements crypto.KeyStore.
+func (c *Catalog) GetKey(ctx context.Context, id string) (crypto.WrappedKey, error) {
+	k, err := scanKey(c.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM data_keys WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return crypto.WrappedKey{}, fmt.Errorf("sqlitestore: data key %q: %w", id, crypto.ErrNotFound)
+	}
+	if err != nil {
+		return crypto.WrappedKey{}, fmt.Errorf("sqlitestore: couldn't read data key %q: %w", id, err)
+	}
+	return k, nil
+}
+
+// CurrentKey implements crypto.KeyStore.
+func (c *Catalog) CurrentKey(ctx context.Context, scope string) (crypto.WrappedKey, bool, error) {
+	k, err := scanKey(c.db.QueryRowContext(ctx,
+		`SELECT `+keyColumns+` FROM data_keys WHERE scope = ? ORDER BY seq DESC LIMIT 1`, scope))
+	if errors.Is(err, sql.ErrNoRows) {
+		return crypto.WrappedKey{}, false, nil
+	}
+	if err != nil {
+		return crypto.WrappedKey{}, false, fmt.Errorf("sqlitestore: couldn't read current data key: %w", err)
+	}
+	return k, true, nil
+}
+
+// GetCheck implements crypto.KeyStore.
+func (c *Catalog) GetCheck(ctx context.Context) ([]byte, bool, error) {
+	var v []byte
+	err := c.db.QueryRowContext(ctx, `SELECT value FROM kek_check WHERE id = 1`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("sqlitestore: couldn't read master key check value: %w", err)
+	}
+	return v, true, nil
+}
+
+// PutCheck implements crypto.KeyStore.
+func (c *Catalog) PutCheck(ctx context.Context, check []byte) error {
+	res, err := c.db.ExecContext(ctx, `INSERT INTO kek_check (id, value) VALUES (1, ?) ON CONFLICT (id) DO NOTHING`, check)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store master key check value: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store master key check value: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlitestore: master key check value: %w", crypto.ErrExists)
+	}
+	return nil
+}
+
+// CreateToken implements authz.TokenStore.
+func (c *Catalog) CreateToken(ctx context.Context, t authz.Token) error {
+	roles, tenants := t.Roles, t.Tenants
+	if roles == nil {
+		roles = []authz.Role{}
+	}
+	if tenants == nil {
+		tenants = []string{}
+	}
+	rj, err := json.Marshal(roles)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't encode roles: %w", err)
+	}
+	tj, err := json.Marshal(tenants)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't encode tenants: %w", err)
+	}
+	res, err := c.db.ExecContext(ctx,
+		`INSERT INTO tokens (id, name, roles, tenants, hash, created_at, root) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		t.ID, t.Name, string(rj), string(tj), t.Hash, unixNano(t.CreatedAt), t.Root)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store token %q: %w", t.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store token %q: %w", t.ID, err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlitestore: token %q: %w", t.ID, authz.ErrExists)
+	}
+	return nil
+}
+
+const tokenColumns = `id, name, roles, tenants, hash, created_at, root`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanToken(row scanner) (authz.Token, error) {
+	var t authz.Token
+	var roles, tenants string
+	var created int64
+	if err := row.Scan(&t.ID, &t.Name, &roles, &tenants, &t.Hash, &created, &t.Root); err != nil {
+		return authz.Token{}, err
+	}
+	t.CreatedAt = fromUnixNano(created)
+	if err := json.Unmarshal([]byte(roles), &t.Roles); err != nil {
+		return authz.Token{}, fmt.Errorf("roles of token %q are corrupt: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(tenants), &t.Tenants); err != nil {
+		return authz.Token{}, fmt.Errorf("tenants of token %q are corrupt: %w", t.ID, err)
+	}
+	return t, nil
+}
+
+// GetToken implements authz.TokenStore.
+func (c *Catalog) GetToken(ctx context.Context, id string) (authz.Token, error) {
+	t, err := scanToken(c.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return authz.Token{}, fmt.Errorf("sqlitestore: token %q: %w", id, authz.ErrNotFound)
+	}
+	if err != nil {
+		return authz.Token{}, fmt.Errorf("sqlitestore: couldn't read token %q: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListTokens implements authz.TokenStore.
+func (c *Catalog) ListTokens(ctx context.Context) ([]authz.Token, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't list tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []authz.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteToken implements authz.TokenStore.
+func (c *Catalog) DeleteToken(ctx context.Context, id string) error {
+	res, err := c.db.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't delete token %q: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't delete token %q: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlitestore: token %q: %w", id, authz.ErrNotFound)
+	}
+	return nil
+}
+
+// CountTokens implements authz.TokenStore.
+func (c *Catalog) CountTokens(ctx context.Context) (int, error) {
+	var n int
+	if err := c.db.QueryRowContext(ctx, `SELECT count(*) FROM tokens`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlitestore: couldn't count tokens: %w", err)
+	}
+	return n, nil
+}
