@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-
-	"github.com/gowebpki/jcs"
 )
 
 // Canonical returns the record's RFC 8785 (JCS) canonical JSON: the bytes
@@ -32,14 +30,7 @@ func Canonical(r *Record) ([]byte, error) {
 
 // canonical is Canonical without the size limit.
 func canonical(r *Record) ([]byte, error) {
-	c := *r
-	c.Time = c.Time.UTC()
-	c.ReceivedAt = c.ReceivedAt.UTC()
-	b, err := json.Marshal(&c)
-	if err != nil {
-		return nil, fmt.Errorf("couldn't encode record %q: %w", r.ID, err)
-	}
-	out, err := jcs.Transform(b)
+	out, err := appendCanonical(make([]byte, 0, 1024), r)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't canonicalize record %q: %w", r.ID, err)
 	}

@@ -107,10 +107,10 @@ func splitJSON(body []byte, lim Limits, ps *problems) []span {
 		return spans
 	}
 
-	// {"events":[…]}: batchAhead has checked the way up to the '['.
+	// {"events":[…]}: batchAhead has checked `{"events":`, so skip it.
 	s.pos++ // '{'
 	s.skipSpace()
-	s.str(false)
+	_, _ = s.str(false)
 	s.skipSpace()
 	s.pos++ // ':'
 	s.skipSpace()

@@ -143,6 +143,9 @@ func FuzzCanonical(f *testing.F) {
 			checkError(t, err, false)
 			return
 		}
+		if want := viaLibrary(t, &r); string(b) != string(want) {
+			t.Fatalf("Canonical differs from the jcs library:\n got %s\nwant %s", b, want)
+		}
 		back, err := ParseRecord(b)
 		if err != nil {
 			t.Fatalf("ParseRecord(%s): %v", b, err)

@@ -127,7 +127,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		items[i] = ledger.Item{Key: idempotencyKey(rec.Tenant, rec.ID), Record: data, Blob: blob}
+		items[i] = ledger.Item{Key: IdempotencyKey(rec.Tenant, rec.ID), Record: data, Blob: blob}
 	}
 	if len(tooLarge) > 0 {
 		s.writeError(w, r, &event.Error{Code: "too_large", Problems: tooLarge})
@@ -151,8 +151,8 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"results": results, "checkpoint": string(receipt.Checkpoint)})
 }
 
-// idempotencyKey scopes event ids to their tenant.
-func idempotencyKey(tenant, id string) string { return tenant + "\x00" + id }
+// IdempotencyKey is the ledger key of an event: ids are unique per tenant.
+func IdempotencyKey(tenant, id string) string { return tenant + "\x00" + id }
 
 // queryParams are the parameters GET /v1/events accepts.
 var queryParams = map[string]bool{"tenant": true, "type": true, "actor": true, "model": true, "outcome": true,

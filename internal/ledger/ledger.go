@@ -81,10 +81,11 @@ type Options struct {
 	// SyncInterval is how often tiles and the checkpoint are made durable.
 	// Until then they can be rebuilt from the segments.
 	SyncInterval time.Duration
-	// Lookup finds the index of an already committed record by its
-	// idempotency key, for keys the ledger no longer keeps in memory (see
-	// Forget). Nil means keys are only remembered in memory.
-	Lookup func(ctx context.Context, key string) (uint64, bool, error)
+	// Lookup finds the indexes of already committed records by their
+	// idempotency keys, for keys the ledger no longer keeps in memory (see
+	// Forget); keys it does not know are absent from the result. Nil means
+	// keys are only remembered in memory.
+	Lookup func(ctx context.Context, keys []string) (map[string]uint64, error)
 	// KeyOf extracts the idempotency key from a stored record; at start the
 	// ledger reloads keys of records from RecentFrom on. Nil disables that.
 	KeyOf func(record []byte) (string, error)
@@ -197,6 +198,7 @@ type Ledger struct {
 	forgot     uint64
 	wbuf       []byte
 	failed     error
+	failedErr  atomic.Value
 	madeDirs   map[string]bool
 
 	cacheMu   sync.Mutex
@@ -204,8 +206,8 @@ type Ledger struct {
 	hashes    merkle.HashCache
 
 	syncMu       sync.Mutex
-	unsynced     int      // full tiles written since the last sync
-	partialFiles []string // partial tile files of the durable watermark
+	unsynced     atomic.Int64 // full tiles written since the last sync
+	partialFiles []string     // partial tile files of the durable watermark
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -310,18 +312,27 @@ func (l *Ledger) Append(ctx context.Context, items []Item) (Receipt, error) {
 func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	epoch := l.epoch.Load()
 	results := make([]Result, len(items))
+	var known map[string]uint64
+	if l.opts.Lookup != nil {
+		keys := make([]string, 0, len(items))
+		for _, it := range items {
+			if it.Key != "" {
+				keys = append(keys, it.Key)
+			}
+		}
+		if len(keys) > 0 {
+			var err error
+			if known, err = l.opts.Lookup(ctx, keys); err != nil {
+				return Receipt{}, fmt.Errorf("couldn't look up keys: %w", err)
+			}
+		}
+	}
 	var send []Item
 	var pos []int
 	for i, it := range items {
-		if it.Key != "" && l.opts.Lookup != nil {
-			idx, ok, err := l.opts.Lookup(ctx, it.Key)
-			if err != nil {
-				return Receipt{}, fmt.Errorf("couldn't look up key: %w", err)
-			}
-			if ok {
-				results[i] = Result{Index: idx, Duplicate: true}
-				continue
-			}
+		if idx, ok := known[it.Key]; ok && it.Key != "" {
+			results[i] = Result{Index: idx, Duplicate: true}
+			continue
 		}
 		send = append(send, it)
 		pos = append(pos, i)
@@ -625,6 +636,21 @@ func (l *Ledger) sign() (*published, error) {
 func (l *Ledger) fail(err error) {
 	l.log.Error("ledger stopped accepting writes", "err", err)
 	l.failed = err
+	l.failedErr.Store(err)
+}
+
+// Err returns nil while the ledger accepts appends, ErrClosed after Close,
+// and an error wrapping ErrFailed after a storage failure.
+func (l *Ledger) Err() error {
+	select {
+	case <-l.stop:
+		return ErrClosed
+	default:
+	}
+	if err, _ := l.failedErr.Load().(error); err != nil {
+		return fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	return nil
 }
 
 // roll seals the active segment and starts a new one.
@@ -696,9 +722,7 @@ func (l *Ledger) writeTile(t merkle.Tile) error {
 	if err := writeFileAtomic(path, t.Data, 0o600, false); err != nil {
 		return err
 	}
-	l.syncMu.Lock()
-	l.unsynced++
-	l.syncMu.Unlock()
+	l.unsynced.Add(1)
 	return nil
 }
 
@@ -757,7 +781,7 @@ func (l *Ledger) syncTiles() error {
 	if err := writeFileAtomic(filepath.Join(l.dir, checkpointFile), p.checkpoint, 0o600, true); err != nil {
 		return err
 	}
-	l.unsynced = 0
+	l.unsynced.Store(0)
 	keep := map[string]bool{}
 	for _, p := range partialPaths {
 		keep[p] = true

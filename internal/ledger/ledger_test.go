@@ -181,11 +181,16 @@ func TestDuplicateWithinBatchAndAcrossForget(t *testing.T) {
 	opts := k.opts()
 	index := map[string]uint64{} // stands in for the query index
 	var mu sync.Mutex
-	opts.Lookup = func(_ context.Context, key string) (uint64, bool, error) {
+	opts.Lookup = func(_ context.Context, keys []string) (map[string]uint64, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		i, ok := index[key]
-		return i, ok, nil
+		out := map[string]uint64{}
+		for _, k := range keys {
+			if i, ok := index[k]; ok {
+				out[k] = i
+			}
+		}
+		return out, nil
 	}
 	l := open(t, t.TempDir(), opts)
 	defer l.Close()

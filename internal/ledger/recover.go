@@ -115,7 +115,7 @@ func (l *Ledger) publishRecovered(cp merkle.Checkpoint) error {
 	return nil
 }
 
-func (l *Ledger) unsyncedOnStart() bool { return l.unsynced > 0 }
+func (l *Ledger) unsyncedOnStart() bool { return l.unsynced.Load() > 0 }
 
 // readCheckpoint reads and verifies the stored checkpoint. A missing file is
 // an empty checkpoint (a new log, or a crash before the first sync).

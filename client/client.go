@@ -1,0 +1,190 @@
+// Package client is the Go client for aitrail's HTTP API: send events,
+// query them, and verify the log independently of the server.
+//
+// Verification trusts only the log's public key: checkpoints are checked
+// against it, tiles against the checkpoint, entries against the tiles, and
+// each new checkpoint is proved consistent with the last one trusted.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to one aitrail server. It is safe for concurrent use.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the server at baseURL (such as
+// "http://127.0.0.1:8080") authenticating with token (may be empty for the
+// public log endpoints).
+func New(baseURL, token string) *Client {
+	return &Client{
+		base:  strings.TrimRight(baseURL, "/"),
+		token: token,
+		http:  &http.Client{Timeout: 60 * time.Second},
+	}
+}
+
+// WithHTTPClient replaces the underlying *http.Client.
+func (c *Client) WithHTTPClient(h *http.Client) *Client {
+	cc := *c
+	cc.http = h
+	return &cc
+}
+
+// APIError is an error response from the server.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+	Details []json.RawMessage
+	// RetryAfter is set for 429 and 503 answers.
+	RetryAfter time.Duration
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("aitrail: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Temporary reports whether retrying the same request later may succeed.
+func (e *APIError) Temporary() bool {
+	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		ae := &APIError{Status: resp.StatusCode, Code: "http_error", Message: resp.Status}
+		var eb struct {
+			Error struct {
+				Code    string            `json:"code"`
+				Message string            `json:"message"`
+				Details []json.RawMessage `json:"details"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+			ae.Code, ae.Message, ae.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
+		}
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			var secs int
+			fmt.Sscanf(ra, "%d", &secs)
+			ae.RetryAfter = time.Duration(secs) * time.Second
+		}
+		return nil, ae
+	}
+	return data, nil
+}
+
+// Result is where one event went.
+type Result struct {
+	ID        string `json:"id"`
+	Index     uint64 `json:"index"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+// Receipt acknowledges events: they are durable.
+type Receipt struct {
+	Results []Result `json:"results"`
+	// Checkpoint is a signed checkpoint covering every result.
+	Checkpoint string `json:"checkpoint"`
+}
+
+// Append sends events (any values that marshal to event objects) as one
+// atomic batch.
+func (c *Client) Append(ctx context.Context, events ...any) (Receipt, error) {
+	body, err := json.Marshal(map[string]any{"events": events})
+	if err != nil {
+		return Receipt{}, err
+	}
+	return c.AppendRaw(ctx, body, "application/json")
+}
+
+// AppendRaw sends a prepared body (JSON or NDJSON).
+func (c *Client) AppendRaw(ctx context.Context, body []byte, contentType string) (Receipt, error) {
+	data, err := c.do(ctx, http.MethodPost, "/v1/events", body, contentType)
+	if err != nil {
+		return Receipt{}, err
+	}
+	var r Receipt
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Receipt{}, fmt.Errorf("aitrail: bad receipt: %w", err)
+	}
+	return r, nil
+}
+
+// Page is one page of query results. Each event is the stored record with
+// its "index".
+type Page struct {
+	Events     []json.RawMessage `json:"events"`
+	NextCursor string            `json:"next_cursor"`
+}
+
+// Query runs GET /v1/events with the given filters (see the API docs).
+func (c *Client) Query(ctx context.Context, filters url.Values) (Page, error) {
+	path := "/v1/events"
+	if len(filters) > 0 {
+		path += "?" + filters.Encode()
+	}
+	data, err := c.do(ctx, http.MethodGet, path, nil, "")
+	if err != nil {
+		return Page{}, err
+	}
+	var p Page
+	if err := json.Unmarshal(data, &p); err != nil {
+		return Page{}, fmt.Errorf("aitrail: bad query response: %w", err)
+	}
+	return p, nil
+}
+
+// Get returns one event by id (GET /v1/events/{id}), with an inclusion
+// proof when proof is true.
+func (c *Client) Get(ctx context.Context, id string, proof bool) (json.RawMessage, error) {
+	path := "/v1/events/" + url.PathEscape(id)
+	if proof {
+		path += "?proof=true"
+	}
+	return c.do(ctx, http.MethodGet, path, nil, "")
+}
+
+// Checkpoint returns the log's current signed checkpoint, unverified.
+func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, "/log/checkpoint", nil, "")
+}
+
+// fetchTile returns a tile or entry bundle by its C2SP path.
+func (c *Client) fetchTile(ctx context.Context, path string) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, "/log/"+path, nil, "")
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/aitrail/aitrail/client"
+)
+
+// runBench drives a running server with concurrent clients and reports
+// durable events per second and acknowledgement latency percentiles.
+func runBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", stderr)
+	url := fs.String("url", "http://127.0.0.1:8080", "server URL")
+	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the ingest role (default $AITRAIL_TOKEN)")
+	clients := fs.Int("clients", 8, "concurrent clients")
+	batch := fs.Int("batch", 100, "events per request")
+	size := fs.Int("size", 1024, "approximate size of one event in bytes")
+	content := fs.Bool("content", false, "put the event's payload in content (encrypted) instead of attributes")
+	duration := fs.Duration("duration", 10*time.Second, "how long to run")
+	rate := fs.Int("rate", 0, "target requests per second over all clients (0 = as fast as possible)")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *token == "" {
+		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
+	}
+	if *clients < 1 || *batch < 1 || *size < 64 || *duration <= 0 {
+		return usageError{"--clients and --batch must be ≥ 1, --size ≥ 64, --duration > 0"}
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: *clients * 2, MaxConnsPerHost: *clients * 2}
+	c := client.New(*url, *token).WithHTTPClient(&http.Client{Transport: tr, Timeout: time.Minute})
+
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	var events, requests, pushbacks, failures atomic.Int64
+	lat := make([][]time.Duration, *clients)
+	var interval time.Duration
+	if *rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(*clients) / float64(*rate))
+	}
+	fmt.Fprintf(stderr, "bench: %d clients × %d events of ~%d bytes for %s against %s\n", *clients, *batch, *size, *duration, *url)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < *clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			next := time.Now()
+			for seq := 0; ctx.Err() == nil; seq++ {
+				if interval > 0 {
+					if d := time.Until(next); d > 0 {
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(d):
+						}
+					}
+					next = next.Add(interval)
+				}
+				body := benchBody(i, seq, *batch, *size, *content)
+				t0 := time.Now()
+				_, err := c.AppendRaw(context.Background(), body, "application/x-ndjson")
+				d := time.Since(t0)
+				var ae *client.APIError
+				switch {
+				case err == nil:
+					events.Add(int64(*batch))
+					requests.Add(1)
+					lat[i] = append(lat[i], d)
+				case errors.As(err, &ae) && ae.Temporary():
+					pushbacks.Add(1)
+					time.Sleep(10 * time.Millisecond)
+				default:
+					if failures.Add(1) <= 3 {
+						fmt.Fprintf(stderr, "bench: %v\n", err)
+					}
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
+	}
+	res := map[string]any{
+		"clients": *clients, "batch": *batch, "event_bytes": *size, "content": *content, "seconds": took.Seconds(),
+		"events": events.Load(), "requests": requests.Load(), "events_per_sec": float64(events.Load()) / took.Seconds(),
+		"p50_ms": pct(.50), "p90_ms": pct(.90), "p99_ms": pct(.99), "max_ms": pct(1),
+		"pushbacks": pushbacks.Load(), "failures": failures.Load(),
+	}
+	if *jsonOut {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintf(stdout, "%.0f events/s (%d events in %d requests, %.1fs); ack latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f; %d pushbacks, %d failures\n",
+		res["events_per_sec"], events.Load(), requests.Load(), took.Seconds(), pct(.5), pct(.9), pct(.99), pct(1), pushbacks.Load(), failures.Load())
+	if failures.Load() > 0 {
+		return exitError{1, "bench: some requests failed"}
+	}
+	return nil
+}
+
+// benchBody builds one NDJSON request of n events of about size bytes.
+func benchBody(client, seq, n, size int, content bool) []byte {
+	var b bytes.Buffer
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	run := hex.EncodeToString(rnd[:])
+	for j := 0; j < n; j++ {
+		fmt.Fprintf(&b, `{"id":"bench-%s-%d-%d-%d","type":"ai.inference","tenant":"bench","actor":{"id":"user-%d","type":"user"},"action":"chat.completions.create","outcome":"success","model":{"provider":"openai","name":"gpt-4o","version":"2024-08-06"},`,
+			run, client, seq, j, (seq*n+j)%1000)
+		pad := max(0, size-b.Len()%size-60)
+		if content {
+			fmt.Fprintf(&b, `"content":{"prompt":"%s"}}`+"\n", strings.Repeat("x", pad))
+		} else {
+			fmt.Fprintf(&b, `"attributes":{"gen_ai.usage.input_tokens":%d,"note":"%s"}}`+"\n", j, strings.Repeat("x", pad))
+		}
+	}
+	return b.Bytes()
+}
+
+// runBenchDisk is the reference for ingest benchmarks: the rate at which one
+// writer can append records to one file with group-committed fsync, with
+// nothing else in the way.
+func runBenchDisk(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench-disk", stderr)
+	dir := fs.String("dir", ".", "directory on the disk to measure")
+	size := fs.Int("size", 1024, "record size in bytes")
+	batch := fs.Int("batch", 800, "records per fsync")
+	duration := fs.Duration("duration", 5*time.Second, "how long to run")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(*dir, "aitrail-bench-disk-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := bytes.Repeat([]byte{'r'}, *size**batch)
+	var records, syncs int64
+	start := time.Now()
+	for time.Since(start) < *duration {
+		if _, err := f.Write(buf); err != nil {
+			return err
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return err
+		}
+		records += int64(*batch)
+		syncs++
+	}
+	took := time.Since(start)
+	rps := float64(records) / took.Seconds()
+	if *jsonOut {
+		return json.NewEncoder(stdout).Encode(map[string]any{"records_per_sec": rps, "fsyncs_per_sec": float64(syncs) / took.Seconds(),
+			"mb_per_sec": rps * float64(*size) / 1e6, "record_bytes": *size, "batch": *batch, "dir": filepath.Base(*dir)})
+	}
+	fmt.Fprintf(stdout, "%.0f records/s (%.1f MB/s, %.0f fsyncs/s) appending %d-byte records %d per fsync\n",
+		rps, rps*float64(*size)/1e6, float64(syncs)/took.Seconds(), *size, *batch)
+	return nil
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sys/unix"
+
+	"github.com/aitrail/aitrail/internal/crypto"
+)
+
+// Files in the data directory.
+const (
+	ledgerDir      = "log"
+	catalogFile    = "catalog.db"
+	indexFile      = "index.db"
+	masterKeyFile  = "master.key"
+	signerKeyFile  = "log.key" // the note signer key, wrapped by the master key
+	publicKeyFile  = "log.pub" // the note verifier key
+	adminTokenFile = "admin-token"
+	lockFile       = "LOCK"
+)
+
+// lockData takes an exclusive lock on the data directory so that two
+// processes never write it at once. The lock is released when the process
+// exits.
+func lockData(dir string, exclusive bool) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't open lock file: %w", err)
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data directory %s is in use by another aitrail process (stop it first, or use verify --url against a running server)", dir)
+	}
+	return f, nil
+}
+
+// masterKey loads the master key: from the configured file, else from the
+// environment variable AITRAIL_MASTER_KEY, else from <data>/master.key,
+// which is created on first start.
+func masterKey(dataDir, file string, create bool) (crypto.KEK, error) {
+	var key []byte
+	var err error
+	switch {
+	case file != "":
+		key, err = crypto.LoadMasterKeyFile(file)
+	case os.Getenv("AITRAIL_MASTER_KEY") != "":
+		key, err = crypto.ParseMasterKey(os.Getenv("AITRAIL_MASTER_KEY"))
+	default:
+		path := filepath.Join(dataDir, masterKeyFile)
+		key, err = crypto.LoadMasterKeyFile(path)
+		if errors.Is(err, fs.ErrNotExist) && create {
+			key, err = crypto.CreateMasterKeyFile(path)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	return crypto.NewLocalKEK("", key)
+}
+
+// storedSigner is the signer key file's format.
+type storedSigner struct {
+	KEKID   string `json:"kek_id"`
+	Wrapped string `json:"wrapped"`
+}
+
+// logKeys loads the log's signing key (unwrapping it with the master key) or,
+// on first start, creates it under name.
+func logKeys(dataDir, name string, kek crypto.KEK, create bool) (note.Signer, note.Verifier, string, error) {
+	skPath := filepath.Join(dataDir, signerKeyFile)
+	pkPath := filepath.Join(dataDir, publicKeyFile)
+	aad := []byte("aitrail log signing key")
+	data, err := os.ReadFile(skPath)
+	var skey, vkey string
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && create:
+		skey, vkey, err = note.GenerateKey(rand.Reader, name)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		wrapped, err := kek.Wrap([]byte(skey), aad)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		js, _ := json.Marshal(storedSigner{KEKID: kek.ID(), Wrapped: base64.StdEncoding.EncodeToString(wrapped)})
+		if err := writeNew(pkPath, []byte(vkey+"\n"), 0o644); err != nil {
+			return nil, nil, "", err
+		}
+		if err := writeNew(skPath, js, 0o600); err != nil {
+			return nil, nil, "", err
+		}
+	case err != nil:
+		return nil, nil, "", fmt.Errorf("couldn't read the log signing key: %w", err)
+	default:
+		var st storedSigner
+		if err := json.Unmarshal(data, &st); err != nil {
+			return nil, nil, "", fmt.Errorf("log signing key %s is malformed", skPath)
+		}
+		wrapped, err := base64.StdEncoding.DecodeString(st.Wrapped)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("log signing key %s is malformed", skPath)
+		}
+		raw, err := kek.Unwrap(wrapped, aad)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("couldn't unwrap the log signing key with master key %s (it was wrapped by %s): is this the data directory's master key?", kek.ID(), st.KEKID)
+		}
+		skey = string(raw)
+		pub, err := os.ReadFile(pkPath)
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("couldn't read the log's public key: %w", err)
+		}
+		vkey = strings.TrimSpace(string(pub))
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("log signing key: %w", err)
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("log public key: %w", err)
+	}
+	if verifier.Name() != signer.Name() || verifier.KeyHash() != signer.KeyHash() {
+		return nil, nil, "", fmt.Errorf("%s and %s are not a key pair", skPath, pkPath)
+	}
+	return signer, verifier, vkey, nil
+}
+
+// readVerifier reads the log's public key from a data directory.
+func readVerifier(dataDir string) (note.Verifier, error) {
+	pub, err := os.ReadFile(filepath.Join(dataDir, publicKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read the log's public key: %w", err)
+	}
+	return note.NewVerifier(strings.TrimSpace(string(pub)))
+}
+
+// writeNew writes a file that must not exist yet, durably.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/aitrail/aitrail/client"
+)
+
+// queryFlags are the filters shared by query and tail.
+type queryFlags struct {
+	url, token                                                *string
+	tenant, typ, actor, model, outcome, resource, from, to, q *string
+}
+
+func addQueryFlags(fs *flag.FlagSet) *queryFlags {
+	return &queryFlags{
+		url:      fs.String("url", "http://127.0.0.1:8080", "server URL"),
+		token:    fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the read role (default $AITRAIL_TOKEN)"),
+		tenant:   fs.String("tenant", "", "only this tenant"),
+		typ:      fs.String("type", "", "event type; a trailing * matches a prefix (ai.*)"),
+		actor:    fs.String("actor", "", "actor id"),
+		model:    fs.String("model", "", "model name or name@version"),
+		outcome:  fs.String("outcome", "", "success, failure or denied"),
+		resource: fs.String("resource", "", "resource id or type:id"),
+		from:     fs.String("from", "", "events at or after this RFC 3339 time"),
+		to:       fs.String("to", "", "events before this RFC 3339 time"),
+		q:        fs.String("q", "", "text search"),
+	}
+}
+
+func (f *queryFlags) values() url.Values {
+	v := url.Values{}
+	for k, p := range map[string]*string{"tenant": f.tenant, "type": f.typ, "actor": f.actor, "model": f.model,
+		"outcome": f.outcome, "resource": f.resource, "from": f.from, "to": f.to, "q": f.q} {
+		if *p != "" {
+			v.Set(k, *p)
+		}
+	}
+	return v
+}
+
+func runQuery(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("query", stderr)
+	qf := addQueryFlags(fs)
+	limit := fs.Int("limit", 100, "most events to print (0 = all)")
+	order := fs.String("order", "desc", "asc (oldest first) or desc (newest first)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *qf.token == "" {
+		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
+	}
+	c := client.New(*qf.url, *qf.token)
+	v := qf.values()
+	v.Set("order", *order)
+	printed := 0
+	for {
+		page := 1000
+		if *limit > 0 {
+			page = min(page, *limit-printed)
+		}
+		v.Set("limit", fmt.Sprint(page))
+		p, err := c.Query(context.Background(), v)
+		if err != nil {
+			return err
+		}
+		for _, e := range p.Events {
+			fmt.Fprintln(stdout, string(e))
+		}
+		printed += len(p.Events)
+		if p.NextCursor == "" || (*limit > 0 && printed >= *limit) {
+			return nil
+		}
+		v.Set("cursor", p.NextCursor)
+	}
+}
+
+// runTail prints events as they arrive, oldest first, starting with the
+// newest existing one (or all of them with --all).
+func runTail(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("tail", stderr)
+	qf := addQueryFlags(fs)
+	all := fs.Bool("all", false, "print every existing matching event first")
+	interval := fs.Duration("interval", time.Second, "poll interval")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *qf.token == "" {
+		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	c := client.New(*qf.url, *qf.token)
+	v := qf.values()
+	v.Set("order", "asc")
+	v.Set("limit", "1000")
+	if !*all {
+		// Start after the newest existing event.
+		nv := qf.values()
+		nv.Set("order", "desc")
+		nv.Set("limit", "1")
+		p, err := c.Query(ctx, nv)
+		if err != nil {
+			return err
+		}
+		if len(p.Events) > 0 {
+			var e struct {
+				Index uint64 `json:"index"`
+			}
+			json.Unmarshal(p.Events[0], &e)
+			v.Set("after", fmt.Sprint(e.Index))
+		}
+	}
+	for {
+		p, err := c.Query(ctx, v)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "aitrail tail: %v (retrying)\n", err)
+		}
+		for _, e := range p.Events {
+			fmt.Fprintln(stdout, string(e))
+			var ix struct {
+				Index uint64 `json:"index"`
+			}
+			json.Unmarshal(e, &ix)
+			v.Set("after", fmt.Sprint(ix.Index))
+		}
+		v.Del("cursor")
+		if err == nil && len(p.Events) == 1000 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*interval):
+		}
+	}
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/config"
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/httpapi"
+	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
+	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
+)
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	cfgPath := fs.String("config", "", "YAML configuration file (strict; flags override it)")
+	addr := fs.String("addr", config.DefaultAddr, "listen address")
+	data := fs.String("data", config.DefaultDataDir, "data directory")
+	logName := fs.String("log-name", config.DefaultLogName, "the log's origin name (fixed at first start)")
+	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (keep it on loopback)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			return usageError{err.Error()}
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "addr":
+			cfg.Addr = *addr
+		case "data":
+			cfg.DataDir = *data
+		case "log-name":
+			cfg.LogName = *logName
+		case "master-key-file":
+			cfg.MasterKeyFile = *mkFile
+		case "log-level":
+			cfg.LogLevel = *logLevel
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if *debugAddr != "" {
+		go func() {
+			mux := http.NewServeMux()
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			logger.Error("debug server stopped", "err", http.ListenAndServe(*debugAddr, mux))
+		}()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cfg, logger, stderr)
+}
+
+// serve runs the server until ctx ends, then stops gracefully: it stops
+// accepting requests, lets in-flight commits finish and closes the stores.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Writer) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("couldn't create data directory: %w", err)
+	}
+	lock, err := lockData(cfg.DataDir, true)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	kek, err := masterKey(cfg.DataDir, cfg.MasterKeyFile, true)
+	if err != nil {
+		return err
+	}
+	catalog, err := sqlitestore.Open(filepath.Join(cfg.DataDir, catalogFile))
+	if err != nil {
+		return fmt.Errorf("couldn't open catalog: %w", err)
+	}
+	defer catalog.Close()
+	keyring := crypto.NewKeyring(kek, catalog)
+	if err := keyring.CheckKEK(ctx); err != nil {
+		return err
+	}
+	signer, verifier, vkey, err := logKeys(cfg.DataDir, cfg.LogName, kek, true)
+	if err != nil {
+		return err
+	}
+	if verifier.Name() != cfg.LogName && cfg.LogName != config.DefaultLogName {
+		return fmt.Errorf("this log is named %q; its name cannot change to %q", verifier.Name(), cfg.LogName)
+	}
+
+	auth := authz.NewAuthenticator(catalog)
+	envToken := os.Getenv("AITRAIL_ADMIN_TOKEN")
+	token, created, err := auth.Bootstrap(ctx, envToken)
+	if err != nil {
+		return fmt.Errorf("couldn't create the admin token: %w", err)
+	}
+	if created && envToken == "" {
+		path := filepath.Join(cfg.DataDir, adminTokenFile)
+		if err := writeNew(path, []byte(token+"\n"), 0o600); err != nil {
+			return fmt.Errorf("couldn't save the admin token: %w", err)
+		}
+		fmt.Fprintf(stderr, "Admin token (shown once; also saved in %s):\n  %s\n", path, token)
+	}
+
+	idx, err := index.Open(filepath.Join(cfg.DataDir, indexFile), index.Options{NoFullText: !cfg.FullText()})
+	if err != nil {
+		return fmt.Errorf("couldn't open the query index: %w", err)
+	}
+	defer idx.Close()
+	cursor, err := idx.Cursor(ctx)
+	if err != nil {
+		return fmt.Errorf("couldn't read the index cursor: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	commitRecords := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "aitrail_ledger_commit_records", Help: "Records per group commit.",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+	})
+	commitSeconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "aitrail_ledger_commit_seconds", Help: "Time of one group commit (write, fsync, tree, signature).",
+		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1},
+	})
+	commitBytes := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "aitrail_ledger_written_bytes_total", Help: "Bytes appended to segment files.",
+	})
+	reg.MustRegister(commitRecords, commitSeconds, commitBytes)
+
+	led, err := ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), ledger.Options{
+		Origin:       verifier.Name(),
+		Signer:       signer,
+		Verifier:     verifier,
+		SegmentSize:  cfg.Ledger.SegmentBytes,
+		MaxPending:   cfg.Ledger.MaxPending,
+		MaxBlobSize:  cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
+		SyncInterval: cfg.Ledger.SyncInterval,
+		Lookup: func(ctx context.Context, keys []string) (map[string]uint64, error) {
+			out := map[string]uint64{}
+			for _, key := range keys {
+				tenant, id := splitKey(key)
+				i, ok, err := idx.LookupID(ctx, tenant, id)
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					out[key] = i
+				}
+			}
+			return out, nil
+		},
+		KeyOf:      recordKey,
+		RecentFrom: cursor,
+		OnCommit: func(records, bytes int, took time.Duration) {
+			commitRecords.Observe(float64(records))
+			commitSeconds.Observe(took.Seconds())
+			commitBytes.Add(float64(bytes))
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("couldn't open the log: %w", err)
+	}
+	defer led.Close()
+
+	var indexCursor atomic.Uint64
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
+			func() float64 { return float64(led.Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
+			ConstLabels: prometheus.Labels{"follower": "index"}},
+			func() float64 { return float64(led.Size()) - float64(indexCursor.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_healthy", Help: "1 while the log accepts writes."},
+			func() float64 {
+				if led.Err() != nil {
+					return 0
+				}
+				return 1
+			}),
+	)
+
+	followCtx, stopFollow := context.WithCancel(context.Background())
+	defer stopFollow()
+	followDone := make(chan struct{})
+	go func() {
+		defer close(followDone)
+		ledger.Follow(followCtx, led, idx, ledger.FollowOptions{
+			Name:   "index",
+			Logger: log,
+			OnApply: func(c uint64) {
+				indexCursor.Store(c)
+				led.Forget(c)
+			},
+		})
+	}()
+
+	api := &httpapi.Server{
+		Ledger:       led,
+		Index:        idx,
+		Sealer:       keyring,
+		Auth:         auth,
+		PublicKey:    vkey,
+		Limits:       event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
+		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
+		Registry:     reg,
+		Logger:       log,
+		Ready: func() (bool, map[string]any) {
+			err := led.Err()
+			d := map[string]any{"ledger_records": led.Size(), "index_lag": led.Size() - indexCursor.Load()}
+			if err != nil {
+				d["ledger_error"] = err.Error()
+			}
+			return err == nil, d
+		},
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		stopFollow()
+		<-followDone
+		return fmt.Errorf("couldn't listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	fmt.Fprintf(stderr, "Log public key: %s\n", vkey)
+	log.Info("aitrail serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "log", verifier.Name(),
+		"records", led.Size(), "public_key", vkey, "version", version)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		stopFollow()
+		<-followDone
+		return fmt.Errorf("server stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("graceful shutdown timed out", "err", err)
+	}
+	stopFollow()
+	<-followDone
+	if err := led.Close(); err != nil {
+		return fmt.Errorf("couldn't close the log cleanly: %w", err)
+	}
+	log.Info("stopped", "records", led.Size())
+	return nil
+}
+
+// recordKey extracts a stored record's idempotency key (tenant and id).
+func recordKey(rec []byte) (string, error) {
+	var r struct {
+		ID     string `json:"id"`
+		Tenant string `json:"tenant"`
+	}
+	if err := json.Unmarshal(rec, &r); err != nil {
+		return "", err
+	}
+	if r.ID == "" || r.Tenant == "" {
+		return "", errors.New("record without id or tenant")
+	}
+	return httpapi.IdempotencyKey(r.Tenant, r.ID), nil
+}
+
+func splitKey(key string) (tenant, id string) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == 0 {
+			return key[:i], key[i+1:]
+		}
+	}
+	return "", key
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/aitrail/aitrail/client"
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+func runVerify(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("verify", stderr)
+	data := fs.String("data", "", "verify this data directory offline and completely")
+	url := fs.String("url", "", "verify the log served at this URL")
+	key := fs.String("key", "", "the log's public key (name+hash+base64); required with --url, defaults to <data>/log.pub with --data")
+	trusted := fs.String("trusted", "", "with --url: file holding the last trusted checkpoint; updated on success")
+	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "with --url: token with the audit role, to fetch and re-hash entries (default $AITRAIL_TOKEN)")
+	quiet := fs.Bool("quiet", false, "print nothing on success")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case (*data == "") == (*url == ""):
+		return usageError{"give exactly one of --data or --url"}
+	case *url != "" && *key == "":
+		return usageError{"--url needs --key"}
+	case *data != "" && *trusted != "":
+		return usageError{"--trusted goes with --url"}
+	}
+	var v note.Verifier
+	var err error
+	if *key != "" {
+		if v, err = note.NewVerifier(strings.TrimSpace(*key)); err != nil {
+			return usageError{fmt.Sprintf("--key: %v", err)}
+		}
+	}
+	if *data != "" {
+		return verifyData(*data, v, *quiet, stdout, stderr)
+	}
+	return verifyURL(*url, *token, v, *trusted, *quiet, stdout, stderr)
+}
+
+func verifyData(dir string, v note.Verifier, quiet bool, stdout, stderr io.Writer) error {
+	if _, err := os.Stat(filepath.Join(dir, ledgerDir)); err != nil {
+		return usageError{fmt.Sprintf("%s is not an aitrail data directory: %v", dir, err)}
+	}
+	lock, err := lockData(dir, false)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if v == nil {
+		if v, err = readVerifier(dir); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	rep, err := ledger.Verify(filepath.Join(dir, ledgerDir), ledger.VerifyOptions{
+		Verifier:   v,
+		CheckEntry: checkContentDigest,
+		Progress: func(done uint64) {
+			if !quiet {
+				fmt.Fprintf(stderr, "verified %d records…\n", done)
+			}
+		},
+	})
+	var ve *ledger.VerifyError
+	if errors.As(err, &ve) {
+		return exitError{1, fmt.Sprintf("FAILED: %v", ve)}
+	}
+	if err != nil {
+		return err
+	}
+	if !quiet {
+		took := time.Since(start)
+		fmt.Fprintf(stdout, "OK: %d records verified in %s (%.0f records/s); checkpoint covers %d records, root %x; %d full and %d partial tiles checked\n",
+			rep.Records, took.Round(time.Millisecond), float64(rep.Records)/took.Seconds(), rep.Checkpoint.Size,
+			rep.Checkpoint.Hash[:], rep.TilesChecked, rep.PartialChecked)
+	}
+	return nil
+}
+
+// checkContentDigest checks that a record and the blob stored beside it
+// agree: content referenced iff present, and the digest matches.
+func checkContentDigest(_ uint64, record, blob []byte) error {
+	if len(blob) == 0 && !strings.Contains(string(record), `"content":`) {
+		return nil
+	}
+	rec, err := event.ParseRecord(record)
+	if err != nil {
+		return fmt.Errorf("record does not parse: %v", err)
+	}
+	switch {
+	case rec.Content == nil && len(blob) > 0:
+		return errors.New("content is stored but the record does not reference it")
+	case rec.Content != nil && len(blob) == 0:
+		return errors.New("the record references content that is missing")
+	case rec.Content != nil && crypto.Digest(blob) != rec.Content.Digest:
+		return fmt.Errorf("stored content does not match the digest %s", rec.Content.Digest)
+	}
+	return nil
+}
+
+func verifyURL(url, token string, v note.Verifier, trustedPath string, quiet bool, stdout, stderr io.Writer) error {
+	var trusted []byte
+	if trustedPath != "" {
+		var err error
+		trusted, err = os.ReadFile(trustedPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			trusted = nil
+		} else if err != nil {
+			return err
+		}
+	}
+	c := client.New(url, token)
+	res, err := c.Verify(context.Background(), v, client.VerifyOptions{
+		Trusted: trusted,
+		Entries: token != "",
+		Progress: func(done, total uint64) {
+			if !quiet && total > 0 && (done%100_000 < 256 || done == total) {
+				fmt.Fprintf(stderr, "re-hashed %d of %d entries…\n", done, total)
+			}
+		},
+	})
+	if err != nil {
+		var ae *client.APIError
+		if errors.As(err, &ae) || strings.Contains(err.Error(), "connection refused") {
+			return err
+		}
+		return exitError{1, fmt.Sprintf("FAILED: %v", err)}
+	}
+	if trustedPath != "" {
+		tmp := trustedPath + ".tmp"
+		if err := os.WriteFile(tmp, res.Checkpoint, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, trustedPath); err != nil {
+			return err
+		}
+	}
+	if !quiet {
+		fmt.Fprintf(stdout, "OK: log has %d records", res.Size)
+		if res.From > 0 {
+			fmt.Fprintf(stdout, "; consistent with the trusted checkpoint of %d records", res.From)
+		}
+		if token != "" {
+			fmt.Fprintf(stdout, "; %d new entries re-hashed", res.EntriesChecked)
+		} else {
+			fmt.Fprint(stdout, "; entries not re-hashed (pass --token with the audit role to do so)")
+		}
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/gowebpki/jcs"
+)
+
+// viaLibrary is the reference: marshal, then canonicalize with the jcs
+// library.
+func viaLibrary(t testing.TB, r *Record) []byte {
+	c := *r
+	c.Time, c.ReceivedAt = c.Time.UTC(), c.ReceivedAt.UTC()
+	b, err := json.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jcs.Transform(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCanonicalMatchesLibrary(t *testing.T) {
+	ts := time.Date(2026, 11, 27, 9, 54, 22, 779327501, time.FixedZone("x", 3600))
+	for _, r := range []*Record{
+		{ID: "a", Type: "t", Tenant: "default", Time: ts, ReceivedAt: ts.Add(time.Second)},
+		{ID: "e\u00e9\u2028<>&\"\\\x01\x1f\x7f", Type: "ai.inference", Tenant: "acme", Time: time.Unix(0, 0), ReceivedAt: ts,
+			Actor:  &Actor{ID: "alice", Type: "user", IP: "10.0.0.1", UserAgent: "ua\tx", SessionID: "s"},
+			Action: "chat.completions.create", Outcome: "success",
+			Resource:   &Resource{Type: "doc", ID: "d1", Name: "n"},
+			Model:      &Model{Provider: "openai", Name: "gpt", Version: "1", Digest: "sha256:00"},
+			Dataset:    &Dataset{Name: "ds", Version: "2", Digest: "d"},
+			API:        &API{Name: "api", Version: "v1"},
+			Prompt:     &Prompt{ID: "p", Version: "3", Digest: "x"},
+			Attributes: map[string]any{"b": true, "a.z": "s", "n": 1e21, "f": 0.1, "i": float64(1 << 53), "neg": -5.0, "tiny": 1e-7, "é": "x", "\U0001F600": 1.0, "ｚ": 2.0},
+			Content:    &ContentRef{Digest: "sha256:ff", KeyID: "k", Size: 42},
+			TraceID:    "0af7651916cd43dd8448eb211c80319c", SpanID: "b7ad6b7169203331"},
+		{ID: "b", Type: "t", Tenant: "t", Time: ts, ReceivedAt: ts, Actor: &Actor{}, Attributes: map[string]any{}},
+	} {
+		got, err := Canonical(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := viaLibrary(t, r); !bytes.Equal(got, want) {
+			t.Errorf("canonical encoding differs from the jcs library:\n got %s\nwant %s", got, want)
+		}
+	}
+	if _, err := Canonical(&Record{ID: "x", Type: "t", Tenant: "t", Attributes: map[string]any{"n": math.NaN()}}); err == nil {
+		t.Error("NaN attribute accepted")
+	}
+	if _, err := Canonical(&Record{ID: "\xff", Type: "t", Tenant: "t"}); err == nil {
+		t.Error("invalid UTF-8 accepted")
+	}
+}
+
+func BenchmarkCanonical(b *testing.B) {
+	ts := time.Now()
+	r := &Record{ID: "bench-abc-1-2-3", Type: "ai.inference", Tenant: "bench", Time: ts, ReceivedAt: ts,
+		Actor: &Actor{ID: "user-1", Type: "user"}, Action: "chat.completions.create", Outcome: "success",
+		Model:      &Model{Provider: "openai", Name: "gpt-4o", Version: "2024-08-06"},
+		Attributes: map[string]any{"gen_ai.usage.input_tokens": 12.0, "note": string(bytes.Repeat([]byte("x"), 700))}}
+	for i := 0; i < b.N; i++ {
+		Canonical(r)
+	}
+}
