@@ -106,6 +106,7 @@ func Open(path string, opts Options) (*Index, error) {
 	params.Add("_pragma", "synchronous(NORMAL)")
 	params.Add("_pragma", "cache_size(-65536)")
 	params.Add("_pragma", "wal_autocheckpoint(8192)")
+	params.Add("_pragma", "temp_store(MEMORY)")
 	// Apply's transaction takes the write lock up front, so that two
 	// writers wait on each other (busy_timeout) instead of one failing when
 	// it tries to upgrade a read lock.
@@ -130,18 +131,18 @@ func Open(path string, opts Options) (*Index, error) {
 const schema = `
 CREATE TABLE IF NOT EXISTS records (
 	idx           INTEGER PRIMARY KEY, -- log index
-	tenant        TEXT    NOT NULL,
-	id            TEXT    NOT NULL,
-	type          TEXT    NOT NULL,
-	time          INTEGER NOT NULL,    -- event time, Unix nanoseconds
-	received_at   INTEGER NOT NULL,    -- Unix nanoseconds
+	tenant        TEXT       ,
+	id            TEXT       ,
+	type          TEXT       ,
+	time          INTEGER    ,    -- event time, Unix nanoseconds
+	received_at   INTEGER    ,    -- Unix nanoseconds
 	actor_id      TEXT,
 	model_name    TEXT,
 	model_version TEXT,
 	outcome       TEXT,
 	resource_type TEXT,
 	resource_id   TEXT,
-	record        BLOB    NOT NULL     -- canonical bytes, exactly as in the log
+	record        BLOB            -- canonical bytes, exactly as in the log
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
 CREATE INDEX IF NOT EXISTS records_tenant   ON records (tenant);
@@ -346,50 +347,60 @@ func values(one string, n int) string {
 // insert writes rows in groups of insertRows. Group g is written as soon as
 // ready[g] reports that it has been parsed.
 func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []chan error) error {
-	var recs, texts *sql.Stmt // for full groups, prepared once
+	var full *sql.Stmt // for full groups, prepared once
 	args := make([]any, 0, 13*insertRows)
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
 			return err
 		}
 		group := rows[g*insertRows : min((g+1)*insertRows, len(rows))]
-		rec, text := recs, texts
-		if rec == nil || len(group) < insertRows {
+		stmt := full
+		if stmt == nil || len(group) < insertRows {
 			var err error
-			if rec, err = tx.PrepareContext(ctx, insertRecords(len(group))); err != nil {
+			if stmt, err = tx.PrepareContext(ctx, insertRecords(len(group))); err != nil {
 				return fmt.Errorf("couldn't prepare insert: %w", err)
 			}
-			defer rec.Close()
-			if ix.fullText {
-				if text, err = tx.PrepareContext(ctx, insertText(len(group))); err != nil {
-					return fmt.Errorf("couldn't prepare full-text insert: %w", err)
-				}
-				defer text.Close()
-			}
+			defer stmt.Close()
 			if len(group) == insertRows {
-				recs, texts = rec, text
+				full = stmt
 			}
 		}
-
 		args = args[:0]
 		for i := range group {
 			r := &group[i]
 			args = append(args, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
 				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.data)
 		}
-		if _, err := rec.ExecContext(ctx, args...); err != nil {
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("couldn't index entries %d-%d: %w", group[0].idx, group[len(group)-1].idx, err)
 		}
-		if text == nil {
-			continue
+	}
+	if ix.fullText {
+		return insertTexts(ctx, tx, rows)
+	}
+	return nil
+}
+
+// textRows is the most rows one INSERT into the FTS table writes.
+const textRows = 4096
+
+// insertTexts adds rows to the full-text index. It must be the last write
+// to the FTS table in its transaction, and must not be done in many small
+// statements: FTS5 flushes its in-memory index to disk at every statement
+// savepoint once it is part of a transaction, and many small flushes make
+// many small segments that then have to be merged, which slowed indexing
+// several times over.
+func insertTexts(ctx context.Context, tx *sql.Tx, rows []row) error {
+	for len(rows) > 0 {
+		n := min(len(rows), textRows)
+		args := make([]any, 0, 2*n)
+		for i := range rows[:n] {
+			args = append(args, rows[i].idx, rows[i].text)
 		}
-		args = args[:0]
-		for i := range group {
-			args = append(args, group[i].idx, group[i].text)
+		if _, err := tx.ExecContext(ctx, insertText(n), args...); err != nil {
+			return fmt.Errorf("couldn't index text of entries %d-%d: %w", rows[0].idx, rows[n-1].idx, err)
 		}
-		if _, err := text.ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("couldn't index text of entries %d-%d: %w", group[0].idx, group[len(group)-1].idx, err)
-		}
+		rows = rows[n:]
 	}
 	return nil
 }
