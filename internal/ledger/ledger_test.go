@@ -339,7 +339,7 @@ func TestDamageUnderCheckpointStopsOpen(t *testing.T) {
 			}
 			data[0] ^= 1
 			os.WriteFile(p, data, 0o600)
-		}, "does not match the last signed checkpoint"},
+		}, "record 256: tile tile/0/001.p/44 differs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

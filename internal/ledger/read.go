@@ -216,10 +216,6 @@ func (l *Ledger) LeafHash(index uint64) (merkle.Hash, error) {
 	return h[0], nil
 }
 
-func treeHash(n uint64, hr tlog.HashReader) (merkle.Hash, error) {
-	return tlog.TreeHash(int64(n), hr)
-}
-
 // tileCacheSize bounds the full tiles kept in memory (8 KiB each).
 const tileCacheSize = 4096
 

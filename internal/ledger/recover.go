@@ -36,7 +36,47 @@ func (l *Ledger) recover() error {
 		return l.publishRecovered(cp)
 	}
 
-	// Scan every segment: framing, checksums, contiguity.
+	// Read every record once: framing, checksums and contiguity, and
+	// rebuild the whole tree from them. Tiles below the durable watermark
+	// must match what the records give; tiles above it were written lazily
+	// and are written again.
+	durable, err := l.readWatermark()
+	if err != nil {
+		return err
+	}
+	l.builder = merkle.NewBuilder()
+	var root merkle.Hash
+	visit := func(idx uint64, rec []byte) error {
+		full, err := l.builder.Append(merkle.LeafHash(rec))
+		if err != nil {
+			return err
+		}
+		for _, t := range full {
+			if end := uint64(tileRecord(t.ID, merkle.TileWidth)); end <= durable {
+				if err := l.compareTile(t.ID, t.Data); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := l.writeTile(t); err != nil {
+				return fmt.Errorf("couldn't write tile %s: %w", t.ID.Path(), err)
+			}
+		}
+		size := l.builder.Size()
+		if size == durable {
+			for _, t := range l.builder.Partial() {
+				if err := l.compareTile(t.ID, t.Data); err != nil {
+					return err
+				}
+			}
+		}
+		if size == cp.Size {
+			if root, err = l.builder.Root(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var n uint64
 	for i, first := range firsts {
 		last := i == len(firsts)-1
@@ -44,7 +84,7 @@ func (l *Ledger) recover() error {
 			return fmt.Errorf("%w: segment %s starts at record %d, but the previous segments end at record %d",
 				ErrTampered, segmentName(first), first, n)
 		}
-		seg, err := l.scanSegment(first, last, cp.Size)
+		seg, err := l.scanSegment(first, last, max(cp.Size, durable), visit)
 		if err != nil {
 			return err
 		}
@@ -55,44 +95,19 @@ func (l *Ledger) recover() error {
 		return fmt.Errorf("%w: the log holds %d records but the last signed checkpoint covers %d: records %d to %d are missing",
 			ErrTampered, n, cp.Size, n, cp.Size-1)
 	}
+	if durable > n {
+		return fmt.Errorf("%w: tiles were made durable for %d records, but the log holds only %d", ErrTampered, durable, n)
+	}
+	if cp.Size > 0 && root != cp.Hash {
+		return fmt.Errorf("%w: the first %d records do not match the last signed checkpoint; run `aitrail verify --data` for details",
+			ErrTampered, cp.Size)
+	}
 	last := l.segs[len(l.segs)-1]
 	f, err := os.OpenFile(last.path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("couldn't open active segment: %w", err)
 	}
 	l.active, l.activeSize = f, last.size.Load()
-
-	// Rebuild the tree from the durable tiles and the records after them.
-	durable, err := l.readWatermark()
-	if err != nil {
-		return err
-	}
-	if durable > n {
-		return fmt.Errorf("%w: tiles were made durable for %d records, but the log holds only %d", ErrTampered, durable, n)
-	}
-	if durable == 0 {
-		l.builder = merkle.NewBuilder()
-	} else {
-		b, err := merkle.RestoreBuilder(durable, l.readTileFile)
-		if err != nil {
-			return fmt.Errorf("%w: couldn't restore the tree at %d records from its tiles: %v", ErrTampered, durable, err)
-		}
-		l.builder = b
-	}
-	if err := l.replay(durable, n); err != nil {
-		return err
-	}
-	if cp.Size > 0 {
-		hr := merkle.TileHashReader(n, l.tileReader(n, l.builder.Partial()))
-		root, err := treeHash(cp.Size, hr)
-		if err != nil {
-			return fmt.Errorf("couldn't compute the tree at the checkpoint's size %d: %w", cp.Size, err)
-		}
-		if root != cp.Hash {
-			return fmt.Errorf("%w: the tree of the first %d records does not match the last signed checkpoint; run `aitrail verify --data` to find the damaged record",
-				ErrTampered, cp.Size)
-		}
-	}
 	if err := l.loadRecentKeys(n); err != nil {
 		return err
 	}
@@ -154,7 +169,7 @@ func (l *Ledger) readWatermark() (uint64, error) {
 // or after the checkpoint's size is an incomplete tail that was never
 // acknowledged: it is cut off. Any other damage is an error naming the
 // record.
-func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64) (*segment, error) {
+func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(uint64, []byte) error) (*segment, error) {
 	path := filepath.Join(l.dir, segDir, segmentName(first))
 	f, err := os.Open(path)
 	if err != nil {
@@ -208,6 +223,10 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64) (*segment, 
 		if idx%merkle.TileWidth == 0 {
 			l.bundles = append(l.bundles, bundleLoc{seg, fr.off})
 		}
+		if err := visit(idx, fr.record); err != nil {
+			f.Close()
+			return nil, err
+		}
 		idx++
 	}
 	seg.count.Store(idx - first)
@@ -227,21 +246,16 @@ func cutTail(path string, size int64) error {
 	return f.Sync()
 }
 
-// replay feeds records [from, to) into the tree builder, rewriting the full
-// tiles they complete.
-func (l *Ledger) replay(from, to uint64) error {
-	return l.scan(from, to-from, false, func(idx uint64, fr frame) error {
-		full, err := l.builder.Append(merkle.LeafHash(fr.record))
-		if err != nil {
-			return err
-		}
-		for _, t := range full {
-			if err := l.writeTile(t); err != nil {
-				return fmt.Errorf("couldn't write tile %s: %w", t.ID.Path(), err)
-			}
-		}
-		return nil
-	})
+// compareTile checks a tile file against the tile the records give.
+func (l *Ledger) compareTile(id merkle.TileID, want []byte) error {
+	data, err := os.ReadFile(l.tilePath(id))
+	if err != nil {
+		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), id.Path(), err)
+	}
+	if k := firstDiff(data, want); k >= 0 {
+		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), id.Path())
+	}
+	return nil
 }
 
 // loadRecentKeys remembers the keys of records the index may not know yet.

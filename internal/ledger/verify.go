@@ -98,6 +98,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	}
 	b := merkle.NewBuilder()
 	var n uint64
+	// A root that disagrees with the checkpoint is reported only if no
+	// damage naming a record turns up: that is the more useful report.
+	var rootErr error
 	checkRoot := func() error {
 		if cp.Size == 0 || b.Size() != cp.Size {
 			return nil
@@ -162,9 +165,8 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 				}
 				rep.TilesChecked++
 			}
-			if err := checkRoot(); err != nil {
-				f.Close()
-				return rep, err
+			if err := checkRoot(); err != nil && rootErr == nil {
+				rootErr = err
 			}
 			if opts.Progress != nil && n%100_000 == 0 {
 				opts.Progress(n)
@@ -211,6 +213,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	})
 	if errors.Is(err, fs.ErrNotExist) {
 		err = nil
+	}
+	if err == nil {
+		err = rootErr
 	}
 	return rep, err
 }

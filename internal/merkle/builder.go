@@ -38,45 +38,6 @@ func NewBuilder() *Builder { return &Builder{} }
 // is full in the tree, a reader may be asked for a prefix of it (W < 256).
 type TileReader func(t TileID) ([]byte, error)
 
-// RestoreBuilder returns a Builder for the tree of size n whose tiles read
-// returns. It reads the partial tile of every level and the tiles holding
-// the right edge of the tree.
-func RestoreBuilder(n uint64, read TileReader) (*Builder, error) {
-	b := &Builder{size: n}
-	hr := TileHashReader(n, read)
-	var idx []int64
-	var levels []int
-	for i := 0; i < maxLevels && n>>uint(i) > 0; i++ {
-		idx = append(idx, tlog.StoredHashIndex(i, int64(n>>uint(i))-1))
-		levels = append(levels, i)
-	}
-	hashes, err := hr.ReadHashes(idx)
-	if err != nil {
-		return nil, fmt.Errorf("couldn't read the right edge of the tree at size %d: %w", n, err)
-	}
-	for j, i := range levels {
-		b.edge[i] = hashes[j]
-		b.edgePos[i] = n >> uint(i)
-	}
-	for l := 0; n>>uint(TileHeight*l) > 0; l++ {
-		count := n >> uint(TileHeight*l)
-		w := int(count % TileWidth)
-		row := make([]byte, 0, TileWidth*HashSize)
-		if w > 0 {
-			data, err := read(TileID{Level: l, N: count / TileWidth, W: w})
-			if err != nil {
-				return nil, fmt.Errorf("couldn't read partial tile at level %d: %w", l, err)
-			}
-			if len(data) != w*HashSize {
-				return nil, fmt.Errorf("partial tile at level %d has %d bytes, want %d", l, len(data), w*HashSize)
-			}
-			row = append(row, data...)
-		}
-		b.rows = append(b.rows, row)
-	}
-	return b, nil
-}
-
 // Size returns the number of leaves.
 func (b *Builder) Size() uint64 { return b.size }
 
