@@ -14,14 +14,20 @@
 // is effectively exactly once; SQLite runs in WAL mode with synchronous=NORMAL
 // because a transaction lost in a power cut is simply delivered again.
 //
-// Text search (Query.Text) uses an SQLite FTS5 index over the record's string
-// values (identifiers, type, action, outcome, actor, resource, model, dataset,
-// API and prompt names and versions, trace ids and string attributes), never
-// over digests, key ids or content: content is encrypted outside the record
-// and is never indexed. FTS5 roughly halves the rate at which records can be
-// indexed, so it can be switched off with Options.NoFullText; without it
-// Query.Text falls back to a case-insensitive substring match over the
-// record's bytes (slower to query, free to maintain).
+// Text search (Query.Text) has two forms, chosen by Options.FullText. With
+// it, an SQLite FTS5 index covers the record's string values (ids, type,
+// action, outcome, actor, resource, model, dataset, API and prompt names and
+// versions, trace ids and string attributes) but never digests, key ids or
+// content (content is encrypted outside the record and is never indexed);
+// words match whole tokens. Without it, the default, Query.Text is a
+// case-insensitive substring match over the record's JSON: nothing to
+// maintain, but every query reads the records its other filters leave. FTS5
+// halves the rate at which records can be indexed, which is why it is off
+// unless asked for.
+//
+// Indexing costs about 35 µs of CPU per 1.4 KiB record without full text
+// (half of it decoding JSON, done on a second goroutine while SQLite
+// writes) and about twice that with it; BenchmarkApply measures it.
 //
 // Visibility is enforced here, not only by callers: every read takes the
 // tenants the caller may see, and a record of any other tenant is reported as
@@ -79,15 +85,19 @@ const (
 	walCheckpoint = 32 << 20
 )
 
-// Options tune Open. The zero value is the recommended configuration.
+// Options tune Open. The zero value is usable.
 type Options struct {
-	// NoFullText turns off the FTS5 text index, roughly doubling the rate
-	// at which records are indexed. Query.Text then falls back to a slower
-	// substring match over the record bytes. Changing this for an existing
-	// index empties it (sets its cursor to 0) so that it is rebuilt
-	// consistently from the log.
-	NoFullText bool
+	// FullText keeps an FTS5 index for Query.Text, at about half the
+	// indexing rate (see the package documentation). Turning it on for an
+	// existing index empties the index (its cursor goes back to 0) so that
+	// the follower rebuilds it with text; turning it off keeps the records
+	// and drops only the text index.
+	FullText bool
 }
+
+// maxConns bounds the connections, so the page caches, of one Index: one
+// for Apply and the rest for concurrent queries.
+const maxConns = 8
 
 // Index is the query index. It implements ledger.Handler for the follower
 // that feeds it and serves queries concurrently with it.
@@ -97,15 +107,15 @@ type Options struct {
 type Index struct {
 	db       *sql.DB
 	fullText bool
-	macKey   []byte // authenticates query cursors; see cursor.go
+	macKey   []byte // authenticates query cursors (cursor.go)
 }
 
 var _ ledger.Handler = (*Index)(nil)
 
 // Open opens the index at path, creating the file and schema if needed.
-// An index written by an incompatible version of aitrail, or with a
-// different Options.NoFullText, is emptied so that its follower rebuilds it
-// from index 0. Close the Index when done.
+// An index written by an incompatible version of aitrail is emptied, so
+// that its follower rebuilds it from index 0; so is one that had full text
+// off when opts turns it on. Close the Index when done.
 func Open(path string, opts Options) (*Index, error) {
 	if path == "" {
 		return nil, errors.New("couldn't open index: empty path")
@@ -131,7 +141,8 @@ func Open(path string, opts Options) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
-	ix := &Index{db: db, fullText: !opts.NoFullText}
+	db.SetMaxOpenConns(maxConns)
+	ix := &Index{db: db, fullText: opts.FullText}
 	if err := ix.init(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
@@ -139,25 +150,32 @@ func Open(path string, opts Options) (*Index, error) {
 	return ix, nil
 }
 
-// schema creates everything but the FTS table. Filters that are equality
-// tests have a single-column index; because SQLite appends the rowid (the
-// log index) to every index, each of them also yields its matches already in
-// log order, so a page of a large result costs no sort.
+// schema creates everything but the FTS table.
+//
+// Each filter that is an equality test has a single-column index. SQLite
+// appends the rowid (the log index) to every index entry, so each of them
+// also yields its matches already in log order, and a page of a large result
+// costs no sort. Each index also costs indexing speed (the six besides
+// records_id together halve it), so add one only for a filter that needs it.
+//
+// The columns have no NOT NULL constraints on purpose: a constraint that can
+// fail forces SQLite to keep a statement journal, which slows every insert,
+// and parseOne already guarantees the values.
 const schema = `
 CREATE TABLE IF NOT EXISTS records (
 	idx           INTEGER PRIMARY KEY, -- log index
-	tenant        TEXT       ,
-	id            TEXT       ,
-	type          TEXT       ,
-	time          INTEGER    ,    -- event time, Unix nanoseconds
-	received_at   INTEGER    ,    -- Unix nanoseconds
+	tenant        TEXT,
+	id            TEXT,
+	type          TEXT,
+	time          INTEGER,             -- event time, Unix nanoseconds
+	received_at   INTEGER,             -- Unix nanoseconds
 	actor_id      TEXT,
 	model_name    TEXT,
 	model_version TEXT,
 	outcome       TEXT,
 	resource_type TEXT,
 	resource_id   TEXT,
-	record        BLOB            -- canonical bytes, exactly as in the log
+	record        BLOB                 -- canonical bytes, exactly as in the log
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
 CREATE INDEX IF NOT EXISTS records_tenant   ON records (tenant);
@@ -168,9 +186,9 @@ CREATE INDEX IF NOT EXISTS records_resource ON records (resource_id);
 CREATE INDEX IF NOT EXISTS records_time     ON records (time);
 CREATE TABLE IF NOT EXISTS state (
 	one       INTEGER PRIMARY KEY CHECK (one = 1),
-	cursor    INTEGER NOT NULL,
-	full_text INTEGER NOT NULL,
-	mac_key   BLOB    NOT NULL
+	cursor    INTEGER NOT NULL,    -- next log index needed
+	full_text INTEGER NOT NULL,    -- whether records_fts is maintained
+	mac_key   BLOB    NOT NULL     -- cursor authentication key
 );
 `
 
@@ -217,15 +235,15 @@ func (ix *Index) init(ctx context.Context) error {
 		}
 	case err != nil:
 		return err
-	case fullText != ix.fullText:
-		// Rows indexed under the other setting lack (or have) FTS
-		// entries; start again rather than serve half-indexed text.
+	case ix.fullText && !fullText:
+		// The rows have no text entries; start again rather than serve
+		// text matches from part of the log.
 		if err := reset(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE state SET full_text = ?", ix.fullText); err != nil {
-			return err
-		}
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE state SET full_text = ?", ix.fullText); err != nil {
+		return err
 	}
 	if ix.fullText {
 		if _, err := tx.ExecContext(ctx, ftsSchema); err != nil {
