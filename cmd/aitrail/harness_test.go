@@ -272,3 +272,13 @@ func runChild(t *testing.T, timeout time.Duration, args ...string) (int, string)
 	}
 	return cmd.ProcessState.ExitCode(), stderr.String()
 }
+
+// writeConfig writes a YAML config file for serve.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := t.TempDir() + "/aitrail.yaml"
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -19,7 +19,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("reindex", stderr)
 	data := fs.String("data", config.DefaultDataDir, "data directory")
 	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
-	noFTS := fs.Bool("no-full-text", false, "build the index without text search (as with index.full_text: false)")
+	fullText := fs.Bool("full-text", true, "build the text search index too (as index.full_text in the server's config)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("couldn't open the log: %w", err)
 	}
 	defer led.Close()
-	idx, err := index.Open(filepath.Join(*data, indexFile), index.Options{NoFullText: *noFTS})
+	idx, err := index.Open(filepath.Join(*data, indexFile), index.Options{FullText: *fullText})
 	if err != nil {
 		return fmt.Errorf("couldn't open the index: %w", err)
 	}

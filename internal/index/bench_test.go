@@ -18,8 +18,8 @@ func BenchmarkApply(b *testing.B) {
 		name string
 		opts Options
 	}{
-		{"fulltext", Options{}},
-		{"nofulltext", Options{NoFullText: true}},
+		{"nofulltext", Options{}},
+		{"fulltext", Options{FullText: true}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			benchmarkApply(b, bc.opts)
@@ -82,15 +82,4 @@ func (g *generator) entry(idx uint64) ledger.Entry {
 	data := bytes.Clone(g.pool[k])
 	copy(data[g.at[k]:], fmt.Sprintf("0195a3b2-7c1d-%016x", idx))
 	return ledger.Entry{Index: idx, Data: data}
-}
-
-func BenchmarkParse(b *testing.B) {
-	g := newGenerator(b)
-	ix := &Index{}
-	var r row
-	for n := 0; b.Loop(); n++ {
-		if err := ix.parseOne(&r, g.entry(uint64(n))); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

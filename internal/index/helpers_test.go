@@ -106,3 +106,13 @@ func apply(t testing.TB, ix *Index, es []ledger.Entry) {
 		t.Fatal(err)
 	}
 }
+
+// modes are the configurations every behaviour must hold in.
+var modes = []Options{{}, {FullText: true}}
+
+// forModes runs f once for each of modes.
+func forModes(t *testing.T, f func(t *testing.T, opts Options)) {
+	for _, opts := range modes {
+		t.Run(fmt.Sprintf("FullText=%v", opts.FullText), func(t *testing.T) { f(t, opts) })
+	}
+}

@@ -19,7 +19,7 @@ func stats(t *testing.T, ix *Index) Stats {
 }
 
 func TestApplyIdempotent(t *testing.T) {
-	for _, opts := range []Options{{}, {NoFullText: true}} {
+	for _, opts := range modes {
 		ix, _ := openTemp(t, opts)
 		es := entries(t, 0, fixture()...)
 		ctx := context.Background()
@@ -120,44 +120,64 @@ func TestCursorPersists(t *testing.T) {
 }
 
 func TestReset(t *testing.T) {
-	ctx := context.Background()
-	ix, path := openTemp(t, Options{})
-	es := entries(t, 0, fixture()...)
-	apply(t, ix, es)
-	if err := ix.Reset(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := stats(t, ix); got != (Stats{}) {
-		t.Errorf("after Reset: %+v, want empty", got)
-	}
-	for _, q := range []Query{{}, {Text: "completions"}} {
-		if p, err := ix.Query(ctx, q); err != nil || len(p.Hits) != 0 {
-			t.Errorf("query %+v after Reset: %v, %v", q, indexes(p), err)
+	for _, opts := range modes {
+		ctx := context.Background()
+		ix, _ := openTemp(t, opts)
+		es := entries(t, 0, fixture()...)
+		apply(t, ix, es)
+		if err := ix.Reset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := stats(t, ix); got != (Stats{}) {
+			t.Errorf("after Reset: %+v, want empty", got)
+		}
+		for _, q := range []Query{{}, {Text: "completions"}} {
+			if p, err := ix.Query(ctx, q); err != nil || len(p.Hits) != 0 {
+				t.Errorf("query %+v after Reset: %v, %v", q, indexes(p), err)
+			}
+		}
+		if _, ok, _ := ix.LookupID(ctx, "acme", "e1"); ok {
+			t.Error("LookupID finds a record after Reset")
+		}
+
+		// Rebuilding gives the same answers as before.
+		apply(t, ix, es)
+		p, err := ix.Query(ctx, Query{Text: "completions"})
+		if err != nil || !slices.Equal(indexes(p), []uint64{0, 4}) {
+			t.Errorf("text search after rebuild: %v, %v", indexes(p), err)
 		}
 	}
-	if _, ok, _ := ix.LookupID(ctx, "acme", "e1"); ok {
-		t.Error("LookupID finds a record after Reset")
-	}
+}
 
-	// Rebuilding gives the same answers as before.
-	apply(t, ix, es)
-	p, err := ix.Query(ctx, Query{Text: "completions"})
-	if err != nil || !slices.Equal(indexes(p), []uint64{0, 4}) {
-		t.Errorf("text search after rebuild: %v, %v", indexes(p), err)
-	}
+func TestSwitchFullText(t *testing.T) {
+	ctx := context.Background()
+	ix, path := openTemp(t, Options{})
+	apply(t, ix, entries(t, 0, fixture()...))
 	ix.Close()
 
-	// Switching full text on or off empties the index, to be rebuilt.
-	ix, err = Open(path, Options{NoFullText: true})
-	if err != nil {
-		t.Fatal(err)
+	reopen := func(opts Options) {
+		t.Helper()
+		var err error
+		if ix, err = Open(path, opts); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ix.Close() })
 	}
-	defer ix.Close()
+	// Turning full text on: the records have no text entries, so the
+	// index starts again and the follower rebuilds it.
+	reopen(Options{FullText: true})
 	if got := stats(t, ix); got != (Stats{}) {
-		t.Errorf("after turning full text off: %+v, want empty", got)
+		t.Errorf("after turning full text on: %+v, want empty", got)
 	}
-	apply(t, ix, es)
-	p, err = ix.Query(ctx, Query{Text: "completions"})
+	apply(t, ix, entries(t, 0, fixture()...))
+	ix.Close()
+
+	// Turning it off keeps the records; text search falls back.
+	reopen(Options{})
+	if got := stats(t, ix); got != (Stats{Records: 6, Cursor: 6}) {
+		t.Errorf("after turning full text off: %+v, want the records kept", got)
+	}
+	p, err := ix.Query(ctx, Query{Text: "completions"})
 	if err != nil || !slices.Equal(indexes(p), []uint64{0, 4}) {
 		t.Errorf("text search without FTS: %v, %v", indexes(p), err)
 	}
@@ -165,7 +185,7 @@ func TestReset(t *testing.T) {
 
 // TestFollow runs the index behind the real follower.
 func TestFollow(t *testing.T) {
-	ix, _ := openTemp(t, Options{})
+	ix, _ := openTemp(t, Options{FullText: true})
 	var recs []*event.Record
 	for i := range 2500 {
 		recs = append(recs, realistic(i))

@@ -81,123 +81,127 @@ func indexes(p Page) []uint64 {
 }
 
 func TestQueryFilters(t *testing.T) {
-	ix, es := fixtureIndex(t, Options{})
-	tests := []struct {
-		name string
-		q    Query
-		want []uint64
-	}{
-		{"no filter", Query{}, []uint64{0, 1, 2, 3, 4, 5}},
-		{"tenant", Query{Tenant: "acme"}, []uint64{0, 1, 5}},
-		{"unknown tenant", Query{Tenant: "nobody"}, []uint64{}},
-		{"type exact", Query{Type: "ai.inference"}, []uint64{0, 4}},
-		{"type exact is not a prefix", Query{Type: "ai"}, []uint64{}},
-		{"type prefix", Query{Type: "ai.*"}, []uint64{0, 1, 4}},
-		{"type prefix without dot", Query{Type: "ai*"}, []uint64{0, 1, 4, 5}},
-		{"type star", Query{Type: "*"}, []uint64{0, 1, 2, 3, 4, 5}},
-		{"actor", Query{Actor: "alice"}, []uint64{0, 2, 4}},
-		{"actor is exact", Query{Actor: "ali"}, []uint64{}},
-		{"model name", Query{Model: "gpt-4o"}, []uint64{0, 1, 4}},
-		{"model name@version", Query{Model: "gpt-4o@2024-08-06"}, []uint64{0, 4}},
-		{"model unknown version", Query{Model: "gpt-4o@nope"}, []uint64{}},
-		{"outcome", Query{Outcome: "success"}, []uint64{0, 3, 4}},
-		{"resource id", Query{Resource: "dep-1"}, []uint64{0, 3}},
-		{"resource type:id", Query{Resource: "deployment:dep-1"}, []uint64{0, 3}},
-		{"resource wrong type", Query{Resource: "tool:dep-1"}, []uint64{}},
-		{"resource id with colons", Query{Resource: "arn:aws:s3:::reports"}, []uint64{2}},
-		{"resource type:id with colons", Query{Resource: "bucket:arn:aws:s3:::reports"}, []uint64{2}},
-		{"from", Query{From: t0.Add(time.Hour)}, []uint64{1, 2, 3, 4}},
-		{"to", Query{To: t0.Add(time.Hour)}, []uint64{0, 5}},
-		{"from and to", Query{From: t0, To: t0.Add(3 * time.Hour)}, []uint64{0, 1, 2}},
-		{"from in another zone", Query{From: t0.Add(4 * time.Hour).In(time.FixedZone("X", 3600))}, []uint64{4}},
-		{"text", Query{Text: "completions"}, []uint64{0, 4}},
-		{"tenant and actor", Query{Tenant: "acme", Actor: "alice"}, []uint64{0}},
-		{"type prefix, outcome and from", Query{Type: "ai.*", Outcome: "success", From: t0.Add(time.Hour)}, []uint64{4}},
-		{"actor, model and tenant", Query{Actor: "alice", Model: "gpt-4o", Tenant: "globex"}, []uint64{}},
-		{"resource and outcome", Query{Resource: "deployment:dep-1", Outcome: "success", Type: "model.deploy"}, []uint64{3}},
-		{"text and tenant", Query{Text: "completions", Tenant: "initech"}, []uint64{4}},
-		{"desc", Query{Actor: "alice", Order: OrderDesc}, []uint64{4, 2, 0}},
-		{"limit", Query{Limit: 2}, []uint64{0, 1}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p, err := ix.Query(context.Background(), tt.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := indexes(p); !slices.Equal(got, tt.want) {
-				t.Errorf("got %v, want %v", got, tt.want)
-			}
-			for _, h := range p.Hits {
-				if !bytes.Equal(h.Record, es[h.Index].Data) {
-					t.Errorf("hit %d: record is not the stored bytes", h.Index)
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, es := fixtureIndex(t, opts)
+		tests := []struct {
+			name string
+			q    Query
+			want []uint64
+		}{
+			{"no filter", Query{}, []uint64{0, 1, 2, 3, 4, 5}},
+			{"tenant", Query{Tenant: "acme"}, []uint64{0, 1, 5}},
+			{"unknown tenant", Query{Tenant: "nobody"}, []uint64{}},
+			{"type exact", Query{Type: "ai.inference"}, []uint64{0, 4}},
+			{"type exact is not a prefix", Query{Type: "ai"}, []uint64{}},
+			{"type prefix", Query{Type: "ai.*"}, []uint64{0, 1, 4}},
+			{"type prefix without dot", Query{Type: "ai*"}, []uint64{0, 1, 4, 5}},
+			{"type star", Query{Type: "*"}, []uint64{0, 1, 2, 3, 4, 5}},
+			{"actor", Query{Actor: "alice"}, []uint64{0, 2, 4}},
+			{"actor is exact", Query{Actor: "ali"}, []uint64{}},
+			{"model name", Query{Model: "gpt-4o"}, []uint64{0, 1, 4}},
+			{"model name@version", Query{Model: "gpt-4o@2024-08-06"}, []uint64{0, 4}},
+			{"model unknown version", Query{Model: "gpt-4o@nope"}, []uint64{}},
+			{"outcome", Query{Outcome: "success"}, []uint64{0, 3, 4}},
+			{"resource id", Query{Resource: "dep-1"}, []uint64{0, 3}},
+			{"resource type:id", Query{Resource: "deployment:dep-1"}, []uint64{0, 3}},
+			{"resource wrong type", Query{Resource: "tool:dep-1"}, []uint64{}},
+			{"resource id with colons", Query{Resource: "arn:aws:s3:::reports"}, []uint64{2}},
+			{"resource type:id with colons", Query{Resource: "bucket:arn:aws:s3:::reports"}, []uint64{2}},
+			{"from", Query{From: t0.Add(time.Hour)}, []uint64{1, 2, 3, 4}},
+			{"to", Query{To: t0.Add(time.Hour)}, []uint64{0, 5}},
+			{"from and to", Query{From: t0, To: t0.Add(3 * time.Hour)}, []uint64{0, 1, 2}},
+			{"from in another zone", Query{From: t0.Add(4 * time.Hour).In(time.FixedZone("X", 3600))}, []uint64{4}},
+			{"text", Query{Text: "completions"}, []uint64{0, 4}},
+			{"tenant and actor", Query{Tenant: "acme", Actor: "alice"}, []uint64{0}},
+			{"type prefix, outcome and from", Query{Type: "ai.*", Outcome: "success", From: t0.Add(time.Hour)}, []uint64{4}},
+			{"actor, model and tenant", Query{Actor: "alice", Model: "gpt-4o", Tenant: "globex"}, []uint64{}},
+			{"resource and outcome", Query{Resource: "deployment:dep-1", Outcome: "success", Type: "model.deploy"}, []uint64{3}},
+			{"text and tenant", Query{Text: "completions", Tenant: "initech"}, []uint64{4}},
+			{"desc", Query{Actor: "alice", Order: OrderDesc}, []uint64{4, 2, 0}},
+			{"limit", Query{Limit: 2}, []uint64{0, 1}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				p, err := ix.Query(context.Background(), tt.q)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
-	}
+				if got := indexes(p); !slices.Equal(got, tt.want) {
+					t.Errorf("got %v, want %v", got, tt.want)
+				}
+				for _, h := range p.Hits {
+					if !bytes.Equal(h.Record, es[h.Index].Data) {
+						t.Errorf("hit %d: record is not the stored bytes", h.Index)
+					}
+				}
+			})
+		}
+	})
 }
 
 func TestTenantVisibility(t *testing.T) {
-	ix, _ := fixtureIndex(t, Options{})
-	ctx := context.Background()
-	visible := []string{"acme", "globex"} // not initech (record 4, id e4)
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, _ := fixtureIndex(t, opts)
+		ctx := context.Background()
+		visible := []string{"acme", "globex"} // not initech (record 4, id e4)
 
-	queries := []Query{
-		{},
-		{Tenant: "initech"},
-		{Actor: "alice"},
-		{Type: "ai.inference"},
-		{Text: "skunkworks"},
-		{Model: "gpt-4o@2024-08-06"},
-	}
-	for _, q := range queries {
-		q.Tenants = visible
-		p, err := ix.Query(ctx, q)
-		if err != nil {
-			t.Fatal(err)
+		queries := []Query{
+			{},
+			{Tenant: "initech"},
+			{Actor: "alice"},
+			{Type: "ai.inference"},
+			{Text: "skunkworks"},
+			{Model: "gpt-4o@2024-08-06"},
 		}
-		if slices.Contains(indexes(p), 4) {
-			t.Errorf("%+v: hidden tenant's record returned", q)
+		for _, q := range queries {
+			q.Tenants = visible
+			p, err := ix.Query(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(indexes(p), 4) {
+				t.Errorf("%+v: hidden tenant's record returned", q)
+			}
 		}
-	}
-	for _, tenants := range [][]string{{"acme"}, {}, {"initech-other"}} {
-		p, err := ix.Query(ctx, Query{Tenants: tenants})
-		if err != nil {
-			t.Fatal(err)
+		for _, tenants := range [][]string{{"acme"}, {}, {"initech-other"}} {
+			p, err := ix.Query(ctx, Query{Tenants: tenants})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []uint64{}
+			if slices.Equal(tenants, []string{"acme"}) {
+				want = []uint64{0, 1, 5}
+			}
+			if got := indexes(p); !slices.Equal(got, want) {
+				t.Errorf("tenants %q: got %v, want %v", tenants, got, want)
+			}
 		}
-		want := []uint64{}
-		if slices.Equal(tenants, []string{"acme"}) {
-			want = []uint64{0, 1, 5}
+		for _, tenants := range [][]string{nil, {"*"}, {"acme", "*"}} {
+			p, err := ix.Query(ctx, Query{Tenants: tenants, Tenant: "initech"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := indexes(p); !slices.Equal(got, []uint64{4}) {
+				t.Errorf("tenants %q: got %v, want [4]", tenants, got)
+			}
 		}
-		if got := indexes(p); !slices.Equal(got, want) {
-			t.Errorf("tenants %q: got %v, want %v", tenants, got, want)
-		}
-	}
-	for _, tenants := range [][]string{nil, {"*"}, {"acme", "*"}} {
-		p, err := ix.Query(ctx, Query{Tenants: tenants, Tenant: "initech"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := indexes(p); !slices.Equal(got, []uint64{4}) {
-			t.Errorf("tenants %q: got %v, want [4]", tenants, got)
-		}
-	}
 
-	if _, err := ix.Get(ctx, visible, "", "e4"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get of hidden record: err = %v, want ErrNotFound", err)
-	}
-	if _, err := ix.Get(ctx, visible, "initech", "e4"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get of hidden record naming its tenant: err = %v, want ErrNotFound", err)
-	}
-	if _, err := ix.Get(ctx, []string{}, "", "e1"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get with no visible tenant: err = %v, want ErrNotFound", err)
-	}
-	if _, ok, err := ix.LookupID(ctx, "acme", "e4"); err != nil || ok {
-		t.Errorf("LookupID(acme, e4) = %v, %v; want not found", ok, err)
-	}
-	if idx, ok, err := ix.LookupID(ctx, "initech", "e4"); err != nil || !ok || idx != 4 {
-		t.Errorf("LookupID(initech, e4) = %d, %v, %v; want 4", idx, ok, err)
-	}
+		if _, err := ix.Get(ctx, visible, "", "e4"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get of hidden record: err = %v, want ErrNotFound", err)
+		}
+		if _, err := ix.Get(ctx, visible, "initech", "e4"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get of hidden record naming its tenant: err = %v, want ErrNotFound", err)
+		}
+		if _, err := ix.Get(ctx, []string{}, "", "e1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get with no visible tenant: err = %v, want ErrNotFound", err)
+		}
+		if _, ok, err := ix.LookupID(ctx, "acme", "e4"); err != nil || ok {
+			t.Errorf("LookupID(acme, e4) = %v, %v; want not found", ok, err)
+		}
+		if idx, ok, err := ix.LookupID(ctx, "initech", "e4"); err != nil || !ok || idx != 4 {
+			t.Errorf("LookupID(initech, e4) = %d, %v, %v; want 4", idx, ok, err)
+		}
+	})
 }
 
 func TestGet(t *testing.T) {
@@ -269,50 +273,52 @@ func walk(t *testing.T, ix *Index, q Query) []uint64 {
 }
 
 func TestPagination(t *testing.T) {
-	ix, _ := openTemp(t, Options{})
-	var recs []*event.Record
-	for i := range 50 {
-		recs = append(recs, realistic(i))
-	}
-	apply(t, ix, entries(t, 0, recs...))
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, _ := openTemp(t, opts)
+		var recs []*event.Record
+		for i := range 50 {
+			recs = append(recs, realistic(i))
+		}
+		apply(t, ix, entries(t, 0, recs...))
 
-	queries := map[string]Query{
-		"all":            {},
-		"tenant":         {Tenant: "acme"},
-		"type prefix":    {Type: "ai.*"},
-		"visible":        {Tenants: []string{"globex", "initech"}},
-		"text":           {Text: "completions"},
-		"outcome & time": {Outcome: "success", From: t0.Add(10 * time.Millisecond)},
-	}
-	for name, q := range queries {
-		for _, order := range []string{"", OrderAsc, OrderDesc} {
-			full := q
-			full.Order, full.Limit = order, MaxLimit
-			p, err := ix.Query(context.Background(), full)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := indexes(p)
-			if len(want) < 5 {
-				t.Fatalf("%s: only %d results; the fixture is too small", name, len(want))
-			}
-			if !slices.IsSortedFunc(want, func(a, b uint64) int {
-				if order == OrderDesc {
-					a, b = b, a
+		queries := map[string]Query{
+			"all":            {},
+			"tenant":         {Tenant: "acme"},
+			"type prefix":    {Type: "ai.*"},
+			"visible":        {Tenants: []string{"globex", "initech"}},
+			"text":           {Text: "completions"},
+			"outcome & time": {Outcome: "success", From: t0.Add(10 * time.Millisecond)},
+		}
+		for name, q := range queries {
+			for _, order := range []string{"", OrderAsc, OrderDesc} {
+				full := q
+				full.Order, full.Limit = order, MaxLimit
+				p, err := ix.Query(context.Background(), full)
+				if err != nil {
+					t.Fatal(err)
 				}
-				return int(a) - int(b)
-			}) {
-				t.Errorf("%s %s: results out of order: %v", name, order, want)
-			}
-			for _, limit := range []int{1, 2, 3, 7, len(want), len(want) + 1} {
-				q := q
-				q.Order, q.Limit = order, limit
-				if got := walk(t, ix, q); !slices.Equal(got, want) {
-					t.Errorf("%s, order %q, limit %d: walked %v, want %v", name, order, limit, got, want)
+				want := indexes(p)
+				if len(want) < 5 {
+					t.Fatalf("%s: only %d results; the fixture is too small", name, len(want))
+				}
+				if !slices.IsSortedFunc(want, func(a, b uint64) int {
+					if order == OrderDesc {
+						a, b = b, a
+					}
+					return int(a) - int(b)
+				}) {
+					t.Errorf("%s %s: results out of order: %v", name, order, want)
+				}
+				for _, limit := range []int{1, 2, 3, 7, len(want), len(want) + 1} {
+					q := q
+					q.Order, q.Limit = order, limit
+					if got := walk(t, ix, q); !slices.Equal(got, want) {
+						t.Errorf("%s, order %q, limit %d: walked %v, want %v", name, order, limit, got, want)
+					}
 				}
 			}
 		}
-	}
+	})
 }
 
 func TestInvalidQuery(t *testing.T) {
@@ -383,64 +389,62 @@ func TestInvalidQuery(t *testing.T) {
 }
 
 func TestTextSearch(t *testing.T) {
-	for _, opts := range []Options{{}, {NoFullText: true}} {
-		t.Run(fmt.Sprintf("NoFullText=%v", opts.NoFullText), func(t *testing.T) {
-			ix, _ := fixtureIndex(t, opts)
-			finds := []struct {
-				text string
-				want []uint64
-			}{
-				{"completions", []uint64{0, 4}},             // action
-				{"COMPLETIONS", []uint64{0, 4}},             // case-insensitive
-				{"support", []uint64{0}},                    // resource name
-				{"SUP-00042", []uint64{0}},                  // string attribute
-				{"skunkworks", []uint64{4}},                 // string attribute
-				{"10.1.2.3", []uint64{0}},                   // actor ip
-				{"compl*", []uint64{0, 4}},                  // prefix
-				{"support completions", []uint64{0}},        // all words
-				{"  completions\t\nalice ", []uint64{0, 4}}, // whitespace; actor id
-				{"nonexistentword", []uint64{}},
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, _ := fixtureIndex(t, opts)
+		finds := []struct {
+			text string
+			want []uint64
+		}{
+			{"completions", []uint64{0, 4}},             // action
+			{"COMPLETIONS", []uint64{0, 4}},             // case-insensitive
+			{"support", []uint64{0}},                    // resource name
+			{"SUP-00042", []uint64{0}},                  // string attribute
+			{"skunkworks", []uint64{4}},                 // string attribute
+			{"10.1.2.3", []uint64{0}},                   // actor ip
+			{"compl*", []uint64{0, 4}},                  // prefix
+			{"support completions", []uint64{0}},        // all words
+			{"  completions\t\nalice ", []uint64{0, 4}}, // whitespace; actor id
+			{"nonexistentword", []uint64{}},
+		}
+		for _, f := range finds {
+			p, err := ix.Query(context.Background(), Query{Text: f.text})
+			if err != nil {
+				t.Fatalf("%q: %v", f.text, err)
 			}
-			for _, f := range finds {
-				p, err := ix.Query(context.Background(), Query{Text: f.text})
-				if err != nil {
-					t.Fatalf("%q: %v", f.text, err)
-				}
-				if got := indexes(p); !slices.Equal(got, f.want) {
-					t.Errorf("%q: got %v, want %v", f.text, got, f.want)
-				}
+			if got := indexes(p); !slices.Equal(got, f.want) {
+				t.Errorf("%q: got %v, want %v", f.text, got, f.want)
 			}
-			if !opts.NoFullText {
-				// FTS matches whole words; the fallback matches substrings.
-				if p, err := ix.Query(context.Background(), Query{Text: "deploy"}); err != nil || !slices.Equal(indexes(p), []uint64{3}) {
-					t.Errorf("deploy: got %v, %v; want [3]", indexes(p), err)
-				}
-				// Digests and key ids are not metadata worth searching.
-				for _, text := range []string{"abcdef0123456789", "feedface", "secretkeyid"} {
-					p, err := ix.Query(context.Background(), Query{Text: text})
-					if err != nil || len(p.Hits) != 0 {
-						t.Errorf("%q: got %v, %v; want no hits", text, indexes(p), err)
-					}
-				}
+		}
+		if opts.FullText {
+			// FTS matches whole words; the fallback matches substrings.
+			if p, err := ix.Query(context.Background(), Query{Text: "deploy"}); err != nil || !slices.Equal(indexes(p), []uint64{3}) {
+				t.Errorf("deploy: got %v, %v; want [3]", indexes(p), err)
 			}
-			// Search syntax in user input must be searched for, not obeyed,
-			// and must never make the query fail.
-			for _, text := range []string{
-				`"`, `""`, `*`, `**`, `(`, `)`, `AND OR NOT`, `NOT completions`, `completions OR`,
-				`NEAR(a b)`, `text:completions`, `^completions`, `-completions`, `a + b`, `'`, `\`,
-				`%`, `_`, `{text}: x`, `"completions`, `completions"*`, "\x00", "comp\x00letions", "\xff\xfe", "compl\xffetions*", `'); DROP TABLE records; --`,
-			} {
+			// Digests and key ids are not metadata worth searching.
+			for _, text := range []string{"abcdef0123456789", "feedface", "secretkeyid"} {
 				p, err := ix.Query(context.Background(), Query{Text: text})
-				if err != nil {
-					t.Errorf("%q: %v", text, err)
-				}
-				if text == `NOT completions` && !opts.NoFullText && !slices.Equal(indexes(p), []uint64{}) {
-					t.Errorf("%q: got %v; NOT must be a word, not an operator", text, indexes(p))
+				if err != nil || len(p.Hits) != 0 {
+					t.Errorf("%q: got %v, %v; want no hits", text, indexes(p), err)
 				}
 			}
-			if st, err := ix.Stats(context.Background()); err != nil || st.Records != 6 {
-				t.Errorf("stats after hostile text: %+v, %v", st, err)
+		}
+		// Search syntax in user input must be searched for, not obeyed,
+		// and must never make the query fail.
+		for _, text := range []string{
+			`"`, `""`, `*`, `**`, `(`, `)`, `AND OR NOT`, `NOT completions`, `completions OR`,
+			`NEAR(a b)`, `text:completions`, `^completions`, `-completions`, `a + b`, `'`, `\`,
+			`%`, `_`, `{text}: x`, `"completions`, `completions"*`, "\x00", "comp\x00letions", "\xff\xfe", "compl\xffetions*", `'); DROP TABLE records; --`,
+		} {
+			p, err := ix.Query(context.Background(), Query{Text: text})
+			if err != nil {
+				t.Errorf("%q: %v", text, err)
 			}
-		})
-	}
+			if text == `NOT completions` && opts.FullText && !slices.Equal(indexes(p), []uint64{}) {
+				t.Errorf("%q: got %v; NOT must be a word, not an operator", text, indexes(p))
+			}
+		}
+		if st, err := ix.Stats(context.Background()); err != nil || st.Records != 6 {
+			t.Errorf("stats after hostile text: %+v, %v", st, err)
+		}
+	})
 }
