@@ -72,9 +72,15 @@ func freeAddr(t *testing.T) string {
 // startServer runs `aitrail serve` on data and waits until it is ready.
 func startServer(t *testing.T, data string, args ...string) *server {
 	t.Helper()
+	return startServerEnv(t, data, []string{"AITRAIL_ADMIN_TOKEN=" + adminToken}, args...)
+}
+
+// startServerEnv is startServer with the given extra environment.
+func startServerEnv(t *testing.T, data string, env []string, args ...string) *server {
+	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--data", data, "--addr", addr}, args...)...)
-	cmd.Env = append(os.Environ(), childEnv+"=1", "AITRAIL_ADMIN_TOKEN="+adminToken)
+	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
 	s := &server{t: t, cmd: cmd, url: "http://" + addr, data: data, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = s.stderr
 	cmd.Stdout = s.stderr

@@ -3,10 +3,10 @@ package index
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 
+	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -67,7 +67,7 @@ func newGenerator(tb testing.TB) *generator {
 	for i := range 10000 {
 		r := realistic(i)
 		r.ID = idPlaceholder
-		data, err := json.Marshal(r)
+		data, err := event.Canonical(r)
 		if err != nil {
 			tb.Fatal(err)
 		}

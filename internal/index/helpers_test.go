@@ -2,7 +2,6 @@ package index
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -29,12 +28,13 @@ func rec(tenant, id, typ string, edit ...func(*event.Record)) *event.Record {
 	return r
 }
 
-// entries encodes records as consecutive log entries starting at first.
+// entries encodes records as consecutive log entries starting at first, in
+// canonical form as the ledger stores them.
 func entries(t testing.TB, first uint64, recs ...*event.Record) []ledger.Entry {
 	t.Helper()
 	es := make([]ledger.Entry, len(recs))
 	for i, r := range recs {
-		data, err := json.Marshal(r)
+		data, err := event.Canonical(r)
 		if err != nil {
 			t.Fatal(err)
 		}

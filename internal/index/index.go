@@ -304,7 +304,8 @@ type row struct {
 // in the log is verify's job. Entries must be consecutive and must not start
 // after the cursor, which would leave a gap.
 //
-// Apply uses one more goroutine to parse records while it writes.
+// Apply parses records on GOMAXPROCS-1 (at least one) other goroutines
+// while it writes.
 func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	if len(entries) == 0 {
 		return nil
@@ -467,6 +468,11 @@ func (ix *Index) parseAsync(entries []ledger.Entry) (rows []row, ready []chan er
 // keyFields is the part of a record that the index's columns hold. Without
 // full text, decoding only this is about twice as fast as decoding a whole
 // event.Record.
+//
+// Records are decoded with encoding/json rather than event.ParseRecord,
+// which also re-encodes each record to check that it is canonical: that
+// would halve the indexing rate again, the index needs only these fields,
+// and checking the log's records is verify's job.
 type keyFields struct {
 	ID         string          `json:"id"`
 	Type       string          `json:"type"`

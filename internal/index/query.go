@@ -2,11 +2,7 @@ package index
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -73,13 +69,15 @@ type Query struct {
 	// From and To bound the event time: From inclusive, To exclusive. A
 	// zero time leaves that side unbounded.
 	From, To time.Time
-	// Text keeps records whose metadata contains every whitespace-separated
-	// word of Text; a word ending in "*" matches as a prefix. Matching is
-	// by whole tokens and case-insensitive, and punctuation inside a word
-	// matches any punctuation ("10.0.0.1" finds "10-0-0-1"). Quotes,
-	// operators and other search syntax have no special meaning; words
-	// without letters or digits are ignored, and a Text made only of such
-	// words matches nothing.
+	// Text keeps records that contain every word (run of non-space) of
+	// Text. With Options.FullText a word matches whole tokens of the
+	// record's metadata, case-insensitively; a word ending in "*" matches
+	// as a prefix; punctuation inside a word matches any punctuation
+	// ("10.0.0.1" finds "10-0-0-1"); quotes, operators and other search
+	// syntax have no special meaning; and words without letters or digits
+	// are ignored, so a Text made only of them matches nothing. Without
+	// full text each word, less a trailing "*", must occur in the record's
+	// JSON (keys and digests included), ignoring ASCII case.
 	Text string
 	// Limit is the most hits per page: 0 means DefaultLimit; more than
 	// MaxLimit, or negative, is invalid.
@@ -198,14 +196,19 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	if !q.To.IsZero() {
 		w.add("time < ?", unixNano(q.To))
 	}
+	// Without text, rows come from records in log order. With full text
+	// they are driven by the FTS index, which yields matches in rowid (log
+	// index) order and takes the cursor bound itself, so a page stops early
+	// instead of first collecting every match.
+	from, order := "records", "idx"
 	if q.Text != "" {
 		if ix.fullText {
 			m := ftsQuery(q.Text)
 			if m == "" {
 				w.none()
-			} else {
-				w.add("idx IN (SELECT rowid FROM records_fts WHERE records_fts MATCH ?)", m)
 			}
+			from, order = "records_fts JOIN records ON idx = records_fts.rowid", "records_fts.rowid"
+			w.add("records_fts MATCH ?", m)
 		} else {
 			for _, word := range words(q.Text) {
 				w.add(`CAST(record AS TEXT) LIKE ? ESCAPE '\'`, "%"+likeEscape(strings.TrimSuffix(word, "*"))+"%")
@@ -218,16 +221,16 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 			return Page{}, err
 		}
 		if desc {
-			w.add("idx < ?", int64(after))
+			w.add(order+" < ?", int64(after))
 		} else {
-			w.add("idx > ?", int64(after))
+			w.add(order+" > ?", int64(after))
 		}
 	}
 	if w.empty {
 		return Page{}, nil
 	}
 
-	stmt := "SELECT idx, record FROM records WHERE " + w.sql() + " ORDER BY idx"
+	stmt := "SELECT idx, record FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
 	if desc {
 		stmt += " DESC"
 	}
@@ -359,86 +362,4 @@ func isTokenChar(r rune) bool {
 
 func likeEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
-}
-
-// A cursor is base64url(version | order | last index | MAC), where the MAC
-// is HMAC-SHA-256, truncated, over the rest and a fingerprint of the query's
-// filters, keyed with a random key kept in the index. A cursor cannot be
-// forged or edited, nor replayed with other filters or another order.
-const (
-	cursorVersion = 1
-	cursorMACSize = 16
-	cursorSize    = 1 + 1 + 8 + cursorMACSize
-)
-
-func (ix *Index) makeCursor(last uint64, desc bool, fp []byte) string {
-	b := make([]byte, 0, cursorSize)
-	b = append(b, cursorVersion, orderByte(desc))
-	b = binary.BigEndian.AppendUint64(b, last)
-	b = append(b, ix.cursorMAC(b, fp)...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func (ix *Index) parseCursor(s string, desc bool, fp []byte) (uint64, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) != cursorSize || b[0] != cursorVersion {
-		return 0, fmt.Errorf("%w: malformed cursor", ErrInvalidQuery)
-	}
-	if b[1] != orderByte(desc) {
-		return 0, fmt.Errorf("%w: cursor was issued for the other order", ErrInvalidQuery)
-	}
-	body, mac := b[:cursorSize-cursorMACSize], b[cursorSize-cursorMACSize:]
-	if !hmac.Equal(mac, ix.cursorMAC(body, fp)) {
-		return 0, fmt.Errorf("%w: cursor is not valid for this query", ErrInvalidQuery)
-	}
-	last := binary.BigEndian.Uint64(body[2:])
-	if last >= 1<<63 {
-		return 0, fmt.Errorf("%w: malformed cursor", ErrInvalidQuery)
-	}
-	return last, nil
-}
-
-func orderByte(desc bool) byte {
-	if desc {
-		return 'd'
-	}
-	return 'a'
-}
-
-func (ix *Index) cursorMAC(body, fp []byte) []byte {
-	m := hmac.New(sha256.New, ix.macKey)
-	m.Write(body)
-	m.Write(fp)
-	return m.Sum(nil)[:cursorMACSize]
-}
-
-// fingerprint identifies q's filters and order: everything a cursor must be
-// used with unchanged. Each field is length-prefixed, so no two different
-// queries share an encoding.
-func (q *Query) fingerprint(desc bool) []byte {
-	h := sha256.New()
-	str := func(s string) {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-		h.Write(n[:])
-		h.Write([]byte(s))
-	}
-	tm := func(t time.Time) {
-		if t.IsZero() {
-			str("")
-		} else {
-			str(t.UTC().Format(time.RFC3339Nano))
-		}
-	}
-	str(q.Tenant)
-	str(q.Type)
-	str(q.Actor)
-	str(q.Model)
-	str(q.Outcome)
-	str(q.Resource)
-	str(q.Text)
-	tm(q.From)
-	tm(q.To)
-	str(string(orderByte(desc)))
-	return h.Sum(nil)
 }

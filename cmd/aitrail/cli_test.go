@@ -1,0 +1,165 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func postN(s *server, prefix string, n int) {
+	for i := 0; i < n; i += 100 {
+		var evs []map[string]any
+		for j := i; j < i+100 && j < n; j++ {
+			evs = append(evs, map[string]any{"type": "ai.inference", "id": fmt.Sprintf("%s-%d", prefix, j)})
+		}
+		s.post(evs...)
+	}
+}
+
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	if out, err := exec.Command("cp", "-a", src+"/.", dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	os.Remove(filepath.Join(dst, lockFile))
+	return dst
+}
+
+// TestRemoteVerify checks `aitrail verify --url`: a first full check, an
+// incremental one proved consistent with the trusted checkpoint, and the
+// refusal of a log that was rolled back or forked.
+func TestRemoteVerify(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	postN(s, "a", 300)
+	_, key := s.do("GET", "/log/key", "", "", nil)
+	vkey := strings.TrimSpace(string(key))
+	trusted := filepath.Join(t.TempDir(), "trusted")
+	verify := func(s *server, token string) (int, string) {
+		code, out, errOut := runCLI("verify", "--url", s.url, "--key", vkey, "--trusted", trusted, "--token", token)
+		return code, out + errOut
+	}
+	if code, out := verify(s, adminToken); code != 0 || !strings.Contains(out, "300 records") || !strings.Contains(out, "300 new entries re-hashed") {
+		t.Fatalf("first verify: %d %s", code, out)
+	}
+	postN(s, "b", 200)
+	if code, out := verify(s, adminToken); code != 0 || !strings.Contains(out, "consistent with the trusted checkpoint of 300") || !strings.Contains(out, "200 new entries") {
+		t.Fatalf("incremental verify: %d %s", code, out)
+	}
+	if code, out := verify(s, ""); code != 0 || !strings.Contains(out, "not re-hashed") {
+		t.Fatalf("verify without a token: %d %s", code, out)
+	}
+	s.stop()
+	snapshot := copyDir(t, data) // 500 records
+
+	// The operator rolls the log back to an older copy: refused.
+	s = startServer(t, data)
+	postN(s, "c", 100) // 600, trusted next
+	if code, out := verify(s, ""); code != 0 {
+		t.Fatalf("verify at 600: %d %s", code, out)
+	}
+	s.stop()
+	s = startServer(t, snapshot)
+	if code, out := verify(s, ""); code != 1 || !strings.Contains(out, "shrank") {
+		t.Fatalf("rolled-back log: %d %s; want exit 1 saying it shrank", code, out)
+	}
+	// A fork: the old copy grows past the trusted size with other events.
+	postN(s, "fork", 150)
+	if code, out := verify(s, ""); code != 1 || !strings.Contains(out, "inconsistent") {
+		t.Fatalf("forked log: %d %s; want exit 1 saying it is inconsistent", code, out)
+	}
+	if code, _, errOut := runCLI("verify", "--url", s.url); code != 2 || !strings.Contains(errOut, "--key") {
+		t.Fatalf("verify --url without --key: exit %d %s", code, errOut)
+	}
+	s.stop()
+}
+
+// TestFirstStartCreatesAdminToken covers the bootstrap without
+// AITRAIL_ADMIN_TOKEN: a random token printed once and saved with mode 0600.
+func TestFirstStartCreatesAdminToken(t *testing.T) {
+	data := t.TempDir()
+	s := startServerEnv(t, data, nil)
+	path := filepath.Join(data, adminTokenFile)
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v %v", fi, err)
+	}
+	raw, _ := os.ReadFile(path)
+	token := strings.TrimSpace(string(raw))
+	if !strings.Contains(s.stderr.String(), token) {
+		t.Fatal("the admin token was not printed on first start")
+	}
+	if code, body := s.do("GET", "/v1/tokens", token, "", nil); code != 200 {
+		t.Fatalf("admin token does not work: %d %s", code, body)
+	}
+	for _, name := range []string{masterKeyFile, signerKeyFile, catalogFile} {
+		if fi, err := os.Stat(filepath.Join(data, name)); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: %v, mode %v; want private", name, err, fi.Mode())
+		}
+	}
+	s.stop()
+	s = startServerEnv(t, data, nil)
+	if strings.Contains(s.stderr.String(), token) {
+		t.Fatal("the admin token was printed again on a later start")
+	}
+	s.stop()
+}
+
+// TestWrongMasterKeyFailsClearly starts a data directory with a different
+// master key than it was created with.
+func TestWrongMasterKeyFailsClearly(t *testing.T) {
+	data := t.TempDir()
+	key1 := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+	key2 := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("j", 32)))
+	s := startServerEnv(t, data, []string{"AITRAIL_ADMIN_TOKEN=" + adminToken, "AITRAIL_MASTER_KEY=" + key1})
+	s.post(map[string]any{"type": "a.b", "content": "secret"})
+	s.stop()
+	if _, err := os.Stat(filepath.Join(data, masterKeyFile)); err == nil {
+		t.Fatal("a master key file was written although the key came from the environment")
+	}
+	cmd := exec.Command(os.Args[0], "serve", "--data", data, "--addr", freeAddr(t))
+	cmd.Env = append(os.Environ(), childEnv+"=1", "AITRAIL_MASTER_KEY="+key2)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "master key") {
+		t.Fatalf("start with the wrong master key: %v %s", err, out)
+	}
+}
+
+// TestReindexRebuildsTheIndex deletes the query index and rebuilds it.
+func TestReindexRebuildsTheIndex(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	postN(s, "r", 450)
+	s.stop()
+	os.Remove(filepath.Join(data, indexFile))
+	code, out, errOut := runCLI("reindex", "--data", data)
+	if code != 0 || !strings.Contains(out, "reindexed 450 records") {
+		t.Fatalf("reindex: %d %s %s", code, out, errOut)
+	}
+	s = startServer(t, data)
+	if got := len(s.allEvents("type=ai.*")); got != 450 {
+		t.Fatalf("after reindex the query finds %d events, want 450", got)
+	}
+	s.stop()
+}
+
+// TestQueryCLI prints matching events as JSON lines.
+func TestQueryCLI(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	s.post(map[string]any{"type": "ai.inference", "id": "q1", "actor": map[string]any{"id": "alice"}},
+		map[string]any{"type": "access.attempt", "id": "q2", "actor": map[string]any{"id": "bob"}, "outcome": "denied"})
+	s.waitIndexed()
+	code, out, errOut := runCLI("query", "--url", s.url, "--token", adminToken, "--outcome", "denied")
+	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"id":"q2"`) {
+		t.Fatalf("query: %d %q %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("query", "--url", s.url); code != 2 || !strings.Contains(errOut, "token") {
+		t.Fatalf("query without a token: %d %s", code, errOut)
+	}
+	s.stop()
+}
