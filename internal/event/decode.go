@@ -65,8 +65,13 @@ func Decode(body []byte, mediaType string, lim Limits) ([]Event, error) {
 	// error lists every bad event.
 	events := make([]Event, len(spans))
 	for i, sp := range spans {
+		raw := body[sp.start:sp.end]
+		if fastDecode && decodeFast(raw, &events[i]) == nil {
+			continue
+		}
+		events[i] = Event{}
 		d := structDecoder{index: sp.index, line: sp.line, ps: &ps}
-		d.decode(body[sp.start:sp.end], reflect.ValueOf(&events[i]).Elem(), eventPath(sp.index))
+		d.decode(raw, reflect.ValueOf(&events[i]).Elem(), eventPath(sp.index))
 	}
 	if !ps.empty() {
 		slices.SortStableFunc(ps.list, func(a, b Problem) int { return cmp.Compare(a.Index, b.Index) })

@@ -27,6 +27,13 @@ func FuzzDecode(f *testing.F) {
 	lim := Limits{MaxContentBytes: 4096, MaxBatchEvents: 20, MaxDepth: 12}
 	f.Fuzz(func(t *testing.T, body []byte, mediaType string) {
 		events, err := Decode(body, mediaType, lim)
+		// The fast decoder and the precise one agree on what they accept.
+		fastDecode = false
+		slow, slowErr := Decode(body, mediaType, lim)
+		fastDecode = true
+		if (err == nil) != (slowErr == nil) || (err == nil && !reflect.DeepEqual(events, slow)) {
+			t.Fatalf("fast and precise decoders disagree on %q:\n%#v, %v\n%#v, %v", body, events, err, slow, slowErr)
+		}
 		if err != nil {
 			checkError(t, err, errors.Is(err, ErrMediaType))
 			return

@@ -183,28 +183,47 @@ func TestSwitchFullText(t *testing.T) {
 	}
 }
 
-// TestFollow runs the index behind the real follower.
+// TestFollow runs the index behind the real follower while it is queried.
 func TestFollow(t *testing.T) {
 	ix, _ := openTemp(t, Options{FullText: true})
 	var recs []*event.Record
-	for i := range 2500 {
+	for i := range 5000 {
 		recs = append(recs, realistic(i))
 	}
 	src := &memSource{entries: entries(t, 0, recs...)}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
+	defer cancel()
+	followed := make(chan error)
 	go func() {
-		done <- ledger.Follow(ctx, src, ix, ledger.FollowOptions{
-			Name: "index",
+		followed <- ledger.Follow(ctx, src, ix, ledger.FollowOptions{
+			Name:      "index",
+			BatchSize: 500,
 			OnApply: func(c uint64) {
-				if c == uint64(len(src.entries)) {
+				if c == src.Size() {
 					cancel()
 				}
 			},
 		})
 	}()
-	<-done
-	if got := stats(t, ix); got != (Stats{Records: 2500, Cursor: 2500}) {
+
+	// Readers never wait for the writer, never fail because of it, and
+	// never see a batch half applied.
+	var seen uint64
+	for ctx.Err() == nil {
+		st, err := ix.Stats(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Records != st.Cursor || st.Records%500 != 0 || st.Records < seen {
+			t.Fatalf("read %+v after %d records", st, seen)
+		}
+		seen = st.Records
+		if _, err := ix.Query(context.Background(), Query{Text: "completions", Order: OrderDesc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-followed
+	if got := stats(t, ix); got != (Stats{Records: 5000, Cursor: 5000}) {
 		t.Errorf("after following: %+v", got)
 	}
 }
