@@ -1,0 +1,64 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "aitrail.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	c, err := Load(write(t, "addr: 127.0.0.1:9999\nledger:\n  sync_interval: 250ms\nindex:\n  full_text: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:9999" || c.Ledger.SyncInterval != 250*time.Millisecond || c.FullText() {
+		t.Fatalf("loaded %+v", c)
+	}
+	if c.DataDir != DefaultDataDir || c.Limits.MaxBodyBytes != DefaultMaxBodyBytes {
+		t.Fatal("unset keys lost their defaults")
+	}
+	if c, err := Load(write(t, "")); err != nil || c.Addr != DefaultAddr {
+		t.Fatalf("empty file: %v", err)
+	}
+}
+
+func TestLoadRefusesUnknownKeys(t *testing.T) {
+	_, err := Load(write(t, "addr: 127.0.0.1:1\nlimts:\n  max_body_bytes: 5\n"))
+	if err == nil || !strings.Contains(err.Error(), "limts") || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("got %v, want an error naming the unknown key and its line", err)
+	}
+	if _, err := Load(write(t, "addr: [1, 2]\n")); err == nil {
+		t.Fatal("a list for addr was accepted")
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Default()
+	c.Addr = "nonsense"
+	c.Limits.MaxBatchEvents = 0
+	c.Ledger.SyncInterval = time.Microsecond
+	c.LogLevel = "loud"
+	err := c.Validate()
+	for _, want := range []string{"addr", "max_batch_events", "sync_interval", "log_level"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %s", err, want)
+		}
+	}
+}
