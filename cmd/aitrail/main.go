@@ -46,7 +46,7 @@ func commands() []command {
 		{"reindex", "rebuild the query index from the log", runReindex},
 		{"bench", "load-test a running server", runBench},
 		{"bench-disk", "measure the disk's group-committed fsync rate (benchmark reference)", runBenchDisk},
-		{"version", "print the version", func([]string, io.Writer, io.Writer) error { fmt.Println(version); return nil }},
+		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error { fmt.Fprintln(stdout, version); return nil }},
 	}
 }
 

@@ -35,7 +35,7 @@ func (ix *Index) makeCursor(last uint64, desc bool, fp []byte) string {
 // parseCursor returns the index of the last hit before the page s asks
 // for, if s was made for a query with this order and fingerprint.
 func (ix *Index) parseCursor(s string, desc bool, fp []byte) (uint64, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil || len(b) != cursorSize || b[0] != cursorVersion {
 		return 0, fmt.Errorf("%w: malformed cursor", ErrInvalidQuery)
 	}

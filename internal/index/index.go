@@ -634,7 +634,8 @@ type Stats struct {
 }
 
 // Stats returns the number of indexed records and the cursor, read
-// consistently with each other.
+// consistently with each other. Counting takes time in proportion to the
+// size of the index; use Cursor to follow progress often.
 func (ix *Index) Stats(ctx context.Context) (Stats, error) {
 	var n, c int64
 	err := ix.db.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM records), cursor FROM state").Scan(&n, &c)

@@ -69,8 +69,8 @@ type Query struct {
 	// From and To bound the event time: From inclusive, To exclusive. A
 	// zero time leaves that side unbounded.
 	From, To time.Time
-	// Text keeps records that contain every word (run of non-space) of
-	// Text. With Options.FullText a word matches whole tokens of the
+	// Text keeps records that contain every word of Text (words are
+	// separated by white space; a Text with none does not filter). With Options.FullText a word matches whole tokens of the
 	// record's metadata, case-insensitively; a word ending in "*" matches
 	// as a prefix; punctuation inside a word matches any punctuation
 	// ("10.0.0.1" finds "10-0-0-1"); quotes, operators and other search
@@ -201,16 +201,16 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	// index) order and takes the cursor bound itself, so a page stops early
 	// instead of first collecting every match.
 	from, order := "records", "idx"
-	if q.Text != "" {
+	if ws := words(q.Text); len(ws) > 0 {
 		if ix.fullText {
-			m := ftsQuery(q.Text)
+			m := ftsQuery(ws)
 			if m == "" {
 				w.none()
 			}
 			from, order = "records_fts JOIN records ON idx = records_fts.rowid", "records_fts.rowid"
 			w.add("records_fts MATCH ?", m)
 		} else {
-			for _, word := range words(q.Text) {
+			for _, word := range ws {
 				w.add(`CAST(record AS TEXT) LIKE ? ESCAPE '\'`, "%"+likeEscape(strings.TrimSuffix(word, "*"))+"%")
 			}
 		}
@@ -319,15 +319,16 @@ func prefixEnd(p string) (string, bool) {
 	return "", false
 }
 
-// ftsQuery turns user text into an FTS5 query that is always well formed:
-// every word becomes a quoted string (a phrase of the tokens in it), so FTS5
-// operators, parentheses, column filters and quotes in the text are searched
-// for, not obeyed. A trailing "*" is kept as a prefix match. Words without a
-// token character would be empty phrases and are dropped; ftsQuery returns
-// "" if none is left.
-func ftsQuery(text string) string {
+// ftsQuery turns the words of user text into an FTS5 query that is always
+// well formed: every word becomes a quoted string (a phrase of the tokens in
+// it), so FTS5 operators, parentheses, column filters and quotes in the text
+// are searched for, not obeyed. A trailing "*" is kept as a prefix match.
+// Words without a token character would be empty phrases and are dropped;
+// ftsQuery returns "" if none is left. FuzzText checks that FTS5 accepts
+// whatever it returns.
+func ftsQuery(words []string) string {
 	var b strings.Builder
-	for _, word := range words(text) {
+	for _, word := range words {
 		prefix := false
 		for strings.HasSuffix(word, "*") {
 			word, prefix = word[:len(word)-1], true

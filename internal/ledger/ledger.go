@@ -76,7 +76,8 @@ type Options struct {
 	MaxPending int
 	// MaxBatchBytes bounds the bytes committed in one group commit.
 	MaxBatchBytes int
-	// MaxBlobSize bounds one blob.
+	// MaxBlobSize bounds one blob appended (at most 1 GiB). Blobs already
+	// stored are read whatever the current limit.
 	MaxBlobSize int64
 	// SyncInterval is how often tiles and the checkpoint are made durable.
 	// Until then they can be rebuilt from the segments.
@@ -116,6 +117,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.MaxBlobSize <= 0 {
 		o.MaxBlobSize = DefaultMaxBlobSize
+	}
+	if o.MaxBlobSize > maxFrameBlob {
+		return fmt.Errorf("ledger: MaxBlobSize %d exceeds the format's limit of %d bytes", o.MaxBlobSize, int64(maxFrameBlob))
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
@@ -428,7 +432,10 @@ func (l *Ledger) sequence() {
 				}
 			}
 		}
-		bytes := len(batch[0].items)
+		bytes := 0
+		for _, it := range batch[0].items {
+			bytes += len(it.Record) + len(it.Blob)
+		}
 		for more := true; more && bytes < l.opts.MaxBatchBytes; {
 			select {
 			case r := <-l.queue:
@@ -521,6 +528,7 @@ func (l *Ledger) commit(batch []*request) {
 		off   int64
 	}
 	var bundles []bundleAt
+	lastFrame := 0
 	for _, r := range live {
 		r.results = make([]Result, len(r.items))
 		for i, it := range r.items {
@@ -537,6 +545,7 @@ func (l *Ledger) commit(batch []*request) {
 			if next%merkle.TileWidth == 0 {
 				bundles = append(bundles, bundleAt{next, l.activeSize + int64(len(buf))})
 			}
+			lastFrame = len(buf)
 			buf = appendFrame(buf, it.Record, it.Blob)
 			records = append(records, it.Record)
 			r.results[i] = Result{Index: next}
@@ -546,6 +555,9 @@ func (l *Ledger) commit(batch []*request) {
 			}
 			next++
 		}
+	}
+	if len(records) > 0 {
+		markCommitEnd(buf, lastFrame)
 	}
 	l.wbuf = buf
 

@@ -369,3 +369,20 @@ func TestTilesSurviveLostWatermark(t *testing.T) {
 		t.Fatalf("rebuilt tile differs (%v)", err)
 	}
 }
+
+func TestUnfinishedCommitIsCutWhole(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	fill(t, dir, k.opts(), 300)
+	seg := onlySegment(t, dir)
+	// Two complete frames of a commit whose end marker never reached the
+	// disk: the crash came before its fsync, so neither was acknowledged.
+	f, _ := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write(appendFrame(appendFrame(nil, []byte("k900|unacknowledged"), nil), []byte("k901|unacknowledged"), nil))
+	f.Close()
+	l := open(t, dir, k.opts())
+	defer l.Close()
+	if l.Size() != 300 {
+		t.Fatalf("size %d, want 300: an unfinished commit was kept", l.Size())
+	}
+}

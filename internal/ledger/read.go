@@ -85,7 +85,7 @@ func (l *Ledger) scan(from, count uint64, skipBlobs bool, fn func(uint64, frame)
 	}
 	end := from + count
 	for {
-		sc := newFrameScanner(seg.f, seg.size.Load(), off, l.opts.MaxBlobSize)
+		sc := newFrameScanner(seg.f, seg.size.Load(), off)
 		sc.skipBlobs = skipBlobs
 		for idx < end {
 			// Skipped frames before from need no checksum.

@@ -44,6 +44,9 @@ func (l *Ledger) recover() error {
 	if err != nil {
 		return err
 	}
+	if durable > 0 && cp.Size == 0 {
+		return fmt.Errorf("%w: the signed checkpoint is missing although tiles were made durable for %d records", ErrTampered, durable)
+	}
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
 	visit := func(idx uint64, rec []byte) error {
@@ -199,7 +202,32 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 		f.Close()
 		return nil, fmt.Errorf("%w: segment %s: %v", ErrTampered, segmentName(first), err)
 	}
-	sc := newFrameScanner(f, size, segHeaderSize, l.opts.MaxBlobSize)
+	if last {
+		// Find where the last complete group commit ends: everything after
+		// it belongs to a commit whose fsync never finished, so it was never
+		// acknowledged, and is cut off whole. Damage before that point, or
+		// covered by the signed checkpoint, is an error.
+		end, endIdx, bad, reason, err := completeCommits(f, size, first)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if end < size {
+			if endIdx < cpSize {
+				f.Close()
+				return nil, fmt.Errorf("%w: record %d (segment %s): %v; the signed checkpoint covers %d records",
+					ErrTampered, bad, segmentName(first), reason, cpSize)
+			}
+			l.log.Warn("cutting off an incomplete commit that was never acknowledged",
+				"segment", segmentName(first), "first_record", endIdx, "bytes", size-end, "reason", reason)
+			if err := cutTail(path, end); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("couldn't cut off incomplete tail: %w", err)
+			}
+			size = end
+		}
+	}
+	sc := newFrameScanner(f, size, segHeaderSize)
 	idx := first
 	for {
 		fr, err := sc.next()
@@ -207,18 +235,8 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 			break
 		}
 		if err != nil {
-			if !last || idx < cpSize {
-				f.Close()
-				return nil, fmt.Errorf("%w: record %d (segment %s, offset %d): %v", ErrTampered, idx, segmentName(first), sc.off, err)
-			}
-			l.log.Warn("cutting off an incomplete tail that was never acknowledged",
-				"segment", segmentName(first), "record", idx, "bytes", size-sc.off, "reason", err.Error())
-			if err := cutTail(path, sc.off); err != nil {
-				f.Close()
-				return nil, fmt.Errorf("couldn't cut off incomplete tail: %w", err)
-			}
-			size = sc.off
-			break
+			f.Close()
+			return nil, fmt.Errorf("%w: record %d (segment %s, offset %d): %v", ErrTampered, idx, segmentName(first), sc.off, err)
 		}
 		if idx%merkle.TileWidth == 0 {
 			l.bundles = append(l.bundles, bundleLoc{seg, fr.off})
@@ -232,6 +250,36 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 	seg.count.Store(idx - first)
 	seg.size.Store(size)
 	return seg, nil
+}
+
+// completeCommits scans a segment for the end of its last complete group
+// commit: the offset after the last frame marked as ending a commit, the
+// index of the record there, the index of the first record that is damaged
+// or incomplete, and why the bytes after it (if any) are not a complete
+// commit.
+func completeCommits(f *os.File, size int64, first uint64) (end int64, endIdx, bad uint64, reason string, err error) {
+	sc := newFrameScanner(f, size, segHeaderSize)
+	sc.skipBlobs = false
+	end, endIdx, idx := int64(segHeaderSize), first, first
+	for {
+		fr, err := sc.next()
+		if err == io.EOF {
+			if end < size {
+				return end, endIdx, endIdx, "the last commit has no end marker", nil
+			}
+			return end, endIdx, idx, "", nil
+		}
+		if err != nil {
+			if errors.Is(err, errTruncated) || errors.Is(err, errChecksum) || errors.Is(err, errFrameSize) {
+				return end, endIdx, idx, err.Error(), nil
+			}
+			return 0, 0, 0, "", fmt.Errorf("couldn't read segment: %w", err)
+		}
+		idx++
+		if fr.commitEnd {
+			end, endIdx = sc.off, idx
+		}
+	}
 }
 
 func cutTail(path string, size int64) error {

@@ -21,7 +21,10 @@ import (
 //
 //	u32 record length | u32 blob length | u32 CRC-32C | record | blob
 //
-// where the CRC covers the two lengths, the record and the blob. The record
+// where the CRC covers the two lengths, the record and the blob. The top bit
+// of the record length marks the last frame of a group commit, so recovery
+// can tell a commit that was written whole from one cut short by a crash.
+// The record
 // is the canonical JSON the Merkle leaf commits to; the blob is the record's
 // encrypted content (or empty), kept beside the record but outside the tree.
 const (
@@ -67,6 +70,9 @@ func segHeader(first uint64) []byte {
 	return h
 }
 
+// commitEndBit marks the last frame of a group commit.
+const commitEndBit = 1 << 31
+
 // appendFrame appends one framed record to buf.
 func appendFrame(buf, record, blob []byte) []byte {
 	var h [frameHeaderSize]byte
@@ -81,6 +87,18 @@ func appendFrame(buf, record, blob []byte) []byte {
 	return append(buf, blob...)
 }
 
+// markCommitEnd sets the commit-end bit on the frame at off in buf and
+// updates its checksum.
+func markCommitEnd(buf []byte, off int) {
+	h := buf[off:]
+	recLen := binary.BigEndian.Uint32(h[0:])
+	blobLen := binary.BigEndian.Uint32(h[4:])
+	binary.BigEndian.PutUint32(h[0:], recLen|commitEndBit)
+	crc := crc32.Update(0, crcTable, h[:8])
+	crc = crc32.Update(crc, crcTable, h[frameHeaderSize:frameHeaderSize+int(recLen)+int(blobLen)])
+	binary.BigEndian.PutUint32(h[8:], crc)
+}
+
 // frameSize is the size on disk of a framed record.
 func frameSize(record, blob int) int64 { return int64(frameHeaderSize + record + blob) }
 
@@ -93,9 +111,10 @@ var (
 
 // frame is one decoded frame.
 type frame struct {
-	off    int64 // offset of the frame header in the segment
-	record []byte
-	blob   []byte
+	off       int64 // offset of the frame header in the segment
+	record    []byte
+	blob      []byte
+	commitEnd bool // the last frame of a group commit
 }
 
 // frameScanner reads the frames of one segment sequentially with large
@@ -108,13 +127,17 @@ type frameScanner struct {
 	buf       []byte
 	bufOff    int64 // file offset of buf[0]
 	skipBlobs bool
-	maxBlob   int64
 }
+
+// maxFrameBlob is the largest blob the segment format holds. It is a
+// property of the format, not of the configuration, so that a log written
+// under a larger limit is always readable.
+const maxFrameBlob = 1<<30 + 1<<20
 
 const scanChunk = 1 << 20
 
-func newFrameScanner(r io.ReaderAt, size, off int64, maxBlob int64) *frameScanner {
-	return &frameScanner{r: r, size: size, off: off, bufOff: off, maxBlob: maxBlob}
+func newFrameScanner(r io.ReaderAt, size, off int64) *frameScanner {
+	return &frameScanner{r: r, size: size, off: off, bufOff: off}
 }
 
 // window returns n bytes at file offset off, reading ahead in chunks.
@@ -151,15 +174,16 @@ func (s *frameScanner) next() (frame, error) {
 	if err != nil {
 		return frame{}, err
 	}
-	recLen := int64(binary.BigEndian.Uint32(h[0:]))
+	recField := binary.BigEndian.Uint32(h[0:])
+	recLen := int64(recField &^ commitEndBit)
 	blobLen := int64(binary.BigEndian.Uint32(h[4:]))
 	crc := binary.BigEndian.Uint32(h[8:])
 	var lens [8]byte
 	copy(lens[:], h[:8])
-	if recLen == 0 || recLen > maxRecordBytes || blobLen > s.maxBlob {
+	if recLen == 0 || recLen > maxRecordBytes || blobLen > maxFrameBlob {
 		return frame{}, errFrameSize
 	}
-	f := frame{off: s.off}
+	f := frame{off: s.off, commitEnd: recField&commitEndBit != 0}
 	body := s.off + frameHeaderSize
 	if body+recLen+blobLen > s.size {
 		return frame{}, errTruncated

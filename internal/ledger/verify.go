@@ -24,8 +24,6 @@ type VerifyOptions struct {
 	CheckEntry func(index uint64, record, blob []byte) error
 	// Progress, if set, is called now and then with the records checked.
 	Progress func(done uint64)
-	// MaxBlobSize bounds blobs; default DefaultMaxBlobSize.
-	MaxBlobSize int64
 }
 
 // VerifyReport summarises a successful verification.
@@ -64,9 +62,6 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	var rep VerifyReport
 	if opts.Verifier == nil {
 		return rep, errors.New("verify: a verifier key is required")
-	}
-	if opts.MaxBlobSize <= 0 {
-		opts.MaxBlobSize = DefaultMaxBlobSize
 	}
 	bad := func(idx int64, format string, args ...any) (VerifyReport, error) {
 		return rep, &VerifyError{Index: idx, What: fmt.Sprintf(format, args...)}
@@ -132,7 +127,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			f.Close()
 			return bad(int64(n), "segment %s: %v", segmentName(first), err)
 		}
-		sc := newFrameScanner(f, fi.Size(), segHeaderSize, opts.MaxBlobSize)
+		sc := newFrameScanner(f, fi.Size(), segHeaderSize)
 		for {
 			fr, err := sc.next()
 			if err == io.EOF {
@@ -175,6 +170,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		f.Close()
 	}
 	rep.Records = n
+	if cp.Size == 0 && n > 0 {
+		return bad(-1, "checkpoint: missing, but the log holds %d records (a server that crashed before its first sync signs one when started)", n)
+	}
 	if cp.Size > n {
 		return bad(int64(n), "missing: the signed checkpoint covers %d records but the log holds %d", cp.Size, n)
 	}
