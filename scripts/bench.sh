@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs aitrail's ingest benchmarks in one go on this machine and prints the
+# figures recorded in docs/BENCHMARKS.md:
+#   - the raw reference: one writer appending 1 KiB records to one file with
+#     group-committed fdatasync (aitrail bench-disk);
+#   - batched ingest: 8 clients x 100 events of ~1 KiB;
+#   - single-event ingest: 64 clients x 1 event;
+#   - acknowledgement latency at light load (1 client, 100 requests/s);
+#   - index lag during batched ingest, peak server memory;
+#   - aitrail verify --data speed over the log the run wrote.
+# Usage: scripts/bench.sh [seconds per run, default 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+bin=$work/aitrail
+go build -o "$bin" ./cmd/aitrail
+data=$work/data
+addr=127.0.0.1:18181
+export AITRAIL_TOKEN=bench-admin-token
+
+echo "## machine"
+echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "- memory: $(free -g | awk '/Mem:/ {print $2}') GiB; disk: $(df -h "$work" | awk 'NR==2 {print $2" "$1}')"
+echo "- $(go version)"
+echo
+
+echo "## raw reference (bench-disk: 1 KiB records, 800 per fdatasync)"
+mkdir -p "$data"
+ref=$("$bin" bench-disk --dir "$data" --size 1024 --batch 800 --duration "${secs}s" --json)
+echo "$ref"
+ref_rps=$(echo "$ref" | sed 's/.*"records_per_sec":\([0-9.]*\).*/\1/')
+
+AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --data "$data" --addr "$addr" --log-level warn 2>"$work/server.log" &
+pid=$!
+for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
+
+lag_max=0
+watch_lag() {
+  while kill -0 "$1" 2>/dev/null; do
+    l=$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records/ {print int($2)}')
+    [ -n "$l" ] && [ "$l" -gt "$lag_max" ] && lag_max=$l
+    sleep 0.1
+  done
+  echo "$lag_max"
+}
+
+echo
+echo "## batched ingest (8 clients x 100 events of ~1 KiB)"
+"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --json >"$work/batched.json" &
+bpid=$!
+max_lag=$(watch_lag $bpid)
+wait $bpid
+cat "$work/batched.json"
+batched_rps=$(sed 's/.*"events_per_sec":\([0-9.]*\).*/\1/' "$work/batched.json")
+echo "- max index lag during the run: $max_lag records"
+start=$(date +%s.%N)
+while [ "$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records/ {print int($2)}')" != "0" ]; do sleep 0.05; done
+echo "- index caught up $(echo "$(date +%s.%N) - $start" | bc) s after the run"
+echo "- ratio to the raw reference: $(echo "scale=3; $batched_rps / $ref_rps" | bc)"
+
+echo
+echo "## single-event ingest (64 clients x 1 event)"
+"$bin" bench --url "http://$addr" --clients 64 --batch 1 --size 1024 --duration "${secs}s" --json
+
+echo
+echo "## light load (1 client, 100 requests/s, 1 event each)"
+"$bin" bench --url "http://$addr" --clients 1 --batch 1 --size 1024 --rate 100 --duration 10s --json
+
+echo
+echo "## batched ingest with content (encrypted), same shape"
+"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${secs}s" --json
+
+echo
+echo "## server memory"
+grep -E 'VmHWM|VmRSS' /proc/$pid/status
+
+kill -TERM $pid; wait $pid || true
+echo
+echo "## verify --data"
+"$bin" verify --data "$data" --quiet=false 2>/dev/null | tail -1
