@@ -166,16 +166,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		MaxBlobSize:  cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
 		SyncInterval: cfg.Ledger.SyncInterval,
 		Lookup: func(ctx context.Context, keys []string) (map[string]uint64, error) {
-			out := map[string]uint64{}
-			for _, key := range keys {
-				tenant, id := splitKey(key)
-				i, ok, err := idx.LookupID(ctx, tenant, id)
-				if err != nil {
-					return nil, err
-				}
-				if ok {
-					out[key] = i
-				}
+			ks := make([]index.Key, len(keys))
+			for i, key := range keys {
+				ks[i].Tenant, ks[i].ID = splitKey(key)
+			}
+			found, err := idx.LookupIDs(ctx, ks)
+			if err != nil {
+				return nil, err
+			}
+			out := make(map[string]uint64, len(found))
+			for k, i := range found {
+				out[httpapi.IdempotencyKey(k.Tenant, k.ID)] = i
 			}
 			return out, nil
 		},

@@ -1,0 +1,54 @@
+package index
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+func TestLookupIDs(t *testing.T) {
+	ctx := context.Background()
+	ix, err := Open(t.TempDir()+"/index.db", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	var entries []ledger.Entry
+	for i := 0; i < 1200; i++ {
+		tenant := "a"
+		if i%2 == 1 {
+			tenant = "b"
+		}
+		data, err := event.Canonical(&event.Record{ID: fmt.Sprintf("id-%d", i/2), Type: "t.x", Tenant: tenant})
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, ledger.Entry{Index: uint64(i), Data: data})
+	}
+	if err := ix.Apply(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	var keys []Key
+	for i := 0; i < 700; i++ {
+		keys = append(keys, Key{"a", fmt.Sprintf("id-%d", i)})
+	}
+	keys = append(keys, Key{"c", "id-1"}, Key{"b", "nope"})
+	got, err := ix.LookupIDs(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 600 {
+		t.Fatalf("found %d keys, want 600 (tenant a holds id-0..id-599)", len(got))
+	}
+	for i := 0; i < 600; i++ {
+		if idx, ok := got[Key{"a", fmt.Sprintf("id-%d", i)}]; !ok || idx != uint64(2*i) {
+			t.Fatalf("id-%d in tenant a: %d %v, want %d", i, idx, ok, 2*i)
+		}
+	}
+	if _, ok := got[Key{"c", "id-1"}]; ok {
+		t.Fatal("an id was found in a tenant that does not hold it")
+	}
+}
