@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func postN(s *server, prefix string, n int) {
@@ -162,4 +163,31 @@ func TestQueryCLI(t *testing.T) {
 		t.Fatalf("query without a token: %d %s", code, errOut)
 	}
 	s.stop()
+}
+
+// TestTailCLI follows new events as they are written.
+func TestTailCLI(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	s.post(map[string]any{"type": "ai.inference", "id": "old"})
+	s.waitIndexed()
+	cmd := exec.Command(os.Args[0], "tail", "--url", s.url, "--token", adminToken, "--interval", "50ms", "--type", "ai.*")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out := &syncBuffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(300 * time.Millisecond)
+	s.post(map[string]any{"type": "ai.inference", "id": "new-1"}, map[string]any{"type": "data.upload", "id": "other"})
+	s.post(map[string]any{"type": "ai.embedding", "id": "new-2"})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), `"id":"new-2"`) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := out.String()
+	if strings.Contains(got, `"id":"old"`) || strings.Contains(got, `"id":"other"`) ||
+		!strings.Contains(got, `"id":"new-1"`) || !strings.Contains(got, `"id":"new-2"`) || strings.Count(got, "\n") != 2 {
+		t.Fatalf("tail printed %q; want exactly new-1 and new-2", got)
+	}
 }

@@ -156,7 +156,7 @@ func IdempotencyKey(tenant, id string) string { return tenant + "\x00" + id }
 
 // queryParams are the parameters GET /v1/events accepts.
 var queryParams = map[string]bool{"tenant": true, "type": true, "actor": true, "model": true, "outcome": true,
-	"resource": true, "from": true, "to": true, "q": true, "limit": true, "cursor": true, "order": true}
+	"resource": true, "from": true, "to": true, "q": true, "limit": true, "cursor": true, "order": true, "after": true}
 
 func parseQuery(v url.Values) (index.Query, error) {
 	for k, vs := range v {
@@ -183,6 +183,13 @@ func parseQuery(v url.Values) (index.Query, error) {
 			}
 			*t.dst = tm
 		}
+	}
+	if s := v.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 63)
+		if err != nil {
+			return q, errorf(http.StatusBadRequest, "invalid_query", "after must be a log index (a non-negative integer)")
+		}
+		q.After = &n
 	}
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)

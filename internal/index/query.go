@@ -88,6 +88,10 @@ type Query struct {
 	Cursor string
 	// Order is OrderAsc (the default when empty) or OrderDesc, by log index.
 	Order string
+	// After, if set, keeps only records with a log index above it: a
+	// client following the log (aitrail tail) resumes from the last index
+	// it printed.
+	After *uint64
 }
 
 // LookupID returns the log index of the record with this id in tenant, if
@@ -195,6 +199,9 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	}
 	if !q.To.IsZero() {
 		w.add("time < ?", unixNano(q.To))
+	}
+	if q.After != nil {
+		w.add("idx > ?", int64(*q.After))
 	}
 	// Without text, rows come from records in log order. With full text
 	// they are driven by the FTS index, which yields matches in rowid (log
