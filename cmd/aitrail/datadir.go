@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/index"
 )
 
 // Files in the data directory.
@@ -146,6 +147,22 @@ func readVerifier(dataDir string) (note.Verifier, error) {
 		return nil, fmt.Errorf("couldn't read the log's public key: %w", err)
 	}
 	return note.NewVerifier(strings.TrimSpace(string(pub)))
+}
+
+// openIndex opens the query index, creating its file private first: it
+// holds every record's metadata (SQLite gives its -wal and -shm files the
+// same mode).
+func openIndex(dataDir string, fullText bool) (*index.Index, error) {
+	path := filepath.Join(dataDir, indexFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't create the query index: %w", err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, err
+	}
+	return index.Open(path, index.Options{FullText: fullText})
 }
 
 // writeNew writes a file that must not exist yet, durably.

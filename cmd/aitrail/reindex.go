@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/aitrail/aitrail/internal/config"
-	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -44,7 +43,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("couldn't open the log: %w", err)
 	}
 	defer led.Close()
-	idx, err := index.Open(filepath.Join(*data, indexFile), index.Options{FullText: *fullText})
+	idx, err := openIndex(*data, *fullText)
 	if err != nil {
 		return fmt.Errorf("couldn't open the index: %w", err)
 	}

@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		fmt.Fprintf(stderr, "Admin token (shown once; also saved in %s):\n  %s\n", path, token)
 	}
 
-	idx, err := index.Open(filepath.Join(cfg.DataDir, indexFile), index.Options{FullText: cfg.FullText()})
+	idx, err := openIndex(cfg.DataDir, cfg.FullText())
 	if err != nil {
 		return fmt.Errorf("couldn't open the query index: %w", err)
 	}
