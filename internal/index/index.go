@@ -25,9 +25,9 @@
 // halves the rate at which records can be indexed, which is why it is off
 // unless asked for.
 //
-// Indexing costs about 35 µs of CPU per 1.4 KiB record without full text
-// (half of it decoding JSON, done on a second goroutine while SQLite
-// writes) and about twice that with it; BenchmarkApply measures it.
+// Indexing is CPU-bound: Apply writes to SQLite on the caller's goroutine
+// while others decode the next records. Each secondary index and full text
+// cost a large share of the rate; BenchmarkApply measures it.
 //
 // Visibility is enforced here, not only by callers: every read takes the
 // tenants the caller may see, and a record of any other tenant is reported as
