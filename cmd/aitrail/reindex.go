@@ -18,7 +18,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("reindex", stderr)
 	data := fs.String("data", config.DefaultDataDir, "data directory")
 	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
-	fullText := fs.Bool("full-text", true, "build the text search index too (as index.full_text in the server's config)")
+	fullText := fs.Bool("full-text", false, "build the full-text index too (as index.full_text: true in the server's config)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

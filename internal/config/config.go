@@ -82,8 +82,10 @@ type Ledger struct {
 
 // Index configures the query index.
 type Index struct {
-	// FullText enables the `q` text search (costs ingest throughput).
-	FullText *bool `yaml:"full_text"`
+	// FullText keeps a full-text index for the `q` search parameter. It
+	// halves the rate at which the index keeps up with ingest, so it is off
+	// by default; without it `q` still works, by a slower scan.
+	FullText bool `yaml:"full_text"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -122,8 +124,8 @@ func Load(path string) (Config, error) {
 	return c, nil
 }
 
-// FullText reports whether text search is enabled (default true).
-func (c Config) FullText() bool { return c.Index.FullText == nil || *c.Index.FullText }
+// FullText reports whether the full-text index is enabled.
+func (c Config) FullText() bool { return c.Index.FullText }
 
 // Validate returns every problem with the configuration, joined.
 func (c Config) Validate() error {

@@ -24,11 +24,11 @@ func TestDefaultIsValid(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
-	c, err := Load(write(t, "addr: 127.0.0.1:9999\nledger:\n  sync_interval: 250ms\nindex:\n  full_text: false\n"))
+	c, err := Load(write(t, "addr: 127.0.0.1:9999\nledger:\n  sync_interval: 250ms\nindex:\n  full_text: true\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != "127.0.0.1:9999" || c.Ledger.SyncInterval != 250*time.Millisecond || c.FullText() {
+	if c.Addr != "127.0.0.1:9999" || c.Ledger.SyncInterval != 250*time.Millisecond || !c.FullText() {
 		t.Fatalf("loaded %+v", c)
 	}
 	if c.DataDir != DefaultDataDir || c.Limits.MaxBodyBytes != DefaultMaxBodyBytes {

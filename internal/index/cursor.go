@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -94,6 +95,11 @@ func (q *Query) fingerprint(desc bool) []byte {
 	str(q.Text)
 	tm(q.From)
 	tm(q.To)
+	if q.After == nil {
+		str("")
+	} else {
+		str(strconv.FormatUint(*q.After, 10))
+	}
 	str(string(orderByte(desc)))
 	return h.Sum(nil)
 }

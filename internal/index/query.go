@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -201,7 +202,11 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 		w.add("time < ?", unixNano(q.To))
 	}
 	if q.After != nil {
-		w.add("idx > ?", int64(*q.After))
+		if *q.After >= math.MaxInt64 {
+			w.none() // no log index is that large
+		} else {
+			w.add("idx > ?", int64(*q.After))
+		}
 	}
 	// Without text, rows come from records in log order. With full text
 	// they are driven by the FTS index, which yields matches in rowid (log

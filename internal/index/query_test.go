@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -117,6 +118,10 @@ func TestQueryFilters(t *testing.T) {
 			{"actor, model and tenant", Query{Actor: "alice", Model: "gpt-4o", Tenant: "globex"}, []uint64{}},
 			{"resource and outcome", Query{Resource: "deployment:dep-1", Outcome: "success", Type: "model.deploy"}, []uint64{3}},
 			{"text and tenant", Query{Text: "completions", Tenant: "initech"}, []uint64{4}},
+			{"after", Query{After: new(uint64(2))}, []uint64{3, 4, 5}},
+			{"after 0", Query{After: new(uint64(0))}, []uint64{1, 2, 3, 4, 5}},
+			{"after the largest index", Query{After: new(uint64(math.MaxUint64))}, []uint64{}},
+			{"after and text", Query{After: new(uint64(0)), Text: "completions"}, []uint64{4}},
 			{"desc", Query{Actor: "alice", Order: OrderDesc}, []uint64{4, 2, 0}},
 			{"limit", Query{Limit: 2}, []uint64{0, 1}},
 		}
@@ -367,6 +372,7 @@ func TestInvalidQuery(t *testing.T) {
 		{"cursor with other order", Query{Tenant: "acme", Order: OrderDesc, Cursor: good}},
 		{"cursor with other filter", Query{Tenant: "globex", Cursor: good}},
 		{"cursor with an added filter", Query{Tenant: "acme", Actor: "alice", Cursor: good}},
+		{"cursor with after", Query{Tenant: "acme", After: new(uint64(0)), Cursor: good}},
 		{"cursor from another index", Query{Tenant: "acme", Cursor: otherCursor.NextCursor}},
 	}
 	for _, tt := range tests {
