@@ -34,10 +34,7 @@ const (
 )
 
 var (
-	typePattern    = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
-	tenantPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	attrKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_./:-]+$`)
-	timePattern    = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$`)
+	timePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$`)
 )
 
 // Normalize checks one event against the contract and returns the record
@@ -165,7 +162,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 		c.add(".type", "is required, such as ai.inference")
 	case len(r.Type) > maxTypeBytes:
 		c.add(".type", "must be at most %d bytes", maxTypeBytes)
-	case !typePattern.MatchString(r.Type):
+	case !isEventType(r.Type):
 		c.add(".type", "must be lowercase dotted words such as ai.inference: segments of [a-z0-9_] starting with a letter, separated by dots")
 	}
 
@@ -179,7 +176,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 
 	if r.Tenant == "" {
 		r.Tenant = DefaultTenant
-	} else if !tenantPattern.MatchString(r.Tenant) {
+	} else if !IsTenant(r.Tenant) {
 		c.add(".tenant", "must match [a-z0-9][a-z0-9_-]{0,62}")
 	}
 
@@ -243,13 +240,98 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 }
 
 // text checks a free-text string field and returns it.
+// The patterns below are checked byte by byte rather than with regexp:
+// they run for every event and the tests pin them to the documented
+// expressions.
+
+// isEventType reports whether s matches ^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$.
+func isEventType(s string) bool {
+	start := true
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		switch {
+		case b >= 'a' && b <= 'z':
+			start = false
+		case (b >= '0' && b <= '9') || b == '_':
+			if start {
+				return false
+			}
+		case b == '.':
+			if start {
+				return false
+			}
+			start = true
+		default:
+			return false
+		}
+	}
+	return !start
+}
+
+// IsTenant reports whether s is a valid tenant name:
+// ^[a-z0-9][a-z0-9_-]{0,62}$.
+func IsTenant(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		switch {
+		case (b >= 'a' && b <= 'z') || (b >= '0' && b <= '9'):
+		case (b == '_' || b == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isAttrKey reports whether s matches ^[A-Za-z0-9_./:-]+$.
+func isAttrKey(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !((b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') || (b >= '0' && b <= '9') ||
+			b == '_' || b == '.' || b == '/' || b == ':' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// hasControl reports whether s (valid UTF-8) holds a control character
+// (unicode.IsControl: C0, DEL and C1), other than tab, newline and carriage
+// return when allowWhitespace. It walks bytes: text is nearly always ASCII.
+func hasControl(s string, allowWhitespace bool) bool {
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		switch {
+		case b < 0x20:
+			if !allowWhitespace || (b != '\t' && b != '\n' && b != '\r') {
+				return true
+			}
+		case b == 0x7f:
+			return true
+		case b >= utf8.RuneSelf:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if unicode.IsControl(r) {
+				return true
+			}
+			i += size - 1
+		}
+	}
+	return false
+}
+
 func (c *checker) text(field, s string) string {
 	switch {
 	case !utf8.ValidString(s):
 		c.add(field, "must be valid UTF-8")
 	case len(s) > maxTextBytes:
 		c.add(field, "must be at most %d bytes", maxTextBytes)
-	case strings.ContainsFunc(s, unicode.IsControl):
+	case hasControl(s, false):
 		c.add(field, "must not contain control characters")
 	}
 	return s
@@ -323,19 +405,20 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 		return nil
 	}
 	out := make(map[string]any, len(in))
+	// Sorted, so that problems are reported in a stable order.
 	for _, k := range slices.Sorted(maps.Keys(in)) {
-		field := ".attributes" + keySegment(k)
+		field := func() string { return ".attributes" + keySegment(k) }
 		switch {
 		case k == "" || len(k) > maxAttrKeyBytes:
-			c.add(field, "key must be 1 to %d bytes", maxAttrKeyBytes)
+			c.add(field(), "key must be 1 to %d bytes", maxAttrKeyBytes)
 			continue
-		case !attrKeyPattern.MatchString(k):
-			c.add(field, `key must match [A-Za-z0-9_.\-/:]+`)
+		case !isAttrKey(k):
+			c.add(field(), `key must match [A-Za-z0-9_.\-/:]+`)
 			continue
 		}
 		v, msg := attributeValue(in[k])
 		if msg != "" {
-			c.add(field, "%s", msg)
+			c.add(field(), "%s", msg)
 			continue
 		}
 		out[k] = v
@@ -354,7 +437,7 @@ func attributeValue(v any) (any, string) {
 			return nil, "must be valid UTF-8"
 		case len(v) > maxAttrValueBytes:
 			return nil, fmt.Sprintf("must be at most %d bytes", maxAttrValueBytes)
-		case strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }):
+		case hasControl(v, true):
 			return nil, "must not contain control characters other than tab, newline and carriage return"
 		}
 		return v, ""
