@@ -51,6 +51,11 @@ type span struct {
 // ErrMediaType for a media type other than MediaTypeJSON and MediaTypeNDJSON.
 func Decode(body []byte, mediaType string, lim Limits) ([]Event, error) {
 	lim = lim.orDefaults()
+	if fastDecode {
+		if events, ok := decodeAllFast(body, mediaType, lim); ok {
+			return events, nil
+		}
+	}
 	var spans []span
 	var ps problems
 	switch {
@@ -66,7 +71,7 @@ func Decode(body []byte, mediaType string, lim Limits) ([]Event, error) {
 	events := make([]Event, len(spans))
 	for i, sp := range spans {
 		raw := body[sp.start:sp.end]
-		if fastDecode && decodeFast(raw, &events[i]) == nil {
+		if decodeFast(raw, &events[i]) == nil {
 			continue
 		}
 		events[i] = Event{}

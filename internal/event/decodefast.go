@@ -1,14 +1,16 @@
 package event
 
 import (
+	"bytes"
 	stdjson "encoding/json"
 	"errors"
+	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// fastDecode lets tests turn the fast path off to compare.
+// fastDecode lets tests turn the fast whole-body path off to compare.
 var fastDecode = true
 
 // fastOptions make encoding/json/v2 decode an event as strictly as
@@ -42,4 +44,81 @@ func decodeFast(raw []byte, e *Event) error {
 		e.Content = nil // null means absent, as for every field
 	}
 	return nil
+}
+
+// decodeAllFast decodes a body that is entirely valid, or reports false:
+// then Decode's precise path runs and names every problem. It accepts
+// exactly what the precise path accepts (FuzzDecode checks this): the same
+// media types, blank NDJSON lines, batch limits, nesting limit, and each
+// event an object that encoding/json/v2 decodes strictly (v2 itself refuses
+// invalid UTF-8, duplicate names and trailing data).
+func decodeAllFast(body []byte, mediaType string, lim Limits) ([]Event, bool) {
+	var raws [][]byte
+	switch {
+	case strings.EqualFold(mediaType, MediaTypeNDJSON):
+		for off := 0; off < len(body); {
+			end := len(body)
+			if i := bytes.IndexByte(body[off:], '\n'); i >= 0 {
+				end = off + i
+			}
+			line := bytes.Trim(body[off:end], " \t\r\n")
+			off = end + 1
+			if len(line) > 0 {
+				raws = append(raws, line)
+			}
+		}
+	case strings.EqualFold(mediaType, MediaTypeJSON):
+		trimmed := bytes.Trim(body, " \t\r\n")
+		var batch struct {
+			Events []jsontext.Value `json:"events"`
+		}
+		if jsonv2.Unmarshal(trimmed, &batch, jsonv2.RejectUnknownMembers(true)) == nil {
+			raws = make([][]byte, len(batch.Events))
+			for i, e := range batch.Events {
+				raws[i] = bytes.Trim(e, " \t\r\n")
+			}
+		} else {
+			raws = [][]byte{trimmed}
+		}
+	default:
+		return nil, false
+	}
+	if len(raws) == 0 || len(raws) > lim.MaxBatchEvents {
+		return nil, false
+	}
+	events := make([]Event, len(raws))
+	for i, raw := range raws {
+		if len(raw) == 0 || raw[0] != '{' || tooDeep(raw, lim.MaxDepth) || decodeFast(raw, &events[i]) != nil {
+			return nil, false
+		}
+	}
+	return events, true
+}
+
+// tooDeep reports whether JSON text nests containers more than max levels.
+func tooDeep(b []byte, max int) bool {
+	depth, inString := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			if depth++; depth > max {
+				return true
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return false
 }
