@@ -73,3 +73,24 @@ func ParseRecord(data []byte) (*Record, error) {
 	}
 	return &r, nil
 }
+
+// contentDigestPrefix starts the content reference in a canonical record.
+// It can occur nowhere else: string values escape their quotes, and
+// attribute values are never objects.
+var contentDigestPrefix = []byte(`"content":{"digest":"`)
+
+// ContentDigest returns the content digest a stored (canonical) record
+// commits to, without parsing the whole record; ok is false if the record
+// references no content. Verification calls it for every record.
+func ContentDigest(record []byte) (digest string, ok bool) {
+	i := bytes.Index(record, contentDigestPrefix)
+	if i < 0 {
+		return "", false
+	}
+	rest := record[i+len(contentDigestPrefix):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return "", false
+	}
+	return string(rest[:j]), true
+}

@@ -69,3 +69,18 @@ func BenchmarkCanonical(b *testing.B) {
 		Canonical(r)
 	}
 }
+
+func TestContentDigest(t *testing.T) {
+	ts := time.Now()
+	r := &Record{ID: "x", Type: "a.b", Tenant: "t", Time: ts, ReceivedAt: ts,
+		Attributes: map[string]any{"content": `"content":{"digest":"forged"}`, "note": "x"}}
+	b, _ := Canonical(r)
+	if d, ok := ContentDigest(b); ok {
+		t.Fatalf("record without content: found digest %q", d)
+	}
+	r.Content = &ContentRef{Digest: "sha256:abc", KeyID: "k", Size: 3}
+	b, _ = Canonical(r)
+	if d, ok := ContentDigest(b); !ok || d != "sha256:abc" {
+		t.Fatalf("ContentDigest = %q, %v", d, ok)
+	}
+}
