@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -307,17 +305,11 @@ func tuneGC() {
 
 // recordKey extracts a stored record's idempotency key (tenant and id).
 func recordKey(rec []byte) (string, error) {
-	var r struct {
-		ID     string `json:"id"`
-		Tenant string `json:"tenant"`
-	}
-	if err := json.Unmarshal(rec, &r); err != nil {
+	tenant, id, err := event.RecordKey(rec)
+	if err != nil {
 		return "", err
 	}
-	if r.ID == "" || r.Tenant == "" {
-		return "", errors.New("record without id or tenant")
-	}
-	return httpapi.IdempotencyKey(r.Tenant, r.ID), nil
+	return httpapi.IdempotencyKey(tenant, id), nil
 }
 
 func splitKey(key string) (tenant, id string) {

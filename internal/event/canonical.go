@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Canonical returns the record's RFC 8785 (JCS) canonical JSON: the bytes
@@ -93,4 +95,40 @@ func ContentDigest(record []byte) (digest string, ok bool) {
 		return "", false
 	}
 	return string(rest[:j]), true
+}
+
+// RecordKey returns a stored record's tenant and id (its idempotency key)
+// reading only the top level of the record, which is much cheaper than
+// parsing it: the ledger calls it for every record when it starts.
+func RecordKey(record []byte) (tenant, id string, err error) {
+	d := jsontext.NewDecoder(bytes.NewReader(record))
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
+		return "", "", fmt.Errorf("%w: not a JSON object", ErrMalformedRecord)
+	}
+	for d.PeekKind() != '}' {
+		tok, err := d.ReadToken()
+		if err != nil {
+			return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
+		}
+		switch name := tok.String(); name {
+		case "id", "tenant":
+			v, err := d.ReadToken()
+			if err != nil || v.Kind() != '"' {
+				return "", "", fmt.Errorf("%w: %s is not a string", ErrMalformedRecord, name)
+			}
+			if name == "id" {
+				id = v.String()
+			} else {
+				tenant = v.String()
+			}
+			if id != "" && tenant != "" {
+				return tenant, id, nil
+			}
+		default:
+			if err := d.SkipValue(); err != nil {
+				return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
+			}
+		}
+	}
+	return "", "", fmt.Errorf("%w: no id or tenant", ErrMalformedRecord)
 }

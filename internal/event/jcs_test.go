@@ -84,3 +84,18 @@ func TestContentDigest(t *testing.T) {
 		t.Fatalf("ContentDigest = %q, %v", d, ok)
 	}
 }
+
+func TestRecordKey(t *testing.T) {
+	ts := time.Now()
+	b, _ := Canonical(&Record{ID: "ev-1", Type: "a.b", Tenant: "acme", Time: ts, ReceivedAt: ts,
+		Actor: &Actor{ID: "not-this"}, Attributes: map[string]any{"id": "nor-this", "tenant": "x"}})
+	tenant, id, err := RecordKey(b)
+	if err != nil || tenant != "acme" || id != "ev-1" {
+		t.Fatalf("RecordKey = %q, %q, %v", tenant, id, err)
+	}
+	for _, bad := range []string{"", "[]", `{"id":1,"tenant":"t"}`, `{"id":"x"}`, `{"id":"x","tenant":`} {
+		if _, _, err := RecordKey([]byte(bad)); err == nil {
+			t.Errorf("RecordKey(%q) succeeded", bad)
+		}
+	}
+}

@@ -87,8 +87,10 @@ type Options struct {
 	// Forget); keys it does not know are absent from the result. Nil means
 	// keys are only remembered in memory.
 	Lookup func(ctx context.Context, keys []string) (map[string]uint64, error)
-	// KeyOf extracts the idempotency key from a stored record; at start the
-	// ledger reloads keys of records from RecentFrom on. Nil disables that.
+	// KeyOf extracts the idempotency key from a stored record. At start
+	// the ledger reads the key of every record, to know which keys are
+	// certainly new (then Lookup is not asked) and to remember those from
+	// RecentFrom on. Required with Lookup.
 	KeyOf func(record []byte) (string, error)
 	// RecentFrom is the first index whose key Lookup may not find (the query
 	// index's cursor).
@@ -126,6 +128,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Lookup != nil && o.KeyOf == nil {
+		return errors.New("ledger: Lookup needs KeyOf")
 	}
 	return nil
 }
@@ -198,6 +203,7 @@ type Ledger struct {
 	active     *os.File
 	activeSize int64
 	recent     map[string]uint64
+	seen       *keyFilter // every key in the log
 	recentQ    []keyAt
 	forgot     uint64
 	wbuf       []byte
@@ -266,6 +272,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		sizeCh:   make(chan struct{}),
 		queue:    make(chan *request, 4096),
 		recent:   map[string]uint64{},
+		seen:     newKeyFilter(0),
 		madeDirs: map[string]bool{},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -320,7 +327,8 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	if l.opts.Lookup != nil {
 		keys := make([]string, 0, len(items))
 		for _, it := range items {
-			if it.Key != "" {
+			// Keys the filter has never seen are new: no query needed.
+			if it.Key != "" && l.seen.MayContain(it.Key) {
 				keys = append(keys, it.Key)
 			}
 		}
@@ -607,6 +615,7 @@ func (l *Ledger) commit(batch []*request) {
 	l.activeSize += int64(len(buf))
 	for _, k := range newKeys {
 		l.recent[k.key] = k.index
+		l.seen.Add(k.key)
 	}
 	l.recentQ = append(l.recentQ, newKeys...)
 

@@ -50,6 +50,19 @@ func (l *Ledger) recover() error {
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
 	visit := func(idx uint64, rec []byte) error {
+		if l.opts.KeyOf != nil {
+			key, err := l.opts.KeyOf(rec)
+			if err != nil {
+				return fmt.Errorf("%w: record %d: %v", ErrTampered, idx, err)
+			}
+			if key != "" {
+				l.seen.Add(key)
+				if idx >= l.opts.RecentFrom {
+					l.recent[key] = idx
+					l.recentQ = append(l.recentQ, keyAt{key, idx})
+				}
+			}
+		}
 		full, err := l.builder.Append(merkle.LeafHash(rec))
 		if err != nil {
 			return err
@@ -111,9 +124,6 @@ func (l *Ledger) recover() error {
 		return fmt.Errorf("couldn't open active segment: %w", err)
 	}
 	l.active, l.activeSize = f, last.size.Load()
-	if err := l.loadRecentKeys(n); err != nil {
-		return err
-	}
 	return l.publishRecovered(cp)
 }
 
@@ -304,24 +314,6 @@ func (l *Ledger) compareTile(id merkle.TileID, want []byte) error {
 		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), id.Path())
 	}
 	return nil
-}
-
-// loadRecentKeys remembers the keys of records the index may not know yet.
-func (l *Ledger) loadRecentKeys(n uint64) error {
-	if l.opts.KeyOf == nil || l.opts.RecentFrom >= n {
-		return nil
-	}
-	return l.scan(l.opts.RecentFrom, n-l.opts.RecentFrom, true, func(idx uint64, fr frame) error {
-		key, err := l.opts.KeyOf(fr.record)
-		if err != nil {
-			return fmt.Errorf("record %d: %w", idx, err)
-		}
-		if key != "" {
-			l.recent[key] = idx
-			l.recentQ = append(l.recentQ, keyAt{key, idx})
-		}
-		return nil
-	})
 }
 
 // readTileFile reads a tile from disk. A request for a prefix of a tile

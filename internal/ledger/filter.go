@@ -1,0 +1,90 @@
+package ledger
+
+import (
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+)
+
+// keyFilter is a Bloom filter of every idempotency key in the log, so that
+// Append asks Options.Lookup (a database query) only about keys that may
+// have been seen: nearly every new key is known to be new from memory. It
+// grows by adding larger filters, each sized for twice the keys of the one
+// before, keeping the false-positive rate near 1%. Add and MayContain are
+// safe for concurrent use.
+type keyFilter struct {
+	seed maphash.Seed
+	mu   sync.RWMutex
+	sets []*bloom
+}
+
+// filterBitsPerKey and filterHashes give about a 1% false-positive rate.
+const (
+	filterBitsPerKey = 10
+	filterHashes     = 7
+	filterMinKeys    = 1 << 16
+)
+
+type bloom struct {
+	words []atomic.Uint64
+	bits  uint64
+	keys  atomic.Int64
+	cap   int64
+}
+
+func newBloom(keys int64) *bloom {
+	bits := uint64(keys * filterBitsPerKey)
+	bits = (bits + 63) &^ 63
+	return &bloom{words: make([]atomic.Uint64, bits/64), bits: bits, cap: keys}
+}
+
+func newKeyFilter(expected int64) *keyFilter {
+	return &keyFilter{seed: maphash.MakeSeed(), sets: []*bloom{newBloom(max(expected, filterMinKeys))}}
+}
+
+// positions derives the filter's bit positions from two halves of one hash.
+func (f *keyFilter) hashes(key string) (uint64, uint64) {
+	h := maphash.String(f.seed, key)
+	return h, h>>33 | h<<31 | 1
+}
+
+// Add records key.
+func (f *keyFilter) Add(key string) {
+	f.mu.RLock()
+	b := f.sets[len(f.sets)-1]
+	f.mu.RUnlock()
+	if b.keys.Add(1) > b.cap {
+		f.mu.Lock()
+		if last := f.sets[len(f.sets)-1]; last == b {
+			f.sets = append(f.sets, newBloom(min(b.cap*2, math.MaxInt64/filterBitsPerKey)))
+		}
+		b = f.sets[len(f.sets)-1]
+		f.mu.Unlock()
+		b.keys.Add(1)
+	}
+	h1, h2 := f.hashes(key)
+	for i := uint64(0); i < filterHashes; i++ {
+		bit := (h1 + i*h2) % b.bits
+		b.words[bit/64].Or(1 << (bit % 64))
+	}
+}
+
+// MayContain reports false only if key was never added.
+func (f *keyFilter) MayContain(key string) bool {
+	h1, h2 := f.hashes(key)
+	f.mu.RLock()
+	sets := f.sets
+	f.mu.RUnlock()
+	for _, b := range sets {
+		found := true
+		for i := uint64(0); i < filterHashes && found; i++ {
+			bit := (h1 + i*h2) % b.bits
+			found = b.words[bit/64].Load()&(1<<(bit%64)) != 0
+		}
+		if found {
+			return true
+		}
+	}
+	return false
+}
