@@ -218,6 +218,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		ledger.Follow(followCtx, led, idx, ledger.FollowOptions{
 			Name:   "index",
 			Logger: log,
+			Linger: indexLinger,
 			OnApply: func(c uint64) {
 				indexCursor.Store(c)
 				led.Forget(c)
@@ -285,6 +286,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	log.Info("stopped", "records", led.Size())
 	return nil
 }
+
+// indexLinger lets the query index apply records in batches even when they
+// arrive one at a time; queries see new events at most this much later.
+const indexLinger = 50 * time.Millisecond
 
 // Garbage collector defaults for the server, unless GOGC or GOMEMLIMIT say
 // otherwise: ingest allocates briskly but holds little, so collecting less
