@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/merkle"
 )
@@ -49,7 +50,13 @@ func (l *Ledger) recover() error {
 	}
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
+	started, lastReport := time.Now(), time.Now()
 	visit := func(idx uint64, rec []byte) error {
+		if idx%4096 == 0 && time.Since(lastReport) > 5*time.Second {
+			l.log.Info("recovering the log: re-hashing every record", "records", idx,
+				"per_second", int(float64(idx)/time.Since(started).Seconds()))
+			lastReport = time.Now()
+		}
 		if l.opts.KeyOf != nil {
 			key, err := l.opts.KeyOf(rec)
 			if err != nil {
