@@ -97,21 +97,26 @@ func decodeAllFast(body []byte, mediaType string, lim Limits) ([]Event, bool) {
 
 // tooDeep reports whether JSON text nests containers more than max levels.
 func tooDeep(b []byte, max int) bool {
-	depth, inString := 0, false
+	depth := 0
 	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+		switch b[i] {
 		case '"':
-			inString = true
+			// Jump to the closing quote: one not preceded by an odd
+			// number of backslashes.
+			for {
+				j := bytes.IndexByte(b[i+1:], '"')
+				if j < 0 {
+					return false // unterminated: v2 refuses it
+				}
+				i += 1 + j
+				k := i - 1
+				for k >= 0 && b[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
 		case '{', '[':
 			if depth++; depth > max {
 				return true

@@ -99,3 +99,22 @@ func TestRecordKey(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSizeBound: the cheap bound must never be below the real size, or
+// Normalize would let an oversized record through its size check.
+func FuzzSizeBound(f *testing.F) {
+	f.Add("id", "a.b", "acme", "act\x01\"\\", "k", "v\u2028", 1.5, true)
+	f.Fuzz(func(t *testing.T, id, typ, tenant, action, key, val string, num float64, flag bool) {
+		r := &Record{ID: id, Type: typ, Tenant: tenant, Action: action, Time: time.Unix(0, 0), ReceivedAt: time.Unix(1, 1),
+			Actor: &Actor{ID: action, IP: id}, Model: &Model{Name: val}, Resource: &Resource{ID: key},
+			Dataset: &Dataset{Name: id}, API: &API{Name: typ}, Prompt: &Prompt{ID: tenant},
+			Attributes: map[string]any{key: val, key + "n": num, key + "b": flag}, TraceID: id, SpanID: typ}
+		b, err := canonical(r)
+		if err != nil {
+			return
+		}
+		if bound := sizeBound(r); bound < len(b) {
+			t.Fatalf("bound %d below the real size %d", bound, len(b))
+		}
+	})
+}

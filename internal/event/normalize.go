@@ -556,10 +556,55 @@ func (c *checker) content(raw json.RawMessage, lim Limits) []byte {
 // fits checks that the record, once the caller has set its ContentRef, is
 // small enough for the log, so that a batch is refused before anything of it
 // is stored rather than at commit.
+// sizeBound is an upper bound of the size of r's canonical encoding
+// (without content), cheap to compute: every string byte may become a
+// six-byte escape, and every member's punctuation is counted generously.
+func sizeBound(r *Record) int {
+	const (
+		structure = 1024 // member names, braces, commas, colons and quotes of the fixed fields
+		escape    = 6    // the longest escape of one byte: \u00XX
+		number    = 32   // the longest number RFC 8785 writes, with margin
+	)
+	n := structure + 2*len(time.RFC3339Nano)
+	for _, s := range []string{r.ID, r.Type, r.Tenant, r.Action, r.Outcome, r.TraceID, r.SpanID} {
+		n += escape * len(s)
+	}
+	if a := r.Actor; a != nil {
+		n += escape * (len(a.ID) + len(a.Type) + len(a.IP) + len(a.UserAgent) + len(a.SessionID))
+	}
+	if x := r.Resource; x != nil {
+		n += escape * (len(x.Type) + len(x.ID) + len(x.Name))
+	}
+	if x := r.Model; x != nil {
+		n += escape * (len(x.Provider) + len(x.Name) + len(x.Version) + len(x.Digest))
+	}
+	if x := r.Dataset; x != nil {
+		n += escape * (len(x.Name) + len(x.Version) + len(x.Digest))
+	}
+	if x := r.API; x != nil {
+		n += escape * (len(x.Name) + len(x.Version))
+	}
+	if x := r.Prompt; x != nil {
+		n += escape * (len(x.ID) + len(x.Version) + len(x.Digest))
+	}
+	for k, v := range r.Attributes {
+		n += escape*len(k) + 4
+		if s, ok := v.(string); ok {
+			n += escape*len(s) + 2
+		} else {
+			n += number
+		}
+	}
+	return n
+}
+
 func (c *checker) fits(r Record, hasContent bool) {
 	limit := MaxRecordSize
 	if hasContent {
 		limit -= contentRefReserve
+	}
+	if sizeBound(&r) <= limit {
+		return // certainly fits: no need to encode it
 	}
 	b, err := canonical(&r)
 	if err != nil {
