@@ -207,8 +207,7 @@ type Ledger struct {
 	recentQ    []keyAt
 	forgot     uint64
 	wbuf       []byte
-	failed     error
-	failedErr  atomic.Value
+	failedErr  atomic.Value // the storage failure that stopped appends
 	madeDirs   map[string]bool
 
 	cacheMu   sync.Mutex
@@ -495,7 +494,7 @@ func (l *Ledger) commit(batch []*request) {
 			close(r.done)
 		}
 	}
-	if l.failed != nil {
+	if l.failedErr.Load() != nil {
 		reply(ErrFailed)
 		return
 	}
@@ -531,11 +530,7 @@ func (l *Ledger) commit(batch []*request) {
 	var records [][]byte
 	var newKeys []keyAt
 	inBatch := map[string]uint64{}
-	type bundleAt struct {
-		index uint64
-		off   int64
-	}
-	var bundles []bundleAt
+	var bundleOffs []int64 // where each record starting an entry bundle is
 	lastFrame := 0
 	for _, r := range live {
 		r.results = make([]Result, len(r.items))
@@ -551,7 +546,7 @@ func (l *Ledger) commit(batch []*request) {
 				}
 			}
 			if next%merkle.TileWidth == 0 {
-				bundles = append(bundles, bundleAt{next, l.activeSize + int64(len(buf))})
+				bundleOffs = append(bundleOffs, l.activeSize+int64(len(buf)))
 			}
 			lastFrame = len(buf)
 			buf = appendFrame(buf, it.Record, it.Blob)
@@ -621,8 +616,8 @@ func (l *Ledger) commit(batch []*request) {
 
 	l.mu.Lock()
 	seg := l.segs[len(l.segs)-1]
-	for _, b := range bundles {
-		l.bundles = append(l.bundles, bundleLoc{seg, b.off})
+	for _, off := range bundleOffs {
+		l.bundles = append(l.bundles, bundleLoc{seg, off})
 	}
 	seg.count.Add(uint64(len(records)))
 	seg.size.Store(l.activeSize)
@@ -656,7 +651,6 @@ func (l *Ledger) sign() (*published, error) {
 
 func (l *Ledger) fail(err error) {
 	l.log.Error("ledger stopped accepting writes", "err", err)
-	l.failed = err
 	l.failedErr.Store(err)
 }
 
