@@ -191,3 +191,31 @@ func TestTailCLI(t *testing.T) {
 		t.Fatalf("tail printed %q; want exactly new-1 and new-2", got)
 	}
 }
+
+// TestBenchAndMetrics runs the load generator briefly against a server and
+// checks the metrics an operator watches.
+func TestBenchAndMetrics(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	code, out, errOut := runCLI("bench", "--url", s.url, "--token", adminToken, "--clients", "2", "--batch", "10", "--duration", "500ms")
+	if code != 0 || !strings.Contains(out, "events/s") || !strings.Contains(out, "p99") {
+		t.Fatalf("bench: %d %q %s", code, out, errOut)
+	}
+	code, out, errOut = runCLI("bench-disk", "--dir", t.TempDir(), "--duration", "200ms")
+	if code != 0 || !strings.Contains(out, "records/s") {
+		t.Fatalf("bench-disk: %d %q %s", code, out, errOut)
+	}
+	s.waitIndexed()
+	_, metrics := s.do("GET", "/metrics", "", "", nil)
+	for _, want := range []string{
+		"aitrail_ledger_records " + fmt.Sprint(s.size()),
+		`aitrail_follower_lag_records{follower="index"} 0`,
+		"aitrail_ingest_events_total",
+		"aitrail_ledger_commit_seconds_bucket",
+		`aitrail_http_requests_total{code="200",route="/v1/events"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	s.stop()
+}
