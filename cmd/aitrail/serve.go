@@ -216,9 +216,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	go func() {
 		defer close(followDone)
 		ledger.Follow(followCtx, led, idx, ledger.FollowOptions{
-			Name:   "index",
-			Logger: log,
-			Linger: indexLinger,
+			Name:      "index",
+			Logger:    log,
+			Linger:    indexLinger,
+			BatchSize: indexBatch,
 			OnApply: func(c uint64) {
 				indexCursor.Store(c)
 				led.Forget(c)
@@ -290,6 +291,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 // indexLinger lets the query index apply records in batches even when they
 // arrive one at a time; queries see new events at most this much later.
 const indexLinger = 50 * time.Millisecond
+
+// indexBatch is the most records the index applies in one transaction:
+// larger transactions let it catch up about a fifth faster than 1000.
+const indexBatch = 5000
 
 // Garbage collector defaults for the server, unless GOGC or GOMEMLIMIT say
 // otherwise: ingest allocates briskly but holds little, so collecting less
