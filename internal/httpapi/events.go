@@ -51,7 +51,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, allowed ...st
 	default:
 		return nil, "", errorf(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
 	}
-	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	// Size the buffer from Content-Length when it is honest and small
+	// enough, instead of growing it by doubling.
+	buf := bytes.NewBuffer(nil)
+	if cl := r.ContentLength; cl > 0 && cl <= limit && r.Header.Get("Content-Encoding") == "" {
+		buf.Grow(int(cl) + 1)
+	}
+	_, err = buf.ReadFrom(io.LimitReader(body, limit+1))
+	data := buf.Bytes()
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe) || int64(len(data)) > limit:

@@ -22,7 +22,7 @@ func TestKeyFilter(t *testing.T) {
 			fp++
 		}
 	}
-	if rate := float64(fp) / 100_000; rate > 0.05 {
-		t.Fatalf("false-positive rate %.3f, want about 0.01", rate)
+	if rate := float64(fp) / 100_000; rate > 0.005 {
+		t.Fatalf("false-positive rate %.3f, want about 0.0005", rate)
 	}
 }
