@@ -117,7 +117,7 @@ func TestLoadMasterKeyFileRefuses(t *testing.T) {
 
 func TestKEKID(t *testing.T) {
 	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
-	if crypto.KEKID(a) != crypto.KEKID(a) || crypto.KEKID(a) == crypto.KEKID(b) {
+	if crypto.KEKID(a) != crypto.KEKID(bytes.Clone(a)) || crypto.KEKID(a) == crypto.KEKID(b) {
 		t.Errorf("KEKID must be stable per key and differ between keys")
 	}
 	if !regexp.MustCompile(`^mk1-[0-9a-f]{8}$`).MatchString(crypto.KEKID(a)) {

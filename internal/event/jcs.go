@@ -111,10 +111,9 @@ func appendCanonical(b []byte, r *Record) ([]byte, error) {
 
 // objWriter writes the members of one JSON object.
 type objWriter struct {
-	b     []byte
-	n     int
-	bad   bool
-	inner *objWriter
+	b   []byte
+	n   int
+	bad bool
 }
 
 func (o *objWriter) key(k string) {

@@ -99,9 +99,6 @@ func markCommitEnd(buf []byte, off int) {
 	binary.BigEndian.PutUint32(h[8:], crc)
 }
 
-// frameSize is the size on disk of a framed record.
-func frameSize(record, blob int) int64 { return int64(frameHeaderSize + record + blob) }
-
 // errFrame classes the ways a frame can be damaged.
 var (
 	errTruncated = errors.New("truncated record")
