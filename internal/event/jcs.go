@@ -149,6 +149,10 @@ func appendString(b []byte, s string) ([]byte, bool) {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
+		if n := plainASCII(s, i); n > 0 {
+			i += n - 1
+			continue
+		}
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue
