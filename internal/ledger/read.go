@@ -216,8 +216,8 @@ func (l *Ledger) LeafHash(index uint64) (merkle.Hash, error) {
 	return h[0], nil
 }
 
-// tileCacheSize bounds the full tiles kept in memory (8 KiB each).
-const tileCacheSize = 4096
+// tileCacheSize bounds the full tiles kept in memory (8 KiB each, 8 MiB in all).
+const tileCacheSize = 1024
 
 // readFullTile reads a full tile, through a cache: full tiles never change.
 func (l *Ledger) readFullTile(id merkle.TileID) ([]byte, error) {

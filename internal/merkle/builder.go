@@ -144,7 +144,7 @@ type HashCache struct {
 }
 
 // hashCacheSize bounds a HashCache (about 50 bytes an entry).
-const hashCacheSize = 1 << 20
+const hashCacheSize = 1 << 18
 
 func (c *HashCache) get(x int64) (Hash, bool) {
 	c.mu.Lock()
