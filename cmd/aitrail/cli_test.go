@@ -137,7 +137,11 @@ func TestReindexRebuildsTheIndex(t *testing.T) {
 	s := startServer(t, data)
 	postN(s, "r", 450)
 	s.stop()
-	os.Remove(filepath.Join(data, indexFile))
+	// A damaged index stops the server with a hint; reindex repairs it.
+	os.WriteFile(filepath.Join(data, indexFile), []byte("this is not a database, just garbage bytes..."), 0o600)
+	if code, errOut := runChild(t, 30*time.Second, "serve", "--data", data, "--addr", freeAddr(t)); code == 0 || !strings.Contains(errOut, "aitrail reindex") {
+		t.Fatalf("serve with a damaged index: exit %d, %q", code, errOut)
+	}
 	code, out, errOut := runCLI("reindex", "--data", data)
 	if code != 0 || !strings.Contains(out, "reindexed 450 records") {
 		t.Fatalf("reindex: %d %s %s", code, out, errOut)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -43,6 +45,13 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("couldn't open the log: %w", err)
 	}
 	defer led.Close()
+	// The index is rebuilt from scratch, so start from fresh files: that
+	// also repairs an index file too damaged to open.
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(filepath.Join(*data, indexFile+suffix)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("couldn't remove the old index: %w", err)
+		}
+	}
 	idx, err := openIndex(*data, *fullText)
 	if err != nil {
 		return fmt.Errorf("couldn't open the index: %w", err)

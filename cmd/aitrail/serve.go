@@ -134,7 +134,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 
 	idx, err := openIndex(cfg.DataDir, cfg.FullText())
 	if err != nil {
-		return fmt.Errorf("couldn't open the query index: %w", err)
+		return fmt.Errorf("couldn't open the query index: %w (the index is derived from the log: `aitrail reindex --data %s` rebuilds it)", err, cfg.DataDir)
 	}
 	defer idx.Close()
 	cursor, err := idx.Cursor(ctx)
