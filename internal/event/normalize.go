@@ -176,7 +176,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 
 	if r.Tenant == "" {
 		r.Tenant = DefaultTenant
-	} else if !IsTenant(r.Tenant) {
+	} else if !isTenant(r.Tenant) {
 		c.add(".tenant", "must match [a-z0-9][a-z0-9_-]{0,62}")
 	}
 
@@ -268,9 +268,9 @@ func isEventType(s string) bool {
 	return !start
 }
 
-// IsTenant reports whether s is a valid tenant name:
+// isTenant reports whether s is a valid tenant name:
 // ^[a-z0-9][a-z0-9_-]{0,62}$.
-func IsTenant(s string) bool {
+func isTenant(s string) bool {
 	if len(s) == 0 || len(s) > 63 {
 		return false
 	}

@@ -76,38 +76,42 @@ func uintParam(r *http.Request, name string, def uint64, required bool) (uint64,
 
 // inclusionProof handles GET /v1/proof/inclusion?index=N&size=M.
 func (s *Server) inclusionProof(w http.ResponseWriter, r *http.Request) {
+	n := s.Ledger.Size()
 	idx, err := uintParam(r, "index", 0, true)
-	if err == nil {
-		var size uint64
-		size, err = uintParam(r, "size", s.Ledger.Size(), false)
-		if err == nil {
-			if size == 0 || idx >= size || size > s.Ledger.Size() {
-				err = errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need index < size ≤ %d", s.Ledger.Size()))
-			} else {
-				s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.InclusionProof(idx, size) })
-				return
-			}
-		}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
-	s.writeError(w, r, err)
+	size, err := uintParam(r, "size", n, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if size == 0 || idx >= size || size > n {
+		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need index < size ≤ %d", n)))
+		return
+	}
+	s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.InclusionProof(idx, size) })
 }
 
 // consistencyProof handles GET /v1/proof/consistency?from=A&to=B.
 func (s *Server) consistencyProof(w http.ResponseWriter, r *http.Request) {
+	n := s.Ledger.Size()
 	from, err := uintParam(r, "from", 0, true)
-	if err == nil {
-		var to uint64
-		to, err = uintParam(r, "to", s.Ledger.Size(), false)
-		if err == nil {
-			if from > to || to > s.Ledger.Size() {
-				err = errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need from ≤ to ≤ %d", s.Ledger.Size()))
-			} else {
-				s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.ConsistencyProof(from, to) })
-				return
-			}
-		}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
 	}
-	s.writeError(w, r, err)
+	to, err := uintParam(r, "to", n, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if from > to || to > n {
+		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need from ≤ to ≤ %d", n)))
+		return
+	}
+	s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.ConsistencyProof(from, to) })
 }
 
 func (s *Server) writeProof(w http.ResponseWriter, r *http.Request, prove func() ([]merkle.Hash, error)) {

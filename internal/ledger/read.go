@@ -178,7 +178,7 @@ func (l *Ledger) Bundle(n uint64, w int) ([]byte, error) {
 // hashReader reads hashes of the published tree.
 func (l *Ledger) hashReader() (uint64, tlog.HashReader) {
 	p := l.pub.Load()
-	return p.size, merkle.CachedTileHashReader(p.size, l.tileReader(p.size, p.partial), &l.hashes)
+	return p.size, merkle.TileHashReader(p.size, l.tileReader(p.size, p.partial), &l.hashes)
 }
 
 // InclusionProof proves record index is in the tree of the given size.

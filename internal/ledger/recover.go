@@ -142,15 +142,13 @@ func (l *Ledger) publishRecovered(cp merkle.Checkpoint) error {
 		return err
 	}
 	l.pub.Store(pub)
-	if cp.Size != pub.size || l.unsyncedOnStart() {
+	if cp.Size != pub.size || l.unsynced.Load() > 0 {
 		if err := l.syncTiles(); err != nil {
 			return fmt.Errorf("couldn't make the recovered tiles durable: %w", err)
 		}
 	}
 	return nil
 }
-
-func (l *Ledger) unsyncedOnStart() bool { return l.unsynced.Load() > 0 }
 
 // readCheckpoint reads and verifies the stored checkpoint. A missing file is
 // an empty checkpoint (a new log, or a crash before the first sync).
@@ -191,17 +189,11 @@ func (l *Ledger) readWatermark() (uint64, error) {
 // record.
 func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(uint64, []byte) error) (*segment, error) {
 	path := filepath.Join(l.dir, segDir, segmentName(first))
-	f, err := os.Open(path)
+	f, size, err := openSegmentFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("couldn't open segment %s: %w", segmentName(first), err)
-	}
-	seg := &segment{first: first, path: path, f: f}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
-	size := fi.Size()
+	seg := &segment{first: first, path: path, f: f}
 	if size < segHeaderSize && last && first >= cpSize {
 		// Crashed while creating the segment: start it again.
 		f.Close()

@@ -210,6 +210,20 @@ func (s *frameScanner) next() (frame, error) {
 	return f, nil
 }
 
+// openSegmentFile opens a segment for reading and returns its size.
+func openSegmentFile(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("couldn't open segment %s: %w", filepath.Base(path), err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
 // checkSegHeader validates a segment's header.
 func checkSegHeader(f *os.File, first uint64) error {
 	h := make([]byte, segHeaderSize)

@@ -114,20 +114,15 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			return bad(int64(n), "segment %s starts at record %d; the records before it end at %d", segmentName(first), first, n)
 		}
 		path := filepath.Join(dir, segDir, segmentName(first))
-		f, err := os.Open(path)
+		f, size, err := openSegmentFile(path)
 		if err != nil {
-			return rep, err
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			f.Close()
 			return rep, err
 		}
 		if err := checkSegHeader(f, first); err != nil {
 			f.Close()
 			return bad(int64(n), "segment %s: %v", segmentName(first), err)
 		}
-		sc := newFrameScanner(f, fi.Size(), segHeaderSize)
+		sc := newFrameScanner(f, size, segHeaderSize)
 		for {
 			fr, err := sc.next()
 			if err == io.EOF {

@@ -128,13 +128,6 @@ func (b *Builder) ReadHashes(indexes []int64) ([]Hash, error) {
 	return out, nil
 }
 
-// TileHashReader returns a tlog.HashReader for the tree of size n whose
-// tiles read returns. It asks read only for tiles (or tile prefixes) that
-// lie inside the tree of size n.
-func TileHashReader(n uint64, read TileReader) tlog.HashReader {
-	return CachedTileHashReader(n, read, nil)
-}
-
 // HashCache remembers hashes computed from tiles. Every stored hash names a
 // complete subtree, which never changes, so entries never go stale. It is
 // safe for concurrent use and bounded in size.
@@ -162,9 +155,10 @@ func (c *HashCache) put(x int64, h Hash) {
 	c.m[x] = h
 }
 
-// CachedTileHashReader is TileHashReader with a cache of computed hashes,
-// which may be nil.
-func CachedTileHashReader(n uint64, read TileReader, hc *HashCache) tlog.HashReader {
+// TileHashReader returns a tlog.HashReader for the tree of size n whose
+// tiles read returns, remembering computed hashes in hc (which may be nil).
+// It asks read only for tiles (or tile prefixes) inside the tree of size n.
+func TileHashReader(n uint64, read TileReader, hc *HashCache) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]Hash, error) {
 		out := make([]Hash, len(indexes))
 		cache := map[TileID][]byte{}
