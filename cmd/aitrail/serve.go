@@ -26,6 +26,7 @@ import (
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/httpapi"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
 )
@@ -176,7 +177,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 			}
 			out := make(map[string]uint64, len(found))
 			for k, i := range found {
-				out[httpapi.IdempotencyKey(k.Tenant, k.ID)] = i
+				out[ingest.Key(k.Tenant, k.ID)] = i
 			}
 			return out, nil
 		},
@@ -227,13 +228,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		})
 	}()
 
+	pipeline := &ingest.Pipeline{
+		Ledger: led,
+		Sealer: keyring,
+		Limits: event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
+	}
 	api := &httpapi.Server{
 		Ledger:       led,
 		Index:        idx,
-		Sealer:       keyring,
+		Opener:       keyring,
+		Ingest:       pipeline,
 		Auth:         auth,
 		PublicKey:    vkey,
-		Limits:       event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
 		Registry:     reg,
 		Logger:       log,
@@ -319,7 +325,7 @@ func recordKey(rec []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return httpapi.IdempotencyKey(tenant, id), nil
+	return ingest.Key(tenant, id), nil
 }
 
 func splitKey(key string) (tenant, id string) {

@@ -8,25 +8,16 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
-// apiError is an error with the status and code a client sees. Its message
-// is safe to show; internal errors never become apiErrors.
-type apiError struct {
-	status  int
-	code    string
-	message string
-	details []any
-}
-
-func (e *apiError) Error() string { return e.message }
-
-func errorf(status int, code, message string, details ...any) *apiError {
-	return &apiError{status: status, code: code, message: message, details: details}
+// errorf returns an error a client may see.
+func errorf(status int, code, message string, details ...any) *apierr.Error {
+	return apierr.New(status, code, message, details...)
 }
 
 // retryAfterSeconds is the Retry-After sent with pushback.
@@ -36,7 +27,7 @@ const retryAfterSeconds = 1
 // client may learn about map to 4xx/503 with their message; anything else is
 // logged and answered with a bare 500.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ae *apiError
+	var ae *apierr.Error
 	var ee *event.Error
 	switch {
 	case errors.As(err, &ae):
@@ -86,17 +77,17 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = errorf(http.StatusInternalServerError, "internal", "internal error")
 	}
-	if ae.status == http.StatusServiceUnavailable || ae.status == http.StatusTooManyRequests {
+	if ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
-	if ae.status == http.StatusUnauthorized {
+	if ae.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="aitrail"`)
 	}
-	body := map[string]any{"code": ae.code, "message": ae.message}
-	if len(ae.details) > 0 {
-		body["details"] = ae.details
+	body := map[string]any{"code": ae.Code, "message": ae.Message}
+	if len(ae.Details) > 0 {
+		body["details"] = ae.Details
 	}
-	writeJSON(w, ae.status, map[string]any{"error": body})
+	writeJSON(w, ae.Status, map[string]any{"error": body})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

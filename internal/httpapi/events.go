@@ -19,12 +19,11 @@ import (
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
-	"github.com/aitrail/aitrail/internal/ledger"
 	"github.com/aitrail/aitrail/internal/merkle"
 )
 
 // readBody returns the request body, decompressed and bounded, and its
-// media type. Anything unexpected is an apiError.
+// media type. Anything unexpected is an *apierr.Error.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string) ([]byte, string, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	ok := err == nil
@@ -72,94 +71,34 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, allowed ...st
 	return data, mt, nil
 }
 
-type ingestResult struct {
-	ID        string `json:"id"`
-	Index     uint64 `json:"index"`
-	Duplicate bool   `json:"duplicate,omitempty"`
-}
-
 // ingest handles POST /v1/events: validate everything, encrypt content,
 // append atomically, and answer only once the records are durable.
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
-	p := principalFrom(r.Context())
 	body, mt, err := readBody(w, r, s.MaxBodyBytes, "application/json", "application/x-ndjson")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	events, err := event.Decode(body, mt, s.Limits)
+	events, err := event.Decode(body, mt, s.Ingest.Limits)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	records, contents, err := event.NormalizeAll(events, s.Now(), s.Limits)
+	receipt, err := s.Ingest.Append(r.Context(), principalFrom(r.Context()), events)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	var denied []any
-	for i, rec := range records {
-		if !p.CanSeeTenant(rec.Tenant) {
-			denied = append(denied, map[string]any{"index": i, "field": fmt.Sprintf("events[%d].tenant", i),
-				"message": "this token may not write to that tenant"})
-		}
-	}
-	if len(denied) > 0 {
-		s.writeError(w, r, errorf(http.StatusForbidden, "forbidden", "the token may not write to every tenant in the request", denied...))
-		return
-	}
-	items := make([]ledger.Item, len(records))
-	var tooLarge []event.Problem
-	for i := range records {
-		rec := &records[i]
-		var blob []byte
-		if contents[i] != nil {
-			var keyID string
-			blob, keyID, err = s.Sealer.Seal(r.Context(), rec.Tenant, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
-			if err != nil {
-				s.writeError(w, r, fmt.Errorf("couldn't encrypt content: %w", err))
-				return
-			}
-			rec.Content = &event.ContentRef{Digest: crypto.Digest(blob), KeyID: keyID, Size: int64(len(contents[i]))}
-		}
-		data, err := event.Canonical(rec)
-		var ee *event.Error
-		if errors.As(err, &ee) {
-			for _, pr := range ee.Problems {
-				pr.Index = i
-				tooLarge = append(tooLarge, pr)
-			}
-			continue
-		} else if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		items[i] = ledger.Item{Key: IdempotencyKey(rec.Tenant, rec.ID), Record: data, Blob: blob}
-	}
-	if len(tooLarge) > 0 {
-		s.writeError(w, r, &event.Error{Code: "too_large", Problems: tooLarge})
-		return
-	}
-	receipt, err := s.Ledger.Append(r.Context(), items)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	results := make([]ingestResult, len(records))
 	var dups int
-	for i, res := range receipt.Results {
-		results[i] = ingestResult{ID: records[i].ID, Index: res.Index, Duplicate: res.Duplicate}
+	for _, res := range receipt.Results {
 		if res.Duplicate {
 			dups++
 		}
 	}
-	s.metrics.events.WithLabelValues("stored").Add(float64(len(records) - dups))
+	s.metrics.events.WithLabelValues("stored").Add(float64(len(receipt.Results) - dups))
 	s.metrics.events.WithLabelValues("duplicate").Add(float64(dups))
-	writeJSON(w, http.StatusOK, map[string]any{"results": results, "checkpoint": string(receipt.Checkpoint)})
+	writeJSON(w, http.StatusOK, map[string]any{"results": receipt.Results, "checkpoint": string(receipt.Checkpoint)})
 }
-
-// IdempotencyKey is the ledger key of an event: ids are unique per tenant.
-func IdempotencyKey(tenant, id string) string { return tenant + "\x00" + id }
 
 // queryParams are the parameters GET /v1/events accepts.
 var queryParams = map[string]bool{"tenant": true, "type": true, "actor": true, "model": true, "outcome": true,
@@ -332,7 +271,7 @@ func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, e
 	if crypto.Digest(blob) != rec.Content.Digest {
 		return nil, fmt.Errorf("content of record %d does not match its digest", hit.Index)
 	}
-	plain, err := s.Sealer.Open(r.Context(), rec.Content.KeyID, blob, crypto.ContentAAD(rec.Tenant, rec.ID))
+	plain, err := s.Opener.Open(r.Context(), rec.Content.KeyID, blob, crypto.ContentAAD(rec.Tenant, rec.ID))
 	if err != nil {
 		return nil, fmt.Errorf("couldn't decrypt content of record %d: %w", hit.Index, err)
 	}

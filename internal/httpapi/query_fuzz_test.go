@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"testing"
 
+	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/index"
 )
 
@@ -22,8 +23,8 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		q, err := parseQuery(v)
 		if err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) || ae.status != 400 || ae.code != "invalid_query" || ae.message == "" {
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Status != 400 || ae.Code != "invalid_query" || ae.Message == "" {
 				t.Fatalf("parseQuery(%q) = %v; want a 400 invalid_query", raw, err)
 			}
 			return

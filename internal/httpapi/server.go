@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/aitrail/aitrail/internal/authz"
-	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 	"github.com/aitrail/aitrail/internal/merkle"
 )
@@ -41,9 +41,8 @@ type Index interface {
 	Get(ctx context.Context, tenants []string, tenant, id string) (index.Hit, error)
 }
 
-// Sealer encrypts and decrypts event content.
-type Sealer interface {
-	Seal(ctx context.Context, scope string, plaintext, aad []byte) (blob []byte, keyID string, err error)
+// Opener decrypts event content.
+type Opener interface {
 	Open(ctx context.Context, keyID string, blob, aad []byte) ([]byte, error)
 }
 
@@ -51,10 +50,15 @@ type Sealer interface {
 type Server struct {
 	Ledger    Ledger
 	Index     Index
-	Sealer    Sealer
+	Opener    Opener
+	Ingest    *ingest.Pipeline
 	Auth      *authz.Authenticator
 	PublicKey string // the log's note verifier key
-	Limits    event.Limits
+	// Capture handlers, mounted when set: OpenAI under /openai/, Anthropic
+	// under /anthropic/, OTLP under /otlp/. Each receives only requests
+	// already authenticated with the ingest role, the principal in the
+	// context (authz.PrincipalFrom), and with r.URL.Path unchanged.
+	OpenAI, Anthropic, OTLP http.Handler
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64
 	// Ready reports whether writes can be accepted, with details.
@@ -102,6 +106,12 @@ func (s *Server) Handler() http.Handler {
 	handle("GET /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.listTokens))
 	handle("DELETE /v1/tokens/{id}", "/v1/tokens/{id}", s.authed(authz.RoleAdmin, s.deleteToken))
 
+	for prefix, h := range map[string]http.Handler{"/openai/": s.OpenAI, "/anthropic/": s.Anthropic, "/otlp/": s.OTLP} {
+		if h != nil {
+			handle(prefix, prefix, s.authed(authz.RoleIngest, h.ServeHTTP))
+		}
+	}
+
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint"))
 	})
@@ -118,8 +128,6 @@ func securityHeaders(h http.Handler) http.Handler {
 	})
 }
 
-type principalKey struct{}
-
 // authed wraps h with bearer authentication and, if role is set, a role
 // check. The principal is in the request context.
 func (s *Server) authed(role authz.Role, h http.HandlerFunc) http.HandlerFunc {
@@ -133,12 +141,17 @@ func (s *Server) authed(role authz.Role, h http.HandlerFunc) http.HandlerFunc {
 			s.writeError(w, r, errorf(http.StatusForbidden, "forbidden", "this token lacks the "+string(role)+" role"))
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		h(w, r.WithContext(authz.WithPrincipal(r.Context(), p)))
 	}
 }
 
+// authenticate reads the bearer token; Anthropic's clients send their key in
+// X-Api-Key instead, so the Anthropic proxy accepts that too.
 func (s *Server) authenticate(r *http.Request) (authz.Principal, error) {
 	h := r.Header.Get("Authorization")
+	if k := r.Header.Get("X-Api-Key"); h == "" && k != "" && strings.HasPrefix(r.URL.Path, "/anthropic/") {
+		return s.Auth.Authenticate(r.Context(), strings.TrimSpace(k))
+	}
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return authz.Principal{}, authz.ErrUnauthenticated
@@ -147,7 +160,7 @@ func (s *Server) authenticate(r *http.Request) (authz.Principal, error) {
 }
 
 func principalFrom(ctx context.Context) authz.Principal {
-	p, _ := ctx.Value(principalKey{}).(authz.Principal)
+	p, _ := authz.PrincipalFrom(ctx)
 	return p
 }
 

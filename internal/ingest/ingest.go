@@ -1,0 +1,126 @@
+// Package ingest is the one path every event takes into the log, whichever
+// door it came through (the events API, the recording proxies, OTLP, the
+// SDK): validate and normalise, check the caller may write the tenant,
+// encrypt content, encode canonically, and append atomically. A nil error
+// from Append means every event is durable.
+//
+// It never logs and never keeps event content.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/apierr"
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+// Ledger is what ingest needs of the log: an atomic, durable, idempotent
+// append (see ledger.Ledger.Append).
+type Ledger interface {
+	Append(ctx context.Context, items []ledger.Item) (ledger.Receipt, error)
+}
+
+// Sealer encrypts event content under a data key of scope.
+type Sealer interface {
+	Seal(ctx context.Context, scope string, plaintext, aad []byte) (blob []byte, keyID string, err error)
+}
+
+// Pipeline appends events. Fill in Ledger, Sealer and Limits before use; it
+// is safe for concurrent use.
+type Pipeline struct {
+	Ledger Ledger
+	Sealer Sealer
+	Limits event.Limits
+	// Now is the clock that stamps received_at (time.Now if nil).
+	Now func() time.Time
+}
+
+// Result is the outcome of one appended event.
+type Result struct {
+	ID    string `json:"id"`
+	Index uint64 `json:"index"`
+	// Duplicate is true when an event with the same tenant and id was
+	// already in the log: nothing new was stored and Index is the original's.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// Receipt acknowledges an Append: one result per event, in order, and a
+// signed checkpoint covering all of them.
+type Receipt struct {
+	Results    []Result
+	Checkpoint []byte
+}
+
+// Append validates events, checks p may write every tenant they name,
+// encrypts their content and appends them as one atomic batch. Errors: an
+// *event.Error naming each invalid event, an *apierr.Error (403) for a tenant
+// p may not write, or the ledger's (ErrPushback, ErrClosed, …). Nothing is
+// stored unless the error is nil.
+func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []event.Event) (Receipt, error) {
+	now := time.Now
+	if pl.Now != nil {
+		now = pl.Now
+	}
+	records, contents, err := event.NormalizeAll(events, now(), pl.Limits)
+	if err != nil {
+		return Receipt{}, err
+	}
+	var denied []any
+	for i, rec := range records {
+		if !p.CanSeeTenant(rec.Tenant) {
+			denied = append(denied, map[string]any{"index": i, "field": fmt.Sprintf("events[%d].tenant", i),
+				"message": "this token may not write to that tenant"})
+		}
+	}
+	if len(denied) > 0 {
+		return Receipt{}, apierr.New(http.StatusForbidden, "forbidden", "the token may not write to every tenant in the request", denied...)
+	}
+	items := make([]ledger.Item, len(records))
+	var tooLarge []event.Problem
+	for i := range records {
+		rec := &records[i]
+		var blob []byte
+		if contents[i] != nil {
+			var keyID string
+			blob, keyID, err = pl.Sealer.Seal(ctx, rec.Tenant, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
+			if err != nil {
+				return Receipt{}, fmt.Errorf("couldn't encrypt content: %w", err)
+			}
+			rec.Content = &event.ContentRef{Digest: crypto.Digest(blob), KeyID: keyID, Size: int64(len(contents[i]))}
+		}
+		data, err := event.Canonical(rec)
+		var ee *event.Error
+		if errors.As(err, &ee) {
+			for _, pr := range ee.Problems {
+				pr.Index = i
+				tooLarge = append(tooLarge, pr)
+			}
+			continue
+		} else if err != nil {
+			return Receipt{}, err
+		}
+		items[i] = ledger.Item{Key: Key(rec.Tenant, rec.ID), Record: data, Blob: blob}
+	}
+	if len(tooLarge) > 0 {
+		return Receipt{}, &event.Error{Code: "too_large", Problems: tooLarge}
+	}
+	lr, err := pl.Ledger.Append(ctx, items)
+	if err != nil {
+		return Receipt{}, err
+	}
+	out := Receipt{Results: make([]Result, len(records)), Checkpoint: lr.Checkpoint}
+	for i, res := range lr.Results {
+		out.Results[i] = Result{ID: records[i].ID, Index: res.Index, Duplicate: res.Duplicate}
+	}
+	return out, nil
+}
+
+// Key is the ledger's idempotency key of an event: ids are unique per tenant.
+func Key(tenant, id string) string { return tenant + "\x00" + id }
