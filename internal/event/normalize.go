@@ -72,6 +72,9 @@ var (
 //     (else a CodeTooLarge problem), nested at most lim.MaxDepth levels
 //     counting the event as level 1, valid UTF-8 without unpaired surrogates
 //     or duplicate keys.
+//   - attributes under a legacy OpenTelemetry GenAI name (gen_ai.system,
+//     gen_ai.usage.prompt_tokens, …) are stored under the current name
+//     (see CurrentAttribute); if both are sent, the current one is kept.
 //   - objects with nothing set (such as "actor":{}) and empty attributes
 //     become nil.
 //
@@ -427,6 +430,7 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 		}
 		out[k] = v
 	}
+	renameLegacy(out)
 	return out
 }
 
