@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 // The test binary doubles as the aitrail binary: with this variable set it
@@ -88,6 +91,9 @@ func startServerEnv(t *testing.T, data string, env []string, args ...string) *se
 		t.Fatal(err)
 	}
 	go func() { s.done <- cmd.Wait() }()
+	// Runs after the process is gone (cleanups run last first), so that
+	// the test's temporary directory can be removed.
+	t.Cleanup(func() { unseal(t, data) })
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
@@ -112,6 +118,15 @@ func startServerEnv(t *testing.T, data string, env []string, args ...string) *se
 			t.Fatalf("server not ready after 30s:\n%s", s.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// unseal lifts the seals the server put on the log's files, as an operator
+// with root would, so that a test can change or delete them.
+func unseal(t *testing.T, data string) {
+	t.Helper()
+	if err := ledger.LiftSeals(filepath.Join(data, ledgerDir)); err != nil {
+		t.Errorf("couldn't lift seals: %v", err)
 	}
 }
 

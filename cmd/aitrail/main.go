@@ -8,6 +8,7 @@
 //	aitrail query    --url URL --token TOKEN [filters]                 search events
 //	aitrail tail     --url URL --token TOKEN [filters]                 follow new events
 //	aitrail reindex  --data DIR                                        rebuild the query index
+//	aitrail status   --data DIR | --url URL                            sealing state, readiness
 //	aitrail bench    --url URL --token TOKEN [--clients N ...]         load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
 //	aitrail version
@@ -44,6 +45,7 @@ func commands() []command {
 		{"query", "search events", runQuery},
 		{"tail", "follow new events", runTail},
 		{"reindex", "rebuild the query index from the log", runReindex},
+		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},
 		{"bench", "load-test a running server", runBench},
 		{"bench-disk", "measure the disk's group-committed fsync rate (benchmark reference)", runBenchDisk},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error { fmt.Fprintln(stdout, version); return nil }},

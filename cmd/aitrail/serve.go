@@ -158,6 +158,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	})
 	reg.MustRegister(commitRecords, commitSeconds, commitBytes)
 
+	sealMode, err := ledger.ParseSealMode(cfg.Ledger.Seal)
+	if err != nil {
+		return err
+	}
 	led, err := ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), ledger.Options{
 		Origin:       verifier.Name(),
 		Signer:       signer,
@@ -166,6 +170,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		MaxPending:   cfg.Ledger.MaxPending,
 		MaxBlobSize:  cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
 		SyncInterval: cfg.Ledger.SyncInterval,
+		Seal:         sealMode,
 		Lookup: func(ctx context.Context, keys []string) (map[string]uint64, error) {
 			ks := make([]index.Key, len(keys))
 			for i, key := range keys {
@@ -192,6 +197,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	})
 	if err != nil {
 		return fmt.Errorf("couldn't open the log: %w", err)
+	}
+	if st := led.SealStatus(); sealMode == ledger.SealImmutable && !st.Attributes {
+		log.Warn("complete log files are sealed read-only, without the immutable attribute", "reason", st.Reason)
+	} else {
+		log.Info("complete log files are sealed", "mode", st.Mode, "attributes", st.Attributes)
 	}
 	defer led.Close()
 
@@ -245,7 +255,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		Logger:       log,
 		Ready: func() (bool, map[string]any) {
 			err := led.Err()
-			d := map[string]any{"ledger_records": led.Size(), "index_lag": led.Size() - indexCursor.Load()}
+			d := map[string]any{"ledger_records": led.Size(), "index_lag": led.Size() - indexCursor.Load(),
+				"sealing": led.SealStatus()}
 			if err != nil {
 				d["ledger_error"] = err.Error()
 			}

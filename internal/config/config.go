@@ -28,6 +28,7 @@ const (
 	DefaultSegmentBytes    = 256 << 20
 	DefaultMaxPending      = 200_000
 	DefaultSyncInterval    = time.Second
+	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 )
 
@@ -78,6 +79,10 @@ type Ledger struct {
 	// SyncInterval is how often tiles and the checkpoint file are made
 	// durable (they are rebuilt from the segments after a crash).
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// Seal protects complete segments and full tiles: immutable (read-only
+	// plus the immutable attribute where the process may set it), read-only,
+	// or off.
+	Seal string `yaml:"seal"`
 }
 
 // Index configures the query index.
@@ -103,6 +108,7 @@ func Default() Config {
 			SegmentBytes: DefaultSegmentBytes,
 			MaxPending:   DefaultMaxPending,
 			SyncInterval: DefaultSyncInterval,
+			Seal:         DefaultSeal,
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        "info",
@@ -156,6 +162,11 @@ func (c Config) Validate() error {
 	}
 	if c.Ledger.SyncInterval < 10*time.Millisecond {
 		errs = append(errs, "ledger.sync_interval: must be at least 10ms")
+	}
+	switch c.Ledger.Seal {
+	case "immutable", "read-only", "off":
+	default:
+		errs = append(errs, fmt.Sprintf("ledger.seal %q: must be immutable, read-only or off", c.Ledger.Seal))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, "shutdown_timeout: must be positive")

@@ -55,8 +55,9 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.Limits.MaxBatchEvents = 0
 	c.Ledger.SyncInterval = time.Microsecond
 	c.LogLevel = "loud"
+	c.Ledger.Seal = "forever"
 	err := c.Validate()
-	for _, want := range []string{"addr", "max_batch_events", "sync_interval", "log_level"} {
+	for _, want := range []string{"addr", "max_batch_events", "sync_interval", "log_level", "ledger.seal"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %s", err, want)
 		}

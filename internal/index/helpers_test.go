@@ -77,7 +77,7 @@ func realistic(i int) *event.Record {
 		Model:    &event.Model{Provider: "openai", Name: []string{"gpt-4o", "gpt-4o-mini", "o3"}[i%3], Version: "2024-08-06", Digest: "sha256:0b6f6b8b3e4c5d1f2a9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c5b4a3928"},
 		Prompt:   &event.Prompt{ID: "support-triage", Version: "v12", Digest: "sha256:7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e"},
 		Attributes: map[string]any{
-			"gen_ai.system":                  "openai",
+			"gen_ai.provider.name":           "openai",
 			"gen_ai.request.model":           "gpt-4o",
 			"gen_ai.response.model":          "gpt-4o-2024-08-06",
 			"gen_ai.response.id":             fmt.Sprintf("chatcmpl-%024x", i),

@@ -95,6 +95,8 @@ type Options struct {
 	// RecentFrom is the first index whose key Lookup may not find (the query
 	// index's cursor).
 	RecentFrom uint64
+	// Seal says how complete files are protected (default SealOff).
+	Seal SealMode
 	// OnCommit, if set, is called after every group commit with its size.
 	OnCommit func(records int, bytes int, took time.Duration)
 	// Logger receives operational messages; default slog.Default().
@@ -210,6 +212,10 @@ type Ledger struct {
 	failedErr  atomic.Value // the storage failure that stopped appends
 	madeDirs   map[string]bool
 
+	seal   *sealer
+	sealMu sync.Mutex
+	toSeal []tileFile // full tiles to seal once durable
+
 	cacheMu   sync.Mutex
 	tileCache map[merkle.TileID][]byte
 	hashes    merkle.HashCache
@@ -223,6 +229,11 @@ type Ledger struct {
 	syncDone chan struct{}
 	closeErr error
 	closing  sync.Once
+}
+
+type tileFile struct {
+	path string
+	end  uint64 // the tree size from which the tile is complete
 }
 
 type bundleLoc struct {
@@ -273,6 +284,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		recent:   map[string]uint64{},
 		seen:     newKeyFilter(0),
 		madeDirs: map[string]bool{},
+		seal:     newSealer(opts.Seal),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -565,7 +577,9 @@ func (l *Ledger) commit(batch []*request) {
 	l.wbuf = buf
 
 	if len(records) > 0 {
-		if _, err := l.active.WriteAt(buf, l.activeSize); err != nil {
+		// The segment is open for appending only (it may be append-only on
+		// disk too): each write lands at its end, activeSize.
+		if _, err := l.active.Write(buf); err != nil {
 			l.fail(fmt.Errorf("couldn't write segment: %w", err))
 			reply(ErrFailed)
 			return
@@ -677,6 +691,12 @@ func (l *Ledger) roll() error {
 		return err
 	}
 	l.active = nil
+	l.mu.RLock()
+	done := l.segs[len(l.segs)-1].path
+	l.mu.RUnlock()
+	if err := l.seal.seal(done); err != nil {
+		l.log.Warn("couldn't seal a complete segment", "err", err)
+	}
 	seg, f, err := l.createSegment(l.builder.Size())
 	if err != nil {
 		return err
@@ -692,7 +712,7 @@ func (l *Ledger) roll() error {
 // write handle.
 func (l *Ledger) createSegment(first uint64) (*segment, *os.File, error) {
 	path := filepath.Join(l.dir, segDir, segmentName(first))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -708,6 +728,7 @@ func (l *Ledger) createSegment(first uint64) (*segment, *os.File, error) {
 		f.Close()
 		return nil, nil, err
 	}
+	l.seal.appendOnly(path)
 	r, err := os.Open(path)
 	if err != nil {
 		f.Close()
@@ -738,8 +759,38 @@ func (l *Ledger) writeTile(t merkle.Tile) error {
 		return err
 	}
 	l.unsynced.Add(1)
+	if l.opts.Seal != SealOff {
+		l.sealMu.Lock()
+		l.toSeal = append(l.toSeal, tileFile{path, uint64(tileRecord(t.ID, merkle.TileWidth))})
+		l.sealMu.Unlock()
+	}
 	return nil
 }
+
+// sealDurableTiles seals the full tiles that the durable watermark, now
+// size, covers: recovery never rewrites those.
+func (l *Ledger) sealDurableTiles(size uint64) {
+	l.sealMu.Lock()
+	var ready []string
+	keep := l.toSeal[:0]
+	for _, t := range l.toSeal {
+		if t.end <= size {
+			ready = append(ready, t.path)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	l.toSeal = keep
+	l.sealMu.Unlock()
+	for _, path := range ready {
+		if err := l.seal.seal(path); err != nil {
+			l.log.Warn("couldn't seal a full tile", "err", err)
+		}
+	}
+}
+
+// SealStatus reports how the ledger's complete files are protected.
+func (l *Ledger) SealStatus() SealStatus { return l.seal.status() }
 
 // syncLoop makes tiles and the checkpoint durable every SyncInterval.
 func (l *Ledger) syncLoop() {
@@ -797,6 +848,7 @@ func (l *Ledger) syncTiles() error {
 		return err
 	}
 	l.unsynced.Store(0)
+	l.sealDurableTiles(p.size)
 	keep := map[string]bool{}
 	for _, p := range partialPaths {
 		keep[p] = true

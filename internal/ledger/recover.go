@@ -41,7 +41,7 @@ func (l *Ledger) recover() error {
 	// rebuild the whole tree from them. Tiles below the durable watermark
 	// must match what the records give; tiles above it were written lazily
 	// and are written again.
-	durable, err := l.readWatermark()
+	durable, err := readWatermarkFile(l.dir)
 	if err != nil {
 		return err
 	}
@@ -79,6 +79,9 @@ func (l *Ledger) recover() error {
 				if err := l.compareTile(t.ID, t.Data); err != nil {
 					return err
 				}
+				if err := l.seal.seal(l.tilePath(t.ID)); err != nil {
+					l.log.Warn("couldn't seal a full tile", "err", err)
+				}
 				continue
 			}
 			if err := l.writeTile(t); err != nil {
@@ -100,6 +103,13 @@ func (l *Ledger) recover() error {
 		}
 		return nil
 	}
+	// The last segment is the active one: lift its append-only (or, had a
+	// crash come right after it was sealed, immutable) attribute so that an
+	// unfinished tail can be cut off; it is set again below.
+	lastPath := filepath.Join(l.dir, segDir, segmentName(firsts[len(firsts)-1]))
+	if err := l.seal.unlock(lastPath); err != nil {
+		return fmt.Errorf("couldn't lift the append-only attribute of the active segment %s: %w", filepath.Base(lastPath), err)
+	}
 	var n uint64
 	for i, first := range firsts {
 		last := i == len(firsts)-1
@@ -113,6 +123,13 @@ func (l *Ledger) recover() error {
 		}
 		l.segs = append(l.segs, seg)
 		n += seg.count.Load()
+		if !last {
+			// Sealed when it was completed, unless sealing was off then or
+			// the process stopped before it could.
+			if err := l.seal.seal(seg.path); err != nil {
+				l.log.Warn("couldn't seal a complete segment", "err", err)
+			}
+		}
 	}
 	if n < cp.Size {
 		return fmt.Errorf("%w: the log holds %d records but the last signed checkpoint covers %d: records %d to %d are missing",
@@ -126,10 +143,11 @@ func (l *Ledger) recover() error {
 			ErrTampered, cp.Size)
 	}
 	last := l.segs[len(l.segs)-1]
-	f, err := os.OpenFile(last.path, os.O_RDWR, 0)
+	f, err := os.OpenFile(last.path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		return fmt.Errorf("couldn't open active segment: %w", err)
 	}
+	l.seal.appendOnly(last.path)
 	l.active, l.activeSize = f, last.size.Load()
 	return l.publishRecovered(cp)
 }
@@ -167,8 +185,10 @@ func (l *Ledger) readCheckpoint() (merkle.Checkpoint, error) {
 	return cp, nil
 }
 
-func (l *Ledger) readWatermark() (uint64, error) {
-	data, err := os.ReadFile(filepath.Join(l.dir, watermarkFile))
+// readWatermarkFile reads the number of records whose tiles are durable in
+// the ledger directory dir (0 when the file is missing).
+func readWatermarkFile(dir string) (uint64, error) {
+	data, err := os.ReadFile(filepath.Join(dir, watermarkFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
 	}

@@ -82,7 +82,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	}
 	rep.Checkpoint = cp
 	l := &Ledger{dir: dir}
-	durable, err := l.readWatermark()
+	durable, err := readWatermarkFile(dir)
 	if err != nil {
 		return rep, err
 	}

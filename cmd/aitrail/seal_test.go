@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCompleteFilesAreSealed runs the real server until it has completed a
+// segment and made full tiles durable, then checks what an operator would:
+// those files are read-only and, where the process may set it, immutable,
+// so that they cannot be deleted or rewritten by accident; the server and
+// `aitrail status` say which protection holds; and the sealed log still
+// restarts and verifies.
+func TestCompleteFilesAreSealed(t *testing.T) {
+	data := t.TempDir()
+	cfg := writeConfig(t, "ledger:\n  segment_bytes: 1048576\n  sync_interval: 20ms\n")
+	s := startServer(t, data, "--config", cfg)
+	big := strings.Repeat("x", 60_000)
+	for i := 0; i < 20; i++ { // 1.2 MB of content: the first segment fills up
+		s.post(map[string]any{"type": "data.upload", "id": fmt.Sprintf("big%d", i), "content": big})
+	}
+	for i := 0; i < 300; i += 100 { // a full tile
+		var evs []map[string]any
+		for j := i; j < i+100; j++ {
+			evs = append(evs, map[string]any{"type": "api.call", "id": fmt.Sprintf("small%d", j)})
+		}
+		s.post(evs...)
+	}
+
+	type sealing struct {
+		Mode        string `json:"mode"`
+		Attributes  bool   `json:"attributes"`
+		Reason      string `json:"reason"`
+		SealedFiles int    `json:"sealed_files"`
+		Failures    int    `json:"failures"`
+	}
+	var st sealing
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var ready struct {
+			Details struct {
+				Sealing sealing `json:"sealing"`
+			} `json:"details"`
+		}
+		s.getJSON("/readyz", &ready)
+		st = ready.Details.Sealing
+		if st.SealedFiles >= 2 { // the segment and the tile
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server sealed %d files; want the complete segment and the full tile: %+v", st.SealedFiles, st)
+		}
+	}
+	if st.Mode != "immutable" || st.Failures != 0 || (!st.Attributes && st.Reason == "") {
+		t.Fatalf("/readyz sealing %+v; want mode immutable, no failures, and a reason if attributes are off", st)
+	}
+
+	seg := filepath.Join(data, "log", "segments", "00000000000000000000.seg")
+	tile := filepath.Join(data, "log", "tile", "0", "000")
+	for _, path := range []string{seg, tile} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o400 {
+			t.Errorf("%s has mode %v; want read-only 0400", path, fi.Mode().Perm())
+		}
+		if st.Attributes {
+			if err := os.Remove(path); err == nil {
+				t.Fatalf("deleted the sealed %s", path)
+			}
+			if err := os.WriteFile(path, []byte("rewritten"), 0o600); err == nil {
+				t.Fatalf("rewrote the sealed %s", path)
+			}
+		}
+	}
+
+	code, out, errOut := runCLI("status", "--data", data)
+	want := "complete segments: 1, read-only 1, immutable 0"
+	verdict := "sealing: read-only"
+	if st.Attributes {
+		want, verdict = "complete segments: 1, read-only 1, immutable 1", "sealing: immutable"
+	}
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, verdict) ||
+		!strings.Contains(out, "append-only "+yesNo(st.Attributes)) {
+		t.Fatalf("status exit %d:\n%s%s\nwant %q and %q", code, out, errOut, want, verdict)
+	}
+	code, out, _ = runCLI("status", "--url", s.url)
+	if code != 0 || !strings.Contains(out, `"mode": "immutable"`) {
+		t.Fatalf("status --url exit %d:\n%s", code, out)
+	}
+	var rep map[string]any
+	if code, out, _ := runCLI("status", "--data", data, "--json"); code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("status --json exit %d: %s", code, out)
+	}
+
+	// A sealed log restarts (the active segment is append-only) and
+	// verifies.
+	s.stop()
+	s = startServer(t, data, "--config", cfg)
+	s.post(map[string]any{"type": "api.call", "id": "after-restart"})
+	s.stop()
+	if code, out, errOut := runCLI("verify", "--data", data, "--quiet"); code != 0 {
+		t.Fatalf("verify exit %d: %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("status"); code != 2 || !strings.Contains(errOut, "--data") {
+		t.Fatalf("status without flags: exit %d, %q; want a usage error", code, errOut)
+	}
+}
