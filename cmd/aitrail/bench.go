@@ -36,6 +36,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	duration := fs.Duration("duration", 10*time.Second, "how long to run")
 	rate := fs.Int("rate", 0, "target requests per second over all clients (0 = as fast as possible)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	tf := addTLSFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,7 +46,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *clients < 1 || *batch < 1 || *size < 64 || *duration <= 0 {
 		return usageError{"--clients and --batch must be ≥ 1, --size ≥ 64, --duration > 0"}
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: *clients * 2, MaxConnsPerHost: *clients * 2}
+	tr, err := tf.transport(&http.Transport{MaxIdleConnsPerHost: *clients * 2, MaxConnsPerHost: *clients * 2})
+	if err != nil {
+		return err
+	}
 	c := client.New(*url, *token).WithHTTPClient(&http.Client{Transport: tr, Timeout: time.Minute})
 
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)

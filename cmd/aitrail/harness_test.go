@@ -60,6 +60,7 @@ type server struct {
 	data   string
 	stderr *syncBuffer
 	done   chan error
+	client *http.Client
 }
 
 func freeAddr(t *testing.T) string {
@@ -81,10 +82,20 @@ func startServer(t *testing.T, data string, args ...string) *server {
 // startServerEnv is startServer with the given extra environment.
 func startServerEnv(t *testing.T, data string, env []string, args ...string) *server {
 	t.Helper()
+	return startServerClient(t, data, env, nil, args...)
+}
+
+// startServerClient is startServerEnv talking to the server through hc:
+// with one, the server is reached over HTTPS (start it with --tls-cert).
+func startServerClient(t *testing.T, data string, env []string, hc *http.Client, args ...string) *server {
+	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--data", data, "--addr", addr}, args...)...)
 	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
-	s := &server{t: t, cmd: cmd, url: "http://" + addr, data: data, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	s := &server{t: t, cmd: cmd, url: "http://" + addr, data: data, stderr: &syncBuffer{}, done: make(chan error, 1), client: http.DefaultClient}
+	if hc != nil {
+		s.url, s.client = "https://"+addr, hc
+	}
 	cmd.Stderr = s.stderr
 	cmd.Stdout = s.stderr
 	if err := cmd.Start(); err != nil {
@@ -102,7 +113,7 @@ func startServerEnv(t *testing.T, data string, env []string, args ...string) *se
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(s.url + "/readyz")
+		resp, err := s.client.Get(s.url + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -166,7 +177,7 @@ func (s *server) do(method, path, token, contentType string, body []byte, hdr ..
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

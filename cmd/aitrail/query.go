@@ -18,12 +18,14 @@ import (
 // queryFlags are the filters shared by query and tail.
 type queryFlags struct {
 	url, token                                                *string
+	tls                                                       tlsFlags
 	tenant, typ, actor, model, outcome, resource, from, to, q *string
 }
 
 func addQueryFlags(fs *flag.FlagSet) *queryFlags {
 	return &queryFlags{
 		url:      fs.String("url", "http://127.0.0.1:8080", "server URL"),
+		tls:      addTLSFlags(fs),
 		token:    fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the read role (default $AITRAIL_TOKEN)"),
 		tenant:   fs.String("tenant", "", "only this tenant"),
 		typ:      fs.String("type", "", "event type; a trailing * matches a prefix (ai.*)"),
@@ -48,6 +50,15 @@ func (f *queryFlags) values() url.Values {
 	return v
 }
 
+// client returns a client for the server the flags name.
+func (f *queryFlags) client() (*client.Client, error) {
+	hc, err := f.tls.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(*f.url, *f.token).WithHTTPClient(hc), nil
+}
+
 func runQuery(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("query", stderr)
 	qf := addQueryFlags(fs)
@@ -59,7 +70,10 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 	if *qf.token == "" {
 		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
 	}
-	c := client.New(*qf.url, *qf.token)
+	c, err := qf.client()
+	if err != nil {
+		return err
+	}
 	v := qf.values()
 	v.Set("order", *order)
 	printed := 0
@@ -99,7 +113,10 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	c := client.New(*qf.url, *qf.token)
+	c, err := qf.client()
+	if err != nil {
+		return err
+	}
 	v := qf.values()
 	v.Set("order", "asc")
 	v.Set("limit", "1000")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	logName := fs.String("log-name", config.DefaultLogName, "the log's origin name (fixed at first start)")
 	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) to serve TLS with; needs --tls-key")
+	tlsKey := fs.String("tls-key", "", "PEM key of --tls-cert")
+	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA file: require client certificates it signed (mutual TLS)")
 	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (keep it on loopback)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -62,10 +66,20 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			cfg.MasterKeyFile = *mkFile
 		case "log-level":
 			cfg.LogLevel = *logLevel
+		case "tls-cert":
+			cfg.TLS.CertFile = *tlsCert
+		case "tls-key":
+			cfg.TLS.KeyFile = *tlsKey
+		case "tls-client-ca":
+			cfg.TLS.ClientCAFile = *tlsClientCA
 		}
 	})
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	tlsConfig, err := serverTLS(cfg.TLS)
+	if err != nil {
+		return err
 	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
@@ -83,12 +97,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return serve(ctx, cfg, logger, stderr)
+	return serve(ctx, cfg, tlsConfig, logger, stderr)
 }
 
 // serve runs the server until ctx ends, then stops gracefully: it stops
 // accepting requests, lets in-flight commits finish and closes the stores.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Writer) error {
+func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *slog.Logger, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("couldn't create data directory: %w", err)
 	}
@@ -269,6 +283,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		<-followDone
 		return fmt.Errorf("couldn't listen: %w", err)
 	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -278,7 +295,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	fmt.Fprintf(stderr, "Log public key: %s\n", vkey)
-	log.Info("aitrail serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "log", verifier.Name(),
+	log.Info("aitrail serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil,
+		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "data", cfg.DataDir, "log", verifier.Name(),
 		"records", led.Size(), "public_key", vkey, "version", version)
 
 	serveErr := make(chan error, 1)

@@ -20,6 +20,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	data := fs.String("data", "", "data directory to inspect (read-only; the server may be running)")
 	url := fs.String("url", "", "server URL, to show its /readyz details instead")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	tf := addTLSFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -27,7 +28,11 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	case (*data == "") == (*url == ""):
 		return usageError{"give exactly one of --data DIR or --url URL"}
 	case *url != "":
-		return serverStatus(*url, stdout)
+		hc, err := tf.httpClient()
+		if err != nil {
+			return err
+		}
+		return serverStatus(hc, *url, stdout)
 	}
 	rep, err := ledger.InspectSeals(filepath.Join(*data, ledgerDir))
 	if err != nil {
@@ -58,8 +63,8 @@ func yesNo(b bool) string {
 }
 
 // serverStatus prints a running server's readiness and details.
-func serverStatus(url string, stdout io.Writer) error {
-	c := &http.Client{Timeout: 10 * time.Second}
+func serverStatus(c *http.Client, url string, stdout io.Writer) error {
+	c.Timeout = 10 * time.Second
 	resp, err := c.Get(strings.TrimRight(url, "/") + "/readyz")
 	if err != nil {
 		return fmt.Errorf("couldn't reach the server: %w", err)

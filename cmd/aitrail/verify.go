@@ -25,6 +25,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	url := fs.String("url", "", "verify the log served at this URL")
 	key := fs.String("key", "", "the log's public key (name+hash+base64); required with --url, defaults to <data>/log.pub with --data")
 	trusted := fs.String("trusted", "", "with --url: file holding the last trusted checkpoint; updated on success")
+	tf := addTLSFlags(fs)
 	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "with --url: token with the audit role, to fetch and re-hash entries (default $AITRAIL_TOKEN)")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
 	if err := parse(fs, args); err != nil {
@@ -48,7 +49,11 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	if *data != "" {
 		return verifyData(*data, v, *quiet, stdout, stderr)
 	}
-	return verifyURL(*url, *token, v, *trusted, *quiet, stdout, stderr)
+	hc, err := tf.httpClient()
+	if err != nil {
+		return err
+	}
+	return verifyURL(client.New(*url, *token).WithHTTPClient(hc), *token != "", v, *trusted, *quiet, stdout, stderr)
 }
 
 func verifyData(dir string, v note.Verifier, quiet bool, stdout, stderr io.Writer) error {
@@ -106,7 +111,7 @@ func checkContentDigest(_ uint64, record, blob []byte) error {
 	return nil
 }
 
-func verifyURL(url, token string, v note.Verifier, trustedPath string, quiet bool, stdout, stderr io.Writer) error {
+func verifyURL(c *client.Client, entries bool, v note.Verifier, trustedPath string, quiet bool, stdout, stderr io.Writer) error {
 	var trusted []byte
 	if trustedPath != "" {
 		var err error
@@ -117,10 +122,9 @@ func verifyURL(url, token string, v note.Verifier, trustedPath string, quiet boo
 			return err
 		}
 	}
-	c := client.New(url, token)
 	res, err := c.Verify(context.Background(), v, client.VerifyOptions{
 		Trusted: trusted,
-		Entries: token != "",
+		Entries: entries,
 		Progress: func(done, total uint64) {
 			if !quiet && total > 0 && (done%100_000 < 256 || done == total) {
 				fmt.Fprintf(stderr, "re-hashed %d of %d entries…\n", done, total)
@@ -148,7 +152,7 @@ func verifyURL(url, token string, v note.Verifier, trustedPath string, quiet boo
 		if res.From > 0 {
 			fmt.Fprintf(stdout, "; consistent with the trusted checkpoint of %d records", res.From)
 		}
-		if token != "" {
+		if entries {
 			fmt.Fprintf(stdout, "; %d new entries re-hashed", res.EntriesChecked)
 		} else {
 			fmt.Fprint(stdout, "; entries not re-hashed (pass --token with the audit role to do so)")

@@ -47,6 +47,8 @@ type Config struct {
 	// environment variable AITRAIL_MASTER_KEY, else <data>/master.key,
 	// generated on first start.
 	MasterKeyFile string `yaml:"master_key_file"`
+	// TLS for the listener; off unless a certificate is given.
+	TLS TLS `yaml:"tls"`
 	// Limits on requests.
 	Limits Limits `yaml:"limits"`
 	// Ledger tuning.
@@ -83,6 +85,17 @@ type Ledger struct {
 	// plus the immutable attribute where the process may set it), read-only,
 	// or off.
 	Seal string `yaml:"seal"`
+}
+
+// TLS configures the listener's TLS (1.2 or later).
+type TLS struct {
+	// CertFile and KeyFile are the server's PEM certificate (chain) and key.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, if set, makes client certificates mandatory: each
+	// connection must present one signed by a CA in this PEM file. Bearer
+	// tokens are still required.
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // Index configures the query index.
@@ -162,6 +175,12 @@ func (c Config) Validate() error {
 	}
 	if c.Ledger.SyncInterval < 10*time.Millisecond {
 		errs = append(errs, "ledger.sync_interval: must be at least 10ms")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, "tls: cert_file and key_file go together")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		errs = append(errs, "tls.client_ca_file: needs tls.cert_file and tls.key_file")
 	}
 	switch c.Ledger.Seal {
 	case "immutable", "read-only", "off":

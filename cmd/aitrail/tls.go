@@ -1,0 +1,101 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/aitrail/aitrail/internal/config"
+)
+
+// serverTLS returns the listener's TLS configuration, or nil when TLS is
+// off. TLS 1.2 is the floor; Go's default cipher suites for it are all
+// AEAD with forward secrecy. With a client CA, every connection must present
+// a certificate that CA signed (mutual TLS); bearer tokens are still
+// required on top.
+func serverTLS(c config.TLS) (*tls.Config, error) {
+	if c.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't load the TLS certificate and key: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		NextProtos: []string{"h2", "http/1.1"}}
+	if c.ClientCAFile != "" {
+		pool, err := certPool(c.ClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+func certPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read CA certificates: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificate found in %s", path)
+	}
+	return pool, nil
+}
+
+// tlsFlags are the TLS flags of the commands that talk to a server.
+type tlsFlags struct {
+	ca, cert, key *string
+}
+
+func addTLSFlags(fs *flag.FlagSet) tlsFlags {
+	return tlsFlags{
+		ca:   fs.String("ca-cert", "", "PEM file of the CA that signed the server's certificate (default: the system's CAs, or $SSL_CERT_FILE)"),
+		cert: fs.String("client-cert", "", "PEM client certificate, for a server that requires one (--tls-client-ca)"),
+		key:  fs.String("client-key", "", "PEM key of --client-cert"),
+	}
+}
+
+// transport returns base (or a new transport) set up with the flags.
+func (f tlsFlags) transport(base *http.Transport) (*http.Transport, error) {
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	if *f.ca == "" && *f.cert == "" && *f.key == "" {
+		return base, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *f.ca != "" {
+		pool, err := certPool(*f.ca)
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		tc.RootCAs = pool
+	}
+	if (*f.cert == "") != (*f.key == "") {
+		return nil, usageError{"--client-cert and --client-key go together"}
+	}
+	if *f.cert != "" {
+		cert, err := tls.LoadX509KeyPair(*f.cert, *f.key)
+		if err != nil {
+			return nil, usageError{fmt.Sprintf("couldn't load the client certificate: %v", err)}
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	base.TLSClientConfig = tc
+	return base, nil
+}
+
+// httpClient returns an HTTP client set up with the flags.
+func (f tlsFlags) httpClient() (*http.Client, error) {
+	tr, err := f.transport(nil)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: tr}, nil
+}
