@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/registry"
 	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
 )
 
@@ -195,13 +197,26 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	}
 	defer led.Close()
 
-	var indexCursor atomic.Uint64
+	regStore, err := sqlitestore.OpenRegistry(filepath.Join(cfg.DataDir, registryFile))
+	if err != nil {
+		return fmt.Errorf("couldn't open the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+	}
+	defer regStore.Close()
+	models, err := registry.Open(ctx, regStore)
+	if err != nil {
+		return fmt.Errorf("couldn't load the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+	}
+
+	var indexCursor, registryCursor atomic.Uint64
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
 			func() float64 { return float64(led.Size()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
 			ConstLabels: prometheus.Labels{"follower": "index"}},
 			func() float64 { return float64(led.Size()) - float64(indexCursor.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
+			ConstLabels: prometheus.Labels{"follower": "registry"}},
+			func() float64 { return float64(led.Size()) - float64(registryCursor.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_healthy", Help: "1 while the log accepts writes."},
 			func() float64 {
 				if led.Err() != nil {
@@ -227,17 +242,55 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 			},
 		})
 	}()
+	// The registry follows the log to persist what ingest taught it and to
+	// learn what it missed (records committed when the server stopped).
+	// Versions are resolved only once it has caught up with the log as it
+	// was at start, so the server does not accept events before then.
+	registryDone := make(chan struct{})
+	caughtUp := make(chan struct{})
+	startSize := led.Size()
+	var once sync.Once
+	if c, _ := models.Cursor(ctx); c > startSize {
+		log.Warn("the model registry has seen more records than the log holds; was the log restored from a copy? Delete "+registryFile+" with the server stopped to rebuild it", "registry_cursor", c, "records", startSize)
+	}
+	go func() {
+		defer close(registryDone)
+		ledger.Follow(followCtx, led, models, ledger.FollowOptions{
+			Name:   "registry",
+			Logger: log,
+			Linger: indexLinger,
+			OnApply: func(c uint64) {
+				registryCursor.Store(c)
+				if c >= startSize {
+					once.Do(func() { close(caughtUp) })
+				}
+			},
+		})
+	}()
+	stopFollowers := func() {
+		stopFollow()
+		<-followDone
+		<-registryDone
+	}
+	select {
+	case <-caughtUp:
+	case <-ctx.Done():
+		stopFollowers()
+		return nil
+	}
 
 	pipeline := &ingest.Pipeline{
-		Ledger: led,
-		Sealer: keyring,
-		Limits: event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
+		Ledger:   led,
+		Sealer:   keyring,
+		Limits:   event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
+		Registry: models,
 	}
 	api := &httpapi.Server{
 		Ledger:       led,
 		Index:        idx,
 		Opener:       keyring,
 		Ingest:       pipeline,
+		Models:       models,
 		Auth:         auth,
 		PublicKey:    vkey,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
@@ -245,7 +298,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 		Logger:       log,
 		Ready: func() (bool, map[string]any) {
 			err := led.Err()
-			d := map[string]any{"ledger_records": led.Size(), "index_lag": led.Size() - indexCursor.Load()}
+			size := led.Size()
+			d := map[string]any{"ledger_records": size, "index_lag": size - indexCursor.Load(), "registry_lag": size - registryCursor.Load()}
 			if err != nil {
 				d["ledger_error"] = err.Error()
 			}
@@ -254,8 +308,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		stopFollow()
-		<-followDone
+		stopFollowers()
 		return fmt.Errorf("couldn't listen: %w", err)
 	}
 	srv := &http.Server{
@@ -274,8 +327,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		stopFollow()
-		<-followDone
+		stopFollowers()
 		return fmt.Errorf("server stopped: %w", err)
 	case <-ctx.Done():
 	}
@@ -285,8 +337,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("graceful shutdown timed out", "err", err)
 	}
-	stopFollow()
-	<-followDone
+	stopFollowers()
 	if err := led.Close(); err != nil {
 		return fmt.Errorf("couldn't close the log cleanly: %w", err)
 	}
