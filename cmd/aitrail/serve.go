@@ -250,15 +250,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	caughtUp := make(chan struct{})
 	startSize := led.Size()
 	var once sync.Once
-	if c, _ := models.Cursor(ctx); c > startSize {
+	switch c, _ := models.Cursor(ctx); {
+	case c > startSize:
 		log.Warn("the model registry has seen more records than the log holds; was the log restored from a copy? Delete "+registryFile+" with the server stopped to rebuild it", "registry_cursor", c, "records", startSize)
+	case c < startSize:
+		log.Info("model registry catching up with the log before accepting requests", "from", c, "to", startSize)
 	}
 	go func() {
 		defer close(registryDone)
 		ledger.Follow(followCtx, led, models, ledger.FollowOptions{
-			Name:   "registry",
-			Logger: log,
-			Linger: indexLinger,
+			Name:      "registry",
+			Logger:    log,
+			Linger:    indexLinger,
+			BatchSize: indexBatch,
 			OnApply: func(c uint64) {
 				registryCursor.Store(c)
 				if c >= startSize {
