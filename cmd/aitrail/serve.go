@@ -228,25 +228,26 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 
 	followCtx, stopFollow := context.WithCancel(context.Background())
 	defer stopFollow()
-	followDone := make(chan struct{})
-	go func() {
-		defer close(followDone)
-		ledger.Follow(followCtx, led, idx, ledger.FollowOptions{
-			Name:      "index",
-			Logger:    log,
-			Linger:    indexLinger,
-			BatchSize: indexBatch,
-			OnApply: func(c uint64) {
-				indexCursor.Store(c)
-				led.Forget(c)
-			},
+	var followers sync.WaitGroup
+	follow := func(name string, h ledger.Handler, onApply func(cursor uint64)) {
+		followers.Go(func() {
+			ledger.Follow(followCtx, led, h, ledger.FollowOptions{
+				Name: name, Logger: log, Linger: indexLinger, BatchSize: indexBatch, OnApply: onApply,
+			})
 		})
-	}()
+	}
+	stopFollowers := func() {
+		stopFollow()
+		followers.Wait()
+	}
+	follow("index", idx, func(c uint64) {
+		indexCursor.Store(c)
+		led.Forget(c)
+	})
 	// The registry follows the log to persist what ingest taught it and to
 	// learn what it missed (records committed when the server stopped).
 	// Versions are resolved only once it has caught up with the log as it
 	// was at start, so the server does not accept events before then.
-	registryDone := make(chan struct{})
 	caughtUp := make(chan struct{})
 	startSize := led.Size()
 	var once sync.Once
@@ -256,26 +257,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	case c < startSize:
 		log.Info("model registry catching up with the log before accepting requests", "from", c, "to", startSize)
 	}
-	go func() {
-		defer close(registryDone)
-		ledger.Follow(followCtx, led, models, ledger.FollowOptions{
-			Name:      "registry",
-			Logger:    log,
-			Linger:    indexLinger,
-			BatchSize: indexBatch,
-			OnApply: func(c uint64) {
-				registryCursor.Store(c)
-				if c >= startSize {
-					once.Do(func() { close(caughtUp) })
-				}
-			},
-		})
-	}()
-	stopFollowers := func() {
-		stopFollow()
-		<-followDone
-		<-registryDone
-	}
+	follow("registry", models, func(c uint64) {
+		registryCursor.Store(c)
+		if c >= startSize {
+			once.Do(func() { close(caughtUp) })
+		}
+	})
 	select {
 	case <-caughtUp:
 	case <-ctx.Done():
