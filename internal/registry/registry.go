@@ -62,7 +62,10 @@ const (
 	// AttrDeployed tells whether the model version an event names (or was
 	// given) was ever deployed in the event's tenant.
 	AttrDeployed = ReservedPrefix + "deployed"
+)
 
+// Values of AttrVersionSource.
+const (
 	SourceRegistry   = "registry"
 	SourceUnresolved = "unresolved"
 )
