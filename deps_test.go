@@ -44,6 +44,8 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"internal/index", []string{module + "/internal/httpapi", module + "/cmd/aitrail"}},
 		{"internal/crypto", []string{module + "/internal/httpapi", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/authz", []string{module + "/internal/httpapi", module + "/internal/store/sqlite", "database/sql"}},
+		{"internal/registry", []string{module + "/internal/httpapi", module + "/internal/ingest", module + "/internal/store/sqlite", "database/sql", "os", "net"}},
+		{"internal/ingest", []string{module + "/internal/registry", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/httpapi", []string{module + "/internal/store/sqlite", module + "/cmd/aitrail"}},
 		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql"}},
 	} {

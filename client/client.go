@@ -188,3 +188,52 @@ func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
 func (c *Client) fetchTile(ctx context.Context, path string) ([]byte, error) {
 	return c.do(ctx, http.MethodGet, "/log/"+path, nil, "")
 }
+
+// Deployment is one deploy or retire of a model version, as the server's
+// model registry reports it.
+type Deployment struct {
+	// Index is the log index of the model.deploy or model.retire record.
+	Index       uint64          `json:"index"`
+	EventID     string          `json:"event_id"`
+	Action      string          `json:"action"` // "deploy" or "retire"
+	Tenant      string          `json:"tenant"`
+	Provider    string          `json:"provider,omitempty"`
+	Name        string          `json:"name"`
+	Version     string          `json:"version"`
+	Digest      string          `json:"digest,omitempty"`
+	Environment string          `json:"environment,omitempty"`
+	Service     string          `json:"service,omitempty"`
+	Resource    json.RawMessage `json:"resource,omitempty"`
+	Actor       string          `json:"actor,omitempty"`
+	Time        time.Time       `json:"time"`
+}
+
+// Model is one model of one tenant: the deployments in force and the
+// deployment history.
+type Model struct {
+	Tenant   string       `json:"tenant"`
+	Provider string       `json:"provider,omitempty"`
+	Name     string       `json:"name"`
+	Current  []Deployment `json:"current"`
+	History  []Deployment `json:"history"`
+}
+
+// Models runs GET /v1/models with the given filters (tenant, name,
+// environment).
+func (c *Client) Models(ctx context.Context, filters url.Values) ([]Model, error) {
+	path := "/v1/models"
+	if len(filters) > 0 {
+		path += "?" + filters.Encode()
+	}
+	data, err := c.do(ctx, http.MethodGet, path, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Models []Model `json:"models"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("aitrail: bad models response: %w", err)
+	}
+	return r.Models, nil
+}

@@ -98,7 +98,7 @@ func TestFirstStartCreatesAdminToken(t *testing.T) {
 	if code, body := s.do("GET", "/v1/tokens", token, "", nil); code != 200 {
 		t.Fatalf("admin token does not work: %d %s", code, body)
 	}
-	for _, name := range []string{masterKeyFile, signerKeyFile, catalogFile, indexFile, indexFile + "-wal"} {
+	for _, name := range []string{masterKeyFile, signerKeyFile, catalogFile, indexFile, indexFile + "-wal", registryFile, registryFile + "-wal"} {
 		if fi, err := os.Stat(filepath.Join(data, name)); err != nil || fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s: %v, mode %v; want private", name, err, fi.Mode())
 		}

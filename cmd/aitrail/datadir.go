@@ -23,6 +23,7 @@ const (
 	ledgerDir      = "log"
 	catalogFile    = "catalog.db"
 	indexFile      = "index.db"
+	registryFile   = "registry.db" // the model deployment registry, derived from the log
 	masterKeyFile  = "master.key"
 	signerKeyFile  = "log.key" // the note signer key, wrapped by the master key
 	publicKeyFile  = "log.pub" // the note verifier key

@@ -7,6 +7,7 @@
 //	aitrail verify   --data DIR | --url URL --key VKEY [--trusted FILE]
 //	aitrail query    --url URL --token TOKEN [filters]                 search events
 //	aitrail tail     --url URL --token TOKEN [filters]                 follow new events
+//	aitrail models   --url URL --token TOKEN [--history] [filters]     model deployments
 //	aitrail reindex  --data DIR                                        rebuild the query index
 //	aitrail status   --data DIR | --url URL                            sealing state, readiness
 //	aitrail bench    --url URL --token TOKEN [--clients N ...]         load generator
@@ -44,6 +45,7 @@ func commands() []command {
 		{"verify", "verify the log offline (--data) or remotely (--url)", runVerify},
 		{"query", "search events", runQuery},
 		{"tail", "follow new events", runTail},
+		{"models", "list model deployments (the deployment registry)", runModels},
 		{"reindex", "rebuild the query index from the log", runReindex},
 		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},
 		{"bench", "load-test a running server", runBench},

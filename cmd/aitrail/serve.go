@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/registry"
 	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
 )
 
@@ -219,13 +221,26 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	}
 	defer led.Close()
 
-	var indexCursor atomic.Uint64
+	regStore, err := sqlitestore.OpenRegistry(filepath.Join(cfg.DataDir, registryFile))
+	if err != nil {
+		return fmt.Errorf("couldn't open the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+	}
+	defer regStore.Close()
+	models, err := registry.Open(ctx, regStore)
+	if err != nil {
+		return fmt.Errorf("couldn't load the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+	}
+
+	var indexCursor, registryCursor atomic.Uint64
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
 			func() float64 { return float64(led.Size()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
 			ConstLabels: prometheus.Labels{"follower": "index"}},
 			func() float64 { return float64(led.Size()) - float64(indexCursor.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
+			ConstLabels: prometheus.Labels{"follower": "registry"}},
+			func() float64 { return float64(led.Size()) - float64(registryCursor.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_healthy", Help: "1 while the log accepts writes."},
 			func() float64 {
 				if led.Err() != nil {
@@ -237,31 +252,60 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 
 	followCtx, stopFollow := context.WithCancel(context.Background())
 	defer stopFollow()
-	followDone := make(chan struct{})
-	go func() {
-		defer close(followDone)
-		ledger.Follow(followCtx, led, idx, ledger.FollowOptions{
-			Name:      "index",
-			Logger:    log,
-			Linger:    indexLinger,
-			BatchSize: indexBatch,
-			OnApply: func(c uint64) {
-				indexCursor.Store(c)
-				led.Forget(c)
-			},
+	var followers sync.WaitGroup
+	follow := func(name string, h ledger.Handler, onApply func(cursor uint64)) {
+		followers.Go(func() {
+			ledger.Follow(followCtx, led, h, ledger.FollowOptions{
+				Name: name, Logger: log, Linger: indexLinger, BatchSize: indexBatch, OnApply: onApply,
+			})
 		})
-	}()
+	}
+	stopFollowers := func() {
+		stopFollow()
+		followers.Wait()
+	}
+	follow("index", idx, func(c uint64) {
+		indexCursor.Store(c)
+		led.Forget(c)
+	})
+	// The registry follows the log to persist what ingest taught it and to
+	// learn what it missed (records committed when the server stopped).
+	// Versions are resolved only once it has caught up with the log as it
+	// was at start, so the server does not accept events before then.
+	caughtUp := make(chan struct{})
+	startSize := led.Size()
+	var once sync.Once
+	switch c, _ := models.Cursor(ctx); {
+	case c > startSize:
+		log.Warn("the model registry has seen more records than the log holds; was the log restored from a copy? Delete "+registryFile+" with the server stopped to rebuild it", "registry_cursor", c, "records", startSize)
+	case c < startSize:
+		log.Info("model registry catching up with the log before accepting requests", "from", c, "to", startSize)
+	}
+	follow("registry", models, func(c uint64) {
+		registryCursor.Store(c)
+		if c >= startSize {
+			once.Do(func() { close(caughtUp) })
+		}
+	})
+	select {
+	case <-caughtUp:
+	case <-ctx.Done():
+		stopFollowers()
+		return nil
+	}
 
 	pipeline := &ingest.Pipeline{
-		Ledger: led,
-		Sealer: keyring,
-		Limits: event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
+		Ledger:   led,
+		Sealer:   keyring,
+		Limits:   event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
+		Registry: models,
 	}
 	api := &httpapi.Server{
 		Ledger:       led,
 		Index:        idx,
 		Opener:       keyring,
 		Ingest:       pipeline,
+		Models:       models,
 		Auth:         auth,
 		PublicKey:    vkey,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
@@ -269,7 +313,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		Logger:       log,
 		Ready: func() (bool, map[string]any) {
 			err := led.Err()
-			d := map[string]any{"ledger_records": led.Size(), "index_lag": led.Size() - indexCursor.Load(),
+			size := led.Size()
+			d := map[string]any{"ledger_records": size, "index_lag": size - indexCursor.Load(), "registry_lag": size - registryCursor.Load(),
 				"sealing": led.SealStatus()}
 			if err != nil {
 				d["ledger_error"] = err.Error()
@@ -279,8 +324,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		stopFollow()
-		<-followDone
+		stopFollowers()
 		return fmt.Errorf("couldn't listen: %w", err)
 	}
 	if tlsConfig != nil {
@@ -303,8 +347,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		stopFollow()
-		<-followDone
+		stopFollowers()
 		return fmt.Errorf("server stopped: %w", err)
 	case <-ctx.Done():
 	}
@@ -314,8 +357,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("graceful shutdown timed out", "err", err)
 	}
-	stopFollow()
-	<-followDone
+	stopFollowers()
 	if err := led.Close(); err != nil {
 		return fmt.Errorf("couldn't close the log cleanly: %w", err)
 	}

@@ -1,6 +1,6 @@
 // Package httpapi serves aitrail's public HTTP API (see docs/api.md): event
-// ingest and query, the C2SP log under /log/, proofs, tokens, health and
-// metrics. It authenticates every /v1 request, enforces roles and tenants,
+// ingest and query, the model deployment registry, the C2SP log under /log/,
+// proofs, tokens, health and metrics. It authenticates every /v1 request, enforces roles and tenants,
 // and maps domain errors to the JSON error body in one place. It never logs
 // event content or secrets.
 package httpapi
@@ -48,10 +48,12 @@ type Opener interface {
 
 // Server is the HTTP API. Fill in every field, then call Handler.
 type Server struct {
-	Ledger    Ledger
-	Index     Index
-	Opener    Opener
-	Ingest    *ingest.Pipeline
+	Ledger Ledger
+	Index  Index
+	Opener Opener
+	Ingest *ingest.Pipeline
+	// Models, if set, serves GET /v1/models from the deployment registry.
+	Models    Models
 	Auth      *authz.Authenticator
 	PublicKey string // the log's note verifier key
 	// Capture handlers, mounted when set: OpenAI under /openai/, Anthropic
@@ -102,6 +104,10 @@ func (s *Server) Handler() http.Handler {
 	handle("GET /v1/events/{id}", "/v1/events/{id}", s.authed(authz.RoleRead, s.getEvent))
 	handle("GET /v1/proof/inclusion", "/v1/proof/inclusion", s.authed("", s.inclusionProof))
 	handle("GET /v1/proof/consistency", "/v1/proof/consistency", s.authed("", s.consistencyProof))
+	if s.Models != nil {
+		handle("GET /v1/models", "/v1/models", s.authed(authz.RoleRead, s.listModels))
+		handle("GET /v1/models/{name...}", "/v1/models/{name}", s.authed(authz.RoleRead, s.listModels))
+	}
 	handle("POST /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.createToken))
 	handle("GET /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.listTokens))
 	handle("DELETE /v1/tokens/{id}", "/v1/tokens/{id}", s.authed(authz.RoleAdmin, s.deleteToken))

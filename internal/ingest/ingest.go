@@ -1,8 +1,9 @@
 // Package ingest is the one path every event takes into the log, whichever
 // door it came through (the events API, the recording proxies, OTLP, the
 // SDK): validate and normalise, check the caller may write the tenant,
-// encrypt content, encode canonically, and append atomically. A nil error
-// from Append means every event is durable.
+// complete records from the model registry, encrypt content, encode
+// canonically, append atomically, and tell the registry what was stored. A
+// nil error from Append means every event is durable.
 //
 // It never logs and never keeps event content.
 package ingest
@@ -32,12 +33,32 @@ type Sealer interface {
 	Seal(ctx context.Context, scope string, plaintext, aad []byte) (blob []byte, keyID string, err error)
 }
 
+// Registry checks, completes and learns from records on their way into the
+// log (package registry implements it). Its methods must be safe for
+// concurrent use and must not fail: a registry that cannot decide leaves a
+// record as it is.
+type Registry interface {
+	// Check returns the problems that make rec unacceptable, with Field
+	// relative to the event (".model.version"); Append refuses the whole
+	// batch with them as invalid input.
+	Check(rec *event.Record) []event.Problem
+	// Resolve completes rec in place (model version, markers) before it is
+	// encoded, from what the registry knows of records acknowledged so far.
+	Resolve(rec *event.Record)
+	// Committed is called for each newly stored record once it is durable
+	// at index, before Append returns.
+	Committed(index uint64, rec *event.Record)
+}
+
 // Pipeline appends events. Fill in Ledger, Sealer and Limits before use; it
 // is safe for concurrent use.
 type Pipeline struct {
 	Ledger Ledger
 	Sealer Sealer
 	Limits event.Limits
+	// Registry, if set, checks and completes records and learns from them
+	// (see Registry); nil means records are stored as normalised.
+	Registry Registry
 	// Now is the clock that stamps received_at (time.Now if nil).
 	Now func() time.Time
 }
@@ -58,8 +79,9 @@ type Receipt struct {
 	Checkpoint []byte
 }
 
-// Append validates events, checks p may write every tenant they name,
-// encrypts their content and appends them as one atomic batch. Errors: an
+// Append validates events (with the registry's checks), checks p may write
+// every tenant they name, completes them from the registry, encrypts their
+// content and appends them as one atomic batch. Errors: an
 // *event.Error naming each invalid event, an *apierr.Error (403) for a tenant
 // p may not write, or the ledger's (ErrPushback, ErrClosed, …). Nothing is
 // stored unless the error is nil.
@@ -70,6 +92,9 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	}
 	records, contents, err := event.NormalizeAll(events, now(), pl.Limits)
 	if err != nil {
+		return Receipt{}, err
+	}
+	if err := pl.check(records); err != nil {
 		return Receipt{}, err
 	}
 	var denied []any
@@ -86,6 +111,9 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	var tooLarge []event.Problem
 	for i := range records {
 		rec := &records[i]
+		if pl.Registry != nil {
+			pl.Registry.Resolve(rec)
+		}
 		var blob []byte
 		if contents[i] != nil {
 			var keyID string
@@ -118,8 +146,30 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	out := Receipt{Results: make([]Result, len(records)), Checkpoint: lr.Checkpoint}
 	for i, res := range lr.Results {
 		out.Results[i] = Result{ID: records[i].ID, Index: res.Index, Duplicate: res.Duplicate}
+		if pl.Registry != nil && !res.Duplicate {
+			pl.Registry.Committed(res.Index, &records[i])
+		}
 	}
 	return out, nil
+}
+
+// check runs the registry's checks on every record and returns an
+// *event.Error naming each problem's event, or nil.
+func (pl *Pipeline) check(records []event.Record) error {
+	if pl.Registry == nil {
+		return nil
+	}
+	var problems []event.Problem
+	for i := range records {
+		for _, p := range pl.Registry.Check(&records[i]) {
+			p.Index, p.Field = i, fmt.Sprintf("events[%d]%s", i, p.Field)
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return &event.Error{Code: event.CodeInvalid, Problems: problems}
 }
 
 // Key is the ledger's idempotency key of an event: ids are unique per tenant.

@@ -7,6 +7,9 @@
 // write is synced (WAL with synchronous=FULL) before it returns. It never
 // holds a key or a token secret in the clear: keys are wrapped by the master
 // key and tokens are stored as hashes.
+//
+// The package also holds RegistryStore (registry.go), the model deployment
+// registry's own database, which unlike the catalog is derived from the log.
 package sqlitestore
 
 import (
@@ -72,31 +75,9 @@ var migrations = []string{
 // does not exist, and brings its schema up to date. It refuses a catalog
 // written by a newer aitrail.
 func Open(path string) (*Catalog, error) {
-	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, "file:") || strings.HasPrefix(path, ":memory:") {
-		return nil, fmt.Errorf("sqlitestore: invalid catalog path %q: must be a file path without '?'", path)
-	}
-	// Create the file ourselves so it gets mode 0600; SQLite gives its -wal
-	// and -shm files the database file's mode.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	db, err := openPrivate(path, "catalog", "synchronous(FULL)&_pragma=foreign_keys(1)")
 	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't open catalog: %w", err)
-	}
-	fi, err := f.Stat()
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't stat catalog: %w", err)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return nil, fmt.Errorf("sqlitestore: catalog %s is accessible by group or others and couldn't be restricted: %w", path, err)
-		}
-	}
-	dsn := path + "?_txlock=immediate" +
-		fmt.Sprintf("&_pragma=busy_timeout(%d)", BusyTimeout.Milliseconds()) +
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't open catalog %s: %w", path, err)
+		return nil, err
 	}
 	c := &Catalog{db: db}
 	if err := c.migrate(context.Background()); err != nil {
@@ -104,6 +85,40 @@ func Open(path string) (*Catalog, error) {
 		return nil, fmt.Errorf("sqlitestore: catalog %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// openPrivate opens the SQLite database at path in WAL mode with
+// BEGIN IMMEDIATE transactions and the given extra pragmas, creating the
+// file with mode 0600 (and restricting an existing one). what names the
+// database in errors.
+func openPrivate(path, what, pragmas string) (*sql.DB, error) {
+	if path == "" || strings.ContainsRune(path, '?') || strings.HasPrefix(path, "file:") || strings.HasPrefix(path, ":memory:") {
+		return nil, fmt.Errorf("sqlitestore: invalid %s path %q: must be a file path without '?'", what, path)
+	}
+	// Create the file ourselves so it gets mode 0600; SQLite gives its -wal
+	// and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't open %s: %w", what, err)
+	}
+	fi, err := f.Stat()
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't stat %s: %w", what, err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return nil, fmt.Errorf("sqlitestore: %s %s is accessible by group or others and couldn't be restricted: %w", what, path, err)
+		}
+	}
+	dsn := path + "?_txlock=immediate" +
+		fmt.Sprintf("&_pragma=busy_timeout(%d)", BusyTimeout.Milliseconds()) +
+		"&_pragma=journal_mode(WAL)&_pragma=" + pragmas
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't open %s %s: %w", what, path, err)
+	}
+	return db, nil
 }
 
 func (c *Catalog) migrate(ctx context.Context) error {

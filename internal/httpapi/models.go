@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/aitrail/aitrail/internal/registry"
+)
+
+// Models is what the API needs of the model deployment registry.
+type Models interface {
+	Models(f registry.Filter) []registry.Model
+}
+
+// modelParams are the parameters GET /v1/models accepts.
+var modelParams = map[string]bool{"tenant": true, "name": true, "environment": true}
+
+// listModels handles GET /v1/models and GET /v1/models/{name}: the current
+// deployments and the deployment history of the models of the tenants the
+// caller may see. A named model that none of them has deployed is 404.
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query()
+	for k, vs := range v {
+		if !modelParams[k] || (k == "name" && r.PathValue("name") != "") {
+			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k)))
+			return
+		}
+		if len(vs) > 1 {
+			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("parameter %q given more than once", k)))
+			return
+		}
+	}
+	f := registry.Filter{Tenants: principalFrom(r.Context()).VisibleTenants(), Tenant: v.Get("tenant"),
+		Name: v.Get("name"), Environment: v.Get("environment")}
+	if name := r.PathValue("name"); name != "" {
+		f.Name = name
+	}
+	models := s.Models.Models(f)
+	if models == nil {
+		if r.PathValue("name") != "" {
+			s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no deployments of that model"))
+			return
+		}
+		models = []registry.Model{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": models})
+}

@@ -1,0 +1,99 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+// fakeLedger stores records in memory; keys it has seen are duplicates.
+type fakeLedger struct {
+	records [][]byte
+	keys    map[string]uint64
+	fail    error
+}
+
+func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
+	if l.fail != nil {
+		return ledger.Receipt{}, l.fail
+	}
+	var r ledger.Receipt
+	for _, it := range items {
+		if i, ok := l.keys[it.Key]; ok {
+			r.Results = append(r.Results, ledger.Result{Index: i, Duplicate: true})
+			continue
+		}
+		l.keys[it.Key] = uint64(len(l.records))
+		r.Results = append(r.Results, ledger.Result{Index: uint64(len(l.records))})
+		l.records = append(l.records, it.Record)
+	}
+	return r, nil
+}
+
+// fakeRegistry refuses events of type "bad.event", tags every record it
+// resolves and remembers what was committed.
+type fakeRegistry struct {
+	committed []uint64
+}
+
+func (f *fakeRegistry) Check(rec *event.Record) []event.Problem {
+	if rec.Type == "bad.event" {
+		return []event.Problem{{Field: ".model.version", Message: "is required"}}
+	}
+	return nil
+}
+
+func (f *fakeRegistry) Resolve(rec *event.Record) {
+	rec.Attributes = map[string]any{"resolved": true}
+}
+
+func (f *fakeRegistry) Committed(index uint64, rec *event.Record) {
+	f.committed = append(f.committed, index)
+}
+
+var root = authz.Principal{Root: true}
+
+// TestRegistryHook checks the pipeline's use of its registry: problems
+// refuse the whole batch with each event's position, records are completed
+// before they are encoded, and only newly stored records, durable ones, are
+// reported as committed.
+func TestRegistryHook(t *testing.T) {
+	led := &fakeLedger{keys: map[string]uint64{}}
+	reg := &fakeRegistry{}
+	pl := &Pipeline{Ledger: led, Registry: reg}
+	ctx := context.Background()
+
+	_, err := pl.Append(ctx, root, []event.Event{{Type: "a.b"}, {Type: "bad.event"}})
+	var ee *event.Error
+	if !errors.As(err, &ee) || ee.Code != event.CodeInvalid || len(ee.Problems) != 1 ||
+		ee.Problems[0].Index != 1 || ee.Problems[0].Field != "events[1].model.version" {
+		t.Fatalf("refused batch: %v", err)
+	}
+	if len(led.records) != 0 || len(reg.committed) != 0 {
+		t.Fatal("a refused batch was stored or committed")
+	}
+
+	if _, err := pl.Append(ctx, root, []event.Event{{Type: "a.b", ID: "x"}, {Type: "a.b", ID: "y"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(led.records[0]), `"attributes":{"resolved":true}`) {
+		t.Fatalf("stored record %s was not completed before encoding", led.records[0])
+	}
+	if _, err := pl.Append(ctx, root, []event.Event{{Type: "a.b", ID: "y"}, {Type: "a.b", ID: "z"}}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{0, 1, 2}; !slices.Equal(reg.committed, want) {
+		t.Fatalf("committed %v, want %v (the duplicate y is not committed again)", reg.committed, want)
+	}
+
+	led.fail = errors.New("disk on fire")
+	if _, err := pl.Append(ctx, root, []event.Event{{Type: "a.b"}}); err == nil || len(reg.committed) != 3 {
+		t.Fatalf("a failed append: %v, committed %v", err, reg.committed)
+	}
+}

@@ -1,0 +1,413 @@
+// Package registry is the model deployment registry: which versions of which
+// models each tenant has deployed, where, when and by whom. It is derived
+// from the model.deploy and model.retire records in the log and can always be
+// rebuilt from it; the log stays the only source of truth.
+//
+// The registry does three things with records on their way into the log:
+// Check refuses malformed deploy and retire events (and producer-set
+// attributes in the reserved aitrail.model. namespace), Resolve fills in the
+// model version of an ai.* event that names only the model and marks events
+// that name a version never deployed, and Committed learns from records once
+// they are durable, so that an event sent after a deploy was acknowledged
+// sees it. As a ledger.Handler it also follows the log with a persisted
+// cursor, which makes it restart-safe and lets it catch up with records it
+// did not see at ingest.
+//
+// Its state depends only on the set of deploy and retire records, never on
+// the order in which it learns of them: every fact carries its log index, a
+// fact already known is ignored, and the current deployments are recomputed
+// in log order. Applying a record twice, or out of order, is therefore
+// harmless, and the state rebuilt from the log equals the live state.
+//
+// The package never logs and never sees event content.
+package registry
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/event"
+)
+
+// Event types the registry follows.
+const (
+	TypeDeploy = "model.deploy"
+	TypeRetire = "model.retire"
+)
+
+// Attributes the registry reads from deploy and retire events (OpenTelemetry
+// resource attribute names) to tell deployment targets apart, and from other
+// events to pick the target they were served by.
+const (
+	// AttrEnvironment names the environment, such as "production".
+	AttrEnvironment = "deployment.environment.name"
+	// AttrEnvironmentOld is the older OpenTelemetry name of
+	// AttrEnvironment, read when AttrEnvironment is absent.
+	AttrEnvironmentOld = "deployment.environment"
+	// AttrService names the service or endpoint serving the model.
+	AttrService = "service.name"
+)
+
+// Attributes the registry adds to the records it completes. Producers may
+// not set attributes starting with ReservedPrefix.
+const (
+	ReservedPrefix = "aitrail.model."
+	// AttrVersionSource is "registry" when the server filled in
+	// model.version from the registry, "unresolved" when it could not.
+	AttrVersionSource = ReservedPrefix + "version_source"
+	// AttrDeployed tells whether the model version an event names (or was
+	// given) was ever deployed in the event's tenant.
+	AttrDeployed = ReservedPrefix + "deployed"
+)
+
+// Values of AttrVersionSource.
+const (
+	SourceRegistry   = "registry"
+	SourceUnresolved = "unresolved"
+)
+
+// Actions of a Deployment.
+const (
+	ActionDeploy = "deploy"
+	ActionRetire = "retire"
+)
+
+// Deployment is one effective model.deploy or model.retire record: a fact
+// of the registry, identified by its log index.
+type Deployment struct {
+	// Index is the record's position in the log.
+	Index uint64 `json:"index"`
+	// EventID is the record's id.
+	EventID string `json:"event_id"`
+	// Action is ActionDeploy or ActionRetire.
+	Action   string `json:"action"`
+	Tenant   string `json:"tenant"`
+	Provider string `json:"provider,omitempty"`
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Digest   string `json:"digest,omitempty"`
+	// Environment and Service identify the deployment target; either may
+	// be empty.
+	Environment string `json:"environment,omitempty"`
+	Service     string `json:"service,omitempty"`
+	// Resource is the record's resource (such as the endpoint), as sent.
+	Resource *event.Resource `json:"resource,omitempty"`
+	// Actor is the id of who deployed or retired.
+	Actor string `json:"actor,omitempty"`
+	// Time is the event time.
+	Time time.Time `json:"time"`
+}
+
+// FromRecord returns the fact that the record at index states, and false
+// when the record is not an effective deploy or retire: another type, an
+// outcome other than success, or no model name or version.
+func FromRecord(index uint64, rec *event.Record) (Deployment, bool) {
+	var action string
+	switch rec.Type {
+	case TypeDeploy:
+		action = ActionDeploy
+	case TypeRetire:
+		action = ActionRetire
+	default:
+		return Deployment{}, false
+	}
+	if m := rec.Model; m == nil || m.Name == "" || m.Version == "" || (rec.Outcome != "" && rec.Outcome != "success") {
+		return Deployment{}, false
+	}
+	env, svc := target(rec.Attributes)
+	d := Deployment{Index: index, EventID: rec.ID, Action: action, Tenant: rec.Tenant,
+		Provider: rec.Model.Provider, Name: rec.Model.Name, Version: rec.Model.Version, Digest: rec.Model.Digest,
+		Environment: env, Service: svc, Resource: rec.Resource, Time: rec.Time}
+	if rec.Actor != nil {
+		d.Actor = rec.Actor.ID
+	}
+	return d, true
+}
+
+// target reads the deployment target an event names.
+func target(attrs map[string]any) (env, service string) {
+	env, _ = attrs[AttrEnvironment].(string)
+	if env == "" {
+		env, _ = attrs[AttrEnvironmentOld].(string)
+	}
+	service, _ = attrs[AttrService].(string)
+	return env, service
+}
+
+// Model is what the registry knows of one model of one tenant.
+type Model struct {
+	Tenant   string `json:"tenant"`
+	Provider string `json:"provider,omitempty"`
+	Name     string `json:"name"`
+	// Current holds the deploy facts in force, one per target, ordered by
+	// environment and service.
+	Current []Deployment `json:"current"`
+	// History holds every deploy and retire fact, in log order.
+	History []Deployment `json:"history"`
+}
+
+// Filter selects models in Models. Empty fields match everything.
+type Filter struct {
+	// Tenants are the tenants the caller may see; nil means all.
+	Tenants []string
+	Tenant  string
+	Name    string
+	// Environment keeps only the facts of that environment, and the models
+	// that have any.
+	Environment string
+}
+
+// Store persists the registry's facts and its follower cursor. It is used
+// by one Registry at a time.
+type Store interface {
+	// Load returns every stored fact, in log order, and the cursor: the
+	// index of the next log entry the registry needs.
+	Load(ctx context.Context) ([]Deployment, uint64, error)
+	// Save adds facts and moves the cursor forward to cursor, atomically:
+	// when it returns nil both are stored, on error neither is. A fact
+	// whose Index is already stored is left as it is, and the cursor never
+	// moves backwards. A store may lose the last Saves in a power cut, as
+	// long as it loses facts and cursor together: the follower delivers
+	// those entries again.
+	Save(ctx context.Context, facts []Deployment, cursor uint64) error
+}
+
+type modelKey struct{ tenant, provider, name string }
+type nameKey struct{ tenant, name string }
+
+type targetKey struct{ env, service string }
+
+// model is the state of one (tenant, provider, name).
+type model struct {
+	provider string
+	facts    []Deployment // by Index
+	current  []Deployment // by environment, service
+	deployed map[string]bool
+}
+
+// Registry is the deployment registry. It is safe for concurrent use.
+type Registry struct {
+	store Store
+
+	mu     sync.RWMutex
+	cursor uint64
+	models map[modelKey]*model
+	byName map[nameKey][]*model
+}
+
+// Open loads the registry from store. Follow the log with it (it is a
+// ledger.Handler) until it has caught up before relying on Resolve.
+func Open(ctx context.Context, store Store) (*Registry, error) {
+	facts, cursor, err := store.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{store: store, cursor: cursor, models: map[modelKey]*model{}, byName: map[nameKey][]*model{}}
+	r.add(facts...)
+	return r, nil
+}
+
+// Committed tells the registry that rec is durable at index. Call it, in any
+// order, for every record once its append succeeded and before the append is
+// acknowledged, so that later events see a deploy as soon as its producer
+// does. It does not move the cursor: the follower persists the fact.
+func (r *Registry) Committed(index uint64, rec *event.Record) {
+	if d, ok := FromRecord(index, rec); ok {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.add(d)
+	}
+}
+
+// add inserts the facts not yet known and recomputes the models they
+// concern. The caller holds mu (or is Open).
+func (r *Registry) add(facts ...Deployment) {
+	changed := map[*model]bool{}
+	for _, d := range facts {
+		k := modelKey{d.Tenant, d.Provider, d.Name}
+		m := r.models[k]
+		if m == nil {
+			m = &model{provider: d.Provider, deployed: map[string]bool{}}
+			r.models[k] = m
+			nk := nameKey{d.Tenant, d.Name}
+			r.byName[nk] = append(r.byName[nk], m)
+		}
+		i, found := slices.BinarySearchFunc(m.facts, d.Index, func(f Deployment, idx uint64) int { return cmp.Compare(f.Index, idx) })
+		if found {
+			continue
+		}
+		m.facts = slices.Insert(m.facts, i, d)
+		changed[m] = true
+	}
+	for m := range changed {
+		m.recompute()
+	}
+}
+
+// recompute derives the current deployments from the facts in log order: a
+// deploy makes its version the one in force at its target (environment,
+// service); a retire ends its version at every target it matches, where an
+// empty environment or service on the retire matches any.
+func (m *model) recompute() {
+	cur := map[targetKey]Deployment{}
+	for _, f := range m.facts {
+		switch f.Action {
+		case ActionDeploy:
+			cur[targetKey{f.Environment, f.Service}] = f
+			m.deployed[f.Version] = true
+		case ActionRetire:
+			for t, c := range cur {
+				if c.Version == f.Version && (f.Environment == "" || f.Environment == t.env) && (f.Service == "" || f.Service == t.service) {
+					delete(cur, t)
+				}
+			}
+		}
+	}
+	m.current = m.current[:0]
+	for _, d := range cur {
+		m.current = append(m.current, d)
+	}
+	slices.SortFunc(m.current, func(a, b Deployment) int {
+		return cmp.Or(cmp.Compare(a.Environment, b.Environment), cmp.Compare(a.Service, b.Service))
+	})
+}
+
+// Check returns the problems that make rec unacceptable to the registry,
+// with Index 0 and Field relative to the event (".model.version"): a
+// model.deploy or model.retire without model.name or model.version, an
+// environment or service attribute that is not a string on one, and on any
+// event an attribute in the reserved aitrail.model. namespace.
+func (r *Registry) Check(rec *event.Record) []event.Problem {
+	var ps []event.Problem
+	add := func(field, msg string) { ps = append(ps, event.Problem{Field: field, Message: msg}) }
+	if rec.Type == TypeDeploy || rec.Type == TypeRetire {
+		if rec.Model == nil || rec.Model.Name == "" {
+			add(".model.name", "is required for "+rec.Type)
+		}
+		if rec.Model == nil || rec.Model.Version == "" {
+			add(".model.version", "is required for "+rec.Type)
+		}
+		for _, k := range []string{AttrEnvironment, AttrEnvironmentOld, AttrService} {
+			if v, ok := rec.Attributes[k]; ok {
+				if _, ok := v.(string); !ok {
+					add(`.attributes["`+k+`"]`, "must be a string on "+rec.Type)
+				}
+			}
+		}
+	}
+	for k := range rec.Attributes {
+		if strings.HasPrefix(k, ReservedPrefix) {
+			add(`.attributes["`+k+`"]`, "attributes starting with "+ReservedPrefix+" are set by the server")
+		}
+	}
+	slices.SortFunc(ps, func(a, b event.Problem) int { return cmp.Compare(a.Field, b.Field) })
+	return ps
+}
+
+// Resolve completes an ai.* record that names a model, when its tenant has
+// deployed a model of that name (of a matching provider); other records are left alone, so tenants that do not use the
+// registry see no change.
+//
+// Without model.version, the record is served by the versions in force at
+// the targets it matches. Providers, environments and services match when
+// they are equal or either is empty. If that is exactly one version, it is set (with its digest
+// when the record has none and the targets agree on one), and the record gets
+// AttrVersionSource "registry" and AttrDeployed true; otherwise
+// AttrVersionSource "unresolved". With model.version, the record gets
+// AttrDeployed: whether that version was ever deployed in the tenant.
+func (r *Registry) Resolve(rec *event.Record) {
+	if !strings.HasPrefix(rec.Type, "ai.") || rec.Model == nil || rec.Model.Name == "" {
+		return
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var models []*model
+	for _, m := range r.byName[nameKey{rec.Tenant, rec.Model.Name}] {
+		if len(m.deployed) > 0 && match(m.provider, rec.Model.Provider) {
+			models = append(models, m)
+		}
+	}
+	if len(models) == 0 {
+		return
+	}
+	if rec.Attributes == nil {
+		rec.Attributes = map[string]any{}
+	}
+	if v := rec.Model.Version; v != "" {
+		deployed := false
+		for _, m := range models {
+			deployed = deployed || m.deployed[v]
+		}
+		rec.Attributes[AttrDeployed] = deployed
+		return
+	}
+	env, svc := target(rec.Attributes)
+	var version string
+	digests := map[string]bool{}
+	for _, m := range models {
+		for _, c := range m.current {
+			if !match(env, c.Environment) || !match(svc, c.Service) {
+				continue
+			}
+			if version != "" && c.Version != version {
+				rec.Attributes[AttrVersionSource] = SourceUnresolved
+				return
+			}
+			version = c.Version
+			digests[c.Digest] = true
+		}
+	}
+	if version == "" {
+		rec.Attributes[AttrVersionSource] = SourceUnresolved
+		return
+	}
+	rec.Model.Version = version
+	if len(digests) == 1 && rec.Model.Digest == "" {
+		for d := range digests {
+			rec.Model.Digest = d
+		}
+	}
+	rec.Attributes[AttrVersionSource] = SourceRegistry
+	rec.Attributes[AttrDeployed] = true
+}
+
+// match reports whether two names of a provider, environment or service
+// agree, an empty one agreeing with any.
+func match(a, b string) bool { return a == "" || b == "" || a == b }
+
+// Models returns the models f selects, ordered by tenant, name and provider,
+// with copies of their facts.
+func (r *Registry) Models(f Filter) []Model {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []Model
+	for k, m := range r.models {
+		if (f.Tenants != nil && !slices.Contains(f.Tenants, k.tenant)) ||
+			(f.Tenant != "" && f.Tenant != k.tenant) || (f.Name != "" && f.Name != k.name) {
+			continue
+		}
+		keep := func(d Deployment) bool { return f.Environment == "" || d.Environment == f.Environment }
+		mo := Model{Tenant: k.tenant, Provider: k.provider, Name: k.name, Current: []Deployment{}, History: []Deployment{}}
+		for _, d := range m.current {
+			if keep(d) {
+				mo.Current = append(mo.Current, d)
+			}
+		}
+		for _, d := range m.facts {
+			if keep(d) {
+				mo.History = append(mo.History, d)
+			}
+		}
+		if len(mo.History) > 0 {
+			out = append(out, mo)
+		}
+	}
+	slices.SortFunc(out, func(a, b Model) int {
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Provider, b.Provider))
+	})
+	return out
+}
