@@ -80,13 +80,37 @@ type storedSigner struct {
 	Wrapped string `json:"wrapped"`
 }
 
+// signerAAD binds the wrapped log signing key to its purpose.
+var signerAAD = []byte("aitrail log signing key")
+
+// readSigner reads the signer key file name and unwraps it with kek.
+func readSigner(dataDir, name string, kek crypto.KEK) ([]byte, error) {
+	path := filepath.Join(dataDir, name)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read the log signing key: %w", err)
+	}
+	var st storedSigner
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("log signing key %s is malformed", path)
+	}
+	wrapped, err := base64.StdEncoding.DecodeString(st.Wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("log signing key %s is malformed", path)
+	}
+	raw, err := kek.Unwrap(wrapped, signerAAD)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't unwrap the log signing key with master key %s (it was wrapped by %s): is this the data directory's master key?", kek.ID(), st.KEKID)
+	}
+	return raw, nil
+}
+
 // logKeys loads the log's signing key (unwrapping it with the master key) or,
 // on first start, creates it under name.
 func logKeys(dataDir, name string, kek crypto.KEK, create bool) (note.Signer, note.Verifier, string, error) {
 	skPath := filepath.Join(dataDir, signerKeyFile)
 	pkPath := filepath.Join(dataDir, publicKeyFile)
-	aad := []byte("aitrail log signing key")
-	data, err := os.ReadFile(skPath)
+	_, err := os.Stat(skPath)
 	var skey, vkey string
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && create:
@@ -94,31 +118,20 @@ func logKeys(dataDir, name string, kek crypto.KEK, create bool) (note.Signer, no
 		if err != nil {
 			return nil, nil, "", err
 		}
-		wrapped, err := kek.Wrap([]byte(skey), aad)
+		js, err := wrapSigner([]byte(skey), kek)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		js, _ := json.Marshal(storedSigner{KEKID: kek.ID(), Wrapped: base64.StdEncoding.EncodeToString(wrapped)})
 		if err := writeNew(pkPath, []byte(vkey+"\n"), 0o644); err != nil {
 			return nil, nil, "", err
 		}
 		if err := writeNew(skPath, js, 0o600); err != nil {
 			return nil, nil, "", err
 		}
-	case err != nil:
-		return nil, nil, "", fmt.Errorf("couldn't read the log signing key: %w", err)
 	default:
-		var st storedSigner
-		if err := json.Unmarshal(data, &st); err != nil {
-			return nil, nil, "", fmt.Errorf("log signing key %s is malformed", skPath)
-		}
-		wrapped, err := base64.StdEncoding.DecodeString(st.Wrapped)
+		raw, err := readSigner(dataDir, signerKeyFile, kek)
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("log signing key %s is malformed", skPath)
-		}
-		raw, err := kek.Unwrap(wrapped, aad)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("couldn't unwrap the log signing key with master key %s (it was wrapped by %s): is this the data directory's master key?", kek.ID(), st.KEKID)
+			return nil, nil, "", err
 		}
 		skey = string(raw)
 		pub, err := os.ReadFile(pkPath)

@@ -10,6 +10,7 @@
 //	aitrail models   --url URL --token TOKEN [--history] [filters]     model deployments
 //	aitrail reindex  --data DIR                                        rebuild the query index
 //	aitrail status   --data DIR | --url URL                            sealing state, readiness
+//	aitrail keys     rotate|list --data DIR                            master key rotation
 //	aitrail bench    --url URL --token TOKEN [--clients N ...]         load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
 //	aitrail version
@@ -47,6 +48,7 @@ func commands() []command {
 		{"tail", "follow new events", runTail},
 		{"models", "list model deployments (the deployment registry)", runModels},
 		{"reindex", "rebuild the query index from the log", runReindex},
+		{"keys", "rotate the master key, or list key versions (keys rotate|list)", runKeys},
 		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},
 		{"bench", "load-test a running server", runBench},
 		{"bench-disk", "measure the disk's group-committed fsync rate (benchmark reference)", runBenchDisk},

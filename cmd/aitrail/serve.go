@@ -114,15 +114,20 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	}
 	defer lock.Close()
 
-	kek, err := masterKey(cfg.DataDir, cfg.MasterKeyFile, true)
-	if err != nil {
-		return err
-	}
 	catalog, err := sqlitestore.Open(filepath.Join(cfg.DataDir, catalogFile))
 	if err != nil {
 		return fmt.Errorf("couldn't open catalog: %w", err)
 	}
 	defer catalog.Close()
+	// Finish (or undo) a key rotation that stopped half way, before the
+	// keys are read.
+	if err := settleRotation(ctx, cfg.DataDir, catalog); err != nil {
+		return err
+	}
+	kek, err := masterKey(cfg.DataDir, cfg.MasterKeyFile, true)
+	if err != nil {
+		return err
+	}
 	keyring := crypto.NewKeyring(kek, catalog)
 	if err := keyring.CheckKEK(ctx); err != nil {
 		return err

@@ -68,6 +68,18 @@ type KeyStore interface {
 	// PutCheck stores the check value durably before returning. It is set
 	// once: if one exists it returns an error wrapping ErrExists.
 	PutCheck(ctx context.Context, check []byte) error
+	// AllKeys returns every data key, in the order they were stored.
+	AllKeys(ctx context.Context) ([]WrappedKey, error)
+	// KEKVersions returns the master key history, oldest first; empty for a
+	// catalog whose master key was never rotated.
+	KEKVersions(ctx context.Context) ([]KEKVersion, error)
+	// Rotate applies a master key rotation atomically and durably: every
+	// key in r.Rewrapped replaces the stored key of the same ID, the keys
+	// in r.Added are stored after all others (becoming their scopes'
+	// current keys), the check value becomes r.Check, and r.Version (and
+	// r.Previous, if the history is empty) are appended to the history.
+	// On error nothing has changed.
+	Rotate(ctx context.Context, r Rotation) error
 }
 
 // Keyring seals and opens content with per-scope data keys wrapped by a KEK.
@@ -76,7 +88,7 @@ type KeyStore interface {
 // for concurrent use.
 //
 // Nonces are random (96 bits), so a data key should seal fewer than 2^32
-// blobs; rotating keys per scope is a later feature.
+// blobs; RotateMasterKey gives every scope a fresh data key.
 type Keyring struct {
 	kek   KEK
 	store KeyStore
@@ -117,11 +129,9 @@ func (k *Keyring) CheckKEK(ctx context.Context) error {
 		return fmt.Errorf("crypto: couldn't read master key check value: %w", err)
 	}
 	if !ok {
-		wrapped, err := k.kek.Wrap(checkPlaintext, checkAAD)
-		if err != nil {
-			return fmt.Errorf("crypto: couldn't wrap master key check value: %w", err)
+		if check, err = checkValue(k.kek); err != nil {
+			return err
 		}
-		check = append([]byte(k.kek.ID()+"\x00"), wrapped...)
 		err = k.store.PutCheck(ctx, check)
 		if err == nil {
 			return nil
@@ -134,14 +144,13 @@ func (k *Keyring) CheckKEK(ctx context.Context) error {
 			return fmt.Errorf("crypto: couldn't read master key check value: %w", err)
 		}
 	}
-	id, wrapped, found := bytes.Cut(check, []byte{0})
+	id, _, found := bytes.Cut(check, []byte{0})
 	if !found {
 		return errors.New("crypto: master key check value in the key catalog is corrupt")
 	}
-	pt, err := k.kek.Unwrap(wrapped, checkAAD)
-	if err != nil || !bytes.Equal(pt, checkPlaintext) {
-		return fmt.Errorf("%w: the configured master key (%s) does not match the one this data directory was created with (%s); "+
-			"start aitrail with the original master key (AITRAIL_MASTER_KEY or the master key file)",
+	if !MatchesCheck(k.kek, check) {
+		return fmt.Errorf("%w: the configured master key (%s) is not this data directory's master key (%s); "+
+			"start aitrail with that key (AITRAIL_MASTER_KEY or the master key file) — after `aitrail keys rotate`, the new one",
 			ErrWrongMasterKey, k.kek.ID(), id)
 	}
 	return nil
@@ -220,30 +229,40 @@ func (k *Keyring) currentKey(ctx context.Context, scope string) (*dataKey, error
 }
 
 func (k *Keyring) createKey(ctx context.Context, scope string) (*dataKey, error) {
+	wk, dk, err := k.newKey(scope)
+	if err != nil {
+		return nil, err
+	}
+	// The key must be durable before any content depends on it.
+	if err := k.store.PutKey(ctx, wk); err != nil {
+		return nil, fmt.Errorf("crypto: couldn't store data key %s for scope %q: %w", wk.ID, scope, err)
+	}
+	return dk, nil
+}
+
+// newKey generates a data key for scope, wrapped by the Keyring's master
+// key, without storing it.
+func (k *Keyring) newKey(scope string) (WrappedKey, *dataKey, error) {
 	var raw [DataKeySize]byte
 	defer clear(raw[:])
 	var idb [12]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, fmt.Errorf("crypto: couldn't generate data key: %w", err)
+		return WrappedKey{}, nil, fmt.Errorf("crypto: couldn't generate data key: %w", err)
 	}
 	if _, err := rand.Read(idb[:]); err != nil {
-		return nil, fmt.Errorf("crypto: couldn't generate data key id: %w", err)
+		return WrappedKey{}, nil, fmt.Errorf("crypto: couldn't generate data key id: %w", err)
 	}
 	id := "dk-" + hex.EncodeToString(idb[:])
 	wrapped, err := k.kek.Wrap(raw[:], keyAAD(id, scope))
 	if err != nil {
-		return nil, fmt.Errorf("crypto: couldn't wrap data key %s: %w", id, err)
-	}
-	wk := WrappedKey{ID: id, Scope: scope, KEKID: k.kek.ID(), Wrapped: wrapped, CreatedAt: time.Now().UTC()}
-	// The key must be durable before any content depends on it.
-	if err := k.store.PutKey(ctx, wk); err != nil {
-		return nil, fmt.Errorf("crypto: couldn't store data key %s for scope %q: %w", id, scope, err)
+		return WrappedKey{}, nil, fmt.Errorf("crypto: couldn't wrap data key %s: %w", id, err)
 	}
 	aead, err := newAEAD(raw[:])
 	if err != nil {
-		return nil, err
+		return WrappedKey{}, nil, err
 	}
-	return &dataKey{id: id, scope: scope, aead: aead}, nil
+	wk := WrappedKey{ID: id, Scope: scope, KEKID: k.kek.ID(), Wrapped: wrapped, CreatedAt: time.Now().UTC()}
+	return wk, &dataKey{id: id, scope: scope, aead: aead}, nil
 }
 
 func (k *Keyring) keyByID(ctx context.Context, id string) (*dataKey, error) {

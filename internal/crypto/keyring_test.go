@@ -164,7 +164,7 @@ func TestCheckKEKWrongMasterKey(t *testing.T) {
 	if !errors.Is(err, crypto.ErrWrongMasterKey) {
 		t.Fatalf("CheckKEK with another master key: err = %v, want ErrWrongMasterKey", err)
 	}
-	for _, want := range []string{"does not match the one this data directory was created with", kek1.ID(), kek2.ID()} {
+	for _, want := range []string{"is not this data directory's master key", kek1.ID(), kek2.ID()} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

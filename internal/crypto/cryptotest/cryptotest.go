@@ -18,9 +18,10 @@ import (
 // MemKeyStore is a crypto.KeyStore held in memory. It is "durable" for the
 // life of the value. The zero value is ready to use.
 type MemKeyStore struct {
-	mu    sync.Mutex
-	keys  []crypto.WrappedKey // in insertion order
-	check []byte
+	mu       sync.Mutex
+	keys     []crypto.WrappedKey // in insertion order
+	check    []byte
+	versions []crypto.KEKVersion
 }
 
 var _ crypto.KeyStore = (*MemKeyStore)(nil)
@@ -80,6 +81,50 @@ func (m *MemKeyStore) PutCheck(_ context.Context, check []byte) error {
 		return fmt.Errorf("check value: %w", crypto.ErrExists)
 	}
 	m.check = bytes.Clone(check)
+	return nil
+}
+
+// AllKeys implements crypto.KeyStore.
+func (m *MemKeyStore) AllKeys(context.Context) ([]crypto.WrappedKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := slices.Clone(m.keys)
+	for i := range out {
+		out[i].Wrapped = bytes.Clone(out[i].Wrapped)
+	}
+	return out, nil
+}
+
+// KEKVersions implements crypto.KeyStore.
+func (m *MemKeyStore) KEKVersions(context.Context) ([]crypto.KEKVersion, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.versions), nil
+}
+
+// Rotate implements crypto.KeyStore.
+func (m *MemKeyStore) Rotate(_ context.Context, r crypto.Rotation) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keys := slices.Clone(m.keys)
+	for _, k := range r.Rewrapped {
+		i := slices.IndexFunc(keys, func(e crypto.WrappedKey) bool { return e.ID == k.ID })
+		if i < 0 {
+			return fmt.Errorf("key %q: %w", k.ID, crypto.ErrNotFound)
+		}
+		keys[i].KEKID, keys[i].Wrapped = k.KEKID, bytes.Clone(k.Wrapped)
+	}
+	for _, k := range r.Added {
+		if slices.ContainsFunc(keys, func(e crypto.WrappedKey) bool { return e.ID == k.ID }) {
+			return fmt.Errorf("key %q: %w", k.ID, crypto.ErrExists)
+		}
+		k.Wrapped = bytes.Clone(k.Wrapped)
+		keys = append(keys, k)
+	}
+	if len(m.versions) == 0 {
+		m.versions = append(m.versions, r.Previous)
+	}
+	m.keys, m.check, m.versions = keys, bytes.Clone(r.Check), append(m.versions, r.Version)
 	return nil
 }
 
@@ -174,6 +219,71 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		got, ok, err := s.GetCheck(ctx)
 		if err != nil || !ok || string(got) != "check-1" {
 			t.Errorf("GetCheck = %q, %v, %v; want the first check value", got, ok, err)
+		}
+	})
+
+	t.Run("Rotate", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []crypto.WrappedKey{key("dk-a1", "acme", 0), key("dk-g1", "globex", 0)} {
+			if err := s.PutKey(ctx, k); err != nil {
+				t.Fatalf("PutKey(%s): %v", k.ID, err)
+			}
+		}
+		if err := s.PutCheck(ctx, []byte("check-1")); err != nil {
+			t.Fatal(err)
+		}
+		if vs, err := s.KEKVersions(ctx); err != nil || len(vs) != 0 {
+			t.Fatalf("KEKVersions before any rotation = %v, %v; want none", vs, err)
+		}
+		re := func(k crypto.WrappedKey) crypto.WrappedKey {
+			k.KEKID, k.Wrapped = "mk1-new", []byte("rewrapped "+k.ID)
+			return k
+		}
+		added := key("dk-a2", "acme", 0)
+		added.KEKID = "mk1-new"
+		r := crypto.Rotation{
+			Rewrapped: []crypto.WrappedKey{re(key("dk-a1", "acme", 0)), re(key("dk-g1", "globex", 0))},
+			Added:     []crypto.WrappedKey{added},
+			Check:     []byte("check-2"),
+			Previous:  crypto.KEKVersion{Version: 1, KEKID: "mk1-test", CreatedAt: now},
+			Version:   crypto.KEKVersion{Version: 2, KEKID: "mk1-new", CreatedAt: now},
+		}
+		if err := s.Rotate(ctx, r); err != nil {
+			t.Fatalf("Rotate: %v", err)
+		}
+		all, err := s.AllKeys(ctx)
+		if err != nil || len(all) != 3 {
+			t.Fatalf("AllKeys = %v, %v; want 3 keys", all, err)
+		}
+		for _, k := range all {
+			if k.KEKID != "mk1-new" {
+				t.Errorf("key %s still wrapped by %s after Rotate", k.ID, k.KEKID)
+			}
+		}
+		if got, _ := s.GetKey(ctx, "dk-g1"); string(got.Wrapped) != "rewrapped dk-g1" || got.Scope != "globex" {
+			t.Errorf("GetKey after Rotate = %+v", got)
+		}
+		if cur, _, _ := s.CurrentKey(ctx, "acme"); cur.ID != "dk-a2" {
+			t.Errorf("CurrentKey(acme) after Rotate = %s; want the added key", cur.ID)
+		}
+		if check, _, _ := s.GetCheck(ctx); string(check) != "check-2" {
+			t.Errorf("check value after Rotate = %q", check)
+		}
+		vs, err := s.KEKVersions(ctx)
+		if err != nil || len(vs) != 2 || vs[0].KEKID != "mk1-test" || vs[1].Version != 2 || vs[1].KEKID != "mk1-new" {
+			t.Errorf("KEKVersions after Rotate = %+v, %v", vs, err)
+		}
+		// A rotation that cannot apply changes nothing.
+		bad := crypto.Rotation{Rewrapped: []crypto.WrappedKey{re(key("dk-nope", "acme", 0))}, Check: []byte("check-3"),
+			Version: crypto.KEKVersion{Version: 3, KEKID: "mk1-third", CreatedAt: now}}
+		if err := s.Rotate(ctx, bad); err == nil {
+			t.Fatal("Rotate of an unknown key succeeded")
+		}
+		if check, _, _ := s.GetCheck(ctx); string(check) != "check-2" {
+			t.Errorf("a failed Rotate changed the check value to %q", check)
+		}
+		if vs, _ := s.KEKVersions(ctx); len(vs) != 2 {
+			t.Errorf("a failed Rotate changed the history: %+v", vs)
 		}
 	})
 

@@ -69,6 +69,11 @@ var migrations = []string{
 		id    INTEGER PRIMARY KEY CHECK (id = 1),
 		value BLOB    NOT NULL
 	) STRICT;`,
+	`CREATE TABLE kek_versions (
+		version    INTEGER PRIMARY KEY,
+		kek_id     TEXT    NOT NULL UNIQUE,
+		created_at INTEGER NOT NULL
+	) STRICT;`,
 }
 
 // Open opens the catalog database at path, creating it with mode 0600 if it
@@ -188,7 +193,7 @@ func (c *Catalog) PutKey(ctx context.Context, k crypto.WrappedKey) error {
 
 const keyColumns = `id, scope, kek_id, wrapped, created_at`
 
-func scanKey(row *sql.Row) (crypto.WrappedKey, error) {
+func scanKey(row scanner) (crypto.WrappedKey, error) {
 	var k crypto.WrappedKey
 	var created int64
 	err := row.Scan(&k.ID, &k.Scope, &k.KEKID, &k.Wrapped, &created)
@@ -244,6 +249,89 @@ func (c *Catalog) PutCheck(ctx context.Context, check []byte) error {
 		return fmt.Errorf("sqlitestore: couldn't store master key check value: %w", err)
 	} else if n == 0 {
 		return fmt.Errorf("sqlitestore: master key check value: %w", crypto.ErrExists)
+	}
+	return nil
+}
+
+// AllKeys implements crypto.KeyStore.
+func (c *Catalog) AllKeys(ctx context.Context) ([]crypto.WrappedKey, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT `+keyColumns+` FROM data_keys ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't list data keys: %w", err)
+	}
+	defer rows.Close()
+	var out []crypto.WrappedKey
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't list data keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// KEKVersions implements crypto.KeyStore.
+func (c *Catalog) KEKVersions(ctx context.Context) ([]crypto.KEKVersion, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT version, kek_id, created_at FROM kek_versions ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't read the master key history: %w", err)
+	}
+	defer rows.Close()
+	var out []crypto.KEKVersion
+	for rows.Next() {
+		var v crypto.KEKVersion
+		var created int64
+		if err := rows.Scan(&v.Version, &v.KEKID, &created); err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't read the master key history: %w", err)
+		}
+		v.CreatedAt = fromUnixNano(created)
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// Rotate implements crypto.KeyStore, in one transaction.
+func (c *Catalog) Rotate(ctx context.Context, r crypto.Rotation) error {
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't begin the rotation: %w", err)
+	}
+	defer tx.Rollback()
+	for _, k := range r.Rewrapped {
+		res, err := tx.ExecContext(ctx, `UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE id = ?`, k.KEKID, k.Wrapped, k.ID)
+		if err != nil {
+			return fmt.Errorf("sqlitestore: couldn't re-wrap data key %q: %w", k.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("sqlitestore: data key %q: %w", k.ID, crypto.ErrNotFound)
+		}
+	}
+	for _, k := range r.Added {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (id, scope, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?, ?)`,
+			k.ID, k.Scope, k.KEKID, k.Wrapped, unixNano(k.CreatedAt)); err != nil {
+			return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE kek_check SET value = ? WHERE id = 1`, r.Check); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't replace the master key check value: %w", err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM kek_versions`).Scan(&n); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't read the master key history: %w", err)
+	}
+	versions := []crypto.KEKVersion{r.Version}
+	if n == 0 {
+		versions = []crypto.KEKVersion{r.Previous, r.Version}
+	}
+	for _, v := range versions {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO kek_versions (version, kek_id, created_at) VALUES (?, ?, ?)`,
+			v.Version, v.KEKID, unixNano(v.CreatedAt)); err != nil {
+			return fmt.Errorf("sqlitestore: couldn't record master key version %d: %w", v.Version, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't commit the rotation: %w", err)
 	}
 	return nil
 }

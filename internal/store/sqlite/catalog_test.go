@@ -86,7 +86,7 @@ func TestKeyringSurvivesRestart(t *testing.T) {
 
 	wrong := crypto.NewKeyring(kek(t, 2), c)
 	err = wrong.CheckKEK(ctx)
-	if !errors.Is(err, crypto.ErrWrongMasterKey) || !strings.Contains(err.Error(), "does not match the one this data directory was created with") {
+	if !errors.Is(err, crypto.ErrWrongMasterKey) || !strings.Contains(err.Error(), "is not this data directory's master key") {
 		t.Fatalf("CheckKEK with another master key: err = %v, want ErrWrongMasterKey with a clear message", err)
 	}
 	if _, err := wrong.Open(ctx, keyID, blob, aad); err == nil {
