@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/crypto/vaultkek"
 	"github.com/aitrail/aitrail/internal/index"
 )
 
@@ -50,13 +52,43 @@ func lockData(dir string, exclusive bool) (*os.File, error) {
 	return f, nil
 }
 
-// masterKey loads the master key: from the configured file, else from the
-// environment variable AITRAIL_MASTER_KEY, else from <data>/master.key,
-// which is created on first start.
-func masterKey(dataDir, file string, create bool) (crypto.KEK, error) {
+// keySource says where the master key is: a file, a Vault transit key
+// ("mount/key"), or, if neither, $AITRAIL_MASTER_KEY or <data>/master.key.
+type keySource struct {
+	file, vault string
+}
+
+// addKeyFlags adds the flags that name the master key.
+func addKeyFlags(fs *flag.FlagSet) *keySource {
+	var k keySource
+	fs.StringVar(&k.file, "master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
+	fs.StringVar(&k.vault, "vault-transit-key", os.Getenv(vaultKeyEnv), "keep the master key in Vault's transit engine: MOUNT/KEY, e.g. transit/aitrail (address and token from $VAULT_ADDR, $VAULT_TOKEN; default $"+vaultKeyEnv+")")
+	return &k
+}
+
+// vaultKeyEnv names the Vault transit key when no flag or setting does.
+const vaultKeyEnv = "AITRAIL_VAULT_TRANSIT_KEY"
+
+// vaultKEK returns the master key held by Vault's transit key "mount/key".
+func vaultKEK(name string) (crypto.KEK, error) {
+	i := strings.LastIndex(name, "/")
+	if i <= 0 || i == len(name)-1 {
+		return nil, usageError{fmt.Sprintf("vault transit key %q: want MOUNT/KEY, such as transit/aitrail", name)}
+	}
+	return vaultkek.New(vaultkek.Config{Mount: name[:i], Key: name[i+1:]})
+}
+
+// masterKey loads the master key: from the configured file, else Vault's
+// transit engine, else the environment variable AITRAIL_MASTER_KEY, else
+// <data>/master.key, which is created on first start.
+func masterKey(dataDir string, src keySource, create bool) (crypto.KEK, error) {
 	var key []byte
 	var err error
-	switch {
+	switch file := src.file; {
+	case file != "" && src.vault != "":
+		return nil, usageError{"give the master key once: a file or a Vault transit key, not both"}
+	case src.vault != "":
+		return vaultKEK(src.vault)
 	case file != "":
 		key, err = crypto.LoadMasterKeyFile(file)
 	case os.Getenv("AITRAIL_MASTER_KEY") != "":

@@ -36,10 +36,11 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := newFlags("keys "+args[0], stderr)
 	data := fs.String("data", config.DefaultDataDir, "data directory")
-	mkFile := fs.String("master-key-file", "", "file holding the current base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
-	var newFile *string
+	src := addKeyFlags(fs)
+	var newFile, newVault *string
 	if args[0] == "rotate" {
 		newFile = fs.String("new-master-key-file", "", "file holding the new master key, created with a random key if missing; required unless the master key is <data>/master.key")
+		newVault = fs.String("new-vault-transit-key", "", "rotate to this Vault transit key (MOUNT/KEY) instead of a key file")
 	}
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -58,7 +59,7 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	if err := settleRotation(ctx, *data, catalog); err != nil {
 		return err
 	}
-	kek, err := masterKey(*data, *mkFile, false)
+	kek, err := masterKey(*data, *src, false)
 	if err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	if args[0] == "list" {
 		return listKeys(ctx, catalog, kek, stdout)
 	}
-	return rotateKeys(ctx, *data, *mkFile, *newFile, catalog, kek, stdout)
+	return rotateKeys(ctx, *data, *src, *newFile, *newVault, catalog, kek, stdout)
 }
 
 // rotateKeys replaces the master key. The catalog transaction is the commit
@@ -76,11 +77,18 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 // ".next" files are leftovers that settleRotation removes; after it, the new
 // ones are, and settleRotation finishes the renames if the process stopped
 // before it could.
-func rotateKeys(ctx context.Context, data, mkFile, newFile string, catalog *sqlitestore.Catalog, old crypto.KEK, stdout io.Writer) error {
-	inDataDir := mkFile == "" && os.Getenv("AITRAIL_MASTER_KEY") == ""
+func rotateKeys(ctx context.Context, data string, src keySource, newFile, newVault string, catalog *sqlitestore.Catalog, old crypto.KEK, stdout io.Writer) error {
+	inDataDir := src.file == "" && src.vault == "" && os.Getenv("AITRAIL_MASTER_KEY") == ""
 	var key []byte
 	var err error
+	var next crypto.KEK
 	switch {
+	case newFile != "" && newVault != "":
+		return usageError{"give one new master key: --new-master-key-file or --new-vault-transit-key"}
+	case newVault != "":
+		if next, err = vaultKEK(newVault); err != nil {
+			return err
+		}
 	case newFile != "":
 		key, err = crypto.LoadMasterKeyFile(newFile)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -89,18 +97,19 @@ func rotateKeys(ctx context.Context, data, mkFile, newFile string, catalog *sqli
 	case inDataDir:
 		key, err = crypto.CreateMasterKeyFile(filepath.Join(data, nextMasterKeyFile))
 	default:
-		return usageError{"the master key is configured outside the data directory: give --new-master-key-file FILE, then configure FILE as the master key"}
+		return usageError{"the master key is configured outside the data directory: give --new-master-key-file FILE (or --new-vault-transit-key MOUNT/KEY), then configure it as the master key"}
 	}
 	if err != nil {
 		return fmt.Errorf("new master key: %w", err)
 	}
-	next, err := crypto.NewLocalKEK("", key)
-	if err != nil {
-		return err
+	if next == nil {
+		if next, err = crypto.NewLocalKEK("", key); err != nil {
+			return err
+		}
 	}
 	cleanup := func() {
 		os.Remove(filepath.Join(data, nextSignerKeyFile))
-		if newFile == "" {
+		if newFile == "" && newVault == "" {
 			os.Remove(filepath.Join(data, nextMasterKeyFile))
 		}
 	}
@@ -124,6 +133,8 @@ func rotateKeys(ctx context.Context, data, mkFile, newFile string, catalog *sqli
 	fmt.Fprintf(stdout, "Master key rotated: version %d (%s) → version %d (%s).\n", rep.From.Version, rep.From.KEKID, rep.To.Version, rep.To.KEKID)
 	fmt.Fprintf(stdout, "%d data keys re-wrapped; %d scopes got a new data key for new content; the log signing key re-wrapped.\n", rep.Rewrapped, rep.NewDataKey)
 	switch {
+	case newVault != "":
+		fmt.Fprintf(stdout, "Start aitrail with the new master key from now on (--vault-transit-key %s).\n", newVault)
 	case newFile != "":
 		fmt.Fprintf(stdout, "Start aitrail with the new master key from now on (master_key_file: %s, or its contents in AITRAIL_MASTER_KEY).\n", newFile)
 	default:

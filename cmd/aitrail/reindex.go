@@ -19,7 +19,7 @@ import (
 func runReindex(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("reindex", stderr)
 	data := fs.String("data", config.DefaultDataDir, "data directory")
-	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
+	src := addKeyFlags(fs)
 	fullText := fs.Bool("full-text", false, "build the full-text index too (as index.full_text: true in the server's config)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -29,7 +29,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer lock.Close()
-	kek, err := masterKey(*data, *mkFile, false)
+	kek, err := masterKey(*data, *src, false)
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", config.DefaultAddr, "listen address")
 	data := fs.String("data", config.DefaultDataDir, "data directory")
 	logName := fs.String("log-name", config.DefaultLogName, "the log's origin name (fixed at first start)")
-	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
+	src := addKeyFlags(fs)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) to serve TLS with; needs --tls-key")
 	tlsKey := fs.String("tls-key", "", "PEM key of --tls-cert")
@@ -65,7 +65,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		case "log-name":
 			cfg.LogName = *logName
 		case "master-key-file":
-			cfg.MasterKeyFile = *mkFile
+			cfg.MasterKeyFile = src.file
+		case "vault-transit-key":
+			cfg.VaultTransitKey = src.vault
 		case "log-level":
 			cfg.LogLevel = *logLevel
 		case "tls-cert":
@@ -76,6 +78,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			cfg.TLS.ClientCAFile = *tlsClientCA
 		}
 	})
+	if cfg.MasterKeyFile == "" && cfg.VaultTransitKey == "" {
+		cfg.VaultTransitKey = os.Getenv(vaultKeyEnv)
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
@@ -124,7 +129,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	if err := settleRotation(ctx, cfg.DataDir, catalog); err != nil {
 		return err
 	}
-	kek, err := masterKey(cfg.DataDir, cfg.MasterKeyFile, true)
+	kek, err := masterKey(cfg.DataDir, keySource{file: cfg.MasterKeyFile, vault: cfg.VaultTransitKey}, true)
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,11 @@ type Config struct {
 	// environment variable AITRAIL_MASTER_KEY, else <data>/master.key,
 	// generated on first start.
 	MasterKeyFile string `yaml:"master_key_file"`
+	// VaultTransitKey, "<mount>/<key>" such as "transit/aitrail", keeps the
+	// master key in HashiCorp Vault's transit engine instead (Vault's
+	// address and token from VAULT_ADDR and VAULT_TOKEN). Default: the
+	// environment variable AITRAIL_VAULT_TRANSIT_KEY.
+	VaultTransitKey string `yaml:"vault_transit_key"`
 	// TLS for the listener; off unless a certificate is given.
 	TLS TLS `yaml:"tls"`
 	// Limits on requests.
@@ -181,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
 		errs = append(errs, "tls.client_ca_file: needs tls.cert_file and tls.key_file")
+	}
+	if c.MasterKeyFile != "" && c.VaultTransitKey != "" {
+		errs = append(errs, "master_key_file and vault_transit_key: give one master key, not both")
 	}
 	switch c.Ledger.Seal {
 	case "immutable", "read-only", "off":

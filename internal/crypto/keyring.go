@@ -148,7 +148,11 @@ func (k *Keyring) CheckKEK(ctx context.Context) error {
 	if !found {
 		return errors.New("crypto: master key check value in the key catalog is corrupt")
 	}
-	if !MatchesCheck(k.kek, check) {
+	ok, err = matchesCheck(k.kek, check)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		return fmt.Errorf("%w: the configured master key (%s) is not this data directory's master key (%s); "+
 			"start aitrail with that key (AITRAIL_MASTER_KEY or the master key file) — after `aitrail keys rotate`, the new one",
 			ErrWrongMasterKey, k.kek.ID(), id)

@@ -117,15 +117,22 @@ func RotateMasterKey(ctx context.Context, store KeyStore, old, new KEK) (Rotatio
 	return RotationReport{From: from, To: to, Rewrapped: len(rot.Rewrapped), NewDataKey: len(rot.Added)}, nil
 }
 
-// MatchesCheck reports whether kek is the master key a catalog's check value
-// was made with, without touching the catalog.
-func MatchesCheck(kek KEK, check []byte) bool {
+// matchesCheck reports whether kek is the master key a catalog's check value
+// was made with. An error means the KEK could not answer (a remote KEK that
+// is unreachable, say), which says nothing about the key.
+func matchesCheck(kek KEK, check []byte) (bool, error) {
 	_, wrapped, found := bytes.Cut(check, []byte{0})
 	if !found {
-		return false
+		return false, nil
 	}
 	pt, err := kek.Unwrap(wrapped, checkAAD)
-	return err == nil && bytes.Equal(pt, checkPlaintext)
+	if errors.Is(err, ErrDecrypt) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("crypto: couldn't check the master key %s: %w", kek.ID(), err)
+	}
+	return bytes.Equal(pt, checkPlaintext), nil
 }
 
 // checkValue makes the check value of kek: its id, a NUL, and a known
