@@ -11,6 +11,7 @@
 //	aitrail reindex  --data DIR                                        rebuild the query index
 //	aitrail status   --data DIR | --url URL                            sealing state, readiness
 //	aitrail keys     rotate|list --data DIR                            master key rotation
+//	aitrail erase    --url URL --token TOKEN --tenant T --subject S    crypto-shred a subject
 //	aitrail bench    --url URL --token TOKEN [--clients N ...]         load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
 //	aitrail version
@@ -48,6 +49,7 @@ func commands() []command {
 		{"tail", "follow new events", runTail},
 		{"models", "list model deployments (the deployment registry)", runModels},
 		{"reindex", "rebuild the query index from the log", runReindex},
+		{"erase", "erase a subject's personal data (destroys its keys) through a server", runErase},
 		{"keys", "rotate the master key, or list key versions (keys rotate|list)", runKeys},
 		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},
 		{"bench", "load-test a running server", runBench},

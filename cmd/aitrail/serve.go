@@ -309,11 +309,14 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		Sealer:   keyring,
 		Limits:   event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
 		Registry: models,
+		Subjects: keyring,
 	}
 	api := &httpapi.Server{
 		Ledger:       led,
 		Index:        idx,
 		Opener:       keyring,
+		Subjects:     keyring,
+		Scrubber:     idx,
 		Ingest:       pipeline,
 		Models:       models,
 		Auth:         auth,

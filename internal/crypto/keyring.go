@@ -73,6 +73,10 @@ type KeyStore interface {
 	// KEKVersions returns the master key history, oldest first; empty for a
 	// catalog whose master key was never rotated.
 	KEKVersions(ctx context.Context) ([]KEKVersion, error)
+	// DeleteScope destroys every key of scope, durably and so that the
+	// wrapped bytes do not linger in the store's files, and returns their
+	// ids. A scope with no keys is not an error.
+	DeleteScope(ctx context.Context, scope string) (ids []string, err error)
 	// Rotate applies a master key rotation atomically and durably: every
 	// key in r.Rewrapped replaces the stored key of the same ID, the keys
 	// in r.Added are stored after all others (becoming their scopes'
@@ -105,6 +109,7 @@ type dataKey struct {
 	id    string
 	scope string
 	aead  cipher.AEAD
+	mac   []byte // the raw key, kept only for HMAC scopes (salts)
 }
 
 // NewKeyring returns a Keyring over kek and store. Call CheckKEK before the
@@ -266,7 +271,7 @@ func (k *Keyring) newKey(scope string) (WrappedKey, *dataKey, error) {
 		return WrappedKey{}, nil, err
 	}
 	wk := WrappedKey{ID: id, Scope: scope, KEKID: k.kek.ID(), Wrapped: wrapped, CreatedAt: time.Now().UTC()}
-	return wk, &dataKey{id: id, scope: scope, aead: aead}, nil
+	return wk, newDataKey(id, scope, aead, raw[:]), nil
 }
 
 func (k *Keyring) keyByID(ctx context.Context, id string) (*dataKey, error) {
@@ -309,7 +314,15 @@ func (k *Keyring) unwrap(wk WrappedKey) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dataKey{id: wk.ID, scope: wk.Scope, aead: aead}, nil
+	return newDataKey(wk.ID, wk.Scope, aead, raw), nil
+}
+
+func newDataKey(id, scope string, aead cipher.AEAD, raw []byte) *dataKey {
+	dk := &dataKey{id: id, scope: scope, aead: aead}
+	if macScope(scope) {
+		dk.mac = bytes.Clone(raw)
+	}
+	return dk
 }
 
 // keyAAD binds a wrapped data key to its id and scope, so a catalog row

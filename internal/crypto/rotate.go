@@ -41,8 +41,9 @@ type RotationReport struct {
 }
 
 // RotateMasterKey re-wraps every data key in store from master key old to
-// master key new, gives every scope a new data key wrapped by new (so that
-// content sealed from now on uses fresh keys), and makes new the catalog's
+// master key new, gives every content scope a new data key wrapped by new
+// (so that content sealed from now on uses fresh keys; pseudonym salts are
+// kept, so pseudonyms do not change), and makes new the catalog's
 // master key — all in one atomic step: if it fails, the catalog is as
 // before and old is still its master key. Content sealed under any earlier
 // data key stays readable: data key ids and the keys themselves do not
@@ -96,7 +97,8 @@ func RotateMasterKey(ctx context.Context, store KeyStore, old, new KEK) (Rotatio
 		}
 		wk.KEKID, wk.Wrapped = new.ID(), wrapped
 		rot.Rewrapped = append(rot.Rewrapped, wk)
-		if !slices.Contains(scopes, wk.Scope) {
+		// Salts stay: a new one would change every pseudonym.
+		if !macScope(wk.Scope) && !slices.Contains(scopes, wk.Scope) {
 			scopes = append(scopes, wk.Scope)
 		}
 	}

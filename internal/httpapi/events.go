@@ -156,6 +156,10 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q.Tenants = p.VisibleTenants()
+	if err := s.actorPseudonyms(r.Context(), &q); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	page, err := s.Index.Query(r.Context(), q)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -227,11 +231,16 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	out["index"] = json.RawMessage(strconv.FormatUint(hit.Index, 10))
 	if p.Has(authz.RoleReadContent) && out["content"] != nil {
 		plain, err := s.openContent(r, hit)
-		if err != nil {
+		switch {
+		case errors.Is(err, crypto.ErrNotFound):
+			// Its key was destroyed: the subject was erased.
+			out["content_erased"] = json.RawMessage("true")
+		case err != nil:
 			s.writeError(w, r, err)
 			return
+		default:
+			out["decrypted_content"] = plain
 		}
-		out["decrypted_content"] = plain
 	}
 	if wantProof {
 		cpText := s.Ledger.Checkpoint()

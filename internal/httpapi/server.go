@@ -51,7 +51,11 @@ type Server struct {
 	Ledger Ledger
 	Index  Index
 	Opener Opener
-	Ingest *ingest.Pipeline
+	// Subjects and Scrubber serve pseudonym searches and erasure; with
+	// Subjects nil, actor filters match stored ids and erasure is off.
+	Subjects Subjects
+	Scrubber Scrubber
+	Ingest   *ingest.Pipeline
 	// Models, if set, serves GET /v1/models from the deployment registry.
 	Models    Models
 	Auth      *authz.Authenticator
@@ -107,6 +111,9 @@ func (s *Server) Handler() http.Handler {
 	if s.Models != nil {
 		handle("GET /v1/models", "/v1/models", s.authed(authz.RoleRead, s.listModels))
 		handle("GET /v1/models/{name...}", "/v1/models/{name}", s.authed(authz.RoleRead, s.listModels))
+	}
+	if s.Subjects != nil {
+		handle("POST /v1/subjects/{tenant}/{subject}/erase", "/v1/subjects/{tenant}/{subject}/erase", s.authed(authz.RoleErase, s.eraseSubject))
 	}
 	handle("POST /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.createToken))
 	handle("GET /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.listTokens))

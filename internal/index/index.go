@@ -69,7 +69,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // schemaVersion is stored in PRAGMA user_version. An index file written with
 // another version is emptied and rebuilt from the log rather than migrated:
 // the index is derived data.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // SQLite settings.
 const (
@@ -184,6 +184,9 @@ CREATE INDEX IF NOT EXISTS records_actor    ON records (actor_id);
 CREATE INDEX IF NOT EXISTS records_model    ON records (model_name, model_version);
 CREATE INDEX IF NOT EXISTS records_resource ON records (resource_id);
 CREATE INDEX IF NOT EXISTS records_time     ON records (time);
+CREATE TABLE IF NOT EXISTS tenants (
+	name TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
 	one       INTEGER PRIMARY KEY CHECK (one = 1),
 	cursor    INTEGER NOT NULL,    -- next log index needed
@@ -376,9 +379,18 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 		return fmt.Errorf("couldn't prepare insert: %w", err)
 	}
 	defer stmt.Close()
+	seen := map[string]bool{}
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
 			return err
+		}
+		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
+			if t := rows[i].tenant; !seen[t] {
+				seen[t] = true
+				if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO tenants (name) VALUES (?)", t); err != nil {
+					return fmt.Errorf("couldn't index tenant: %w", err)
+				}
+			}
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
@@ -609,7 +621,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 }
 
 func reset(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "DELETE FROM records; UPDATE state SET cursor = 0"); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
 		return err
 	}
 	// The FTS table may not exist (full text off, or not created yet).
@@ -632,6 +644,36 @@ type Stats struct {
 	// Cursor is the log index of the next entry the index needs; the
 	// follower lag is the log size minus Cursor.
 	Cursor uint64
+}
+
+// Tenants returns every tenant that has records in the index.
+func (ix *Index) Tenants(ctx context.Context) ([]string, error) {
+	rows, err := ix.db.QueryContext(ctx, "SELECT name FROM tenants ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("couldn't list tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("couldn't list tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// ScrubActor removes actor id from the index rows of tenant that carry it,
+// so that no search by it finds them, and returns how many rows it changed.
+// The records themselves, in the log and in the index's copy, keep it: it
+// is part of what the tree commits to. Rebuilding the index brings it back.
+func (ix *Index) ScrubActor(ctx context.Context, tenant, actorID string) (int64, error) {
+	res, err := ix.db.ExecContext(ctx, "UPDATE records SET actor_id = NULL WHERE actor_id = ? AND tenant = ?", actorID, tenant)
+	if err != nil {
+		return 0, fmt.Errorf("couldn't scrub the index: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // Stats returns the number of indexed records and the cursor, read

@@ -244,3 +244,44 @@ func (s *memSource) Wait(ctx context.Context, n uint64) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
+
+// TestTenantsActorsAndScrub covers what erasure and pseudonym search need:
+// the tenants with records, a search among several actor ids, and removing
+// an actor id from the index rows that carry it.
+func TestTenantsActorsAndScrub(t *testing.T) {
+	ix, _ := openTemp(t, Options{})
+	withActor := func(id string) func(*event.Record) {
+		return func(r *event.Record) { r.Actor = &event.Actor{ID: id} }
+	}
+	apply(t, ix, entries(t, 0,
+		rec("acme", "a1", "ai.inference", withActor("p-alice")),
+		rec("acme", "a2", "ai.inference", withActor("p-bob")),
+		rec("globex", "g1", "ai.inference", withActor("p-alice-globex")),
+	))
+	ctx := context.Background()
+	if ts, err := ix.Tenants(ctx); err != nil || len(ts) != 2 || ts[0] != "acme" || ts[1] != "globex" {
+		t.Fatalf("Tenants = %v, %v", ts, err)
+	}
+	count := func(q Query) int {
+		page, err := ix.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(page.Hits)
+	}
+	if n := count(Query{Actors: []string{"p-alice", "p-alice-globex"}}); n != 2 {
+		t.Fatalf("Actors search found %d; want 2", n)
+	}
+	if n := count(Query{Actors: []string{}}); n != 0 {
+		t.Fatalf("an empty Actors list found %d; want none", n)
+	}
+	if n, err := ix.ScrubActor(ctx, "acme", "p-alice"); err != nil || n != 1 {
+		t.Fatalf("ScrubActor = %d, %v", n, err)
+	}
+	if n := count(Query{Actor: "p-alice"}); n != 0 {
+		t.Fatalf("scrubbed actor still found %d times", n)
+	}
+	if n := count(Query{Actor: "p-bob"}) + count(Query{Actor: "p-alice-globex"}); n != 2 {
+		t.Fatalf("scrubbing touched other actors: %d found; want 2", n)
+	}
+}

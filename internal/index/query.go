@@ -57,8 +57,12 @@ type Query struct {
 	// Type is an event type, or a prefix of one when it ends in "*":
 	// "ai.*" matches "ai.inference", "*" matches every type.
 	Type string
-	// Actor is an actor.id.
+	// Actor is an actor.id, as stored (a pseudonym when the server
+	// pseudonymises).
 	Actor string
+	// Actors, if not nil, keeps records whose actor.id is one of them; an
+	// empty non-nil list matches nothing.
+	Actors []string
 	// Model is "name" (any version) or "name@version", split at the
 	// first "@".
 	Model string
@@ -177,6 +181,17 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	}
 	if q.Actor != "" {
 		w.add("actor_id = ?", q.Actor)
+	}
+	if q.Actors != nil {
+		if len(q.Actors) == 0 {
+			w.none()
+		} else {
+			args := make([]any, len(q.Actors))
+			for i, a := range q.Actors {
+				args[i] = a
+			}
+			w.add("actor_id IN ("+strings.Repeat("?, ", len(args)-1)+"?)", args...)
+		}
 	}
 	if q.Model != "" {
 		name, version, ok := strings.Cut(q.Model, "@")

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/aitrail/aitrail/internal/apierr"
@@ -59,8 +60,26 @@ type Pipeline struct {
 	// Registry, if set, checks and completes records and learns from them
 	// (see Registry); nil means records are stored as normalised.
 	Registry Registry
+	// Subjects, if set, pseudonymises personal identifiers and chooses the
+	// scope each event's content is sealed under (see Protect); nil stores
+	// them as sent and seals content under the tenant.
+	Subjects Subjects
 	// Now is the clock that stamps received_at (time.Now if nil).
 	Now func() time.Time
+}
+
+// Subjects gives the pseudonymiser of a (tenant, subject): the keyring.
+type Subjects interface {
+	Subject(ctx context.Context, tenant, subject string) (*crypto.Subject, error)
+}
+
+// PersonalAttributes are the attributes pseudonymised like the actor's
+// identifiers: OpenTelemetry names that identify a person, a device or a
+// conversation.
+var PersonalAttributes = []string{
+	"user.id", "user.name", "user.full_name", "user.email", "enduser.id", "enduser.pseudo.id",
+	"client.address", "source.address", "network.peer.address", "user_agent.original",
+	"session.id", "session.previous_id", "gen_ai.conversation.id",
 }
 
 // Result is the outcome of one appended event.
@@ -111,13 +130,17 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	var tooLarge []event.Problem
 	for i := range records {
 		rec := &records[i]
+		scope, err := pl.protect(ctx, rec)
+		if err != nil {
+			return Receipt{}, err
+		}
 		if pl.Registry != nil {
 			pl.Registry.Resolve(rec)
 		}
 		var blob []byte
 		if contents[i] != nil {
 			var keyID string
-			blob, keyID, err = pl.Sealer.Seal(ctx, rec.Tenant, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
+			blob, keyID, err = pl.Sealer.Seal(ctx, scope, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
 			if err != nil {
 				return Receipt{}, fmt.Errorf("couldn't encrypt content: %w", err)
 			}
@@ -151,6 +174,39 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 		}
 	}
 	return out, nil
+}
+
+// protect replaces rec's personal identifiers — the actor's id, IP, user
+// agent and session, and the PersonalAttributes — by pseudonyms of the
+// subject the actor id names, and returns the scope to seal its content
+// under. Values that already are pseudonyms are kept.
+func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope string, err error) {
+	if pl.Subjects == nil {
+		return rec.Tenant, nil
+	}
+	subject := ""
+	if rec.Actor != nil {
+		subject = rec.Actor.ID
+	}
+	s, err := pl.Subjects.Subject(ctx, rec.Tenant, subject)
+	if err != nil {
+		return "", fmt.Errorf("couldn't pseudonymise: %w", err)
+	}
+	hide := func(v string) string {
+		if v == "" || strings.HasPrefix(v, crypto.PseudonymPrefix) {
+			return v
+		}
+		return s.Pseudonym(v)
+	}
+	if a := rec.Actor; a != nil {
+		a.ID, a.IP, a.UserAgent, a.SessionID = hide(a.ID), hide(a.IP), hide(a.UserAgent), hide(a.SessionID)
+	}
+	for _, k := range PersonalAttributes {
+		if v, ok := rec.Attributes[k].(string); ok {
+			rec.Attributes[k] = hide(v)
+		}
+	}
+	return s.ContentScope(), nil
 }
 
 // check runs the registry's checks on every record and returns an

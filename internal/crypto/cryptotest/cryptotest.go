@@ -102,6 +102,21 @@ func (m *MemKeyStore) KEKVersions(context.Context) ([]crypto.KEKVersion, error) 
 	return slices.Clone(m.versions), nil
 }
 
+// DeleteScope implements crypto.KeyStore.
+func (m *MemKeyStore) DeleteScope(_ context.Context, scope string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	m.keys = slices.DeleteFunc(m.keys, func(k crypto.WrappedKey) bool {
+		if k.Scope == scope {
+			ids = append(ids, k.ID)
+			return true
+		}
+		return false
+	})
+	return ids, nil
+}
+
 // Rotate implements crypto.KeyStore.
 func (m *MemKeyStore) Rotate(_ context.Context, r crypto.Rotation) error {
 	m.mu.Lock()
@@ -284,6 +299,32 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		}
 		if vs, _ := s.KEKVersions(ctx); len(vs) != 2 {
 			t.Errorf("a failed Rotate changed the history: %+v", vs)
+		}
+	})
+
+	t.Run("DeleteScope", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []crypto.WrappedKey{key("dk-a1", "acme", 0), key("dk-g1", "globex", 0), key("dk-a2", "acme", 0)} {
+			if err := s.PutKey(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids, err := s.DeleteScope(ctx, "acme")
+		slices.Sort(ids)
+		if err != nil || !slices.Equal(ids, []string{"dk-a1", "dk-a2"}) {
+			t.Fatalf("DeleteScope = %v, %v", ids, err)
+		}
+		if _, err := s.GetKey(ctx, "dk-a1"); !errors.Is(err, crypto.ErrNotFound) {
+			t.Errorf("deleted key still readable: %v", err)
+		}
+		if _, ok, _ := s.CurrentKey(ctx, "acme"); ok {
+			t.Error("deleted scope still has a current key")
+		}
+		if _, err := s.GetKey(ctx, "dk-g1"); err != nil {
+			t.Errorf("another scope's key is gone: %v", err)
+		}
+		if ids, err := s.DeleteScope(ctx, "acme"); err != nil || len(ids) != 0 {
+			t.Errorf("second DeleteScope = %v, %v; want nothing, no error", ids, err)
 		}
 	})
 

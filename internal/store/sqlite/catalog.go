@@ -80,7 +80,7 @@ var migrations = []string{
 // does not exist, and brings its schema up to date. It refuses a catalog
 // written by a newer aitrail.
 func Open(path string) (*Catalog, error) {
-	db, err := openPrivate(path, "catalog", "synchronous(FULL)&_pragma=foreign_keys(1)")
+	db, err := openPrivate(path, "catalog", "synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=secure_delete(1)")
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +289,38 @@ func (c *Catalog) KEKVersions(ctx context.Context) ([]crypto.KEKVersion, error) 
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// DeleteScope implements crypto.KeyStore. The catalog runs with
+// secure_delete, so deleted rows are overwritten in the database file, and
+// the write-ahead log is checkpointed and truncated afterwards, so that no
+// copy of a destroyed wrapped key stays in either file.
+func (c *Catalog) DeleteScope(ctx context.Context, scope string) ([]string, error) {
+	rows, err := c.db.QueryContext(ctx, `DELETE FROM data_keys WHERE scope = ? RETURNING id`, scope)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
+	if len(ids) > 0 {
+		if _, err := c.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			return ids, fmt.Errorf("sqlitestore: couldn't checkpoint after deleting keys: %w", err)
+		}
+	}
+	return ids, nil
 }
 
 // Rotate implements crypto.KeyStore, in one transaction.

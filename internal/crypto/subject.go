@@ -1,0 +1,184 @@
+package crypto
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Pseudonyms and crypto-shredding.
+//
+// Personal identifiers enter the tree only as keyed pseudonyms,
+// "hmac-sha256:<hex>", under a secret salt of the (tenant, subject) they
+// belong to; the subject's content is sealed under a data key of its own.
+// Both live in the key catalog, outside the tree. Erasing a subject
+// destroys them: its pseudonyms can no longer be linked to anyone, its
+// content no longer decrypts, and every proof still holds.
+//
+// The catalog must not name subjects in the clear either, so each subject is
+// filed under a reference: HMAC of the subject under a per-tenant secret
+// (the tenant's subject key, itself a wrapped key in the catalog).
+
+// PseudonymPrefix starts every pseudonym.
+const PseudonymPrefix = "hmac-sha256:"
+
+// Scope kinds in the key catalog. A scope is kind|tenant|reference.
+const (
+	scopeSubjects = "subjects" // per tenant: the key that makes subject references
+	scopeSalt     = "salt"     // per subject: the pseudonym key
+	scopeContent  = "content"  // per subject: the content data key
+)
+
+// anonymous is the reference of events without an actor id: their
+// identifiers are pseudonymised under a tenant-wide salt, and their content
+// sealed under the tenant's key, as before subjects existed.
+const anonymous = "-"
+
+func scopeOf(kind, tenant, ref string) string { return kind + "|" + tenant + "|" + ref }
+
+// macScope reports whether keys of scope are used as HMAC keys, so their raw
+// bytes must be kept after unwrapping.
+func macScope(scope string) bool {
+	return strings.HasPrefix(scope, scopeSalt+"|") || strings.HasPrefix(scope, scopeSubjects+"|")
+}
+
+// Subject pseudonymises the identifiers of one (tenant, subject) and names
+// the scope its content is sealed under.
+type Subject struct {
+	tenant, ref  string
+	salt         []byte
+	contentScope string
+}
+
+// Pseudonym returns the keyed pseudonym of value: equal values of one
+// subject give equal pseudonyms, so searches still work; without the salt
+// nobody can tell whose they are.
+func (s *Subject) Pseudonym(value string) string {
+	m := hmac.New(sha256.New, s.salt)
+	m.Write([]byte(value))
+	return PseudonymPrefix + hex.EncodeToString(m.Sum(nil))
+}
+
+// ContentScope is the scope to seal the subject's content under.
+func (s *Subject) ContentScope() string { return s.contentScope }
+
+// Subject returns the pseudonymiser of (tenant, subject), creating and
+// durably storing its salt on first use. An empty subject is the tenant's
+// anonymous subject, whose content is sealed under the tenant's scope.
+func (k *Keyring) Subject(ctx context.Context, tenant, subject string) (*Subject, error) {
+	s, _, err := k.subject(ctx, tenant, subject, true)
+	return s, err
+}
+
+// LookupSubject is Subject without creating anything: ok is false when the
+// subject never had a salt, or was erased.
+func (k *Keyring) LookupSubject(ctx context.Context, tenant, subject string) (s *Subject, ok bool, err error) {
+	return k.subject(ctx, tenant, subject, false)
+}
+
+func (k *Keyring) subject(ctx context.Context, tenant, subject string, create bool) (*Subject, bool, error) {
+	if tenant == "" || strings.Contains(tenant, "|") {
+		return nil, false, fmt.Errorf("crypto: invalid tenant for a subject")
+	}
+	ref := anonymous
+	if subject != "" {
+		refKey, ok, err := k.macKey(ctx, scopeOf(scopeSubjects, tenant, ""), create)
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		m := hmac.New(sha256.New, refKey)
+		m.Write([]byte(subject))
+		ref = hex.EncodeToString(m.Sum(nil)[:16])
+	}
+	salt, ok, err := k.macKey(ctx, scopeOf(scopeSalt, tenant, ref), create)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	content := tenant
+	if ref != anonymous {
+		content = scopeOf(scopeContent, tenant, ref)
+	}
+	return &Subject{tenant: tenant, ref: ref, salt: salt, contentScope: content}, true, nil
+}
+
+// macKey returns the HMAC key of scope, creating it if create is set.
+func (k *Keyring) macKey(ctx context.Context, scope string, create bool) ([]byte, bool, error) {
+	if !create {
+		if _, ok := k.current.Load(scope); !ok {
+			wk, found, err := k.store.CurrentKey(ctx, scope)
+			if err != nil {
+				return nil, false, fmt.Errorf("crypto: couldn't read key for a subject: %w", err)
+			}
+			if !found {
+				return nil, false, nil
+			}
+			dk, err := k.unwrap(wk)
+			if err != nil {
+				return nil, false, err
+			}
+			k.current.LoadOrStore(scope, dk)
+		}
+	}
+	dk, err := k.currentKey(ctx, scope)
+	if err != nil {
+		return nil, false, err
+	}
+	return dk.mac, true, nil
+}
+
+// Erasure reports what EraseSubject destroyed.
+type Erasure struct {
+	// Pseudonym is the subject's pseudonym of its own id, computed before
+	// the salt was destroyed: the records and index rows that name the
+	// subject carry it. Empty when the subject had no salt.
+	Pseudonym string
+	// KeysDestroyed counts the salt and content data keys destroyed.
+	KeysDestroyed int
+}
+
+// EraseSubject destroys the salt and every content data key of (tenant,
+// subject) in the catalog and in memory. Afterwards the subject's
+// pseudonyms cannot be linked to it and its content cannot be decrypted.
+// Erasing a subject that has nothing (or was erased before) destroys
+// nothing and is not an error.
+func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject string) (Erasure, error) {
+	if subject == "" {
+		return Erasure{}, errors.New("crypto: erasure needs a subject")
+	}
+	var e Erasure
+	s, ok, err := k.LookupSubject(ctx, tenant, subject)
+	if err != nil {
+		return e, err
+	}
+	if !ok {
+		// The salt is gone; content keys may remain if a previous erasure
+		// stopped half way, and are found by reference.
+		refKey, found, err := k.macKey(ctx, scopeOf(scopeSubjects, tenant, ""), false)
+		if err != nil || !found {
+			return e, err
+		}
+		m := hmac.New(sha256.New, refKey)
+		m.Write([]byte(subject))
+		s = &Subject{tenant: tenant, ref: hex.EncodeToString(m.Sum(nil)[:16])}
+	} else {
+		e.Pseudonym = s.Pseudonym(subject)
+	}
+	// Content keys first: should the process stop in between, the salt
+	// still finds the subject and a second erasure finishes the job.
+	for _, scope := range []string{scopeOf(scopeContent, tenant, s.ref), scopeOf(scopeSalt, tenant, s.ref)} {
+		ids, err := k.store.DeleteScope(ctx, scope)
+		if err != nil {
+			return e, fmt.Errorf("crypto: couldn't destroy the keys of a subject: %w", err)
+		}
+		e.KeysDestroyed += len(ids)
+		k.current.Delete(scope)
+		for _, id := range ids {
+			k.byID.Delete(id)
+		}
+	}
+	return e, nil
+}

@@ -1,0 +1,80 @@
+package crypto_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/crypto/cryptotest"
+)
+
+func TestSubjectPseudonymsAndErasure(t *testing.T) {
+	ctx := context.Background()
+	store := new(cryptotest.MemKeyStore)
+	kr := crypto.NewKeyring(newKEK(t, 1), store)
+	alice, err := kr.Subject(ctx, "acme", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := alice.Pseudonym("alice")
+	if !strings.HasPrefix(p, crypto.PseudonymPrefix) || len(p) != len(crypto.PseudonymPrefix)+64 || strings.Contains(p, "alice") {
+		t.Fatalf("pseudonym %q", p)
+	}
+	// Stable for the subject, across Keyrings and a master key rotation;
+	// different for other subjects and other tenants.
+	if _, err := crypto.RotateMasterKey(ctx, store, newKEK(t, 1), newKEK(t, 2)); err != nil {
+		t.Fatal(err)
+	}
+	kr = crypto.NewKeyring(newKEK(t, 2), store)
+	again, ok, err := kr.LookupSubject(ctx, "acme", "alice")
+	if err != nil || !ok || again.Pseudonym("alice") != p {
+		t.Fatalf("after a new Keyring and a rotation: %v %v, pseudonym %q; want %q", ok, err, again.Pseudonym("alice"), p)
+	}
+	bob, _ := kr.Subject(ctx, "acme", "bob")
+	other, _ := kr.Subject(ctx, "globex", "alice")
+	if bob.Pseudonym("alice") == p || other.Pseudonym("alice") == p {
+		t.Fatal("another subject's salt gives the same pseudonym")
+	}
+	if alice.ContentScope() == bob.ContentScope() || alice.ContentScope() == "acme" {
+		t.Fatalf("content scopes %q, %q", alice.ContentScope(), bob.ContentScope())
+	}
+	anon, _ := kr.Subject(ctx, "acme", "")
+	if anon.ContentScope() != "acme" {
+		t.Fatalf("anonymous content scope %q; want the tenant's", anon.ContentScope())
+	}
+	if _, ok, _ := kr.LookupSubject(ctx, "acme", "carol"); ok {
+		t.Fatal("LookupSubject found a subject never seen")
+	}
+
+	blob, keyID, err := kr.Seal(ctx, alice.ContentScope(), []byte("alice's prompt"), crypto.ContentAAD("acme", "e1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobBlob, bobKey, _ := kr.Seal(ctx, bob.ContentScope(), []byte("bob's prompt"), crypto.ContentAAD("acme", "e2"))
+
+	e, err := kr.EraseSubject(ctx, "acme", "alice")
+	if err != nil || e.Pseudonym != p || e.KeysDestroyed != 2 {
+		t.Fatalf("EraseSubject = %+v, %v; want the pseudonym and 2 keys (salt, content)", e, err)
+	}
+	for name, k := range map[string]*crypto.Keyring{"same keyring": kr, "fresh keyring": crypto.NewKeyring(newKEK(t, 2), store)} {
+		if _, err := k.Open(ctx, keyID, blob, crypto.ContentAAD("acme", "e1")); !errors.Is(err, crypto.ErrDecrypt) {
+			t.Errorf("%s: erased content opens: %v", name, err)
+		}
+		if _, ok, _ := k.LookupSubject(ctx, "acme", "alice"); ok {
+			t.Errorf("%s: erased subject still found", name)
+		}
+		if pt, err := k.Open(ctx, bobKey, bobBlob, crypto.ContentAAD("acme", "e2")); err != nil || string(pt) != "bob's prompt" {
+			t.Errorf("%s: another subject's content: %q, %v", name, pt, err)
+		}
+	}
+	if e, err := kr.EraseSubject(ctx, "acme", "alice"); err != nil || e.KeysDestroyed != 0 {
+		t.Errorf("second erasure = %+v, %v; want nothing destroyed, no error", e, err)
+	}
+	// New events of the same person start a new, unlinkable pseudonym.
+	fresh, _ := kr.Subject(ctx, "acme", "alice")
+	if fresh.Pseudonym("alice") == p {
+		t.Error("after erasure the subject got its old pseudonym back")
+	}
+}
