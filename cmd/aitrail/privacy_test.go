@@ -85,9 +85,15 @@ func TestErasure(t *testing.T) {
 				"actor": map[string]any{"id": who}, "content": map[string]any{"prompt": "prompt of " + who}})
 		}
 	}
+	s.post(map[string]any{"type": "model.deploy", "id": "svc", "actor": map[string]any{"id": "release-bot", "type": "service"},
+		"model": map[string]any{"name": "m", "version": "1"}})
 	s.waitIndexed()
 	if n := len(s.allEvents("actor=alice")); n != 3 {
 		t.Fatalf("before erasure, alice has %d events; want 3", n)
+	}
+	// A service actor names no person: stored as sent, found by its id.
+	if svc := s.allEvents("actor=release-bot"); len(svc) != 1 || svc[0]["actor"].(map[string]any)["id"] != "release-bot" {
+		t.Fatalf("service actor search: %v", svc)
 	}
 	var before map[string]any
 	s.getJSON("/v1/events/alice0", &before)

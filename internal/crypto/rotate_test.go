@@ -19,7 +19,7 @@ func TestRotateMasterKey(t *testing.T) {
 	keks := []crypto.KEK{newKEK(t, 1), newKEK(t, 2), newKEK(t, 3)}
 	type sealed struct {
 		tenant, id, keyID string
-		blob             []byte
+		blob              []byte
 	}
 	var all []sealed
 	for v, kek := range keks {

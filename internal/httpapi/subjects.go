@@ -25,9 +25,10 @@ type Scrubber interface {
 }
 
 // actorPseudonyms turns the actor filter, a plaintext actor id, into the
-// pseudonyms it has in the tenants the query may reach. A filter that is
-// already a pseudonym is kept. A subject that is unknown, or erased, has
-// none, and the query then finds nothing.
+// pseudonyms it has in the tenants the query may reach, and the id itself
+// (service and system actors are stored as sent). A filter that is already
+// a pseudonym is kept. A person who is unknown, or erased, has no pseudonym,
+// and the query then finds nothing.
 func (s *Server) actorPseudonyms(ctx context.Context, q *index.Query) error {
 	if q.Actor == "" || s.Subjects == nil || strings.HasPrefix(q.Actor, crypto.PseudonymPrefix) {
 		return nil
@@ -42,7 +43,7 @@ func (s *Server) actorPseudonyms(ctx context.Context, q *index.Query) error {
 			}
 		}
 	}
-	q.Actors = []string{}
+	q.Actors = []string{q.Actor}
 	for _, t := range tenants {
 		sub, ok, err := s.Subjects.LookupSubject(ctx, t, q.Actor)
 		if err != nil {

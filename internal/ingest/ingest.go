@@ -179,7 +179,9 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 // protect replaces rec's personal identifiers — the actor's id, IP, user
 // agent and session, and the PersonalAttributes — by pseudonyms of the
 // subject the actor id names, and returns the scope to seal its content
-// under. Values that already are pseudonyms are kept.
+// under. Values that already are pseudonyms are kept. The actor fields of a
+// service or system actor name no person and are kept, so that the log says
+// which machine acted.
 func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope string, err error) {
 	if pl.Subjects == nil {
 		return rec.Tenant, nil
@@ -198,7 +200,7 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope strin
 		}
 		return s.Pseudonym(v)
 	}
-	if a := rec.Actor; a != nil {
+	if a := rec.Actor; a != nil && a.Type != "service" && a.Type != "system" {
 		a.ID, a.IP, a.UserAgent, a.SessionID = hide(a.ID), hide(a.IP), hide(a.UserAgent), hide(a.SessionID)
 	}
 	for _, k := range PersonalAttributes {
