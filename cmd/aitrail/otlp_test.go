@@ -239,3 +239,15 @@ func TestOTLPBadInputStoresNothing(t *testing.T) {
 		t.Errorf("bad requests changed the log: %d records", n)
 	}
 }
+
+// TestBenchOTLP runs the OTLP load generator briefly.
+func TestBenchOTLP(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	code, out, errOut := runCLI("bench", "--otlp", "--url", s.url, "--token", adminToken, "--clients", "2", "--batch", "50", "--duration", "300ms")
+	if code != 0 || !strings.Contains(out, "events/s") || !strings.Contains(errOut, "OTLP spans") {
+		t.Fatalf("bench --otlp: %d %q %s", code, out, errOut)
+	}
+	if s.size() == 0 {
+		t.Fatal("bench --otlp stored nothing")
+	}
+}

@@ -115,6 +115,12 @@ const (
 	maxExactInteger   = 1 << 53
 )
 
+// spanKinds names span kinds as attribute values.
+var spanKinds = map[ptrace.SpanKind]string{
+	ptrace.SpanKindUnspecified: "unspecified", ptrace.SpanKindInternal: "internal", ptrace.SpanKindServer: "server",
+	ptrace.SpanKindClient: "client", ptrace.SpanKindProducer: "producer", ptrace.SpanKindConsumer: "consumer",
+}
+
 // mapper turns OTLP items into events.
 type mapper struct {
 	keepSpans, keepLogs bool
@@ -194,7 +200,7 @@ func (m *mapper) spans(td ptrace.Traces) *batch {
 				}
 				ev.Attributes = attributes(attrs, res, content)
 				ev.Attributes["otel.span.name"] = validString(sp.Name())
-				ev.Attributes["otel.span.kind"] = strings.ToLower(sp.Kind().String())
+				ev.Attributes["otel.span.kind"] = spanKinds[sp.Kind()]
 				if s, e := sp.StartTimestamp(), sp.EndTimestamp(); s != 0 && e >= s {
 					ev.Attributes["duration_ms"] = float64(e-s) / 1e6
 				}
@@ -427,9 +433,18 @@ func flatValue(v pcommon.Value) (any, bool) {
 
 // okString reports whether s is a valid attribute string.
 func okString(s string) bool {
-	return len(s) <= maxAttrValueBytes && utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
-		return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r'
-	})
+	if len(s) > maxAttrValueBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b >= utf8.RuneSelf || b < 0x20 && b != '\t' && b != '\n' && b != '\r' || b == 0x7f {
+			// Not plain ASCII: check the rest rune by rune.
+			return utf8.ValidString(s[i:]) && !strings.ContainsFunc(s[i:], func(r rune) bool {
+				return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r'
+			})
+		}
+	}
+	return true
 }
 
 // validString returns s if it is a valid attribute string, else its valid
@@ -452,15 +467,17 @@ func validString(s string) string {
 }
 
 // cleanAttrs drops keys an event may not carry and keeps at most
-// maxAttributes of them.
+// maxAttributes of them, the first in sorted order.
 func cleanAttrs(attrs map[string]any) {
-	kept := 0
-	for _, k := range slices.Sorted(maps.Keys(attrs)) {
-		if !isAttrKey(k) || kept == maxAttributes {
+	for k := range attrs {
+		if !isAttrKey(k) {
 			delete(attrs, k)
-			continue
 		}
-		kept++
+	}
+	if len(attrs) > maxAttributes {
+		for _, k := range slices.Sorted(maps.Keys(attrs))[maxAttributes:] {
+			delete(attrs, k)
+		}
 	}
 }
 
@@ -486,16 +503,30 @@ func rawValue(v pcommon.Value) any {
 	return v.AsRaw()
 }
 
-// setContent sets the event's content, or says why it cannot be.
+// setContent sets the event's content, or says why it cannot be. Values
+// already in JSON form are copied as they are.
 func setContent(ev *event.Event, content map[string]any) string {
 	if len(content) == 0 {
 		return ""
 	}
-	b, err := json.Marshal(content)
-	if err != nil {
-		return "content is not representable as JSON (a number that is not finite?)"
+	b := []byte{'{'}
+	for _, k := range slices.Sorted(maps.Keys(content)) {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, k)
+		b = append(b, ':')
+		if raw, ok := content[k].(json.RawMessage); ok {
+			b = append(b, raw...)
+			continue
+		}
+		v, err := json.Marshal(content[k])
+		if err != nil {
+			return "content is not representable as JSON (a number that is not finite?)"
+		}
+		b = append(b, v...)
 	}
-	ev.Content = b
+	ev.Content = append(b, '}')
 	return ""
 }
 

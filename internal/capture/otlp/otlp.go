@@ -246,6 +246,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, enco
 	}
 	limit := h.opts.MaxBodyBytes
 	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	compressed := false
 	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))) {
 	case "", "identity":
 	case "gzip":
@@ -254,11 +255,14 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, enco
 			return nil, enc, apierr.New(http.StatusBadRequest, "invalid_encoding", "body is not valid gzip")
 		}
 		defer gz.Close()
-		body = gz
+		body, compressed = gz, true
 	default:
 		return nil, enc, apierr.New(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
 	}
 	var buf bytes.Buffer
+	if cl := r.ContentLength; cl > 0 && cl <= limit && !compressed {
+		buf.Grow(int(cl) + 1)
+	}
 	_, err = buf.ReadFrom(io.LimitReader(body, limit+1))
 	var mbe *http.MaxBytesError
 	switch {
