@@ -251,3 +251,25 @@ func TestBenchOTLP(t *testing.T) {
 		t.Fatal("bench --otlp stored nothing")
 	}
 }
+
+// TestOTLPKeepOtherSpans checks the configuration that records spans that
+// are not GenAI.
+func TestOTLPKeepOtherSpans(t *testing.T) {
+	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
+	td := ptrace.NewTraces()
+	sp := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID(pcommon.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	sp.SetSpanID(pcommon.SpanID{1, 2, 3, 4, 5, 6, 7, 8})
+	sp.SetName("GET /orders")
+	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, resp := s.do("POST", "/otlp/v1/traces", adminToken, "application/json", body); code != 200 || string(resp) != "{}" {
+		t.Fatalf("export: %d %s", code, resp)
+	}
+	s.waitIndexed()
+	if evs := s.allEvents("type=trace.span"); len(evs) != 1 || evs[0]["action"] != "GET /orders" {
+		t.Fatalf("events %v, want the span as trace.span", evs)
+	}
+}

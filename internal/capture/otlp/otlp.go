@@ -344,30 +344,25 @@ func (h *Handler) record(ctx context.Context, p authz.Principal, b *batch) (reco
 }
 
 // writeResponse answers a successful export, with partial success when
-// items were rejected.
+// items were rejected. A full success leaves partial_success unset, as the
+// specification asks: an empty message.
 func (h *Handler) writeResponse(w http.ResponseWriter, enc encoding, signal string, reasons []string) {
-	msg := ""
-	if len(reasons) > 0 {
-		msg = fmt.Sprintf("%d of the %s could not be recorded: %s", len(reasons), signal, strings.Join(reasons[:min(len(reasons), maxReasons)], "; "))
-		if len(reasons) > maxReasons {
-			msg += fmt.Sprintf("; and %d more", len(reasons)-maxReasons)
-		}
-	}
 	var body []byte
 	var err error
-	if signal == "spans" {
+	switch {
+	case len(reasons) == 0 && enc == encJSON:
+		body = []byte("{}")
+	case len(reasons) == 0:
+		// The protobuf encoding of an empty message has no bytes.
+	case signal == "spans":
 		resp := ptraceotlp.NewExportResponse()
-		if len(reasons) > 0 {
-			resp.PartialSuccess().SetRejectedSpans(int64(len(reasons)))
-			resp.PartialSuccess().SetErrorMessage(msg)
-		}
+		resp.PartialSuccess().SetRejectedSpans(int64(len(reasons)))
+		resp.PartialSuccess().SetErrorMessage(rejectionMessage(signal, reasons))
 		body, err = marshal(resp, enc)
-	} else {
+	default:
 		resp := plogotlp.NewExportResponse()
-		if len(reasons) > 0 {
-			resp.PartialSuccess().SetRejectedLogRecords(int64(len(reasons)))
-			resp.PartialSuccess().SetErrorMessage(msg)
-		}
+		resp.PartialSuccess().SetRejectedLogRecords(int64(len(reasons)))
+		resp.PartialSuccess().SetErrorMessage(rejectionMessage(signal, reasons))
 		body, err = marshal(resp, enc)
 	}
 	if err != nil {
@@ -376,6 +371,16 @@ func (h *Handler) writeResponse(w http.ResponseWriter, enc encoding, signal stri
 	w.Header().Set("Content-Type", enc.mediaType())
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)
+}
+
+// rejectionMessage says how many items were rejected and why, naming the
+// first few.
+func rejectionMessage(signal string, reasons []string) string {
+	msg := fmt.Sprintf("%d of the %s could not be recorded: %s", len(reasons), signal, strings.Join(reasons[:min(len(reasons), maxReasons)], "; "))
+	if len(reasons) > maxReasons {
+		msg += fmt.Sprintf("; and %d more", len(reasons)-maxReasons)
+	}
+	return msg
 }
 
 type marshaler interface {
