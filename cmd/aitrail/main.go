@@ -8,7 +8,7 @@
 //	aitrail query    --url URL --token TOKEN [filters]                 search events
 //	aitrail tail     --url URL --token TOKEN [filters]                 follow new events
 //	aitrail reindex  --data DIR                                        rebuild the query index
-//	aitrail bench    --url URL --token TOKEN [--clients N ...]         load generator
+//	aitrail bench    --url URL --token TOKEN [--clients N ...] [--otlp] load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
 //	aitrail version
 //

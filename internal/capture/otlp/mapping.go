@@ -128,11 +128,20 @@ type mapper struct {
 	tenant string
 }
 
-// item is one event made from one span or log record, with the words that
-// name its origin in a partial-success message.
+// item is one event made from one span or log record.
 type item struct {
-	ev    event.Event
-	label string
+	ev event.Event
+	// logRecord is the position of the log record in the request, or -1
+	// for a span.
+	logRecord int
+}
+
+// label names the item's origin in a partial-success message.
+func (it *item) label() string {
+	if it.logRecord >= 0 {
+		return "log record " + strconv.Itoa(it.logRecord)
+	}
+	return "span " + it.ev.TraceID + "/" + it.ev.SpanID
 }
 
 // batch is what a request maps to.
@@ -163,18 +172,19 @@ func (m *mapper) spans(td ptrace.Traces) *batch {
 					b.dropped++
 					continue
 				}
-				label := "span " + sp.TraceID().String() + "/" + sp.SpanID().String()
-				if sp.TraceID().IsEmpty() || sp.SpanID().IsEmpty() {
-					b.reject(label, "a span needs a trace_id and a span_id")
-					continue
-				}
-				ev := event.Event{
-					ID:      sp.TraceID().String() + "-" + sp.SpanID().String(),
+				tid, sid := sp.TraceID().String(), sp.SpanID().String()
+				it := item{logRecord: -1, ev: event.Event{
+					ID:      tid + "-" + sid,
 					Tenant:  tenant,
 					Time:    timestamp(sp.StartTimestamp()),
-					TraceID: sp.TraceID().String(),
-					SpanID:  sp.SpanID().String(),
+					TraceID: tid,
+					SpanID:  sid,
 					Outcome: "success",
+				}}
+				ev := &it.ev
+				if sp.TraceID().IsEmpty() || sp.SpanID().IsEmpty() {
+					b.reject(it.label(), "a span needs a trace_id and a span_id")
+					continue
 				}
 				if sp.Status().Code() == ptrace.StatusCodeError {
 					ev.Outcome = "failure"
@@ -183,7 +193,7 @@ func (m *mapper) spans(td ptrace.Traces) *batch {
 				if genAI {
 					op := str(attrs, attrOperation)
 					ev.Type, ev.Action = operationType(op, typeOperation), op
-					genAIFields(&ev, attrs, res)
+					genAIFields(ev, attrs, res)
 					// Older instrumentations record messages as span events.
 					var evs []any
 					for _, se := range sp.Events().All() {
@@ -208,11 +218,11 @@ func (m *mapper) spans(td ptrace.Traces) *batch {
 					ev.Attributes["otel.status_description"] = validString(msg)
 				}
 				cleanAttrs(ev.Attributes)
-				if reason := setContent(&ev, content); reason != "" {
-					b.reject(label, reason)
+				if reason := setContent(ev, content); reason != "" {
+					b.reject(it.label(), reason)
 					continue
 				}
-				b.items = append(b.items, item{ev: ev, label: label})
+				b.items = append(b.items, it)
 			}
 		}
 	}
@@ -238,8 +248,8 @@ func (m *mapper) logs(ld plog.Logs) *batch {
 					b.dropped++
 					continue
 				}
-				label := "log record " + strconv.Itoa(b.received-1)
-				ev := event.Event{Tenant: tenant, Action: name}
+				it := item{logRecord: b.received - 1, ev: event.Event{Tenant: tenant, Action: name}}
+				ev := &it.ev
 				if !lr.TraceID().IsEmpty() {
 					ev.TraceID = lr.TraceID().String()
 				}
@@ -267,7 +277,7 @@ func (m *mapper) logs(ld plog.Logs) *batch {
 					default:
 						ev.Type = typeMessage
 					}
-					genAIFields(&ev, attrs, res)
+					genAIFields(ev, attrs, res)
 				} else {
 					ev.Type = typeLog
 					ev.Actor = actorOf(attrs, res)
@@ -283,8 +293,8 @@ func (m *mapper) logs(ld plog.Logs) *batch {
 					ev.Attributes["log.severity_text"] = validString(s)
 				}
 				cleanAttrs(ev.Attributes)
-				if reason := setContent(&ev, content); reason != "" {
-					b.reject(label, reason)
+				if reason := setContent(ev, content); reason != "" {
+					b.reject(it.label(), reason)
 					continue
 				}
 				// A log record has no id of its own: derive one from all it
@@ -294,7 +304,7 @@ func (m *mapper) logs(ld plog.Logs) *batch {
 				h.Write(ident)
 				h.Write([]byte(timestamp(lr.ObservedTimestamp())))
 				ev.ID = "log-" + hex.EncodeToString(h.Sum(nil)[:20])
-				b.items = append(b.items, item{ev: ev, label: label})
+				b.items = append(b.items, it)
 			}
 		}
 	}

@@ -16,12 +16,9 @@
 package otlp
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -40,6 +37,7 @@ import (
 	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
@@ -163,7 +161,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, enc, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed", "use POST"))
 		return
 	}
-	body, enc, err := h.readBody(w, r)
+	body, _, err := httpbody.Read(w, r, h.opts.MaxBodyBytes, mediaProto, mediaJSON)
 	if err != nil {
 		h.writeError(w, r, enc, err)
 		return
@@ -231,51 +229,6 @@ func unmarshal(req unmarshaler, enc encoding, body []byte) error {
 	return nil
 }
 
-// readBody returns the request body, decompressed and bounded, and its
-// encoding. Anything unexpected is an *apierr.Error.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, encoding, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	enc := encJSON
-	switch {
-	case err != nil:
-		return nil, enc, apierr.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be "+mediaProto+" or "+mediaJSON)
-	case mt == mediaProto:
-		enc = encProto
-	case mt != mediaJSON:
-		return nil, enc, apierr.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be "+mediaProto+" or "+mediaJSON)
-	}
-	limit := h.opts.MaxBodyBytes
-	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
-	compressed := false
-	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))) {
-	case "", "identity":
-	case "gzip":
-		gz, err := gzip.NewReader(body)
-		if err != nil {
-			return nil, enc, apierr.New(http.StatusBadRequest, "invalid_encoding", "body is not valid gzip")
-		}
-		defer gz.Close()
-		body, compressed = gz, true
-	default:
-		return nil, enc, apierr.New(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
-	}
-	var buf bytes.Buffer
-	if cl := r.ContentLength; cl > 0 && cl <= limit && !compressed {
-		buf.Grow(int(cl) + 1)
-	}
-	_, err = buf.ReadFrom(io.LimitReader(body, limit+1))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe) || int64(buf.Len()) > limit:
-		return nil, enc, apierr.New(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body exceeds %d bytes", limit))
-	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, enc, apierr.New(http.StatusBadRequest, "invalid_encoding", "body is truncated or not valid gzip")
-	case err != nil:
-		return nil, enc, apierr.New(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
-	}
-	return buf.Bytes(), enc, nil
-}
-
 // record appends the batch's events in parts of at most MaxBatchEvents,
 // each atomic. Events the pipeline finds invalid are rejected (their reasons
 // added to b) and the rest of their part appended without them. A part that
@@ -289,7 +242,7 @@ func (h *Handler) record(ctx context.Context, p authz.Principal, b *batch) (reco
 			t = event.DefaultTenant
 		}
 		if !p.CanSeeTenant(t) {
-			b.reject(it.label, "this token may not write to tenant "+strconv.Quote(t))
+			b.reject(it.label(), "this token may not write to tenant "+strconv.Quote(t))
 			continue
 		}
 		items = append(items, it)
@@ -319,7 +272,7 @@ func (h *Handler) record(ctx context.Context, p authz.Principal, b *batch) (reco
 				kept := part[:0:0]
 				for i, it := range part {
 					if reason, ok := bad[i]; ok {
-						b.reject(it.label, reason)
+						b.reject(it.label(), reason)
 						continue
 					}
 					kept = append(kept, it)

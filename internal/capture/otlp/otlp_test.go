@@ -76,18 +76,31 @@ func (l *fakeLedger) stored(t *testing.T) []map[string]any {
 	return out
 }
 
-// fakeSealer "encrypts" by prefixing.
-type fakeSealer struct{}
+// fakeSealer "encrypts" by prefixing, and keeps the plaintexts.
+type fakeSealer struct {
+	mu    sync.Mutex
+	plain [][]byte
+}
 
-func (fakeSealer) Seal(_ context.Context, scope string, plaintext, _ []byte) ([]byte, string, error) {
+func (s *fakeSealer) Seal(_ context.Context, scope string, plaintext, _ []byte) ([]byte, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.plain) < 10 {
+		s.plain = append(s.plain, bytes.Clone(plaintext))
+	}
 	return append([]byte("sealed:"), plaintext...), "key-" + scope, nil
 }
 
 func newHandler(t *testing.T, o Options) (*Handler, *fakeLedger) {
+	h, l, _ := newHandlerSealer(t, o)
+	return h, l
+}
+
+func newHandlerSealer(t *testing.T, o Options) (*Handler, *fakeLedger, *fakeSealer) {
 	t.Helper()
-	l := &fakeLedger{}
-	o.Ingest = &ingest.Pipeline{Ledger: l, Sealer: fakeSealer{}}
-	return New(o), l
+	l, s := &fakeLedger{}, &fakeSealer{}
+	o.Ingest = &ingest.Pipeline{Ledger: l, Sealer: s}
+	return New(o), l, s
 }
 
 var rootPrincipal = authz.Principal{TokenID: "root", Root: true}
@@ -202,7 +215,7 @@ func TestTracesRecordGenAISpans(t *testing.T) {
 		json, gzip bool
 	}{{"protobuf", false, false}, {"json", true, false}, {"protobuf+gzip", false, true}, {"json+gzip", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, l := newHandler(t, Options{})
+			h, l, sealer := newHandlerSealer(t, Options{})
 			body := encodeTraces(t, traces(), tc.json)
 			ct, hdr := mediaProto, []string{}
 			if tc.json {
@@ -262,6 +275,14 @@ func TestTracesRecordGenAISpans(t *testing.T) {
 			}
 			if s := string(mustJSON(r)); strings.Contains(s, "secret") {
 				t.Errorf("message content in the record: %s", s)
+			}
+			// The messages are stored as the JSON they hold, not as strings.
+			var content struct {
+				Input  []map[string]any `json:"gen_ai.input.messages"`
+				Output []map[string]any `json:"gen_ai.output.messages"`
+			}
+			if err := json.Unmarshal(sealer.plain[0], &content); err != nil || len(content.Input) != 1 || content.Output[0]["role"] != "assistant" {
+				t.Errorf("content %s: %v", sealer.plain[0], err)
 			}
 		})
 	}
@@ -459,35 +480,41 @@ func genAILogs() plog.Logs {
 }
 
 func TestLogsRecordGenAIEvents(t *testing.T) {
-	h, l := newHandler(t, Options{})
-	body, err := plogotlp.NewExportRequestFromLogs(genAILogs()).MarshalProto()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 2; i++ {
-		w := post(h, rootPrincipal, LogsPath, mediaProto, body)
-		if w.Code != http.StatusOK || w.Header().Get("Content-Type") != mediaProto {
-			t.Fatalf("status %d %s: %s", w.Code, w.Header().Get("Content-Type"), w.Body)
+	for _, ct := range []string{mediaProto, mediaJSON} {
+		h, l := newHandler(t, Options{})
+		req := plogotlp.NewExportRequestFromLogs(genAILogs())
+		body, err := req.MarshalProto()
+		if ct == mediaJSON {
+			body, err = req.MarshalJSON()
 		}
-		resp := plogotlp.NewExportResponse()
-		if err := resp.UnmarshalProto(w.Body.Bytes()); err != nil || resp.PartialSuccess().RejectedLogRecords() != 0 {
-			t.Fatalf("response %v: %v", resp.PartialSuccess().ErrorMessage(), err)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	recs := l.stored(t)
-	if len(recs) != 2 {
-		t.Fatalf("stored %d records after sending twice, want 2", len(recs))
-	}
-	d, m := recs[0], recs[1]
-	if d["type"] != "ai.inference" || d["action"] != "chat" || d["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" ||
-		d["model"].(map[string]any)["name"] != "claude-sonnet" || d["content"] == nil {
-		t.Errorf("details event = %v", d)
-	}
-	if m["type"] != "ai.message" || m["action"] != "gen_ai.user.message" || m["content"] == nil ||
-		m["model"].(map[string]any)["provider"] != "openai" || m["time"] != "2026-11-27T10:00:00.123456789Z" {
-		t.Errorf("message event = %v", m)
-	}
-	if s := string(mustJSON(recs)); strings.Contains(s, "secret") {
-		t.Errorf("content in the records: %s", s)
+		for i := 0; i < 2; i++ {
+			w := post(h, rootPrincipal, LogsPath, ct, body)
+			if w.Code != http.StatusOK || w.Header().Get("Content-Type") != ct {
+				t.Fatalf("%s: status %d %s: %s", ct, w.Code, w.Header().Get("Content-Type"), w.Body)
+			}
+			// Full success leaves partial_success unset: an empty message.
+			if want := map[string]string{mediaProto: "", mediaJSON: "{}"}[ct]; w.Body.String() != want {
+				t.Errorf("%s: response %q, want %q", ct, w.Body, want)
+			}
+		}
+		recs := l.stored(t)
+		if len(recs) != 2 {
+			t.Fatalf("%s: stored %d records after sending twice, want 2", ct, len(recs))
+		}
+		d, m := recs[0], recs[1]
+		if d["type"] != "ai.inference" || d["action"] != "chat" || d["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" ||
+			d["model"].(map[string]any)["name"] != "claude-sonnet" || d["content"] == nil {
+			t.Errorf("%s: details event = %v", ct, d)
+		}
+		if m["type"] != "ai.message" || m["action"] != "gen_ai.user.message" || m["content"] == nil ||
+			m["model"].(map[string]any)["provider"] != "openai" || m["time"] != "2026-11-27T10:00:00.123456789Z" {
+			t.Errorf("%s: message event = %v", ct, m)
+		}
+		if s := string(mustJSON(recs)); strings.Contains(s, "secret") {
+			t.Errorf("%s: content in the records: %s", ct, s)
+		}
 	}
 }
