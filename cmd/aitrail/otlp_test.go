@@ -179,6 +179,28 @@ func TestOTLPExportersRecordGenAI(t *testing.T) {
 		}
 	}
 
+	// A span for a tenant the token may not write: the exporter reports the
+	// partial success, and nothing of it is stored.
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(s.url+"/otlp/v1/traces"), otlptracehttp.WithHeaders(headers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp),
+		sdktrace.WithResource(resource.NewSchemaless(attribute.String("aitrail.tenant", "globex"))))
+	_, sp := tp.Tracer("test").Start(ctx, "chat", trace.WithAttributes(attribute.String("gen_ai.operation.name", "chat")))
+	sp.End()
+	tp.Shutdown(ctx)
+	errs.mu.Lock()
+	if len(errs.errs) != 1 || !strings.Contains(errs.errs[0].Error(), `1 of the spans could not be recorded`) ||
+		!strings.Contains(errs.errs[0].Error(), `may not write to tenant "globex"`) {
+		t.Errorf("exporter reported %v, want one partial success naming the tenant", errs.errs)
+	}
+	errs.errs = nil
+	errs.mu.Unlock()
+	if n := s.size(); n != 6 {
+		t.Errorf("log holds %d records, want 6", n)
+	}
+
 	code, body := s.do("GET", "/metrics", "", "", nil)
 	if code != 200 || !strings.Contains(string(body), `aitrail_otlp_items_total{result="recorded",signal="spans"} 4`) {
 		t.Errorf("metrics lack the OTLP counters")
