@@ -61,6 +61,9 @@ const TenantHeader = "X-Aitrail-Tenant"
 // retryAfterSeconds is the Retry-After sent when the log pushes back.
 const retryAfterSeconds = 1
 
+// defaultMaxBodyBytes bounds a request body when Options say nothing.
+const defaultMaxBodyBytes = 16 << 20
+
 // maxReasons bounds the rejection reasons quoted in a partial-success
 // message.
 const maxReasons = 5
@@ -75,8 +78,8 @@ type Appender interface {
 // Options configure a Handler. Ingest is required.
 type Options struct {
 	Ingest Appender
-	// MaxBodyBytes bounds a request body after decompression
-	// (event.DefaultMaxContentBytes if zero).
+	// MaxBodyBytes bounds a request body, as sent and after decompression
+	// (16 MiB if zero).
 	MaxBodyBytes int64
 	// MaxBatchEvents is the most events one Append carries; a request that
 	// maps to more is appended in several atomic parts
@@ -106,7 +109,7 @@ type Handler struct {
 // New returns a Handler.
 func New(o Options) *Handler {
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = event.DefaultMaxContentBytes
+		o.MaxBodyBytes = defaultMaxBodyBytes
 	}
 	if o.MaxBatchEvents <= 0 {
 		o.MaxBatchEvents = event.DefaultMaxBatchEvents
