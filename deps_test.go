@@ -47,6 +47,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"internal/registry", []string{module + "/internal/httpapi", module + "/internal/ingest", module + "/internal/store/sqlite", "database/sql", "os", "net"}},
 		{"internal/ingest", []string{module + "/internal/registry", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/httpapi", []string{module + "/internal/store/sqlite", module + "/cmd/aitrail"}},
+		{"internal/capture/otlp", []string{module + "/internal/httpapi", module + "/cmd/aitrail", module + "/internal/store/sqlite", "database/sql"}},
 		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql"}},
 	} {
 		have := map[string]bool{}

@@ -33,6 +33,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 100, "events per request")
 	size := fs.Int("size", 1024, "approximate size of one event in bytes")
 	content := fs.Bool("content", false, "put the event's payload in content (encrypted) instead of attributes")
+	otlp := fs.Bool("otlp", false, "send each batch as GenAI spans in one OTLP/HTTP protobuf request to /otlp/v1/traces")
 	duration := fs.Duration("duration", 10*time.Second, "how long to run")
 	rate := fs.Int("rate", 0, "target requests per second over all clients (0 = as fast as possible)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
@@ -50,7 +51,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c := client.New(*url, *token).WithHTTPClient(&http.Client{Transport: tr, Timeout: time.Minute})
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	c := client.New(*url, *token).WithHTTPClient(hc)
+	send := func(i, seq int) error {
+		_, err := c.AppendRaw(context.Background(), benchBody(i, seq, *batch, *size, *content), "application/x-ndjson")
+		return err
+	}
+	if *otlp {
+		bodies := make([]func() []byte, *clients)
+		for i := range bodies {
+			bodies[i] = otlpBodies(*batch, *size, *content)
+		}
+		send = func(i, _ int) error { return postOTLP(hc, *url, *token, bodies[i]()) }
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
@@ -60,7 +73,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(*clients) / float64(*rate))
 	}
-	fmt.Fprintf(stderr, "bench: %d clients × %d events of ~%d bytes for %s against %s\n", *clients, *batch, *size, *duration, *url)
+	what := "events"
+	if *otlp {
+		what = "OTLP spans"
+	}
+	fmt.Fprintf(stderr, "bench: %d clients × %d %s of ~%d bytes for %s against %s\n", *clients, *batch, what, *size, *duration, *url)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := 0; i < *clients; i++ {
@@ -79,9 +96,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 					}
 					next = next.Add(interval)
 				}
-				body := benchBody(i, seq, *batch, *size, *content)
 				t0 := time.Now()
-				_, err := c.AppendRaw(context.Background(), body, "application/x-ndjson")
+				err := send(i, seq)
 				d := time.Since(t0)
 				var ae *client.APIError
 				switch {
@@ -114,7 +130,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 	}
 	res := map[string]any{
-		"clients": *clients, "batch": *batch, "event_bytes": *size, "content": *content, "seconds": took.Seconds(),
+		"clients": *clients, "batch": *batch, "otlp": *otlp, "event_bytes": *size, "content": *content, "seconds": took.Seconds(),
 		"events": events.Load(), "requests": requests.Load(), "events_per_sec": float64(events.Load()) / took.Seconds(),
 		"p50_ms": pct(.50), "p90_ms": pct(.90), "p99_ms": pct(.99), "max_ms": pct(1),
 		"pushbacks": pushbacks.Load(), "failures": failures.Load(),

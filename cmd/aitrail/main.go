@@ -12,7 +12,7 @@
 //	aitrail status   --data DIR | --url URL                            sealing state, readiness
 //	aitrail keys     rotate|list --data DIR                            master key rotation
 //	aitrail erase    --url URL --token TOKEN --tenant T --subject S    crypto-shred a subject
-//	aitrail bench    --url URL --token TOKEN [--clients N ...]         load generator
+//	aitrail bench    --url URL --token TOKEN [--clients N ...] [--otlp] load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
 //	aitrail version
 //

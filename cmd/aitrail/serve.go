@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/capture/otlp"
 	"github.com/aitrail/aitrail/internal/config"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
@@ -322,8 +323,17 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		Auth:         auth,
 		PublicKey:    vkey,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
-		Registry:     reg,
-		Logger:       log,
+		OTLP: otlp.New(otlp.Options{
+			Ingest:         pipeline,
+			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,
+			MaxBatchEvents: cfg.Limits.MaxBatchEvents,
+			KeepOtherSpans: cfg.Capture.OTLP.KeepOtherSpans,
+			KeepOtherLogs:  cfg.Capture.OTLP.KeepOtherLogs,
+			Registerer:     reg,
+			Logger:         log,
+		}),
+		Registry: reg,
+		Logger:   log,
 		Ready: func() (bool, map[string]any) {
 			err := led.Err()
 			size := led.Size()

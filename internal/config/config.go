@@ -60,6 +60,8 @@ type Config struct {
 	Ledger Ledger `yaml:"ledger"`
 	// Index settings.
 	Index Index `yaml:"index"`
+	// Capture configures the receivers that turn other formats into events.
+	Capture Capture `yaml:"capture"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// LogLevel is debug, info, warn or error.
@@ -109,6 +111,24 @@ type Index struct {
 	// halves the rate at which the index keeps up with ingest, so it is off
 	// by default; without it `q` still works, by a slower scan.
 	FullText bool `yaml:"full_text"`
+}
+
+// Capture configures the capture receivers.
+type Capture struct {
+	// OTLP configures the OTLP/HTTP receiver under /otlp/.
+	OTLP OTLP `yaml:"otlp"`
+}
+
+// OTLP configures the OTLP/HTTP receiver. GenAI spans and log events are
+// always recorded; other spans and log records are accepted and dropped
+// unless kept here.
+type OTLP struct {
+	// KeepOtherSpans records spans without gen_ai.* attributes as
+	// trace.span events.
+	KeepOtherSpans bool `yaml:"keep_other_spans"`
+	// KeepOtherLogs records log records that are not GenAI events as
+	// log.record events.
+	KeepOtherLogs bool `yaml:"keep_other_logs"`
 }
 
 // Default returns the configuration used when nothing is set.

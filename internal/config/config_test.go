@@ -34,6 +34,10 @@ func TestLoad(t *testing.T) {
 	if c.DataDir != DefaultDataDir || c.Limits.MaxBodyBytes != DefaultMaxBodyBytes {
 		t.Fatal("unset keys lost their defaults")
 	}
+	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
+	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
+		t.Fatalf("capture.otlp: %+v, %v", c.Capture, err)
+	}
 	if c, err := Load(write(t, "")); err != nil || c.Addr != DefaultAddr {
 		t.Fatalf("empty file: %v", err)
 	}

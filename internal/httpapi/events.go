@@ -2,79 +2,27 @@ package httpapi
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/merkle"
 )
 
-// readBody returns the request body, decompressed and bounded, and its
-// media type. Anything unexpected is an *apierr.Error.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string) ([]byte, string, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	ok := err == nil
-	if ok {
-		ok = false
-		for _, a := range allowed {
-			ok = ok || mt == a
-		}
-	}
-	if !ok {
-		return nil, "", errorf(http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"Content-Type must be one of "+strings.Join(allowed, ", "))
-	}
-	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-	case "gzip":
-		gz, err := gzip.NewReader(body)
-		if err != nil {
-			return nil, "", errorf(http.StatusBadRequest, "invalid_encoding", "body is not valid gzip")
-		}
-		defer gz.Close()
-		body = gz
-	default:
-		return nil, "", errorf(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
-	}
-	// Size the buffer from Content-Length when it is honest and small
-	// enough, instead of growing it by doubling.
-	buf := bytes.NewBuffer(nil)
-	if cl := r.ContentLength; cl > 0 && cl <= limit && r.Header.Get("Content-Encoding") == "" {
-		buf.Grow(int(cl) + 1)
-	}
-	_, err = buf.ReadFrom(io.LimitReader(body, limit+1))
-	data := buf.Bytes()
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe) || int64(len(data)) > limit:
-		return nil, "", errorf(http.StatusRequestEntityTooLarge, "too_large",
-			fmt.Sprintf("request body exceeds %d bytes", limit))
-	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, "", errorf(http.StatusBadRequest, "invalid_encoding", "body is truncated or not valid gzip")
-	case err != nil:
-		return nil, "", errorf(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
-	}
-	return data, mt, nil
-}
-
 // ingest handles POST /v1/events: validate everything, encrypt content,
 // append atomically, and answer only once the records are durable.
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
-	body, mt, err := readBody(w, r, s.MaxBodyBytes, "application/json", "application/x-ndjson")
+	body, mt, err := httpbody.Read(w, r, s.MaxBodyBytes, "application/json", "application/x-ndjson")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

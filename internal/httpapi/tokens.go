@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/httpbody"
 )
 
 type tokenRequest struct {
@@ -40,7 +41,7 @@ const maxTokenBody = 64 << 10
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
-	body, _, err := readBody(w, r, maxTokenBody, "application/json")
+	body, _, err := httpbody.Read(w, r, maxTokenBody, "application/json")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
