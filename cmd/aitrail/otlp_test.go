@@ -201,8 +201,9 @@ func TestOTLPExportersRecordGenAI(t *testing.T) {
 	}
 	errs.errs = nil
 	errs.mu.Unlock()
-	if n := s.size(); n != 6 {
-		t.Errorf("log holds %d records, want 6", n)
+	s.waitIndexed()
+	if n := len(s.allEvents("type=ai.*")); n != 6 {
+		t.Errorf("log holds %d AI records, want 6", n)
 	}
 
 	code, body := s.do("GET", "/metrics", "", "", nil)

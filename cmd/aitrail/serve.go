@@ -313,6 +313,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		Subjects: keyring,
 	}
 	api := &httpapi.Server{
+		AccessWindow: cfg.AccessWindow,
 		Ledger:       led,
 		Index:        idx,
 		Opener:       keyring,
@@ -366,11 +367,18 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "data", cfg.DataDir, "log", verifier.Name(),
 		"records", led.Size(), "public_key", vkey, "version", version)
 
+	// Counted accesses are recorded every window, and once more after the
+	// listener has stopped.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { api.Run(runCtx); close(runDone) }()
+	stopAPI := func() { stopRun(); <-runDone; stopFollowers() }
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {
 	case err := <-serveErr:
-		stopFollowers()
+		stopAPI()
 		return fmt.Errorf("server stopped: %w", err)
 	case <-ctx.Done():
 	}
@@ -380,7 +388,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("graceful shutdown timed out", "err", err)
 	}
-	stopFollowers()
+	stopAPI()
 	if err := led.Close(); err != nil {
 		return fmt.Errorf("couldn't close the log cleanly: %w", err)
 	}

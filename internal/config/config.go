@@ -30,6 +30,7 @@ const (
 	DefaultSyncInterval    = time.Second
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultAccessWindow    = 10 * time.Second
 )
 
 // Config holds every setting of `aitrail serve`. YAML keys are the
@@ -62,6 +63,9 @@ type Config struct {
 	Index Index `yaml:"index"`
 	// Capture configures the receivers that turn other formats into events.
 	Capture Capture `yaml:"capture"`
+	// AccessWindow is how often counted accesses — refused requests per
+	// source, entry bundle downloads per token — are recorded in the log.
+	AccessWindow time.Duration `yaml:"access_window"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// LogLevel is debug, info, warn or error.
@@ -149,6 +153,7 @@ func Default() Config {
 			Seal:         DefaultSeal,
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
+		AccessWindow:    DefaultAccessWindow,
 		LogLevel:        "info",
 	}
 }
@@ -214,6 +219,9 @@ func (c Config) Validate() error {
 	case "immutable", "read-only", "off":
 	default:
 		errs = append(errs, fmt.Sprintf("ledger.seal %q: must be immutable, read-only or off", c.Ledger.Seal))
+	}
+	if c.AccessWindow < 100*time.Millisecond {
+		errs = append(errs, "access_window: must be at least 100ms")
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, "shutdown_timeout: must be positive")

@@ -108,8 +108,33 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	searched := actorsSearched{q.Actors}
+	if q.Actor != "" {
+		searched.actors = []string{q.Actor}
+	}
 	page, err := s.Index.Query(r.Context(), q)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	perTenant := map[string]int{}
+	for _, h := range page.Hits {
+		t, _, err := event.RecordKey(h.Record)
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("couldn't read stored record %d: %w", h.Index, err))
+			return
+		}
+		perTenant[t]++
+	}
+	tenant := q.Tenant
+	if tenant == "" {
+		tenant = readTenant
+		if ts := p.VisibleTenants(); len(ts) > 0 {
+			tenant = ts[0]
+		}
+	}
+	if err := s.recordRead(r.Context(), p, "events.query", tenant, perTenant,
+		map[string]any{"log.access.filter": recordedFilter(r.URL.Query(), searched)}); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -211,6 +236,15 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 		out["proof"] = pj
 		cj, _ := json.Marshal(string(cpText))
 		out["checkpoint"] = cj
+	}
+	tenant, _, _ := event.RecordKey(hit.Record)
+	_, shown := out["decrypted_content"]
+	if err := s.recordRead(r.Context(), p, "events.get", tenant, map[string]int{tenant: 1}, map[string]any{
+		"log.access.event_id": r.PathValue("id"), "log.access.index": hit.Index,
+		"log.access.content_shown": shown, "log.access.proof": wantProof,
+	}); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -44,6 +44,7 @@ func (s *Server) logTile(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		s.countBundle(p, id.N*merkle.TileWidth, id.N*merkle.TileWidth+uint64(id.W)-1)
 	} else {
 		data, err = s.Ledger.Tile(id)
 		if err != nil {

@@ -55,7 +55,10 @@ type Server struct {
 	// Subjects nil, actor filters match stored ids and erasure is off.
 	Subjects Subjects
 	Scrubber Scrubber
-	Ingest   *ingest.Pipeline
+	// AccessWindow is how often counted accesses (refused requests, entry
+	// bundle downloads) are recorded; see Run. Default DefaultAccessWindow.
+	AccessWindow time.Duration
+	Ingest       *ingest.Pipeline
 	// Models, if set, serves GET /v1/models from the deployment registry.
 	Models    Models
 	Auth      *authz.Authenticator
@@ -75,6 +78,7 @@ type Server struct {
 
 	log     *slog.Logger
 	metrics *metrics
+	access  accessCounts
 }
 
 // Handler returns the API's routes.

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newToken makes a token through the API and returns its id and secret.
+func newToken(t *testing.T, s *server, body string) (id, secret string) {
+	t.Helper()
+	code, out := s.do("POST", "/v1/tokens", adminToken, "application/json", []byte(body))
+	var tok struct{ ID, Token string }
+	if code != 201 || json.Unmarshal(out, &tok) != nil {
+		t.Fatalf("POST /v1/tokens %s: %d %s", body, code, out)
+	}
+	return tok.ID, tok.Token
+}
+
+// TestReadsAreRecorded checks that the log records who read what: each
+// query and event read as a log.access record naming the token, the filter
+// (with the actor as a pseudonym and free text withheld), the number of
+// records and whether content was shown; refused requests as one
+// access.attempt per source and window, whatever their number; entry
+// bundle downloads as one record per token and window.
+func TestReadsAreRecorded(t *testing.T) {
+	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "access_window: 200ms\n"))
+	readerID, reader := newToken(t, s, `{"name":"auditor","roles":["read"],"tenants":["acme"]}`)
+	contentID, contentReader := newToken(t, s, `{"name":"investigator","roles":["read","read_content"],"tenants":["acme"]}`)
+	for i := 0; i < 3; i++ {
+		s.post(map[string]any{"type": "ai.inference", "tenant": "acme", "id": "q" + string(rune('0'+i)),
+			"actor": map[string]any{"id": "alice"}, "content": map[string]any{"prompt": "secret"}})
+	}
+	s.waitIndexed()
+
+	if code, _ := s.do("GET", "/v1/events?tenant=acme&actor=alice&q=inference", reader, "", nil); code != 200 {
+		t.Fatalf("query: %d", code)
+	}
+	if code, _ := s.do("GET", "/v1/events/q0?tenant=acme", contentReader, "", nil); code != 200 {
+		t.Fatalf("get: %d", code)
+	}
+	if code, _ := s.do("GET", "/v1/events/q1?tenant=acme", reader, "", nil); code != 200 {
+		t.Fatalf("get: %d", code)
+	}
+	for i := 0; i < 30; i++ {
+		s.do("GET", "/v1/events", "not-a-token", "", nil)
+	}
+	for i := 0; i < 3; i++ {
+		s.do("POST", "/v1/events", reader, "application/json", []byte(`{"type":"x.y","tenant":"acme"}`))
+	}
+	for i := 0; i < 2; i++ {
+		if code, _ := s.do("GET", "/log/tile/entries/000.p/1", adminToken, "", nil); code != 200 {
+			t.Fatalf("bundle: %d", code)
+		}
+	}
+
+	var access, attempts []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		s.waitIndexed()
+		access = s.allEvents("type=log.access")
+		attempts = s.allEvents("type=access.attempt")
+		if len(attempts) >= 2 && hasAction(access, "log.entries") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counted accesses never recorded: %d attempts, %d reads", len(attempts), len(access))
+		}
+	}
+	attr := func(e map[string]any, k string) any { return e["attributes"].(map[string]any)[k] }
+	var query, gotContent, gotPlain, bundles map[string]any
+	for _, e := range access {
+		switch {
+		case e["action"] == "events.query" && attr(e, "aitrail.token_id") == readerID:
+			query = e
+		case e["action"] == "events.get" && attr(e, "aitrail.token_id") == contentID:
+			gotContent = e
+		case e["action"] == "events.get" && attr(e, "aitrail.token_id") == readerID:
+			gotPlain = e
+		case e["action"] == "log.entries":
+			bundles = e
+		}
+	}
+	if query == nil || query["tenant"] != "acme" || attr(query, "log.access.records") != 3.0 {
+		t.Fatalf("query record %v", query)
+	}
+	filter := attr(query, "log.access.filter").(string)
+	if strings.Contains(filter, "alice") || strings.Contains(filter, "inference") || !strings.Contains(filter, "hmac-sha256") || !strings.Contains(filter, "withheld") {
+		t.Errorf("recorded filter %q: want the actor as a pseudonym and the text withheld", filter)
+	}
+	if gotContent == nil || attr(gotContent, "log.access.content_shown") != true || gotContent["actor"].(map[string]any)["id"] != contentID {
+		t.Errorf("content read record %v", gotContent)
+	}
+	if gotPlain == nil || attr(gotPlain, "log.access.content_shown") != false {
+		t.Errorf("metadata read record %v", gotPlain)
+	}
+	if bundles == nil || attr(bundles, "log.access.bundles") != 2.0 {
+		t.Errorf("bundle downloads record %v; want one record counting 2", bundles)
+	}
+	counts := map[string]float64{}
+	for _, e := range attempts {
+		counts[e["action"].(string)] += attr(e, "access.attempts").(float64)
+		if ip, _ := e["actor"].(map[string]any)["ip"].(string); !strings.HasPrefix(ip, "hmac-sha256:") {
+			t.Errorf("refused request's source stored as %q; want a pseudonym", ip)
+		}
+	}
+	if len(attempts) != 2 || counts["authenticate"] != 30 || counts["authorize"] != 3 {
+		t.Errorf("access.attempt records %v; want one for 30 bad tokens and one for 3 refusals", attempts)
+	}
+}
+
+func hasAction(events []map[string]any, action string) bool {
+	for _, e := range events {
+		if e["action"] == action {
+			return true
+		}
+	}
+	return false
+}
