@@ -126,3 +126,10 @@ func loseAnswer(w http.ResponseWriter) {
 	}
 	conn.Close()
 }
+
+// all returns the events stored, in order.
+func (f *fakeServer) all() []client.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]client.Event(nil), f.events...)
+}

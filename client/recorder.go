@@ -326,9 +326,15 @@ func (r *Recorder) poke() {
 }
 
 // reject counts and reports events Record refused.
-func (r *Recorder) reject(ids []string, err error) {
+func (r *Recorder) reject(ids []string, err error) { r.lost(&r.stats.Rejected, ids, err) }
+
+// reportFailure counts and reports events that will not be stored.
+func (r *Recorder) reportFailure(ids []string, err error) { r.lost(&r.stats.Failed, ids, err) }
+
+// lost adds ids to counter and tells OnError.
+func (r *Recorder) lost(counter *uint64, ids []string, err error) {
 	r.mu.Lock()
-	r.stats.Rejected += uint64(len(ids))
+	*counter += uint64(len(ids))
 	r.mu.Unlock()
 	if r.opts.OnError != nil {
 		r.opts.OnError(ids, err)
@@ -451,7 +457,8 @@ func (r *Recorder) sendBatch(batch []queued) {
 	}
 }
 
-// fail counts and reports events that will not be stored.
+// fail counts and reports queued events that will not be stored, and
+// tells the Flushes waiting for them.
 func (r *Recorder) fail(events []queued, err error) {
 	ids := make([]string, len(events))
 	r.mu.Lock()
@@ -464,11 +471,8 @@ func (r *Recorder) fail(events []queued, err error) {
 			}
 		}
 	}
-	r.stats.Failed += uint64(len(events))
 	r.mu.Unlock()
-	if r.opts.OnError != nil {
-		r.opts.OnError(ids, err)
-	}
+	r.reportFailure(ids, err)
 }
 
 // finish removes the first n queued events, which are resolved, and wakes
