@@ -45,7 +45,9 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"internal/crypto", []string{module + "/internal/httpapi", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/authz", []string{module + "/internal/httpapi", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/httpapi", []string{module + "/internal/store/sqlite", module + "/cmd/aitrail"}},
-		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql"}},
+		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql",
+			// Only the openairecord subpackage may need the OpenAI library.
+			"github.com/openai/openai-go/v3", "github.com/openai/openai-go/v3/option"}},
 	} {
 		have := map[string]bool{}
 		for _, d := range deps(tc.pkg) {
