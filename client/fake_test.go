@@ -30,9 +30,15 @@ type fakeServer struct {
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
+	f := startFake()
+	t.Cleanup(f.Close)
+	return f
+}
+
+// startFake starts a fakeServer; the caller closes it.
+func startFake() *fakeServer {
 	f := &fakeServer{index: map[string]int{}}
 	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.Close)
 	return f
 }
 

@@ -64,9 +64,11 @@ type RecorderOptions struct {
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// OnError, if set, is told about every event that will not be stored:
-	// rejected by Record (queue full, closed, too large), refused by the
-	// server with a permanent error (such as 400 invalid_event or 403), or
-	// still unsent when Close gave up. err wraps an *APIError for a refusal.
+	// rejected by Record (queue full, closed, too large, context done),
+	// refused by the server with a permanent error (such as
+	// 400 invalid_event or 403), still unsent when Close gave up, or not
+	// recorded by HTTPMiddleware in Sync mode. err wraps an *APIError for a
+	// refusal. Event content is never passed to it.
 	// It is called from the Recorder's goroutines and must not block for
 	// long or call the Recorder.
 	OnError func(ids []string, err error)

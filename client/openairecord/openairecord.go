@@ -259,10 +259,11 @@ func (c *call) complete() {
 	}
 }
 
-// record sends the call's event, once.
+// record queues the call's event, once. When the Recorder's queue is full
+// and it blocks, this waits at most as long as the call's context allows.
 func (c *call) record() {
 	c.once.Do(func() {
-		c.rec.Record(context.WithoutCancel(c.req.Context()), c.event())
+		c.rec.Record(c.req.Context(), c.event())
 	})
 }
 
