@@ -1,6 +1,13 @@
 // Package client is the Go client for aitrail's HTTP API: send events,
 // query them, and verify the log independently of the server.
 //
+// To record events from an application, use a Recorder: Record queues
+// events and sends them in the background, batched and retried with stable
+// ids so that none is stored twice, within bounded memory; Flush and Close
+// tell when they are durable; RecordSync waits for the receipt.
+// HTTPMiddleware records every request a net/http server answers, and the
+// openairecord subpackage every call made with the OpenAI Go client.
+//
 // Verification trusts only the log's public key: checkpoints are checked
 // against it, tiles against the checkpoint, entries against the tiles, and
 // each new checkpoint is proved consistent with the last one trusted.
