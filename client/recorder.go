@@ -291,32 +291,55 @@ func (r *Recorder) Stats() RecorderStats {
 // then. RecordSync does not go through the queue, so it does not wait for
 // events passed to Record.
 func (r *Recorder) RecordSync(ctx context.Context, events ...Event) (Receipt, error) {
-	var body bytes.Buffer
+	lines := make([][]byte, len(events))
 	for i := range events {
 		data, err := encodeEvent(&events[i])
 		if err != nil {
 			return Receipt{}, err
 		}
-		body.Write(data)
-		body.WriteByte('\n')
+		lines[i] = data
 	}
+	rc, err := r.appendRetrying(ctx, ndjson(lines))
+	if err != nil {
+		return Receipt{}, fmt.Errorf("couldn't record %d events: %w", len(events), err)
+	}
+	return rc, nil
+}
+
+// appendRetrying sends body until the server acknowledges it, refuses it
+// with a permanent error, or ctx ends, and then returns the last error.
+// Every attempt sends the same bytes, so the same ids.
+func (r *Recorder) appendRetrying(ctx context.Context, body []byte) (Receipt, error) {
 	b := backoff{min: r.opts.MinBackoff, max: r.opts.MaxBackoff}
 	for {
-		rc, err := r.c.AppendRaw(ctx, body.Bytes(), "application/x-ndjson")
+		rc, err := r.c.AppendRaw(ctx, body, "application/x-ndjson")
 		if err == nil {
 			r.countSent(rc)
 			return rc, nil
 		}
-		if permanent(err) || ctx.Err() != nil {
-			return Receipt{}, fmt.Errorf("couldn't record %d events: %w", len(events), err)
+		if permanent(err) {
+			return Receipt{}, err
+		}
+		if ctx.Err() != nil {
+			return Receipt{}, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		}
 		if serr := sleep(ctx, b.next(err)); serr != nil {
-			return Receipt{}, fmt.Errorf("couldn't record %d events: %w (last error: %w)", len(events), serr, err)
+			return Receipt{}, fmt.Errorf("%w (last error: %w)", serr, err)
 		}
 		r.mu.Lock()
 		r.stats.Retries++
 		r.mu.Unlock()
 	}
+}
+
+// ndjson joins encoded events into an application/x-ndjson body.
+func ndjson(lines [][]byte) []byte {
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.Write(l)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
 }
 
 // poke wakes the sender.
@@ -414,32 +437,18 @@ func (r *Recorder) nextBatch() ([]queued, bool) {
 // errors; after a permanent error naming some events it drops those and
 // sends the rest.
 func (r *Recorder) sendBatch(batch []queued) {
-	b := backoff{min: r.opts.MinBackoff, max: r.opts.MaxBackoff}
-	var body bytes.Buffer
 	for len(batch) > 0 {
-		body.Reset()
-		for _, q := range batch {
-			body.Write(q.data)
-			body.WriteByte('\n')
+		lines := make([][]byte, len(batch))
+		for i, q := range batch {
+			lines[i] = q.data
 		}
-		rc, err := r.c.AppendRaw(r.sendCtx, body.Bytes(), "application/x-ndjson")
+		_, err := r.appendRetrying(r.sendCtx, ndjson(lines))
 		if err == nil {
-			r.countSent(rc)
-			return
-		}
-		if r.sendCtx.Err() != nil {
-			r.fail(batch, fmt.Errorf("couldn't send before Close gave up: %w", err))
 			return
 		}
 		if !permanent(err) {
-			if sleep(r.sendCtx, b.next(err)) != nil {
-				r.fail(batch, fmt.Errorf("couldn't send before Close gave up: %w", err))
-				return
-			}
-			r.mu.Lock()
-			r.stats.Retries++
-			r.mu.Unlock()
-			continue
+			r.fail(batch, fmt.Errorf("couldn't send before Close gave up: %w", err))
+			return
 		}
 		bad := refusedEvents(err, len(batch))
 		if bad == nil {
