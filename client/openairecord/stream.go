@@ -6,6 +6,10 @@ import (
 	"strings"
 )
 
+// maxStreamIndex bounds the choice and tool call indexes assembled, so a
+// malformed stream cannot make the middleware allocate without bound.
+const maxStreamIndex = 128
+
 // streamState assembles a streamed response from its server-sent events as
 // the application reads them, into the shape of the response that would
 // have come whole.
@@ -121,6 +125,9 @@ func (s *streamState) dispatch(data []byte) {
 		s.usage = c.Usage
 	}
 	for _, d := range c.Choices {
+		if d.Index < 0 || d.Index >= maxStreamIndex {
+			continue
+		}
 		for len(s.choices) <= d.Index {
 			s.choices = append(s.choices, &choice{Index: len(s.choices)})
 		}
@@ -132,6 +139,9 @@ func (s *streamState) dispatch(data []byte) {
 		ch.Content.WriteString(d.Text)
 		ch.Refusal.WriteString(d.Delta.Refusal)
 		for _, tc := range d.Delta.ToolCalls {
+			if tc.Index < 0 || tc.Index >= maxStreamIndex {
+				continue
+			}
 			for len(ch.ToolCalls) <= tc.Index {
 				ch.ToolCalls = append(ch.ToolCalls, &toolCall{})
 			}
