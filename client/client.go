@@ -21,6 +21,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -105,14 +106,21 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
 			ae.Code, ae.Message, ae.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
 		}
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			var secs int
-			fmt.Sscanf(ra, "%d", &secs)
-			ae.RetryAfter = time.Duration(secs) * time.Second
-		}
+		ae.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
 		return nil, ae
 	}
 	return data, nil
+}
+
+// retryAfter reads a Retry-After header: delay seconds or an HTTP date.
+func retryAfter(h string) time.Duration {
+	if secs, err := strconv.Atoi(h); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
 }
 
 // Result is where one event went.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -447,4 +448,26 @@ func TestRecordSync(t *testing.T) {
 func writeReceipt(w http.ResponseWriter, rc client.Receipt) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(rc)
+}
+
+func TestAPIErrorReadsBothFormsOfRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		min    time.Duration
+	}{
+		{"3", 3 * time.Second},
+		{time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), 59 * time.Minute},
+		{"soon", 0},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", tc.header)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		_, err := client.New(srv.URL, "tok").Append(context.Background(), client.Event{Type: "x"})
+		srv.Close()
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.RetryAfter < tc.min || tc.min == 0 && ae.RetryAfter != 0 {
+			t.Errorf("Retry-After %q: %v", tc.header, err)
+		}
+	}
 }
