@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aitrail/aitrail/client"
 )
@@ -206,5 +208,37 @@ func TestHTTPMiddlewareSyncFailsClosed(t *testing.T) {
 	}
 	if len(lost) != 1 || rec.Stats().Failed != 1 {
 		t.Errorf("OnError saw %v, stats %+v", lost, rec.Stats())
+	}
+}
+
+func TestHTTPMiddlewareKeepsHijacking(t *testing.T) {
+	app, audit, rec := serveRecorded(t, client.HTTPOptions{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		bw.Flush()
+	}))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(app.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answer %v, %v", resp, err)
+	}
+	// The connection closes before the handler returns and the event is
+	// recorded, so wait for it.
+	for rec.Stats().Sent == 0 {
+		rec.Flush(context.Background())
+		time.Sleep(time.Millisecond)
+	}
+	if evs := audit.all(); len(evs) != 1 || evs[0].Attributes["http.response.status_code"] != float64(101) {
+		t.Errorf("events %+v", evs)
 	}
 }
