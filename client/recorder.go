@@ -285,8 +285,10 @@ func (r *Recorder) Stats() RecorderStats {
 // RecordSync sends events as one atomic request and returns their receipt
 // once they are durable: the index of each event, in order, and a signed
 // checkpoint covering them. Events without an ID are given a UUIDv7 first,
-// and the request is retried with the same ids on network errors, pushback
-// and server errors until ctx is done. A permanent error (such as
+// written into the events slice, and the request is retried with the same
+// ids on network errors, pushback and server errors until ctx is done; so
+// calling RecordSync again with the same slice after an error cannot store
+// an event twice. A permanent error (such as
 // 400 invalid_event) is returned at once as an *APIError; nothing was stored
 // then. RecordSync does not go through the queue, so it does not wait for
 // events passed to Record.

@@ -471,3 +471,24 @@ func TestAPIErrorReadsBothFormsOfRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordSyncAgainAfterAnErrorKeepsTheIDs(t *testing.T) {
+	f := newFakeServer(t)
+	f.fault = func(n int, evs []client.Event, w http.ResponseWriter, store func() client.Receipt) bool {
+		if n == 0 {
+			store()
+			writeError(w, http.StatusBadRequest, "invalid_event") // as if refused after all
+			return true
+		}
+		return false
+	}
+	rec := newRecorder(t, f, fastRetry)
+	evs := []client.Event{{Type: "admin.change"}}
+	if _, err := rec.RecordSync(context.Background(), evs...); err == nil {
+		t.Fatal("RecordSync succeeded despite the 400")
+	}
+	rc, err := rec.RecordSync(context.Background(), evs...)
+	if err != nil || !rc.Results[0].Duplicate || len(f.stored()) != 1 {
+		t.Errorf("second RecordSync: %+v, %v; stored %v", rc, err, f.stored())
+	}
+}
