@@ -48,7 +48,9 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"internal/ingest", []string{module + "/internal/registry", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/httpapi", []string{module + "/internal/store/sqlite", module + "/cmd/aitrail"}},
 		{"internal/capture/otlp", []string{module + "/internal/httpapi", module + "/cmd/aitrail", module + "/internal/store/sqlite", "database/sql"}},
-		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql"}},
+		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql",
+			// Only the openairecord subpackage may need the OpenAI library.
+			"github.com/openai/openai-go/v3", "github.com/openai/openai-go/v3/option"}},
 	} {
 		have := map[string]bool{}
 		for _, d := range deps(tc.pkg) {

@@ -1,6 +1,13 @@
 // Package client is the Go client for aitrail's HTTP API: send events,
 // query them, and verify the log independently of the server.
 //
+// To record events from an application, use a Recorder: Record queues
+// events and sends them in the background, batched and retried with stable
+// ids so that none is stored twice, within bounded memory; Flush and Close
+// tell when they are durable; RecordSync waits for the receipt.
+// HTTPMiddleware records every request a net/http server answers, and the
+// openairecord subpackage every call made with the OpenAI Go client.
+//
 // Verification trusts only the log's public key: checkpoints are checked
 // against it, tiles against the checkpoint, entries against the tiles, and
 // each new checkpoint is proved consistent with the last one trusted.
@@ -14,6 +21,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -98,14 +106,21 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
 			ae.Code, ae.Message, ae.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
 		}
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			var secs int
-			fmt.Sscanf(ra, "%d", &secs)
-			ae.RetryAfter = time.Duration(secs) * time.Second
-		}
+		ae.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
 		return nil, ae
 	}
 	return data, nil
+}
+
+// retryAfter reads a Retry-After header: delay seconds or an HTTP date.
+func retryAfter(h string) time.Duration {
+	if secs, err := strconv.Atoi(h); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
 }
 
 // Result is where one event went.
@@ -208,9 +223,9 @@ type Deployment struct {
 	Time        time.Time       `json:"time"`
 }
 
-// Model is one model of one tenant: the deployments in force and the
-// deployment history.
-type Model struct {
+// DeployedModel is one model of one tenant in the deployment registry: the
+// deployments in force and the deployment history.
+type DeployedModel struct {
 	Tenant   string       `json:"tenant"`
 	Provider string       `json:"provider,omitempty"`
 	Name     string       `json:"name"`
@@ -220,7 +235,7 @@ type Model struct {
 
 // Models runs GET /v1/models with the given filters (tenant, name,
 // environment).
-func (c *Client) Models(ctx context.Context, filters url.Values) ([]Model, error) {
+func (c *Client) Models(ctx context.Context, filters url.Values) ([]DeployedModel, error) {
 	path := "/v1/models"
 	if len(filters) > 0 {
 		path += "?" + filters.Encode()
@@ -230,7 +245,7 @@ func (c *Client) Models(ctx context.Context, filters url.Values) ([]Model, error
 		return nil, err
 	}
 	var r struct {
-		Models []Model `json:"models"`
+		Models []DeployedModel `json:"models"`
 	}
 	if err := json.Unmarshal(data, &r); err != nil {
 		return nil, fmt.Errorf("aitrail: bad models response: %w", err)

@@ -1,0 +1,207 @@
+package openairecord
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+)
+
+// maxStreamIndex bounds the choice and tool call indexes assembled, so a
+// malformed stream cannot make the middleware allocate without bound.
+const maxStreamIndex = 128
+
+// streamState assembles a streamed response from its server-sent events as
+// the application reads them, into the shape of the response that would
+// have come whole.
+type streamState struct {
+	line  []byte // an incomplete line
+	data  []byte // the data lines of the event being read
+	done  bool   // "data: [DONE]" was seen
+	ended bool   // the body was read to its end
+
+	id, model string
+	usage     json.RawMessage
+	choices   []*choice
+	final     json.RawMessage // the Responses API's response.completed
+}
+
+type choice struct {
+	Index        int
+	Role         string
+	Content      strings.Builder
+	Refusal      strings.Builder
+	ToolCalls    []*toolCall
+	FinishReason string
+}
+
+type toolCall struct {
+	ID        string
+	Type      string
+	Name      string
+	Arguments strings.Builder
+}
+
+// write takes in bytes of the stream.
+func (s *streamState) write(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			s.line = append(s.line, p...)
+			return
+		}
+		s.line = append(s.line, p[:i]...)
+		s.processLine(bytes.TrimSuffix(s.line, []byte("\r")))
+		s.line = s.line[:0]
+		p = p[i+1:]
+	}
+}
+
+func (s *streamState) processLine(line []byte) {
+	if len(line) == 0 {
+		if len(s.data) > 0 {
+			s.dispatch(s.data)
+		}
+		s.data = s.data[:0]
+		return
+	}
+	if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+		if len(s.data) > 0 {
+			s.data = append(s.data, '\n')
+		}
+		s.data = append(s.data, bytes.TrimPrefix(v, []byte(" "))...)
+	}
+}
+
+// chunk is one streamed event: a chat completion chunk, or an event of the
+// Responses API.
+type chunk struct {
+	ID      string `json:"id"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Index int `json:"index"`
+		Delta struct {
+			Role      string `json:"role"`
+			Content   string `json:"content"`
+			Refusal   string `json:"refusal"`
+			ToolCalls []struct {
+				Index    int    `json:"index"`
+				ID       string `json:"id"`
+				Type     string `json:"type"`
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			} `json:"tool_calls"`
+		} `json:"delta"`
+		Text         string  `json:"text"` // legacy completions
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage    json.RawMessage `json:"usage"`
+	Type     string          `json:"type"`
+	Response json.RawMessage `json:"response"`
+}
+
+func (s *streamState) dispatch(data []byte) {
+	if bytes.Equal(data, []byte("[DONE]")) {
+		s.done = true
+		return
+	}
+	var c chunk
+	if json.Unmarshal(data, &c) != nil {
+		return
+	}
+	if c.Type == "response.completed" || c.Type == "response.incomplete" || c.Type == "response.failed" {
+		s.final = c.Response
+		s.done = true
+		return
+	}
+	if c.ID != "" {
+		s.id = c.ID
+	}
+	if c.Model != "" {
+		s.model = c.Model
+	}
+	if len(c.Usage) > 0 && !bytes.Equal(c.Usage, []byte("null")) {
+		s.usage = c.Usage
+	}
+	for _, d := range c.Choices {
+		if d.Index < 0 || d.Index >= maxStreamIndex {
+			continue
+		}
+		for len(s.choices) <= d.Index {
+			s.choices = append(s.choices, &choice{Index: len(s.choices)})
+		}
+		ch := s.choices[d.Index]
+		if d.Delta.Role != "" {
+			ch.Role = d.Delta.Role
+		}
+		ch.Content.WriteString(d.Delta.Content)
+		ch.Content.WriteString(d.Text)
+		ch.Refusal.WriteString(d.Delta.Refusal)
+		for _, tc := range d.Delta.ToolCalls {
+			if tc.Index < 0 || tc.Index >= maxStreamIndex {
+				continue
+			}
+			for len(ch.ToolCalls) <= tc.Index {
+				ch.ToolCalls = append(ch.ToolCalls, &toolCall{})
+			}
+			t := ch.ToolCalls[tc.Index]
+			if tc.ID != "" {
+				t.ID = tc.ID
+			}
+			if tc.Type != "" {
+				t.Type = tc.Type
+			}
+			if tc.Function.Name != "" {
+				t.Name = tc.Function.Name
+			}
+			t.Arguments.WriteString(tc.Function.Arguments)
+		}
+		if d.FinishReason != nil {
+			ch.FinishReason = *d.FinishReason
+		}
+	}
+}
+
+// assemble returns the response the stream amounted to, as JSON in the
+// shape of a whole (not streamed) response.
+func (s *streamState) assemble() json.RawMessage {
+	if s.final != nil {
+		return s.final
+	}
+	type fn struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	}
+	type tc struct {
+		ID       string `json:"id,omitempty"`
+		Type     string `json:"type,omitempty"`
+		Function fn     `json:"function"`
+	}
+	type message struct {
+		Role      string `json:"role,omitempty"`
+		Content   string `json:"content"`
+		Refusal   string `json:"refusal,omitempty"`
+		ToolCalls []tc   `json:"tool_calls,omitempty"`
+	}
+	type outChoice struct {
+		Index        int     `json:"index"`
+		Message      message `json:"message"`
+		FinishReason string  `json:"finish_reason,omitempty"`
+	}
+	out := struct {
+		ID      string          `json:"id,omitempty"`
+		Model   string          `json:"model,omitempty"`
+		Choices []outChoice     `json:"choices"`
+		Usage   json.RawMessage `json:"usage,omitempty"`
+	}{ID: s.id, Model: s.model, Choices: []outChoice{}, Usage: s.usage}
+	for _, ch := range s.choices {
+		m := message{Role: ch.Role, Content: ch.Content.String(), Refusal: ch.Refusal.String()}
+		for _, t := range ch.ToolCalls {
+			m.ToolCalls = append(m.ToolCalls, tc{ID: t.ID, Type: t.Type, Function: fn{Name: t.Name, Arguments: t.Arguments.String()}})
+		}
+		out.Choices = append(out.Choices, outChoice{Index: ch.Index, Message: m, FinishReason: ch.FinishReason})
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
