@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/capture/proxy"
 	"github.com/aitrail/aitrail/internal/config"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
@@ -40,6 +42,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	mkFile := fs.String("master-key-file", "", "file holding the base64 master key (default: $AITRAIL_MASTER_KEY, else <data>/master.key)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (keep it on loopback)")
+	openaiUp := fs.String("openai-upstream", "", "base URL the OpenAI-compatible proxy forwards to, ending in /v1 (default: $AITRAIL_OPENAI_UPSTREAM)")
+	anthropicUp := fs.String("anthropic-upstream", "", "base URL the Anthropic proxy forwards to (default: $AITRAIL_ANTHROPIC_UPSTREAM)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -50,6 +54,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return usageError{err.Error()}
 		}
 	}
+	cfg.ApplyEnv(os.Getenv)
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "addr":
@@ -62,6 +67,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			cfg.MasterKeyFile = *mkFile
 		case "log-level":
 			cfg.LogLevel = *logLevel
+		case "openai-upstream":
+			cfg.Capture.OpenAI.URL = *openaiUp
+		case "anthropic-upstream":
+			cfg.Capture.Anthropic.URL = *anthropicUp
 		}
 	})
 	if err := cfg.Validate(); err != nil {
@@ -252,6 +261,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 			return err == nil, d
 		},
 	}
+	if api.OpenAI, api.Anthropic, err = captureProxies(cfg, pipeline, api.WriteError, log); err != nil {
+		stopFollow()
+		<-followDone
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		stopFollow()
@@ -292,6 +306,31 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	}
 	log.Info("stopped", "records", led.Size())
 	return nil
+}
+
+// captureProxies returns the recording proxies. One whose upstream is not
+// configured answers every call 404 not_configured.
+func captureProxies(cfg config.Config, pipeline *ingest.Pipeline, writeError func(http.ResponseWriter, *http.Request, error),
+	log *slog.Logger) (openai, anthropic http.Handler, err error) {
+	build := func(up config.Upstream, newProxy func(proxy.Config) (http.Handler, error)) (http.Handler, error) {
+		c := proxy.Config{APIKey: up.APIKey, Timeout: up.Timeout, MaxBodyBytes: cfg.Limits.MaxBodyBytes,
+			Ingest: pipeline, WriteError: writeError, Logger: log}
+		if up.URL != "" {
+			u, err := url.Parse(up.URL) // checked by Validate
+			if err != nil {
+				return nil, err
+			}
+			c.Upstream = u
+		}
+		return newProxy(c)
+	}
+	if openai, err = build(cfg.Capture.OpenAI, proxy.OpenAI); err != nil {
+		return nil, nil, fmt.Errorf("couldn't set up the OpenAI proxy: %w", err)
+	}
+	if anthropic, err = build(cfg.Capture.Anthropic, proxy.Anthropic); err != nil {
+		return nil, nil, fmt.Errorf("couldn't set up the Anthropic proxy: %w", err)
+	}
+	return openai, anthropic, nil
 }
 
 // indexLinger lets the query index apply records in batches even when they

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ const (
 	DefaultMaxPending      = 200_000
 	DefaultSyncInterval    = time.Second
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultUpstreamTimeout is how long a recording proxy waits, by
+	// default, for its provider to send anything. It matches the providers'
+	// SDKs, since a model may think for minutes before its first byte.
+	DefaultUpstreamTimeout = 10 * time.Minute
 )
 
 // Config holds every setting of `aitrail serve`. YAML keys are the
@@ -52,6 +57,8 @@ type Config struct {
 	Ledger Ledger `yaml:"ledger"`
 	// Index settings.
 	Index Index `yaml:"index"`
+	// Capture configures the recording proxies.
+	Capture Capture `yaml:"capture"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// LogLevel is debug, info, warn or error.
@@ -88,6 +95,46 @@ type Index struct {
 	FullText bool `yaml:"full_text"`
 }
 
+// Capture configures the recording proxies in front of model providers.
+type Capture struct {
+	// OpenAI is the upstream of the OpenAI-compatible proxy at /openai/v1/.
+	// Its URL ends in /v1, like OpenAI's base URL.
+	OpenAI Upstream `yaml:"openai"`
+	// Anthropic is the upstream of the Anthropic proxy at /anthropic/v1/.
+	// Its URL is a base URL without /v1, like Anthropic's.
+	Anthropic Upstream `yaml:"anthropic"`
+}
+
+// Upstream is a model provider a recording proxy forwards to.
+type Upstream struct {
+	// URL is the provider's base URL; empty leaves the proxy off (its
+	// paths answer 404 not_configured). Default: the environment variable
+	// AITRAIL_OPENAI_UPSTREAM or AITRAIL_ANTHROPIC_UPSTREAM.
+	URL string `yaml:"upstream"`
+	// APIKey is the provider key sent upstream. Default: the environment
+	// variable AITRAIL_OPENAI_API_KEY or AITRAIL_ANTHROPIC_API_KEY.
+	APIKey string `yaml:"api_key"`
+	// Timeout is the longest wait for the provider to send anything: the
+	// response headers or the next piece of the body.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// ApplyEnv fills the capture upstreams and keys the file left empty from
+// the environment, read through getenv.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	for _, u := range []struct {
+		up  *Upstream
+		env string
+	}{{&c.Capture.OpenAI, "OPENAI"}, {&c.Capture.Anthropic, "ANTHROPIC"}} {
+		if u.up.URL == "" {
+			u.up.URL = getenv("AITRAIL_" + u.env + "_UPSTREAM")
+		}
+		if u.up.APIKey == "" {
+			u.up.APIKey = getenv("AITRAIL_" + u.env + "_API_KEY")
+		}
+	}
+}
+
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
@@ -103,6 +150,10 @@ func Default() Config {
 			SegmentBytes: DefaultSegmentBytes,
 			MaxPending:   DefaultMaxPending,
 			SyncInterval: DefaultSyncInterval,
+		},
+		Capture: Capture{
+			OpenAI:    Upstream{Timeout: DefaultUpstreamTimeout},
+			Anthropic: Upstream{Timeout: DefaultUpstreamTimeout},
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        "info",
@@ -156,6 +207,21 @@ func (c Config) Validate() error {
 	}
 	if c.Ledger.SyncInterval < 10*time.Millisecond {
 		errs = append(errs, "ledger.sync_interval: must be at least 10ms")
+	}
+	for _, n := range []struct {
+		name string
+		u    Upstream
+	}{{"openai", c.Capture.OpenAI}, {"anthropic", c.Capture.Anthropic}} {
+		name, u := n.name, n.u
+		if u.URL != "" {
+			if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" ||
+				p.RawQuery != "" || p.Fragment != "" || p.User != nil {
+				errs = append(errs, fmt.Sprintf("capture.%s.upstream: must be an http:// or https:// URL with a host and no query, fragment or user", name))
+			}
+		}
+		if u.Timeout <= 0 {
+			errs = append(errs, fmt.Sprintf("capture.%s.timeout: must be positive", name))
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, "shutdown_timeout: must be positive")
