@@ -45,6 +45,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"internal/crypto", []string{module + "/internal/httpapi", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/authz", []string{module + "/internal/httpapi", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/httpapi", []string{module + "/internal/store/sqlite", module + "/cmd/aitrail"}},
+		{"internal/capture/proxy", []string{module + "/internal/httpapi", module + "/cmd/aitrail", module + "/internal/store/sqlite", "database/sql"}},
 		{"client", []string{module + "/internal/ledger", module + "/internal/httpapi", "database/sql"}},
 	} {
 		have := map[string]bool{}
