@@ -261,11 +261,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 			return err == nil, d
 		},
 	}
-	if api.OpenAI, api.Anthropic, err = captureProxies(cfg, pipeline, api.WriteError, log); err != nil {
+	openaiProxy, anthropicProxy, err := captureProxies(cfg, pipeline, api.WriteError, log)
+	if err != nil {
 		stopFollow()
 		<-followDone
 		return err
 	}
+	api.OpenAI, api.Anthropic = openaiProxy, anthropicProxy
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		stopFollow()
@@ -282,7 +284,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	}
 	fmt.Fprintf(stderr, "Log public key: %s\n", vkey)
 	log.Info("aitrail serving", "addr", ln.Addr().String(), "data", cfg.DataDir, "log", verifier.Name(),
-		"records", led.Size(), "public_key", vkey, "version", version)
+		"records", led.Size(), "public_key", vkey, "version", version,
+		"openai_upstream", cfg.Capture.OpenAI.URL, "anthropic_upstream", cfg.Capture.Anthropic.URL)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -299,6 +302,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("graceful shutdown timed out", "err", err)
 	}
+	openaiProxy.Wait() // outcome events of the last proxied calls
+	anthropicProxy.Wait()
 	stopFollow()
 	<-followDone
 	if err := led.Close(); err != nil {
@@ -311,8 +316,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.W
 // captureProxies returns the recording proxies. One whose upstream is not
 // configured answers every call 404 not_configured.
 func captureProxies(cfg config.Config, pipeline *ingest.Pipeline, writeError func(http.ResponseWriter, *http.Request, error),
-	log *slog.Logger) (openai, anthropic http.Handler, err error) {
-	build := func(up config.Upstream, newProxy func(proxy.Config) (http.Handler, error)) (http.Handler, error) {
+	log *slog.Logger) (openai, anthropic *proxy.Proxy, err error) {
+	build := func(up config.Upstream, newProxy func(proxy.Config) (*proxy.Proxy, error)) (*proxy.Proxy, error) {
 		c := proxy.Config{APIKey: up.APIKey, Timeout: up.Timeout, MaxBodyBytes: cfg.Limits.MaxBodyBytes,
 			Ingest: pipeline, WriteError: writeError, Logger: log}
 		if up.URL != "" {

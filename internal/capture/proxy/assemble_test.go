@@ -14,7 +14,7 @@ func TestSSEPieces(t *testing.T) {
 	want := []string{`a {"x":1}`, " two\nlines", " no-space"}
 	for size := 1; size <= len(stream); size++ {
 		var got []string
-		p := &sseParser{limit: 1 << 20, emit: func(name string, data []byte) { got = append(got, name+" "+string(data)) }}
+		p := &sseParser{emit: func(name string, data []byte) { got = append(got, name+" "+string(data)) }}
 		for s := stream; s != ""; {
 			n := min(size, len(s))
 			p.write([]byte(s[:n]))

@@ -259,32 +259,33 @@ type assembler interface {
 type output struct {
 	stream    assembler  // nil for a whole body
 	sse       *sseParser // for a stream
-	body      []byte     // a whole body, up to limit
-	limit     int
-	truncated bool
+	body      []byte     // a whole body
+	seen      int        // bytes taken
+	limit     int        // most bytes taken
+	truncated bool       // more than limit came
 }
 
 func newOutput(p *provider, op *operation, streamed bool, limit int) *output {
 	o := &output{limit: limit}
 	if streamed {
 		o.stream = p.newStream(op)
-		o.sse = &sseParser{limit: limit, emit: o.stream.event}
+		o.sse = &sseParser{emit: o.stream.event}
 	}
 	return o
 }
 
-// write takes the next piece of the body.
+// write takes the next piece of the body, up to limit bytes in all.
 func (o *output) write(b []byte) {
-	if o.sse != nil {
-		o.sse.write(b)
-		o.truncated = o.sse.over
-		return
-	}
-	if n := min(len(b), o.limit-len(o.body)); n < len(b) {
+	if n := o.limit - o.seen; len(b) > n {
 		o.truncated = true
 		b = b[:n]
 	}
-	o.body = append(o.body, b...)
+	o.seen += len(b)
+	if o.sse != nil {
+		o.sse.write(b)
+	} else {
+		o.body = append(o.body, b...)
+	}
 }
 
 // result returns the answer, its content for the record, and whether the

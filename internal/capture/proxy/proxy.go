@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"mime"
 	"net"
@@ -95,18 +96,41 @@ type Config struct {
 // /openai/v1/embeddings and /openai/v1/models[/{id}]; the path below
 // /openai/v1 is appended to the upstream URL, which therefore ends in /v1
 // like OpenAI's own base URL.
-func OpenAI(c Config) (http.Handler, error) { return newHandler(c, openAI) }
+func OpenAI(c Config) (*Proxy, error) { return newProxy(c, openAI) }
 
 // Anthropic returns the Anthropic Messages proxy, to be mounted at
 // /anthropic/. It answers /anthropic/v1/messages; the path below /anthropic
 // is appended to the upstream URL, which is a base URL without /v1 like
 // Anthropic's own.
-func Anthropic(c Config) (http.Handler, error) { return newHandler(c, anthropic) }
+func Anthropic(c Config) (*Proxy, error) { return newProxy(c, anthropic) }
+
+// Proxy is one provider's recording proxy. It is safe for concurrent use.
+type Proxy struct{ h *handler }
+
+// ServeHTTP proxies and records one call. The request event is durable
+// before the call is forwarded; the outcome event is appended once the
+// answer has been passed on, after ServeHTTP returns.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.h.ServeHTTP(w, r) }
+
+// Wait returns once every outcome event of the calls served so far has been
+// appended (or has failed to be). Call it after the HTTP server has shut
+// down and before the log is closed.
+func (p *Proxy) Wait() { p.h.pending.Wait() }
+
+func newProxy(c Config, p *provider) (*Proxy, error) {
+	h, err := newHandler(c, p)
+	if err != nil {
+		return nil, err
+	}
+	return &Proxy{h}, nil
+}
 
 // handler is one provider's proxy.
 type handler struct {
 	Config
-	p *provider
+	p       *provider
+	errLog  *log.Logger    // for the reverse proxy's own messages
+	pending sync.WaitGroup // outcome events being appended
 }
 
 func newHandler(c Config, p *provider) (*handler, error) {
@@ -125,6 +149,7 @@ func newHandler(c Config, p *provider) (*handler, error) {
 	if h.Logger == nil {
 		h.Logger = slog.Default()
 	}
+	h.errLog = slog.NewLogLogger(h.Logger.Handler(), slog.LevelDebug)
 	return h, nil
 }
 
@@ -203,7 +228,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Transport:      h.Transport,
 		ModifyResponse: func(resp *http.Response) error { return h.capture(resp, c) },
 		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { h.failed(w, r, c, err) },
-		ErrorLog:       slog.NewLogLogger(h.Logger.Handler(), slog.LevelDebug),
+		ErrorLog:       h.errLog,
 	}
 	rp.ServeHTTP(w, r)
 	// Deliver the whole answer before the outcome is appended.
@@ -341,31 +366,35 @@ func (t *tap) Read(p []byte) (int, error) {
 
 func (t *tap) Close() error { return t.r.Close() }
 
-// recordOutcome appends the outcome event. It runs after the answer has
-// been passed on, so that recording adds nothing to the caller's wait;
-// its context survives the caller going away.
+// recordOutcome appends the outcome event. It runs once the answer has
+// been passed on, in the background, so that recording adds nothing to the
+// caller's wait and frees the connection for its next request; Wait waits
+// for it. Its context survives the caller going away.
 func (h *handler) recordOutcome(r *http.Request, c *call) {
 	c.timer.Stop()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.done && (c.err == nil || !isClassified(c.err)) {
 		c.err = c.classify(r, c.err)
 	}
 	e := h.outcomeEvent(c)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), recordTimeout)
-	defer cancel()
-	_, err := h.Ingest.Append(ctx, c.principal, []event.Event{e})
-	var ee *event.Error
-	if errors.As(err, &ee) && e.Content != nil {
-		// The answer does not fit an event: keep the outcome without it.
-		e.Content = nil
-		e.Attributes["aitrail.proxy.content_omitted"] = true
-		_, err = h.Ingest.Append(ctx, c.principal, []event.Event{e})
-	}
-	if err != nil {
-		h.Logger.Error("couldn't record the outcome of a proxied call", "provider", h.p.name,
-			"request_event", c.request.ID, "tenant", c.request.Tenant, "err", err)
-	}
+	c.mu.Unlock()
+	ctx := context.WithoutCancel(r.Context())
+	h.pending.Go(func() {
+		ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+		defer cancel()
+		_, err := h.Ingest.Append(ctx, c.principal, []event.Event{e})
+		var ee *event.Error
+		if errors.As(err, &ee) && e.Content != nil {
+			// The answer does not fit an event: keep the outcome without it.
+			e.Content = nil
+			e.Attributes["aitrail.proxy.content_omitted"] = true
+			_, err = h.Ingest.Append(ctx, c.principal, []event.Event{e})
+		}
+		if err != nil {
+			h.Logger.Error("couldn't record the outcome of a proxied call", "provider", h.p.name,
+				"request_event", c.request.ID, "tenant", c.request.Tenant, "err", err)
+		}
+	})
 }
 
 func isClassified(err error) bool {

@@ -4,12 +4,9 @@ import "bytes"
 
 // sseParser splits a server-sent event stream (the WHATWG format the
 // providers stream in) into events as its bytes arrive, in whatever pieces.
-// Once an event grows beyond limit bytes it stops, sets over and drops the
-// rest of the stream.
+// It buffers at most one event; the caller bounds the stream.
 type sseParser struct {
-	limit int
-	emit  func(name string, data []byte)
-	over  bool
+	emit func(name string, data []byte)
 
 	line    []byte
 	name    string
@@ -19,18 +16,16 @@ type sseParser struct {
 
 // write takes the next piece of the stream.
 func (p *sseParser) write(b []byte) {
-	for len(b) > 0 && !p.over {
+	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			p.line = append(p.line, b...)
-			p.over = len(p.line)+len(p.data) > p.limit
 			return
 		}
 		p.line = append(p.line, b[:i]...)
 		b = b[i+1:]
 		p.field(bytes.TrimSuffix(p.line, []byte("\r")))
 		p.line = p.line[:0]
-		p.over = len(p.data) > p.limit
 	}
 }
 
