@@ -159,7 +159,6 @@ type call struct {
 	op        *operation
 	principal authz.Principal
 	request   event.Event // the request event, as appended
-	stream    bool        // the caller asked for a stream
 
 	start time.Time
 	ctx   context.Context // the upstream request's context
@@ -201,7 +200,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	principal, _ := authz.PrincipalFrom(r.Context())
-	c := &call{op: op, principal: principal, stream: req.Stream}
+	c := &call{op: op, principal: principal}
 	if c.request, err = h.requestEvent(r, op, principal, &req, body); err != nil {
 		h.WriteError(w, r, err)
 		return
@@ -312,17 +311,22 @@ func (h *handler) failed(w http.ResponseWriter, r *http.Request, c *call, err er
 		// Nobody is left to answer.
 	default:
 		h.WriteError(w, r, apierr.New(http.StatusBadGateway, "upstream_unavailable",
-			"couldn't reach the "+h.p.title+" upstream"))
+			"couldn't get an answer from the "+h.p.title+" upstream"))
 	}
 }
 
-// errClientGone is why a call ended when the caller went away.
-var errClientGone = errors.New("client disconnected")
+// Why a call ended early, besides errTimeout.
+var (
+	errClientGone = errors.New("client disconnected")
+	errUpstream   = errors.New("upstream failed")
+)
 
 // classify says why a call ended early: silence, the caller, or the
 // provider. It must be called with c.mu held.
 func (c *call) classify(r *http.Request, err error) error {
 	switch {
+	case isClassified(err):
+		return err
 	case errors.Is(context.Cause(c.ctx), errTimeout):
 		return errTimeout
 	case r.Context().Err() != nil:
@@ -332,7 +336,7 @@ func (c *call) classify(r *http.Request, err error) error {
 		// reverse proxy stopped because writing to the caller failed.
 		return errClientGone
 	}
-	return fmt.Errorf("upstream failed: %w", err)
+	return fmt.Errorf("%w: %w", errUpstream, err)
 }
 
 // tap reads the provider's body for the caller, feeding the output
@@ -373,7 +377,7 @@ func (t *tap) Close() error { return t.r.Close() }
 func (h *handler) recordOutcome(r *http.Request, c *call) {
 	c.timer.Stop()
 	c.mu.Lock()
-	if !c.done && (c.err == nil || !isClassified(c.err)) {
+	if !c.done {
 		c.err = c.classify(r, c.err)
 	}
 	e := h.outcomeEvent(c)
@@ -398,7 +402,7 @@ func (h *handler) recordOutcome(r *http.Request, c *call) {
 }
 
 func isClassified(err error) bool {
-	return errors.Is(err, errTimeout) || errors.Is(err, errClientGone)
+	return errors.Is(err, errTimeout) || errors.Is(err, errClientGone) || errors.Is(err, errUpstream)
 }
 
 // contentLimit is the most answer bytes assembled for the record.

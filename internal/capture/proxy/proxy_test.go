@@ -125,14 +125,49 @@ func TestRecordsBothEvents(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("event: message_stop")) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
+	recs := waitRecords(t, led, 2)
+	led.mu.Lock()
+	for _, b := range led.records {
+		if bytes.Contains(b, []byte("SECRET-PROMPT")) || bytes.Contains(b, []byte("Hello")) {
+			t.Fatalf("a record holds content: %s", b)
+		}
+	}
+	led.mu.Unlock()
+	req, out := recs[0], recs[1]
+	if resp.Header.Get(proxy.HeaderEventID) != req.ID || out.Attributes["aitrail.proxy.request_event_id"] != req.ID ||
+		out.TraceID != req.TraceID || out.SpanID != req.SpanID || req.Content == nil || out.Content == nil ||
+		out.Outcome != "success" || out.Attributes["gen_ai.usage.output_tokens"] != 4.0 || req.Tenant != "default" {
+		t.Fatalf("request %+v\noutcome %+v", req, out)
+	}
+}
+
+// TestUpstreamUnreachable checks that a provider that cannot be reached
+// gets the caller a 502 and leaves a failed outcome.
+func TestUpstreamUnreachable(t *testing.T) {
+	up := proxytest.New()
+	up.Close() // nothing listens at its address any more
+	led := &fakeLedger{}
+	srv := newServer(t, led, up)
+	resp := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","messages":[]}`)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"code":"upstream_unavailable"`) {
+		t.Fatalf("%d %s, want 502 upstream_unavailable", resp.StatusCode, body)
+	}
+	out := waitRecords(t, led, 2)[1]
+	if out.Outcome != "failure" || out.Attributes["error.type"] != "upstream_error" {
+		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// waitRecords waits for n records (the outcome is appended in the
+// background) and returns them.
+func waitRecords(t *testing.T, led *fakeLedger, n int) []event.Record {
+	t.Helper()
 	var recs []event.Record
-	for deadline := time.Now().Add(10 * time.Second); len(recs) < 2 && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		led.mu.Lock()
 		recs = recs[:0]
 		for _, b := range led.records {
-			if bytes.Contains(b, []byte("SECRET-PROMPT")) || bytes.Contains(b, []byte("Hello")) {
-				t.Fatalf("a record holds content: %s", b)
-			}
 			var r event.Record
 			if err := json.Unmarshal(b, &r); err != nil {
 				t.Fatal(err)
@@ -140,14 +175,10 @@ func TestRecordsBothEvents(t *testing.T) {
 			recs = append(recs, r)
 		}
 		led.mu.Unlock()
+		if len(recs) >= n {
+			return recs
+		}
 	}
-	if len(recs) != 2 {
-		t.Fatalf("%d records, want 2", len(recs))
-	}
-	req, out := recs[0], recs[1]
-	if resp.Header.Get(proxy.HeaderEventID) != req.ID || out.Attributes["aitrail.proxy.request_event_id"] != req.ID ||
-		out.TraceID != req.TraceID || out.SpanID != req.SpanID || req.Content == nil || out.Content == nil ||
-		out.Outcome != "success" || out.Attributes["gen_ai.usage.output_tokens"] != 4.0 || req.Tenant != "default" {
-		t.Fatalf("request %+v\noutcome %+v", req, out)
-	}
+	t.Fatalf("%d records, want %d", len(recs), n)
+	return nil
 }
