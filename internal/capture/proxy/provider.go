@@ -40,11 +40,12 @@ type operation struct {
 }
 
 // route returns the operation answering method and path, and the path
-// below the mount. Errors are *apierr.Error.
-func (p *provider) route(method, path string) (*operation, string, error) {
+// below the mount. Errors are *apierr.Error; for a 405, allow lists the
+// methods the path takes, for the Allow header.
+func (p *provider) route(method, path string) (op *operation, rest, allow string, err error) {
 	rest, ok := strings.CutPrefix(path, p.mount)
 	if !ok || !strings.HasPrefix(rest, "/") {
-		return nil, "", p.notFound()
+		return nil, "", "", p.notFound()
 	}
 	var allowed []string
 	for i := range p.ops {
@@ -53,16 +54,17 @@ func (p *provider) route(method, path string) (*operation, string, error) {
 			continue
 		}
 		if op.method == method || (method == http.MethodHead && op.method == http.MethodGet) {
-			return op, rest, nil
+			return op, rest, "", nil
 		}
 		allowed = append(allowed, op.method)
 	}
-	if len(allowed) > 0 {
-		slices.Sort(allowed)
-		return nil, "", apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
-			method+" is not allowed on this path; use "+strings.Join(slices.Compact(allowed), " or "))
+	if len(allowed) == 0 {
+		return nil, "", "", p.notFound()
 	}
-	return nil, "", p.notFound()
+	slices.Sort(allowed)
+	allow = strings.Join(slices.Compact(allowed), ", ")
+	return nil, "", allow, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
+		method+" is not allowed on this path; use "+allow)
 }
 
 func (op *operation) matches(rest string) bool {

@@ -178,8 +178,11 @@ var errTimeout = errors.New("upstream timed out")
 
 // ServeHTTP proxies one call.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	op, rest, err := h.p.route(r.Method, r.URL.Path)
+	op, rest, allow, err := h.p.route(r.Method, r.URL.Path)
 	if err != nil {
+		if allow != "" {
+			w.Header().Set("Allow", allow)
+		}
 		h.WriteError(w, r, err)
 		return
 	}
@@ -268,6 +271,7 @@ func (h *handler) capture(resp *http.Response, c *call) error {
 	c.mu.Lock()
 	c.status = resp.StatusCode
 	c.upstreamID = firstNonEmpty(resp.Header.Get("X-Request-Id"), resp.Header.Get("Request-Id"))
+	resp.Header.Del(HeaderEventID) // only aitrail's own
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	streamed := mt == "text/event-stream"
 	c.out = newOutput(h.p, c.op, streamed, h.contentLimit())
