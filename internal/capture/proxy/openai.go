@@ -37,10 +37,9 @@ type chatStream struct {
 }
 
 type chatChoice struct {
-	Index        int             `json:"index"`
-	Message      chatMessage     `json:"message"`
-	FinishReason *string         `json:"finish_reason"`
-	Logprobs     json.RawMessage `json:"logprobs,omitempty"`
+	Index        int         `json:"index"`
+	Message      chatMessage `json:"message"`
+	FinishReason *string     `json:"finish_reason"`
 	content      strings.Builder
 	refusal      strings.Builder
 }
