@@ -405,6 +405,23 @@ func TestAnthropicProxy(t *testing.T) {
 			"outcome": "failure", "attributes/error.type": "400", "decrypted_content/error/type": "invalid_request_error"})
 	})
 
+	t.Run("client disconnects mid-stream", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		var resp *http.Response
+		stream := client.Messages.NewStreaming(cctx, params(proxytest.ModelHangMidStream), aoption.WithResponseInto(&resp))
+		// The first event arrives while the provider holds back the rest:
+		// nothing is buffered on the way.
+		if !stream.Next() || stream.Current().Type != "message_start" {
+			t.Fatalf("no first event: %v", stream.Err())
+		}
+		cancel()
+		for stream.Next() {
+		}
+		stream.Close()
+		check(t, "outcome event", e.outcome(resp.Header.Get("X-Aitrail-Event-Id")), map[string]any{
+			"outcome": "failure", "attributes/error.type": "client_disconnected", "decrypted_content/id": "msg_fake"})
+	})
+
 	t.Run("upstream timeout", func(t *testing.T) {
 		_, err := client.Messages.New(ctx, params(proxytest.ModelHang))
 		var apiErr *anthropic.Error
