@@ -179,6 +179,9 @@ func TestOpenAIProxy(t *testing.T) {
 			"attributes/gen_ai.usage.output_tokens": 4, "attributes/http.response.status_code": 200,
 			"attributes/aitrail.proxy.upstream_request_id": proxytest.RequestID,
 		})
+		if found := e.s.allEvents("q=" + id); len(found) != 2 {
+			t.Errorf("q=<request event id> finds %d events, want the call's 2", len(found))
+		}
 		if got := out["decrypted_content"].(map[string]any)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]; got != proxytest.Reply {
 			t.Errorf("outcome content holds %v", got)
 		}
