@@ -54,7 +54,7 @@ func (s *syncBuffer) String() string {
 
 // server is a running aitrail process.
 type server struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	url    string
 	data   string
@@ -63,7 +63,7 @@ type server struct {
 	client *http.Client
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -74,20 +74,20 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServer runs `aitrail serve` on data and waits until it is ready.
-func startServer(t *testing.T, data string, args ...string) *server {
+func startServer(t testing.TB, data string, args ...string) *server {
 	t.Helper()
 	return startServerEnv(t, data, []string{"AITRAIL_ADMIN_TOKEN=" + adminToken}, args...)
 }
 
 // startServerEnv is startServer with the given extra environment.
-func startServerEnv(t *testing.T, data string, env []string, args ...string) *server {
+func startServerEnv(t testing.TB, data string, env []string, args ...string) *server {
 	t.Helper()
 	return startServerClient(t, data, env, nil, args...)
 }
 
 // startServerClient is startServerEnv talking to the server through hc:
 // with one, the server is reached over HTTPS (start it with --tls-cert).
-func startServerClient(t *testing.T, data string, env []string, hc *http.Client, args ...string) *server {
+func startServerClient(t testing.TB, data string, env []string, hc *http.Client, args ...string) *server {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--data", data, "--addr", addr}, args...)...)
@@ -134,7 +134,7 @@ func startServerClient(t *testing.T, data string, env []string, hc *http.Client,
 
 // unseal lifts the seals the server put on the log's files, as an operator
 // with root would, so that a test can change or delete them.
-func unseal(t *testing.T, data string) {
+func unseal(t testing.TB, data string) {
 	t.Helper()
 	if err := ledger.LiftSeals(filepath.Join(data, ledgerDir)); err != nil {
 		t.Errorf("couldn't lift seals: %v", err)
@@ -306,7 +306,7 @@ func runChild(t *testing.T, timeout time.Duration, args ...string) (int, string)
 }
 
 // writeConfig writes a YAML config file for serve.
-func writeConfig(t *testing.T, yaml string) string {
+func writeConfig(t testing.TB, yaml string) string {
 	t.Helper()
 	p := t.TempDir() + "/aitrail.yaml"
 	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/capture/otlp"
+	"github.com/aitrail/aitrail/internal/capture/proxy"
 	"github.com/aitrail/aitrail/internal/config"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
@@ -47,6 +49,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	tlsKey := fs.String("tls-key", "", "PEM key of --tls-cert")
 	tlsClientCA := fs.String("tls-client-ca", "", "PEM CA file: require client certificates it signed (mutual TLS)")
 	debugAddr := fs.String("debug-addr", "", "if set, serve Go's pprof profiles on this address (keep it on loopback)")
+	openaiUp := fs.String("openai-upstream", "", "base URL the OpenAI-compatible proxy forwards to, ending in /v1 (default: $AITRAIL_OPENAI_UPSTREAM)")
+	anthropicUp := fs.String("anthropic-upstream", "", "base URL the Anthropic proxy forwards to (default: $AITRAIL_ANTHROPIC_UPSTREAM)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +61,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return usageError{err.Error()}
 		}
 	}
+	cfg.ApplyEnv(os.Getenv)
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "addr":
@@ -77,6 +82,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			cfg.TLS.KeyFile = *tlsKey
 		case "tls-client-ca":
 			cfg.TLS.ClientCAFile = *tlsClientCA
+		case "openai-upstream":
+			cfg.Capture.OpenAI.URL = *openaiUp
+		case "anthropic-upstream":
+			cfg.Capture.Anthropic.URL = *anthropicUp
 		}
 	})
 	if cfg.MasterKeyFile == "" && cfg.VaultTransitKey == "" {
@@ -346,6 +355,12 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 			return err == nil, d
 		},
 	}
+	openaiProxy, anthropicProxy, err := captureProxies(cfg, pipeline, api.WriteError, log)
+	if err != nil {
+		stopFollowers()
+		return err
+	}
+	api.OpenAI, api.Anthropic = openaiProxy, anthropicProxy
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		stopFollowers()
@@ -365,7 +380,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	fmt.Fprintf(stderr, "Log public key: %s\n", vkey)
 	log.Info("aitrail serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil,
 		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "data", cfg.DataDir, "log", verifier.Name(),
-		"records", led.Size(), "public_key", vkey, "version", version)
+		"records", led.Size(), "public_key", vkey, "version", version,
+		"openai_upstream", cfg.Capture.OpenAI.URL, "anthropic_upstream", cfg.Capture.Anthropic.URL)
 
 	// Counted accesses are recorded every window, and once more after the
 	// listener has stopped.
@@ -388,12 +404,39 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("graceful shutdown timed out", "err", err)
 	}
+	openaiProxy.Wait() // outcome events of the last proxied calls
+	anthropicProxy.Wait()
 	stopAPI()
 	if err := led.Close(); err != nil {
 		return fmt.Errorf("couldn't close the log cleanly: %w", err)
 	}
 	log.Info("stopped", "records", led.Size())
 	return nil
+}
+
+// captureProxies returns the recording proxies. One whose upstream is not
+// configured answers every call 404 not_configured.
+func captureProxies(cfg config.Config, pipeline *ingest.Pipeline, writeError func(http.ResponseWriter, *http.Request, error),
+	log *slog.Logger) (openai, anthropic *proxy.Proxy, err error) {
+	build := func(up config.Upstream, newProxy func(proxy.Config) (*proxy.Proxy, error)) (*proxy.Proxy, error) {
+		c := proxy.Config{APIKey: up.APIKey, Timeout: up.Timeout, MaxBodyBytes: cfg.Limits.MaxBodyBytes,
+			Ingest: pipeline, WriteError: writeError, Logger: log}
+		if up.URL != "" {
+			u, err := url.Parse(up.URL) // checked by Validate
+			if err != nil {
+				return nil, err
+			}
+			c.Upstream = u
+		}
+		return newProxy(c)
+	}
+	if openai, err = build(cfg.Capture.OpenAI, proxy.OpenAI); err != nil {
+		return nil, nil, fmt.Errorf("couldn't set up the OpenAI proxy: %w", err)
+	}
+	if anthropic, err = build(cfg.Capture.Anthropic, proxy.Anthropic); err != nil {
+		return nil, nil, fmt.Errorf("couldn't set up the Anthropic proxy: %w", err)
+	}
+	return openai, anthropic, nil
 }
 
 // indexLinger lets the query index apply records in batches even when they

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -31,6 +32,10 @@ const (
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
+	// DefaultUpstreamTimeout is how long a recording proxy waits, by
+	// default, for its provider to send anything. It matches the providers'
+	// SDKs, since a model may think for minutes before its first byte.
+	DefaultUpstreamTimeout = 10 * time.Minute
 )
 
 // Config holds every setting of `aitrail serve`. YAML keys are the
@@ -117,10 +122,17 @@ type Index struct {
 	FullText bool `yaml:"full_text"`
 }
 
-// Capture configures the capture receivers.
+// Capture configures the receivers and recording proxies that turn other
+// formats into events.
 type Capture struct {
 	// OTLP configures the OTLP/HTTP receiver under /otlp/.
 	OTLP OTLP `yaml:"otlp"`
+	// OpenAI is the upstream of the OpenAI-compatible proxy at /openai/v1/.
+	// Its URL ends in /v1, like OpenAI's base URL.
+	OpenAI Upstream `yaml:"openai"`
+	// Anthropic is the upstream of the Anthropic proxy at /anthropic/v1/.
+	// Its URL is a base URL without /v1, like Anthropic's.
+	Anthropic Upstream `yaml:"anthropic"`
 }
 
 // OTLP configures the OTLP/HTTP receiver. GenAI spans and log events are
@@ -133,6 +145,36 @@ type OTLP struct {
 	// KeepOtherLogs records log records that are not GenAI events as
 	// log.record events.
 	KeepOtherLogs bool `yaml:"keep_other_logs"`
+}
+
+// Upstream is a model provider a recording proxy forwards to.
+type Upstream struct {
+	// URL is the provider's base URL; empty leaves the proxy off (its
+	// paths answer 404 not_configured). Default: the environment variable
+	// AITRAIL_OPENAI_UPSTREAM or AITRAIL_ANTHROPIC_UPSTREAM.
+	URL string `yaml:"upstream"`
+	// APIKey is the provider key sent upstream. Default: the environment
+	// variable AITRAIL_OPENAI_API_KEY or AITRAIL_ANTHROPIC_API_KEY.
+	APIKey string `yaml:"api_key"`
+	// Timeout is the longest wait for the provider to send anything: the
+	// response headers or the next piece of the body.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// ApplyEnv fills the capture upstreams and keys the file left empty from
+// the environment, read through getenv.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	for _, u := range []struct {
+		up  *Upstream
+		env string
+	}{{&c.Capture.OpenAI, "OPENAI"}, {&c.Capture.Anthropic, "ANTHROPIC"}} {
+		if u.up.URL == "" {
+			u.up.URL = getenv("AITRAIL_" + u.env + "_UPSTREAM")
+		}
+		if u.up.APIKey == "" {
+			u.up.APIKey = getenv("AITRAIL_" + u.env + "_API_KEY")
+		}
+	}
 }
 
 // Default returns the configuration used when nothing is set.
@@ -151,6 +193,10 @@ func Default() Config {
 			MaxPending:   DefaultMaxPending,
 			SyncInterval: DefaultSyncInterval,
 			Seal:         DefaultSeal,
+		},
+		Capture: Capture{
+			OpenAI:    Upstream{Timeout: DefaultUpstreamTimeout},
+			Anthropic: Upstream{Timeout: DefaultUpstreamTimeout},
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
 		AccessWindow:    DefaultAccessWindow,
@@ -222,6 +268,21 @@ func (c Config) Validate() error {
 	}
 	if c.AccessWindow < 100*time.Millisecond {
 		errs = append(errs, "access_window: must be at least 100ms")
+	}
+	for _, n := range []struct {
+		name string
+		u    Upstream
+	}{{"openai", c.Capture.OpenAI}, {"anthropic", c.Capture.Anthropic}} {
+		name, u := n.name, n.u
+		if u.URL != "" {
+			if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" ||
+				p.RawQuery != "" || p.Fragment != "" || p.User != nil {
+				errs = append(errs, fmt.Sprintf("capture.%s.upstream: must be an http:// or https:// URL with a host and no query, fragment or user", name))
+			}
+		}
+		if u.Timeout <= 0 {
+			errs = append(errs, fmt.Sprintf("capture.%s.timeout: must be positive", name))
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, "shutdown_timeout: must be positive")

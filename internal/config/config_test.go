@@ -67,3 +67,32 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestCapture(t *testing.T) {
+	c, err := Load(write(t, "capture:\n  openai:\n    upstream: https://api.openai.com/v1\n    timeout: 2m\n  anthropic:\n    api_key: from-file\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"AITRAIL_OPENAI_UPSTREAM": "http://ignored", "AITRAIL_OPENAI_API_KEY": "sk-env",
+		"AITRAIL_ANTHROPIC_UPSTREAM": "https://api.anthropic.com", "AITRAIL_ANTHROPIC_API_KEY": "ignored"}
+	c.ApplyEnv(func(k string) string { return env[k] })
+	want := Capture{
+		OpenAI:    Upstream{URL: "https://api.openai.com/v1", APIKey: "sk-env", Timeout: 2 * time.Minute},
+		Anthropic: Upstream{URL: "https://api.anthropic.com", APIKey: "from-file", Timeout: DefaultUpstreamTimeout},
+	}
+	if c.Capture != want {
+		t.Fatalf("capture %+v, want %+v (the file first, then the environment)", c.Capture, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Capture.OpenAI.URL = "ftp://x"
+	c.Capture.Anthropic.URL = "api.anthropic.com"
+	c.Capture.Anthropic.Timeout = 0
+	err = c.Validate()
+	for _, want := range []string{"capture.openai.upstream", "capture.anthropic.upstream", "capture.anthropic.timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want a problem with %s", err, want)
+		}
+	}
+}

@@ -23,6 +23,13 @@ func errorf(status int, code, message string, details ...any) *apierr.Error {
 // retryAfterSeconds is the Retry-After sent with pushback.
 const retryAfterSeconds = 1
 
+// WriteError answers r with err exactly as the API answers its own errors
+// (see writeError). Capture handlers are given it, so that errors have one
+// mapping whichever door they come through.
+func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeError(w, r, err)
+}
+
 // writeError is the one place errors become HTTP responses. Errors the
 // client may learn about map to 4xx/503 with their message; anything else is
 // logged and answered with a bare 500.

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/capture/proxy/proxytest"
+)
+
+// BenchmarkProxyOverhead measures what the OpenAI proxy adds to a call: the
+// same chat completion is sent straight to a fake provider and through a
+// real server in front of it, by 32 concurrent clients, b.N calls each way.
+// It reports the latency percentiles of both and their difference, and the
+// same for 1 client and for the time to the first chunk of a stream (1
+// client). For
+// reference it also times the durable append the proxy waits for, as
+// POST /v1/events of one event by the same clients. Run it with
+// scripts/bench-proxy.sh, or:
+//
+//	go test ./cmd/aitrail -run '^$' -bench ProxyOverhead -benchtime 20000x
+func BenchmarkProxyOverhead(b *testing.B) {
+	up := proxytest.NewQuiet()
+	defer up.Close()
+	s := startServerEnv(b, b.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken, "AITRAIL_OPENAI_API_KEY=sk-bench"},
+		"--openai-upstream", up.URL+"/v1")
+	defer s.stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	direct, proxied := up.URL+"/v1/chat/completions", s.url+"/openai/v1/chat/completions"
+	body := []byte(`{"model":"gpt-fake","temperature":0.2,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}]}`)
+	stream := []byte(`{"model":"gpt-fake","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`)
+
+	ingestURL := s.url + "/v1/events"
+	event := []byte(`{"type":"ai.inference","action":"chat.completions.create","model":{"provider":"openai","name":"gpt-fake"},"content":{"messages":[{"role":"user","content":"Say hello."}]}}`)
+	// call sends one request and returns the time to the first body byte
+	// and to the end of the body.
+	call := func(url string, body []byte) (first, total time.Duration) {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		buf := make([]byte, 32<<10)
+		n, err := resp.Body.Read(buf)
+		first = time.Since(start)
+		if n == 0 && err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%s: %d %v", url, resp.StatusCode, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		return first, time.Since(start)
+	}
+	// run makes n calls from clients goroutines and returns the sorted
+	// latencies: to the first byte if first, else to the end.
+	run := func(url string, body []byte, n, clients int, first bool) []time.Duration {
+		lat := make([]time.Duration, n)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+					f, t := call(url, body)
+					lat[i] = t
+					if first {
+						lat[i] = f
+					}
+				}
+			})
+		}
+		wg.Wait()
+		slices.Sort(lat)
+		return lat
+	}
+	pct := func(lat []time.Duration, p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
+	}
+	const clients = 32
+	run(direct, body, 2000, clients, false) // warm up connections and caches
+	run(proxied, body, 2000, clients, false)
+	b.ResetTimer()
+	start := time.Now()
+	d := run(direct, body, b.N, clients, false)
+	directTook := time.Since(start)
+	start = time.Now()
+	p := run(proxied, body, b.N, clients, false)
+	proxiedTook := time.Since(start)
+	ing := run(ingestURL, event, b.N, clients, false)
+	d1 := run(direct, body, max(b.N/10, 100), 1, false)
+	p1 := run(proxied, body, max(b.N/10, 100), 1, false)
+	ds := run(direct, stream, max(b.N/10, 100), 1, true)
+	ps := run(proxied, stream, max(b.N/10, 100), 1, true)
+	b.StopTimer()
+
+	b.ReportMetric(pct(p, .5)-pct(d, .5), "added-p50-ms")
+	b.ReportMetric(pct(p, .99)-pct(d, .99), "added-p99-ms")
+	b.ReportMetric(pct(ps, .5)-pct(ds, .5), "added-ttfc-p50-ms")
+	b.ReportMetric(pct(ps, .99)-pct(ds, .99), "added-ttfc-p99-ms")
+	b.ReportMetric(0, "ns/op")
+	fmt.Printf("non-streaming, %d clients, %d calls each way:\n", clients, b.N)
+	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms  %.0f calls/s\n", pct(d, .5), pct(d, .99), float64(b.N)/directTook.Seconds())
+	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms  %.0f calls/s\n", pct(p, .5), pct(p, .99), float64(b.N)/proxiedTook.Seconds())
+	fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(p, .5)-pct(d, .5), pct(p, .99)-pct(d, .99))
+	fmt.Printf("  reference: POST /v1/events of one event with content, same clients: p50 %.2f ms  p99 %.2f ms\n", pct(ing, .5), pct(ing, .99))
+	fmt.Printf("non-streaming, 1 client, %d calls each way:\n", len(d1))
+	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms\n", pct(d1, .5), pct(d1, .99))
+	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms\n", pct(p1, .5), pct(p1, .99))
+	fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(p1, .5)-pct(d1, .5), pct(p1, .99)-pct(d1, .99))
+	fmt.Printf("streaming, 1 client, %d streams each way, time to first chunk:\n", len(ds))
+	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms\n", pct(ds, .5), pct(ds, .99))
+	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms\n", pct(ps, .5), pct(ps, .99))
+	fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(ps, .5)-pct(ds, .5), pct(ps, .99)-pct(ds, .99))
+}

@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestSSEPieces checks that events come out the same however the stream
+// is cut into pieces, with CRLF or LF line ends.
+func TestSSEPieces(t *testing.T) {
+	stream := ": comment\r\nevent: a\r\ndata: {\"x\":1}\r\n\r\ndata: two\ndata: lines\n\nevent: ignored-without-data\n\ndata:no-space\n\n"
+	want := []string{`a {"x":1}`, " two\nlines", " no-space"}
+	for size := 1; size <= len(stream); size++ {
+		var got []string
+		p := &sseParser{emit: func(name string, data []byte) { got = append(got, name+" "+string(data)) }}
+		for s := stream; s != ""; {
+			n := min(size, len(s))
+			p.write([]byte(s[:n]))
+			s = s[n:]
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("pieces of %d: got %q, want %q", size, got, want)
+		}
+	}
+}
+
+// TestAssembleToolCalls checks that streamed tool calls are put together
+// as the unstreamed answer would carry them.
+func TestAssembleToolCalls(t *testing.T) {
+	chat := openAI.newStream(&openAI.ops[0])
+	for _, c := range []string{
+		`{"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_","arguments":""}}]}}]}`,
+		`{"id":"c1","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"weather","arguments":"{\"city\":"}}]}}]}`,
+		`{"id":"c1","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Oslo\"}"}}]},"finish_reason":"tool_calls"}]}`,
+		`[DONE]`,
+	} {
+		chat.event("", []byte(c))
+	}
+	a, content := chat.result()
+	if !strings.Contains(string(content), `"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]`) ||
+		!slices.Equal(a.finishReasons, []string{"tool_calls"}) {
+		t.Fatalf("chat: %v %s", a, content)
+	}
+
+	msg := anthropic.newStream(&anthropic.ops[0])
+	for _, e := range []string{
+		`{"type":"message_start","message":{"id":"msg_1","model":"claude","role":"assistant","content":[],"usage":{"input_tokens":5,"cache_read_input_tokens":2}}}`,
+		`{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"tu_1","name":"weather","input":{}}}`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\""}}`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":":\"Oslo\"}"}}`,
+		`{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":12}}`,
+	} {
+		msg.event("", []byte(e))
+	}
+	a, content = msg.result()
+	var m struct {
+		Content []map[string]any `json:"content"`
+	}
+	json.Unmarshal(content, &m)
+	attrs := map[string]any{}
+	a.attributes(attrs)
+	if len(m.Content) != 1 || m.Content[0]["input"].(map[string]any)["city"] != "Oslo" ||
+		attrs["gen_ai.usage.input_tokens"] != 7.0 || attrs["gen_ai.usage.output_tokens"] != 12.0 ||
+		attrs["gen_ai.response.finish_reasons"] != "tool_use" {
+		t.Fatalf("anthropic: %v %s", attrs, content)
+	}
+}
+
+// FuzzStream feeds arbitrary bytes to every stream assembler: it must not
+// panic, and what it assembles must be JSON.
+func FuzzStream(f *testing.F) {
+	f.Add([]byte("data: {\"choices\":[{\"index\":3,\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"))
+	f.Add([]byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\"}}\n\n" +
+		"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"text\":\"x\"}}\n\n"))
+	f.Add([]byte("data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\"}}\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, c := range []struct {
+			p  *provider
+			op *operation
+		}{{openAI, &openAI.ops[0]}, {openAI, &openAI.ops[1]}, {anthropic, &anthropic.ops[0]}} {
+			o := newOutput(c.p, c.op, true, 1<<16)
+			o.write(b)
+			_, content, _ := o.result()
+			if !json.Valid(content) {
+				t.Fatalf("%s %s: assembled %q", c.p.name, c.op.action, content)
+			}
+		}
+	})
+}

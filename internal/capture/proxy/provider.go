@@ -1,0 +1,310 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/aitrail/aitrail/internal/apierr"
+)
+
+// provider is what differs between the providers: where they are mounted,
+// which calls they answer, how the key goes upstream and how a streamed
+// answer is put together.
+type provider struct {
+	name  string // gen_ai.provider.name, and the flag prefix
+	title string // for messages
+	// mount is the path prefix below which the rest of the path is
+	// appended to the upstream URL.
+	mount string
+	// ops are the calls answered, by path below mount.
+	ops        []operation
+	setKey     func(h http.Header, key string)
+	apiVersion func(h http.Header) string
+	// newStream returns the assembler of a streamed answer to op.
+	newStream func(op *operation) assembler
+}
+
+// operation is one kind of call a proxy answers.
+type operation struct {
+	method string
+	// path below the provider's mount; a trailing "/" matches one more
+	// path segment, such as a model id.
+	path      string
+	name      string // gen_ai.operation.name
+	action    string
+	eventType string
+	body      bool // the call carries a JSON body
+}
+
+// route returns the operation answering method and path, and the path
+// below the mount. Errors are *apierr.Error; for a 405, allow lists the
+// methods the path takes, for the Allow header.
+func (p *provider) route(method, path string) (op *operation, rest, allow string, err error) {
+	rest, ok := strings.CutPrefix(path, p.mount)
+	if !ok || !strings.HasPrefix(rest, "/") {
+		return nil, "", "", p.notFound()
+	}
+	var allowed []string
+	for i := range p.ops {
+		op := &p.ops[i]
+		if !op.matches(rest) {
+			continue
+		}
+		if op.method == method || (method == http.MethodHead && op.method == http.MethodGet) {
+			return op, rest, "", nil
+		}
+		allowed = append(allowed, op.method)
+	}
+	if len(allowed) == 0 {
+		return nil, "", "", p.notFound()
+	}
+	slices.Sort(allowed)
+	allow = strings.Join(slices.Compact(allowed), ", ")
+	return nil, "", allow, apierr.New(http.StatusMethodNotAllowed, "method_not_allowed",
+		method+" is not allowed on this path; use "+allow)
+}
+
+func (op *operation) matches(rest string) bool {
+	if prefix, ok := strings.CutSuffix(op.path, "/"); ok {
+		seg, ok := strings.CutPrefix(rest, prefix+"/")
+		return ok && seg != "" && !strings.Contains(seg, "/") && seg != ".." && seg != "."
+	}
+	return rest == op.path
+}
+
+func (p *provider) notFound() error {
+	var paths []string
+	for _, op := range p.ops {
+		paths = append(paths, op.method+" "+p.mount+op.path)
+	}
+	return apierr.New(http.StatusNotFound, "not_found",
+		"the "+p.title+" proxy does not support this endpoint; it supports "+strings.Join(paths, ", "))
+}
+
+// requestFields are the fields of a request body that go into the record,
+// from any of the supported APIs.
+type requestFields struct {
+	Model               string   `json:"model"`
+	Stream              bool     `json:"stream"`
+	User                string   `json:"user"`
+	Temperature         *float64 `json:"temperature"`
+	TopP                *float64 `json:"top_p"`
+	TopK                *float64 `json:"top_k"`
+	Seed                *float64 `json:"seed"`
+	MaxTokens           *float64 `json:"max_tokens"`
+	MaxCompletionTokens *float64 `json:"max_completion_tokens"`
+	MaxOutputTokens     *float64 `json:"max_output_tokens"`
+	// Metadata holds Anthropic's metadata.user_id (OpenAI's metadata is a
+	// map of strings, which this reads just as well).
+	Metadata struct {
+		UserID string `json:"user_id"`
+	} `json:"metadata"`
+}
+
+// parse reads the request body, which must be a JSON object whose known
+// fields have their documented types. Errors are *apierr.Error.
+func (f *requestFields) parse(body []byte) error {
+	if err := json.Unmarshal(body, f); err != nil {
+		msg := "the body is not valid JSON"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			msg = "the body is not a JSON object with the expected field types"
+			if te.Field != "" {
+				msg = "field " + te.Field + " has the wrong type"
+			}
+		}
+		return apierr.New(http.StatusBadRequest, "invalid_request", msg)
+	}
+	return nil
+}
+
+// user is the end user the body names.
+func (f *requestFields) user() string {
+	return firstNonEmpty(f.User, f.Metadata.UserID)
+}
+
+// attributes adds the request parameters under their OpenTelemetry GenAI
+// names.
+func (f *requestFields) attributes(attrs map[string]any) {
+	if f.Model != "" {
+		attrs["gen_ai.request.model"] = f.Model
+	}
+	for k, v := range map[string]*float64{
+		"gen_ai.request.temperature": f.Temperature,
+		"gen_ai.request.top_p":       f.TopP,
+		"gen_ai.request.top_k":       f.TopK,
+		"gen_ai.request.seed":        f.Seed,
+		"gen_ai.request.max_tokens":  firstSet(f.MaxTokens, f.MaxCompletionTokens, f.MaxOutputTokens),
+	} {
+		if v != nil {
+			attrs[k] = *v
+		}
+	}
+}
+
+func firstSet(vs ...*float64) *float64 {
+	for _, v := range vs {
+		if v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+// answer is what the record keeps of a provider's answer besides its
+// content.
+type answer struct {
+	id, model     string
+	finishReasons []string
+	usage         usage
+}
+
+// usage counts tokens, as any of the supported APIs reports them.
+type usage struct {
+	PromptTokens             *float64 `json:"prompt_tokens,omitempty"`
+	CompletionTokens         *float64 `json:"completion_tokens,omitempty"`
+	InputTokens              *float64 `json:"input_tokens,omitempty"`
+	OutputTokens             *float64 `json:"output_tokens,omitempty"`
+	CacheCreationInputTokens *float64 `json:"cache_creation_input_tokens,omitempty"`
+	CacheReadInputTokens     *float64 `json:"cache_read_input_tokens,omitempty"`
+}
+
+// merge takes the counts u2 reports over those already known.
+func (u *usage) merge(u2 usage) {
+	for _, f := range [][2]**float64{
+		{&u.PromptTokens, &u2.PromptTokens}, {&u.CompletionTokens, &u2.CompletionTokens},
+		{&u.InputTokens, &u2.InputTokens}, {&u.OutputTokens, &u2.OutputTokens},
+		{&u.CacheCreationInputTokens, &u2.CacheCreationInputTokens}, {&u.CacheReadInputTokens, &u2.CacheReadInputTokens},
+	} {
+		if *f[1] != nil {
+			*f[0] = *f[1]
+		}
+	}
+}
+
+// parseAnswer reads an answer from a whole JSON response of any of the
+// supported APIs: a chat completion, a response (Responses API), an
+// embedding list, a model list or an Anthropic message.
+func parseAnswer(body []byte) answer {
+	var r struct {
+		ID      string `json:"id"`
+		Model   string `json:"model"`
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+		} `json:"choices"`
+		Status            string `json:"status"`      // Responses API
+		StopReason        string `json:"stop_reason"` // Anthropic
+		IncompleteDetails struct {
+			Reason string `json:"reason"`
+		} `json:"incomplete_details"`
+		Usage usage `json:"usage"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return answer{}
+	}
+	a := answer{id: r.ID, model: r.Model, usage: r.Usage}
+	for _, c := range r.Choices {
+		a.finishReasons = append(a.finishReasons, c.FinishReason)
+	}
+	if s := firstNonEmpty(r.StopReason, r.IncompleteDetails.Reason, r.Status); s != "" {
+		a.finishReasons = append(a.finishReasons, s)
+	}
+	return a
+}
+
+// attributes adds the answer under its OpenTelemetry GenAI names. Finish
+// reasons are joined with commas: attribute values cannot be lists.
+// Input tokens include cached ones, as the conventions ask (OpenAI counts
+// them in already; Anthropic reports them apart).
+func (a answer) attributes(attrs map[string]any) {
+	if a.id != "" {
+		attrs["gen_ai.response.id"] = clip(a.id, 1024)
+	}
+	if a.model != "" {
+		attrs["gen_ai.response.model"] = clip(a.model, 1024)
+	}
+	if len(a.finishReasons) > 0 && slices.ContainsFunc(a.finishReasons, func(s string) bool { return s != "" }) {
+		attrs["gen_ai.response.finish_reasons"] = clip(strings.Join(a.finishReasons, ","), 4096)
+	}
+	u := a.usage
+	if in := firstSet(u.InputTokens, u.PromptTokens); in != nil {
+		n := *in
+		for _, c := range []struct {
+			key string
+			v   *float64
+		}{{"gen_ai.usage.cache_creation.input_tokens", u.CacheCreationInputTokens}, {"gen_ai.usage.cache_read.input_tokens", u.CacheReadInputTokens}} {
+			if c.v != nil {
+				attrs[c.key] = *c.v
+				n += *c.v
+			}
+		}
+		attrs["gen_ai.usage.input_tokens"] = n
+	}
+	if out := firstSet(u.OutputTokens, u.CompletionTokens); out != nil {
+		attrs["gen_ai.usage.output_tokens"] = *out
+	}
+}
+
+// assembler puts a streamed answer together from its server-sent events.
+type assembler interface {
+	// event takes one event: its name (often empty) and data.
+	event(name string, data []byte)
+	// result returns the answer and the assembled content as JSON.
+	result() (answer, json.RawMessage)
+}
+
+// output collects an answer for the record: a whole body, or a stream's
+// events.
+type output struct {
+	stream    assembler  // nil for a whole body
+	sse       *sseParser // for a stream
+	body      []byte     // a whole body
+	seen      int        // bytes taken
+	limit     int        // most bytes taken
+	truncated bool       // more than limit came
+}
+
+func newOutput(p *provider, op *operation, streamed bool, limit int) *output {
+	o := &output{limit: limit}
+	if streamed {
+		o.stream = p.newStream(op)
+		o.sse = &sseParser{emit: o.stream.event}
+	}
+	return o
+}
+
+// write takes the next piece of the body, up to limit bytes in all.
+func (o *output) write(b []byte) {
+	if n := o.limit - o.seen; len(b) > n {
+		o.truncated = true
+		b = b[:n]
+	}
+	o.seen += len(b)
+	if o.sse != nil {
+		o.sse.write(b)
+	} else {
+		o.body = append(o.body, b...)
+	}
+}
+
+// result returns the answer, its content for the record, and whether the
+// content is incomplete because it was over the limit.
+func (o *output) result() (answer, json.RawMessage, bool) {
+	if o.stream != nil {
+		a, content := o.stream.result()
+		return a, content, o.truncated
+	}
+	if len(o.body) == 0 {
+		return answer{}, nil, o.truncated
+	}
+	if !o.truncated && json.Valid(o.body) {
+		return parseAnswer(o.body), o.body, false
+	}
+	// Not JSON (an HTML error page from a gateway, say), or cut short:
+	// keep it as a string.
+	s, _ := json.Marshal(strings.ToValidUTF8(string(o.body), "\uFFFD"))
+	return answer{}, s, o.truncated
+}

@@ -1,0 +1,184 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/authz/authztest"
+	"github.com/aitrail/aitrail/internal/capture/proxy"
+	"github.com/aitrail/aitrail/internal/capture/proxy/proxytest"
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/crypto/cryptotest"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/httpapi"
+	"github.com/aitrail/aitrail/internal/ingest"
+	"github.com/aitrail/aitrail/internal/ledger"
+)
+
+// fakeLedger fails every append with err, or, if err is nil, accepts it
+// and keeps the records.
+type fakeLedger struct {
+	mu      sync.Mutex
+	err     error
+	records [][]byte
+}
+
+func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return ledger.Receipt{}, l.err
+	}
+	var r ledger.Receipt
+	for _, it := range items {
+		r.Results = append(r.Results, ledger.Result{Index: uint64(len(l.records))})
+		l.records = append(l.records, it.Record)
+	}
+	return r, nil
+}
+
+const rootToken = "proxy-test-root-token"
+
+// newServer serves the real API (authentication, the one error mapping)
+// with both proxies forwarding to up, over a real ingest pipeline in front
+// of led.
+func newServer(t *testing.T, led ingest.Ledger, up *proxytest.Upstream) *httptest.Server {
+	t.Helper()
+	kek, err := crypto.NewLocalKEK("", bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := authz.NewAuthenticator(&authztest.MemTokenStore{})
+	if _, _, err := auth.Bootstrap(context.Background(), rootToken); err != nil {
+		t.Fatal(err)
+	}
+	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{})}
+	api := &httpapi.Server{Ingest: pipeline, Auth: auth, MaxBodyBytes: 1 << 20}
+	upstream, _ := url.Parse(up.URL)
+	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError}
+	c.Upstream = upstream.JoinPath("v1")
+	if api.OpenAI, err = proxy.OpenAI(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Upstream = upstream
+	if api.Anthropic, err = proxy.Anthropic(c); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func post(t *testing.T, url, body string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+rootToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// TestRefusesWhenTheLogCannotRecord checks the proxy fails closed: when the
+// log pushes back, the caller gets 503 with Retry-After and the provider
+// sees nothing.
+func TestRefusesWhenTheLogCannotRecord(t *testing.T) {
+	up := proxytest.New()
+	defer up.Close()
+	srv := newServer(t, &fakeLedger{err: ledger.ErrPushback}, up)
+	for _, path := range []string{"/openai/v1/chat/completions", "/anthropic/v1/messages"} {
+		resp := post(t, srv.URL+path, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+			!strings.Contains(string(body), `"code":"pushback"`) {
+			t.Errorf("%s: %d %v %s, want 503 pushback with Retry-After", path, resp.StatusCode, resp.Header, body)
+		}
+	}
+	if n := len(up.Requests()); n != 0 {
+		t.Fatalf("the provider received %d requests", n)
+	}
+}
+
+// TestRecordsBothEvents checks, in process, that a call leaves a request
+// and an outcome event linked by id, trace and span, with the prompt and the
+// answer encrypted: the records hold neither.
+func TestRecordsBothEvents(t *testing.T) {
+	up := proxytest.New()
+	defer up.Close()
+	led := &fakeLedger{}
+	srv := newServer(t, led, up)
+	resp := post(t, srv.URL+"/anthropic/v1/messages", `{"model":"claude-x","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"SECRET-PROMPT"}]}`)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte("event: message_stop")) {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	recs := waitRecords(t, led, 2)
+	led.mu.Lock()
+	for _, b := range led.records {
+		if bytes.Contains(b, []byte("SECRET-PROMPT")) || bytes.Contains(b, []byte("Hello")) {
+			t.Fatalf("a record holds content: %s", b)
+		}
+	}
+	led.mu.Unlock()
+	req, out := recs[0], recs[1]
+	if resp.Header.Get(proxy.HeaderEventID) != req.ID || out.Attributes["aitrail.proxy.request_event_id"] != req.ID ||
+		out.TraceID != req.TraceID || out.SpanID != req.SpanID || req.Content == nil || out.Content == nil ||
+		out.Outcome != "success" || out.Attributes["gen_ai.usage.output_tokens"] != 4.0 || req.Tenant != "default" {
+		t.Fatalf("request %+v\noutcome %+v", req, out)
+	}
+}
+
+// TestUpstreamUnreachable checks that a provider that cannot be reached
+// gets the caller a 502 and leaves a failed outcome.
+func TestUpstreamUnreachable(t *testing.T) {
+	up := proxytest.New()
+	up.Close() // nothing listens at its address any more
+	led := &fakeLedger{}
+	srv := newServer(t, led, up)
+	resp := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","messages":[]}`)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"code":"upstream_unavailable"`) {
+		t.Fatalf("%d %s, want 502 upstream_unavailable", resp.StatusCode, body)
+	}
+	out := waitRecords(t, led, 2)[1]
+	if out.Outcome != "failure" || out.Attributes["error.type"] != "upstream_error" {
+		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// waitRecords waits for n records (the outcome is appended in the
+// background) and returns them.
+func waitRecords(t *testing.T, led *fakeLedger, n int) []event.Record {
+	t.Helper()
+	var recs []event.Record
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		led.mu.Lock()
+		recs = recs[:0]
+		for _, b := range led.records {
+			var r event.Record
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, r)
+		}
+		led.mu.Unlock()
+		if len(recs) >= n {
+			return recs
+		}
+	}
+	t.Fatalf("%d records, want %d", len(recs), n)
+	return nil
+}
