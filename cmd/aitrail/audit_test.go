@@ -1,22 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 )
-
-// newToken makes a token through the API and returns its id and secret.
-func newToken(t *testing.T, s *server, body string) (id, secret string) {
-	t.Helper()
-	code, out := s.do("POST", "/v1/tokens", adminToken, "application/json", []byte(body))
-	var tok struct{ ID, Token string }
-	if code != 201 || json.Unmarshal(out, &tok) != nil {
-		t.Fatalf("POST /v1/tokens %s: %d %s", body, code, out)
-	}
-	return tok.ID, tok.Token
-}
 
 // TestReadsAreRecorded checks that the log records who read what: each
 // query and event read as a log.access record naming the token, the filter
@@ -26,8 +14,8 @@ func newToken(t *testing.T, s *server, body string) (id, secret string) {
 // bundle downloads as one record per token and window.
 func TestReadsAreRecorded(t *testing.T) {
 	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "access_window: 200ms\n"))
-	readerID, reader := newToken(t, s, `{"name":"auditor","roles":["read"],"tenants":["acme"]}`)
-	contentID, contentReader := newToken(t, s, `{"name":"investigator","roles":["read","read_content"],"tenants":["acme"]}`)
+	_, readerID, reader := mint(t, s, adminToken, `{"name":"auditor","roles":["read"],"tenants":["acme"]}`)
+	_, contentID, contentReader := mint(t, s, adminToken, `{"name":"investigator","roles":["read","read_content"],"tenants":["acme"]}`)
 	for i := 0; i < 3; i++ {
 		s.post(map[string]any{"type": "ai.inference", "tenant": "acme", "id": "q" + string(rune('0'+i)),
 			"actor": map[string]any{"id": "alice"}, "content": map[string]any{"prompt": "secret"}})

@@ -75,9 +75,13 @@ type Principal struct {
 	Root bool
 }
 
-// Has reports whether p holds role r. A root principal holds every role.
+// Has reports whether p holds role r. A root principal holds every role;
+// read_content and audit include read.
 func (p Principal) Has(r Role) bool {
-	return p.Root || slices.Contains(p.Roles, r)
+	if p.Root || slices.Contains(p.Roles, r) {
+		return true
+	}
+	return r == RoleRead && (slices.Contains(p.Roles, RoleReadContent) || slices.Contains(p.Roles, RoleAudit))
 }
 
 // AllTenants reports whether p may act on every tenant.

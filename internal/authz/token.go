@@ -384,8 +384,26 @@ func (a *Authenticator) List(ctx context.Context, by Principal) ([]Token, error)
 
 // Revoke deletes token id on behalf of by, which needs role admin and must be
 // able to see the token's tenants (otherwise the token is not found). The
-// token stops authenticating when Revoke returns. The root token cannot be
-// revoked: that returns an error wrapping ErrConflict.
+// token stops authenticating when Revoke returns.
+//
+// The root token can be retired only by a successor: another token holding
+// every role on all tenants (minted by root for the purpose), so that no
+// power is lost with it. Root revoking itself, or a lesser token revoking
+// root, returns an error wrapping ErrConflict.
+// successor reports whether p may retire the root token: p is another
+// token holding every role on all tenants.
+func successor(p Principal) bool {
+	if p.Root || !p.AllTenants() {
+		return false
+	}
+	for _, r := range allRoles {
+		if !p.Has(r) {
+			return false
+		}
+	}
+	return true
+}
+
 func (a *Authenticator) Revoke(ctx context.Context, by Principal, id string) error {
 	if !by.Has(RoleAdmin) {
 		return fmt.Errorf("%w: revoking tokens needs role admin", ErrForbidden)
@@ -397,8 +415,8 @@ func (a *Authenticator) Revoke(ctx context.Context, by Principal, id string) err
 	if err != nil {
 		return fmt.Errorf("authz: couldn't read token: %w", err)
 	}
-	if t.Root {
-		return fmt.Errorf("%w: the root token cannot be revoked through the API; retiring it is not supported yet", ErrConflict)
+	if t.Root && !successor(by) {
+		return fmt.Errorf("%w: the root token can be revoked only by a successor holding every role on all tenants; mint one with the root token, then revoke root with it", ErrConflict)
 	}
 	err = a.store.DeleteToken(ctx, id)
 	a.invalidate(id)

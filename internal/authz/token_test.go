@@ -302,6 +302,7 @@ func TestRevokeAndList(t *testing.T) {
 	globexTok := mint(t, a, root, []authz.Role{authz.RoleRead}, "globex")
 	acmeTok := mint(t, a, root, []authz.Role{authz.RoleIngest}, "acme")
 	reader, _ := a.Authenticate(ctx, mint(t, a, root, []authz.Role{authz.RoleRead}, "*"))
+	allAdmin, _ := a.Authenticate(ctx, mint(t, a, root, []authz.Role{authz.RoleAdmin, authz.RoleRead}, "*"))
 
 	list, err := a.List(ctx, acmeAdmin)
 	if err != nil {
@@ -317,8 +318,8 @@ func TestRevokeAndList(t *testing.T) {
 	if want := []string{acmeAdminTok[4:20], acmeTok[4:20]}; !slices.Equal(ids, want) {
 		t.Errorf("an acme admin lists %v, want only acme tokens %v", ids, want)
 	}
-	if all, _ := a.List(ctx, root); len(all) != 5 || all[0].ID != authz.RootTokenID {
-		t.Errorf("root lists %d tokens (first %q), want all 5, root first", len(all), all[0].ID)
+	if all, _ := a.List(ctx, root); len(all) != 6 || all[0].ID != authz.RootTokenID {
+		t.Errorf("root lists %d tokens (first %q), want all 6, root first", len(all), all[0].ID)
 	}
 	if _, err := a.List(ctx, reader); !errors.Is(err, authz.ErrForbidden) {
 		t.Errorf("List by a reader: err = %v, want ErrForbidden", err)
@@ -331,7 +332,8 @@ func TestRevokeAndList(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{"root token", root, authz.RootTokenID, authz.ErrConflict, "root token cannot be revoked"},
+		{"root token by itself", root, authz.RootTokenID, authz.ErrConflict, "only by a successor"},
+		{"root token by an admin of all tenants with fewer roles", allAdmin, authz.RootTokenID, authz.ErrConflict, "only by a successor"},
 		{"root token by tenant admin", acmeAdmin, authz.RootTokenID, authz.ErrNotFound, ""},
 		{"other tenant's token", acmeAdmin, globexTok[4:20], authz.ErrNotFound, ""},
 		{"not admin", reader, acmeTok[4:20], authz.ErrForbidden, "needs role admin"},
@@ -385,4 +387,27 @@ func BenchmarkAuthenticateParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRetireRoot retires the bootstrap token the documented way: root mints
+// a successor holding every role on all tenants, and the successor revokes
+// root.
+func TestRetireRoot(t *testing.T) {
+	ctx := context.Background()
+	a, _, root := setup(t)
+	succTok := mint(t, a, root, authz.AllRoles(), "*")
+	succ, err := a.Authenticate(ctx, succTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revoke(ctx, succ, authz.RootTokenID); err != nil {
+		t.Fatalf("the successor could not retire root: %v", err)
+	}
+	if _, err := a.Authenticate(ctx, operatorToken); !errors.Is(err, authz.ErrUnauthenticated) {
+		t.Fatalf("the retired root token still authenticates: %v", err)
+	}
+	// The successor keeps every power: it can still mint any token.
+	if tok := mint(t, a, succ, []authz.Role{authz.RoleErase}, "acme"); tok == "" {
+		t.Fatal("the successor could not mint")
+	}
 }
