@@ -6,6 +6,8 @@
 #   - batched ingest: 8 clients x 100 events of ~1 KiB;
 #   - single-event ingest: 64 clients x 1 event;
 #   - acknowledgement latency at light load (1 client, 100 requests/s);
+#   - the cost of encryption and pseudonyms (with and without actors and
+#     content, alternating);
 #   - index lag during batched ingest, peak server memory;
 #   - aitrail verify --data speed over the log the run wrote.
 # Usage: scripts/bench.sh [seconds per run, default 20]
@@ -69,8 +71,15 @@ echo "## light load (1 client, 100 requests/s, 1 event each)"
 "$bin" bench --url "http://$addr" --clients 1 --batch 1 --size 1024 --rate 100 --duration 10s --json
 
 echo
-echo "## batched ingest with content (encrypted), same shape"
-"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${secs}s" --json
+echo "## cost of encryption and pseudonyms: batched ingest without actor or content, then with"
+echo "## pseudonymised user actors and encrypted content, alternating, 3 pairs of half-length runs"
+half=$(( (secs + 1) / 2 ))
+for _ in 1 2 3; do
+  "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --actor=false --duration "${half}s" --json
+  sleep 3
+  "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${half}s" --json
+  sleep 3
+done
 
 echo
 echo "## server memory"

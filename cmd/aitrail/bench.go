@@ -33,6 +33,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 100, "events per request")
 	size := fs.Int("size", 1024, "approximate size of one event in bytes")
 	content := fs.Bool("content", false, "put the event's payload in content (encrypted) instead of attributes")
+	actor := fs.Bool("actor", true, "give each event one of 1,000 user actors (the server pseudonymises them)")
 	otlp := fs.Bool("otlp", false, "send each batch as GenAI spans in one OTLP/HTTP protobuf request to /otlp/v1/traces")
 	duration := fs.Duration("duration", 10*time.Second, "how long to run")
 	rate := fs.Int("rate", 0, "target requests per second over all clients (0 = as fast as possible)")
@@ -54,7 +55,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	hc := &http.Client{Transport: tr, Timeout: time.Minute}
 	c := client.New(*url, *token).WithHTTPClient(hc)
 	send := func(i, seq int) error {
-		_, err := c.AppendRaw(context.Background(), benchBody(i, seq, *batch, *size, *content), "application/x-ndjson")
+		_, err := c.AppendRaw(context.Background(), benchBody(i, seq, *batch, *size, *content, *actor), "application/x-ndjson")
 		return err
 	}
 	if *otlp {
@@ -147,14 +148,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 // benchBody builds one NDJSON request of n events of about size bytes.
-func benchBody(client, seq, n, size int, content bool) []byte {
+func benchBody(client, seq, n, size int, content, actor bool) []byte {
 	var b bytes.Buffer
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	run := hex.EncodeToString(rnd[:])
 	for j := 0; j < n; j++ {
-		fmt.Fprintf(&b, `{"id":"bench-%s-%d-%d-%d","type":"ai.inference","tenant":"bench","actor":{"id":"user-%d","type":"user"},"action":"chat.completions.create","outcome":"success","model":{"provider":"openai","name":"gpt-4o","version":"2024-08-06"},`,
-			run, client, seq, j, (seq*n+j)%1000)
+		fmt.Fprintf(&b, `{"id":"bench-%s-%d-%d-%d","type":"ai.inference","tenant":"bench",`, run, client, seq, j)
+		if actor {
+			fmt.Fprintf(&b, `"actor":{"id":"user-%d","type":"user"},`, (seq*n+j)%1000)
+		}
+		b.WriteString(`"action":"chat.completions.create","outcome":"success","model":{"provider":"openai","name":"gpt-4o","version":"2024-08-06"},`)
 		pad := max(0, size-b.Len()%size-60)
 		if content {
 			fmt.Fprintf(&b, `"content":{"prompt":"%s"}}`+"\n", strings.Repeat("x", pad))
