@@ -41,7 +41,7 @@ for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; slee
 lag_max=0
 watch_lag() {
   while kill -0 "$1" 2>/dev/null; do
-    l=$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records/ {print int($2)}')
+    l=$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}')
     [ -n "$l" ] && [ "$l" -gt "$lag_max" ] && lag_max=$l
     sleep 0.1
   done
@@ -58,7 +58,7 @@ cat "$work/batched.json"
 batched_rps=$(sed 's/.*"events_per_sec":\([0-9.]*\).*/\1/' "$work/batched.json")
 echo "- max index lag during the run: $max_lag records"
 start=$(date +%s.%N)
-while [ "$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records/ {print int($2)}')" != "0" ]; do sleep 0.05; done
+while [ "$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}')" != "0" ]; do sleep 0.05; done
 echo "- index caught up $(echo "$(date +%s.%N) - $start" | bc) s after the run"
 echo "- ratio to the raw reference: $(echo "scale=3; $batched_rps / $ref_rps" | bc)"
 
