@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
 bin=$work/aitrail
 go build -o "$bin" ./cmd/aitrail
 data=$work/data
@@ -48,6 +48,11 @@ watch_lag() {
   echo "$lag_max"
 }
 
+# caught_up waits until the query index has applied every record.
+caught_up() {
+  while [ "$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}')" != "0" ]; do sleep 0.05; done
+}
+
 echo
 echo "## batched ingest (8 clients x 100 events of ~1 KiB)"
 "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --json >"$work/batched.json" &
@@ -58,7 +63,7 @@ cat "$work/batched.json"
 batched_rps=$(sed 's/.*"events_per_sec":\([0-9.]*\).*/\1/' "$work/batched.json")
 echo "- max index lag during the run: $max_lag records"
 start=$(date +%s.%N)
-while [ "$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}')" != "0" ]; do sleep 0.05; done
+caught_up
 echo "- index caught up $(echo "$(date +%s.%N) - $start" | bc) s after the run"
 echo "- ratio to the raw reference: $(echo "scale=3; $batched_rps / $ref_rps" | bc)"
 
@@ -72,13 +77,14 @@ echo "## light load (1 client, 100 requests/s, 1 event each)"
 
 echo
 echo "## cost of encryption and pseudonyms: batched ingest without actor or content, then with"
-echo "## pseudonymised user actors and encrypted content, alternating, 3 pairs of half-length runs"
+echo "## pseudonymised user actors and encrypted content, alternating, 3 pairs of half-length runs,"
+echo "## each started once the query index has caught up"
 half=$(( (secs + 1) / 2 ))
 for _ in 1 2 3; do
+  caught_up
   "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --actor=false --duration "${half}s" --json
-  sleep 3
+  caught_up
   "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${half}s" --json
-  sleep 3
 done
 
 echo
@@ -88,4 +94,4 @@ grep -E 'VmHWM|VmRSS' /proc/$pid/status
 kill -TERM $pid; wait $pid || true
 echo
 echo "## verify --data"
-"$bin" verify --data "$data" --quiet=false 2>/dev/null | tail -1
+"$bin" verify --data "$data" 2>&1 | tail -1

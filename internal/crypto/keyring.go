@@ -103,6 +103,10 @@ type Keyring struct {
 	// createMu serialises cache misses in Seal so that concurrent first
 	// Seals of a scope make exactly one key.
 	createMu sync.Mutex
+
+	subjectsMu  sync.Mutex
+	subjects    map[string]*Subject // tenant NUL subject → Subject
+	subjectsGen uint64              // bumped by every erasure
 }
 
 type dataKey struct {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // Pseudonyms and crypto-shredding.
@@ -47,20 +48,41 @@ func macScope(scope string) bool {
 }
 
 // Subject pseudonymises the identifiers of one (tenant, subject) and names
-// the scope its content is sealed under.
+// the scope its content is sealed under. It is safe for concurrent use.
 type Subject struct {
 	tenant, ref  string
 	salt         []byte
 	contentScope string
+
+	mu   sync.Mutex
+	seen map[string]string // value → pseudonym, for the few values a subject has
 }
+
+// maxSeen bounds the pseudonyms a Subject remembers.
+const maxSeen = 16
 
 // Pseudonym returns the keyed pseudonym of value: equal values of one
 // subject give equal pseudonyms, so searches still work; without the salt
 // nobody can tell whose they are.
 func (s *Subject) Pseudonym(value string) string {
+	s.mu.Lock()
+	p, ok := s.seen[value]
+	s.mu.Unlock()
+	if ok {
+		return p
+	}
 	m := hmac.New(sha256.New, s.salt)
 	m.Write([]byte(value))
-	return PseudonymPrefix + hex.EncodeToString(m.Sum(nil))
+	p = PseudonymPrefix + hex.EncodeToString(m.Sum(nil))
+	s.mu.Lock()
+	if s.seen == nil {
+		s.seen = map[string]string{}
+	}
+	if len(s.seen) < maxSeen {
+		s.seen[value] = p
+	}
+	s.mu.Unlock()
+	return p
 }
 
 // ContentScope is the scope to seal the subject's content under.
@@ -80,7 +102,37 @@ func (k *Keyring) LookupSubject(ctx context.Context, tenant, subject string) (s 
 	return k.subject(ctx, tenant, subject, false)
 }
 
+// maxSubjects bounds the subjects a Keyring keeps in memory; beyond it the
+// cache starts again empty.
+const maxSubjects = 100_000
+
 func (k *Keyring) subject(ctx context.Context, tenant, subject string, create bool) (*Subject, bool, error) {
+	key := tenant + "\x00" + subject
+	k.subjectsMu.Lock()
+	s, ok := k.subjects[key]
+	gen := k.subjectsGen
+	k.subjectsMu.Unlock()
+	if ok {
+		return s, true, nil
+	}
+	s, ok, err := k.loadSubject(ctx, tenant, subject, create)
+	if err != nil || !ok {
+		return s, ok, err
+	}
+	k.subjectsMu.Lock()
+	// An erasure since the lookup began may have destroyed what it found:
+	// such a Subject is used once, never remembered.
+	if k.subjectsGen == gen {
+		if k.subjects == nil || len(k.subjects) >= maxSubjects {
+			k.subjects = map[string]*Subject{}
+		}
+		k.subjects[key] = s
+	}
+	k.subjectsMu.Unlock()
+	return s, true, nil
+}
+
+func (k *Keyring) loadSubject(ctx context.Context, tenant, subject string, create bool) (*Subject, bool, error) {
 	if tenant == "" || strings.Contains(tenant, "|") {
 		return nil, false, fmt.Errorf("crypto: invalid tenant for a subject")
 	}
@@ -130,6 +182,15 @@ func (k *Keyring) macKey(ctx context.Context, scope string, create bool) ([]byte
 	return dk.mac, true, nil
 }
 
+// forgetSubject drops (tenant, subject) from memory and makes lookups in
+// flight forget what they found.
+func (k *Keyring) forgetSubject(tenant, subject string) {
+	k.subjectsMu.Lock()
+	delete(k.subjects, tenant+"\x00"+subject)
+	k.subjectsGen++
+	k.subjectsMu.Unlock()
+}
+
 // Erasure reports what EraseSubject destroyed.
 type Erasure struct {
 	// Pseudonym is the subject's pseudonym of its own id, computed before
@@ -150,6 +211,8 @@ func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject string) (Era
 		return Erasure{}, errors.New("crypto: erasure needs a subject")
 	}
 	var e Erasure
+	k.forgetSubject(tenant, subject)
+	defer k.forgetSubject(tenant, subject)
 	s, ok, err := k.LookupSubject(ctx, tenant, subject)
 	if err != nil {
 		return e, err
