@@ -204,6 +204,27 @@ func TestTailCLI(t *testing.T) {
 		strings.Count(got, "\n") != strings.Count(got, `"id":"warm-`)+2 {
 		t.Fatalf("tail printed %q; want the warm-up events, new-1 and new-2, and nothing older or of another type", got)
 	}
+
+	// Without a type filter tail still does not print the log.access
+	// records of its own polling (each poll is recorded).
+	all := exec.Command(os.Args[0], "tail", "--url", s.url, "--token", adminToken, "--interval", "50ms")
+	all.Env = append(os.Environ(), childEnv+"=1")
+	allOut := &syncBuffer{}
+	all.Stdout = allOut
+	if err := all.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer all.Process.Kill()
+	time.Sleep(500 * time.Millisecond) // ten polls, each recorded
+	s.post(map[string]any{"type": "ai.inference", "id": "after-polls"})
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(allOut.String(), `"id":"after-polls"`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tail without filter printed %q", allOut.String())
+		}
+	}
+	if strings.Contains(allOut.String(), `"aitrail.token_id":"root"`) {
+		t.Errorf("tail printed the records of its own polling: %q", allOut.String())
+	}
 }
 
 // TestBenchAndMetrics runs the load generator briefly against a server and

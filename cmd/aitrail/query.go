@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"strings"
 	"time"
 
 	"github.com/aitrail/aitrail/client"
@@ -98,6 +99,16 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
+// tokenID returns the id of a token: the id part of an atr_<id>_<secret>
+// token; any other token that works is the root token, whose id is "root".
+func tokenID(token string) string {
+	parts := strings.SplitN(token, "_", 3)
+	if len(parts) != 3 || parts[0] != "atr" {
+		return "root"
+	}
+	return parts[1]
+}
+
 // runTail prints events as they arrive, oldest first, starting with the
 // newest existing one (or all of them with --all).
 func runTail(args []string, stdout, stderr io.Writer) error {
@@ -137,6 +148,7 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 			v.Set("after", fmt.Sprint(e.Index))
 		}
 	}
+	own := tokenID(*qf.token)
 	for {
 		p, err := c.Query(ctx, v)
 		if ctx.Err() != nil {
@@ -146,12 +158,19 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "aitrail tail: %v (retrying)\n", err)
 		}
 		for _, e := range p.Events {
-			fmt.Fprintln(stdout, string(e))
 			var ix struct {
-				Index uint64 `json:"index"`
+				Index      uint64         `json:"index"`
+				Type       string         `json:"type"`
+				Attributes map[string]any `json:"attributes"`
 			}
 			json.Unmarshal(e, &ix)
 			v.Set("after", fmt.Sprint(ix.Index))
+			// Every poll is itself recorded; tail does not print the
+			// records of its own polling.
+			if ix.Type == "log.access" && ix.Attributes["aitrail.token_id"] == own {
+				continue
+			}
+			fmt.Fprintln(stdout, string(e))
 		}
 		v.Del("cursor")
 		if err == nil && len(p.Events) == 1000 {
