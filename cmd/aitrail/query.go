@@ -9,8 +9,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"syscall"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aitrail/aitrail/client"
