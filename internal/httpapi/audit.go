@@ -15,6 +15,7 @@ import (
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ingest"
 )
 
 // Reads are recorded in the log itself, so that who looked at what is as
@@ -37,7 +38,7 @@ const DefaultAccessWindow = 10 * time.Second
 const maxSources = 10_000
 
 // system is the principal the server records its own events as.
-var system = authz.Principal{TokenID: "system", Name: "aitrail", Root: true}
+var system = authz.Principal{TokenID: ingest.SystemTokenID, Name: "aitrail", Root: true}
 
 // readTenant is the tenant a read is recorded in when it names none of
 // its own: reads across every tenant, and refused requests.

@@ -95,7 +95,7 @@ func (s *Server) eraseSubject(w http.ResponseWriter, r *http.Request) {
 			"aitrail.token_id":            p.TokenID,
 		},
 	}
-	receipt, err := s.Ingest.Append(r.Context(), p, []event.Event{ev})
+	receipt, err := s.Ingest.Append(r.Context(), system, []event.Event{ev})
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("the subject's keys were destroyed, but the erasure could not be recorded: %w", err))
 		return

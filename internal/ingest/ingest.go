@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,7 +114,7 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	if err != nil {
 		return Receipt{}, err
 	}
-	if err := pl.check(records); err != nil {
+	if err := pl.check(p, records); err != nil {
 		return Receipt{}, err
 	}
 	var denied []any
@@ -211,17 +212,31 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope strin
 	return s.ContentScope(), nil
 }
 
-// check runs the registry's checks on every record and returns an
-// *event.Error naming each problem's event, or nil.
-func (pl *Pipeline) check(records []event.Record) error {
-	if pl.Registry == nil {
-		return nil
-	}
+// ServerTypes are the event types only the server itself records (as the
+// principal whose TokenID is SystemTokenID): a producer sending one could
+// forge evidence of a read, an erasure or an alert.
+var ServerTypes = []string{"log.access", "privacy.erasure", "alert.fired", "alert.resolved", "alert.acknowledged", "integrity.failure"}
+
+// SystemTokenID is the TokenID of the principal the server records its own
+// events as. No token can have it: token ids are hexadecimal.
+const SystemTokenID = "system"
+
+// check refuses server-only types from anyone else and runs the registry's
+// checks on every record; it returns an *event.Error naming each problem's
+// event, or nil.
+func (pl *Pipeline) check(p authz.Principal, records []event.Record) error {
 	var problems []event.Problem
 	for i := range records {
-		for _, p := range pl.Registry.Check(&records[i]) {
-			p.Index, p.Field = i, fmt.Sprintf("events[%d]%s", i, p.Field)
-			problems = append(problems, p)
+		if p.TokenID != SystemTokenID && slices.Contains(ServerTypes, records[i].Type) {
+			problems = append(problems, event.Problem{Index: i, Field: fmt.Sprintf("events[%d].type", i),
+				Message: "this type is recorded only by the server itself"})
+		}
+		if pl.Registry == nil {
+			continue
+		}
+		for _, pr := range pl.Registry.Check(&records[i]) {
+			pr.Index, pr.Field = i, fmt.Sprintf("events[%d]%s", i, pr.Field)
+			problems = append(problems, pr)
 		}
 	}
 	if len(problems) == 0 {
