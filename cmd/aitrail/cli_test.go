@@ -254,3 +254,18 @@ func TestBenchAndMetrics(t *testing.T) {
 	}
 	s.stop()
 }
+
+// TestAlertsCLI lists alerts (none yet) and refuses to acknowledge one that
+// does not exist; the API itself is tested in internal/httpapi.
+func TestAlertsCLI(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	if code, out, errOut := runCLI("alerts", "--url", s.url, "--token", adminToken); code != 0 || !strings.Contains(out, "No alerts.") {
+		t.Fatalf("alerts: exit %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("alerts", "ack", "--url", s.url, "--token", adminToken, "--id", "nope"); code != 1 || !strings.Contains(errOut, "404") {
+		t.Fatalf("alerts ack of an unknown alert: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI("alerts", "ack", "--url", s.url, "--token", adminToken); code != 2 {
+		t.Fatalf("alerts ack without --id: exit %d %q", code, errOut)
+	}
+}

@@ -12,6 +12,7 @@
 //	aitrail status   --data DIR | --url URL                            sealing state, readiness
 //	aitrail keys     rotate|list --data DIR                            master key rotation
 //	aitrail erase    --url URL --token TOKEN --tenant T --subject S    crypto-shred a subject
+//	aitrail alerts   [ack --id ID] --url URL --token TOKEN [filters]   list or acknowledge alerts
 //	aitrail bench    --url URL --token TOKEN [--clients N ...] [--otlp] load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
 //	aitrail version
@@ -49,6 +50,7 @@ func commands() []command {
 		{"tail", "follow new events", runTail},
 		{"models", "list model deployments (the deployment registry)", runModels},
 		{"reindex", "rebuild the query index from the log", runReindex},
+		{"alerts", "list alerts, or acknowledge one (alerts ack --id ID)", runAlerts},
 		{"erase", "erase a subject's personal data (destroys its keys) through a server", runErase},
 		{"keys", "rotate the master key, or list key versions (keys rotate|list)", runKeys},
 		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},

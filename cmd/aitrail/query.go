@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -57,7 +58,12 @@ func (f *queryFlags) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(*f.url, *f.token).WithHTTPClient(hc), nil
+	return f.clientWith(hc), nil
+}
+
+// clientWith returns a client for the server the flags name, over hc.
+func (f *queryFlags) clientWith(hc *http.Client) *client.Client {
+	return client.New(*f.url, *f.token).WithHTTPClient(hc)
 }
 
 func runQuery(args []string, stdout, stderr io.Writer) error {

@@ -119,6 +119,8 @@ func (s *Server) Handler() http.Handler {
 	if s.Subjects != nil {
 		handle("POST /v1/subjects/{tenant}/{subject}/erase", "/v1/subjects/{tenant}/{subject}/erase", s.authed(authz.RoleErase, s.eraseSubject))
 	}
+	handle("GET /v1/alerts", "/v1/alerts", s.authed(authz.RoleRead, s.listAlerts))
+	handle("POST /v1/alerts/{id}/ack", "/v1/alerts/{id}/ack", s.authed("", s.ackAlert))
 	handle("POST /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.createToken))
 	handle("GET /v1/tokens", "/v1/tokens", s.authed(authz.RoleAdmin, s.listTokens))
 	handle("DELETE /v1/tokens/{id}", "/v1/tokens/{id}", s.authed(authz.RoleAdmin, s.deleteToken))
