@@ -54,10 +54,14 @@ receivers:
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var out syncBuffer
+	out, err := os.Create(filepath.Join(dir, "alertmanager.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close() // the child keeps its own copy
 	cmd := exec.Command(bin, "--web.listen-address="+addr, "--cluster.listen-address=",
 		"--storage.path="+filepath.Join(dir, "data"), "--config.file="+filepath.Join(dir, "alertmanager.yml"))
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("couldn't start Alertmanager: %v", err)
 	}
@@ -68,6 +72,7 @@ receivers:
 		<-exited
 	})
 	base := "http://" + addr
+	output := func() string { b, _ := os.ReadFile(out.Name()); return string(b) }
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(base + "/-/ready")
@@ -79,25 +84,22 @@ receivers:
 		}
 		select {
 		case <-exited:
-			t.Fatalf("Alertmanager exited while starting:\n%s", out.String())
+			t.Fatalf("Alertmanager exited while starting:\n%s", output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Alertmanager not ready after 30s:\n%s", out.String())
+			t.Fatalf("Alertmanager not ready after 30s:\n%s", output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// gettableAlert is what Alertmanager's GET /api/v2/alerts lists.
+// gettableAlert is what Alertmanager's GET /api/v2/alerts lists: what
+// was posted, and what Alertmanager adds.
 type gettableAlert struct {
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Fingerprint  string            `json:"fingerprint"`
-	Status       struct {
+	postableAlert
+	Fingerprint string `json:"fingerprint"`
+	Status      struct {
 		State string `json:"state"`
 	} `json:"status"`
 }

@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -31,24 +32,6 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	return d.GetGauge().GetValue()
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestReceiverDownThenUp checks that a webhook receiver that is down when
 // an alert is raised gets it once it comes back on the same address, that
 // the failures are visible in the status and metrics meanwhile, and that
@@ -61,13 +44,17 @@ func TestReceiverDownThenUp(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // nothing listens there until the receiver comes back
 
-	var logs syncBuffer
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
 	reg := prometheus.NewRegistry()
 	n := start(t, Config{
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 		Webhooks: []WebhookConfig{{Name: "oncall", URL: "http://" + addr + "/hooks/T0KEN-IN-PATH",
 			Headers: map[string]string{"X-Api-Key": "header-secret"}}},
-	}, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Registerer: reg})
+	}, Options{Logger: slog.New(slog.NewJSONHandler(logFile, nil)), Registerer: reg})
 	if err := n.Send(alert("DeniedBurst", "api-1")); err != nil {
 		t.Fatal(err)
 	}
@@ -100,13 +87,17 @@ func TestReceiverDownThenUp(t *testing.T) {
 	if got := rcv.requests()[0].path; got != "/hooks/T0KEN-IN-PATH" {
 		t.Errorf("posted to %s", got)
 	}
+	logs, err := os.ReadFile(logFile.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, secret := range []string{"T0KEN-IN-PATH", "header-secret"} {
-		if strings.Contains(logs.String(), secret) || strings.Contains(st.LastErrorMessage, secret) {
-			t.Errorf("a secret (%s) reached the logs or the status:\n%s\n%s", secret, logs.String(), st.LastErrorMessage)
+		if strings.Contains(string(logs), secret) || strings.Contains(st.LastErrorMessage, secret) {
+			t.Errorf("a secret (%s) reached the logs or the status:\n%s\n%s", secret, logs, st.LastErrorMessage)
 		}
 	}
-	if !strings.Contains(logs.String(), "alert target reachable again") {
-		t.Errorf("the recovery was not logged:\n%s", logs.String())
+	if !strings.Contains(string(logs), "alert target reachable again") {
+		t.Errorf("the recovery was not logged:\n%s", logs)
 	}
 }
 
