@@ -106,7 +106,8 @@ func (n *Notifier) Send(a Alert) error {
 
 // Run delivers queued alerts, and sends firing alerts to Alertmanagers again
 // every resend interval, until ctx is done; then it returns once every
-// request in flight has ended. Alerts still queued are not delivered.
+// request in flight has ended. Alerts still queued are not delivered. Call
+// it once.
 func (n *Notifier) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, t := range n.targets {

@@ -195,6 +195,7 @@ func (n *Notifier) deliverLoop(ctx context.Context, t *target) {
 			n.log.Error("alert target rejected alerts; they are dropped", "target", t.name, "kind", t.kind, "alerts", len(batch), "err", err)
 			n.metrics.dropped.WithLabelValues(t.name, reasonRejected).Add(float64(len(batch)))
 			t.done(n.metrics, batch)
+			failures = 0 // the target answered: it is up
 			continue
 		}
 		delay := max(backoff(failures, n.cfg.MinBackoff, n.cfg.MaxBackoff), min(retryAfter, maxRetryAfter))
