@@ -166,38 +166,25 @@ func (n *Notifier) deliverLoop(ctx context.Context, t *target) {
 		if ctx.Err() != nil {
 			return
 		}
-		now := time.Now()
 		if err == nil {
 			if failures > 0 {
 				n.log.Info("alert target reachable again", "target", t.name, "kind", t.kind, "failed_attempts", failures)
 			}
 			failures = 0
 			t.done(n.metrics, batch)
-			n.metrics.deliveries.WithLabelValues(t.name, resultDelivered).Inc()
-			t.mu.Lock()
-			t.status.Delivered++
-			t.status.LastSuccess = now
-			t.mu.Unlock()
+			t.delivered(n.metrics)
 			continue
 		}
-		n.metrics.deliveries.WithLabelValues(t.name, resultFailed).Inc()
 		var rejected *rejectedError
-		permanent := errors.As(err, &rejected)
-		t.mu.Lock()
-		t.status.Failed++
-		t.status.LastError, t.status.LastErrorMessage = now, err.Error()
-		if permanent {
-			t.status.Dropped += uint64(len(batch))
-		}
-		t.mu.Unlock()
-		if permanent {
+		if errors.As(err, &rejected) {
 			// Sending the same alerts again would be refused again.
 			n.log.Error("alert target rejected alerts; they are dropped", "target", t.name, "kind", t.kind, "alerts", len(batch), "err", err)
-			n.metrics.dropped.WithLabelValues(t.name, reasonRejected).Add(float64(len(batch)))
+			t.failed(n.metrics, err, len(batch))
 			t.done(n.metrics, batch)
 			failures = 0 // the target answered: it is up
 			continue
 		}
+		t.failed(n.metrics, err, 0)
 		delay := max(backoff(failures, n.cfg.MinBackoff, n.cfg.MaxBackoff), min(retryAfter, maxRetryAfter))
 		failures++
 		n.log.Warn("couldn't deliver alerts; will retry", "target", t.name, "kind", t.kind, "alerts", len(batch),
@@ -206,6 +193,29 @@ func (n *Notifier) deliverLoop(ctx context.Context, t *target) {
 			return
 		}
 	}
+}
+
+// delivered records a request the target accepted.
+func (t *target) delivered(m *metrics) {
+	m.deliveries.WithLabelValues(t.name, resultDelivered).Inc()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.status.Delivered++
+	t.status.LastSuccess = time.Now()
+}
+
+// failed records a failed request, and the alerts dropped because the
+// target rejected them.
+func (t *target) failed(m *metrics, err error, dropped int) {
+	m.deliveries.WithLabelValues(t.name, resultFailed).Inc()
+	if dropped > 0 {
+		m.dropped.WithLabelValues(t.name, reasonRejected).Add(float64(dropped))
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.status.Failed++
+	t.status.Dropped += uint64(dropped)
+	t.status.LastError, t.status.LastErrorMessage = time.Now(), err.Error()
 }
 
 // backoff returns the wait after the given number of consecutive failures
