@@ -52,6 +52,8 @@ func TestDependenciesPointOneWay(t *testing.T) {
 			// Only the openairecord subpackage may need the OpenAI library.
 			"github.com/openai/openai-go/v3", "github.com/openai/openai-go/v3/option"}},
 		{"internal/capture/proxy", []string{module + "/internal/httpapi", module + "/cmd/aitrail", module + "/internal/store/sqlite", "database/sql"}},
+		// Alert delivery is handed alerts; it stores nothing.
+		{"internal/notify", []string{module + "/internal/httpapi", module + "/cmd/aitrail", module + "/internal/store/sqlite", "database/sql"}},
 	} {
 		have := map[string]bool{}
 		for _, d := range deps(tc.pkg) {
