@@ -269,3 +269,27 @@ func TestAlertsCLI(t *testing.T) {
 		t.Fatalf("alerts ack without --id: exit %d %q", code, errOut)
 	}
 }
+
+// TestAlertingConfig starts the server with alert delivery configured: the
+// targets appear in /readyz, and a bad alerting section stops the start
+// with a message naming it.
+func TestAlertingConfig(t *testing.T) {
+	s := startServer(t, t.TempDir(), "--config", writeConfig(t,
+		"alerting:\n  alertmanagers:\n    - url: http://127.0.0.1:9\n  webhooks:\n    - name: oncall\n      url: http://127.0.0.1:9/hook\n"))
+	var ready struct {
+		Details struct {
+			Delivery []struct {
+				Name, Kind string
+			} `json:"alert_delivery"`
+		} `json:"details"`
+	}
+	s.getJSON("/readyz", &ready)
+	if len(ready.Details.Delivery) != 2 || ready.Details.Delivery[1].Name != "oncall" || ready.Details.Delivery[1].Kind != "webhook" {
+		t.Fatalf("/readyz alert_delivery %+v", ready.Details.Delivery)
+	}
+	code, _, errOut := runCLI("serve", "--data", t.TempDir(), "--addr", freeAddr(t), "--config",
+		writeConfig(t, "alerting:\n  webhooks:\n    - url: http://127.0.0.1:9/hook\n"))
+	if code != 2 || !strings.Contains(errOut, "alerting") {
+		t.Fatalf("a webhook without a name: exit %d %q; want 2 naming alerting", code, errOut)
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/notify"
 	"github.com/aitrail/aitrail/internal/registry"
 	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
 )
@@ -321,6 +322,12 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		Registry: models,
 		Subjects: keyring,
 	}
+	// Alert delivery; the detector that raises alerts comes next.
+	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		stopFollowers()
+		return fmt.Errorf("couldn't set up alert delivery: %w", err)
+	}
 	api := &httpapi.Server{
 		AccessWindow: cfg.AccessWindow,
 		Ledger:       led,
@@ -348,7 +355,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 			err := led.Err()
 			size := led.Size()
 			d := map[string]any{"ledger_records": size, "index_lag": size - indexCursor.Load(), "registry_lag": size - registryCursor.Load(),
-				"sealing": led.SealStatus()}
+				"sealing": led.SealStatus(), "alert_delivery": notifier.Status()}
 			if err != nil {
 				d["ledger_error"] = err.Error()
 			}
@@ -386,9 +393,10 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	// Counted accesses are recorded every window, and once more after the
 	// listener has stopped.
 	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan struct{})
-	go func() { api.Run(runCtx); close(runDone) }()
-	stopAPI := func() { stopRun(); <-runDone; stopFollowers() }
+	runDone := make(chan struct{}, 2)
+	go func() { api.Run(runCtx); runDone <- struct{}{} }()
+	go func() { notifier.Run(runCtx); runDone <- struct{}{} }()
+	stopAPI := func() { stopRun(); <-runDone; <-runDone; stopFollowers() }
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/aitrail/aitrail/internal/notify"
 )
 
 // Defaults.
@@ -68,6 +70,8 @@ type Config struct {
 	Index Index `yaml:"index"`
 	// Capture configures the receivers that turn other formats into events.
 	Capture Capture `yaml:"capture"`
+	// Alerting lists where alerts are delivered (docs/alerts.md).
+	Alerting notify.Config `yaml:"alerting"`
 	// AccessWindow is how often counted accesses — refused requests per
 	// source, entry bundle downloads per token — are recorded in the log.
 	AccessWindow time.Duration `yaml:"access_window"`
@@ -265,6 +269,9 @@ func (c Config) Validate() error {
 	case "immutable", "read-only", "off":
 	default:
 		errs = append(errs, fmt.Sprintf("ledger.seal %q: must be immutable, read-only or off", c.Ledger.Seal))
+	}
+	if err := c.Alerting.WithDefaults().Validate(); err != nil {
+		errs = append(errs, "alerting: "+err.Error())
 	}
 	if c.AccessWindow < 100*time.Millisecond {
 		errs = append(errs, "access_window: must be at least 100ms")

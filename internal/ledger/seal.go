@@ -268,6 +268,9 @@ func InspectSeal(path string) (FileSeal, error) {
 // operators retiring a log and for tests; the running ledger never calls it
 // on complete files.
 func LiftSeals(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
