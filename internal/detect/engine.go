@@ -367,7 +367,7 @@ func (e *Engine) evalAbsence(out []Transition, r *Rule, st *ruleState, g *group,
 
 func (e *Engine) evalAnomaly(out []Transition, r *Rule, st *ruleState, g *group, now int64) []Transition {
 	x := g.trailing(r, now)
-	warm := time.Duration(len(g.History))*time.Duration(r.Interval) >= time.Duration(r.Warmup) && len(g.History) >= 3
+	warm := g.warm(r)
 	z := 0.0
 	if warm {
 		z = modifiedZ(x, g.Median, g.MAD, g.MeanAD)
@@ -398,10 +398,14 @@ func clampScore(z float64) float64 {
 }
 
 // modifiedZ is Iglewicz and Hoaglin's modified z-score of x against a
-// baseline: 0.6745·(x − median)/MAD. When more than half the baseline is
-// equal (MAD 0) it falls back to the mean absolute deviation, scaled to
-// match; when that is 0 too, any rise is infinitely unusual.
+// baseline: 0.6745·(x − median)/MAD. The MAD is at least that of Poisson
+// counts with the baseline's median (0.6745·√median), so that a few
+// unusually regular days do not make ordinary noise look unusual. When
+// more than half the baseline is equal (MAD 0) it falls back to the mean
+// absolute deviation, scaled to match; when that is 0 too, any rise is
+// infinitely unusual.
 func modifiedZ(x, median, mad, meanAD float64) float64 {
+	mad = max(mad, 0.6745*math.Sqrt(median))
 	switch {
 	case mad > 0:
 		return 0.6745 * (x - median) / mad

@@ -82,7 +82,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := parseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
 	*d = Duration(v)
 	return nil
@@ -125,6 +125,7 @@ type Spec struct {
 	Warmup      Duration              `yaml:"warmup,omitempty"`
 	MinVolume   float64               `yaml:"min_volume,omitempty"`
 	For         Duration              `yaml:"for,omitempty"`
+	Season      Duration              `yaml:"season,omitempty"`
 	After       Duration              `yaml:"after,omitempty"`
 	Exceptions  []map[string][]string `yaml:"exceptions,omitempty"`
 	Throttle    Duration              `yaml:"throttle,omitempty"`
@@ -293,16 +294,17 @@ func load(name string, data []byte) ([]*Rule, []string, error) {
 			continue
 		}
 		seen[s.ID] = n.Line
-		r, rps := compile(s, n, name)
-		ps = append(ps, rps...)
-		if len(rps) > 0 {
-			continue
-		}
 		if s.Disabled {
+			// A disabled rule needs only its id: it switches off a
+			// rule of the same id, such as a built-in one.
 			disabled = append(disabled, s.ID)
 			continue
 		}
-		rules = append(rules, r)
+		r, rps := compile(s, n, name)
+		ps = append(ps, rps...)
+		if len(rps) == 0 {
+			rules = append(rules, r)
+		}
 	}
 	if len(ps) > 0 {
 		return nil, nil, ps
@@ -360,7 +362,7 @@ func compile(s Spec, n *yaml.Node, file string) (*Rule, Problems) {
 		KindMatch:     {},
 		KindThreshold: {"sum", "threshold", "window"},
 		KindNewValue:  {"value", "window", "warmup"},
-		KindAnomaly:   {"sum", "threshold", "window", "interval", "warmup", "min_volume", "for"},
+		KindAnomaly:   {"sum", "threshold", "window", "interval", "warmup", "min_volume", "for", "season"},
 		KindAbsence:   {"window", "after", "min_volume"},
 	}
 	kindFields, ok := allowed[s.Kind]
@@ -369,7 +371,7 @@ func compile(s Spec, n *yaml.Node, file string) (*Rule, Problems) {
 	} else {
 		set := map[string]bool{"sum": s.Sum != "", "threshold": s.Threshold != nil, "window": s.Window != 0,
 			"interval": s.Interval != 0, "warmup": s.Warmup != 0, "min_volume": s.MinVolume != 0, "for": s.For != 0,
-			"after": s.After != 0, "value": len(s.Value) > 0}
+			"after": s.After != 0, "value": len(s.Value) > 0, "season": s.Season != 0}
 		for _, f := range slices.Sorted(maps.Keys(set)) {
 			if set[f] && !slices.Contains(kindFields, f) {
 				bad(f, "%s does not apply to kind %s", f, s.Kind)
@@ -409,6 +411,9 @@ func compile(s Spec, n *yaml.Node, file string) (*Rule, Problems) {
 		}
 		if s.Warmup > s.Window {
 			bad("warmup", "warmup must not be longer than window")
+		}
+		if s.Season != 0 && (s.Season%s.Interval != 0 || s.Window < 3*s.Season) {
+			bad("season", "season must be a multiple of interval, and window at least three seasons")
 		}
 	case KindAbsence:
 		if s.After == 0 {

@@ -135,12 +135,42 @@ func (g *group) roll(r *Rule, t int64) {
 		if over := len(g.History) - size; over > 0 {
 			g.History = append(g.History[:0], g.History[over:]...)
 		}
-		g.Median, g.MAD, g.MeanAD = baseline(g.History)
 		g.Interval = k
+		g.Median, g.MAD, g.MeanAD = baseline(g.baselineSamples(r))
 	}
 	if s := &g.Subs[sub%anomalySubBuckets]; s.Slot != sub {
 		*s = bucket{Slot: sub}
 	}
+}
+
+// baselineSamples returns the past intervals the current one is compared
+// with: all of them, or with a season, those at the same point of the
+// season (the same hour of the day for season 24h) and the one before it,
+// since the trailing interval that is measured overlaps both.
+func (g *group) baselineSamples(r *Rule) []float64 {
+	if r.Season == 0 {
+		return g.History
+	}
+	period := int64(r.Season / r.Interval)
+	first := g.Interval - int64(len(g.History)) // interval of History[0]
+	var xs []float64
+	for i, v := range g.History {
+		if d := (g.Interval - first - int64(i)) % period; d == 0 || d == 1 {
+			xs = append(xs, v)
+		}
+	}
+	return xs
+}
+
+// warm tells whether the group has enough history to judge its rate.
+func (g *group) warm(r *Rule) bool {
+	if time.Duration(len(g.History))*time.Duration(r.Interval) < time.Duration(r.Warmup) {
+		return false
+	}
+	if r.Season == 0 {
+		return len(g.History) >= 3
+	}
+	return int64(len(g.History)) >= 3*int64(r.Season/r.Interval)
 }
 
 // trailing returns the value over the interval ending at now.
