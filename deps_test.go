@@ -39,6 +39,7 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		// Pure: no file system, network or database.
 		{"internal/event", []string{"os", "net", "database/sql", module + "/internal/ledger"}},
 		{"internal/merkle", []string{"os", "net", "database/sql"}},
+		{"internal/detect", []string{"os", "net", "net/http", "database/sql", module + "/internal/ledger", module + "/internal/httpapi", module + "/internal/index"}},
 		// Domain packages never import transport, wiring or a backend.
 		{"internal/ledger", []string{module + "/internal/httpapi", module + "/internal/index", module + "/internal/store/sqlite", "database/sql"}},
 		{"internal/index", []string{module + "/internal/httpapi", module + "/cmd/aitrail"}},

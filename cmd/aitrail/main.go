@@ -15,14 +15,15 @@
 //	aitrail alerts   [ack --id ID] --url URL --token TOKEN [filters]   list or acknowledge alerts
 //	aitrail bench    --url URL --token TOKEN [--clients N ...] [--otlp] load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
+//	aitrail rules    check FILE... | test FILE... | builtin            detection rules
 //	aitrail version
 //
 // Every subcommand documents its flags with -h. Settings for serve are
 // described in docs/configuration.md; the server logs JSON lines (log/slog)
 // on stderr and never logs event content or secrets.
 //
-// Exit status: 0 success, 1 failure (for verify: the log is damaged), 2 usage
-// error.
+// Exit status: 0 success, 1 failure (for verify: the log is damaged; for
+// rules: a problem in a rule file or a failed rule test), 2 usage error.
 package main
 
 import (
@@ -56,6 +57,7 @@ func commands() []command {
 		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},
 		{"bench", "load-test a running server", runBench},
 		{"bench-disk", "measure the disk's group-committed fsync rate (benchmark reference)", runBenchDisk},
+		{"rules", "check detection rule files, run their unit tests, or print the built-in pack", runRules},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error { fmt.Fprintln(stdout, version); return nil }},
 	}
 }

@@ -1,0 +1,443 @@
+package detect
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/event"
+)
+
+// State is whether a transition starts or ends an alert.
+type State string
+
+// The states of a Transition.
+const (
+	Firing   State = "firing"
+	Resolved State = "resolved"
+)
+
+// Transition is an alert starting or stopping: what the detector appends
+// to the log as an alert.fired or alert.resolved event. Rules of kind match
+// and new_value only fire: each firing is one finding.
+type Transition struct {
+	Rule     string `json:"rule"`
+	RuleHash string `json:"rule_hash"`
+	State    State  `json:"state"`
+	// Group is the value of each group_by (and, for new_value, each value)
+	// expression, keyed by the expression's text.
+	Group    map[string]string `json:"group,omitempty"`
+	Severity string            `json:"severity"`
+	Summary  string            `json:"summary"`
+	// Value is what the rule measured: the count or sum for threshold, the
+	// rate for anomaly, the seconds of silence for absence.
+	Value float64 `json:"value,omitempty"`
+	// Score is the modified z-score of an anomaly.
+	Score float64 `json:"score,omitempty"`
+	// Suppressed counts the firings of this rule and group that throttling
+	// withheld since the last one reported.
+	Suppressed uint64 `json:"suppressed,omitempty"`
+	// TriggerIDs and TriggerIndexes name the most recent records (at most
+	// MaxTriggers) that contributed, oldest first.
+	TriggerIDs     []string  `json:"trigger_ids,omitempty"`
+	TriggerIndexes []uint64  `json:"trigger_indexes,omitempty"`
+	At             time.Time `json:"at"`
+}
+
+// tickEvery is how far the record clock must move before time-driven
+// checks (windows emptying, silence) run for every group.
+const tickEvery = time.Second
+
+// Engine evaluates rules over records fed in log order. It is not safe for
+// concurrent use; a detector owns one.
+type Engine struct {
+	rules  []*Rule
+	states []*ruleState
+	any    []int            // rules for every type
+	byType map[string][]int // candidate rules per type, built on demand
+
+	next     uint64 // index of the next record to apply
+	now      int64  // the engine clock, unix nanoseconds
+	lastTick int64
+}
+
+// NewEngine returns an engine with no state that evaluates rules.
+func NewEngine(rules []*Rule) *Engine {
+	e := &Engine{rules: rules, byType: map[string][]int{}}
+	for i, r := range rules {
+		e.states = append(e.states, newRuleState())
+		if slices.Contains(r.prefixes, "") {
+			e.any = append(e.any, i)
+		}
+	}
+	return e
+}
+
+// Rules returns the rules the engine evaluates.
+func (e *Engine) Rules() []*Rule { return e.rules }
+
+// Next returns the index of the next record the engine expects: records
+// with smaller indexes have been applied and are ignored if fed again.
+func (e *Engine) Next() uint64 { return e.next }
+
+// Suppressed returns, per rule id, how many firings throttling has withheld
+// since the engine's state began.
+func (e *Engine) Suppressed() map[string]uint64 {
+	out := map[string]uint64{}
+	for i, r := range e.rules {
+		out[r.ID] = e.states[i].Suppressed
+	}
+	return out
+}
+
+// candidates returns the rules that may apply to records of type t.
+func (e *Engine) candidates(t string) []int {
+	if c, ok := e.byType[t]; ok {
+		return c
+	}
+	var c []int
+	for i, r := range e.rules {
+		if slices.Contains(r.exact, t) || slices.ContainsFunc(r.prefixes, func(p string) bool { return strings.HasPrefix(t, p) }) {
+			c = append(c, i)
+		}
+	}
+	if len(e.byType) < 4096 { // types are open: bound the cache
+		e.byType[t] = c
+	}
+	return c
+}
+
+// ObserveJSON is Observe for a record in its canonical JSON encoding.
+func (e *Engine) ObserveJSON(index uint64, b []byte) ([]Transition, error) {
+	var r event.Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("couldn't decode record %d: %w", index, err)
+	}
+	return e.Observe(index, &r), nil
+}
+
+// recordTime is the time the engine files a record under: when the server
+// received it, or, for records built without one (tests, imports), its
+// event time.
+func recordTime(r *event.Record) int64 {
+	if !r.ReceivedAt.IsZero() {
+		return r.ReceivedAt.UnixNano()
+	}
+	return r.Time.UnixNano()
+}
+
+// Observe applies the record at log index index and returns the
+// transitions it causes. A record with an index below Next has already
+// been applied (before a snapshot was taken) and is ignored, so a follower
+// may re-feed records from its persisted cursor after a restart.
+func (e *Engine) Observe(index uint64, r *event.Record) []Transition {
+	if index < e.next {
+		return nil
+	}
+	e.next = index + 1
+	t := recordTime(r)
+	var out []Transition
+	if t > e.now {
+		e.now = t
+		if e.now-e.lastTick >= int64(tickEvery) {
+			out = e.tick()
+		}
+	}
+	a := &activation{r: r}
+	for _, i := range e.candidates(r.Type) {
+		out = e.apply(out, i, index, t, a)
+	}
+	return out
+}
+
+// Advance moves the engine clock to now, if it is later, and returns the
+// transitions that time alone causes: windows emptying (threshold and
+// anomaly resolve) and producers falling silent (absence fires). A
+// detector calls it periodically from its clock.
+func (e *Engine) Advance(now time.Time) []Transition {
+	if n := now.UnixNano(); n > e.now {
+		e.now = n
+	}
+	return e.tick()
+}
+
+func (e *Engine) tick() []Transition {
+	e.lastTick = e.now
+	var out []Transition
+	for i, r := range e.rules {
+		st := e.states[i]
+		for _, k := range slices.Sorted(maps.Keys(st.Groups)) {
+			g := st.Groups[k]
+			switch r.Kind {
+			case KindThreshold:
+				out = e.evalThreshold(out, r, st, g, e.now)
+			case KindAnomaly:
+				g.roll(r, e.now)
+				out = e.evalAnomaly(out, r, st, g, e.now)
+			case KindAbsence:
+				out = e.evalAbsence(out, r, st, g, e.now)
+			}
+			if e.forget(r, g) {
+				delete(st.Groups, k)
+			}
+		}
+		if r.Kind == KindNewValue {
+			st.pruneSeen(e.now - int64(r.Window))
+		}
+	}
+	return out
+}
+
+// forget tells whether a group has been idle long enough to drop.
+func (e *Engine) forget(r *Rule, g *group) bool {
+	if g.Firing {
+		return false
+	}
+	idle := e.now - g.LastSeen
+	switch r.Kind {
+	case KindMatch:
+		return idle > int64(r.Throttle)
+	case KindThreshold:
+		return idle > int64(max(r.Window, r.Throttle)) && g.Value == 0
+	case KindAnomaly, KindAbsence:
+		return idle > int64(r.Window)
+	}
+	return false
+}
+
+// apply evaluates rule i on one record.
+func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activation) []Transition {
+	r, st := e.rules[i], e.states[i]
+	if r.cond != nil {
+		ok, err := evalBool(r.cond, a)
+		if err != nil {
+			st.Errors++
+		}
+		if !ok {
+			return out
+		}
+	}
+	for _, ex := range r.exceptions {
+		if ex.matches(a.r) {
+			return out
+		}
+	}
+	labels := make([]string, len(r.groupBy))
+	for j, p := range r.groupBy {
+		labels[j] = evalString(p, a)
+	}
+	key := strings.Join(labels, "\x00")
+	g := st.Groups[key]
+	if g == nil {
+		g = &group{Labels: labels, FirstSeen: t}
+		st.Groups[key] = g
+	}
+	g.LastSeen = max(g.LastSeen, t)
+	g.addTrigger(a.r.ID, index)
+	switch r.Kind {
+	case KindMatch:
+		return e.fire(out, r, st, g, 0, 0, t, nil)
+	case KindThreshold:
+		v := 1.0
+		if r.sum != nil {
+			v = evalNumber(r.sum, a)
+		}
+		g.addBucket(r, t, v)
+		return e.evalThreshold(out, r, st, g, e.now)
+	case KindNewValue:
+		vals := make([]string, len(r.values))
+		for j, p := range r.values {
+			vals[j] = evalString(p, a)
+		}
+		if st.FirstSeen == 0 {
+			st.FirstSeen = t
+		}
+		vk := key + "\x01" + strings.Join(vals, "\x00")
+		_, known := st.Seen[vk]
+		st.Seen[vk] = max(st.Seen[vk], t)
+		if known || t-st.FirstSeen < int64(r.Warmup) {
+			return out
+		}
+		extra := map[string]string{}
+		for j, v := range r.Value {
+			extra[v] = vals[j]
+		}
+		return e.fire(out, r, st, g, 0, 0, t, extra)
+	case KindAnomaly:
+		v := 1.0
+		if r.sum != nil {
+			v = evalNumber(r.sum, a)
+		}
+		// Rates are filed under the engine clock, which never goes back,
+		// so a late record counts in the current interval.
+		g.roll(r, e.now)
+		g.Subs[subIndex(r, e.now)%anomalySubBuckets].Value += v
+		return e.evalAnomaly(out, r, st, g, e.now)
+	case KindAbsence:
+		g.Count++
+		if g.Firing {
+			return e.resolve(out, r, st, g, 0, 0, t)
+		}
+	}
+	return out
+}
+
+// fire reports a rule starting to fire for g, unless throttled.
+func (e *Engine) fire(out []Transition, r *Rule, st *ruleState, g *group, value, score float64, t int64, extra map[string]string) []Transition {
+	if r.Kind != KindMatch && r.Kind != KindNewValue {
+		g.Firing = true
+	}
+	if r.Throttle > 0 && g.LastFired != 0 && t-g.LastFired < int64(r.Throttle) {
+		g.Emitted = false
+		g.Suppressed++
+		st.Suppressed++
+		return out
+	}
+	g.Emitted = true
+	g.LastFired = t
+	tr := e.transition(r, g, Firing, value, score, t)
+	maps.Copy(tr.Group, extra)
+	tr.Suppressed, g.Suppressed = g.Suppressed, 0
+	return append(out, tr)
+}
+
+// resolve reports a rule no longer firing for g, if its firing was
+// reported.
+func (e *Engine) resolve(out []Transition, r *Rule, st *ruleState, g *group, value, score float64, t int64) []Transition {
+	g.Firing = false
+	if !g.Emitted {
+		return out
+	}
+	g.Emitted = false
+	return append(out, e.transition(r, g, Resolved, value, score, t))
+}
+
+func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t int64) Transition {
+	tr := Transition{Rule: r.ID, RuleHash: r.Hash, State: s, Group: map[string]string{}, Severity: r.Severity,
+		Value: value, Score: score, At: time.Unix(0, t).UTC()}
+	for j, expr := range r.GroupBy {
+		tr.Group[expr] = g.Labels[j]
+	}
+	tr.Summary = r.Summary
+	if tr.Summary == "" {
+		tr.Summary = r.Description
+	}
+	if tr.Summary == "" {
+		tr.Summary = r.ID
+	}
+	for _, tg := range g.Triggers {
+		tr.TriggerIDs = append(tr.TriggerIDs, tg.ID)
+		tr.TriggerIndexes = append(tr.TriggerIndexes, tg.Index)
+	}
+	if s == Firing && (r.Kind == KindMatch || r.Kind == KindNewValue) {
+		last := g.Triggers[len(g.Triggers)-1]
+		tr.TriggerIDs, tr.TriggerIndexes = []string{last.ID}, []uint64{last.Index}
+	}
+	return tr
+}
+
+func (e *Engine) evalThreshold(out []Transition, r *Rule, st *ruleState, g *group, now int64) []Transition {
+	g.Value = g.windowSum(r, now)
+	switch {
+	case !g.Firing && g.Value >= *r.Threshold:
+		return e.fire(out, r, st, g, g.Value, 0, now, nil)
+	case g.Firing && g.Value < *r.Threshold:
+		return e.resolve(out, r, st, g, g.Value, 0, now)
+	}
+	return out
+}
+
+func (e *Engine) evalAbsence(out []Transition, r *Rule, st *ruleState, g *group, now int64) []Transition {
+	silent := now - g.LastSeen
+	if !g.Firing && silent >= int64(r.After) && g.Count >= max(1, r.MinVolume) {
+		return e.fire(out, r, st, g, time.Duration(silent).Seconds(), 0, now, nil)
+	}
+	if g.Firing && silent > int64(r.Window) {
+		// Silent for the whole window: no longer a producer that
+		// normally sends. The group is forgotten.
+		return e.resolve(out, r, st, g, time.Duration(silent).Seconds(), 0, now)
+	}
+	return out
+}
+
+func (e *Engine) evalAnomaly(out []Transition, r *Rule, st *ruleState, g *group, now int64) []Transition {
+	x := g.trailing(r, now)
+	warm := g.warm(r)
+	z := 0.0
+	if warm {
+		z = modifiedZ(x, g.Median, g.MAD, g.MeanAD)
+	}
+	high := warm && z >= *r.Threshold && x >= r.MinVolume
+	if high == g.Firing {
+		g.Since = 0
+		return out
+	}
+	if g.Since == 0 {
+		g.Since = now
+	}
+	if now-g.Since < int64(r.For) {
+		return out
+	}
+	g.Since = 0
+	if high {
+		return e.fire(out, r, st, g, x, clampScore(z), now, nil)
+	}
+	return e.resolve(out, r, st, g, x, clampScore(z), now)
+}
+
+func clampScore(z float64) float64 {
+	if math.IsInf(z, 1) {
+		return math.MaxFloat32
+	}
+	return math.Round(z*100) / 100
+}
+
+// modifiedZ is Iglewicz and Hoaglin's modified z-score of x against a
+// baseline: 0.6745·(x − median)/MAD. The MAD is at least that of Poisson
+// counts with the baseline's median (0.6745·√median), so that a few
+// unusually regular days do not make ordinary noise look unusual. When
+// more than half the baseline is equal (MAD 0) it falls back to the mean
+// absolute deviation, scaled to match; when that is 0 too, any rise is
+// infinitely unusual.
+func modifiedZ(x, median, mad, meanAD float64) float64 {
+	mad = max(mad, 0.6745*math.Sqrt(median))
+	switch {
+	case mad > 0:
+		return 0.6745 * (x - median) / mad
+	case meanAD > 0:
+		return (x - median) / (1.253314 * meanAD)
+	case x > median:
+		return math.Inf(1)
+	}
+	return 0
+}
+
+// baseline returns the median, the median absolute deviation and the
+// mean absolute deviation from the median of xs.
+func baseline(xs []float64) (median, mad, meanAD float64) {
+	s := slices.Clone(xs)
+	median = medianOf(s)
+	var sum float64
+	for i, x := range xs {
+		s[i] = math.Abs(x - median)
+		sum += s[i]
+	}
+	return median, medianOf(s), sum / float64(len(xs))
+}
+
+func medianOf(s []float64) float64 {
+	sort.Float64s(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}

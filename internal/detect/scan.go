@@ -1,0 +1,77 @@
+package detect
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+)
+
+// AttrContentMarkers is the attribute the ingest path sets, to the names
+// of the patterns ScanContent found, before it encrypts an event's
+// content. The built-in rule prompt-injection-marker fires on it.
+const AttrContentMarkers = "aitrail.content.markers"
+
+// Pattern is a named regular expression (RE2 syntax) that marks content as
+// suspicious, optionally only for some tenants.
+type Pattern struct {
+	Name    string   `yaml:"name"`
+	Regexp  string   `yaml:"regexp"`
+	Tenants []string `yaml:"tenants,omitempty"` // empty for every tenant
+}
+
+// DefaultPatterns are common prompt-injection phrasings. They are markers
+// for review, not proof: tune them per deployment.
+var DefaultPatterns = []Pattern{
+	{Name: "ignore-instructions", Regexp: `(?i)\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions|rules|prompts?|directions)\b`},
+	{Name: "reveal-system-prompt", Regexp: `(?i)\b(reveal|show|print|repeat|leak)\b.{0,40}\b(system|hidden|initial)\s+(prompt|instructions|message)\b`},
+	{Name: "role-override", Regexp: `(?i)\byou are now\b|\bact as (an? )?(unrestricted|jailbroken|dan)\b|\bdeveloper mode\b`},
+	{Name: "fake-delimiter", Regexp: `(?i)<\|?(im_start|im_end|system|endoftext)\|?>|\[/?INST\]|###\s*(system|instruction)s?\s*:`},
+}
+
+// Marker is one pattern found in content.
+type Marker struct {
+	Pattern string `json:"pattern"`
+	Offset  int    `json:"offset"` // byte offset of the first match
+}
+
+// Scanner finds prompt-injection markers in content. It is pure and safe
+// for concurrent use.
+type Scanner struct {
+	patterns []Pattern
+	res      []*regexp.Regexp
+}
+
+// NewScanner compiles patterns; it reports every pattern that does not
+// compile.
+func NewScanner(patterns []Pattern) (*Scanner, error) {
+	s := &Scanner{patterns: patterns}
+	var errs []error
+	for _, p := range patterns {
+		re, err := regexp.Compile(p.Regexp)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("couldn't compile pattern %q: %w", p.Name, err))
+		}
+		s.res = append(s.res, re)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%v", errs)
+	}
+	return s, nil
+}
+
+// ScanContent returns the markers found in a tenant's plaintext content,
+// in pattern order. The ingest path calls it before encrypting content and
+// records the pattern names in AttrContentMarkers; the content itself never
+// reaches the detector.
+func (s *Scanner) ScanContent(tenant string, content []byte) []Marker {
+	var ms []Marker
+	for i, p := range s.patterns {
+		if len(p.Tenants) > 0 && !slices.Contains(p.Tenants, tenant) {
+			continue
+		}
+		if loc := s.res[i].FindIndex(content); loc != nil {
+			ms = append(ms, Marker{Pattern: p.Name, Offset: loc[0]})
+		}
+	}
+	return ms
+}
