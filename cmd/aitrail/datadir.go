@@ -15,8 +15,10 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 
+	"github.com/aitrail/aitrail/internal/config"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/crypto/vaultkek"
+	"github.com/aitrail/aitrail/internal/detect"
 	"github.com/aitrail/aitrail/internal/index"
 )
 
@@ -226,4 +228,55 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return f.Close()
+}
+
+// detectorFile holds the detector's state: the rules' windows and the log
+// index it has reached.
+const detectorFile = "detector.state"
+
+// fileState is a detector state kept in one file, replaced atomically and
+// synced on every save.
+type fileState string
+
+func (f fileState) Load() ([]byte, error) {
+	b, err := os.ReadFile(string(f))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func (f fileState) Save(b []byte) error {
+	tmp := string(f) + ".tmp"
+	w, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err = w.Write(b); err == nil {
+		err = w.Sync()
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, string(f)); err != nil {
+		return err
+	}
+	return syncDirOf(string(f))
+}
+
+// loadRules loads the detector's rules: the built-in pack unless disabled,
+// and the configured files.
+func loadRules(c config.Detect) ([]*detect.Rule, error) {
+	var files []detect.File
+	for _, name := range c.Rules {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read rule file: %w", err)
+		}
+		files = append(files, detect.File{Name: name, Data: data})
+	}
+	return detect.LoadFiles(!c.DisableBuiltin, files...)
 }

@@ -23,11 +23,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/aitrail/aitrail/internal/alerting"
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/capture/otlp"
 	"github.com/aitrail/aitrail/internal/capture/proxy"
 	"github.com/aitrail/aitrail/internal/config"
 	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/detect"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/httpapi"
 	"github.com/aitrail/aitrail/internal/index"
@@ -99,6 +101,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rules, err := loadRules(cfg.Detect)
+	if err != nil {
+		return usageError{err.Error()}
+	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -115,12 +121,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return serve(ctx, cfg, tlsConfig, logger, stderr)
+	return serve(ctx, cfg, tlsConfig, rules, logger, stderr)
 }
 
 // serve runs the server until ctx ends, then stops gracefully: it stops
 // accepting requests, lets in-flight commits finish and closes the stores.
-func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *slog.Logger, stderr io.Writer) error {
+func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules []*detect.Rule, log *slog.Logger, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("couldn't create data directory: %w", err)
 	}
@@ -322,12 +328,25 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 		Registry: models,
 		Subjects: keyring,
 	}
-	// Alert delivery; the detector that raises alerts comes next.
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		stopFollowers()
 		return fmt.Errorf("couldn't set up alert delivery: %w", err)
 	}
+	// The detector follows the log like the index, and records alerts
+	// through the same pipeline as every event.
+	detector, err := alerting.New(rules, led.Size(), pipeline, notifier, fileState(filepath.Join(cfg.DataDir, detectorFile)), log)
+	if err != nil {
+		stopFollowers()
+		return err
+	}
+	var detectorCursor atomic.Uint64
+	c, _ := detector.Cursor(ctx)
+	detectorCursor.Store(c)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
+		ConstLabels: prometheus.Labels{"follower": "detector"}},
+		func() float64 { return float64(led.Size()) - float64(detectorCursor.Load()) }))
+	follow("detector", detector, func(c uint64) { detectorCursor.Store(c) })
 	api := &httpapi.Server{
 		AccessWindow: cfg.AccessWindow,
 		Ledger:       led,
@@ -393,10 +412,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, log *s
 	// Counted accesses are recorded every window, and once more after the
 	// listener has stopped.
 	runCtx, stopRun := context.WithCancel(context.Background())
-	runDone := make(chan struct{}, 2)
+	runDone := make(chan struct{}, 3)
 	go func() { api.Run(runCtx); runDone <- struct{}{} }()
 	go func() { notifier.Run(runCtx); runDone <- struct{}{} }()
-	stopAPI := func() { stopRun(); <-runDone; <-runDone; stopFollowers() }
+	go func() { detector.Run(runCtx, cfg.Detect.Interval); runDone <- struct{}{} }()
+	stopAPI := func() { stopRun(); <-runDone; <-runDone; <-runDone; stopFollowers() }
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -34,6 +34,7 @@ const (
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
+	DefaultDetectInterval  = time.Second
 	// DefaultUpstreamTimeout is how long a recording proxy waits, by
 	// default, for its provider to send anything. It matches the providers'
 	// SDKs, since a model may think for minutes before its first byte.
@@ -70,6 +71,8 @@ type Config struct {
 	Index Index `yaml:"index"`
 	// Capture configures the receivers that turn other formats into events.
 	Capture Capture `yaml:"capture"`
+	// Detect configures the detector: which rules run (docs/rules.md).
+	Detect Detect `yaml:"detect"`
 	// Alerting lists where alerts are delivered (docs/alerts.md).
 	Alerting notify.Config `yaml:"alerting"`
 	// AccessWindow is how often counted accesses — refused requests per
@@ -124,6 +127,18 @@ type Index struct {
 	// halves the rate at which the index keeps up with ingest, so it is off
 	// by default; without it `q` still works, by a slower scan.
 	FullText bool `yaml:"full_text"`
+}
+
+// Detect configures the detector.
+type Detect struct {
+	// Rules are rule files loaded besides (or, with DisableBuiltin, instead
+	// of) the built-in pack. A rule with a built-in's id replaces it.
+	Rules []string `yaml:"rules"`
+	// DisableBuiltin turns the built-in pack off.
+	DisableBuiltin bool `yaml:"disable_builtin"`
+	// Interval is how often rules that time alone moves (absence, windows
+	// emptying) are evaluated.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Capture configures the receivers and recording proxies that turn other
@@ -204,6 +219,7 @@ func Default() Config {
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
 		AccessWindow:    DefaultAccessWindow,
+		Detect:          Detect{Interval: DefaultDetectInterval},
 		LogLevel:        "info",
 	}
 }
@@ -269,6 +285,9 @@ func (c Config) Validate() error {
 	case "immutable", "read-only", "off":
 	default:
 		errs = append(errs, fmt.Sprintf("ledger.seal %q: must be immutable, read-only or off", c.Ledger.Seal))
+	}
+	if c.Detect.Interval < 100*time.Millisecond {
+		errs = append(errs, "detect.interval: must be at least 100ms")
 	}
 	if err := c.Alerting.WithDefaults().Validate(); err != nil {
 		errs = append(errs, "alerting: "+err.Error())

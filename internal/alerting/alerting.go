@@ -1,0 +1,309 @@
+// Package alerting runs the detector: it follows the log, evaluates the
+// detection rules on every committed record, records each alert transition
+// in the log itself as an alert.fired or alert.resolved event, and hands the
+// alert to delivery.
+//
+// Alerts are evidence, so they go through the same append path as every
+// other event. Restarts neither lose nor repeat one: the rule engine's state
+// is saved with the log index it has reached, and every alert record has an
+// id derived from the rule, the group and the time it fired, so a
+// transition computed again after a crash is the same record, which the
+// log stores once.
+package alerting
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/detect"
+	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ingest"
+	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/notify"
+)
+
+// Appender appends events durably: the ingest pipeline.
+type Appender interface {
+	Append(ctx context.Context, p authz.Principal, events []event.Event) (ingest.Receipt, error)
+}
+
+// Sender hands an alert to delivery; it must not block.
+type Sender interface {
+	Send(a notify.Alert) error
+}
+
+// StateStore keeps the detector's state. Save must be durable when it
+// returns; Load returns nil, nil when nothing was saved yet.
+type StateStore interface {
+	Load() ([]byte, error)
+	Save(state []byte) error
+}
+
+// Detector is a ledger.Handler that evaluates rules. Create it with New.
+type Detector struct {
+	appender Appender
+	sender   Sender
+	store    StateStore
+	log      *slog.Logger
+
+	mu       sync.Mutex // guards engine and state
+	engine   *detect.Engine
+	state    state
+	resolves map[string]bool // rule id → its alerts resolve (not match or new_value)
+}
+
+// state is what the detector saves besides the engine's own state.
+type state struct {
+	// Start is the log size when the detector first ran: it does not alert
+	// on history older than itself.
+	Start uint64 `json:"start"`
+	// Firing maps a firing alert's rule and group to its id and start.
+	Firing map[string]firing `json:"firing"`
+	// Engine is detect.Engine's snapshot.
+	Engine json.RawMessage `json:"engine"`
+}
+
+type firing struct {
+	ID     string    `json:"id"`
+	Tenant string    `json:"tenant"`
+	Since  time.Time `json:"since"`
+}
+
+// system is the principal alerts are recorded as.
+var system = authz.Principal{TokenID: ingest.SystemTokenID, Name: "aitrail-detector", Root: true}
+
+// New returns a detector for rules, resuming from the state in store. A
+// detector without saved state starts at logSize: it watches what happens
+// from now on, not the past.
+func New(rules []*detect.Rule, logSize uint64, appender Appender, sender Sender, store StateStore, log *slog.Logger) (*Detector, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &Detector{appender: appender, sender: sender, store: store, log: log, engine: detect.NewEngine(rules),
+		resolves: map[string]bool{}}
+	for _, r := range rules {
+		d.resolves[r.ID] = r.Kind != detect.KindMatch && r.Kind != detect.KindNewValue
+	}
+	saved, err := store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read the detector state: %w", err)
+	}
+	if saved == nil {
+		d.state = state{Start: logSize, Firing: map[string]firing{}}
+		return d, nil
+	}
+	if err := json.Unmarshal(saved, &d.state); err != nil {
+		return nil, fmt.Errorf("couldn't decode the detector state: %w", err)
+	}
+	if d.state.Firing == nil {
+		d.state.Firing = map[string]firing{}
+	}
+	if err := d.engine.Restore(d.state.Engine); err != nil {
+		// The rules' windows start again empty; alerts already recorded
+		// stay recorded.
+		log.Warn("detector state not restored; rule windows start empty", "err", err)
+	}
+	return d, nil
+}
+
+// Cursor implements ledger.Handler.
+func (d *Detector) Cursor(context.Context) (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return max(d.engine.Next(), d.state.Start), nil
+}
+
+// Apply implements ledger.Handler: it evaluates the rules on entries,
+// records the transitions, and saves the state.
+func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var evs []event.Event
+	var alerts []notify.Alert
+	for _, e := range entries {
+		if e.Index < d.state.Start {
+			continue
+		}
+		ts, err := d.engine.ObserveJSON(e.Index, e.Data)
+		if err != nil {
+			d.log.Warn("detector skipped a record it could not read", "index", e.Index, "err", err)
+			continue
+		}
+		tenant, _, _ := event.RecordKey(e.Data)
+		for _, t := range ts {
+			ev, a := d.transition(t, tenant)
+			evs, alerts = append(evs, ev), append(alerts, a)
+		}
+	}
+	return d.commit(ctx, evs, alerts)
+}
+
+// Advance runs the rules that time alone moves (absence, windows emptying)
+// up to now, records what changed and saves the state.
+func (d *Detector) Advance(ctx context.Context, now time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var evs []event.Event
+	var alerts []notify.Alert
+	for _, t := range d.engine.Advance(now) {
+		ev, a := d.transition(t, "")
+		evs, alerts = append(evs, ev), append(alerts, a)
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	return d.commit(ctx, evs, alerts)
+}
+
+// Run calls Advance every interval until ctx ends.
+func (d *Detector) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := d.Advance(ctx, now); err != nil && ctx.Err() == nil {
+				d.log.Error("detector couldn't record alerts; retrying", "err", err)
+			}
+		}
+	}
+}
+
+// commit appends the alert records, then saves the state, then delivers.
+// Should the process stop between the append and the save, the same
+// transitions are computed again and their records are not stored twice.
+func (d *Detector) commit(ctx context.Context, evs []event.Event, alerts []notify.Alert) error {
+	if len(evs) > 0 {
+		if _, err := d.appender.Append(ctx, system, evs); err != nil {
+			return fmt.Errorf("couldn't record alerts: %w", err)
+		}
+	}
+	snap, err := d.engine.Snapshot()
+	if err != nil {
+		return err
+	}
+	d.state.Engine = snap
+	data, err := json.Marshal(d.state)
+	if err != nil {
+		return err
+	}
+	if err := d.store.Save(data); err != nil {
+		return fmt.Errorf("couldn't save the detector state: %w", err)
+	}
+	for _, a := range alerts {
+		if err := d.sender.Send(a); err != nil {
+			d.log.Warn("an alert could not be handed to delivery", "rule", a.Labels["alertname"], "err", err)
+		}
+	}
+	return nil
+}
+
+// transition turns an engine transition into its alert record and the
+// alert for delivery. tenant is the tenant of the record that caused it,
+// if any; a group naming a tenant wins.
+func (d *Detector) transition(t detect.Transition, tenant string) (event.Event, notify.Alert) {
+	key := t.Rule + "\x00" + groupKey(t.Group)
+	if g := t.Group["tenant"]; g != "" {
+		tenant = g
+	}
+	f, wasFiring := d.state.Firing[key]
+	if t.State == detect.Firing || !wasFiring {
+		f = firing{ID: alertID(t.Rule, t.Group, t.At), Tenant: tenant, Since: t.At}
+		if f.Tenant == "" {
+			f.Tenant = event.DefaultTenant
+		}
+	}
+	typ := "alert.fired"
+	if t.State == detect.Firing {
+		// match and new_value findings do not resolve; remembering them
+		// would only grow the state.
+		if d.resolves[t.Rule] {
+			d.state.Firing[key] = f
+		}
+	} else {
+		typ = "alert.resolved"
+		delete(d.state.Firing, key)
+	}
+	attrs := map[string]any{
+		"alert.rule": t.Rule, "alert.rule_hash": t.RuleHash, "alert.severity": t.Severity,
+		"alert.summary": t.Summary, "alert.group": groupKey(t.Group),
+	}
+	if len(t.TriggerIDs) > 0 {
+		attrs["alert.trigger_ids"] = strings.Join(t.TriggerIDs, ",")
+		attrs["alert.first_trigger_index"] = t.TriggerIndexes[0]
+		attrs["alert.last_trigger_index"] = t.TriggerIndexes[len(t.TriggerIndexes)-1]
+	}
+	if t.Value != 0 {
+		attrs["alert.value"] = t.Value
+	}
+	if t.Score != 0 {
+		attrs["alert.score"] = t.Score
+	}
+	if t.Suppressed > 0 {
+		attrs["alert.suppressed"] = t.Suppressed
+	}
+	ev := event.Event{
+		ID: f.ID + "." + strings.TrimPrefix(typ, "alert."), Type: typ, Tenant: f.Tenant,
+		Time: t.At.UTC().Format(time.RFC3339Nano), Action: t.Rule, Outcome: "success",
+		Actor:      &event.Actor{ID: "aitrail-detector", Type: "system"},
+		Resource:   &event.Resource{Type: "alert", ID: f.ID},
+		Attributes: attrs,
+	}
+	a := notify.Alert{
+		Labels:      map[string]string{"alertname": t.Rule, "severity": t.Severity, "tenant": f.Tenant},
+		Annotations: map[string]string{"summary": t.Summary, "alert_id": f.ID, "rule_hash": t.RuleHash},
+		StartsAt:    f.Since,
+	}
+	for k, v := range t.Group {
+		a.Labels[labelName(k)] = v
+	}
+	if t.State != detect.Firing {
+		a.EndsAt = t.At
+	}
+	return ev, a
+}
+
+// groupKey renders a group's labels in a stable order.
+func groupKey(g map[string]string) string {
+	var b strings.Builder
+	for i, k := range slices.Sorted(maps.Keys(g)) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "=" + g[k])
+	}
+	return b.String()
+}
+
+// alertID names an alert by its rule, group and start.
+func alertID(rule string, group map[string]string, at time.Time) string {
+	h := sha256.Sum256([]byte(rule + "\x00" + groupKey(group) + "\x00" + at.UTC().Format(time.RFC3339Nano)))
+	return "al-" + hex.EncodeToString(h[:12])
+}
+
+// labelName turns a group expression such as actor.id into an Alertmanager
+// label name ([a-zA-Z_][a-zA-Z0-9_]*).
+func labelName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "group"
+	}
+	return string(b)
+}
