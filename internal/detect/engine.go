@@ -223,7 +223,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		}
 	}
 	for _, ex := range r.exceptions {
-		if ex.matches(a.r) {
+		if ex.matches(a) {
 			return out
 		}
 	}

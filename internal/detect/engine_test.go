@@ -322,3 +322,23 @@ func TestScanContent(t *testing.T) {
 		t.Errorf("bad pattern: got %v, want an error naming it", err)
 	}
 }
+
+func TestObserveJSON(t *testing.T) {
+	e := NewEngine(mustLoad(t, "rules:\n  - id: m\n    kind: match\n    types: [access.attempt]\n    condition: outcome == 'denied' && attributes['n'] > 2\n    group_by: [actor.id]\n"))
+	got, err := e.ObserveJSON(7, []byte(`{"id":"r7","type":"access.attempt","time":"2026-03-02T00:00:00Z","received_at":"2026-03-02T00:00:01Z","tenant":"t","actor":{"id":"hmac-sha256:ab"},"outcome":"denied","attributes":{"n":3}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].TriggerIDs[0] != "r7" || got[0].TriggerIndexes[0] != 7 || got[0].Group["actor.id"] != "hmac-sha256:ab" || !got[0].At.Equal(t0.Add(time.Second)) {
+		t.Errorf("got %+v, want one firing for r7 at index 7 at received_at", got)
+	}
+	if e.Next() != 8 {
+		t.Errorf("Next() = %d, want 8", e.Next())
+	}
+	if got, _ := e.ObserveJSON(7, []byte(`{}`)); got != nil {
+		t.Errorf("a record applied before was applied again: %v", got)
+	}
+	if _, err := e.ObserveJSON(8, []byte(`{`)); err == nil {
+		t.Error("accepted a broken record")
+	}
+}

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -181,41 +182,27 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	var m map[string]string
 	switch name {
 	case "actor":
-		var x event.Actor
-		if r.Actor != nil {
-			x = *r.Actor
-		}
-		m = map[string]string{"id": x.ID, "type": x.Type, "ip": x.IP, "user_agent": x.UserAgent, "session_id": x.SessionID}
+		m = fieldsOf(r.Actor, func(x event.Actor) map[string]string {
+			return map[string]string{"id": x.ID, "type": x.Type, "ip": x.IP, "user_agent": x.UserAgent, "session_id": x.SessionID}
+		})
 	case "resource":
-		var x event.Resource
-		if r.Resource != nil {
-			x = *r.Resource
-		}
-		m = map[string]string{"type": x.Type, "id": x.ID, "name": x.Name}
+		m = fieldsOf(r.Resource, func(x event.Resource) map[string]string {
+			return map[string]string{"type": x.Type, "id": x.ID, "name": x.Name}
+		})
 	case "model":
-		var x event.Model
-		if r.Model != nil {
-			x = *r.Model
-		}
-		m = map[string]string{"provider": x.Provider, "name": x.Name, "version": x.Version, "digest": x.Digest}
+		m = fieldsOf(r.Model, func(x event.Model) map[string]string {
+			return map[string]string{"provider": x.Provider, "name": x.Name, "version": x.Version, "digest": x.Digest}
+		})
 	case "dataset":
-		var x event.Dataset
-		if r.Dataset != nil {
-			x = *r.Dataset
-		}
-		m = map[string]string{"name": x.Name, "version": x.Version, "digest": x.Digest}
+		m = fieldsOf(r.Dataset, func(x event.Dataset) map[string]string {
+			return map[string]string{"name": x.Name, "version": x.Version, "digest": x.Digest}
+		})
 	case "api":
-		var x event.API
-		if r.API != nil {
-			x = *r.API
-		}
-		m = map[string]string{"name": x.Name, "version": x.Version}
+		m = fieldsOf(r.API, func(x event.API) map[string]string { return map[string]string{"name": x.Name, "version": x.Version} })
 	case "prompt":
-		var x event.Prompt
-		if r.Prompt != nil {
-			x = *r.Prompt
-		}
-		m = map[string]string{"id": x.ID, "version": x.Version, "digest": x.Digest}
+		m = fieldsOf(r.Prompt, func(x event.Prompt) map[string]string {
+			return map[string]string{"id": x.ID, "version": x.Version, "digest": x.Digest}
+		})
 	default:
 		return nil, false
 	}
@@ -227,6 +214,16 @@ func (a *activation) ResolveName(name string) (any, bool) {
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
+
+// fieldsOf returns the fields of an optional part of a record, all empty
+// when the part is absent.
+func fieldsOf[T any](p *T, fields func(T) map[string]string) map[string]string {
+	var x T
+	if p != nil {
+		x = *p
+	}
+	return fields(x)
+}
 
 // evalBool runs a condition; an error (a missing attribute, a cost
 // overrun) counts as false.
@@ -281,65 +278,14 @@ func evalNumber(p cel.Program, a *activation) float64 {
 type exception []exceptionField
 
 type exceptionField struct {
-	get    func(*event.Record) string
-	values map[string]bool
+	name, key string // variable, and key within it ("actor", "id"); attributes by name
+	values    map[string]bool
 }
 
-// exceptionFields are the fields an exception may name.
-var exceptionFields = map[string]func(*event.Record) string{
-	"type":    func(r *event.Record) string { return r.Type },
-	"tenant":  func(r *event.Record) string { return r.Tenant },
-	"action":  func(r *event.Record) string { return r.Action },
-	"outcome": func(r *event.Record) string { return r.Outcome },
-	"actor.id": func(r *event.Record) string {
-		if r.Actor == nil {
-			return ""
-		}
-		return r.Actor.ID
-	},
-	"actor.type": func(r *event.Record) string {
-		if r.Actor == nil {
-			return ""
-		}
-		return r.Actor.Type
-	},
-	"actor.ip": func(r *event.Record) string {
-		if r.Actor == nil {
-			return ""
-		}
-		return r.Actor.IP
-	},
-	"model.name": func(r *event.Record) string {
-		if r.Model == nil {
-			return ""
-		}
-		return r.Model.Name
-	},
-	"model.version": func(r *event.Record) string {
-		if r.Model == nil {
-			return ""
-		}
-		return r.Model.Version
-	},
-	"resource.type": func(r *event.Record) string {
-		if r.Resource == nil {
-			return ""
-		}
-		return r.Resource.Type
-	},
-	"resource.id": func(r *event.Record) string {
-		if r.Resource == nil {
-			return ""
-		}
-		return r.Resource.ID
-	},
-	"resource.name": func(r *event.Record) string {
-		if r.Resource == nil {
-			return ""
-		}
-		return r.Resource.Name
-	},
-}
+// exceptionFields are the fields an exception may name, besides
+// attributes.NAME.
+var exceptionFields = []string{"type", "tenant", "action", "outcome", "actor.id", "actor.type", "actor.ip",
+	"model.name", "model.version", "resource.type", "resource.id", "resource.name"}
 
 func newException(m map[string][]string) (exception, error) {
 	if len(m) == 0 {
@@ -347,32 +293,36 @@ func newException(m map[string][]string) (exception, error) {
 	}
 	var e exception
 	for field, vals := range m {
-		get, ok := exceptionFields[field]
-		if !ok {
-			if name, ok := strings.CutPrefix(field, "attributes."); ok && name != "" {
-				get = func(r *event.Record) string {
-					v, ok := r.Attributes[name]
-					if !ok {
-						return ""
-					}
-					return fmt.Sprint(v)
-				}
-			} else {
-				return nil, fmt.Errorf("unknown field %q (use type, tenant, action, outcome, actor.id, actor.type, actor.ip, model.name, model.version, resource.type, resource.id, resource.name or attributes.NAME)", field)
-			}
+		name, key, _ := strings.Cut(field, ".")
+		if !slices.Contains(exceptionFields, field) && (name != "attributes" || key == "") {
+			return nil, fmt.Errorf("unknown field %q (use %s or attributes.NAME)", field, strings.Join(exceptionFields, ", "))
 		}
 		set := map[string]bool{}
 		for _, v := range vals {
 			set[v] = true
 		}
-		e = append(e, exceptionField{get: get, values: set})
+		e = append(e, exceptionField{name: name, key: key, values: set})
 	}
 	return e, nil
 }
 
-func (e exception) matches(r *event.Record) bool {
+// matches reads the fields through the record's activation, so exceptions
+// see exactly what expressions see.
+func (e exception) matches(a *activation) bool {
 	for _, f := range e {
-		if !f.values[f.get(r)] {
+		v, _ := a.ResolveName(f.name)
+		var s string
+		switch x := v.(type) {
+		case string:
+			s = x
+		case map[string]string:
+			s = x[f.key]
+		case map[string]any:
+			if av, ok := x[f.key]; ok {
+				s = fmt.Sprint(av)
+			}
+		}
+		if !f.values[s] {
 			return false
 		}
 	}
