@@ -28,7 +28,10 @@ const (
 type Transition struct {
 	Rule     string `json:"rule"`
 	RuleHash string `json:"rule_hash"`
-	State    State  `json:"state"`
+	// Tenant is the tenant of the most recent triggering record; the
+	// alert is recorded there.
+	Tenant string `json:"tenant"`
+	State  State  `json:"state"`
 	// Group is the value of each group_by (and, for new_value, each value)
 	// expression, keyed by the expression's text.
 	Group    map[string]string `json:"group,omitempty"`
@@ -202,6 +205,8 @@ func (e *Engine) forget(r *Rule, g *group) bool {
 	switch r.Kind {
 	case KindMatch:
 		return idle > int64(r.Throttle)
+	case KindNewValue:
+		return idle > int64(max(r.Window, r.Throttle))
 	case KindThreshold:
 		return idle > int64(max(r.Window, r.Throttle)) && g.Value == 0
 	case KindAnomaly, KindAbsence:
@@ -238,7 +243,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		st.Groups[key] = g
 	}
 	g.LastSeen = max(g.LastSeen, t)
-	g.addTrigger(a.r.ID, index)
+	g.addTrigger(a.r.ID, index, a.r.Tenant)
 	switch r.Kind {
 	case KindMatch:
 		return e.fire(out, r, st, g, 0, 0, t, nil)
@@ -329,6 +334,9 @@ func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t 
 	}
 	if tr.Summary == "" {
 		tr.Summary = r.ID
+	}
+	if n := len(g.Triggers); n > 0 {
+		tr.Tenant = g.Triggers[n-1].Tenant
 	}
 	for _, tg := range g.Triggers {
 		tr.TriggerIDs = append(tr.TriggerIDs, tg.ID)

@@ -55,8 +55,9 @@ type group struct {
 }
 
 type trigger struct {
-	ID    string `json:"id"`
-	Index uint64 `json:"index"`
+	ID     string `json:"id"`
+	Index  uint64 `json:"index"`
+	Tenant string `json:"tenant"`
 }
 
 // bucket holds the sum of values in one time slot; Slot is the slot's
@@ -66,12 +67,12 @@ type bucket struct {
 	Value float64 `json:"value"`
 }
 
-func (g *group) addTrigger(id string, index uint64) {
+func (g *group) addTrigger(id string, index uint64, tenant string) {
 	if len(g.Triggers) == MaxTriggers {
 		copy(g.Triggers, g.Triggers[1:])
 		g.Triggers = g.Triggers[:MaxTriggers-1]
 	}
-	g.Triggers = append(g.Triggers, trigger{id, index})
+	g.Triggers = append(g.Triggers, trigger{id, index, tenant})
 }
 
 func bucketWidth(r *Rule) int64 { return int64(r.Window) / thresholdBuckets }
