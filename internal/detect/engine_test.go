@@ -111,6 +111,12 @@ func TestKinds(t *testing.T) {
 			want:  []string{"firing th [u] @20s", "resolved th [u] @5m0s"},
 		},
 		{
+			name:  "threshold throttled: a suppressed firing's resolution is suppressed too",
+			rules: "rules:\n  - id: th\n    kind: threshold\n    window: 1m\n    threshold: 2\n    throttle: 1h\n",
+			steps: append(append(append(repeat(2, time.Second, 0, "x", "u", nil), adv(3*time.Minute)), repeat(2, time.Second, 4*time.Minute, "x", "u", nil)...), adv(10*time.Minute)),
+			want:  []string{"firing th [] @1s", "resolved th [] @3m0s"},
+		},
+		{
 			name:  "threshold sums a field",
 			rules: "rules:\n  - id: th\n    kind: threshold\n    window: 1h\n    sum: attributes['n']\n    threshold: 100\n",
 			steps: repeat(3, time.Minute, 0, "x", "u", map[string]any{"n": 40.0}),
