@@ -21,12 +21,16 @@ import (
 // measured when it runs (an evaluation that exceeds it is abandoned).
 const CostLimit = DefaultCostLimit
 
+// runtimeTrackingAbove is the estimated cost above which an expression's
+// cost is also measured as it runs.
+const runtimeTrackingAbove = 1000
+
 // Size bounds the cost estimator assumes for values whose size CEL cannot
 // know: an attribute map and its strings fit in one record, and the
 // record's other strings are at most 1024 bytes (the ingest limit).
 const (
 	maxAttributes       = 256
-	maxAttributeBytes   = event.MaxRecordSize
+	maxAttributeBytes   = event.MaxRecordSize // more than the 4 KiB limit on a value, to be safe
 	maxFieldStringBytes = 1024
 )
 
@@ -111,7 +115,16 @@ func compileCEL(expr string, want *cel.Type) (cel.Program, error) {
 	if est.Max > CostLimit {
 		return nil, &celError{line: 1, msg: fmt.Sprintf("may cost up to %d, more than the limit of %d: avoid nested loops over attributes and large regular expressions", est.Max, CostLimit)}
 	}
-	p, err := e.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize))
+	// The estimate assumes the sizes the log enforces, so it bounds the
+	// cost of every evaluation over a record from the log. Tracking the
+	// cost as it runs as well, which slows evaluation by a third, is kept
+	// for expressions whose bound is not small (comprehensions, regular
+	// expressions), in case a record does not respect those sizes.
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if est.Max > runtimeTrackingAbove {
+		opts = append(opts, cel.CostLimit(CostLimit))
+	}
+	p, err := e.Program(ast, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't plan: %w", err)
 	}
@@ -143,7 +156,7 @@ func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checke
 // first use so that rules that read only the type cost almost nothing.
 type activation struct {
 	r     *event.Record
-	cache map[string]any
+	cache map[string]ref.Val
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -170,17 +183,18 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			return int64(0), true
 		}
 		return r.Content.Size, true
-	case "attributes":
-		if r.Attributes == nil {
-			return map[string]any{}, true
-		}
-		return r.Attributes, true
 	}
 	if v, ok := a.cache[name]; ok {
 		return v, true
 	}
-	var m map[string]string
+	var m any
 	switch name {
+	case "attributes":
+		if r.Attributes == nil {
+			m = map[string]any{}
+		} else {
+			m = r.Attributes
+		}
 	case "actor":
 		m = fieldsOf(r.Actor, func(x event.Actor) map[string]string {
 			return map[string]string{"id": x.ID, "type": x.Type, "ip": x.IP, "user_agent": x.UserAgent, "session_id": x.SessionID}
@@ -206,11 +220,13 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	default:
 		return nil, false
 	}
+	// Converted once per record, not once per rule that reads it.
+	v := types.DefaultTypeAdapter.NativeToValue(m)
 	if a.cache == nil {
-		a.cache = map[string]any{}
+		a.cache = map[string]ref.Val{}
 	}
-	a.cache[name] = m
-	return m, true
+	a.cache[name] = v
+	return v, true
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
@@ -311,6 +327,9 @@ func newException(m map[string][]string) (exception, error) {
 func (e exception) matches(a *activation) bool {
 	for _, f := range e {
 		v, _ := a.ResolveName(f.name)
+		if rv, ok := v.(ref.Val); ok {
+			v = rv.Value()
+		}
 		var s string
 		switch x := v.(type) {
 		case string:
