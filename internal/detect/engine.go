@@ -88,12 +88,21 @@ func (e *Engine) Rules() []*Rule { return e.rules }
 // with smaller indexes have been applied and are ignored if fed again.
 func (e *Engine) Next() uint64 { return e.next }
 
-// Suppressed returns, per rule id, how many firings throttling has withheld
-// since the engine's state began.
-func (e *Engine) Suppressed() map[string]uint64 {
-	out := map[string]uint64{}
+// RuleStats counts what a rule did that its alerts do not show.
+type RuleStats struct {
+	// Suppressed is how many firings throttling withheld.
+	Suppressed uint64
+	// Errors is how many evaluations failed (a missing attribute, a wrong
+	// type, the cost limit), each counted as a non-match.
+	Errors uint64
+}
+
+// Stats returns, per rule id, its counters since the engine's state began
+// (they are kept in snapshots), for metrics.
+func (e *Engine) Stats() map[string]RuleStats {
+	out := map[string]RuleStats{}
 	for i, r := range e.rules {
-		out[r.ID] = e.states[i].Suppressed
+		out[r.ID] = RuleStats{Suppressed: e.states[i].Suppressed, Errors: e.states[i].Errors}
 	}
 	return out
 }

@@ -348,3 +348,29 @@ func TestObserveJSON(t *testing.T) {
 		t.Error("accepted a broken record")
 	}
 }
+
+// TestRuntimeCostBound feeds a record larger than the log allows, so that
+// an expression's cost exceeds what its estimate assumed: the evaluation
+// is abandoned and counted as an error, not left to run.
+func TestRuntimeCostBound(t *testing.T) {
+	list := make([]string, 100)
+	for i := range list {
+		list[i] = fmt.Sprint(i + 1)
+	}
+	// Estimated at 100 × 256 attributes: under the limit; run over 5,000
+	// attributes: over it.
+	e := NewEngine(mustLoad(t, "rules:\n  - id: pairs\n    kind: match\n    condition: '["+strings.Join(list, ", ")+"].exists(i, attributes.exists(a, size(a) == i + 20))'\n"))
+	big := map[string]any{}
+	for i := range 5000 {
+		big[fmt.Sprint(i)] = i
+	}
+	if got := e.Observe(0, rec("r", "x", "u", 0, big)); len(got) != 0 {
+		t.Errorf("got %v, want the evaluation abandoned", brief(got))
+	}
+	if got := e.Stats()["pairs"]; got.Errors != 1 {
+		t.Errorf("stats %+v, want one error", got)
+	}
+	if got := e.Observe(1, rec("r", "x", "u", 0, map[string]any{"k": 1, strings.Repeat("k", 25): 2})); len(got) != 1 {
+		t.Errorf("a record within the limits: got %v, want a firing", brief(got))
+	}
+}

@@ -29,9 +29,10 @@ const runtimeTrackingAbove = 1000
 // know: an attribute map and its strings fit in one record, and the
 // record's other strings are at most 1024 bytes (the ingest limit).
 const (
-	maxAttributes       = 256
-	maxAttributeBytes   = event.MaxRecordSize // more than the 4 KiB limit on a value, to be safe
-	maxFieldStringBytes = 1024
+	maxAttributes        = 256
+	maxAttributeKeyBytes = 256
+	maxAttributeBytes    = event.MaxRecordSize // more than the 4 KiB limit on a value, to be safe
+	maxFieldStringBytes  = 1024
 )
 
 // The record's nested objects are exposed as maps of strings with every key
@@ -140,6 +141,8 @@ func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
 	switch {
 	case n.Type().Kind() == types.MapKind || n.Type().Kind() == types.ListKind:
 		return &checker.SizeEstimate{Min: 0, Max: maxAttributes}
+	case inAttributes && len(p) > 1 && p[1] == "@keys":
+		return &checker.SizeEstimate{Min: 1, Max: maxAttributeKeyBytes}
 	case inAttributes:
 		return &checker.SizeEstimate{Min: 0, Max: maxAttributeBytes}
 	case n.Type().IsExactType(cel.StringType):
