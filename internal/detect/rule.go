@@ -159,6 +159,7 @@ type Problem struct {
 	Msg  string
 }
 
+// String formats the problem as "file:line: rule ID: message".
 func (p Problem) String() string {
 	s := fmt.Sprintf("%s:%d: ", p.File, p.Line)
 	if p.Rule != "" {
@@ -170,6 +171,7 @@ func (p Problem) String() string {
 // Problems is every problem found in rule files, in file order.
 type Problems []Problem
 
+// Error lists the problems, one a line.
 func (ps Problems) Error() string {
 	lines := make([]string, len(ps))
 	for i, p := range ps {
