@@ -183,6 +183,16 @@ func (e *Engine) tick() []Transition {
 	var out []Transition
 	for i, r := range e.rules {
 		st := e.states[i]
+		if r.Kind == KindMatch || r.Kind == KindNewValue {
+			// Time alone never makes these fire: only forget idle groups,
+			// in any order.
+			maps.DeleteFunc(st.Groups, func(_ string, g *group) bool { return e.forget(r, g) })
+			if r.Kind == KindNewValue {
+				st.pruneSeen(e.now - int64(r.Window))
+			}
+			continue
+		}
+		// Sorted, so that transitions come out in the same order every run.
 		for _, k := range slices.Sorted(maps.Keys(st.Groups)) {
 			g := st.Groups[k]
 			switch r.Kind {
@@ -197,9 +207,6 @@ func (e *Engine) tick() []Transition {
 			if e.forget(r, g) {
 				delete(st.Groups, k)
 			}
-		}
-		if r.Kind == KindNewValue {
-			st.pruneSeen(e.now - int64(r.Window))
 		}
 	}
 	return out
