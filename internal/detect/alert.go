@@ -31,8 +31,9 @@ const (
 var DetectorActor = event.Actor{ID: "aitrail-detector", Type: "system"}
 
 // Event returns the event that records the transition in the log: an
-// alert.fired or alert.resolved event in the tenant of the records that
-// triggered it, acted by DetectorActor, with the rule as resource.
+// alert.fired or alert.resolved event with the transition's ID, in the
+// tenant of the records that triggered it, acted by DetectorActor, with the
+// rule as resource.
 func (t Transition) Event() event.Event {
 	typ := TypeAlertFired
 	if t.State == Resolved {
@@ -59,7 +60,7 @@ func (t Transition) Event() event.Event {
 	}
 	actor := DetectorActor
 	return event.Event{
-		Type: typ, Time: t.At.UTC().Format(time.RFC3339Nano), Tenant: t.Tenant, Actor: &actor,
+		ID: t.ID, Type: typ, Time: t.At.UTC().Format(time.RFC3339Nano), Tenant: t.Tenant, Actor: &actor,
 		Action: string(t.State), Outcome: "success", Resource: &event.Resource{Type: "rule", ID: t.Rule},
 		Attributes: attrs,
 	}

@@ -25,7 +25,7 @@ func TestTransitionEvent(t *testing.T) {
 			t.Fatalf("%s event refused by the log: %v", want, err)
 		}
 		a := rec.Attributes
-		if rec.Type != want || rec.Tenant != "t" || a[AttrRule] != "th" || a[AttrRuleHash] != rules[0].Hash ||
+		if rec.ID != ts[i].ID || rec.Type != want || rec.Tenant != "t" || a[AttrRule] != "th" || a[AttrRuleHash] != rules[0].Hash ||
 			a[AttrTriggerIDs] != "u-0,u-1" || a[AttrTriggerIndexes] != "0,1" || a[AttrGroup] != `{"actor.id":"u","attributes[\"k\"]":"v"}` {
 			t.Errorf("%s record %+v lacks the rule, its hash, the tenant, the group or the triggers", want, rec)
 		}

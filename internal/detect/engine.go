@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -26,6 +28,11 @@ const (
 // to the log as an alert.fired or alert.resolved event. Rules of kind match
 // and new_value only fire: each firing is one finding.
 type Transition struct {
+	// ID is derived from the rule's hash, the state, the group, the last
+	// triggering record and the group's count of firings, so replaying
+	// the same records after a restart derives the same ID: recorded as
+	// the alert event's id, the log's idempotency drops the repeat.
+	ID       string `json:"id"`
 	Rule     string `json:"rule"`
 	RuleHash string `json:"rule_hash"`
 	// Tenant is the tenant of the most recent triggering record; the
@@ -313,6 +320,7 @@ func (e *Engine) fire(out []Transition, r *Rule, st *ruleState, g *group, value,
 	if r.Kind != KindMatch && r.Kind != KindNewValue {
 		g.Firing = true
 	}
+	g.Episode++
 	if r.Throttle > 0 && g.LastFired != 0 && t-g.LastFired < int64(r.Throttle) {
 		g.Emitted = false
 		g.Suppressed++
@@ -323,6 +331,7 @@ func (e *Engine) fire(out []Transition, r *Rule, st *ruleState, g *group, value,
 	g.LastFired = t
 	tr := e.transition(r, g, Firing, value, score, t)
 	maps.Copy(tr.Group, extra)
+	tr.ID = transitionID(&tr, g.Episode)
 	tr.Suppressed, g.Suppressed = g.Suppressed, 0
 	return append(out, tr)
 }
@@ -335,7 +344,9 @@ func (e *Engine) resolve(out []Transition, r *Rule, st *ruleState, g *group, val
 		return out
 	}
 	g.Emitted = false
-	return append(out, e.transition(r, g, Resolved, value, score, t))
+	tr := e.transition(r, g, Resolved, value, score, t)
+	tr.ID = transitionID(&tr, g.Episode)
+	return append(out, tr)
 }
 
 func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t int64) Transition {
@@ -363,6 +374,21 @@ func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t 
 		tr.TriggerIDs, tr.TriggerIndexes = []string{last.ID}, []uint64{last.Index}
 	}
 	return tr
+}
+
+// transitionID derives a transition's ID from what identifies it whenever
+// it is derived: not its time, which for time-driven transitions depends on
+// when the detector's clock ticked.
+func transitionID(tr *Transition, episode uint64) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", tr.RuleHash, tr.State, episode)
+	for _, k := range slices.Sorted(maps.Keys(tr.Group)) {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, tr.Group[k])
+	}
+	if n := len(tr.TriggerIndexes); n > 0 {
+		fmt.Fprintf(h, "%d", tr.TriggerIndexes[n-1])
+	}
+	return "alert-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func (e *Engine) evalThreshold(out []Transition, r *Rule, st *ruleState, g *group, now int64) []Transition {

@@ -257,9 +257,17 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	}
 	slices.SortStableFunc(records, func(a, b step) int { return a.rec.Time.Compare(b.rec.Time) })
-	want := brief(run(NewEngine(rules), records, 0))
+	wantTs := run(NewEngine(rules), records, 0)
+	want := brief(wantTs)
 	if len(want) < 4 {
 		t.Fatalf("uninterrupted run gave %v: too few transitions for a meaningful test", want)
+	}
+	seen := map[string]bool{}
+	for _, tr := range wantTs {
+		if seen[tr.ID] {
+			t.Errorf("two transitions share the id %s", tr.ID)
+		}
+		seen[tr.ID] = true
 	}
 	for _, cut := range []int{len(records) / 3, len(records) - 500, len(records) - 20} {
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
@@ -280,6 +288,11 @@ func TestSnapshotRestore(t *testing.T) {
 			got = append(got, run(restored, records[back:], uint64(back))...)
 			if b := brief(got); !slices.Equal(b, want) {
 				t.Errorf("with a restart after record %d got\n%s\nwant\n%s", cut, strings.Join(b, "\n"), strings.Join(want, "\n"))
+			}
+			for i := range min(len(got), len(wantTs)) {
+				if got[i].ID != wantTs[i].ID {
+					t.Errorf("transition %d has id %s after a restart, %s without", i, got[i].ID, wantTs[i].ID)
+				}
 			}
 		})
 	}
@@ -372,5 +385,21 @@ func TestRuntimeCostBound(t *testing.T) {
 	}
 	if got := e.Observe(1, rec("r", "x", "u", 0, map[string]any{"k": 1, strings.Repeat("k", 25): 2})); len(got) != 1 {
 		t.Errorf("a record within the limits: got %v, want a firing", brief(got))
+	}
+}
+
+// TestTransitionIDIgnoresTickTiming checks that a time-driven transition
+// derived again after a restart, when the clock ticks at other moments,
+// gets the same ID, so the log drops the repeat.
+func TestTransitionIDIgnoresTickTiming(t *testing.T) {
+	rules := mustLoad(t, "rules:\n  - id: ab\n    kind: absence\n    group_by: [actor.id]\n    after: 10m\n")
+	heartbeats := repeat(3, time.Minute, 0, "x", "svc", nil)
+	early := run(NewEngine(rules), append(heartbeats, adv(13*time.Minute)), 0)
+	late := run(NewEngine(rules), append(heartbeats, adv(20*time.Minute)), 0)
+	if len(early) != 1 || len(late) != 1 || early[0].At.Equal(late[0].At) {
+		t.Fatalf("got %v and %v, want one firing each at different times", brief(early), brief(late))
+	}
+	if early[0].ID != late[0].ID {
+		t.Errorf("ids %s and %s differ for the same silence", early[0].ID, late[0].ID)
 	}
 }

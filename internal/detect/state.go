@@ -33,6 +33,7 @@ type group struct {
 	Firing     bool      `json:"firing,omitempty"`
 	Emitted    bool      `json:"emitted,omitempty"` // the current firing was reported
 	LastFired  int64     `json:"last_fired,omitempty"`
+	Episode    uint64    `json:"episode,omitempty"` // firings so far, reported or not
 	Suppressed uint64    `json:"suppressed,omitempty"`
 	Triggers   []trigger `json:"triggers,omitempty"`
 	Value      float64   `json:"value,omitempty"`
