@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/aitrail/aitrail/internal/detect"
 )
@@ -90,7 +89,7 @@ func rulesCheck(names []string, stdout, stderr io.Writer) error {
 	}
 	var own, overrides int
 	for _, r := range rules {
-		if !strings.HasPrefix(r.Source, detect.BuiltinName+":") {
+		if r.File != detect.BuiltinName {
 			own++
 			if builtin[r.ID] {
 				overrides++

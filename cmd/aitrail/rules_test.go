@@ -121,3 +121,18 @@ tests:
 		t.Errorf("bad test file: exit %d, stderr %q; want 1 and the line", code, errOut)
 	}
 }
+
+// TestRulesBuiltinRoundTrip checks that the printed built-in pack is a
+// valid rule file a user can start from: every rule in it replaces its
+// built-in twin.
+func TestRulesBuiltinRoundTrip(t *testing.T) {
+	code, out, errOut := runCLI("rules", "builtin")
+	if code != 0 {
+		t.Fatalf("rules builtin: exit %d: %s", code, errOut)
+	}
+	f := writeFile(t, t.TempDir(), "pack.yaml", out)
+	code, out, errOut = runCLI("rules", "check", f)
+	if code != 0 || !strings.Contains(out, "OK: 13 rule(s) in 1 file(s), 13 of them replacing built-in rules; 13 rules in force") {
+		t.Errorf("rules check of the printed pack: exit %d\n%s%s", code, out, errOut)
+	}
+}

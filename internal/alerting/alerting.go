@@ -215,6 +215,9 @@ func (d *Detector) commit(ctx context.Context, evs []event.Event, alerts []notif
 // if any; a group naming a tenant wins.
 func (d *Detector) transition(t detect.Transition, tenant string) (event.Event, notify.Alert) {
 	key := t.Rule + "\x00" + groupKey(t.Group)
+	if t.Tenant != "" {
+		tenant = t.Tenant
+	}
 	if g := t.Group["tenant"]; g != "" {
 		tenant = g
 	}
@@ -225,7 +228,6 @@ func (d *Detector) transition(t detect.Transition, tenant string) (event.Event, 
 			f.Tenant = event.DefaultTenant
 		}
 	}
-	typ := "alert.fired"
 	if t.State == detect.Firing {
 		// match and new_value findings do not resolve; remembering them
 		// would only grow the state.
@@ -233,34 +235,10 @@ func (d *Detector) transition(t detect.Transition, tenant string) (event.Event, 
 			d.state.Firing[key] = f
 		}
 	} else {
-		typ = "alert.resolved"
 		delete(d.state.Firing, key)
 	}
-	attrs := map[string]any{
-		"alert.rule": t.Rule, "alert.rule_hash": t.RuleHash, "alert.severity": t.Severity,
-		"alert.summary": t.Summary, "alert.group": groupKey(t.Group),
-	}
-	if len(t.TriggerIDs) > 0 {
-		attrs["alert.trigger_ids"] = strings.Join(t.TriggerIDs, ",")
-		attrs["alert.first_trigger_index"] = t.TriggerIndexes[0]
-		attrs["alert.last_trigger_index"] = t.TriggerIndexes[len(t.TriggerIndexes)-1]
-	}
-	if t.Value != 0 {
-		attrs["alert.value"] = t.Value
-	}
-	if t.Score != 0 {
-		attrs["alert.score"] = t.Score
-	}
-	if t.Suppressed > 0 {
-		attrs["alert.suppressed"] = t.Suppressed
-	}
-	ev := event.Event{
-		ID: f.ID + "." + strings.TrimPrefix(typ, "alert."), Type: typ, Tenant: f.Tenant,
-		Time: t.At.UTC().Format(time.RFC3339Nano), Action: t.Rule, Outcome: "success",
-		Actor:      &event.Actor{ID: "aitrail-detector", Type: "system"},
-		Resource:   &event.Resource{Type: "alert", ID: f.ID},
-		Attributes: attrs,
-	}
+	ev := t.Event(f.ID)
+	ev.Tenant = f.Tenant
 	a := notify.Alert{
 		Labels:      map[string]string{"alertname": t.Rule, "severity": t.Severity, "tenant": f.Tenant},
 		Annotations: map[string]string{"summary": t.Summary, "alert_id": f.ID, "rule_hash": t.RuleHash},

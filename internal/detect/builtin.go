@@ -45,7 +45,7 @@ func LoadFiles(builtin bool, files ...File) ([]*Rule, error) {
 		rules = slices.Clone(Builtin())
 	}
 	var ps Problems
-	where := map[string]string{} // id → source, across user files
+	where := map[string]string{} // id → file:line, across user files
 	for _, f := range files {
 		rs, disabled, err := load(f.Name, f.Data)
 		if err != nil {
@@ -57,10 +57,10 @@ func LoadFiles(builtin bool, files ...File) ([]*Rule, error) {
 		}
 		for _, r := range rs {
 			if prev, ok := where[r.ID]; ok {
-				ps = append(ps, Problem{File: f.Name, Line: lineOf(r.Source), Rule: r.ID, Msg: "duplicate id (also at " + prev + ")"})
+				ps = append(ps, Problem{File: f.Name, Line: r.Line, Rule: r.ID, Msg: "duplicate id (also at " + prev + ")"})
 				continue
 			}
-			where[r.ID] = r.Source
+			where[r.ID] = fmt.Sprintf("%s:%d", r.File, r.Line)
 			if i := slices.IndexFunc(rules, func(b *Rule) bool { return b.ID == r.ID }); i >= 0 {
 				rules[i] = r
 			} else {
@@ -75,15 +75,4 @@ func LoadFiles(builtin bool, files ...File) ([]*Rule, error) {
 		return nil, ps
 	}
 	return rules, nil
-}
-
-func lineOf(source string) int {
-	var line int
-	for i := len(source) - 1; i >= 0; i-- {
-		if source[i] == ':' {
-			fmt.Sscanf(source[i+1:], "%d", &line)
-			break
-		}
-	}
-	return line
 }

@@ -38,3 +38,17 @@ func TestBuiltinPack(t *testing.T) {
 		}
 	}
 }
+
+// TestBuiltinRulesDocumented keeps docs/rules.md in step with the pack:
+// every built-in rule has a row saying why it matters.
+func TestBuiltinRulesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Builtin() {
+		if !strings.Contains(string(doc), "| `"+r.ID+"` | "+string(r.Kind)+" |") {
+			t.Errorf("docs/rules.md has no row for built-in rule %s (kind %s)", r.ID, r.Kind)
+		}
+	}
+}

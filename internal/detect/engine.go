@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -26,9 +28,17 @@ const (
 // to the log as an alert.fired or alert.resolved event. Rules of kind match
 // and new_value only fire: each firing is one finding.
 type Transition struct {
+	// ID is derived from the rule's hash, the state, the group, the last
+	// triggering record and the group's count of firings, so replaying
+	// the same records after a restart derives the same ID: recorded as
+	// the alert event's id, the log's idempotency drops the repeat.
+	ID       string `json:"id"`
 	Rule     string `json:"rule"`
 	RuleHash string `json:"rule_hash"`
-	State    State  `json:"state"`
+	// Tenant is the tenant of the most recent triggering record; the
+	// alert is recorded there.
+	Tenant string `json:"tenant"`
+	State  State  `json:"state"`
 	// Group is the value of each group_by (and, for new_value, each value)
 	// expression, keyed by the expression's text.
 	Group    map[string]string `json:"group,omitempty"`
@@ -85,12 +95,21 @@ func (e *Engine) Rules() []*Rule { return e.rules }
 // with smaller indexes have been applied and are ignored if fed again.
 func (e *Engine) Next() uint64 { return e.next }
 
-// Suppressed returns, per rule id, how many firings throttling has withheld
-// since the engine's state began.
-func (e *Engine) Suppressed() map[string]uint64 {
-	out := map[string]uint64{}
+// RuleStats counts what a rule did that its alerts do not show.
+type RuleStats struct {
+	// Suppressed is how many firings throttling withheld.
+	Suppressed uint64
+	// Errors is how many evaluations failed (a missing attribute, a wrong
+	// type, the cost limit), each counted as a non-match.
+	Errors uint64
+}
+
+// Stats returns, per rule id, its counters since the engine's state began
+// (they are kept in snapshots), for metrics.
+func (e *Engine) Stats() map[string]RuleStats {
+	out := map[string]RuleStats{}
 	for i, r := range e.rules {
-		out[r.ID] = e.states[i].Suppressed
+		out[r.ID] = RuleStats{Suppressed: e.states[i].Suppressed, Errors: e.states[i].Errors}
 	}
 	return out
 }
@@ -171,6 +190,16 @@ func (e *Engine) tick() []Transition {
 	var out []Transition
 	for i, r := range e.rules {
 		st := e.states[i]
+		if r.Kind == KindMatch || r.Kind == KindNewValue {
+			// Time alone never makes these fire: only forget idle groups,
+			// in any order.
+			maps.DeleteFunc(st.Groups, func(_ string, g *group) bool { return e.forget(r, g) })
+			if r.Kind == KindNewValue {
+				st.pruneSeen(e.now - int64(r.Window))
+			}
+			continue
+		}
+		// Sorted, so that transitions come out in the same order every run.
 		for _, k := range slices.Sorted(maps.Keys(st.Groups)) {
 			g := st.Groups[k]
 			switch r.Kind {
@@ -186,9 +215,6 @@ func (e *Engine) tick() []Transition {
 				delete(st.Groups, k)
 			}
 		}
-		if r.Kind == KindNewValue {
-			st.pruneSeen(e.now - int64(r.Window))
-		}
 	}
 	return out
 }
@@ -202,6 +228,8 @@ func (e *Engine) forget(r *Rule, g *group) bool {
 	switch r.Kind {
 	case KindMatch:
 		return idle > int64(r.Throttle)
+	case KindNewValue:
+		return idle > int64(max(r.Window, r.Throttle))
 	case KindThreshold:
 		return idle > int64(max(r.Window, r.Throttle)) && g.Value == 0
 	case KindAnomaly, KindAbsence:
@@ -223,7 +251,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		}
 	}
 	for _, ex := range r.exceptions {
-		if ex.matches(a.r) {
+		if ex.matches(a) {
 			return out
 		}
 	}
@@ -238,7 +266,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		st.Groups[key] = g
 	}
 	g.LastSeen = max(g.LastSeen, t)
-	g.addTrigger(a.r.ID, index)
+	g.addTrigger(a.r.ID, index, a.r.Tenant)
 	switch r.Kind {
 	case KindMatch:
 		return e.fire(out, r, st, g, 0, 0, t, nil)
@@ -292,6 +320,7 @@ func (e *Engine) fire(out []Transition, r *Rule, st *ruleState, g *group, value,
 	if r.Kind != KindMatch && r.Kind != KindNewValue {
 		g.Firing = true
 	}
+	g.Episode++
 	if r.Throttle > 0 && g.LastFired != 0 && t-g.LastFired < int64(r.Throttle) {
 		g.Emitted = false
 		g.Suppressed++
@@ -302,6 +331,7 @@ func (e *Engine) fire(out []Transition, r *Rule, st *ruleState, g *group, value,
 	g.LastFired = t
 	tr := e.transition(r, g, Firing, value, score, t)
 	maps.Copy(tr.Group, extra)
+	tr.ID = transitionID(&tr, g.Episode)
 	tr.Suppressed, g.Suppressed = g.Suppressed, 0
 	return append(out, tr)
 }
@@ -314,7 +344,9 @@ func (e *Engine) resolve(out []Transition, r *Rule, st *ruleState, g *group, val
 		return out
 	}
 	g.Emitted = false
-	return append(out, e.transition(r, g, Resolved, value, score, t))
+	tr := e.transition(r, g, Resolved, value, score, t)
+	tr.ID = transitionID(&tr, g.Episode)
+	return append(out, tr)
 }
 
 func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t int64) Transition {
@@ -330,6 +362,9 @@ func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t 
 	if tr.Summary == "" {
 		tr.Summary = r.ID
 	}
+	if n := len(g.Triggers); n > 0 {
+		tr.Tenant = g.Triggers[n-1].Tenant
+	}
 	for _, tg := range g.Triggers {
 		tr.TriggerIDs = append(tr.TriggerIDs, tg.ID)
 		tr.TriggerIndexes = append(tr.TriggerIndexes, tg.Index)
@@ -339,6 +374,21 @@ func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t 
 		tr.TriggerIDs, tr.TriggerIndexes = []string{last.ID}, []uint64{last.Index}
 	}
 	return tr
+}
+
+// transitionID derives a transition's ID from what identifies it whenever
+// it is derived: not its time, which for time-driven transitions depends on
+// when the detector's clock ticked.
+func transitionID(tr *Transition, episode uint64) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", tr.RuleHash, tr.State, episode)
+	for _, k := range slices.Sorted(maps.Keys(tr.Group)) {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, tr.Group[k])
+	}
+	if n := len(tr.TriggerIndexes); n > 0 {
+		fmt.Fprintf(h, "%d", tr.TriggerIndexes[n-1])
+	}
+	return "alert-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func (e *Engine) evalThreshold(out []Transition, r *Rule, st *ruleState, g *group, now int64) []Transition {

@@ -111,6 +111,12 @@ func TestKinds(t *testing.T) {
 			want:  []string{"firing th [u] @20s", "resolved th [u] @5m0s"},
 		},
 		{
+			name:  "threshold throttled: a suppressed firing's resolution is suppressed too",
+			rules: "rules:\n  - id: th\n    kind: threshold\n    window: 1m\n    threshold: 2\n    throttle: 1h\n",
+			steps: append(append(append(repeat(2, time.Second, 0, "x", "u", nil), adv(3*time.Minute)), repeat(2, time.Second, 4*time.Minute, "x", "u", nil)...), adv(10*time.Minute)),
+			want:  []string{"firing th [] @1s", "resolved th [] @3m0s"},
+		},
+		{
 			name:  "threshold sums a field",
 			rules: "rules:\n  - id: th\n    kind: threshold\n    window: 1h\n    sum: attributes['n']\n    threshold: 100\n",
 			steps: repeat(3, time.Minute, 0, "x", "u", map[string]any{"n": 40.0}),
@@ -251,9 +257,17 @@ func TestSnapshotRestore(t *testing.T) {
 		}
 	}
 	slices.SortStableFunc(records, func(a, b step) int { return a.rec.Time.Compare(b.rec.Time) })
-	want := brief(run(NewEngine(rules), records, 0))
+	wantTs := run(NewEngine(rules), records, 0)
+	want := brief(wantTs)
 	if len(want) < 4 {
 		t.Fatalf("uninterrupted run gave %v: too few transitions for a meaningful test", want)
+	}
+	seen := map[string]bool{}
+	for _, tr := range wantTs {
+		if seen[tr.ID] {
+			t.Errorf("two transitions share the id %s", tr.ID)
+		}
+		seen[tr.ID] = true
 	}
 	for _, cut := range []int{len(records) / 3, len(records) - 500, len(records) - 20} {
 		t.Run(fmt.Sprint(cut), func(t *testing.T) {
@@ -274,6 +288,11 @@ func TestSnapshotRestore(t *testing.T) {
 			got = append(got, run(restored, records[back:], uint64(back))...)
 			if b := brief(got); !slices.Equal(b, want) {
 				t.Errorf("with a restart after record %d got\n%s\nwant\n%s", cut, strings.Join(b, "\n"), strings.Join(want, "\n"))
+			}
+			for i := range min(len(got), len(wantTs)) {
+				if got[i].ID != wantTs[i].ID {
+					t.Errorf("transition %d has id %s after a restart, %s without", i, got[i].ID, wantTs[i].ID)
+				}
 			}
 		})
 	}
@@ -320,5 +339,67 @@ func TestScanContent(t *testing.T) {
 	}
 	if _, err := NewScanner([]Pattern{{Name: "bad", Regexp: "("}}); err == nil || !strings.Contains(err.Error(), `"bad"`) {
 		t.Errorf("bad pattern: got %v, want an error naming it", err)
+	}
+}
+
+func TestObserveJSON(t *testing.T) {
+	e := NewEngine(mustLoad(t, "rules:\n  - id: m\n    kind: match\n    types: [access.attempt]\n    condition: outcome == 'denied' && attributes['n'] > 2\n    group_by: [actor.id]\n"))
+	got, err := e.ObserveJSON(7, []byte(`{"id":"r7","type":"access.attempt","time":"2026-03-02T00:00:00Z","received_at":"2026-03-02T00:00:01Z","tenant":"t","actor":{"id":"hmac-sha256:ab"},"outcome":"denied","attributes":{"n":3}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].TriggerIDs[0] != "r7" || got[0].TriggerIndexes[0] != 7 || got[0].Group["actor.id"] != "hmac-sha256:ab" || !got[0].At.Equal(t0.Add(time.Second)) {
+		t.Errorf("got %+v, want one firing for r7 at index 7 at received_at", got)
+	}
+	if e.Next() != 8 {
+		t.Errorf("Next() = %d, want 8", e.Next())
+	}
+	if got, _ := e.ObserveJSON(7, []byte(`{}`)); got != nil {
+		t.Errorf("a record applied before was applied again: %v", got)
+	}
+	if _, err := e.ObserveJSON(8, []byte(`{`)); err == nil {
+		t.Error("accepted a broken record")
+	}
+}
+
+// TestRuntimeCostBound feeds a record larger than the log allows, so that
+// an expression's cost exceeds what its estimate assumed: the evaluation
+// is abandoned and counted as an error, not left to run.
+func TestRuntimeCostBound(t *testing.T) {
+	list := make([]string, 100)
+	for i := range list {
+		list[i] = fmt.Sprint(i + 1)
+	}
+	// Estimated at 100 × 256 attributes: under the limit; run over 5,000
+	// attributes: over it.
+	e := NewEngine(mustLoad(t, "rules:\n  - id: pairs\n    kind: match\n    condition: '["+strings.Join(list, ", ")+"].exists(i, attributes.exists(a, size(a) == i + 20))'\n"))
+	big := map[string]any{}
+	for i := range 5000 {
+		big[fmt.Sprint(i)] = i
+	}
+	if got := e.Observe(0, rec("r", "x", "u", 0, big)); len(got) != 0 {
+		t.Errorf("got %v, want the evaluation abandoned", brief(got))
+	}
+	if got := e.Stats()["pairs"]; got.Errors != 1 {
+		t.Errorf("stats %+v, want one error", got)
+	}
+	if got := e.Observe(1, rec("r", "x", "u", 0, map[string]any{"k": 1, strings.Repeat("k", 25): 2})); len(got) != 1 {
+		t.Errorf("a record within the limits: got %v, want a firing", brief(got))
+	}
+}
+
+// TestTransitionIDIgnoresTickTiming checks that a time-driven transition
+// derived again after a restart, when the clock ticks at other moments,
+// gets the same ID, so the log drops the repeat.
+func TestTransitionIDIgnoresTickTiming(t *testing.T) {
+	rules := mustLoad(t, "rules:\n  - id: ab\n    kind: absence\n    group_by: [actor.id]\n    after: 10m\n")
+	heartbeats := repeat(3, time.Minute, 0, "x", "svc", nil)
+	early := run(NewEngine(rules), append(heartbeats, adv(13*time.Minute)), 0)
+	late := run(NewEngine(rules), append(heartbeats, adv(20*time.Minute)), 0)
+	if len(early) != 1 || len(late) != 1 || early[0].At.Equal(late[0].At) {
+		t.Fatalf("got %v and %v, want one firing each at different times", brief(early), brief(late))
+	}
+	if early[0].ID != late[0].ID {
+		t.Errorf("ids %s and %s differ for the same silence", early[0].ID, late[0].ID)
 	}
 }

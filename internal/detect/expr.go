@@ -2,6 +2,7 @@ package detect
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,13 +21,18 @@ import (
 // measured when it runs (an evaluation that exceeds it is abandoned).
 const CostLimit = DefaultCostLimit
 
+// runtimeTrackingAbove is the estimated cost above which an expression's
+// cost is also measured as it runs.
+const runtimeTrackingAbove = 1000
+
 // Size bounds the cost estimator assumes for values whose size CEL cannot
 // know: an attribute map and its strings fit in one record, and the
 // record's other strings are at most 1024 bytes (the ingest limit).
 const (
-	maxAttributes       = 256
-	maxAttributeBytes   = event.MaxRecordSize
-	maxFieldStringBytes = 1024
+	maxAttributes        = 256
+	maxAttributeKeyBytes = 256
+	maxAttributeBytes    = event.MaxRecordSize // more than the 4 KiB limit on a value, to be safe
+	maxFieldStringBytes  = 1024
 )
 
 // The record's nested objects are exposed as maps of strings with every key
@@ -110,7 +116,16 @@ func compileCEL(expr string, want *cel.Type) (cel.Program, error) {
 	if est.Max > CostLimit {
 		return nil, &celError{line: 1, msg: fmt.Sprintf("may cost up to %d, more than the limit of %d: avoid nested loops over attributes and large regular expressions", est.Max, CostLimit)}
 	}
-	p, err := e.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize))
+	// The estimate assumes the sizes the log enforces, so it bounds the
+	// cost of every evaluation over a record from the log. Tracking the
+	// cost as it runs as well, which slows evaluation by a third, is kept
+	// for expressions whose bound is not small (comprehensions, regular
+	// expressions), in case a record does not respect those sizes.
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	if est.Max > runtimeTrackingAbove {
+		opts = append(opts, cel.CostLimit(CostLimit))
+	}
+	p, err := e.Program(ast, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't plan: %w", err)
 	}
@@ -126,6 +141,8 @@ func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
 	switch {
 	case n.Type().Kind() == types.MapKind || n.Type().Kind() == types.ListKind:
 		return &checker.SizeEstimate{Min: 0, Max: maxAttributes}
+	case inAttributes && len(p) > 1 && p[1] == "@keys":
+		return &checker.SizeEstimate{Min: 1, Max: maxAttributeKeyBytes}
 	case inAttributes:
 		return &checker.SizeEstimate{Min: 0, Max: maxAttributeBytes}
 	case n.Type().IsExactType(cel.StringType):
@@ -142,7 +159,7 @@ func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checke
 // first use so that rules that read only the type cost almost nothing.
 type activation struct {
 	r     *event.Record
-	cache map[string]any
+	cache map[string]ref.Val
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -169,64 +186,63 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			return int64(0), true
 		}
 		return r.Content.Size, true
-	case "attributes":
-		if r.Attributes == nil {
-			return map[string]any{}, true
-		}
-		return r.Attributes, true
 	}
 	if v, ok := a.cache[name]; ok {
 		return v, true
 	}
-	var m map[string]string
+	var m any
 	switch name {
+	case "attributes":
+		if r.Attributes == nil {
+			m = map[string]any{}
+		} else {
+			m = r.Attributes
+		}
 	case "actor":
-		var x event.Actor
-		if r.Actor != nil {
-			x = *r.Actor
-		}
-		m = map[string]string{"id": x.ID, "type": x.Type, "ip": x.IP, "user_agent": x.UserAgent, "session_id": x.SessionID}
+		m = fieldsOf(r.Actor, func(x event.Actor) map[string]string {
+			return map[string]string{"id": x.ID, "type": x.Type, "ip": x.IP, "user_agent": x.UserAgent, "session_id": x.SessionID}
+		})
 	case "resource":
-		var x event.Resource
-		if r.Resource != nil {
-			x = *r.Resource
-		}
-		m = map[string]string{"type": x.Type, "id": x.ID, "name": x.Name}
+		m = fieldsOf(r.Resource, func(x event.Resource) map[string]string {
+			return map[string]string{"type": x.Type, "id": x.ID, "name": x.Name}
+		})
 	case "model":
-		var x event.Model
-		if r.Model != nil {
-			x = *r.Model
-		}
-		m = map[string]string{"provider": x.Provider, "name": x.Name, "version": x.Version, "digest": x.Digest}
+		m = fieldsOf(r.Model, func(x event.Model) map[string]string {
+			return map[string]string{"provider": x.Provider, "name": x.Name, "version": x.Version, "digest": x.Digest}
+		})
 	case "dataset":
-		var x event.Dataset
-		if r.Dataset != nil {
-			x = *r.Dataset
-		}
-		m = map[string]string{"name": x.Name, "version": x.Version, "digest": x.Digest}
+		m = fieldsOf(r.Dataset, func(x event.Dataset) map[string]string {
+			return map[string]string{"name": x.Name, "version": x.Version, "digest": x.Digest}
+		})
 	case "api":
-		var x event.API
-		if r.API != nil {
-			x = *r.API
-		}
-		m = map[string]string{"name": x.Name, "version": x.Version}
+		m = fieldsOf(r.API, func(x event.API) map[string]string { return map[string]string{"name": x.Name, "version": x.Version} })
 	case "prompt":
-		var x event.Prompt
-		if r.Prompt != nil {
-			x = *r.Prompt
-		}
-		m = map[string]string{"id": x.ID, "version": x.Version, "digest": x.Digest}
+		m = fieldsOf(r.Prompt, func(x event.Prompt) map[string]string {
+			return map[string]string{"id": x.ID, "version": x.Version, "digest": x.Digest}
+		})
 	default:
 		return nil, false
 	}
+	// Converted once per record, not once per rule that reads it.
+	v := types.DefaultTypeAdapter.NativeToValue(m)
 	if a.cache == nil {
-		a.cache = map[string]any{}
+		a.cache = map[string]ref.Val{}
 	}
-	a.cache[name] = m
-	return m, true
+	a.cache[name] = v
+	return v, true
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
+
+// fieldsOf returns the fields of an optional part of a record, all empty
+// when the part is absent.
+func fieldsOf[T any](p *T, fields func(T) map[string]string) map[string]string {
+	var x T
+	if p != nil {
+		x = *p
+	}
+	return fields(x)
+}
 
 // evalBool runs a condition; an error (a missing attribute, a cost
 // overrun) counts as false.
@@ -281,65 +297,14 @@ func evalNumber(p cel.Program, a *activation) float64 {
 type exception []exceptionField
 
 type exceptionField struct {
-	get    func(*event.Record) string
-	values map[string]bool
+	name, key string // variable, and key within it ("actor", "id"); attributes by name
+	values    map[string]bool
 }
 
-// exceptionFields are the fields an exception may name.
-var exceptionFields = map[string]func(*event.Record) string{
-	"type":    func(r *event.Record) string { return r.Type },
-	"tenant":  func(r *event.Record) string { return r.Tenant },
-	"action":  func(r *event.Record) string { return r.Action },
-	"outcome": func(r *event.Record) string { return r.Outcome },
-	"actor.id": func(r *event.Record) string {
-		if r.Actor == nil {
-			return ""
-		}
-		return r.Actor.ID
-	},
-	"actor.type": func(r *event.Record) string {
-		if r.Actor == nil {
-			return ""
-		}
-		return r.Actor.Type
-	},
-	"actor.ip": func(r *event.Record) string {
-		if r.Actor == nil {
-			return ""
-		}
-		return r.Actor.IP
-	},
-	"model.name": func(r *event.Record) string {
-		if r.Model == nil {
-			return ""
-		}
-		return r.Model.Name
-	},
-	"model.version": func(r *event.Record) string {
-		if r.Model == nil {
-			return ""
-		}
-		return r.Model.Version
-	},
-	"resource.type": func(r *event.Record) string {
-		if r.Resource == nil {
-			return ""
-		}
-		return r.Resource.Type
-	},
-	"resource.id": func(r *event.Record) string {
-		if r.Resource == nil {
-			return ""
-		}
-		return r.Resource.ID
-	},
-	"resource.name": func(r *event.Record) string {
-		if r.Resource == nil {
-			return ""
-		}
-		return r.Resource.Name
-	},
-}
+// exceptionFields are the fields an exception may name, besides
+// attributes.NAME.
+var exceptionFields = []string{"type", "tenant", "action", "outcome", "actor.id", "actor.type", "actor.ip",
+	"model.name", "model.version", "resource.type", "resource.id", "resource.name"}
 
 func newException(m map[string][]string) (exception, error) {
 	if len(m) == 0 {
@@ -347,32 +312,39 @@ func newException(m map[string][]string) (exception, error) {
 	}
 	var e exception
 	for field, vals := range m {
-		get, ok := exceptionFields[field]
-		if !ok {
-			if name, ok := strings.CutPrefix(field, "attributes."); ok && name != "" {
-				get = func(r *event.Record) string {
-					v, ok := r.Attributes[name]
-					if !ok {
-						return ""
-					}
-					return fmt.Sprint(v)
-				}
-			} else {
-				return nil, fmt.Errorf("unknown field %q (use type, tenant, action, outcome, actor.id, actor.type, actor.ip, model.name, model.version, resource.type, resource.id, resource.name or attributes.NAME)", field)
-			}
+		name, key, _ := strings.Cut(field, ".")
+		if !slices.Contains(exceptionFields, field) && (name != "attributes" || key == "") {
+			return nil, fmt.Errorf("unknown field %q (use %s or attributes.NAME)", field, strings.Join(exceptionFields, ", "))
 		}
 		set := map[string]bool{}
 		for _, v := range vals {
 			set[v] = true
 		}
-		e = append(e, exceptionField{get: get, values: set})
+		e = append(e, exceptionField{name: name, key: key, values: set})
 	}
 	return e, nil
 }
 
-func (e exception) matches(r *event.Record) bool {
+// matches reads the fields through the record's activation, so exceptions
+// see exactly what expressions see.
+func (e exception) matches(a *activation) bool {
 	for _, f := range e {
-		if !f.values[f.get(r)] {
+		v, _ := a.ResolveName(f.name)
+		if rv, ok := v.(ref.Val); ok {
+			v = rv.Value()
+		}
+		var s string
+		switch x := v.(type) {
+		case string:
+			s = x
+		case map[string]string:
+			s = x[f.key]
+		case map[string]any:
+			if av, ok := x[f.key]; ok {
+				s = fmt.Sprint(av)
+			}
+		}
+		if !f.values[s] {
 			return false
 		}
 	}

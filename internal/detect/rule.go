@@ -60,7 +60,6 @@ const (
 	DefaultInterval       = time.Hour
 	DefaultZ              = 3.5
 	DefaultAbsenceAfter   = 15 * time.Minute
-	DefaultMaxTriggers    = 10
 	DefaultCostLimit      = 1_000_000
 	thresholdBuckets      = 60
 	anomalySubBuckets     = 10
@@ -68,7 +67,7 @@ const (
 )
 
 // MaxTriggers is how many triggering event ids a Transition carries at most.
-const MaxTriggers = DefaultMaxTriggers
+const MaxTriggers = 10
 
 // Duration is a time.Duration written in YAML as "90s", "15m", "24h" or
 // "7d".
@@ -139,8 +138,9 @@ type Rule struct {
 	// Hash is "sha256:" and the hex SHA-256 of the rule's canonical YAML
 	// text, so an alert names exactly the rule text that raised it.
 	Hash string
-	// Source is "file:line" where the rule starts.
-	Source string
+	// File and Line say where the rule starts.
+	File string
+	Line int
 
 	cond       cel.Program
 	groupBy    []cel.Program
@@ -159,6 +159,7 @@ type Problem struct {
 	Msg  string
 }
 
+// String formats the problem as "file:line: rule ID: message".
 func (p Problem) String() string {
 	s := fmt.Sprintf("%s:%d: ", p.File, p.Line)
 	if p.Rule != "" {
@@ -170,6 +171,7 @@ func (p Problem) String() string {
 // Problems is every problem found in rule files, in file order.
 type Problems []Problem
 
+// Error lists the problems, one a line.
 func (ps Problems) Error() string {
 	lines := make([]string, len(ps))
 	for i, p := range ps {
@@ -434,7 +436,7 @@ func compile(s Spec, n *yaml.Node, file string) (*Rule, Problems) {
 			bad("types", "type %q is not an event type or a prefix such as ai.*", t)
 		}
 	}
-	r := &Rule{Spec: s, Source: fmt.Sprintf("%s:%d", file, n.Line)}
+	r := &Rule{Spec: s, File: file, Line: n.Line}
 	for _, t := range s.Types {
 		switch {
 		case t == "*":

@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // AttrContentMarkers is the attribute the ingest path sets, to the names
-// of the patterns ScanContent found, before it encrypts an event's
-// content. The built-in rule prompt-injection-marker fires on it.
+// of the patterns ScanContent found (MarkerNames), before it encrypts an
+// event's content. The built-in rule prompt-injection-marker fires on it.
 const AttrContentMarkers = "aitrail.content.markers"
 
 // Pattern is a named regular expression (RE2 syntax) that marks content as
@@ -74,4 +75,14 @@ func (s *Scanner) ScanContent(tenant string, content []byte) []Marker {
 		}
 	}
 	return ms
+}
+
+// MarkerNames returns the names of markers as the comma-separated value of
+// AttrContentMarkers (attributes are flat), or "" for none.
+func MarkerNames(ms []Marker) string {
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Pattern
+	}
+	return strings.Join(names, ",")
 }

@@ -33,6 +33,7 @@ type group struct {
 	Firing     bool      `json:"firing,omitempty"`
 	Emitted    bool      `json:"emitted,omitempty"` // the current firing was reported
 	LastFired  int64     `json:"last_fired,omitempty"`
+	Episode    uint64    `json:"episode,omitempty"` // firings so far, reported or not
 	Suppressed uint64    `json:"suppressed,omitempty"`
 	Triggers   []trigger `json:"triggers,omitempty"`
 	Value      float64   `json:"value,omitempty"`
@@ -55,8 +56,9 @@ type group struct {
 }
 
 type trigger struct {
-	ID    string `json:"id"`
-	Index uint64 `json:"index"`
+	ID     string `json:"id"`
+	Index  uint64 `json:"index"`
+	Tenant string `json:"tenant"`
 }
 
 // bucket holds the sum of values in one time slot; Slot is the slot's
@@ -66,12 +68,12 @@ type bucket struct {
 	Value float64 `json:"value"`
 }
 
-func (g *group) addTrigger(id string, index uint64) {
+func (g *group) addTrigger(id string, index uint64, tenant string) {
 	if len(g.Triggers) == MaxTriggers {
 		copy(g.Triggers, g.Triggers[1:])
 		g.Triggers = g.Triggers[:MaxTriggers-1]
 	}
-	g.Triggers = append(g.Triggers, trigger{id, index})
+	g.Triggers = append(g.Triggers, trigger{id, index, tenant})
 }
 
 func bucketWidth(r *Rule) int64 { return int64(r.Window) / thresholdBuckets }
