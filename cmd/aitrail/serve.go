@@ -416,7 +416,16 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	go func() { api.Run(runCtx); runDone <- struct{}{} }()
 	go func() { notifier.Run(runCtx); runDone <- struct{}{} }()
 	go func() { detector.Run(runCtx, cfg.Detect.Interval); runDone <- struct{}{} }()
-	stopAPI := func() { stopRun(); <-runDone; <-runDone; <-runDone; stopFollowers() }
+	stopAPI := func() {
+		stopRun()
+		<-runDone
+		<-runDone
+		<-runDone
+		stopFollowers()
+		if err := detector.Save(); err != nil {
+			log.Warn("couldn't save the detector state; the next start observes the last records again", "err", err)
+		}
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

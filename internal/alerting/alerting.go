@@ -56,11 +56,18 @@ type Detector struct {
 	store    StateStore
 	log      *slog.Logger
 
-	mu       sync.Mutex // guards engine and state
+	mu       sync.Mutex // guards engine, state and saved
 	engine   *detect.Engine
 	state    state
 	resolves map[string]bool // rule id → its alerts resolve (not match or new_value)
+	saved    time.Time       // when the state was last saved
 }
+
+// saveEvery bounds how often the state is saved. Saving it less often than
+// every batch costs nothing in correctness: after a crash the records since
+// the last save are observed again and give the same alerts, with the same
+// ids, which the log stores once.
+const saveEvery = time.Second
 
 // state is what the detector saves besides the engine's own state.
 type state struct {
@@ -181,15 +188,37 @@ func (d *Detector) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// commit appends the alert records, then saves the state, then delivers.
-// Should the process stop between the append and the save, the same
-// transitions are computed again and their records are not stored twice.
+// commit appends the alert records, then saves the state (at most every
+// saveEvery), then delivers. Should the process stop between the append
+// and the save, the same transitions are computed again and their records
+// are not stored twice.
 func (d *Detector) commit(ctx context.Context, evs []event.Event, alerts []notify.Alert) error {
 	if len(evs) > 0 {
 		if _, err := d.appender.Append(ctx, system, evs); err != nil {
 			return fmt.Errorf("couldn't record alerts: %w", err)
 		}
 	}
+	if time.Since(d.saved) >= saveEvery {
+		if err := d.save(); err != nil {
+			return err
+		}
+	}
+	for _, a := range alerts {
+		if err := d.sender.Send(a); err != nil {
+			d.log.Warn("an alert could not be handed to delivery", "rule", a.Labels["alertname"], "err", err)
+		}
+	}
+	return nil
+}
+
+// Save saves the state now; the server calls it when it stops.
+func (d *Detector) Save() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.save()
+}
+
+func (d *Detector) save() error {
 	snap, err := d.engine.Snapshot()
 	if err != nil {
 		return err
@@ -202,11 +231,7 @@ func (d *Detector) commit(ctx context.Context, evs []event.Event, alerts []notif
 	if err := d.store.Save(data); err != nil {
 		return fmt.Errorf("couldn't save the detector state: %w", err)
 	}
-	for _, a := range alerts {
-		if err := d.sender.Send(a); err != nil {
-			d.log.Warn("an alert could not be handed to delivery", "rule", a.Labels["alertname"], "err", err)
-		}
-	}
+	d.saved = time.Now()
 	return nil
 }
 

@@ -3,7 +3,7 @@ package detect
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+
 	"fmt"
 	"maps"
 	"math"
@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/aitrail/aitrail/internal/event"
 )
@@ -131,10 +133,12 @@ func (e *Engine) candidates(t string) []int {
 	return c
 }
 
-// ObserveJSON is Observe for a record in its canonical JSON encoding.
+// ObserveJSON is Observe for a record in its canonical JSON encoding. It
+// decodes with encoding/json/v2's implementation, several times faster
+// than encoding/json on records, which the detector reads one by one.
 func (e *Engine) ObserveJSON(index uint64, b []byte) ([]Transition, error) {
 	var r event.Record
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := jsonv2.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("couldn't decode record %d: %w", index, err)
 	}
 	return e.Observe(index, &r), nil
