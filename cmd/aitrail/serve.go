@@ -321,12 +321,22 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		return nil
 	}
 
+	// Content is scanned for prompt-injection markers before it is
+	// encrypted: the marker names are all the rules ever see of it.
+	scanner, err := detect.NewScanner(detect.DefaultPatterns)
+	if err != nil {
+		stopFollowers()
+		return err
+	}
 	pipeline := &ingest.Pipeline{
 		Ledger:   led,
 		Sealer:   keyring,
 		Limits:   event.Limits{MaxContentBytes: cfg.Limits.MaxContentBytes, MaxBatchEvents: cfg.Limits.MaxBatchEvents},
 		Registry: models,
 		Subjects: keyring,
+		ScanContent: func(tenant string, content []byte) string {
+			return detect.MarkerNames(scanner.ScanContent(tenant, content))
+		},
 	}
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
 	if err != nil {

@@ -65,9 +65,19 @@ type Pipeline struct {
 	// scope each event's content is sealed under (see Protect); nil stores
 	// them as sent and seals content under the tenant.
 	Subjects Subjects
+	// ScanContent, if set, looks at each event's content before it is
+	// encrypted and returns the names of the suspicious patterns it found
+	// (comma-separated, "" for none); they are stored in the record's
+	// attribute ContentMarkersAttr, the only trace of the content the rules
+	// can see.
+	ScanContent func(tenant string, content []byte) string
 	// Now is the clock that stamps received_at (time.Now if nil).
 	Now func() time.Time
 }
+
+// ContentMarkersAttr is the attribute that names the suspicious patterns
+// found in an event's content.
+const ContentMarkersAttr = "aitrail.content.markers"
 
 // Subjects gives the pseudonymiser of a (tenant, subject): the keyring.
 type Subjects interface {
@@ -139,6 +149,14 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 			pl.Registry.Resolve(rec)
 		}
 		var blob []byte
+		if contents[i] != nil && pl.ScanContent != nil {
+			if m := pl.ScanContent(rec.Tenant, contents[i]); m != "" {
+				if rec.Attributes == nil {
+					rec.Attributes = map[string]any{}
+				}
+				rec.Attributes[ContentMarkersAttr] = m
+			}
+		}
 		if contents[i] != nil {
 			var keyID string
 			blob, keyID, err = pl.Sealer.Seal(ctx, scope, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
@@ -230,6 +248,10 @@ func (pl *Pipeline) check(p authz.Principal, records []event.Record) error {
 		if p.TokenID != SystemTokenID && slices.Contains(ServerTypes, records[i].Type) {
 			problems = append(problems, event.Problem{Index: i, Field: fmt.Sprintf("events[%d].type", i),
 				Message: "this type is recorded only by the server itself"})
+		}
+		if _, ok := records[i].Attributes[ContentMarkersAttr]; ok {
+			problems = append(problems, event.Problem{Index: i, Field: fmt.Sprintf("events[%d].attributes", i),
+				Message: "attribute " + ContentMarkersAttr + " is set only by the server"})
 		}
 		if pl.Registry == nil {
 			continue
