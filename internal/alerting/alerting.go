@@ -78,6 +78,8 @@ type state struct {
 	Firing map[string]firing `json:"firing"`
 	// Engine is detect.Engine's snapshot.
 	Engine json.RawMessage `json:"engine"`
+	// Rules maps each rule in force to its hash, to notice changes.
+	Rules map[string]string `json:"rules"`
 }
 
 type firing struct {
@@ -121,6 +123,61 @@ func New(rules []*detect.Rule, logSize uint64, appender Appender, sender Sender,
 		log.Warn("detector state not restored; rule windows start empty", "err", err)
 	}
 	return d, nil
+}
+
+// RecordRules appends an admin.change record when the rules in force differ
+// from those of the last run: which rules were added, removed or changed,
+// so the log says which rules judged which records. On the first run it
+// only remembers them (a new log starts empty). It saves the state, so the
+// same change is recorded once.
+func (d *Detector) RecordRules(ctx context.Context, rules []*detect.Rule) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := map[string]string{}
+	for _, r := range rules {
+		now[r.ID] = r.Hash
+	}
+	var added, removed, changed []string
+	for id, h := range now {
+		switch old, ok := d.state.Rules[id]; {
+		case !ok:
+			added = append(added, id)
+		case old != h:
+			changed = append(changed, id)
+		}
+	}
+	for id := range d.state.Rules {
+		if _, ok := now[id]; !ok {
+			removed = append(removed, id)
+		}
+	}
+	if len(added)+len(removed)+len(changed) == 0 {
+		return nil
+	}
+	if d.state.Rules == nil {
+		d.state.Rules = now
+		return d.save()
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	slices.Sort(changed)
+	sum := sha256.New()
+	for _, id := range slices.Sorted(maps.Keys(now)) {
+		sum.Write([]byte(id + "\x00" + now[id] + "\x00"))
+	}
+	setHash := hex.EncodeToString(sum.Sum(nil))
+	ev := event.Event{
+		ID: "rules-" + setHash[:24], Type: "admin.change", Tenant: event.DefaultTenant, Action: "rules.change", Outcome: "success",
+		Actor:    &event.Actor{ID: "aitrail-detector", Type: "system"},
+		Resource: &event.Resource{Type: "rules", ID: "sha256:" + setHash},
+		Attributes: map[string]any{"rules.added": strings.Join(added, ","), "rules.removed": strings.Join(removed, ","),
+			"rules.changed": strings.Join(changed, ","), "rules.count": len(now)},
+	}
+	if _, err := d.appender.Append(ctx, system, []event.Event{ev}); err != nil {
+		return fmt.Errorf("couldn't record the rule change: %w", err)
+	}
+	d.state.Rules = now
+	return d.save()
 }
 
 // Cursor implements ledger.Handler.

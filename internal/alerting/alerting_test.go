@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,5 +192,42 @@ func TestDetectorStartsAtTheLogsEnd(t *testing.T) {
 	}
 	if err := d.Apply(ctx, entries(t, 0, denied(0), denied(1), denied(2))); err != nil || len(log.events) != 0 {
 		t.Fatalf("history alerted: %v %+v", err, log.events)
+	}
+}
+
+// TestRuleChangesAreRecorded: each change to the rules in force is
+// recorded once; the first start only remembers them.
+func TestRuleChangesAreRecorded(t *testing.T) {
+	ctx := context.Background()
+	log, store := &memLog{ids: map[string]bool{}}, &memStore{}
+	load := func(y string) []*detect.Rule {
+		rs, err := detect.LoadFiles(false, detect.File{Name: "r.yaml", Data: []byte(y)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	first := load(rules)
+	d := newDetector(t, 0, log, &memSender{}, store)
+	if err := d.RecordRules(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if len(log.events) != 0 {
+		t.Fatalf("first start recorded %+v; a new log starts empty", log.events)
+	}
+	d = newDetector(t, 0, log, &memSender{}, store)
+	if err := d.RecordRules(ctx, first); err != nil || len(log.events) != 0 {
+		t.Fatalf("an unchanged rule set was recorded again: %v %d", err, len(log.events))
+	}
+	changed := load(strings.Replace(rules, "threshold: 3", "threshold: 4", 1) + `  - id: extra
+    kind: match
+    condition: "true"
+`)
+	if err := d.RecordRules(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	a := log.events[len(log.events)-1].Attributes
+	if len(log.events) != 1 || a["rules.changed"] != "denied-burst" || a["rules.added"] != "extra" || a["rules.removed"] != "" {
+		t.Fatalf("change recorded as %+v", log.events[len(log.events)-1])
 	}
 }
