@@ -29,18 +29,13 @@ type Alert struct {
 // Alerts runs GET /v1/alerts with the given filters (tenant, state, rule,
 // severity, from, to, limit).
 func (c *Client) Alerts(ctx context.Context, filters url.Values) ([]Alert, error) {
-	path := "/v1/alerts"
-	if len(filters) > 0 {
-		path += "?" + filters.Encode()
-	}
-	data, err := c.do(ctx, http.MethodGet, path, nil, "")
-	if err != nil {
-		return nil, err
-	}
 	var r struct {
 		Alerts []Alert `json:"alerts"`
 	}
-	return r.Alerts, json.Unmarshal(data, &r)
+	if err := c.getJSON(ctx, "/v1/alerts", filters, &r); err != nil {
+		return nil, err
+	}
+	return r.Alerts, nil
 }
 
 // AckAlert acknowledges alert id (of tenant, if ids collide across the

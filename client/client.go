@@ -233,22 +233,26 @@ type DeployedModel struct {
 	History  []Deployment `json:"history"`
 }
 
-// Models runs GET /v1/models with the given filters (tenant, name,
-// environment).
-func (c *Client) Models(ctx context.Context, filters url.Values) ([]DeployedModel, error) {
-	path := "/v1/models"
+// getJSON GETs path with the query filters and decodes the answer into v.
+func (c *Client) getJSON(ctx context.Context, path string, filters url.Values, v any) error {
 	if len(filters) > 0 {
 		path += "?" + filters.Encode()
 	}
 	data, err := c.do(ctx, http.MethodGet, path, nil, "")
 	if err != nil {
-		return nil, err
+		return err
 	}
+	return json.Unmarshal(data, v)
+}
+
+// Models runs GET /v1/models with the given filters (tenant, name,
+// environment).
+func (c *Client) Models(ctx context.Context, filters url.Values) ([]DeployedModel, error) {
 	var r struct {
 		Models []DeployedModel `json:"models"`
 	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("aitrail: bad models response: %w", err)
+	if err := c.getJSON(ctx, "/v1/models", filters, &r); err != nil {
+		return nil, err
 	}
 	return r.Models, nil
 }
