@@ -22,11 +22,25 @@ import (
 )
 
 // indexingLedger numbers appended records and indexes them at once, as the
-// index follower does a moment later in the server.
+// index follower does a moment later in the server. It keeps blobs, and
+// serves blob as every record's blob when set (damaged storage). The other
+// Ledger methods are not used by these tests.
 type indexingLedger struct {
-	mu  sync.Mutex
-	idx *index.Index
-	n   uint64
+	Ledger
+	mu    sync.Mutex
+	idx   *index.Index
+	n     uint64
+	blobs map[uint64][]byte
+	blob  []byte
+}
+
+func (l *indexingLedger) Blob(i uint64) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blob != nil {
+		return l.blob, nil
+	}
+	return l.blobs[i], nil
 }
 
 func (l *indexingLedger) Append(ctx context.Context, items []ledger.Item) (ledger.Receipt, error) {
@@ -35,6 +49,10 @@ func (l *indexingLedger) Append(ctx context.Context, items []ledger.Item) (ledge
 	var r ledger.Receipt
 	var es []ledger.Entry
 	for _, it := range items {
+		if l.blobs == nil {
+			l.blobs = map[uint64][]byte{}
+		}
+		l.blobs[l.n] = it.Blob
 		es = append(es, ledger.Entry{Index: l.n, Data: it.Record})
 		r.Results = append(r.Results, ledger.Result{Index: l.n})
 		l.n++
@@ -43,9 +61,18 @@ func (l *indexingLedger) Append(ctx context.Context, items []ledger.Item) (ledge
 	return r, l.idx.Apply(ctx, es)
 }
 
-// TestAlertsAPI drives GET /v1/alerts and POST /v1/alerts/{id}/ack over
-// alert records as the detector writes them.
-func TestAlertsAPI(t *testing.T) {
+// testAPI is a Server over a real index, a real keyring and a ledger that
+// indexes what it appends at once.
+type testAPI struct {
+	srv    *httptest.Server
+	idx    *index.Index
+	pl     *ingest.Pipeline
+	auth   *authz.Authenticator
+	root   authz.Principal
+	ledger *indexingLedger
+}
+
+func newTestAPI(t *testing.T) *testAPI {
 	ctx := context.Background()
 	idx, err := index.Open(filepath.Join(t.TempDir(), "index.db"), index.Options{})
 	if err != nil {
@@ -59,6 +86,19 @@ func TestAlertsAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	root, _ := auth.Authenticate(ctx, "root-token")
+	led := &indexingLedger{idx: idx}
+	pl := &ingest.Pipeline{Ledger: led, Sealer: keyring, Subjects: keyring}
+	srv := httptest.NewServer((&Server{Ledger: led, Index: idx, Ingest: pl, Opener: keyring, Auth: auth}).Handler())
+	t.Cleanup(srv.Close)
+	return &testAPI{srv: srv, idx: idx, pl: pl, auth: auth, root: root, ledger: led}
+}
+
+// TestAlertsAPI drives GET /v1/alerts and POST /v1/alerts/{id}/ack over
+// alert records as the detector writes them.
+func TestAlertsAPI(t *testing.T) {
+	ctx := context.Background()
+	api := newTestAPI(t)
+	idx, pl, auth, root, srv := api.idx, api.pl, api.auth, api.root, api.srv
 	mintTok := func(roles ...authz.Role) string {
 		_, tok, err := auth.Mint(ctx, root, "t", roles, []string{"acme"})
 		if err != nil {
@@ -67,9 +107,6 @@ func TestAlertsAPI(t *testing.T) {
 		return tok
 	}
 	reader, auditor := mintTok(authz.RoleRead), mintTok(authz.RoleAudit)
-	pl := &ingest.Pipeline{Ledger: &indexingLedger{idx: idx}, Sealer: keyring, Subjects: keyring}
-	srv := httptest.NewServer((&Server{Index: idx, Ingest: pl, Opener: keyring, Auth: auth}).Handler())
-	t.Cleanup(srv.Close)
 
 	record := func(typ, tenant, id string, at time.Time) {
 		t.Helper()
@@ -161,5 +198,36 @@ func TestAlertsAPI(t *testing.T) {
 	}
 	if lists < 5 {
 		t.Errorf("%d alerts.list reads recorded; want one per successful listing", lists)
+	}
+}
+
+// TestContentDigestMismatchIsRecorded: content that no longer matches the
+// digest its record commits to is refused and reported as an
+// integrity.failure record, which the built-in rule turns into an alert.
+func TestContentDigestMismatchIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	api := newTestAPI(t)
+	if _, err := api.pl.Append(ctx, api.root, []event.Event{{ID: "c1", Type: "ai.inference", Tenant: "acme",
+		Content: json.RawMessage(`{"prompt":"hi"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", api.srv.URL+"/v1/events/c1", nil)
+	req.Header.Set("Authorization", "Bearer root-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("intact content: %v %v", err, resp.Status)
+	}
+	resp.Body.Close()
+	api.ledger.mu.Lock()
+	api.ledger.blob = []byte("swapped ciphertext")
+	api.ledger.mu.Unlock()
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 500 {
+		t.Fatalf("swapped content: %v %v; want 500", err, resp.Status)
+	}
+	resp.Body.Close()
+	page, err := api.idx.Query(ctx, index.Query{Type: "integrity.failure", Limit: 10})
+	if err != nil || len(page.Hits) != 1 || !strings.Contains(string(page.Hits[0].Record), `"integrity.check":"content_digest"`) {
+		t.Fatalf("integrity.failure records: %v %v", page.Hits, err)
 	}
 }

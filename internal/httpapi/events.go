@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
 	"github.com/aitrail/aitrail/internal/merkle"
 )
 
@@ -256,10 +258,14 @@ func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, e
 		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
 	}
 	blob, err := s.Ledger.Blob(hit.Index)
+	if errors.Is(err, ledger.ErrTampered) {
+		s.reportIntegrity(r.Context(), rec.Tenant, "content_checksum", hit.Index)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("couldn't read content of record %d: %w", hit.Index, err)
 	}
 	if crypto.Digest(blob) != rec.Content.Digest {
+		s.reportIntegrity(r.Context(), rec.Tenant, "content_digest", hit.Index)
 		return nil, fmt.Errorf("content of record %d does not match its digest", hit.Index)
 	}
 	plain, err := s.Opener.Open(r.Context(), rec.Content.KeyID, blob, crypto.ContentAAD(rec.Tenant, rec.ID))
@@ -267,6 +273,20 @@ func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, e
 		return nil, fmt.Errorf("couldn't decrypt content of record %d: %w", hit.Index, err)
 	}
 	return json.RawMessage(plain), nil
+}
+
+// reportIntegrity records that a check of stored data failed, as an
+// integrity.failure record (which the built-in rule integrity-failure turns
+// into a critical alert), and logs it.
+func (s *Server) reportIntegrity(ctx context.Context, tenant, check string, index uint64) {
+	s.log.Error("integrity check failed", "check", check, "record", index)
+	ev := event.Event{Type: "integrity.failure", Tenant: tenant, Action: check, Outcome: "failure",
+		Actor:      &event.Actor{ID: "aitrail", Type: "system"},
+		Resource:   &event.Resource{Type: "record", ID: strconv.FormatUint(index, 10)},
+		Attributes: map[string]any{"integrity.check": check, "integrity.record_index": index}}
+	if _, err := s.Ingest.Append(context.WithoutCancel(ctx), system, []event.Event{ev}); err != nil {
+		s.log.Error("couldn't record an integrity failure", "err", err)
+	}
 }
 
 // checkpointBody returns the text of a signed note without its signatures.
