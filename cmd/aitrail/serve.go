@@ -360,6 +360,16 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		ConstLabels: prometheus.Labels{"follower": "detector"}},
 		func() float64 { return float64(led.Size()) - float64(detectorCursor.Load()) }))
 	follow("detector", detector, func(c uint64) { detectorCursor.Store(c) })
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_detector_records_total", Help: "Records the detection rules were evaluated on."},
+			func() float64 { return float64(detector.Stats().Records) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_detector_evaluation_seconds_total", Help: "Time spent evaluating the detection rules."},
+			func() float64 { return detector.Stats().EvaluationSeconds }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_alerts_recorded_total", Help: "Alert transitions recorded in the log.",
+			ConstLabels: prometheus.Labels{"state": "fired"}}, func() float64 { return float64(detector.Stats().Fired) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_alerts_recorded_total", Help: "Alert transitions recorded in the log.",
+			ConstLabels: prometheus.Labels{"state": "resolved"}}, func() float64 { return float64(detector.Stats().Resolved) }),
+	)
 	api := &httpapi.Server{
 		AccessWindow: cfg.AccessWindow,
 		Ledger:       led,

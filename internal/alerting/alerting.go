@@ -61,6 +61,24 @@ type Detector struct {
 	state    state
 	resolves map[string]bool // rule id → its alerts resolve (not match or new_value)
 	saved    time.Time       // when the state was last saved
+	stats    Stats
+}
+
+// Stats count what the detector did since it started.
+type Stats struct {
+	// Records is how many records the rules were evaluated on, and
+	// EvaluationSeconds how long that took.
+	Records           uint64
+	EvaluationSeconds float64
+	// Fired and Resolved count the alert transitions recorded.
+	Fired, Resolved uint64
+}
+
+// Stats returns the detector's counters.
+func (d *Detector) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
 }
 
 // saveEvery bounds how often the state is saved. Saving it less often than
@@ -194,10 +212,12 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 	defer d.mu.Unlock()
 	var evs []event.Event
 	var alerts []notify.Alert
+	start := time.Now()
 	for _, e := range entries {
 		if e.Index < d.state.Start {
 			continue
 		}
+		d.stats.Records++
 		ts, err := d.engine.ObserveJSON(e.Index, e.Data)
 		if err != nil {
 			d.log.Warn("detector skipped a record it could not read", "index", e.Index, "err", err)
@@ -209,6 +229,7 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 			evs, alerts = append(evs, ev), append(alerts, a)
 		}
 	}
+	d.stats.EvaluationSeconds += time.Since(start).Seconds()
 	return d.commit(ctx, evs, alerts)
 }
 
@@ -253,6 +274,13 @@ func (d *Detector) commit(ctx context.Context, evs []event.Event, alerts []notif
 	if len(evs) > 0 {
 		if _, err := d.appender.Append(ctx, system, evs); err != nil {
 			return fmt.Errorf("couldn't record alerts: %w", err)
+		}
+		for _, ev := range evs {
+			if ev.Type == "alert.resolved" {
+				d.stats.Resolved++
+			} else {
+				d.stats.Fired++
+			}
 		}
 	}
 	if time.Since(d.saved) >= saveEvery {
