@@ -323,7 +323,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 
 	// Content is scanned for prompt-injection markers before it is
 	// encrypted: the marker names are all the rules ever see of it.
-	scanner, err := detect.NewScanner(detect.DefaultPatterns)
+	patterns := cfg.Detect.ContentPatterns
+	if len(patterns) == 0 {
+		patterns = detect.DefaultPatterns
+	}
+	scanner, err := detect.NewScanner(patterns)
 	if err != nil {
 		stopFollowers()
 		return err

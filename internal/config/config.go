@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/aitrail/aitrail/internal/detect"
 	"github.com/aitrail/aitrail/internal/notify"
 )
 
@@ -139,6 +140,10 @@ type Detect struct {
 	// Interval is how often rules that time alone moves (absence, windows
 	// emptying) are evaluated.
 	Interval time.Duration `yaml:"interval"`
+	// ContentPatterns are the regular expressions content is scanned for
+	// before it is encrypted (prompt-injection markers); empty means
+	// detect.DefaultPatterns.
+	ContentPatterns []detect.Pattern `yaml:"content_patterns"`
 }
 
 // Capture configures the receivers and recording proxies that turn other
@@ -288,6 +293,11 @@ func (c Config) Validate() error {
 	}
 	if c.Detect.Interval < 100*time.Millisecond {
 		errs = append(errs, "detect.interval: must be at least 100ms")
+	}
+	if len(c.Detect.ContentPatterns) > 0 {
+		if _, err := detect.NewScanner(c.Detect.ContentPatterns); err != nil {
+			errs = append(errs, "detect.content_patterns: "+err.Error())
+		}
 	}
 	if err := c.Alerting.WithDefaults().Validate(); err != nil {
 		errs = append(errs, "alerting: "+err.Error())

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/aitrail/aitrail/internal/detect"
+
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,8 +62,9 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.Ledger.SyncInterval = time.Microsecond
 	c.LogLevel = "loud"
 	c.Ledger.Seal = "forever"
+	c.Detect.ContentPatterns = []detect.Pattern{{Name: "bad", Regexp: "(unclosed"}}
 	err := c.Validate()
-	for _, want := range []string{"addr", "max_batch_events", "sync_interval", "log_level", "ledger.seal"} {
+	for _, want := range []string{"addr", "max_batch_events", "sync_interval", "log_level", "ledger.seal", "detect.content_patterns"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %s", err, want)
 		}
