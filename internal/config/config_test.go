@@ -1,13 +1,13 @@
 package config
 
 import (
-	"github.com/aitrail/aitrail/internal/detect"
-
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aitrail/aitrail/internal/detect"
 )
 
 func write(t *testing.T, yaml string) string {
