@@ -363,6 +363,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
 		ConstLabels: prometheus.Labels{"follower": "detector"}},
 		func() float64 { return float64(led.Size()) - float64(detectorCursor.Load()) }))
+	alertLatency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "aitrail_alert_latency_seconds",
+		Help:    "Time from the receipt of the record that fired an alert to the alert being recorded.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	reg.MustRegister(alertLatency)
+	detector.OnRecorded = func(d time.Duration) { alertLatency.Observe(d.Seconds()) }
 	follow("detector", detector, func(c uint64) { detectorCursor.Store(c) })
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_detector_records_total", Help: "Records the detection rules were evaluated on."},

@@ -62,6 +62,10 @@ type Detector struct {
 	resolves map[string]bool // rule id → its alerts resolve (not match or new_value)
 	saved    time.Time       // when the state was last saved
 	stats    Stats
+
+	// OnRecorded, if set, is called for each alert fired by a record with
+	// the time from the record's receipt to the alert being recorded.
+	OnRecorded func(latency time.Duration)
 }
 
 // Stats count what the detector did since it started.
@@ -275,11 +279,15 @@ func (d *Detector) commit(ctx context.Context, evs []event.Event, alerts []notif
 		if _, err := d.appender.Append(ctx, system, evs); err != nil {
 			return fmt.Errorf("couldn't record alerts: %w", err)
 		}
-		for _, ev := range evs {
+		now := time.Now()
+		for i, ev := range evs {
 			if ev.Type == "alert.resolved" {
 				d.stats.Resolved++
-			} else {
-				d.stats.Fired++
+				continue
+			}
+			d.stats.Fired++
+			if d.OnRecorded != nil && !alerts[i].StartsAt.IsZero() {
+				d.OnRecorded(now.Sub(alerts[i].StartsAt))
 			}
 		}
 	}
