@@ -227,9 +227,8 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 			d.log.Warn("detector skipped a record it could not read", "index", e.Index, "err", err)
 			continue
 		}
-		tenant, _, _ := event.RecordKey(e.Data)
 		for _, t := range ts {
-			ev, a := d.transition(t, tenant)
+			ev, a := d.transition(t, "")
 			evs, alerts = append(evs, ev), append(alerts, a)
 		}
 	}
@@ -329,8 +328,8 @@ func (d *Detector) save() error {
 }
 
 // transition turns an engine transition into its alert record and the
-// alert for delivery. tenant is the tenant of the record that caused it,
-// if any; a group naming a tenant wins.
+// alert for delivery, in the tenant of the records that caused it (the
+// transition's), else tenant; a group naming a tenant wins.
 func (d *Detector) transition(t detect.Transition, tenant string) (event.Event, notify.Alert) {
 	key := t.Rule + "\x00" + groupKey(t.Group)
 	if t.Tenant != "" {
