@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"bytes"
 	"fmt"
 	"regexp"
 	"slices"
@@ -18,15 +19,23 @@ type Pattern struct {
 	Name    string   `yaml:"name"`
 	Regexp  string   `yaml:"regexp"`
 	Tenants []string `yaml:"tenants,omitempty"` // empty for every tenant
+	// Keywords, if any, make the pattern tried only on content that holds
+	// one of them (ASCII case-insensitively): a cheap test that spares most
+	// content the regular expression. Every match must contain one.
+	Keywords []string `yaml:"keywords,omitempty"`
 }
 
 // DefaultPatterns are common prompt-injection phrasings. They are markers
 // for review, not proof: tune them per deployment.
 var DefaultPatterns = []Pattern{
-	{Name: "ignore-instructions", Regexp: `(?i)\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions|rules|prompts?|directions)\b`},
-	{Name: "reveal-system-prompt", Regexp: `(?i)\b(reveal|show|print|repeat|leak)\b.{0,40}\b(system|hidden|initial)\s+(prompt|instructions|message)\b`},
-	{Name: "role-override", Regexp: `(?i)\byou are now\b|\bact as (an? )?(unrestricted|jailbroken|dan)\b|\bdeveloper mode\b`},
-	{Name: "fake-delimiter", Regexp: `(?i)<\|?(im_start|im_end|system|endoftext)\|?>|\[/?INST\]|###\s*(system|instruction)s?\s*:`},
+	{Name: "ignore-instructions", Regexp: `(?i)\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions|rules|prompts?|directions)\b`,
+		Keywords: []string{"ignore", "disregard", "forget"}},
+	{Name: "reveal-system-prompt", Regexp: `(?i)\b(reveal|show|print|repeat|leak)\b.{0,40}\b(system|hidden|initial)\s+(prompt|instructions|message)\b`,
+		Keywords: []string{"system", "hidden", "initial"}},
+	{Name: "role-override", Regexp: `(?i)\byou are now\b|\bact as (an? )?(unrestricted|jailbroken|dan)\b|\bdeveloper mode\b`,
+		Keywords: []string{"you are now", "act as", "developer mode"}},
+	{Name: "fake-delimiter", Regexp: `(?i)<\|?(im_start|im_end|system|endoftext)\|?>|\[/?INST\]|###\s*(system|instruction)s?\s*:`,
+		Keywords: []string{"im_start", "im_end", "system", "endoftext", "inst]", "###"}},
 }
 
 // Marker is one pattern found in content.
@@ -66,9 +75,18 @@ func NewScanner(patterns []Pattern) (*Scanner, error) {
 // reaches the detector.
 func (s *Scanner) ScanContent(tenant string, content []byte) []Marker {
 	var ms []Marker
+	var lower []byte
 	for i, p := range s.patterns {
 		if len(p.Tenants) > 0 && !slices.Contains(p.Tenants, tenant) {
 			continue
+		}
+		if len(p.Keywords) > 0 {
+			if lower == nil {
+				lower = bytes.ToLower(content)
+			}
+			if !slices.ContainsFunc(p.Keywords, func(k string) bool { return bytes.Contains(lower, []byte(strings.ToLower(k))) }) {
+				continue
+			}
 		}
 		if loc := s.res[i].FindIndex(content); loc != nil {
 			ms = append(ms, Marker{Pattern: p.Name, Offset: loc[0]})

@@ -1,0 +1,18 @@
+package detect
+
+import "testing"
+
+// TestScanKeywords: a pattern with keywords is not tried on content that
+// holds none of them, and is on content that holds one.
+func TestScanKeywords(t *testing.T) {
+	s, err := NewScanner([]Pattern{{Name: "p", Regexp: `(?i)secret\d`, Keywords: []string{"SECRET"}}, {Name: "q", Regexp: `x{3}`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := MarkerNames(s.ScanContent("t", []byte("a Secret7 and xxx"))); got != "p,q" {
+		t.Errorf("markers %q; want p,q", got)
+	}
+	if got := MarkerNames(s.ScanContent("t", []byte("nothing but xxx"))); got != "q" {
+		t.Errorf("markers %q; want q", got)
+	}
+}
