@@ -148,3 +148,22 @@ func TestPromptInjectionMarkers(t *testing.T) {
 		t.Fatalf("a producer set the marker attribute: %d; want 400", code)
 	}
 }
+
+// TestDamagedDetectorState: a detector state that cannot be read stops the
+// start with a message that says what to do, and deleting it starts the
+// detector afresh.
+func TestDamagedDetectorState(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	s.stop()
+	state := filepath.Join(data, detectorFile)
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI("serve", "--data", data, "--addr", freeAddr(t))
+	if code != 1 || !strings.Contains(errOut, "delete "+detectorFile) {
+		t.Fatalf("serve with a damaged detector state: exit %d %q", code, errOut)
+	}
+	os.Remove(state)
+	startServer(t, data).stop()
+}
