@@ -248,17 +248,8 @@ func (f fileState) Load() ([]byte, error) {
 
 func (f fileState) Save(b []byte) error {
 	tmp := string(f) + ".tmp"
-	w, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = w.Write(b); err == nil {
-		err = w.Sync()
-	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	os.Remove(tmp) // a leftover of a save that stopped half way
+	if err := writeNew(tmp, b, 0o600); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, string(f)); err != nil {

@@ -259,15 +259,16 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 
 	var indexCursor, registryCursor atomic.Uint64
+	// lag publishes how far a follower, whose cursor is c, is behind.
+	lag := func(follower string, c *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
+			ConstLabels: prometheus.Labels{"follower": follower}},
+			func() float64 { return float64(led.Size()) - float64(c.Load()) })
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
 			func() float64 { return float64(led.Size()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
-			ConstLabels: prometheus.Labels{"follower": "index"}},
-			func() float64 { return float64(led.Size()) - float64(indexCursor.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
-			ConstLabels: prometheus.Labels{"follower": "registry"}},
-			func() float64 { return float64(led.Size()) - float64(registryCursor.Load()) }),
+		lag("index", &indexCursor), lag("registry", &registryCursor),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_healthy", Help: "1 while the log accepts writes."},
 			func() float64 {
 				if led.Err() != nil {
@@ -361,9 +362,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	var detectorCursor atomic.Uint64
 	c, _ := detector.Cursor(ctx)
 	detectorCursor.Store(c)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
-		ConstLabels: prometheus.Labels{"follower": "detector"}},
-		func() float64 { return float64(led.Size()) - float64(detectorCursor.Load()) }))
+	reg.MustRegister(lag("detector", &detectorCursor))
 	alertLatency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "aitrail_alert_latency_seconds",
 		Help:    "Time from the receipt of the record that fired an alert to the alert being recorded.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})

@@ -228,7 +228,7 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 			continue
 		}
 		for _, t := range ts {
-			ev, a := d.transition(t, "")
+			ev, a := d.transition(t)
 			evs, alerts = append(evs, ev), append(alerts, a)
 		}
 	}
@@ -244,7 +244,7 @@ func (d *Detector) Advance(ctx context.Context, now time.Time) error {
 	var evs []event.Event
 	var alerts []notify.Alert
 	for _, t := range d.engine.Advance(now) {
-		ev, a := d.transition(t, "")
+		ev, a := d.transition(t)
 		evs, alerts = append(evs, ev), append(alerts, a)
 	}
 	if len(evs) == 0 {
@@ -328,13 +328,11 @@ func (d *Detector) save() error {
 }
 
 // transition turns an engine transition into its alert record and the
-// alert for delivery, in the tenant of the records that caused it (the
-// transition's), else tenant; a group naming a tenant wins.
-func (d *Detector) transition(t detect.Transition, tenant string) (event.Event, notify.Alert) {
+// alert for delivery, in the tenant of the records that caused it (a group
+// naming a tenant wins; the default tenant when neither says).
+func (d *Detector) transition(t detect.Transition) (event.Event, notify.Alert) {
 	key := t.Rule + "\x00" + groupKey(t.Group)
-	if t.Tenant != "" {
-		tenant = t.Tenant
-	}
+	tenant := t.Tenant
 	if g := t.Group["tenant"]; g != "" {
 		tenant = g
 	}

@@ -92,7 +92,7 @@ func (s *Server) recordRead(ctx context.Context, p authz.Principal, action, tena
 // recordedFilter is a query's filter as a log.access record keeps it: an
 // actor filter as the pseudonyms searched for, free text withheld (it may
 // name a person), no cursor.
-func recordedFilter(v url.Values, q actorsSearched) string {
+func recordedFilter(v url.Values, actors []string) string {
 	f := url.Values{}
 	for k, vs := range v {
 		switch k {
@@ -102,7 +102,7 @@ func recordedFilter(v url.Values, q actorsSearched) string {
 		case "actor":
 			// Only pseudonyms: the id as typed may name a person.
 			var ps []string
-			for _, a := range q.actors {
+			for _, a := range actors {
 				if strings.HasPrefix(a, crypto.PseudonymPrefix) {
 					ps = append(ps, a)
 				}
@@ -121,9 +121,6 @@ func recordedFilter(v url.Values, q actorsSearched) string {
 	}
 	return s
 }
-
-// actorsSearched is what an actor filter became.
-type actorsSearched struct{ actors []string }
 
 // countRefused counts a refused request (401 or 403) of r's source.
 func (s *Server) countRefused(r *http.Request, status int) {

@@ -110,9 +110,9 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	searched := actorsSearched{q.Actors}
+	searched := q.Actors
 	if q.Actor != "" {
-		searched.actors = []string{q.Actor}
+		searched = []string{q.Actor}
 	}
 	page, err := s.Index.Query(r.Context(), q)
 	if err != nil {
@@ -121,12 +121,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	}
 	perTenant := map[string]int{}
 	for _, h := range page.Hits {
-		t, _, err := event.RecordKey(h.Record)
-		if err != nil {
-			s.writeError(w, r, fmt.Errorf("couldn't read stored record %d: %w", h.Index, err))
-			return
-		}
-		perTenant[t]++
+		perTenant[h.Tenant]++
 	}
 	tenant := q.Tenant
 	if tenant == "" {
@@ -239,9 +234,8 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 		cj, _ := json.Marshal(string(cpText))
 		out["checkpoint"] = cj
 	}
-	tenant, _, _ := event.RecordKey(hit.Record)
 	_, shown := out["decrypted_content"]
-	if err := s.recordRead(r.Context(), p, "events.get", tenant, map[string]int{tenant: 1}, map[string]any{
+	if err := s.recordRead(r.Context(), p, "events.get", hit.Tenant, map[string]int{hit.Tenant: 1}, map[string]any{
 		"log.access.event_id": r.PathValue("id"), "log.access.index": hit.Index,
 		"log.access.content_shown": shown, "log.access.proof": wantProof,
 	}); err != nil {

@@ -30,6 +30,8 @@ const (
 type Hit struct {
 	// Index is the record's position in the log.
 	Index uint64
+	// Tenant is the record's tenant.
+	Tenant string
 	// Record is the record's canonical bytes, exactly as the log stores
 	// them (and as the Merkle leaf commits to).
 	Record []byte
@@ -129,7 +131,7 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 	}
 	var h Hit
 	var idx int64
-	err := ix.db.QueryRowContext(ctx, "SELECT idx, record FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...).Scan(&idx, &h.Record)
+	err := ix.db.QueryRowContext(ctx, "SELECT idx, tenant, record FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...).Scan(&idx, &h.Tenant, &h.Record)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Hit{}, ErrNotFound
@@ -257,7 +259,7 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 		return Page{}, nil
 	}
 
-	stmt := "SELECT idx, record FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
+	stmt := "SELECT idx, records.tenant, record FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
 	if desc {
 		stmt += " DESC"
 	}
@@ -272,7 +274,7 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	for rows.Next() {
 		var h Hit
 		var idx int64
-		if err := rows.Scan(&idx, &h.Record); err != nil {
+		if err := rows.Scan(&idx, &h.Tenant, &h.Record); err != nil {
 			return Page{}, fmt.Errorf("couldn't read events: %w", err)
 		}
 		h.Index = uint64(idx)
