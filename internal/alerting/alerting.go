@@ -222,7 +222,13 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 			continue
 		}
 		d.stats.Records++
-		ts, err := d.engine.ObserveJSON(e.Index, e.Data)
+		var ts []detect.Transition
+		var err error
+		if rec, ok := e.Value.(*event.Record); ok {
+			ts = d.engine.Observe(e.Index, rec)
+		} else {
+			ts, err = d.engine.ObserveJSON(e.Index, e.Data)
+		}
 		if err != nil {
 			d.log.Warn("detector skipped a record it could not read", "index", e.Index, "err", err)
 			continue

@@ -69,7 +69,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // schemaVersion is stored in PRAGMA user_version. An index file written with
 // another version is emptied and rebuilt from the log rather than migrated:
 // the index is derived data.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // SQLite settings.
 const (
@@ -157,6 +157,10 @@ func Open(path string, opts Options) (*Index, error) {
 // also yields its matches already in log order, and a page of a large result
 // costs no sort. Each index also costs indexing speed (the six besides
 // records_id together halve it), so add one only for a filter that needs it.
+// Fields that many records lack (actor, model, resource) are indexed only
+// where present: a record without them costs those indexes nothing, and
+// SQLite still uses them for the = and IN filters of Query, which imply
+// IS NOT NULL.
 //
 // The columns have no NOT NULL constraints on purpose: a constraint that can
 // fail forces SQLite to keep a statement journal, which slows every insert,
@@ -180,9 +184,9 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
 CREATE INDEX IF NOT EXISTS records_tenant   ON records (tenant);
 CREATE INDEX IF NOT EXISTS records_type     ON records (type);
-CREATE INDEX IF NOT EXISTS records_actor    ON records (actor_id);
-CREATE INDEX IF NOT EXISTS records_model    ON records (model_name, model_version);
-CREATE INDEX IF NOT EXISTS records_resource ON records (resource_id);
+CREATE INDEX IF NOT EXISTS records_actor    ON records (actor_id) WHERE actor_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_model    ON records (model_name, model_version) WHERE model_name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_resource ON records (resource_id) WHERE resource_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_time     ON records (time);
 CREATE TABLE IF NOT EXISTS tenants (
 	name TEXT PRIMARY KEY
@@ -502,16 +506,25 @@ type keyFields struct {
 func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 	var k keyFields
 	var text string
-	if ix.fullText {
-		var rec event.Record
-		if err := json.Unmarshal(e.Data, &rec); err != nil {
+	rec, decoded := e.Value.(*event.Record)
+	switch {
+	case decoded:
+	case ix.fullText:
+		rec = new(event.Record)
+		if err := json.Unmarshal(e.Data, rec); err != nil {
 			return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
 		}
+	default:
+		if err := json.Unmarshal(e.Data, &k); err != nil {
+			return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
+		}
+	}
+	if rec != nil {
 		k = keyFields{ID: rec.ID, Type: rec.Type, Time: rec.Time, ReceivedAt: rec.ReceivedAt, Tenant: rec.Tenant,
 			Actor: rec.Actor, Outcome: rec.Outcome, Resource: rec.Resource, Model: rec.Model}
-		text = searchText(&rec)
-	} else if err := json.Unmarshal(e.Data, &k); err != nil {
-		return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
+		if ix.fullText {
+			text = searchText(rec)
+		}
 	}
 	if k.ID == "" || k.Tenant == "" {
 		return fmt.Errorf("couldn't index record %d: it has no id or tenant", e.Index)

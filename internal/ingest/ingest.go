@@ -176,7 +176,9 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 		} else if err != nil {
 			return Receipt{}, err
 		}
-		items[i] = ledger.Item{Key: Key(rec.Tenant, rec.ID), Record: data, Blob: blob}
+		// Followers close to the head get rec itself (ledger.Entry.Value):
+		// decoding data gives exactly rec (TestValueIsTheRecord).
+		items[i] = ledger.Item{Key: Key(rec.Tenant, rec.ID), Record: data, Blob: blob, Value: rec}
 	}
 	if len(tooLarge) > 0 {
 		return Receipt{}, &event.Error{Code: "too_large", Problems: tooLarge}

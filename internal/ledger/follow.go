@@ -12,7 +12,13 @@ type Entry struct {
 	// Index is the record's position in the log (its Merkle leaf index).
 	Index uint64
 	// Data is the stored record: the canonical JSON the leaf hash commits to.
+	// It may be shared with other followers and must not be modified.
 	Data []byte
+	// Value is the decoded form of Data its appender gave (Item.Value), when
+	// the entry was served from memory, or nil. A follower that uses it must
+	// reach the same result as from decoding Data, which it must still do
+	// when Value is nil.
+	Value any
 }
 
 // Source is the read side of the ledger that followers consume.

@@ -56,6 +56,7 @@ const (
 	DefaultMaxBatchBytes  = 64 << 20
 	DefaultMaxBlobSize    = 16 << 20
 	DefaultSyncInterval   = time.Second
+	DefaultTailEntries    = 8192
 	defaultForgetInterval = 50_000
 )
 
@@ -97,6 +98,10 @@ type Options struct {
 	RecentFrom uint64
 	// Seal says how complete files are protected (default SealOff).
 	Seal SealMode
+	// TailEntries is how many of the newest records the ledger keeps in
+	// memory, with their Item.Value, for followers (see Entries); default
+	// DefaultTailEntries, negative for none.
+	TailEntries int
 	// OnCommit, if set, is called after every group commit with its size.
 	OnCommit func(records int, bytes int, took time.Duration)
 	// Logger receives operational messages; default slog.Default().
@@ -128,6 +133,9 @@ func (o *Options) setDefaults() error {
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
 	}
+	if o.TailEntries == 0 {
+		o.TailEntries = DefaultTailEntries
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -147,6 +155,13 @@ type Item struct {
 	// Blob is stored beside the record, outside the tree (the record should
 	// commit to its digest). May be empty.
 	Blob []byte
+	// Value, if set, is the caller's decoded form of Record. The ledger
+	// keeps it with the record among the recent entries it serves to
+	// followers from memory (Entry.Value), so that a follower close to the
+	// head need not read the files or decode the record again. It must be
+	// exactly what decoding Record gives, and neither it nor Record may be
+	// changed after Append.
+	Value any
 }
 
 // Result says where an item is in the log.
@@ -190,10 +205,11 @@ type Ledger struct {
 
 	pub atomic.Pointer[published]
 
-	mu      sync.RWMutex // guards segs, bundles and sizeCh
+	mu      sync.RWMutex // guards segs, bundles, sizeCh and tail
 	segs    []*segment
 	bundles []bundleLoc // location of record 256*i
 	sizeCh  chan struct{}
+	tail    tail
 
 	queue   chan *request
 	pending atomic.Int64
@@ -296,6 +312,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		return nil, err
 	}
 	l.forgot = opts.RecentFrom
+	l.tail = newTail(opts.TailEntries, l.Size())
 	go l.sequence()
 	l.syncDone = make(chan struct{})
 	go l.syncLoop()
@@ -540,6 +557,7 @@ func (l *Ledger) commit(batch []*request) {
 	next := l.builder.Size()
 	buf := l.wbuf[:0]
 	var records [][]byte
+	var values []any
 	var newKeys []keyAt
 	inBatch := map[string]uint64{}
 	var bundleOffs []int64 // where each record starting an entry bundle is
@@ -563,6 +581,7 @@ func (l *Ledger) commit(batch []*request) {
 			lastFrame = len(buf)
 			buf = appendFrame(buf, it.Record, it.Blob)
 			records = append(records, it.Record)
+			values = append(values, it.Value)
 			r.results[i] = Result{Index: next}
 			if it.Key != "" {
 				inBatch[it.Key] = next
@@ -635,6 +654,7 @@ func (l *Ledger) commit(batch []*request) {
 	}
 	seg.count.Add(uint64(len(records)))
 	seg.size.Store(l.activeSize)
+	l.tail.add(pub.size-uint64(len(records)), records, values)
 	l.pub.Store(pub)
 	close(l.sizeCh)
 	l.sizeCh = make(chan struct{})

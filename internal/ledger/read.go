@@ -13,13 +13,22 @@ import (
 )
 
 // Entries implements Source: up to max committed records from index from.
+// The newest records (Options.TailEntries) come from memory, with the
+// Item.Value they were appended with; older ones are read from the segment
+// files, with a nil Value. Callers must not modify the entries' Data.
 func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, error) {
 	size := l.Size()
 	if from >= size || max <= 0 {
 		return nil, nil
 	}
 	count := min(uint64(max), size-from)
-	out := make([]Entry, 0, count)
+	l.mu.RLock()
+	out, ok := l.tail.get(from, count)
+	l.mu.RUnlock()
+	if ok {
+		return out, nil
+	}
+	out = make([]Entry, 0, count)
 	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
 		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...)})
 		return ctx.Err()

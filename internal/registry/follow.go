@@ -42,14 +42,20 @@ func (r *Registry) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	var facts []Deployment
 	for _, e := range entries {
-		if e.Index < cursor || !bytes.Contains(e.Data, typeMember) {
+		if e.Index < cursor {
 			continue
 		}
-		var rec event.Record
-		if err := json.Unmarshal(e.Data, &rec); err != nil {
-			return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
+		rec, ok := e.Value.(*event.Record)
+		if !ok {
+			if !bytes.Contains(e.Data, typeMember) {
+				continue
+			}
+			rec = new(event.Record)
+			if err := json.Unmarshal(e.Data, rec); err != nil {
+				return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
+			}
 		}
-		if d, ok := FromRecord(e.Index, &rec); ok {
+		if d, ok := FromRecord(e.Index, rec); ok {
 			facts = append(facts, d)
 		}
 	}

@@ -1,0 +1,50 @@
+package ledger
+
+// tail keeps the newest committed records in memory, with the values their
+// appenders decoded them to, so that followers close to the head of the log
+// (the usual case) get them without reading the segment files or decoding
+// them again. It is a ring: adding a record beyond its capacity drops the
+// oldest. A ledger's tail is guarded by its mu.
+type tail struct {
+	ring  []Entry
+	first uint64 // index of the oldest record held
+	next  uint64 // index after the newest record held
+}
+
+// newTail returns a tail holding up to n records whose first record will be
+// the one at index size.
+func newTail(n int, size uint64) tail {
+	return tail{ring: make([]Entry, max(n, 0)), first: size, next: size}
+}
+
+// add appends the records committed from index from on, with their values
+// (nil when the appender gave none).
+func (t *tail) add(from uint64, records [][]byte, values []any) {
+	n := uint64(len(t.ring))
+	if n == 0 || len(records) == 0 {
+		return
+	}
+	if from != t.next { // cannot happen: commits are consecutive
+		t.first, t.next = from, from
+	}
+	for i, rec := range records {
+		idx := from + uint64(i)
+		t.ring[idx%n] = Entry{Index: idx, Data: rec, Value: values[i]}
+	}
+	t.next = from + uint64(len(records))
+	t.first = max(t.first, t.next-min(t.next, n))
+}
+
+// get returns the count records from index from if the tail holds all of
+// them.
+func (t *tail) get(from, count uint64) ([]Entry, bool) {
+	if from < t.first || from+count > t.next {
+		return nil, false
+	}
+	n := uint64(len(t.ring))
+	out := make([]Entry, count)
+	for i := range out {
+		out[i] = t.ring[(from+uint64(i))%n]
+	}
+	return out, true
+}
