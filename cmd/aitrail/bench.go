@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/client"
+	"github.com/google/uuid"
 )
 
 // runBench drives a running server with concurrent clients and reports
@@ -159,8 +158,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 // benchBodies returns a function that gives client's requests, one NDJSON
 // body of n events of about size bytes per call. The body is built once;
-// each call only writes a new random run id into every event id and the
-// next actor numbers, so that the load generator spends its share of the
+// each call only writes a new UUIDv7 into every event id and the next actor
+// numbers, so that the load generator spends its share of the
 // machine on sending, not on formatting. The returned slice is reused.
 func benchBodies(client, n, size int, content, actor bool) func(seq int) []byte {
 	var b bytes.Buffer
@@ -168,7 +167,7 @@ func benchBodies(client, n, size int, content, actor bool) func(seq int) []byte 
 	for j := 0; j < n; j++ {
 		b.WriteString(`{"id":"bench-`)
 		runAt = append(runAt, b.Len())
-		fmt.Fprintf(&b, `%016x-%d-%d","type":"ai.inference","tenant":"bench",`, 0, client, j)
+		fmt.Fprintf(&b, `%s-%d-%d","type":"ai.inference","tenant":"bench",`, uuid.Nil, client, j)
 		if actor {
 			b.WriteString(`"actor":{"id":"user-`)
 			actorAt = append(actorAt, b.Len())
@@ -184,9 +183,8 @@ func benchBodies(client, n, size int, content, actor bool) func(seq int) []byte 
 	}
 	body := b.Bytes()
 	return func(seq int) []byte {
-		var rnd [8]byte
-		rand.Read(rnd[:])
-		run := hex.EncodeToString(rnd[:])
+		// Time-ordered, like the ids the SDK and the server make.
+		run := uuid.Must(uuid.NewV7()).String()
 		for j, at := range runAt {
 			copy(body[at:], run)
 			if actor {

@@ -521,7 +521,7 @@ const indexBatch = 5000
 // often saves a sizeable share of CPU; the soft limit keeps the heap bounded.
 const (
 	serverGCPercent   = 400
-	serverMemoryLimit = 320 << 20
+	serverMemoryLimit = 288 << 20
 )
 
 func tuneGC() {

@@ -82,7 +82,7 @@ const (
 	pageSize = 16 << 10
 	// walCheckpoint is the size, in bytes, the write-ahead log grows to
 	// before it is copied into the database.
-	walCheckpoint = 32 << 20
+	walCheckpoint = 128 << 20
 )
 
 // Options tune Open. The zero value is usable.
