@@ -84,7 +84,7 @@ func (e *celError) Error() string { return e.msg }
 // compileCEL parses, type-checks and plans expr. want, when not nil, is
 // the type the expression must have; a numeric want accepts int, uint,
 // double or dyn.
-func compileCEL(expr string, want *cel.Type) (cel.Program, error) {
+func compileCEL(expr string, want *cel.Type) (*program, error) {
 	e, err := celEnv()
 	if err != nil {
 		return nil, err
@@ -129,7 +129,7 @@ func compileCEL(expr string, want *cel.Type) (cel.Program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("couldn't plan: %w", err)
 	}
-	return p, nil
+	return newProgram(p, ast), nil
 }
 
 // sizeEstimator gives the cost estimator the bounds a record imposes.
@@ -246,8 +246,16 @@ func fieldsOf[T any](p *T, fields func(T) map[string]string) map[string]string {
 
 // evalBool runs a condition; an error (a missing attribute, a cost
 // overrun) counts as false.
-func evalBool(p cel.Program, a *activation) (bool, error) {
-	v, _, err := p.Eval(a)
+func evalBool(p *program, a *activation) (bool, error) {
+	if p.test != nil {
+		return p.test(a.r), nil
+	}
+	for _, t := range p.must {
+		if !t(a.r) {
+			return false, nil
+		}
+	}
+	v, _, err := p.cel.Eval(a)
 	if err != nil {
 		return false, err
 	}
@@ -256,8 +264,11 @@ func evalBool(p cel.Program, a *activation) (bool, error) {
 }
 
 // evalString runs a group or value expression; an error gives "".
-func evalString(p cel.Program, a *activation) string {
-	v, _, err := p.Eval(a)
+func evalString(p *program, a *activation) string {
+	if p.field != nil {
+		return p.field(a.r)
+	}
+	v, _, err := p.cel.Eval(a)
 	if err != nil {
 		return ""
 	}
@@ -276,8 +287,8 @@ func valueString(v ref.Val) string {
 }
 
 // evalNumber runs a sum expression; an error or a non-number gives 0.
-func evalNumber(p cel.Program, a *activation) float64 {
-	v, _, err := p.Eval(a)
+func evalNumber(p *program, a *activation) float64 {
+	v, _, err := p.cel.Eval(a)
 	if err != nil {
 		return 0
 	}

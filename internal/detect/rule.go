@@ -142,10 +142,10 @@ type Rule struct {
 	File string
 	Line int
 
-	cond       cel.Program
-	groupBy    []cel.Program
-	values     []cel.Program
-	sum        cel.Program
+	cond       *program
+	groupBy    []*program
+	values     []*program
+	sum        *program
 	exceptions []exception
 	exact      []string // event types
 	prefixes   []string // type prefixes, "" for all
@@ -450,7 +450,7 @@ func compile(s Spec, n *yaml.Node, file string) (*Rule, Problems) {
 	if len(s.Types) == 0 {
 		r.prefixes = []string{""}
 	}
-	compileExpr := func(key, expr string, line int, want *cel.Type) cel.Program {
+	compileExpr := func(key, expr string, line int, want *cel.Type) *program {
 		p, err := compileCEL(expr, want)
 		if err != nil {
 			var ce *celError

@@ -76,8 +76,11 @@ const (
 	// busyTimeout is how long a statement waits for another connection's
 	// write lock before failing with SQLITE_BUSY.
 	busyTimeout = 10 * time.Second
-	// cacheSize is the page cache of each connection, in bytes.
-	cacheSize = 32 << 20
+	// writerCache is the page cache of the connection Apply writes with,
+	// and readerCache that of each connection queries read with, in bytes.
+	// Indexing touches many pages of every B-tree; a query few.
+	writerCache = 32 << 20
+	readerCache = 8 << 20
 	// pageSize is the database page size, in bytes.
 	pageSize = 16 << 10
 	// walCheckpoint is the size, in bytes, the write-ahead log grows to
@@ -108,6 +111,9 @@ type Index struct {
 	db       *sql.DB
 	fullText bool
 	macKey   []byte // authenticates query cursors (cursor.go)
+
+	applyMu sync.Mutex
+	writer  *sql.Conn // Apply's own connection, with the larger cache
 }
 
 var _ ledger.Handler = (*Index)(nil)
@@ -122,7 +128,7 @@ func Open(path string, opts Options) (*Index, error) {
 	}
 	params := url.Values{}
 	params.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	params.Add("_pragma", fmt.Sprintf("cache_size(%d)", -cacheSize/1024))
+	params.Add("_pragma", fmt.Sprintf("cache_size(%d)", -readerCache/1024))
 	// Records of about 1 KiB fill 4 KiB pages badly and make many small
 	// writes; 16 KiB pages index about a quarter faster. The page size only
 	// takes effect when the file is created, so it must come before
@@ -144,6 +150,13 @@ func Open(path string, opts Options) (*Index, error) {
 	db.SetMaxOpenConns(maxConns)
 	ix := &Index{db: db, fullText: opts.FullText}
 	if err := ix.init(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
+	}
+	if ix.writer, err = db.Conn(context.Background()); err == nil {
+		_, err = ix.writer.ExecContext(context.Background(), fmt.Sprintf("PRAGMA cache_size = %d", -writerCache/1024))
+	}
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
@@ -268,6 +281,7 @@ func (ix *Index) init(ctx context.Context) error {
 // Close closes the database. Nothing is lost by closing during an Apply: the
 // Apply either committed or will be delivered again.
 func (ix *Index) Close() error {
+	ix.writer.Close()
 	return ix.db.Close()
 }
 
@@ -327,7 +341,9 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 		return fmt.Errorf("couldn't index entry %d: index out of range", last)
 	}
 
-	tx, err := ix.db.BeginTx(ctx, nil)
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	tx, err := ix.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("couldn't begin index transaction: %w", err)
 	}

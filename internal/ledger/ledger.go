@@ -56,7 +56,7 @@ const (
 	DefaultMaxBatchBytes  = 64 << 20
 	DefaultMaxBlobSize    = 16 << 20
 	DefaultSyncInterval   = time.Second
-	DefaultTailEntries    = 8192
+	DefaultTailEntries    = 16384
 	defaultForgetInterval = 50_000
 )
 
