@@ -259,11 +259,18 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 
 	var indexCursor, registryCursor atomic.Uint64
+	// behind returns how many records a follower whose cursor is c has yet
+	// to process. The cursor is read first: it never passes the size read
+	// after it.
+	behind := func(c *atomic.Uint64) uint64 {
+		cur := c.Load()
+		return led.Size() - cur
+	}
 	// lag publishes how far a follower, whose cursor is c, is behind.
 	lag := func(follower string, c *atomic.Uint64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_follower_lag_records", Help: "Records committed but not yet processed by a follower.",
 			ConstLabels: prometheus.Labels{"follower": follower}},
-			func() float64 { return float64(led.Size()) - float64(c.Load()) })
+			func() float64 { return float64(behind(c)) })
 	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
@@ -343,6 +350,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			return detect.MarkerNames(scanner.ScanContent(tenant, content))
 		},
 	}
+	indexWaits := prometheus.NewCounter(prometheus.CounterOpts{Name: "aitrail_ingest_index_waits_total",
+		Help: "Appends that waited for the query index to come back within index.max_lag."})
+	reg.MustRegister(indexWaits)
+	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return behind(&indexCursor) }, Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
+	pipeline.Admit = lagLimit.Admit
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		stopFollowers()
@@ -404,8 +416,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		Logger:   log,
 		Ready: func() (bool, map[string]any) {
 			err := led.Err()
-			size := led.Size()
-			d := map[string]any{"ledger_records": size, "index_lag": size - indexCursor.Load(), "registry_lag": size - registryCursor.Load(),
+			d := map[string]any{"ledger_records": led.Size(), "index_lag": behind(&indexCursor), "registry_lag": behind(&registryCursor),
 				"sealing": led.SealStatus(), "alert_delivery": notifier.Status()}
 			if err != nil {
 				d["ledger_error"] = err.Error()

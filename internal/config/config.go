@@ -128,6 +128,13 @@ type Index struct {
 	// halves the rate at which the index keeps up with ingest, so it is off
 	// by default; without it `q` still works, by a slower scan.
 	FullText bool `yaml:"full_text"`
+	// MaxLag is the most records the index may fall behind the log before
+	// producers' appends wait for it (0, the default: no limit). Past it,
+	// an append waits until the index is back within it, for up to 5
+	// seconds, and is then refused with 503 and Retry-After. It keeps
+	// queries close behind the log under sustained load, at the price of
+	// ingesting at the rate the index keeps up with.
+	MaxLag uint64 `yaml:"max_lag"`
 }
 
 // Detect configures the detector.

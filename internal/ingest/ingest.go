@@ -73,6 +73,10 @@ type Pipeline struct {
 	ScanContent func(tenant string, content []byte) string
 	// Now is the clock that stamps received_at (time.Now if nil).
 	Now func() time.Time
+	// Admit, if set, is asked before every append but the server's own
+	// (SystemTokenID); an error refuses the append. LagLimit.Admit keeps a
+	// follower from falling too far behind.
+	Admit func(ctx context.Context) error
 }
 
 // ContentMarkersAttr is the attribute that names the suspicious patterns
@@ -116,6 +120,11 @@ type Receipt struct {
 // p may not write, or the ledger's (ErrPushback, ErrClosed, …). Nothing is
 // stored unless the error is nil.
 func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []event.Event) (Receipt, error) {
+	if pl.Admit != nil && p.TokenID != SystemTokenID {
+		if err := pl.Admit(ctx); err != nil {
+			return Receipt{}, err
+		}
+	}
 	now := time.Now
 	if pl.Now != nil {
 		now = pl.Now
