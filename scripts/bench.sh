@@ -9,7 +9,9 @@
 #   - the cost of encryption and pseudonyms (with and without actors and
 #     content, alternating);
 #   - index lag during batched ingest, peak server memory;
-#   - aitrail verify --data speed over the log the run wrote.
+#   - aitrail verify --data speed over the log the run wrote;
+#   - batched ingest again on a fresh server with index.max_lag 20000, with
+#     its index lag.
 # Usage: scripts/bench.sh [seconds per run, default 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,3 +97,22 @@ kill -TERM $pid; wait $pid || true
 echo
 echo "## verify --data"
 "$bin" verify --data "$data" 2>&1 | tail -1
+
+echo
+echo "## batched ingest with index.max_lag 20000 (producers wait for the query index), fresh data"
+printf 'index:\n  max_lag: 20000\n' >"$work/maxlag.yaml"
+data2=$work/data-maxlag
+AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --config "$work/maxlag.yaml" --data "$data2" --addr "$addr" --log-level warn 2>"$work/server2.log" &
+pid=$!
+for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
+"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --json >"$work/maxlag.json" &
+bpid=$!
+lag_max=0
+max_lag=$(watch_lag $bpid)
+wait $bpid
+cat "$work/maxlag.json"
+echo "- max index lag during the run: $max_lag records"
+start=$(date +%s.%N)
+caught_up
+echo "- index caught up $(echo "$(date +%s.%N) - $start" | bc) s after the run"
+kill -TERM $pid; wait $pid || true

@@ -222,17 +222,12 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 			continue
 		}
 		d.stats.Records++
-		var ts []detect.Transition
-		var err error
-		if rec, ok := e.Value.(*event.Record); ok {
-			ts = d.engine.Observe(e.Index, rec)
-		} else {
-			ts, err = d.engine.ObserveJSON(e.Index, e.Data)
-		}
+		rec, err := ingest.RecordOf(e)
 		if err != nil {
 			d.log.Warn("detector skipped a record it could not read", "index", e.Index, "err", err)
 			continue
 		}
+		ts := d.engine.Observe(e.Index, rec)
 		for _, t := range ts {
 			ev, a := d.transition(t)
 			evs, alerts = append(evs, ev), append(alerts, a)

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -280,3 +281,18 @@ func (pl *Pipeline) check(p authz.Principal, records []event.Record) error {
 
 // Key is the ledger's idempotency key of an event: ids are unique per tenant.
 func Key(tenant, id string) string { return tenant + "\x00" + id }
+
+// RecordOf returns the record of a log entry for a follower: the one ingest
+// built it from when the entry came from memory (ledger.Entry.Value), else
+// the stored bytes decoded. Both are the same record (FuzzValueIsTheRecord).
+// The record is shared and must not be modified.
+func RecordOf(e ledger.Entry) (*event.Record, error) {
+	if rec, ok := e.Value.(*event.Record); ok {
+		return rec, nil
+	}
+	rec := new(event.Record)
+	if err := jsonv2.Unmarshal(e.Data, rec); err != nil {
+		return nil, fmt.Errorf("couldn't decode record %d: %w", e.Index, err)
+	}
+	return rec, nil
+}
