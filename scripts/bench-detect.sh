@@ -72,4 +72,4 @@ for _ in $(seq "$pairs"); do
   printf '%.0f | %.0f\n' "$w" "$wo"
   sum_with=$(echo "$sum_with + $w" | bc); sum_without=$(echo "$sum_without + $wo" | bc)
 done
-echo "- detection costs $(echo "scale=1; 100 * (1 - $sum_with / $sum_without)" | bc) % of batched ingest"
+printf -- '- detection costs %.1f %% of batched ingest\n' "$(echo "scale=6; 100 * (1 - $sum_with / $sum_without)" | bc)"

@@ -248,11 +248,8 @@ func fieldsOf[T any](p *T, fields func(T) map[string]string) map[string]string {
 // overrun) counts as false.
 func evalBool(p *program, a *activation) (bool, error) {
 	if p.test != nil {
-		return p.test(a.r), nil
-	}
-	for _, t := range p.must {
-		if !t(a.r) {
-			return false, nil
+		if v, known := p.test(a.r); known {
+			return v, nil
 		}
 	}
 	v, _, err := p.cel.Eval(a)
@@ -288,6 +285,11 @@ func valueString(v ref.Val) string {
 
 // evalNumber runs a sum expression; an error or a non-number gives 0.
 func evalNumber(p *program, a *activation) float64 {
+	if p.num != nil {
+		if v, known := p.num(a.r); known {
+			return v
+		}
+	}
 	v, _, err := p.cel.Eval(a)
 	if err != nil {
 		return 0

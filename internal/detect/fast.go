@@ -24,13 +24,21 @@ type program struct {
 	// field, if set, reads the expression's value: it is a plain string
 	// field such as tenant or actor.id.
 	field func(*event.Record) string
-	// test, if set, is the whole boolean expression.
-	test func(*event.Record) bool
-	// must are conjuncts of a top-level && that each must hold for it to be
-	// true; CEL decides the rest. A false conjunct makes && false whatever
-	// errors the others have, so skipping CEL then changes nothing.
-	must []func(*event.Record) bool
+	// test, if set, computes the boolean expression; when it cannot tell
+	// (a value CEL would reject, say), CEL decides.
+	test boolFunc
+	// num, if set, computes the numeric expression, likewise.
+	num numFunc
 }
+
+// boolFunc computes a boolean expression for a record; known is false when
+// the result depends on something only CEL can tell (then CEL may also
+// fail).
+type boolFunc func(r *event.Record) (v, known bool)
+
+// numFunc computes a numeric (double) expression for a record; known is
+// false when CEL must decide.
+type numFunc func(r *event.Record) (v float64, known bool)
 
 // stringFields reads the string values the activation gives CEL for each
 // plain field path: top-level strings, and the keys of the nested objects,
@@ -78,17 +86,8 @@ func newProgram(p cel.Program, checked *cel.Ast) *program {
 	pr := &program{cel: p}
 	root := checked.NativeRep().Expr()
 	pr.field = fieldOf(root)
-	if checked.OutputType().IsExactType(cel.BoolType) {
-		if t, ok := testOf(root); ok {
-			pr.test = t
-		} else {
-			for _, c := range conjuncts(root, nil) {
-				if t, ok := testOf(c); ok {
-					pr.must = append(pr.must, t)
-				}
-			}
-		}
-	}
+	pr.test = testOf(root)
+	pr.num = numOf(root)
 	return pr
 }
 
@@ -116,112 +115,229 @@ func stringLiteral(e ast.Expr) (string, bool) {
 	return string(s), ok
 }
 
-// conjuncts appends the operands of the && tree rooted at e to out.
-func conjuncts(e ast.Expr, out []ast.Expr) []ast.Expr {
-	if e.Kind() == ast.CallKind && e.AsCall().FunctionName() == operators.LogicalAnd {
-		for _, a := range e.AsCall().Args() {
-			out = conjuncts(a, out)
-		}
-		return out
-	}
-	return append(out, e)
-}
-
-// testOf returns a Go function equal to the boolean expression e if e is
-// made only of string fields compared with string literals (==, !=, in a
-// list of literals, startsWith, endsWith, contains), a literal key tested
-// against attributes, and &&, || and ! over those. None of these can fail
-// in CEL, so the function's result is CEL's.
-func testOf(e ast.Expr) (func(*event.Record) bool, bool) {
+// testOf returns a Go function for the boolean expression e, or nil. It
+// takes string fields compared with string literals (==, !=, in a list of
+// literals, startsWith, endsWith, contains), a literal key tested against
+// attributes, numbers (see numOf) compared with numbers, and &&, || and !
+// over any boolean expression: an operand it cannot compute is unknown, and
+// && and || are decided without it when CEL would be (false && x is false
+// and true || x is true in CEL, even when x fails).
+func testOf(e ast.Expr) boolFunc {
 	if e.Kind() == ast.LiteralKind {
 		if b, ok := e.AsLiteral().(types.Bool); ok {
-			return func(*event.Record) bool { return bool(b) }, true
+			return func(*event.Record) (bool, bool) { return bool(b), true }
 		}
-		return nil, false
+		return nil
 	}
 	if e.Kind() != ast.CallKind {
-		return nil, false
+		return nil
 	}
 	c := e.AsCall()
 	args := c.Args()
 	switch fn := c.FunctionName(); {
 	case fn == operators.LogicalAnd || fn == operators.LogicalOr:
-		var ts []func(*event.Record) bool
+		var ts []boolFunc
 		for _, a := range args {
-			t, ok := testOf(a)
-			if !ok {
-				return nil, false
+			if t := testOf(a); t != nil {
+				ts = append(ts, t)
 			}
-			ts = append(ts, t)
 		}
-		if fn == operators.LogicalAnd {
-			return func(r *event.Record) bool {
-				for _, t := range ts {
-					if !t(r) {
-						return false
-					}
-				}
-				return true
-			}, true
+		if len(ts) == 0 {
+			return nil
 		}
-		return func(r *event.Record) bool {
+		all := len(ts) == len(args)
+		// decisive is the value that decides the operator on its own.
+		decisive := fn == operators.LogicalOr
+		return func(r *event.Record) (bool, bool) {
+			known := all
 			for _, t := range ts {
-				if t(r) {
-					return true
+				v, k := t(r)
+				if k && v == decisive {
+					return decisive, true
 				}
+				known = known && k
 			}
-			return false
-		}, true
-	case fn == operators.LogicalNot && len(args) == 1:
-		t, ok := testOf(args[0])
-		if !ok {
-			return nil, false
+			return !decisive, known
 		}
-		return func(r *event.Record) bool { return !t(r) }, true
+	case fn == operators.LogicalNot && len(args) == 1:
+		t := testOf(args[0])
+		if t == nil {
+			return nil
+		}
+		return func(r *event.Record) (bool, bool) { v, known := t(r); return !v, known }
 	case (fn == operators.Equals || fn == operators.NotEquals) && len(args) == 2:
 		f, lit := fieldOf(args[0]), args[1]
 		if f == nil {
 			f, lit = fieldOf(args[1]), args[0]
 		}
-		s, ok := stringLiteral(lit)
-		if f == nil || !ok {
-			return nil, false
+		if s, ok := stringLiteral(lit); f != nil && ok {
+			if fn == operators.Equals {
+				return func(r *event.Record) (bool, bool) { return f(r) == s, true }
+			}
+			return func(r *event.Record) (bool, bool) { return f(r) != s, true }
 		}
-		if fn == operators.Equals {
-			return func(r *event.Record) bool { return f(r) == s }, true
-		}
-		return func(r *event.Record) bool { return f(r) != s }, true
+		return compareOf(fn, args)
+	case fn == operators.Less || fn == operators.LessEquals || fn == operators.Greater || fn == operators.GreaterEquals:
+		return compareOf(fn, args)
 	case fn == operators.In && len(args) == 2:
 		if key, ok := stringLiteral(args[0]); ok && args[1].Kind() == ast.IdentKind && args[1].AsIdent() == "attributes" {
-			return func(r *event.Record) bool { _, ok := r.Attributes[key]; return ok }, true
+			return func(r *event.Record) (bool, bool) { _, ok := r.Attributes[key]; return ok, true }
 		}
 		f := fieldOf(args[0])
 		if f == nil || args[1].Kind() != ast.ListKind {
-			return nil, false
+			return nil
 		}
 		var set []string
 		for _, el := range args[1].AsList().Elements() {
 			s, ok := stringLiteral(el)
 			if !ok {
-				return nil, false
+				return nil
 			}
 			set = append(set, s)
 		}
-		return func(r *event.Record) bool { return slices.Contains(set, f(r)) }, true
+		return func(r *event.Record) (bool, bool) { return slices.Contains(set, f(r)), true }
 	case c.IsMemberFunction() && len(args) == 1:
 		f := fieldOf(c.Target())
 		s, ok := stringLiteral(args[0])
 		if f == nil || !ok {
-			return nil, false
+			return nil
 		}
 		switch fn {
 		case overloads.StartsWith:
-			return func(r *event.Record) bool { return strings.HasPrefix(f(r), s) }, true
+			return func(r *event.Record) (bool, bool) { return strings.HasPrefix(f(r), s), true }
 		case overloads.EndsWith:
-			return func(r *event.Record) bool { return strings.HasSuffix(f(r), s) }, true
+			return func(r *event.Record) (bool, bool) { return strings.HasSuffix(f(r), s), true }
 		case overloads.Contains:
-			return func(r *event.Record) bool { return strings.Contains(f(r), s) }, true
+			return func(r *event.Record) (bool, bool) { return strings.Contains(f(r), s), true }
 		}
 	}
-	return nil, false
+	return nil
+}
+
+// compareOf returns a Go function for a comparison of two numeric
+// expressions (see numOf), or nil.
+func compareOf(fn string, args []ast.Expr) boolFunc {
+	if len(args) != 2 {
+		return nil
+	}
+	a, b := numOf(args[0]), numOf(args[1])
+	if a == nil || b == nil {
+		return nil
+	}
+	cmp := map[string]func(x, y float64) bool{
+		operators.Equals:        func(x, y float64) bool { return x == y },
+		operators.NotEquals:     func(x, y float64) bool { return x != y },
+		operators.Less:          func(x, y float64) bool { return x < y },
+		operators.LessEquals:    func(x, y float64) bool { return x <= y },
+		operators.Greater:       func(x, y float64) bool { return x > y },
+		operators.GreaterEquals: func(x, y float64) bool { return x >= y },
+	}[fn]
+	return func(r *event.Record) (bool, bool) {
+		x, ok1 := a(r)
+		y, ok2 := b(r)
+		if !ok1 || !ok2 {
+			return false, false
+		}
+		return cmp(x, y), true
+	}
+}
+
+// numOf returns a Go function for the numeric expression e, or nil. It
+// takes number literals, double() of a number, an attribute read with a
+// number for default (attributes[?"k"].orValue(0)), and sums and
+// differences of doubles. An attribute that holds anything but a number is
+// unknown: CEL decides (double("1.5") parses, double(true) fails). Sums are
+// taken only of double() operands, where CEL adds doubles; it does not add
+// a double to an int.
+func numOf(e ast.Expr) numFunc {
+	switch e.Kind() {
+	case ast.LiteralKind:
+		var v float64
+		switch x := e.AsLiteral().(type) {
+		case types.Double:
+			v = float64(x)
+		case types.Int:
+			v = float64(x)
+		case types.Uint:
+			v = float64(x)
+		default:
+			return nil
+		}
+		return func(*event.Record) (float64, bool) { return v, true }
+	case ast.CallKind:
+	default:
+		return nil
+	}
+	c := e.AsCall()
+	args := c.Args()
+	switch fn := c.FunctionName(); {
+	case fn == overloads.TypeConvertDouble && !c.IsMemberFunction() && len(args) == 1:
+		return numOf(args[0])
+	case (fn == operators.Add || fn == operators.Subtract) && len(args) == 2:
+		if !isDouble(args[0]) || !isDouble(args[1]) {
+			return nil
+		}
+		a, b := numOf(args[0]), numOf(args[1])
+		if a == nil || b == nil {
+			return nil
+		}
+		sign := 1.0
+		if fn == operators.Subtract {
+			sign = -1
+		}
+		return func(r *event.Record) (float64, bool) {
+			x, ok1 := a(r)
+			y, ok2 := b(r)
+			return x + sign*y, ok1 && ok2
+		}
+	case fn == "orValue" && c.IsMemberFunction() && len(args) == 1:
+		def := numOf(args[0])
+		key, ok := optionalAttribute(c.Target())
+		if def == nil || !ok || args[0].Kind() != ast.LiteralKind {
+			return nil
+		}
+		d, _ := def(nil)
+		return func(r *event.Record) (float64, bool) {
+			v, present := r.Attributes[key]
+			if !present {
+				return d, true
+			}
+			f, ok := v.(float64)
+			return f, ok
+		}
+	}
+	return nil
+}
+
+// isDouble reports whether e is a double() conversion or a double literal
+// (or a sum of them): what CEL adds as doubles.
+func isDouble(e ast.Expr) bool {
+	switch e.Kind() {
+	case ast.LiteralKind:
+		_, ok := e.AsLiteral().(types.Double)
+		return ok
+	case ast.CallKind:
+		c := e.AsCall()
+		switch c.FunctionName() {
+		case overloads.TypeConvertDouble:
+			return !c.IsMemberFunction()
+		case operators.Add, operators.Subtract:
+			return len(c.Args()) == 2 && isDouble(c.Args()[0]) && isDouble(c.Args()[1])
+		}
+	}
+	return false
+}
+
+// optionalAttribute returns k if e is attributes[?"k"] or attributes.?k.
+func optionalAttribute(e ast.Expr) (string, bool) {
+	if e.Kind() != ast.CallKind {
+		return "", false
+	}
+	c := e.AsCall()
+	args := c.Args()
+	if (c.FunctionName() != operators.OptIndex && c.FunctionName() != operators.OptSelect) || len(args) != 2 ||
+		args[0].Kind() != ast.IdentKind || args[0].AsIdent() != "attributes" {
+		return "", false
+	}
+	return stringLiteral(args[1])
 }

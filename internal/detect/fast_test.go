@@ -23,10 +23,14 @@ func fastRecords() []*event.Record {
 			r.Model = &event.Model{Provider: "openai", Name: fmt.Sprintf("gpt-%d", i), Version: "v1"}
 			r.Attributes = map[string]any{"aitrail.token.id": "t1", "gen_ai.usage.input_tokens": float64(1500 * i)}
 		}
+		if i == 1 {
+			// Values CEL converts or rejects where a number is expected.
+			r.Attributes = map[string]any{"note": "2.5", "gen_ai.usage.input_tokens": "12", "x": true}
+		}
 		if i == 3 {
 			r.Actor = &event.Actor{Type: "service"}
 			r.Resource = &event.Resource{Type: "deployment", ID: "d-1"}
-			r.Attributes = map[string]any{}
+			r.Attributes = map[string]any{"x": 0.25}
 		}
 		rs = append(rs, r)
 	}
@@ -56,6 +60,7 @@ func TestFastPathsAgreeWithCEL(t *testing.T) {
 		for i, p := range r.values {
 			add(fmt.Sprintf("%s value[%d]", r.ID, i), p)
 		}
+		add(r.ID+" sum", r.sum)
 	}
 	fast := 0
 	for _, src := range []string{
@@ -68,6 +73,12 @@ func TestFastPathsAgreeWithCEL(t *testing.T) {
 		`outcome == "denied" && attributes["missing"] == 1`,
 		`actor.id == "" && content_size == 0`,
 		`actor.id`, `tenant`, `model.version`, `resource.name`,
+		`outcome != "success" || double(attributes[?"gen_ai.usage.input_tokens"].orValue(0)) > 1000.0`,
+		`double(attributes[?"gen_ai.usage.input_tokens"].orValue(0)) + double(attributes[?"x"].orValue(2)) >= 3000`,
+		`attributes[?"gen_ai.usage.input_tokens"].orValue(0) < 5 && outcome == "denied"`,
+		`attributes.?note.orValue(0) == 0 || false`,
+		`double(attributes[?"note"].orValue(1)) > 0.5`,
+		`double(attributes[?"aitrail.token.id"].orValue(0)) - 1.5 != 0.0`,
 	} {
 		p, err := compileCEL(src, nil)
 		if err != nil {
@@ -75,31 +86,42 @@ func TestFastPathsAgreeWithCEL(t *testing.T) {
 		}
 		add(src, p)
 	}
+	known := 0
 	for i, p := range progs {
-		if p.field != nil || p.test != nil || len(p.must) > 0 {
+		if p.field != nil || p.test != nil || p.num != nil {
 			fast++
 		}
 		for _, r := range fastRecords() {
 			a := &activation{r: r}
 			v, _, celErr := p.cel.Eval(a)
-			switch {
-			case p.field != nil:
+			if p.field != nil {
 				if got := p.field(r); celErr != nil || got != valueString(v) {
 					t.Errorf("%s on %s: fast %q, CEL %v (%v)", names[i], r.ID, got, v, celErr)
 				}
-			case p.test != nil:
-				if got := p.test(r); celErr != nil || types.Bool(got) != v {
+			}
+			if p.test != nil {
+				got, k := p.test(r)
+				if k && (celErr != nil || types.Bool(got) != v) {
 					t.Errorf("%s on %s: fast %v, CEL %v (%v)", names[i], r.ID, got, v, celErr)
 				}
+				if k {
+					known++
+				}
 			}
-			if p.test == nil && len(p.must) > 0 {
-				got, _ := evalBool(p, a)
-				want := celErr == nil && v == types.True
-				if got != want {
-					t.Errorf("%s on %s: with conjuncts tested first %v, CEL %v (%v)", names[i], r.ID, got, v, celErr)
+			if p.num != nil {
+				got, k := p.num(r)
+				want, isNum := v.Value().(float64)
+				if k && (celErr != nil || !isNum || got != want) {
+					t.Errorf("%s on %s: fast %v, CEL %v (%v)", names[i], r.ID, got, v, celErr)
+				}
+				if k {
+					known++
 				}
 			}
 		}
+	}
+	if known == 0 {
+		t.Fatal("no fast path ever knew its result")
 	}
 	// Most of the generated rules and the group keys of the built-in pack
 	// are simple enough; if none took a fast path the test would prove
