@@ -13,7 +13,7 @@ secs=${1:-15}
 pairs=${2:-3}
 work=$(mktemp -d)
 pid=
-trap 'kill $pid 2>/dev/null && wait $pid; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
+trap '{ kill $pid && wait $pid; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
 bin=$work/aitrail
 go build -o "$bin" ./cmd/aitrail
 addr=127.0.0.1:18183
