@@ -49,6 +49,7 @@ type Marker struct {
 type Scanner struct {
 	patterns []Pattern
 	res      []*regexp.Regexp
+	keywords [][]string // each pattern's keywords in lower case
 }
 
 // NewScanner compiles patterns; it reports every pattern that does not
@@ -62,6 +63,11 @@ func NewScanner(patterns []Pattern) (*Scanner, error) {
 			errs = append(errs, fmt.Errorf("couldn't compile pattern %q: %w", p.Name, err))
 		}
 		s.res = append(s.res, re)
+		var kws []string
+		for _, k := range p.Keywords {
+			kws = append(kws, strings.ToLower(k))
+		}
+		s.keywords = append(s.keywords, kws)
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%v", errs)
@@ -75,18 +81,12 @@ func NewScanner(patterns []Pattern) (*Scanner, error) {
 // reaches the detector.
 func (s *Scanner) ScanContent(tenant string, content []byte) []Marker {
 	var ms []Marker
-	var lower []byte
 	for i, p := range s.patterns {
 		if len(p.Tenants) > 0 && !slices.Contains(p.Tenants, tenant) {
 			continue
 		}
-		if len(p.Keywords) > 0 {
-			if lower == nil {
-				lower = bytes.ToLower(content)
-			}
-			if !slices.ContainsFunc(p.Keywords, func(k string) bool { return bytes.Contains(lower, []byte(strings.ToLower(k))) }) {
-				continue
-			}
+		if kws := s.keywords[i]; len(kws) > 0 && !slices.ContainsFunc(kws, func(k string) bool { return containsFold(content, k) }) {
+			continue
 		}
 		if loc := s.res[i].FindIndex(content); loc != nil {
 			ms = append(ms, Marker{Pattern: p.Name, Offset: loc[0]})
@@ -103,4 +103,63 @@ func MarkerNames(ms []Marker) string {
 		names[i] = m.Pattern
 	}
 	return strings.Join(names, ",")
+}
+
+// containsFold reports whether s contains kw, a lower-case keyword, with
+// ASCII letters matched in either case. It finds candidates with
+// bytes.IndexByte on kw's first byte in both cases, so that content is
+// neither copied nor lowered.
+func containsFold(s []byte, kw string) bool {
+	if kw == "" {
+		return true
+	}
+	lo, up := kw[0], kw[0]
+	if 'a' <= lo && lo <= 'z' {
+		up = lo - 'a' + 'A'
+	}
+	last := len(s) - len(kw) // the last offset where kw fits
+	nextLo, nextUp := -1, -1 // next offsets of lo and up at or after from; -2 when none
+	for from := 0; from <= last; {
+		if nextLo != -2 && nextLo < from {
+			if nextLo = bytes.IndexByte(s[from:last+1], lo); nextLo >= 0 {
+				nextLo += from
+			} else {
+				nextLo = -2
+			}
+		}
+		if up != lo && nextUp != -2 && nextUp < from {
+			if nextUp = bytes.IndexByte(s[from:last+1], up); nextUp >= 0 {
+				nextUp += from
+			} else {
+				nextUp = -2
+			}
+		}
+		at := nextLo
+		if up != lo && nextUp >= 0 && (at < 0 || nextUp < at) {
+			at = nextUp
+		}
+		if at < 0 {
+			return false
+		}
+		if equalFoldASCII(s[at+1:at+len(kw)], kw[1:]) {
+			return true
+		}
+		from = at + 1
+	}
+	return false
+}
+
+// equalFoldASCII reports whether b equals lower, a lower-case string, with
+// ASCII letters of b in either case.
+func equalFoldASCII(b []byte, lower string) bool {
+	for i := range len(lower) {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
