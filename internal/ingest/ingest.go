@@ -285,6 +285,8 @@ func Key(tenant, id string) string { return tenant + "\x00" + id }
 // RecordOf returns the record of a log entry for a follower: the one ingest
 // built it from when the entry came from memory (ledger.Entry.Value), else
 // the stored bytes decoded. Both are the same record (FuzzValueIsTheRecord).
+// The detector uses it; the registry, which may not import ingest, does
+// the same itself.
 // The record is shared and must not be modified.
 func RecordOf(e ledger.Entry) (*event.Record, error) {
 	if rec, ok := e.Value.(*event.Record); ok {

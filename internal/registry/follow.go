@@ -3,9 +3,10 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 
-	"github.com/aitrail/aitrail/internal/ingest"
+	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -44,12 +45,17 @@ func (r *Registry) Apply(ctx context.Context, entries []ledger.Entry) error {
 		if e.Index < cursor {
 			continue
 		}
-		if e.Value == nil && !bytes.Contains(e.Data, typeMember) {
-			continue
-		}
-		rec, err := ingest.RecordOf(e)
-		if err != nil {
-			return err
+		// From memory, the record ingest built (ledger.Entry.Value); else
+		// decoded, if it may be a deployment.
+		rec, ok := e.Value.(*event.Record)
+		if !ok {
+			if !bytes.Contains(e.Data, typeMember) {
+				continue
+			}
+			rec = new(event.Record)
+			if err := json.Unmarshal(e.Data, rec); err != nil {
+				return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
+			}
 		}
 		if d, ok := FromRecord(e.Index, rec); ok {
 			facts = append(facts, d)
