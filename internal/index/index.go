@@ -400,6 +400,7 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 	}
 	defer stmt.Close()
 	seen := map[string]bool{}
+	rowCtx := context.WithoutCancel(ctx)
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
 			return err
@@ -412,9 +413,16 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 				}
 			}
 		}
+		// Each row is inserted under a context that cannot be canceled: the
+		// driver watches a cancelable one with a goroutine per statement,
+		// which cost more than some inserts. Cancellation is checked here,
+		// once a group.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
-			if _, err := stmt.ExecContext(ctx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
+			if _, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
 				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.data); err != nil {
 				return fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
