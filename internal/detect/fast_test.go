@@ -80,6 +80,9 @@ func TestFastPathsAgreeWithCEL(t *testing.T) {
 		`attributes.?note.orValue(0) == 0 || false`,
 		`double(attributes[?"note"].orValue(1)) > 0.5`,
 		`double(attributes[?"aitrail.token.id"].orValue(0)) - 1.5 != 0.0`,
+		// A comprehension variable that shadows a field: never read as the field.
+		`attributes.exists(tenant, tenant == "note") || tenant == "other"`,
+		`!attributes.all(outcome, outcome.startsWith("gen_ai")) && outcome != "x"`,
 	} {
 		p, err := compileCEL(src, nil)
 		if err != nil {
