@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Measures OTLP/HTTP trace ingest and prints the figures recorded in
+# docs/BENCHMARKS.md: batches of GenAI chat spans (8 clients x 1000 spans of
+# ~1 KiB, one protobuf request per batch, as the OpenTelemetry SDK's batch
+# exporter sends them) against NDJSON events of the same shape, alternating,
+# each run on a fresh server and data directory so that no run inherits the
+# query index's backlog of the one before.
+# Usage: scripts/bench-otlp.sh [seconds per run, default 10] [pairs, default 3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+pairs=${2:-3}
+work=$(mktemp -d)
+pid=
+trap '{ kill $pid && wait $pid; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
+bin=$work/aitrail
+go build -o "$bin" ./cmd/aitrail
+addr=127.0.0.1:18184
+export AITRAIL_TOKEN=bench-admin-token
+
+echo "## machine"
+echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "- $(go version)"
+
+# run [--otlp] prints one run's JSON result on a fresh server.
+run() {
+  local data=$work/data-$RANDOM
+  AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --data "$data" --addr "$addr" --log-level warn 2>"$work/server.log" &
+  pid=$!
+  for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
+  "$bin" bench "$@" --url "http://$addr" --clients 8 --batch 1000 --size 1024 --duration "${secs}s" --json 2>/dev/null
+  kill -TERM $pid; wait $pid || true
+  chattr -R -ia "$data" 2>/dev/null; rm -rf "$data"
+}
+
+echo
+echo "## 8 clients x 1000 items: OTLP spans/s (ack p50, p99 ms) | NDJSON events/s"
+# field JSON NAME prints a number from bench's JSON result.
+field() { echo "$1" | sed "s/.*\"$2\":\([0-9.]*\).*/\1/"; }
+for _ in $(seq "$pairs"); do
+  o=$(run --otlp); n=$(run)
+  printf '%.0f (%.0f, %.0f) | %.0f\n' "$(field "$o" events_per_sec)" "$(field "$o" p50_ms)" "$(field "$o" p99_ms)" "$(field "$n" events_per_sec)"
+done
