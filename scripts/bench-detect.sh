@@ -11,13 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
 pairs=${2:-3}
-work=$(mktemp -d)
-pid=
-trap '{ kill $pid && wait $pid; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
-bin=$work/aitrail
-go build -o "$bin" ./cmd/aitrail
+. scripts/bench-common.sh
 addr=127.0.0.1:18183
-export AITRAIL_TOKEN=bench-admin-token
 
 # 100 extra rules of every kind over the common event types, as a large
 # deployment might add (the same shapes as internal/detect's BenchmarkObserve).
@@ -50,9 +45,6 @@ printf 'detect:\n  rules: [%s]\n' "$work/extra.yaml" >"$work/with.yaml"
 printf 'detect:\n  disable_builtin: true\n' >"$work/without.yaml"
 "$bin" rules check "$work/extra.yaml" >/dev/null
 
-echo "## machine"
-echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "- $(go version)"
 
 # run CONFIG prints the events/s of one batched run on a fresh directory.
 run() {

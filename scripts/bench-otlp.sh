@@ -10,17 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 pairs=${2:-3}
-work=$(mktemp -d)
-pid=
-trap '{ kill $pid && wait $pid; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
-bin=$work/aitrail
-go build -o "$bin" ./cmd/aitrail
+. scripts/bench-common.sh
 addr=127.0.0.1:18184
-export AITRAIL_TOKEN=bench-admin-token
-
-echo "## machine"
-echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "- $(go version)"
 
 # run [--otlp] prints one run's JSON result on a fresh server.
 run() {

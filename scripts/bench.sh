@@ -16,18 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
-work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
-bin=$work/aitrail
-go build -o "$bin" ./cmd/aitrail
+. scripts/bench-common.sh
 data=$work/data
 addr=127.0.0.1:18181
-export AITRAIL_TOKEN=bench-admin-token
-
-echo "## machine"
-echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-echo "- memory: $(free -g | awk '/Mem:/ {print $2}') GiB; disk: $(df -h "$work" | awk 'NR==2 {print $2" "$1}')"
-echo "- $(go version)"
 echo
 
 echo "## raw reference (bench-disk: 1 KiB records, 800 per fdatasync)"

@@ -1,0 +1,15 @@
+# Sourced by the bench scripts, from the repository's root: a work
+# directory that is removed on exit (after stopping the server whose pid is
+# in $pid), the aitrail binary built into it as $bin, the admin token the
+# servers are started with, and a description of the machine.
+work=$(mktemp -d)
+pid=
+trap '{ kill $pid && wait $pid; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
+bin=$work/aitrail
+go build -o "$bin" ./cmd/aitrail
+export AITRAIL_TOKEN=bench-admin-token
+
+echo "## machine"
+echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "- memory: $(free -g | awk '/Mem:/ {print $2}') GiB; disk: $(df -h "$work" | awk 'NR==2 {print $2" "$1}')"
+echo "- $(go version)"
