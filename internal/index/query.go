@@ -165,7 +165,40 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 			q.From.Format(time.RFC3339Nano), q.To.Format(time.RFC3339Nano))
 	}
 	fp := q.fingerprint(desc)
+	stmt, args, err := ix.statement(q, desc, fp)
+	if err != nil || stmt == "" {
+		return Page{}, err
+	}
+	// One row more than asked tells whether there is a next page.
+	rows, err := ix.db.QueryContext(ctx, stmt, append(args, limit+1)...)
+	if err != nil {
+		return Page{}, fmt.Errorf("couldn't query events: %w", err)
+	}
+	defer rows.Close()
+	var p Page
+	for rows.Next() {
+		var h Hit
+		var idx int64
+		if err := rows.Scan(&idx, &h.Tenant, &h.Record); err != nil {
+			return Page{}, fmt.Errorf("couldn't read events: %w", err)
+		}
+		h.Index = uint64(idx)
+		p.Hits = append(p.Hits, h)
+	}
+	if err := rows.Err(); err != nil {
+		return Page{}, fmt.Errorf("couldn't query events: %w", err)
+	}
+	if len(p.Hits) > limit {
+		p.Hits = p.Hits[:limit]
+		p.NextCursor = ix.makeCursor(p.Hits[limit-1].Index, desc, fp)
+	}
+	return p, nil
+}
 
+// statement returns the SELECT of the rows q selects in order desc,
+// ending in "LIMIT ?" (the caller binds the limit after args), or "" when
+// nothing can match. fp is q's fingerprint, which binds its cursor.
+func (ix *Index) statement(q Query, desc bool, fp []byte) (stmt string, args []any, err error) {
 	var w where
 	w.tenants(q.Tenants)
 	if q.Tenant != "" {
@@ -247,7 +280,7 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	if q.Cursor != "" {
 		after, err := ix.parseCursor(q.Cursor, desc, fp)
 		if err != nil {
-			return Page{}, err
+			return "", nil, err
 		}
 		if desc {
 			w.add(order+" < ?", int64(after))
@@ -256,38 +289,15 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 		}
 	}
 	if w.empty {
-		return Page{}, nil
+		return "", nil, nil
 	}
 
-	stmt := "SELECT idx, records.tenant, record FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
+	stmt = "SELECT idx, records.tenant, record FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
 	if desc {
 		stmt += " DESC"
 	}
 	stmt += " LIMIT ?"
-	// One row more than asked tells whether there is a next page.
-	rows, err := ix.db.QueryContext(ctx, stmt, append(w.args, limit+1)...)
-	if err != nil {
-		return Page{}, fmt.Errorf("couldn't query events: %w", err)
-	}
-	defer rows.Close()
-	var p Page
-	for rows.Next() {
-		var h Hit
-		var idx int64
-		if err := rows.Scan(&idx, &h.Tenant, &h.Record); err != nil {
-			return Page{}, fmt.Errorf("couldn't read events: %w", err)
-		}
-		h.Index = uint64(idx)
-		p.Hits = append(p.Hits, h)
-	}
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("couldn't query events: %w", err)
-	}
-	if len(p.Hits) > limit {
-		p.Hits = p.Hits[:limit]
-		p.NextCursor = ix.makeCursor(p.Hits[limit-1].Index, desc, fp)
-	}
-	return p, nil
+	return stmt, w.args, nil
 }
 
 // where accumulates the conditions of a statement. Only fixed SQL text
