@@ -6,8 +6,8 @@
 #   - batched ingest: 8 clients x 100 events of ~1 KiB;
 #   - single-event ingest: 64 clients x 1 event;
 #   - acknowledgement latency at light load (1 client, 100 requests/s);
-#   - the cost of encryption and pseudonyms (with and without actors and
-#     content, alternating);
+#   - the cost of encryption and pseudonyms (service actors and no content
+#     against pseudonymised user actors and encrypted content, alternating);
 #   - index lag during batched ingest, peak server memory;
 #   - aitrail verify --data speed over the log the run wrote;
 #   - batched ingest again on a fresh server with index.max_lag 20000, with
@@ -69,13 +69,13 @@ echo "## light load (1 client, 100 requests/s, 1 event each)"
 "$bin" bench --url "http://$addr" --clients 1 --batch 1 --size 1024 --rate 100 --duration 10s --json
 
 echo
-echo "## cost of encryption and pseudonyms: batched ingest without actor or content, then with"
-echo "## pseudonymised user actors and encrypted content, alternating, 3 pairs of half-length runs,"
-echo "## each started once the query index has caught up"
+echo "## cost of encryption and pseudonyms: batched ingest with service actors (stored as sent)"
+echo "## and no content, then with pseudonymised user actors and encrypted content, alternating,"
+echo "## 3 pairs of half-length runs, each started once the query index has caught up"
 half=$(( (secs + 1) / 2 ))
 for _ in 1 2 3; do
   caught_up
-  "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --actor=false --duration "${half}s" --json
+  "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --actor-type service --duration "${half}s" --json
   caught_up
   "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${half}s" --json
 done

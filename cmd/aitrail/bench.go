@@ -34,6 +34,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	size := fs.Int("size", 1024, "approximate size of one event in bytes")
 	content := fs.Bool("content", false, "put the event's payload in content (encrypted) instead of attributes")
 	actor := fs.Bool("actor", true, "give each event one of 1,000 user actors (the server pseudonymises them)")
+	actorType := fs.String("actor-type", "user", "type of those actors: user (pseudonymised) or service (stored as sent)")
 	otlp := fs.Bool("otlp", false, "send each batch as GenAI spans in one OTLP/HTTP protobuf request to /otlp/v1/traces")
 	duration := fs.Duration("duration", 10*time.Second, "how long to run")
 	rate := fs.Int("rate", 0, "target requests per second over all clients (0 = as fast as possible)")
@@ -48,6 +49,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *clients < 1 || *batch < 1 || *size < 64 || *duration <= 0 {
 		return usageError{"--clients and --batch must be ≥ 1, --size ≥ 64, --duration > 0"}
 	}
+	if *actorType != "user" && *actorType != "service" {
+		return usageError{"--actor-type must be user or service"}
+	}
 	if os.Getenv("GOGC") == "" {
 		// The load generator holds little; collecting less often leaves
 		// more of the machine to the server it measures.
@@ -61,7 +65,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	c := client.New(*url, *token).WithHTTPClient(hc)
 	bodies := make([]func(int) []byte, *clients)
 	for i := range bodies {
-		bodies[i] = benchBodies(i, *batch, *size, *content, *actor)
+		bodies[i] = benchBodies(i, *batch, *size, *content, *actor, *actorType)
 	}
 	send := func(i, seq int) error {
 		_, err := c.AppendRaw(context.Background(), bodies[i](seq), "application/x-ndjson")
@@ -161,7 +165,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 // each call only writes a new UUIDv7 into every event id and the next actor
 // numbers, so that the load generator spends its share of the
 // machine on sending, not on formatting. The returned slice is reused.
-func benchBodies(client, n, size int, content, actor bool) func(seq int) []byte {
+func benchBodies(client, n, size int, content, actor bool, actorType string) func(seq int) []byte {
 	var b bytes.Buffer
 	var runAt, actorAt []int
 	for j := 0; j < n; j++ {
@@ -171,7 +175,7 @@ func benchBodies(client, n, size int, content, actor bool) func(seq int) []byte 
 		if actor {
 			b.WriteString(`"actor":{"id":"user-`)
 			actorAt = append(actorAt, b.Len())
-			b.WriteString(`000","type":"user"},`)
+			fmt.Fprintf(&b, `000","type":%q},`, actorType)
 		}
 		b.WriteString(`"action":"chat.completions.create","outcome":"success","model":{"provider":"openai","name":"gpt-4o","version":"2024-08-06"},`)
 		pad := max(0, size-b.Len()%size-60)
