@@ -225,7 +225,7 @@ func (d *Detector) Apply(ctx context.Context, entries []ledger.Entry) error {
 			continue
 		}
 		d.stats.Records++
-		rec, err := ingest.RecordOf(e)
+		rec, err := event.RecordFrom(e.Value, e.Data)
 		if err != nil {
 			d.log.Warn("detector skipped a record it could not read", "index", e.Index, "err", err)
 			continue

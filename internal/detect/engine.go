@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
-
 	"github.com/aitrail/aitrail/internal/event"
 )
 
@@ -131,17 +129,6 @@ func (e *Engine) candidates(t string) []int {
 		e.byType[t] = c
 	}
 	return c
-}
-
-// ObserveJSON is Observe for a record in its canonical JSON encoding. It
-// decodes with encoding/json/v2's implementation, several times faster
-// than encoding/json on records, which the detector reads one by one.
-func (e *Engine) ObserveJSON(index uint64, b []byte) ([]Transition, error) {
-	var r event.Record
-	if err := jsonv2.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("couldn't decode record %d: %w", index, err)
-	}
-	return e.Observe(index, &r), nil
 }
 
 // recordTime is the time the engine files a record under: when the server

@@ -530,18 +530,15 @@ type keyFields struct {
 func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 	var k keyFields
 	var text string
-	rec, decoded := e.Value.(*event.Record)
-	switch {
-	case decoded:
-	case ix.fullText:
-		rec = new(event.Record)
-		if err := json.Unmarshal(e.Data, rec); err != nil {
-			return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
-		}
-	default:
-		if err := json.Unmarshal(e.Data, &k); err != nil {
-			return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
-		}
+	var rec *event.Record
+	var err error
+	if e.Value != nil || ix.fullText {
+		rec, err = event.RecordFrom(e.Value, e.Data)
+	} else {
+		err = json.Unmarshal(e.Data, &k) // decoding only these is faster
+	}
+	if err != nil {
+		return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
 	}
 	if rec != nil {
 		k = keyFields{ID: rec.ID, Type: rec.Type, Time: rec.Time, ReceivedAt: rec.ReceivedAt, Tenant: rec.Tenant,

@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	jsonv2 "github.com/go-json-experiment/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -186,8 +185,9 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 		} else if err != nil {
 			return Receipt{}, err
 		}
-		// Followers close to the head get rec itself (ledger.Entry.Value):
-		// decoding data gives exactly rec (TestValueIsTheRecord).
+		// Followers close to the head get rec itself (ledger.Entry.Value,
+		// event.RecordFrom): decoding data gives exactly rec
+		// (FuzzValueIsTheRecord).
 		items[i] = ledger.Item{Key: Key(rec.Tenant, rec.ID), Record: data, Blob: blob, Value: rec}
 	}
 	if len(tooLarge) > 0 {
@@ -281,20 +281,3 @@ func (pl *Pipeline) check(p authz.Principal, records []event.Record) error {
 
 // Key is the ledger's idempotency key of an event: ids are unique per tenant.
 func Key(tenant, id string) string { return tenant + "\x00" + id }
-
-// RecordOf returns the record of a log entry for a follower: the one ingest
-// built it from when the entry came from memory (ledger.Entry.Value), else
-// the stored bytes decoded. Both are the same record (FuzzValueIsTheRecord).
-// The detector uses it; the registry, which may not import ingest, does
-// the same itself.
-// The record is shared and must not be modified.
-func RecordOf(e ledger.Entry) (*event.Record, error) {
-	if rec, ok := e.Value.(*event.Record); ok {
-		return rec, nil
-	}
-	rec := new(event.Record)
-	if err := jsonv2.Unmarshal(e.Data, rec); err != nil {
-		return nil, fmt.Errorf("couldn't decode record %d: %w", e.Index, err)
-	}
-	return rec, nil
-}

@@ -17,15 +17,12 @@ func newTail(n int, size uint64) tail {
 	return tail{ring: make([]Entry, max(n, 0)), first: size, next: size}
 }
 
-// add appends the records committed from index from on, with their values
-// (nil when the appender gave none).
+// add appends the records committed from index from on, which is where the
+// previous commit ended, with their values (nil when the appender gave none).
 func (t *tail) add(from uint64, records [][]byte, values []any) {
 	n := uint64(len(t.ring))
 	if n == 0 || len(records) == 0 {
 		return
-	}
-	if from != t.next { // cannot happen: commits are consecutive
-		t.first, t.next = from, from
 	}
 	for i, rec := range records {
 		idx := from + uint64(i)

@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/aitrail/aitrail/internal/event"
@@ -45,17 +44,14 @@ func (r *Registry) Apply(ctx context.Context, entries []ledger.Entry) error {
 		if e.Index < cursor {
 			continue
 		}
-		// From memory, the record ingest built (ledger.Entry.Value); else
-		// decoded, if it may be a deployment.
-		rec, ok := e.Value.(*event.Record)
-		if !ok {
-			if !bytes.Contains(e.Data, typeMember) {
-				continue
-			}
-			rec = new(event.Record)
-			if err := json.Unmarshal(e.Data, rec); err != nil {
-				return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
-			}
+		// A record read from the files is decoded only if it may be a
+		// deployment; one from memory is decoded already.
+		if e.Value == nil && !bytes.Contains(e.Data, typeMember) {
+			continue
+		}
+		rec, err := event.RecordFrom(e.Value, e.Data)
+		if err != nil {
+			return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
 		}
 		if d, ok := FromRecord(e.Index, rec); ok {
 			facts = append(facts, d)
