@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+
+	"github.com/aitrail/aitrail/internal/sse"
 )
 
 // maxStreamIndex bounds the choice and tool call indexes assembled, so a
@@ -14,10 +16,9 @@ const maxStreamIndex = 128
 // the application reads them, into the shape of the response that would
 // have come whole.
 type streamState struct {
-	line  []byte // an incomplete line
-	data  []byte // the data lines of the event being read
-	done  bool   // "data: [DONE]" was seen
-	ended bool   // the body was read to its end
+	parser sse.Parser
+	done   bool // "data: [DONE]" was seen
+	ended  bool // the body was read to its end
 
 	id, model string
 	usage     json.RawMessage
@@ -43,33 +44,10 @@ type toolCall struct {
 
 // write takes in bytes of the stream.
 func (s *streamState) write(p []byte) {
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			s.line = append(s.line, p...)
-			return
-		}
-		s.line = append(s.line, p[:i]...)
-		s.processLine(bytes.TrimSuffix(s.line, []byte("\r")))
-		s.line = s.line[:0]
-		p = p[i+1:]
+	if s.parser.Emit == nil {
+		s.parser.Emit = func(_ string, data []byte) { s.dispatch(data) }
 	}
-}
-
-func (s *streamState) processLine(line []byte) {
-	if len(line) == 0 {
-		if len(s.data) > 0 {
-			s.dispatch(s.data)
-		}
-		s.data = s.data[:0]
-		return
-	}
-	if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-		if len(s.data) > 0 {
-			s.data = append(s.data, '\n')
-		}
-		s.data = append(s.data, bytes.TrimPrefix(v, []byte(" "))...)
-	}
+	s.parser.Write(p)
 }
 
 // chunk is one streamed event: a chat completion chunk, or an event of the

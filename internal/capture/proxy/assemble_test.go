@@ -7,25 +7,6 @@ import (
 	"testing"
 )
 
-// TestSSEPieces checks that events come out the same however the stream
-// is cut into pieces, with CRLF or LF line ends.
-func TestSSEPieces(t *testing.T) {
-	stream := ": comment\r\nevent: a\r\ndata: {\"x\":1}\r\n\r\ndata: two\ndata: lines\n\nevent: ignored-without-data\n\ndata:no-space\n\n"
-	want := []string{`a {"x":1}`, " two\nlines", " no-space"}
-	for size := 1; size <= len(stream); size++ {
-		var got []string
-		p := &sseParser{emit: func(name string, data []byte) { got = append(got, name+" "+string(data)) }}
-		for s := stream; s != ""; {
-			n := min(size, len(s))
-			p.write([]byte(s[:n]))
-			s = s[n:]
-		}
-		if !slices.Equal(got, want) {
-			t.Fatalf("pieces of %d: got %q, want %q", size, got, want)
-		}
-	}
-}
-
 // TestAssembleToolCalls checks that streamed tool calls are put together
 // as the unstreamed answer would carry them.
 func TestAssembleToolCalls(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/aitrail/aitrail/internal/apierr"
+	"github.com/aitrail/aitrail/internal/sse"
 )
 
 // provider is what differs between the providers: where they are mounted,
@@ -259,19 +260,19 @@ type assembler interface {
 // output collects an answer for the record: a whole body, or a stream's
 // events.
 type output struct {
-	stream    assembler  // nil for a whole body
-	sse       *sseParser // for a stream
-	body      []byte     // a whole body
-	seen      int        // bytes taken
-	limit     int        // most bytes taken
-	truncated bool       // more than limit came
+	stream    assembler   // nil for a whole body
+	sse       *sse.Parser // for a stream
+	body      []byte      // a whole body
+	seen      int         // bytes taken
+	limit     int         // most bytes taken
+	truncated bool        // more than limit came
 }
 
 func newOutput(p *provider, op *operation, streamed bool, limit int) *output {
 	o := &output{limit: limit}
 	if streamed {
 		o.stream = p.newStream(op)
-		o.sse = &sseParser{emit: o.stream.event}
+		o.sse = &sse.Parser{Emit: o.stream.event}
 	}
 	return o
 }
@@ -284,7 +285,7 @@ func (o *output) write(b []byte) {
 	}
 	o.seen += len(b)
 	if o.sse != nil {
-		o.sse.write(b)
+		o.sse.Write(b)
 	} else {
 		o.body = append(o.body, b...)
 	}

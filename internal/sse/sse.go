@@ -1,12 +1,17 @@
-package proxy
+// Package sse splits a server-sent event stream (the WHATWG format model
+// providers stream in) into events as its bytes arrive. The recording proxy
+// and the SDK's OpenAI middleware both read streams with it.
+package sse
 
 import "bytes"
 
-// sseParser splits a server-sent event stream (the WHATWG format the
-// providers stream in) into events as its bytes arrive, in whatever pieces.
+// Parser splits a stream into events, in whatever pieces its bytes come.
 // It buffers at most one event; the caller bounds the stream.
-type sseParser struct {
-	emit func(name string, data []byte)
+type Parser struct {
+	// Emit receives each event that has data: its name ("" when it has no
+	// event field) and its data lines joined by "\n". data is valid only
+	// during the call.
+	Emit func(name string, data []byte)
 
 	line    []byte
 	name    string
@@ -14,8 +19,8 @@ type sseParser struct {
 	hasData bool
 }
 
-// write takes the next piece of the stream.
-func (p *sseParser) write(b []byte) {
+// Write takes the next piece of the stream.
+func (p *Parser) Write(b []byte) {
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
@@ -30,10 +35,10 @@ func (p *sseParser) write(b []byte) {
 }
 
 // field handles one complete line.
-func (p *sseParser) field(line []byte) {
+func (p *Parser) field(line []byte) {
 	if len(line) == 0 {
 		if p.hasData {
-			p.emit(p.name, p.data)
+			p.Emit(p.name, p.data)
 		}
 		p.name, p.data, p.hasData = "", p.data[:0], false
 		return
