@@ -1,11 +1,12 @@
 package detect
 
 import (
-	"bytes"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/aitrail/aitrail/internal/fold"
 )
 
 // AttrContentMarkers is the attribute the ingest path sets, to the names
@@ -65,7 +66,7 @@ func NewScanner(patterns []Pattern) (*Scanner, error) {
 		s.res = append(s.res, re)
 		var kws []string
 		for _, k := range p.Keywords {
-			kws = append(kws, strings.ToLower(k))
+			kws = append(kws, fold.LowerASCII(k))
 		}
 		s.keywords = append(s.keywords, kws)
 	}
@@ -85,7 +86,7 @@ func (s *Scanner) ScanContent(tenant string, content []byte) []Marker {
 		if len(p.Tenants) > 0 && !slices.Contains(p.Tenants, tenant) {
 			continue
 		}
-		if kws := s.keywords[i]; len(kws) > 0 && !slices.ContainsFunc(kws, func(k string) bool { return containsFold(content, k) }) {
+		if kws := s.keywords[i]; len(kws) > 0 && !slices.ContainsFunc(kws, func(k string) bool { return fold.Contains(content, k) }) {
 			continue
 		}
 		if loc := s.res[i].FindIndex(content); loc != nil {
@@ -105,61 +106,3 @@ func MarkerNames(ms []Marker) string {
 	return strings.Join(names, ",")
 }
 
-// containsFold reports whether s contains kw, a lower-case keyword, with
-// ASCII letters matched in either case. It finds candidates with
-// bytes.IndexByte on kw's first byte in both cases, so that content is
-// neither copied nor lowered.
-func containsFold(s []byte, kw string) bool {
-	if kw == "" {
-		return true
-	}
-	lo, up := kw[0], kw[0]
-	if 'a' <= lo && lo <= 'z' {
-		up = lo - 'a' + 'A'
-	}
-	last := len(s) - len(kw) // the last offset where kw fits
-	nextLo, nextUp := -1, -1 // next offsets of lo and up at or after from; -2 when none
-	for from := 0; from <= last; {
-		if nextLo != -2 && nextLo < from {
-			if nextLo = bytes.IndexByte(s[from:last+1], lo); nextLo >= 0 {
-				nextLo += from
-			} else {
-				nextLo = -2
-			}
-		}
-		if up != lo && nextUp != -2 && nextUp < from {
-			if nextUp = bytes.IndexByte(s[from:last+1], up); nextUp >= 0 {
-				nextUp += from
-			} else {
-				nextUp = -2
-			}
-		}
-		at := nextLo
-		if up != lo && nextUp >= 0 && (at < 0 || nextUp < at) {
-			at = nextUp
-		}
-		if at < 0 {
-			return false
-		}
-		if equalFoldASCII(s[at+1:at+len(kw)], kw[1:]) {
-			return true
-		}
-		from = at + 1
-	}
-	return false
-}
-
-// equalFoldASCII reports whether b equals lower, a lower-case string, with
-// ASCII letters of b in either case.
-func equalFoldASCII(b []byte, lower string) bool {
-	for i := range len(lower) {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}

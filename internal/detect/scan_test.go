@@ -15,4 +15,14 @@ func TestScanKeywords(t *testing.T) {
 	if got := MarkerNames(s.ScanContent("t", []byte("nothing but xxx"))); got != "q" {
 		t.Errorf("markers %q; want q", got)
 	}
+
+	// Only ASCII letters fold: a keyword's other letters must appear as
+	// written, as its pattern will then see them.
+	s, err = NewScanner([]Pattern{{Name: "e", Regexp: `ÉCOLE`, Keywords: []string{"ÉCOLE"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := MarkerNames(s.ScanContent("t", []byte("une ÉCOLE"))); got != "e" {
+		t.Errorf("markers %q for a keyword with a non-ASCII capital; want e", got)
+	}
 }

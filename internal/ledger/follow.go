@@ -19,6 +19,16 @@ type Entry struct {
 	// reach the same result as from decoding Data, which it must still do
 	// when Value is nil.
 	Value any
+	// Offset is where the record's frame begins in the segment file that
+	// holds it. With Index it locates the record for ReadRecords, which is
+	// how the query index reads records back instead of keeping copies.
+	Offset int64
+}
+
+// Loc locates a record for ReadRecords: its index and its Entry.Offset.
+type Loc struct {
+	Index  uint64
+	Offset int64
 }
 
 // Source is the read side of the ledger that followers consume.

@@ -558,6 +558,7 @@ func (l *Ledger) commit(batch []*request) {
 	buf := l.wbuf[:0]
 	var records [][]byte
 	var values []any
+	var offsets []int64
 	var newKeys []keyAt
 	inBatch := map[string]uint64{}
 	var bundleOffs []int64 // where each record starting an entry bundle is
@@ -582,6 +583,7 @@ func (l *Ledger) commit(batch []*request) {
 			buf = appendFrame(buf, it.Record, it.Blob)
 			records = append(records, it.Record)
 			values = append(values, it.Value)
+			offsets = append(offsets, l.activeSize+int64(lastFrame))
 			r.results[i] = Result{Index: next}
 			if it.Key != "" {
 				inBatch[it.Key] = next
@@ -654,7 +656,7 @@ func (l *Ledger) commit(batch []*request) {
 	}
 	seg.count.Add(uint64(len(records)))
 	seg.size.Store(l.activeSize)
-	l.tail.add(pub.size-uint64(len(records)), records, values)
+	l.tail.add(pub.size-uint64(len(records)), records, values, offsets)
 	l.pub.Store(pub)
 	close(l.sizeCh)
 	l.sizeCh = make(chan struct{})

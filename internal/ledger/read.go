@@ -30,7 +30,7 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 	}
 	out = make([]Entry, 0, count)
 	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
-		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...)})
+		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...), Offset: fr.off})
 		return ctx.Err()
 	})
 	return out, err
@@ -53,6 +53,76 @@ func (l *Ledger) Wait(ctx context.Context, n uint64) error {
 			return ErrClosed
 		}
 	}
+}
+
+// readChunk is how much ReadRecords reads at a time: a few records, so that
+// records near each other (a page of a query) take one read.
+const readChunk = 64 << 10
+
+// ReadRecords returns the records at locs, in the same order, each from
+// memory if it is among the newest (Options.TailEntries) or else read from
+// its segment at its offset. A record read from a file is checked against
+// the tree: one that does not hash to its leaf, because the file was altered
+// or the location is not this log's, is reported as ErrTampered. An index
+// beyond the log is ErrNotFound. Callers must not modify the records.
+func (l *Ledger) ReadRecords(locs []Loc) ([][]byte, error) {
+	out := make([][]byte, len(locs))
+	// Leaf hashes are not remembered in l.hashes: that cache is for the
+	// proofs' interior hashes, and one query could flood it with leaves.
+	p := l.pub.Load()
+	size, hr := p.size, merkle.TileHashReader(p.size, l.tileReader(p.size, p.partial), nil)
+	var fromFiles []int // positions in locs of the records read from files
+	l.mu.RLock()
+	segs := l.segs
+	for i, loc := range locs {
+		if loc.Index >= size {
+			l.mu.RUnlock()
+			return nil, fmt.Errorf("%w: record %d", ErrNotFound, loc.Index)
+		}
+		if rec, ok := l.tail.record(loc.Index); ok {
+			out[i] = rec
+		} else {
+			fromFiles = append(fromFiles, i)
+		}
+	}
+	l.mu.RUnlock()
+	if len(fromFiles) == 0 {
+		return out, nil
+	}
+
+	scanners := map[*segment]*frameScanner{}
+	hashIdx := make([]int64, len(fromFiles))
+	for j, i := range fromFiles {
+		loc := locs[i]
+		hashIdx[j] = tlog.StoredHashIndex(0, int64(loc.Index))
+		si := sort.Search(len(segs), func(k int) bool { return segs[k].first > loc.Index }) - 1
+		if si < 0 || loc.Offset < segHeaderSize {
+			return nil, fmt.Errorf("%w: record %d is not at offset %d", ErrTampered, loc.Index, loc.Offset)
+		}
+		seg := segs[si]
+		sc := scanners[seg]
+		if sc == nil {
+			sc = newFrameScanner(seg.f, seg.size.Load(), loc.Offset)
+			sc.chunk, sc.skipBlobs = readChunk, true
+			scanners[seg] = sc
+		}
+		sc.off = loc.Offset
+		fr, err := sc.next()
+		if err != nil {
+			return nil, fmt.Errorf("%w: record %d at offset %d of segment %s: %v", ErrTampered, loc.Index, loc.Offset, segmentName(seg.first), err)
+		}
+		out[i] = append([]byte(nil), fr.record...)
+	}
+	leaves, err := hr.ReadHashes(hashIdx)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read leaf hashes: %w", err)
+	}
+	for j, i := range fromFiles {
+		if merkle.LeafHash(out[i]) != leaves[j] {
+			return nil, fmt.Errorf("%w: record %d at offset %d does not match its leaf hash", ErrTampered, locs[i].Index, locs[i].Offset)
+		}
+	}
+	return out, nil
 }
 
 // Blob returns the blob stored beside record index (nil if it has none).

@@ -123,6 +123,7 @@ type frameScanner struct {
 	off       int64
 	buf       []byte
 	bufOff    int64 // file offset of buf[0]
+	chunk     int   // how much window reads at least
 	skipBlobs bool
 }
 
@@ -134,7 +135,7 @@ const maxFrameBlob = 1<<30 + 1<<20
 const scanChunk = 1 << 20
 
 func newFrameScanner(r io.ReaderAt, size, off int64) *frameScanner {
-	return &frameScanner{r: r, size: size, off: off, bufOff: off}
+	return &frameScanner{r: r, size: size, off: off, bufOff: off, chunk: scanChunk}
 }
 
 // window returns n bytes at file offset off, reading ahead in chunks.
@@ -145,7 +146,7 @@ func (s *frameScanner) window(off int64, n int) ([]byte, error) {
 	if off >= s.bufOff && off+int64(n) <= s.bufOff+int64(len(s.buf)) {
 		return s.buf[off-s.bufOff : off-s.bufOff+int64(n)], nil
 	}
-	want := max(n, scanChunk)
+	want := max(n, s.chunk)
 	if rem := s.size - off; int64(want) > rem {
 		want = int(rem)
 	}

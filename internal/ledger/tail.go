@@ -18,15 +18,16 @@ func newTail(n int, size uint64) tail {
 }
 
 // add appends the records committed from index from on, which is where the
-// previous commit ended, with their values (nil when the appender gave none).
-func (t *tail) add(from uint64, records [][]byte, values []any) {
+// previous commit ended, with their values (nil when the appender gave none)
+// and the offsets of their frames.
+func (t *tail) add(from uint64, records [][]byte, values []any, offsets []int64) {
 	n := uint64(len(t.ring))
 	if n == 0 || len(records) == 0 {
 		return
 	}
 	for i, rec := range records {
 		idx := from + uint64(i)
-		t.ring[idx%n] = Entry{Index: idx, Data: rec, Value: values[i]}
+		t.ring[idx%n] = Entry{Index: idx, Data: rec, Value: values[i], Offset: offsets[i]}
 	}
 	t.next = from + uint64(len(records))
 	t.first = max(t.first, t.next-min(t.next, n))
@@ -44,4 +45,12 @@ func (t *tail) get(from, count uint64) ([]Entry, bool) {
 		out[i] = t.ring[(from+uint64(i))%n]
 	}
 	return out, true
+}
+
+// record returns the record at index idx if the tail holds it.
+func (t *tail) record(idx uint64) ([]byte, bool) {
+	if idx < t.first || idx >= t.next {
+		return nil, false
+	}
+	return t.ring[idx%uint64(len(t.ring))].Data, true
 }
