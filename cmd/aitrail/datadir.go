@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
@@ -20,6 +21,7 @@ import (
 	"github.com/aitrail/aitrail/internal/crypto/vaultkek"
 	"github.com/aitrail/aitrail/internal/detect"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 // Files in the data directory.
@@ -197,10 +199,10 @@ func readVerifier(dataDir string) (note.Verifier, error) {
 	return note.NewVerifier(strings.TrimSpace(string(pub)))
 }
 
-// openIndex opens the query index, creating its file private first: it
-// holds every record's metadata (SQLite gives its -wal and -shm files the
-// same mode).
-func openIndex(dataDir string, fullText bool) (*index.Index, error) {
+// openIndex opens the query index over log, creating its file private
+// first: it holds the metadata the filters use (SQLite gives its -wal and
+// -shm files the same mode).
+func openIndex(dataDir string, log index.Log, fullText bool) (*index.Index, error) {
 	path := filepath.Join(dataDir, indexFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -210,7 +212,21 @@ func openIndex(dataDir string, fullText bool) (*index.Index, error) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, err
 	}
-	return index.Open(path, index.Options{FullText: fullText})
+	return index.Open(path, log, index.Options{FullText: fullText})
+}
+
+// ledgerLink is the log the server's query index reads records back from.
+// The index is opened before the ledger (which asks it for old idempotency
+// keys and resumes from its cursor), so the link is made once the ledger is
+// open; until then, which is before anything is served, reads fail.
+type ledgerLink struct{ led atomic.Pointer[ledger.Ledger] }
+
+func (l *ledgerLink) ReadRecords(locs []ledger.Loc, keep func(int, []byte) bool) ([][]byte, error) {
+	led := l.led.Load()
+	if led == nil {
+		return nil, errors.New("the log is not open yet")
+	}
+	return led.ReadRecords(locs, keep)
 }
 
 // writeNew writes a file that must not exist yet, durably.

@@ -52,7 +52,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("couldn't remove the old index: %w", err)
 		}
 	}
-	idx, err := openIndex(*data, *fullText)
+	idx, err := openIndex(*data, led, *fullText)
 	if err != nil {
 		return fmt.Errorf("couldn't open the index: %w", err)
 	}

@@ -176,7 +176,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		fmt.Fprintf(stderr, "Admin token (shown once; also saved in %s):\n  %s\n", path, token)
 	}
 
-	idx, err := openIndex(cfg.DataDir, cfg.FullText())
+	link := new(ledgerLink)
+	idx, err := openIndex(cfg.DataDir, link, cfg.FullText())
 	if err != nil {
 		return fmt.Errorf("couldn't open the query index: %w (the index is derived from the log: `aitrail reindex --data %s` rebuilds it)", err, cfg.DataDir)
 	}
@@ -241,6 +242,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	if err != nil {
 		return fmt.Errorf("couldn't open the log: %w", err)
 	}
+	link.led.Store(led)
 	if st := led.SealStatus(); sealMode == ledger.SealImmutable && !st.Attributes {
 		log.Warn("complete log files are sealed read-only, without the immutable attribute", "reason", st.Reason)
 	} else {

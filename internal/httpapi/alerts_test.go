@@ -22,16 +22,35 @@ import (
 )
 
 // indexingLedger numbers appended records and indexes them at once, as the
-// index follower does a moment later in the server. It keeps blobs, and
-// serves blob as every record's blob when set (damaged storage). The other
-// Ledger methods are not used by these tests.
+// index follower does a moment later in the server. It keeps records and
+// blobs, serves the records to the index and blob as every record's blob
+// when set (damaged storage). The other Ledger methods are not used by these
+// tests.
 type indexingLedger struct {
 	Ledger
-	mu    sync.Mutex
-	idx   *index.Index
-	n     uint64
-	blobs map[uint64][]byte
-	blob  []byte
+	mu      sync.Mutex
+	idx     *index.Index
+	n       uint64
+	records [][]byte
+	blobs   map[uint64][]byte
+	blob    []byte
+}
+
+// ReadRecords serves the index, which finds records by index here (the
+// offsets are the real ledger's business).
+func (l *indexingLedger) ReadRecords(locs []ledger.Loc, keep func(int, []byte) bool) ([][]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([][]byte, len(locs))
+	for i, loc := range locs {
+		if loc.Index >= uint64(len(l.records)) {
+			return nil, ledger.ErrNotFound
+		}
+		if rec := l.records[loc.Index]; keep == nil || keep(i, rec) {
+			out[i] = rec
+		}
+	}
+	return out, nil
 }
 
 func (l *indexingLedger) Blob(i uint64) ([]byte, error) {
@@ -53,6 +72,7 @@ func (l *indexingLedger) Append(ctx context.Context, items []ledger.Item) (ledge
 			l.blobs = map[uint64][]byte{}
 		}
 		l.blobs[l.n] = it.Blob
+		l.records = append(l.records, it.Record)
 		es = append(es, ledger.Entry{Index: l.n, Data: it.Record})
 		r.Results = append(r.Results, ledger.Result{Index: l.n})
 		l.n++
@@ -74,11 +94,13 @@ type testAPI struct {
 
 func newTestAPI(t *testing.T) *testAPI {
 	ctx := context.Background()
-	idx, err := index.Open(filepath.Join(t.TempDir(), "index.db"), index.Options{})
+	led := new(indexingLedger)
+	idx, err := index.Open(filepath.Join(t.TempDir(), "index.db"), led, index.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
+	led.idx = idx
 	kek, _ := crypto.NewLocalKEK("", make([]byte, 32))
 	keyring := crypto.NewKeyring(kek, new(cryptotest.MemKeyStore))
 	auth := authz.NewAuthenticator(new(authztest.MemTokenStore))
@@ -86,7 +108,6 @@ func newTestAPI(t *testing.T) *testAPI {
 		t.Fatal(err)
 	}
 	root, _ := auth.Authenticate(ctx, "root-token")
-	led := &indexingLedger{idx: idx}
 	pl := &ingest.Pipeline{Ledger: led, Sealer: keyring, Subjects: keyring}
 	srv := httptest.NewServer((&Server{Ledger: led, Index: idx, Ingest: pl, Opener: keyring, Auth: auth}).Handler())
 	t.Cleanup(srv.Close)

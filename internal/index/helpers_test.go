@@ -2,10 +2,13 @@ package index
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/ledger"
@@ -28,30 +31,69 @@ func rec(tenant, id, typ string, edit ...func(*event.Record)) *event.Record {
 	return r
 }
 
-// entries encodes records as consecutive log entries starting at first, in
-// canonical form as the ledger stores them.
-func entries(t testing.TB, first uint64, recs ...*event.Record) []ledger.Entry {
+// env is what an index under test follows: a real ledger, which tests
+// append records to and the index reads them back from.
+type env struct {
+	log  *ledger.Ledger
+	path string // the index file
+}
+
+// openTemp opens an index over a new, empty ledger.
+func openTemp(t testing.TB, opts Options) (*Index, *env) {
 	t.Helper()
-	es := make([]ledger.Entry, len(recs))
+	dir := t.TempDir()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "test.example/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	led, err := ledger.Open(filepath.Join(dir, "log"), ledger.Options{
+		Origin: "test.example/log", Signer: signer, Verifier: verifier,
+		SegmentSize: 64 << 10, // several segments
+		TailEntries: 100,      // and most records read from them
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { led.Close() })
+	e := &env{log: led, path: filepath.Join(dir, "index.db")}
+	return e.open(t, opts), e
+}
+
+// open opens the index file of e (again).
+func (e *env) open(t testing.TB, opts Options) *Index {
+	t.Helper()
+	ix, err := Open(e.path, e.log, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	return ix
+}
+
+// add appends records to the log in canonical form and returns them as the
+// follower gets them.
+func (e *env) add(t testing.TB, recs ...*event.Record) []ledger.Entry {
+	t.Helper()
+	items := make([]ledger.Item, len(recs))
 	for i, r := range recs {
 		data, err := event.Canonical(r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		es[i] = ledger.Entry{Index: first + uint64(i), Data: data}
+		items[i] = ledger.Item{Record: data}
 	}
-	return es
-}
-
-func openTemp(t testing.TB, opts Options) (*Index, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "index.db")
-	ix, err := Open(path, opts)
-	if err != nil {
+	ctx := context.Background()
+	first := e.log.Size()
+	if _, err := e.log.Append(ctx, items); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ix.Close() })
-	return ix, path
+	es, err := e.log.Entries(ctx, first, len(items))
+	if err != nil || len(es) != len(items) {
+		t.Fatalf("reading back %d records: %d, %v", len(items), len(es), err)
+	}
+	return es
 }
 
 // realistic returns a record of about 1 KiB like an ai.inference event

@@ -1,4 +1,4 @@
-// Package index is aitrail's query index: a derived, rebuildable copy of the
+// Package index is aitrail's query index: a derived, rebuildable index of the
 // log's records in SQLite (modernc.org/sqlite, pure Go), kept up to date by a
 // ledger follower and serving GET /v1/events and GET /v1/events/{id}.
 //
@@ -9,7 +9,11 @@
 // record exactly as the log stores it.
 //
 // Each record is one row keyed by its log index, with the fields the filters
-// of Query use in columns of their own. The follower's cursor lives in the
+// of Query use in columns of their own and where the record is in the log
+// (ledger.Entry.Offset), but not the record itself: the records of a result
+// are read back from the log (Log), which checks each against its Merkle
+// leaf. Copying them into SQLite had cost a fifth of the indexing work and
+// made the index larger than the log. The follower's cursor lives in the
 // same database and moves in the same transaction as the rows, so delivery
 // is effectively exactly once; SQLite runs in WAL mode with synchronous=NORMAL
 // because a transaction lost in a power cut is simply delivered again.
@@ -20,10 +24,10 @@
 // versions, trace ids and string attributes) but never digests, key ids or
 // content (content is encrypted outside the record and is never indexed);
 // words match whole tokens. Without it, the default, Query.Text is a
-// case-insensitive substring match over the record's JSON: nothing to
-// maintain, but every query reads the records its other filters leave. FTS5
-// halves the rate at which records can be indexed, which is why it is off
-// unless asked for.
+// case-insensitive substring match over the record's JSON, tested on the
+// records read back from the log: nothing to maintain, but every query reads
+// the records its other filters leave. FTS5 halves the rate at which records
+// can be indexed, which is why it is off unless asked for.
 //
 // Indexing is CPU-bound: Apply writes to SQLite on the caller's goroutine
 // while others decode the next records. Each secondary index and full text
@@ -69,7 +73,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // schemaVersion is stored in PRAGMA user_version. An index file written with
 // another version is emptied and rebuilt from the log rather than migrated:
 // the index is derived data.
-const schemaVersion = 3
+const schemaVersion = 4
 
 // SQLite settings.
 const (
@@ -98,6 +102,17 @@ type Options struct {
 	FullText bool
 }
 
+// Log reads records back from the log the index follows, by where they are
+// (ledger.Entry.Offset): the index keeps their locations, not copies.
+// *ledger.Ledger implements it.
+type Log interface {
+	// ReadRecords returns the records at locs, in the same order, and
+	// fails if any is not there as the log committed it. keep, if not nil,
+	// is asked about each record first; those it does not keep are nil and
+	// need not be checked.
+	ReadRecords(locs []ledger.Loc, keep func(i int, record []byte) bool) ([][]byte, error)
+}
+
 // maxConns bounds the connections, so the page caches, of one Index: one
 // for Apply and the rest for concurrent queries.
 const maxConns = 8
@@ -109,6 +124,7 @@ const maxConns = 8
 // last committed Apply; SQLite's WAL mode lets them run while Apply writes.
 type Index struct {
 	db       *sql.DB
+	log      Log
 	fullText bool
 	macKey   []byte // authenticates query cursors (cursor.go)
 
@@ -118,13 +134,17 @@ type Index struct {
 
 var _ ledger.Handler = (*Index)(nil)
 
-// Open opens the index at path, creating the file and schema if needed.
-// An index written by an incompatible version of aitrail is emptied, so
-// that its follower rebuilds it from index 0; so is one that had full text
-// off when opts turns it on. Close the Index when done.
-func Open(path string, opts Options) (*Index, error) {
+// Open opens the index at path, creating the file and schema if needed, over
+// log, which it follows and reads records back from. An index written by an
+// incompatible version of aitrail is emptied, so that its follower rebuilds
+// it from index 0; so is one that had full text off when opts turns it on.
+// Close the Index when done.
+func Open(path string, log Log, opts Options) (*Index, error) {
 	if path == "" {
 		return nil, errors.New("couldn't open index: empty path")
+	}
+	if log == nil {
+		return nil, errors.New("couldn't open index: no log to read records from")
 	}
 	params := url.Values{}
 	params.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
@@ -148,7 +168,7 @@ func Open(path string, opts Options) (*Index, error) {
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(maxConns)
-	ix := &Index{db: db, fullText: opts.FullText}
+	ix := &Index{db: db, log: log, fullText: opts.FullText}
 	if err := ix.init(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
@@ -192,7 +212,7 @@ CREATE TABLE IF NOT EXISTS records (
 	outcome       TEXT,
 	resource_type TEXT,
 	resource_id   TEXT,
-	record        BLOB                 -- canonical bytes, exactly as in the log
+	pos           INTEGER              -- ledger.Entry.Offset: where the record is in the log
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
 CREATE INDEX IF NOT EXISTS records_tenant   ON records (tenant);
@@ -307,7 +327,7 @@ type row struct {
 	outcome      any
 	resourceType any
 	resourceID   any
-	data         []byte
+	pos          int64  // ledger.Entry.Offset
 	text         string // for FTS; empty when full text is off
 }
 
@@ -380,7 +400,7 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 // statement that writes several rows needs a statement journal, which copies
 // every page it touches.
 const insertRecord = `INSERT INTO records
-	(idx, tenant, id, type, time, received_at, actor_id, model_name, model_version, outcome, resource_type, resource_id, record)
+	(idx, tenant, id, type, time, received_at, actor_id, model_name, model_version, outcome, resource_type, resource_id, pos)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT DO NOTHING`
 
@@ -423,7 +443,7 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
 			if _, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
-				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.data); err != nil {
+				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.pos); err != nil {
 				return fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
 		}
@@ -558,7 +578,7 @@ func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 		time:    unixNano(k.Time),
 		recvd:   unixNano(k.ReceivedAt),
 		outcome: nullable(k.Outcome),
-		data:    e.Data,
+		pos:     e.Offset,
 		text:    text,
 	}
 	if a := k.Actor; a != nil {
@@ -700,8 +720,8 @@ func (ix *Index) Tenants(ctx context.Context) ([]string, error) {
 
 // ScrubActor removes actor id from the index rows of tenant that carry it,
 // so that no search by it finds them, and returns how many rows it changed.
-// The records themselves, in the log and in the index's copy, keep it: it
-// is part of what the tree commits to. Rebuilding the index brings it back.
+// The records themselves keep it: it is part of what the tree commits to.
+// Rebuilding the index brings it back.
 func (ix *Index) ScrubActor(ctx context.Context, tenant, actorID string) (int64, error) {
 	res, err := ix.db.ExecContext(ctx, "UPDATE records SET actor_id = NULL WHERE actor_id = ? AND tenant = ?", actorID, tenant)
 	if err != nil {

@@ -20,8 +20,8 @@ func stats(t *testing.T, ix *Index) Stats {
 
 func TestApplyIdempotent(t *testing.T) {
 	for _, opts := range modes {
-		ix, _ := openTemp(t, opts)
-		es := entries(t, 0, fixture()...)
+		ix, e := openTemp(t, opts)
+		es := e.add(t, fixture()...)
 		ctx := context.Background()
 
 		apply(t, ix, es)
@@ -40,7 +40,7 @@ func TestApplyIdempotent(t *testing.T) {
 		}
 
 		// The same event sequenced twice: the index keeps the first.
-		dup := entries(t, 6, rec("acme", "e1", "ai.inference"), rec("acme", "e6", "ai.inference"))
+		dup := e.add(t, rec("acme", "e1", "ai.inference"), rec("acme", "e6", "ai.inference"))
 		apply(t, ix, dup)
 		if got := stats(t, ix); got != (Stats{Records: 7, Cursor: 8}) {
 			t.Errorf("after a duplicate id: %+v, want 7 records, cursor 8", got)
@@ -53,7 +53,12 @@ func TestApplyIdempotent(t *testing.T) {
 
 func TestApplyRejects(t *testing.T) {
 	ctx := context.Background()
-	good := entries(t, 0, fixture()...)
+	_, e := openTemp(t, Options{})
+	good := e.add(t, fixture()...)
+	shifted := slices.Clone(good)
+	for i := range shifted {
+		shifted[i].Index++
+	}
 	bad := func(i int, data string) []ledger.Entry {
 		es := slices.Clone(good)
 		es[i] = ledger.Entry{Index: es[i].Index, Data: []byte(data)}
@@ -66,8 +71,8 @@ func TestApplyRejects(t *testing.T) {
 		{"not json", bad(3, "{not json")},
 		{"not a record", bad(3, `{"id":5}`)},
 		{"no id", bad(3, `{"type":"x","tenant":"acme","time":"2025-01-01T00:00:00Z","received_at":"2025-01-01T00:00:00Z"}`)},
-		{"gap before", entries(t, 1, fixture()...)},
-		{"gap inside", append(slices.Clone(good[:2]), entries(t, 3, fixture()[3])...)},
+		{"gap before", shifted},
+		{"gap inside", append(slices.Clone(good[:2]), good[3:]...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,11 +90,11 @@ func TestApplyRejects(t *testing.T) {
 
 func TestCursorPersists(t *testing.T) {
 	ctx := context.Background()
-	ix, path := openTemp(t, Options{})
+	ix, e := openTemp(t, Options{})
 	if c, err := ix.Cursor(ctx); err != nil || c != 0 {
 		t.Fatalf("new index: cursor %d, %v; want 0", c, err)
 	}
-	apply(t, ix, entries(t, 0, fixture()...))
+	apply(t, ix, e.add(t, fixture()...))
 	p, err := ix.Query(ctx, Query{Limit: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -98,11 +103,7 @@ func TestCursorPersists(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ix, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
+	ix = e.open(t, Options{})
 	if c, err := ix.Cursor(ctx); err != nil || c != 6 {
 		t.Errorf("reopened: cursor %d, %v; want 6", c, err)
 	}
@@ -122,8 +123,8 @@ func TestCursorPersists(t *testing.T) {
 func TestReset(t *testing.T) {
 	for _, opts := range modes {
 		ctx := context.Background()
-		ix, _ := openTemp(t, opts)
-		es := entries(t, 0, fixture()...)
+		ix, e := openTemp(t, opts)
+		es := e.add(t, fixture()...)
 		apply(t, ix, es)
 		if err := ix.Reset(ctx); err != nil {
 			t.Fatal(err)
@@ -151,17 +152,14 @@ func TestReset(t *testing.T) {
 
 func TestSwitchFullText(t *testing.T) {
 	ctx := context.Background()
-	ix, path := openTemp(t, Options{})
-	apply(t, ix, entries(t, 0, fixture()...))
+	ix, e := openTemp(t, Options{})
+	es := e.add(t, fixture()...)
+	apply(t, ix, es)
 	ix.Close()
 
 	reopen := func(opts Options) {
 		t.Helper()
-		var err error
-		if ix, err = Open(path, opts); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ix.Close() })
+		ix = e.open(t, opts)
 	}
 	// Turning full text on: the records have no text entries, so the
 	// index starts again and the follower rebuilds it.
@@ -169,7 +167,7 @@ func TestSwitchFullText(t *testing.T) {
 	if got := stats(t, ix); got != (Stats{}) {
 		t.Errorf("after turning full text on: %+v, want empty", got)
 	}
-	apply(t, ix, entries(t, 0, fixture()...))
+	apply(t, ix, es)
 	ix.Close()
 
 	// Turning it off keeps the records; text search falls back.
@@ -185,12 +183,13 @@ func TestSwitchFullText(t *testing.T) {
 
 // TestFollow runs the index behind the real follower while it is queried.
 func TestFollow(t *testing.T) {
-	ix, _ := openTemp(t, Options{FullText: true})
+	ix, e := openTemp(t, Options{FullText: true})
 	var recs []*event.Record
 	for i := range 5000 {
 		recs = append(recs, realistic(i))
 	}
-	src := &memSource{entries: entries(t, 0, recs...)}
+	e.add(t, recs...)
+	src := e.log
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	followed := make(chan error)
@@ -228,32 +227,15 @@ func TestFollow(t *testing.T) {
 	}
 }
 
-type memSource struct{ entries []ledger.Entry }
-
-func (s *memSource) Size() uint64 { return uint64(len(s.entries)) }
-
-func (s *memSource) Entries(_ context.Context, from uint64, max int) ([]ledger.Entry, error) {
-	es := s.entries[min(from, s.Size()):]
-	return es[:min(max, len(es))], nil
-}
-
-func (s *memSource) Wait(ctx context.Context, n uint64) error {
-	if s.Size() > n {
-		return nil
-	}
-	<-ctx.Done()
-	return ctx.Err()
-}
-
 // TestTenantsActorsAndScrub covers what erasure and pseudonym search need:
 // the tenants with records, a search among several actor ids, and removing
 // an actor id from the index rows that carry it.
 func TestTenantsActorsAndScrub(t *testing.T) {
-	ix, _ := openTemp(t, Options{})
+	ix, e := openTemp(t, Options{})
 	withActor := func(id string) func(*event.Record) {
 		return func(r *event.Record) { r.Actor = &event.Actor{ID: id} }
 	}
-	apply(t, ix, entries(t, 0,
+	apply(t, ix, e.add(t,
 		rec("acme", "a1", "ai.inference", withActor("p-alice")),
 		rec("acme", "a2", "ai.inference", withActor("p-bob")),
 		rec("globex", "g1", "ai.inference", withActor("p-alice-globex")),

@@ -6,31 +6,20 @@ import (
 	"testing"
 
 	"github.com/aitrail/aitrail/internal/event"
-	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 func TestLookupIDs(t *testing.T) {
 	ctx := context.Background()
-	ix, err := Open(t.TempDir()+"/index.db", Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
-	var entries []ledger.Entry
+	ix, e := openTemp(t, Options{})
+	var recs []*event.Record
 	for i := 0; i < 1200; i++ {
 		tenant := "a"
 		if i%2 == 1 {
 			tenant = "b"
 		}
-		data, err := event.Canonical(&event.Record{ID: fmt.Sprintf("id-%d", i/2), Type: "t.x", Tenant: tenant})
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries = append(entries, ledger.Entry{Index: uint64(i), Data: data})
+		recs = append(recs, &event.Record{ID: fmt.Sprintf("id-%d", i/2), Type: "t.x", Tenant: tenant})
 	}
-	if err := ix.Apply(ctx, entries); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, ix, e.add(t, recs...))
 	var keys []Key
 	for i := 0; i < 700; i++ {
 		keys = append(keys, Key{"a", fmt.Sprintf("id-%d", i)})

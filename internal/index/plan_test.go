@@ -31,11 +31,11 @@ func TestFiltersUseTheirIndexes(t *testing.T) {
 		{Query{From: time.Unix(100, 0), To: time.Unix(200, 0)}, "records_time"},
 		{Query{Tenants: []string{"acme"}}, "records_tenant"},
 	} {
-		stmt, args, err := ix.statement(tc.q, true, tc.q.fingerprint(true))
-		if err != nil || stmt == "" {
-			t.Fatalf("%+v: %q, %v", tc.q, stmt, err)
+		st, err := ix.statement(tc.q, true, tc.q.fingerprint(true), nil)
+		if err != nil || st.sql == "" {
+			t.Fatalf("%+v: %q, %v", tc.q, st.sql, err)
 		}
-		rows, err := ix.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+stmt, append(args, 100)...)
+		rows, err := ix.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+st.sql, append(st.args, 100)...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/aitrail/aitrail/internal/fold"
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 // Page sizes for Query.
@@ -129,17 +132,18 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 	if tenant != "" {
 		w.add("tenant = ?", tenant)
 	}
-	var h Hit
-	var idx int64
-	err := ix.db.QueryRowContext(ctx, "SELECT idx, tenant, record FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...).Scan(&idx, &h.Tenant, &h.Record)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return Hit{}, ErrNotFound
-	case err != nil:
+	rows, err := ix.db.QueryContext(ctx, "SELECT idx, tenant, pos FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...)
+	if err != nil {
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
 	}
-	h.Index = uint64(idx)
-	return h, nil
+	hits, err := ix.hits(rows, 1, nil)
+	switch {
+	case err != nil:
+		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
+	case len(hits) == 0:
+		return Hit{}, ErrNotFound
+	}
+	return hits[0], nil
 }
 
 // Query returns one page of the records q selects, ordered by log index.
@@ -165,28 +169,19 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 			q.From.Format(time.RFC3339Nano), q.To.Format(time.RFC3339Nano))
 	}
 	fp := q.fingerprint(desc)
-	stmt, args, err := ix.statement(q, desc, fp)
-	if err != nil || stmt == "" {
+	st, err := ix.statement(q, desc, fp, nil)
+	if err != nil || st.sql == "" {
 		return Page{}, err
 	}
-	// One row more than asked tells whether there is a next page.
-	rows, err := ix.db.QueryContext(ctx, stmt, append(args, limit+1)...)
-	if err != nil {
-		return Page{}, fmt.Errorf("couldn't query events: %w", err)
-	}
-	defer rows.Close()
 	var p Page
-	for rows.Next() {
-		var h Hit
-		var idx int64
-		if err := rows.Scan(&idx, &h.Tenant, &h.Record); err != nil {
-			return Page{}, fmt.Errorf("couldn't read events: %w", err)
+	if len(st.words) == 0 {
+		// One row more than asked tells whether there is a next page; its
+		// record is not needed.
+		if p.Hits, err = ix.run(ctx, st, limit+1, limit); err != nil {
+			return Page{}, err
 		}
-		h.Index = uint64(idx)
-		p.Hits = append(p.Hits, h)
-	}
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("couldn't query events: %w", err)
+	} else if p.Hits, err = ix.scanText(ctx, q, desc, fp, st, limit+1); err != nil {
+		return Page{}, err
 	}
 	if len(p.Hits) > limit {
 		p.Hits = p.Hits[:limit]
@@ -195,10 +190,123 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	return p, nil
 }
 
-// statement returns the SELECT of the rows q selects in order desc,
-// ending in "LIMIT ?" (the caller binds the limit after args), or "" when
-// nothing can match. fp is q's fingerprint, which binds its cursor.
-func (ix *Index) statement(q Query, desc bool, fp []byte) (stmt string, args []any, err error) {
+// Text without full text is matched here, on the records read back from the
+// log, a batch of rows at a time: the first batch is one page, each next
+// one textGrowth times larger, up to textBatch rows.
+const (
+	textGrowth = 4
+	textBatch  = 4096
+)
+
+// scanText returns the first want rows of st (a statement of q, desc and fp)
+// whose records hold all of st.words, reading further batches until it has
+// them or the rows run out.
+func (ix *Index) scanText(ctx context.Context, q Query, desc bool, fp []byte, st selectStmt, want int) ([]Hit, error) {
+	var out []Hit
+	for batch := want; ; batch = min(batch*textGrowth, textBatch) {
+		hits, err := ix.run(ctx, st, batch, batch)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hits {
+			if h.Record != nil {
+				out = append(out, h)
+				if len(out) == want {
+					return out, nil
+				}
+			}
+		}
+		if len(hits) < batch {
+			return out, nil
+		}
+		last := hits[len(hits)-1].Index
+		if st, err = ix.statement(q, desc, fp, &last); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// containsWords reports whether record holds every word, ignoring ASCII
+// case (words are in lower case), as SQL's LIKE '%word%' would.
+func containsWords(record []byte, words []string) bool {
+	for _, w := range words {
+		if !fold.Contains(record, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// run returns the hits of up to limit rows of st, with the records of the
+// first read; with st.words, records that do not hold them are nil.
+func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit, error) {
+	rows, err := ix.db.QueryContext(ctx, st.sql, append(slices.Clip(st.args), limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't query events: %w", err)
+	}
+	var keep func(int, []byte) bool
+	if len(st.words) > 0 {
+		keep = func(_ int, rec []byte) bool { return containsWords(rec, st.words) }
+	}
+	hits, err := ix.hits(rows, read, keep)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't query events: %w", err)
+	}
+	return hits, nil
+}
+
+// hits reads rows of (idx, tenant, pos), closes them and returns them with
+// the records of the first read rows, read back from the log, except those
+// keep (if not nil) does not keep.
+func (ix *Index) hits(rows *sql.Rows, read int, keep func(int, []byte) bool) ([]Hit, error) {
+	defer rows.Close()
+	var hits []Hit
+	var locs []ledger.Loc
+	for rows.Next() {
+		var h Hit
+		var idx, pos int64
+		if err := rows.Scan(&idx, &h.Tenant, &pos); err != nil {
+			return nil, err
+		}
+		h.Index = uint64(idx)
+		hits = append(hits, h)
+		if len(locs) < read {
+			locs = append(locs, ledger.Loc{Index: h.Index, Offset: pos})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(locs) == 0 {
+		return nil, nil
+	}
+	recs, err := ix.log.ReadRecords(locs, keep)
+	if err != nil {
+		return nil, err
+	}
+	for i, rec := range recs {
+		hits[i].Record = rec
+	}
+	return hits, nil
+}
+
+// selectStmt is a SELECT of (idx, tenant, pos) ending in "LIMIT ?", whose limit
+// is bound after args.
+type selectStmt struct {
+	sql  string
+	args []any
+	// words, when not empty, are the words of Query.Text (in lower case)
+	// that the records of the rows must hold: without full text, text is
+	// matched outside SQL.
+	words []string
+}
+
+// statement returns the SELECT of the rows q selects in order desc, or one
+// with no SQL when nothing can match. fp is q's fingerprint, which binds its
+// cursor. resume, if not nil, continues a scan after that log index (before
+// it when desc).
+func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selectStmt, error) {
+	var st selectStmt
 	var w where
 	w.tenants(q.Tenants)
 	if q.Tenant != "" {
@@ -273,31 +381,38 @@ func (ix *Index) statement(q Query, desc bool, fp []byte) (stmt string, args []a
 			w.add("records_fts MATCH ?", m)
 		} else {
 			for _, word := range ws {
-				w.add(`CAST(record AS TEXT) LIKE ? ESCAPE '\'`, "%"+likeEscape(strings.TrimSuffix(word, "*"))+"%")
+				st.words = append(st.words, fold.LowerASCII(strings.TrimSuffix(word, "*")))
 			}
 		}
 	}
-	if q.Cursor != "" {
-		after, err := ix.parseCursor(q.Cursor, desc, fp)
-		if err != nil {
-			return "", nil, err
-		}
+	bound := func(after uint64) {
 		if desc {
 			w.add(order+" < ?", int64(after))
 		} else {
 			w.add(order+" > ?", int64(after))
 		}
 	}
+	if q.Cursor != "" {
+		after, err := ix.parseCursor(q.Cursor, desc, fp)
+		if err != nil {
+			return selectStmt{}, err
+		}
+		bound(after)
+	}
+	if resume != nil {
+		bound(*resume)
+	}
 	if w.empty {
-		return "", nil, nil
+		return selectStmt{}, nil
 	}
 
-	stmt = "SELECT idx, records.tenant, record FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
+	st.sql = "SELECT idx, records.tenant, pos FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
 	if desc {
-		stmt += " DESC"
+		st.sql += " DESC"
 	}
-	stmt += " LIMIT ?"
-	return stmt, w.args, nil
+	st.sql += " LIMIT ?"
+	st.args = w.args
+	return st, nil
 }
 
 // where accumulates the conditions of a statement. Only fixed SQL text
@@ -398,8 +513,4 @@ func words(text string) []string {
 // (its default categories: letters, numbers and private use).
 func isTokenChar(r rune) bool {
 	return unicode.In(r, unicode.L, unicode.N, unicode.Co)
-}
-
-func likeEscape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -67,8 +69,8 @@ func fixture() []*event.Record {
 
 func fixtureIndex(t testing.TB, opts Options) (*Index, []ledger.Entry) {
 	t.Helper()
-	ix, _ := openTemp(t, opts)
-	es := entries(t, 0, fixture()...)
+	ix, e := openTemp(t, opts)
+	es := e.add(t, fixture()...)
 	apply(t, ix, es)
 	return ix, es
 }
@@ -279,12 +281,12 @@ func walk(t *testing.T, ix *Index, q Query) []uint64 {
 
 func TestPagination(t *testing.T) {
 	forModes(t, func(t *testing.T, opts Options) {
-		ix, _ := openTemp(t, opts)
+		ix, e := openTemp(t, opts)
 		var recs []*event.Record
 		for i := range 50 {
 			recs = append(recs, realistic(i))
 		}
-		apply(t, ix, entries(t, 0, recs...))
+		apply(t, ix, e.add(t, recs...))
 
 		queries := map[string]Query{
 			"all":            {},
@@ -458,4 +460,104 @@ func TestTextSearch(t *testing.T) {
 			t.Errorf("stats after hostile text: %+v, %v", st, err)
 		}
 	})
+}
+
+// TestSparseText pages through text matches that are rare among the rows
+// the other filters leave, in both orders: without full text they are found
+// by reading the records back from the log in growing batches, and every
+// match must come exactly once, in order, across pages.
+func TestSparseText(t *testing.T) {
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, e := openTemp(t, opts)
+		const n = 3000
+		var recs []*event.Record
+		var want []uint64
+		for i := range n {
+			r := realistic(i)
+			if i%97 == 5 || i == n-1 {
+				r.Action = "Needle.Found"
+				want = append(want, uint64(i))
+			}
+			recs = append(recs, r)
+		}
+		apply(t, ix, e.add(t, recs...))
+		for _, order := range []string{OrderAsc, OrderDesc} {
+			for _, limit := range []int{1, 3, 100} {
+				q := Query{Text: "needle.found", Order: order, Limit: limit}
+				var got []uint64
+				for pages := 0; ; pages++ {
+					if pages > n {
+						t.Fatal("pagination does not end")
+					}
+					p, err := ix.Query(context.Background(), q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, h := range p.Hits {
+						if !bytes.Contains(h.Record, []byte("Needle.Found")) {
+							t.Fatalf("hit %d does not hold the text: %s", h.Index, h.Record)
+						}
+					}
+					got = append(got, indexes(p)...)
+					if p.NextCursor == "" {
+						break
+					}
+					q.Cursor = p.NextCursor
+				}
+				w := slices.Clone(want)
+				if order == OrderDesc {
+					slices.Reverse(w)
+				}
+				if !slices.Equal(got, w) {
+					t.Errorf("order %s, limit %d: got %v, want %v", order, limit, got, w)
+				}
+			}
+		}
+	})
+}
+
+// TestAlteredLog: the index serves records from the log, so a record
+// altered there after it was indexed is reported by the queries that reach
+// it, never served.
+func TestAlteredLog(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	var recs []*event.Record
+	for i := range 200 {
+		recs = append(recs, realistic(i))
+	}
+	apply(t, ix, e.add(t, recs...))
+	// Record 50 is no longer among those the log keeps in memory; alter
+	// it in its segment file.
+	segs, err := filepath.Glob(filepath.Join(filepath.Dir(e.path), "log", "segments", "*"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("segments: %v, %v", segs, err)
+	}
+	altered := false
+	for _, seg := range segs {
+		data, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(data, []byte(recs[50].ID)); i >= 0 {
+			data[i] ^= 1
+			if err := os.WriteFile(seg, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			altered = true
+		}
+	}
+	if !altered {
+		t.Fatal("record 50 not found in the segments")
+	}
+
+	if _, err := ix.Get(ctx, nil, "", recs[50].ID); !errors.Is(err, ledger.ErrTampered) {
+		t.Errorf("Get of the altered record: %v, want ErrTampered", err)
+	}
+	if _, err := ix.Query(ctx, Query{Limit: MaxLimit}); !errors.Is(err, ledger.ErrTampered) {
+		t.Errorf("a query reaching it: %v, want ErrTampered", err)
+	}
+	if p, err := ix.Query(ctx, Query{Limit: 50}); err != nil || len(p.Hits) != 50 {
+		t.Errorf("a page before it: %d hits, %v", len(p.Hits), err)
+	}
 }

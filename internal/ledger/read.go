@@ -61,11 +61,14 @@ const readChunk = 64 << 10
 
 // ReadRecords returns the records at locs, in the same order, each from
 // memory if it is among the newest (Options.TailEntries) or else read from
-// its segment at its offset. A record read from a file is checked against
-// the tree: one that does not hash to its leaf, because the file was altered
-// or the location is not this log's, is reported as ErrTampered. An index
+// its segment at its offset. keep, if not nil, is asked about each record
+// (by its position in locs) before it is checked: a record it does not keep
+// is left nil, so that a search reading many records to return a few checks
+// only those. A record read from a file and kept is checked against the
+// tree: one that does not hash to its leaf, because the file was altered or
+// the location is not this log's, is reported as ErrTampered. An index
 // beyond the log is ErrNotFound. Callers must not modify the records.
-func (l *Ledger) ReadRecords(locs []Loc) ([][]byte, error) {
+func (l *Ledger) ReadRecords(locs []Loc, keep func(i int, record []byte) bool) ([][]byte, error) {
 	out := make([][]byte, len(locs))
 	// Leaf hashes are not remembered in l.hashes: that cache is for the
 	// proofs' interior hashes, and one query could flood it with leaves.
@@ -86,15 +89,21 @@ func (l *Ledger) ReadRecords(locs []Loc) ([][]byte, error) {
 		}
 	}
 	l.mu.RUnlock()
+	if keep != nil { // not under l.mu, which commits wait for
+		for i, rec := range out {
+			if rec != nil && !keep(i, rec) {
+				out[i] = nil
+			}
+		}
+	}
 	if len(fromFiles) == 0 {
 		return out, nil
 	}
 
 	scanners := map[*segment]*frameScanner{}
-	hashIdx := make([]int64, len(fromFiles))
-	for j, i := range fromFiles {
+	var check []int // positions in locs of the records read from files and kept
+	for _, i := range fromFiles {
 		loc := locs[i]
-		hashIdx[j] = tlog.StoredHashIndex(0, int64(loc.Index))
 		si := sort.Search(len(segs), func(k int) bool { return segs[k].first > loc.Index }) - 1
 		if si < 0 || loc.Offset < segHeaderSize {
 			return nil, fmt.Errorf("%w: record %d is not at offset %d", ErrTampered, loc.Index, loc.Offset)
@@ -111,13 +120,20 @@ func (l *Ledger) ReadRecords(locs []Loc) ([][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: record %d at offset %d of segment %s: %v", ErrTampered, loc.Index, loc.Offset, segmentName(seg.first), err)
 		}
-		out[i] = append([]byte(nil), fr.record...)
+		if keep == nil || keep(i, fr.record) {
+			out[i] = append([]byte(nil), fr.record...)
+			check = append(check, i)
+		}
+	}
+	hashIdx := make([]int64, len(check))
+	for j, i := range check {
+		hashIdx[j] = tlog.StoredHashIndex(0, int64(locs[i].Index))
 	}
 	leaves, err := hr.ReadHashes(hashIdx)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't read leaf hashes: %w", err)
 	}
-	for j, i := range fromFiles {
+	for j, i := range check {
 		if merkle.LeafHash(out[i]) != leaves[j] {
 			return nil, fmt.Errorf("%w: record %d at offset %d does not match its leaf hash", ErrTampered, locs[i].Index, locs[i].Offset)
 		}

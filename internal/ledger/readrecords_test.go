@@ -60,7 +60,7 @@ func TestReadRecords(t *testing.T) {
 		locs[i] = Loc{e.Index, e.Offset}
 	}
 	rand.Shuffle(len(locs), func(i, j int) { locs[i], locs[j] = locs[j], locs[i] })
-	got, err := l.ReadRecords(locs)
+	got, err := l.ReadRecords(locs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +76,11 @@ func TestReadRecords(t *testing.T) {
 		{Index: 5, Offset: 0},                // the segment header
 		{Index: 5, Offset: 1 << 40},          // beyond the segment
 	} {
-		if _, err := l.ReadRecords([]Loc{bad}); !errors.Is(err, ErrTampered) {
+		if _, err := l.ReadRecords([]Loc{bad}, nil); !errors.Is(err, ErrTampered) {
 			t.Errorf("ReadRecords(%+v): %v, want ErrTampered", bad, err)
 		}
 	}
-	if _, err := l.ReadRecords([]Loc{{Index: n + 1, Offset: es[0].Offset}}); !errors.Is(err, ErrNotFound) {
+	if _, err := l.ReadRecords([]Loc{{Index: n + 1, Offset: es[0].Offset}}, nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a record beyond the log: %v, want ErrNotFound", err)
 	}
 
@@ -104,10 +104,20 @@ func TestReadRecords(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.ReadRecords([]Loc{{7, es[7].Offset}}); !errors.Is(err, ErrTampered) {
+	if _, err := l.ReadRecords([]Loc{{7, es[7].Offset}}, nil); !errors.Is(err, ErrTampered) {
 		t.Errorf("an altered record: %v, want ErrTampered", err)
 	}
-	if got, err := l.ReadRecords([]Loc{{8, es[8].Offset}}); err != nil || !bytes.Equal(got[0], rec(8).Record) {
+	if got, err := l.ReadRecords([]Loc{{8, es[8].Offset}}, nil); err != nil || !bytes.Equal(got[0], rec(8).Record) {
 		t.Errorf("its neighbour: %q, %v", got, err)
+	}
+	// A record the caller does not keep is not returned, nor checked.
+	keep8 := func(i int, r []byte) bool { return bytes.Equal(r, rec(8).Record) }
+	got, err = l.ReadRecords([]Loc{{7, es[7].Offset}, {8, es[8].Offset}}, keep8)
+	if err != nil || got[0] != nil || !bytes.Equal(got[1], rec(8).Record) {
+		t.Errorf("keeping only record 8: %q, %v", got, err)
+	}
+	keep7 := func(i int, r []byte) bool { return i == 0 }
+	if _, err := l.ReadRecords([]Loc{{7, es[7].Offset}, {8, es[8].Offset}}, keep7); !errors.Is(err, ErrTampered) {
+		t.Errorf("keeping the altered record: %v, want ErrTampered", err)
 	}
 }
