@@ -10,7 +10,7 @@ import (
 
 	"github.com/aitrail/aitrail/client"
 	"github.com/aitrail/aitrail/client/openairecord"
-	"github.com/aitrail/aitrail/internal/fakeopenai"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
 func ExampleMiddleware() {
@@ -18,7 +18,7 @@ func ExampleMiddleware() {
 	events := &collector{}
 	aitrail := httptest.NewServer(events)
 	defer aitrail.Close()
-	upstream := httptest.NewServer(&fakeopenai.Server{})
+	upstream := fakeprovider.New()
 	defer upstream.Close()
 
 	rec := client.NewRecorder(client.New(aitrail.URL, "atr_…"), client.RecorderOptions{})
@@ -46,6 +46,6 @@ func ExampleMiddleware() {
 		fmt.Println(e.Type, e.Actor.ID, e.Model.Name, e.Attributes["gen_ai.response.model"], e.Attributes["gen_ai.response.finish_reasons"], e.Outcome)
 	}
 	// Output:
-	// Hello! How can I help?
-	// ai.inference u-42 gpt-4o gpt-4o-2024-08-06 stop success
+	// Hello from upstream
+	// ai.inference u-42 gpt-4o gpt-4o-2025-01-01 stop success
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/aitrail/aitrail/client"
 	"github.com/aitrail/aitrail/client/openairecord"
-	"github.com/aitrail/aitrail/internal/fakeopenai"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
 // collector stands in for aitrail's POST /v1/events and keeps what it
@@ -41,15 +41,17 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(rc)
 }
 
-// setup returns an OpenAI client talking to the fake upstream and recording
-// through a Recorder, and a function that flushes the Recorder and returns
-// the events recorded.
-func setup(t *testing.T, up *fakeopenai.Server, opts openairecord.Options) (openai.Client, func() []client.Event) {
+// setup returns an OpenAI client talking to upstream (a new fake provider
+// if nil) and recording through a Recorder, and a function that flushes the
+// Recorder and returns the events recorded.
+func setup(t *testing.T, upstream *fakeprovider.Upstream, opts openairecord.Options) (openai.Client, func() []client.Event) {
 	t.Helper()
 	col := &collector{}
 	audit := httptest.NewServer(col)
 	t.Cleanup(audit.Close)
-	upstream := httptest.NewServer(up)
+	if upstream == nil {
+		upstream = fakeprovider.New()
+	}
 	t.Cleanup(upstream.Close)
 	rec := client.NewRecorder(client.New(audit.URL, "tok"), client.RecorderOptions{})
 	t.Cleanup(func() { rec.Close(context.Background()) })
@@ -123,15 +125,15 @@ func completionText(resp map[string]any) string {
 	return s
 }
 
-func wantAttrs(stream bool) map[string]any {
+func wantAttrs() map[string]any {
 	return map[string]any{
 		"gen_ai.operation.name":          "chat",
 		"gen_ai.provider.name":           "openai",
 		"gen_ai.request.model":           "gpt-4o",
-		"gen_ai.response.model":          fakeopenai.ResponseModel,
-		"gen_ai.response.id":             map[bool]string{false: "chatcmpl-fake1", true: "chatcmpl-fake2"}[stream],
-		"gen_ai.usage.input_tokens":      float64(fakeopenai.InputTokens),
-		"gen_ai.usage.output_tokens":     float64(fakeopenai.OutputTokens),
+		"gen_ai.response.model":          fakeprovider.ResponseModel("gpt-4o"),
+		"gen_ai.response.id":             fakeprovider.ChatID,
+		"gen_ai.usage.input_tokens":      float64(fakeprovider.InputTokens),
+		"gen_ai.usage.output_tokens":     float64(fakeprovider.OutputTokens),
 		"gen_ai.response.finish_reasons": "stop",
 		"gen_ai.request.temperature":     0.2,
 		"gen_ai.request.top_p":           0.9,
@@ -142,34 +144,34 @@ func wantAttrs(stream bool) map[string]any {
 }
 
 func TestChatCompletionIsRecorded(t *testing.T) {
-	oai, recorded := setup(t, &fakeopenai.Server{}, openairecord.Options{Tenant: "acme"})
+	oai, recorded := setup(t, nil, openairecord.Options{Tenant: "acme"})
 	res, err := oai.Chat.Completions.New(context.Background(), chatParams())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Choices[0].Message.Content != fakeopenai.Completion {
+	if res.Choices[0].Message.Content != fakeprovider.Reply {
 		t.Fatalf("the application got %q", res.Choices[0].Message.Content)
 	}
 	e := only(t, recorded())
 	if e.Type != "ai.inference" || e.Action != "chat.completions.create" || e.Outcome != "success" || e.Tenant != "acme" {
 		t.Errorf("event %+v", e)
 	}
-	if *e.Model != (client.Model{Provider: "openai", Name: "gpt-4o", Version: fakeopenai.ResponseModel}) {
+	if *e.Model != (client.Model{Provider: "openai", Name: "gpt-4o", Version: fakeprovider.ResponseModel("gpt-4o")}) {
 		t.Errorf("model %+v", *e.Model)
 	}
 	if e.Actor == nil || *e.Actor != (client.Actor{ID: "end-user-9", Type: "user"}) {
 		t.Errorf("actor %+v, want the request's user", e.Actor)
 	}
-	checkAttrs(t, e.Attributes, wantAttrs(false))
+	checkAttrs(t, e.Attributes, wantAttrs())
 	req, resp := content(t, e)
-	if !strings.Contains(mustJSON(req["messages"]), "Say hello") || completionText(resp) != fakeopenai.Completion {
+	if !strings.Contains(mustJSON(req["messages"]), "Say hello") || completionText(resp) != fakeprovider.Reply {
 		t.Errorf("content %s", e.Content)
 	}
 }
 
 func TestStreamedChatCompletionIsRecordedAndStillStreams(t *testing.T) {
-	up := &fakeopenai.Server{AfterFirstChunk: make(chan struct{})}
-	oai, recorded := setup(t, up, openairecord.Options{})
+	pause := make(chan struct{})
+	oai, recorded := setup(t, fakeprovider.NewPaused(pause), openairecord.Options{})
 	params := chatParams()
 	params.StreamOptions.IncludeUsage = openai.Bool(true)
 	ctx := openairecord.WithActor(context.Background(), client.Actor{ID: "svc-chat", Type: "service"})
@@ -182,33 +184,33 @@ func TestStreamedChatCompletionIsRecordedAndStillStreams(t *testing.T) {
 		if len(chunk.Choices) > 0 {
 			got.WriteString(chunk.Choices[0].Delta.Content)
 		}
-		if got.String() == fakeopenai.StreamChunks[0] {
+		if got.String() == fakeprovider.ReplyPieces[0] {
 			// The upstream holds the rest until the application has seen
 			// the first words: the middleware must not buffer the stream.
-			close(up.AfterFirstChunk)
+			close(pause)
 		}
 	}
 	if err := stream.Err(); err != nil {
 		t.Fatal(err)
 	}
 	stream.Close()
-	if got.String() != fakeopenai.Completion || acc.Usage.CompletionTokens != fakeopenai.OutputTokens {
+	if got.String() != fakeprovider.Reply || acc.Usage.CompletionTokens != fakeprovider.OutputTokens {
 		t.Fatalf("the application got %q, usage %+v", got.String(), acc.Usage)
 	}
 	e := only(t, recorded())
 	if e.Outcome != "success" || *e.Actor != (client.Actor{ID: "svc-chat", Type: "service"}) {
 		t.Errorf("event %+v actor %+v", e, e.Actor)
 	}
-	checkAttrs(t, e.Attributes, wantAttrs(true))
+	checkAttrs(t, e.Attributes, wantAttrs())
 	_, resp := content(t, e)
-	if completionText(resp) != fakeopenai.Completion {
+	if completionText(resp) != fakeprovider.Reply {
 		t.Errorf("recorded completion in %s", e.Content)
 	}
 }
 
 func TestStreamClosedEarlyIsRecordedAsIncomplete(t *testing.T) {
-	up := &fakeopenai.Server{AfterFirstChunk: make(chan struct{})}
-	oai, recorded := setup(t, up, openairecord.Options{})
+	pause := make(chan struct{})
+	oai, recorded := setup(t, fakeprovider.NewPaused(pause), openairecord.Options{})
 	stream := oai.Chat.Completions.NewStreaming(context.Background(), chatParams())
 	for stream.Next() {
 		if c := stream.Current(); len(c.Choices) > 0 && c.Choices[0].Delta.Content != "" {
@@ -216,7 +218,7 @@ func TestStreamClosedEarlyIsRecordedAsIncomplete(t *testing.T) {
 		}
 	}
 	stream.Close()
-	close(up.AfterFirstChunk)
+	close(pause)
 	e := only(t, recorded())
 	if e.Outcome != "failure" || e.Attributes["error.type"] != "stream_incomplete" {
 		t.Errorf("outcome %s, attributes %v", e.Outcome, e.Attributes)
@@ -224,7 +226,7 @@ func TestStreamClosedEarlyIsRecordedAsIncomplete(t *testing.T) {
 }
 
 func TestEmbeddingIsRecordedWithoutVectors(t *testing.T) {
-	oai, recorded := setup(t, &fakeopenai.Server{}, openairecord.Options{})
+	oai, recorded := setup(t, nil, openairecord.Options{})
 	_, err := oai.Embeddings.New(context.Background(), openai.EmbeddingNewParams{
 		Model: openai.EmbeddingModelTextEmbedding3Small,
 		Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hello")},
@@ -244,16 +246,16 @@ func TestEmbeddingIsRecordedWithoutVectors(t *testing.T) {
 }
 
 func TestFailedCallIsRecorded(t *testing.T) {
-	oai, recorded := setup(t, &fakeopenai.Server{}, openairecord.Options{OmitContent: true})
+	oai, recorded := setup(t, nil, openairecord.Options{OmitContent: true})
 	params := chatParams()
-	params.Model = fakeopenai.MissingModel
+	params.Model = fakeprovider.ModelFail400
 	_, err := oai.Chat.Completions.New(context.Background(), params)
 	var apiErr *openai.Error
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
-		t.Fatalf("the application got %v, want the upstream's 404", err)
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the application got %v, want the upstream's 400", err)
 	}
 	e := only(t, recorded())
-	if e.Outcome != "failure" || e.Attributes["error.type"] != "404" || e.Attributes["http.response.status_code"] != float64(404) {
+	if e.Outcome != "failure" || e.Attributes["error.type"] != "400" || e.Attributes["http.response.status_code"] != float64(400) {
 		t.Errorf("event %+v", e)
 	}
 	if e.Content != nil {
@@ -262,8 +264,10 @@ func TestFailedCallIsRecorded(t *testing.T) {
 }
 
 func TestOtherRequestsAreNotRecorded(t *testing.T) {
-	oai, recorded := setup(t, &fakeopenai.Server{}, openairecord.Options{})
-	oai.Models.List(context.Background()) // the fake answers 404; the request is what counts
+	oai, recorded := setup(t, nil, openairecord.Options{})
+	if _, err := oai.Models.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if evs := recorded(); len(evs) != 0 {
 		t.Errorf("recorded %+v", evs)
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/aitrail/aitrail/internal/capture/proxy/proxytest"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
 var updateMatrix = flag.Bool("update-matrix", false, "rewrite the access matrix in docs/security.md")
@@ -57,7 +57,7 @@ type matrixRow struct {
 // docs/security.md, which it keeps true (go test -run TestAccessMatrix
 // -update-matrix rewrites it).
 func TestAccessMatrix(t *testing.T) {
-	up := proxytest.NewQuiet()
+	up := fakeprovider.NewQuiet()
 	t.Cleanup(up.Close)
 	s := startServerEnv(t, t.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken,
 		"AITRAIL_ANTHROPIC_UPSTREAM=" + up.URL}, "--openai-upstream", up.URL+"/v1",

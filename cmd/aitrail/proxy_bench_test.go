@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aitrail/aitrail/internal/capture/proxy/proxytest"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
 // BenchmarkProxyOverhead measures what the OpenAI proxy adds to a call: the
@@ -26,7 +26,7 @@ import (
 //
 //	go test ./cmd/aitrail -run '^$' -bench ProxyOverhead -benchtime 20000x
 func BenchmarkProxyOverhead(b *testing.B) {
-	up := proxytest.NewQuiet()
+	up := fakeprovider.NewQuiet()
 	defer up.Close()
 	s := startServerEnv(b, b.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken, "AITRAIL_OPENAI_API_KEY=sk-bench"},
 		"--openai-upstream", up.URL+"/v1")

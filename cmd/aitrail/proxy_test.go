@@ -19,7 +19,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 
-	"github.com/aitrail/aitrail/internal/capture/proxy/proxytest"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
 // Provider keys the server holds; callers never see or send them.
@@ -33,7 +33,7 @@ const (
 type proxyEnv struct {
 	t        *testing.T
 	s        *server
-	up       *proxytest.Upstream
+	up       *fakeprovider.Upstream
 	app      string // ingest on tenant acme, named chat-backend
 	reader   string // read on acme
 	investig string // read and read_content on acme
@@ -44,7 +44,7 @@ type proxyEnv struct {
 // from the environment, the keys from the environment.
 func startProxy(t *testing.T) *proxyEnv {
 	t.Helper()
-	up := proxytest.New()
+	up := fakeprovider.New()
 	t.Cleanup(up.Close)
 	cfg := writeConfig(t, "capture:\n  openai:\n    timeout: 1s\n  anthropic:\n    timeout: 1s\nlimits:\n  max_body_bytes: 65536\n")
 	s := startServerEnv(t, t.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken,
@@ -132,7 +132,7 @@ func equalJSON(a, b any) bool {
 }
 
 // lastUpstream is the last request the provider received.
-func (e *proxyEnv) lastUpstream() proxytest.Request {
+func (e *proxyEnv) lastUpstream() fakeprovider.Request {
 	e.t.Helper()
 	reqs := e.up.Requests()
 	if len(reqs) == 0 {
@@ -161,7 +161,7 @@ func TestOpenAIProxy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cc.Choices[0].Message.Content != proxytest.Reply || cc.Usage.CompletionTokens != 4 {
+		if cc.Choices[0].Message.Content != fakeprovider.Reply || cc.Usage.CompletionTokens != 4 {
 			t.Fatalf("answer %+v", cc)
 		}
 		up := e.lastUpstream()
@@ -189,7 +189,7 @@ func TestOpenAIProxy(t *testing.T) {
 			"attributes/gen_ai.response.id": "chatcmpl-fake", "attributes/gen_ai.response.model": "gpt-fake-2025-01-01",
 			"attributes/gen_ai.response.finish_reasons": "stop", "attributes/gen_ai.usage.input_tokens": 7,
 			"attributes/gen_ai.usage.output_tokens": 4, "attributes/http.response.status_code": 200,
-			"attributes/aitrail.proxy.upstream_request_id": proxytest.RequestID,
+			"attributes/aitrail.proxy.upstream_request_id": fakeprovider.RequestID,
 		})
 		if found := e.s.allEvents("type=ai.*&q=" + id); len(found) != 2 {
 			t.Errorf("q=<request event id> finds %d events, want the call's 2", len(found))
@@ -197,7 +197,7 @@ func TestOpenAIProxy(t *testing.T) {
 		if found := e.s.allEvents("type=ai.*&actor=end-user-7"); len(found) != 2 {
 			t.Errorf("a search for the end user finds %d events, want the call's 2", len(found))
 		}
-		if got := out["decrypted_content"].(map[string]any)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]; got != proxytest.Reply {
+		if got := out["decrypted_content"].(map[string]any)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]; got != fakeprovider.Reply {
 			t.Errorf("outcome content holds %v", got)
 		}
 
@@ -208,7 +208,7 @@ func TestOpenAIProxy(t *testing.T) {
 		}
 		filepath.WalkDir(e.s.data, func(path string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
-				if b, _ := os.ReadFile(path); bytes.Contains(b, []byte("PROMPT-MARKER-chat-4711")) || bytes.Contains(b, []byte(proxytest.Reply)) {
+				if b, _ := os.ReadFile(path); bytes.Contains(b, []byte("PROMPT-MARKER-chat-4711")) || bytes.Contains(b, []byte(fakeprovider.Reply)) {
 					t.Errorf("%s holds content in plaintext", path)
 				}
 			}
@@ -232,7 +232,7 @@ func TestOpenAIProxy(t *testing.T) {
 		if err := stream.Err(); err != nil {
 			t.Fatal(err)
 		}
-		if acc.Choices[0].Message.Content != proxytest.Reply || chunks != len(proxytest.ReplyPieces)+3 {
+		if acc.Choices[0].Message.Content != fakeprovider.Reply || chunks != len(fakeprovider.ReplyPieces)+3 {
 			t.Fatalf("streamed %d chunks: %q", chunks, acc.Choices[0].Message.Content)
 		}
 		id := resp.Header.Get("X-Aitrail-Event-Id")
@@ -248,7 +248,7 @@ func TestOpenAIProxy(t *testing.T) {
 			t.Error("no time to first chunk")
 		}
 		msg := out["decrypted_content"].(map[string]any)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
-		if msg["content"] != proxytest.Reply || msg["role"] != "assistant" {
+		if msg["content"] != fakeprovider.Reply || msg["role"] != "assistant" {
 			t.Errorf("assembled message %v", msg)
 		}
 	})
@@ -257,7 +257,7 @@ func TestOpenAIProxy(t *testing.T) {
 		var resp *http.Response
 		r, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: "gpt-fake",
 			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}}, option.WithResponseInto(&resp))
-		if err != nil || r.OutputText() != proxytest.Reply {
+		if err != nil || r.OutputText() != fakeprovider.Reply {
 			t.Fatalf("%v %+v", err, r)
 		}
 		out := e.outcome(resp.Header.Get("X-Aitrail-Event-Id"))
@@ -276,7 +276,7 @@ func TestOpenAIProxy(t *testing.T) {
 				text.WriteString(ev.Delta)
 			}
 		}
-		if err := stream.Err(); err != nil || text.String() != proxytest.Reply {
+		if err := stream.Err(); err != nil || text.String() != fakeprovider.Reply {
 			t.Fatalf("%v %q", err, text.String())
 		}
 		out := e.outcome(resp.Header.Get("X-Aitrail-Event-Id"))
@@ -313,14 +313,14 @@ func TestOpenAIProxy(t *testing.T) {
 	for _, tc := range []struct {
 		model  string
 		status int
-	}{{proxytest.ModelFail400, 400}, {proxytest.ModelFail500, 500}} {
+	}{{fakeprovider.ModelFail400, 400}, {fakeprovider.ModelFail500, 500}} {
 		t.Run("upstream "+tc.model, func(t *testing.T) {
 			var resp *http.Response
 			_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: tc.model,
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}, option.WithResponseInto(&resp))
 			var apiErr *openai.Error
 			if !errors.As(err, &apiErr) || apiErr.StatusCode != tc.status || !strings.Contains(apiErr.Message, "fake failure") ||
-				apiErr.Response.Header.Get("X-Request-Id") != proxytest.RequestID {
+				apiErr.Response.Header.Get("X-Request-Id") != fakeprovider.RequestID {
 				t.Fatalf("got %v, want the provider's %d passed through", err, tc.status)
 			}
 			out := e.outcome(apiErr.Response.Header.Get("X-Aitrail-Event-Id"))
@@ -331,7 +331,7 @@ func TestOpenAIProxy(t *testing.T) {
 	}
 
 	t.Run("upstream timeout", func(t *testing.T) {
-		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: proxytest.ModelHang,
+		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: fakeprovider.ModelHang,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
 		var apiErr *openai.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusGatewayTimeout || !strings.Contains(apiErr.RawJSON(), "upstream_timeout") {
@@ -345,7 +345,7 @@ func TestOpenAIProxy(t *testing.T) {
 	t.Run("client disconnects mid-stream", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		var resp *http.Response
-		stream := client.Chat.Completions.NewStreaming(cctx, openai.ChatCompletionNewParams{Model: proxytest.ModelHangMidStream,
+		stream := client.Chat.Completions.NewStreaming(cctx, openai.ChatCompletionNewParams{Model: fakeprovider.ModelHangMidStream,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}, option.WithResponseInto(&resp))
 		if !stream.Next() {
 			t.Fatalf("no first chunk: %v", stream.Err())
@@ -375,7 +375,7 @@ func TestAnthropicProxy(t *testing.T) {
 	t.Run("message", func(t *testing.T) {
 		var resp *http.Response
 		m, err := client.Messages.New(ctx, params("claude-fake"), aoption.WithResponseInto(&resp))
-		if err != nil || len(m.Content) != 1 || m.Content[0].Text != proxytest.Reply {
+		if err != nil || len(m.Content) != 1 || m.Content[0].Text != fakeprovider.Reply {
 			t.Fatalf("%v %+v", err, m)
 		}
 		up := e.lastUpstream()
@@ -401,20 +401,20 @@ func TestAnthropicProxy(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := stream.Err(); err != nil || m.Content[0].Text != proxytest.Reply {
+		if err := stream.Err(); err != nil || m.Content[0].Text != fakeprovider.Reply {
 			t.Fatalf("%v %+v", err, m)
 		}
 		out := e.outcome(resp.Header.Get("X-Aitrail-Event-Id"))
 		check(t, "outcome event", out, map[string]any{"outcome": "success", "attributes/gen_ai.response.id": "msg_fake",
 			"attributes/gen_ai.response.finish_reasons": "end_turn", "attributes/gen_ai.usage.output_tokens": 4,
 			"decrypted_content/stop_reason": "end_turn"})
-		if text := out["decrypted_content"].(map[string]any)["content"].([]any)[0].(map[string]any)["text"]; text != proxytest.Reply {
+		if text := out["decrypted_content"].(map[string]any)["content"].([]any)[0].(map[string]any)["text"]; text != fakeprovider.Reply {
 			t.Errorf("assembled text %v", text)
 		}
 	})
 
 	t.Run("upstream 400", func(t *testing.T) {
-		_, err := client.Messages.New(ctx, params(proxytest.ModelFail400))
+		_, err := client.Messages.New(ctx, params(fakeprovider.ModelFail400))
 		var apiErr *anthropic.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || !strings.Contains(apiErr.RawJSON(), "fake failure") {
 			t.Fatalf("got %v, want the provider's 400", err)
@@ -426,7 +426,7 @@ func TestAnthropicProxy(t *testing.T) {
 	t.Run("client disconnects mid-stream", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		var resp *http.Response
-		stream := client.Messages.NewStreaming(cctx, params(proxytest.ModelHangMidStream), aoption.WithResponseInto(&resp))
+		stream := client.Messages.NewStreaming(cctx, params(fakeprovider.ModelHangMidStream), aoption.WithResponseInto(&resp))
 		// The first event arrives while the provider holds back the rest:
 		// nothing is buffered on the way.
 		if !stream.Next() || stream.Current().Type != "message_start" {
@@ -441,7 +441,7 @@ func TestAnthropicProxy(t *testing.T) {
 	})
 
 	t.Run("upstream timeout", func(t *testing.T) {
-		_, err := client.Messages.New(ctx, params(proxytest.ModelHang))
+		_, err := client.Messages.New(ctx, params(fakeprovider.ModelHang))
 		var apiErr *anthropic.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusGatewayTimeout {
 			t.Fatalf("got %v, want 504", err)

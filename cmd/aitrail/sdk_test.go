@@ -18,7 +18,7 @@ import (
 
 	"github.com/aitrail/aitrail/client"
 	"github.com/aitrail/aitrail/client/openairecord"
-	"github.com/aitrail/aitrail/internal/fakeopenai"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
 // movingServerTransport connects to wherever the server runs now, as a
@@ -228,7 +228,7 @@ func TestSDKHTTPMiddlewareFailsClosed(t *testing.T) {
 // to a fake upstream in the real server, content included.
 func TestSDKOpenAIMiddleware(t *testing.T) {
 	s := startServer(t, t.TempDir())
-	upstream := httptest.NewServer(&fakeopenai.Server{})
+	upstream := fakeprovider.New()
 	defer upstream.Close()
 	rec := client.NewRecorder(client.New(s.url, adminToken), client.RecorderOptions{})
 	oai := openai.NewClient(option.WithBaseURL(upstream.URL+"/v1/"), option.WithAPIKey("sk-test"),
@@ -249,7 +249,7 @@ func TestSDKOpenAIMiddleware(t *testing.T) {
 			streamed.WriteString(c.Choices[0].Delta.Content)
 		}
 	}
-	if err := stream.Err(); err != nil || streamed.String() != fakeopenai.Completion {
+	if err := stream.Err(); err != nil || streamed.String() != fakeprovider.Reply {
 		t.Fatalf("stream: %q, %v", streamed.String(), err)
 	}
 	stream.Close()
@@ -262,11 +262,10 @@ func TestSDKOpenAIMiddleware(t *testing.T) {
 	if len(evs) != 2 {
 		t.Fatalf("%d events, want 2", len(evs))
 	}
-	for i, want := range []string{"chatcmpl-fake1", "chatcmpl-fake2"} {
-		e := evs[i]
+	for i, e := range evs {
 		attrs := e["attributes"].(map[string]any)
-		if e["type"] != "ai.inference" || e["outcome"] != "success" || attrs["gen_ai.response.id"] != want ||
-			attrs["gen_ai.usage.output_tokens"] != float64(fakeopenai.OutputTokens) || attrs["gen_ai.provider.name"] != "openai" {
+		if e["type"] != "ai.inference" || e["outcome"] != "success" || attrs["gen_ai.response.id"] != fakeprovider.ChatID ||
+			attrs["gen_ai.usage.output_tokens"] != float64(fakeprovider.OutputTokens) || attrs["gen_ai.provider.name"] != "openai" {
 			t.Errorf("event %d: %v", i, e)
 		}
 		var full struct {
@@ -281,7 +280,7 @@ func TestSDKOpenAIMiddleware(t *testing.T) {
 			} `json:"decrypted_content"`
 		}
 		s.getJSON("/v1/events/"+e["id"].(string)+"?tenant=oai", &full)
-		if c := full.Decrypted.Response.Choices; len(c) != 1 || c[0].Message.Content != fakeopenai.Completion {
+		if c := full.Decrypted.Response.Choices; len(c) != 1 || c[0].Message.Content != fakeprovider.Reply {
 			raw, _ := json.Marshal(full)
 			t.Errorf("event %d: stored content %s", i, raw)
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/authz/authztest"
 	"github.com/aitrail/aitrail/internal/capture/proxy"
-	"github.com/aitrail/aitrail/internal/capture/proxy/proxytest"
+	"github.com/aitrail/aitrail/internal/fakeprovider"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/crypto/cryptotest"
 	"github.com/aitrail/aitrail/internal/event"
@@ -52,7 +52,7 @@ const rootToken = "proxy-test-root-token"
 // newServer serves the real API (authentication, the one error mapping)
 // with both proxies forwarding to up, over a real ingest pipeline in front
 // of led.
-func newServer(t *testing.T, led ingest.Ledger, up *proxytest.Upstream) *httptest.Server {
+func newServer(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream) *httptest.Server {
 	t.Helper()
 	kek, err := crypto.NewLocalKEK("", bytes.Repeat([]byte{7}, 32))
 	if err != nil {
@@ -96,7 +96,7 @@ func post(t *testing.T, url, body string) *http.Response {
 // log pushes back, the caller gets 503 with Retry-After and the provider
 // sees nothing.
 func TestRefusesWhenTheLogCannotRecord(t *testing.T) {
-	up := proxytest.New()
+	up := fakeprovider.New()
 	defer up.Close()
 	srv := newServer(t, &fakeLedger{err: ledger.ErrPushback}, up)
 	for _, path := range []string{"/openai/v1/chat/completions", "/anthropic/v1/messages"} {
@@ -116,7 +116,7 @@ func TestRefusesWhenTheLogCannotRecord(t *testing.T) {
 // and an outcome event linked by id, trace and span, with the prompt and the
 // answer encrypted: the records hold neither.
 func TestRecordsBothEvents(t *testing.T) {
-	up := proxytest.New()
+	up := fakeprovider.New()
 	defer up.Close()
 	led := &fakeLedger{}
 	srv := newServer(t, led, up)
@@ -144,7 +144,7 @@ func TestRecordsBothEvents(t *testing.T) {
 // TestUpstreamUnreachable checks that a provider that cannot be reached
 // gets the caller a 502 and leaves a failed outcome.
 func TestUpstreamUnreachable(t *testing.T) {
-	up := proxytest.New()
+	up := fakeprovider.New()
 	up.Close() // nothing listens at its address any more
 	led := &fakeLedger{}
 	srv := newServer(t, led, up)

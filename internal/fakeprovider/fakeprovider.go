@@ -1,14 +1,16 @@
-// Package proxytest provides a fake model provider for tests and
-// benchmarks of the recording proxies: an HTTP server on the loopback
-// interface that speaks the wire formats of OpenAI's chat completions,
-// Responses, embeddings and models APIs and of Anthropic's Messages API,
-// in JSON and as server-sent events, and remembers what it was sent.
+// Package fakeprovider is a fake model provider for tests and benchmarks of
+// everything that records model calls (the recording proxies, the SDK's
+// OpenAI middleware): an HTTP server on the loopback interface that speaks
+// the wire formats of OpenAI's chat completions, Responses, embeddings and
+// models APIs and of Anthropic's Messages API, in JSON and as server-sent
+// events, and remembers what it was sent. It stands in for the providers,
+// which cannot be reached from tests.
 //
 // The requested model chooses the behaviour: ModelFail400 and ModelFail500
 // answer with the provider's error body, ModelHang sends nothing until the
 // caller gives up, ModelHangMidStream sends the first event of a stream and
 // then nothing; any other model answers Reply.
-package proxytest
+package fakeprovider
 
 import (
 	"encoding/json"
@@ -31,7 +33,15 @@ const (
 	Reply = "Hello from upstream"
 	// RequestID is the provider request id on every answer.
 	RequestID = "req_fake_123"
+	// ChatID is the id of every chat completion, whole or streamed.
+	ChatID = "chatcmpl-fake"
+	// InputTokens and OutputTokens are the usage every chat, Responses and
+	// Messages answer reports.
+	InputTokens, OutputTokens = 7, 4
 )
+
+// ResponseModel is the model an answer names when requested was asked for.
+func ResponseModel(requested string) string { return requested + "-2025-01-01" }
 
 // ReplyPieces is Reply as it is streamed.
 var ReplyPieces = []string{"Hello", " from", " upstream"}
@@ -47,19 +57,25 @@ type Request struct {
 // /v1 and Anthropic's /v1/messages.
 type Upstream struct {
 	*httptest.Server
+	pause    <-chan struct{}
 	mu       sync.Mutex
 	requests []Request
 	record   bool
 }
 
 // New starts a fake provider that remembers every request; Close stops it.
-func New() *Upstream { return start(true) }
+func New() *Upstream { return start(true, nil) }
 
 // NewQuiet starts a fake provider that remembers nothing, for benchmarks.
-func NewQuiet() *Upstream { return start(false) }
+func NewQuiet() *Upstream { return start(false, nil) }
 
-func start(record bool) *Upstream {
-	u := &Upstream{record: record}
+// NewPaused is New with every stream held after its first piece of Reply
+// until pause is closed (or the caller gives up), so that a test can check
+// that the piece reached the client before the stream ended.
+func NewPaused(pause <-chan struct{}) *Upstream { return start(true, pause) }
+
+func start(record bool, pause <-chan struct{}) *Upstream {
+	u := &Upstream{record: record, pause: pause}
 	u.Server = httptest.NewServer(http.HandlerFunc(u.serve))
 	return u
 }
@@ -107,7 +123,7 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	model := req.Model + "-2025-01-01"
+	model := ResponseModel(req.Model)
 	var events []sse
 	var whole any
 	switch {
@@ -138,6 +154,7 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	flusher := http.NewResponseController(w)
+	paused := false
 	for i, e := range events {
 		if e.name != "" {
 			fmt.Fprintf(w, "event: %s\n", e.name)
@@ -148,12 +165,21 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 			return
 		}
+		if e.piece && !paused && u.pause != nil {
+			paused = true
+			select {
+			case <-u.pause:
+			case <-r.Context().Done():
+				return
+			}
+		}
 	}
 }
 
 type sse struct {
-	name string
-	data string
+	name  string
+	data  string
+	piece bool // carries a piece of Reply
 }
 
 func js(v any) string {
@@ -165,9 +191,9 @@ func js(v any) string {
 }
 
 func chat(model string, includeUsage bool) (any, []sse) {
-	const id = "chatcmpl-fake"
+	const id = ChatID
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
-	usage := map[string]any{"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}
+	usage := map[string]any{"prompt_tokens": InputTokens, "completion_tokens": OutputTokens, "total_tokens": InputTokens + OutputTokens}
 	whole := map[string]any{"id": id, "object": "chat.completion", "created": created, "model": model,
 		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop", "logprobs": nil,
 			"message": map[string]any{"role": "assistant", "content": Reply, "refusal": nil}}},
@@ -178,7 +204,9 @@ func chat(model string, includeUsage bool) (any, []sse) {
 	}
 	events := []sse{chunk(map[string]any{"role": "assistant", "content": ""}, nil)}
 	for _, p := range ReplyPieces {
-		events = append(events, chunk(map[string]any{"content": p}, nil))
+		e := chunk(map[string]any{"content": p}, nil)
+		e.piece = true
+		events = append(events, e)
 	}
 	events = append(events, chunk(map[string]any{}, "stop"))
 	if includeUsage {
@@ -195,7 +223,7 @@ func responses(model string) (any, []sse) {
 	}
 	message := []any{map[string]any{"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
 		"content": []any{map[string]any{"type": "output_text", "text": Reply, "annotations": []any{}}}}}
-	usage := map[string]any{"input_tokens": 7, "output_tokens": 4, "total_tokens": 11,
+	usage := map[string]any{"input_tokens": InputTokens, "output_tokens": OutputTokens, "total_tokens": InputTokens + OutputTokens,
 		"input_tokens_details": map[string]any{"cached_tokens": 0}, "output_tokens_details": map[string]any{"reasoning_tokens": 0}}
 	whole := response("completed", message, usage)
 	seq := 0
@@ -206,8 +234,10 @@ func responses(model string) (any, []sse) {
 	}
 	events := []sse{ev("response.created", map[string]any{"response": response("in_progress", []any{}, nil)})}
 	for _, p := range ReplyPieces {
-		events = append(events, ev("response.output_text.delta", map[string]any{"item_id": "msg_fake", "output_index": 0,
-			"content_index": 0, "delta": p}))
+		e := ev("response.output_text.delta", map[string]any{"item_id": "msg_fake", "output_index": 0,
+			"content_index": 0, "delta": p})
+		e.piece = true
+		events = append(events, e)
 	}
 	events = append(events, ev("response.completed", map[string]any{"response": whole}))
 	return whole, events
@@ -217,7 +247,7 @@ func messages(model string) (any, []sse) {
 	whole := map[string]any{"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
 		"content":     []any{map[string]any{"type": "text", "text": Reply}},
 		"stop_reason": "end_turn", "stop_sequence": nil,
-		"usage": map[string]any{"input_tokens": 7, "output_tokens": 4}}
+		"usage": map[string]any{"input_tokens": InputTokens, "output_tokens": OutputTokens}}
 	ev := func(typ string, fields map[string]any) sse {
 		fields["type"] = typ
 		return sse{name: typ, data: js(fields)}
@@ -225,18 +255,20 @@ func messages(model string) (any, []sse) {
 	events := []sse{
 		ev("message_start", map[string]any{"message": map[string]any{"id": "msg_fake", "type": "message", "role": "assistant",
 			"model": model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil,
-			"usage": map[string]any{"input_tokens": 7, "output_tokens": 1}}}),
+			"usage": map[string]any{"input_tokens": InputTokens, "output_tokens": 1}}}),
 		ev("content_block_start", map[string]any{"index": 0, "content_block": map[string]any{"type": "text", "text": ""}}),
 		ev("ping", map[string]any{}),
 	}
 	for _, p := range ReplyPieces {
-		events = append(events, ev("content_block_delta", map[string]any{"index": 0,
-			"delta": map[string]any{"type": "text_delta", "text": p}}))
+		e := ev("content_block_delta", map[string]any{"index": 0,
+			"delta": map[string]any{"type": "text_delta", "text": p}})
+		e.piece = true
+		events = append(events, e)
 	}
 	return whole, append(events,
 		ev("content_block_stop", map[string]any{"index": 0}),
 		ev("message_delta", map[string]any{"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
-			"usage": map[string]any{"output_tokens": 4}}),
+			"usage": map[string]any{"output_tokens": OutputTokens}}),
 		ev("message_stop", map[string]any{}),
 	)
 }
