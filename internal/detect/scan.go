@@ -105,4 +105,3 @@ func MarkerNames(ms []Marker) string {
 	}
 	return strings.Join(names, ",")
 }
-
