@@ -8,10 +8,11 @@
 #   - acknowledgement latency at light load (1 client, 100 requests/s);
 #   - the cost of encryption and pseudonyms (service actors and no content
 #     against pseudonymised user actors and encrypted content, alternating);
-#   - index lag during batched ingest, peak server memory;
+#   - index lag during batched ingest, peak server memory, log and index
+#     sizes on disk;
 #   - aitrail verify --data speed over the log the run wrote;
-#   - batched ingest again on a fresh server with index.max_lag 20000, with
-#     its index lag.
+#   - batched ingest again on a fresh server with index.max_lag 0 (the
+#     default is 20000), with its index lag.
 # Usage: scripts/bench.sh [seconds per run, default 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,12 +87,16 @@ grep -E 'VmHWM|VmRSS' /proc/$pid/status
 
 kill -TERM $pid; wait $pid || true
 echo
+echo "## on disk (the log, and the query index that points into it)"
+echo "- records: $(ls "$data"/log/segments | wc -l) segment files, $(du -sm "$data/log" | cut -f1) MiB of log"
+echo "- index.db: $(du -cm "$data"/index.db* | tail -1 | cut -f1) MiB with its write-ahead log"
+echo
 echo "## verify --data"
 "$bin" verify --data "$data" 2>&1 | tail -1
 
 echo
-echo "## batched ingest with index.max_lag 20000 (producers wait for the query index), fresh data"
-printf 'index:\n  max_lag: 20000\n' >"$work/maxlag.yaml"
+echo "## batched ingest with index.max_lag 0 (nothing waits for the query index), fresh data"
+printf 'index:\n  max_lag: 0\n' >"$work/maxlag.yaml"
 data2=$work/data-maxlag
 AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --config "$work/maxlag.yaml" --data "$data2" --addr "$addr" --log-level warn 2>"$work/server2.log" &
 pid=$!
