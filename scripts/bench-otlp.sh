@@ -6,17 +6,23 @@
 # each run on a fresh server and data directory so that no run inherits the
 # query index's backlog of the one before.
 # Usage: scripts/bench-otlp.sh [seconds per run, default 10] [pairs, default 3]
+#        [index.max_lag, default the server's default]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 pairs=${2:-3}
 . scripts/bench-common.sh
 addr=127.0.0.1:18184
+config=()
+if [ -n "${3:-}" ]; then
+  printf 'index:\n  max_lag: %s\n' "$3" >"$work/config.yaml"
+  config=(--config "$work/config.yaml")
+fi
 
 # run [--otlp] prints one run's JSON result on a fresh server.
 run() {
   local data=$work/data-$RANDOM
-  AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --data "$data" --addr "$addr" --log-level warn 2>"$work/server.log" &
+  AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve "${config[@]}" --data "$data" --addr "$addr" --log-level warn 2>"$work/server.log" &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
   "$bin" bench "$@" --url "http://$addr" --clients 8 --batch 1000 --size 1024 --duration "${secs}s" --json 2>/dev/null
