@@ -14,7 +14,7 @@ import (
 // records of about 1.4 KiB, as the follower delivers them, into an index
 // that grows as the benchmark runs. The target is to keep up with the ledger
 // (100,000 records/s). On a shared 2-vCPU 2.3 GHz VM it indexed about
-// 26,000 records/s without full text and 15,000 with it, bound by SQLite's
+// 30,000 records/s without full text and 18,000 with it, bound by SQLite's
 // work on the writing goroutine.
 func BenchmarkApply(b *testing.B) {
 	for _, bc := range []struct {

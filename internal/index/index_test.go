@@ -267,3 +267,35 @@ func TestTenantsActorsAndScrub(t *testing.T) {
 		t.Fatalf("scrubbing touched other actors: %d found; want 2", n)
 	}
 }
+
+// TestOlderSchemaIsRebuilt: an index file written by another version of
+// aitrail (here one that kept copies of the records, schema 3) is emptied
+// on opening, so that the follower rebuilds it from the log, and then
+// answers as a new one would.
+func TestOlderSchemaIsRebuilt(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	es := e.add(t, fixture()...)
+	apply(t, ix, es)
+	if _, err := ix.db.ExecContext(ctx, "ALTER TABLE records ADD COLUMN record BLOB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.db.ExecContext(ctx, "PRAGMA user_version = 3"); err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+
+	ix = e.open(t, Options{})
+	if got := stats(t, ix); got != (Stats{}) {
+		t.Fatalf("an index of schema 3 opened with %+v, want it emptied", got)
+	}
+	apply(t, ix, es)
+	p, err := ix.Query(ctx, Query{Text: "completions"})
+	if err != nil || !slices.Equal(indexes(p), []uint64{0, 4}) {
+		t.Errorf("after rebuilding: %v, %v", indexes(p), err)
+	}
+	var cols int
+	if err := ix.db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'record'").Scan(&cols); err != nil || cols != 0 {
+		t.Errorf("the rebuilt index still has the old record column (%d, %v)", cols, err)
+	}
+}
