@@ -412,7 +412,31 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 		return nil
 	}
 	out := make(map[string]any, len(in))
-	// Sorted, so that problems are reported in a stable order.
+	for k, v := range in {
+		if attrKeyOK(k) {
+			if v, msg := attributeValue(v); msg == "" {
+				out[k] = v
+				continue
+			}
+		}
+		// Something is wrong: report every problem, in key order, so
+		// that they come in a stable order. Sorting only then spares
+		// valid attributes (nearly all) a sort.
+		return c.attributeProblems(in)
+	}
+	renameLegacy(out)
+	return out
+}
+
+// attrKeyOK reports whether k is a valid attribute key.
+func attrKeyOK(k string) bool {
+	return k != "" && len(k) <= maxAttrKeyBytes && isAttrKey(k)
+}
+
+// attributeProblems is attributes for a map with problems: it checks the
+// keys in order and reports each problem.
+func (c *checker) attributeProblems(in map[string]any) map[string]any {
+	out := make(map[string]any, len(in))
 	for _, k := range slices.Sorted(maps.Keys(in)) {
 		field := func() string { return ".attributes" + keySegment(k) }
 		switch {
