@@ -6,7 +6,7 @@
 # each run on a fresh server and data directory so that no run inherits the
 # query index's backlog of the one before.
 # Usage: scripts/bench-otlp.sh [seconds per run, default 10] [pairs, default 3]
-#        [index.max_lag, default the server's default]
+#        [index.max_lag, default the server's default, 0: no limit]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}

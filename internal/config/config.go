@@ -36,10 +36,6 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
 	DefaultDetectInterval  = time.Second
-	// DefaultIndexMaxLag keeps the query index within about a second of
-	// the log at the batched ingest rate of a 2-core machine, for a few
-	// percent of that rate (docs/BENCHMARKS.md).
-	DefaultIndexMaxLag = 20_000
 	// DefaultUpstreamTimeout is how long a recording proxy waits, by
 	// default, for its provider to send anything. It matches the providers'
 	// SDKs, since a model may think for minutes before its first byte.
@@ -133,7 +129,7 @@ type Index struct {
 	// by default; without it `q` still works, by a slower scan.
 	FullText bool `yaml:"full_text"`
 	// MaxLag is the most records the index may fall behind the log before
-	// producers' appends wait for it (DefaultIndexMaxLag; 0: no limit). Past it,
+	// producers' appends wait for it (0, the default: no limit). Past it,
 	// an append waits until the index is back within it, for up to 5
 	// seconds, and is then refused with 503 and Retry-After. It keeps
 	// queries close behind the log under sustained load, at the price of
@@ -236,7 +232,6 @@ func Default() Config {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		AccessWindow:    DefaultAccessWindow,
 		Detect:          Detect{Interval: DefaultDetectInterval},
-		Index:           Index{MaxLag: DefaultIndexMaxLag},
 		LogLevel:        "info",
 	}
 }
