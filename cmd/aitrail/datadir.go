@@ -221,7 +221,7 @@ func openIndex(dataDir string, log index.Log, fullText bool) (*index.Index, erro
 // open; until then, which is before anything is served, reads fail.
 type ledgerLink struct{ led atomic.Pointer[ledger.Ledger] }
 
-func (l *ledgerLink) ReadRecords(locs []ledger.Loc, keep func(int, []byte) bool) ([][]byte, error) {
+func (l *ledgerLink) ReadRecords(locs []ledger.Loc, keep func(record []byte) bool) ([][]byte, error) {
 	led := l.led.Load()
 	if led == nil {
 		return nil, errors.New("the log is not open yet")

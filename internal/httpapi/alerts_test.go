@@ -38,7 +38,7 @@ type indexingLedger struct {
 
 // ReadRecords serves the index, which finds records by index here (the
 // offsets are the real ledger's business).
-func (l *indexingLedger) ReadRecords(locs []ledger.Loc, keep func(int, []byte) bool) ([][]byte, error) {
+func (l *indexingLedger) ReadRecords(locs []ledger.Loc, keep func(record []byte) bool) ([][]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([][]byte, len(locs))
@@ -46,7 +46,7 @@ func (l *indexingLedger) ReadRecords(locs []ledger.Loc, keep func(int, []byte) b
 		if loc.Index >= uint64(len(l.records)) {
 			return nil, ledger.ErrNotFound
 		}
-		if rec := l.records[loc.Index]; keep == nil || keep(i, rec) {
+		if rec := l.records[loc.Index]; keep == nil || keep(rec) {
 			out[i] = rec
 		}
 	}

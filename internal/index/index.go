@@ -110,7 +110,7 @@ type Log interface {
 	// fails if any is not there as the log committed it. keep, if not nil,
 	// is asked about each record first; those it does not keep are nil and
 	// need not be checked.
-	ReadRecords(locs []ledger.Loc, keep func(i int, record []byte) bool) ([][]byte, error)
+	ReadRecords(locs []ledger.Loc, keep func(record []byte) bool) ([][]byte, error)
 }
 
 // maxConns bounds the connections, so the page caches, of one Index: one

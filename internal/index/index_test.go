@@ -1,7 +1,10 @@
 package index
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -297,5 +300,38 @@ func TestOlderSchemaIsRebuilt(t *testing.T) {
 	var cols int
 	if err := ix.db.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'record'").Scan(&cols); err != nil || cols != 0 {
 		t.Errorf("the rebuilt index still has the old record column (%d, %v)", cols, err)
+	}
+}
+
+// TestIndexHoldsNoRecords: the index file holds the columns the filters use
+// and where each record is, not the records: a field no filter uses (the
+// user agent) is found only in the log.
+func TestIndexHoldsNoRecords(t *testing.T) {
+	ix, e := openTemp(t, Options{})
+	var recs []*event.Record
+	for i := range 500 {
+		recs = append(recs, realistic(i))
+	}
+	apply(t, ix, e.add(t, recs...))
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(e.path + "*") // with any -wal and -shm
+	if err != nil || len(files) == 0 {
+		t.Fatalf("index files: %v, %v", files, err)
+	}
+	var stored []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, b...)
+	}
+	if !bytes.Contains(stored, []byte(recs[7].Actor.ID)) {
+		t.Fatal("an actor id, an indexed column, is not in the index files: the check below would prove nothing")
+	}
+	if ua := recs[7].Actor.UserAgent; bytes.Contains(stored, []byte(ua)) {
+		t.Errorf("the index files hold %q, which only a copy of the record carries", ua)
 	}
 }

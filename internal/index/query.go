@@ -244,9 +244,9 @@ func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit
 	if err != nil {
 		return nil, fmt.Errorf("couldn't query events: %w", err)
 	}
-	var keep func(int, []byte) bool
+	var keep func(record []byte) bool
 	if len(st.words) > 0 {
-		keep = func(_ int, rec []byte) bool { return containsWords(rec, st.words) }
+		keep = func(rec []byte) bool { return containsWords(rec, st.words) }
 	}
 	hits, err := ix.hits(rows, read, keep)
 	if err != nil {
@@ -258,7 +258,7 @@ func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit
 // hits reads rows of (idx, tenant, pos), closes them and returns them with
 // the records of the first read rows, read back from the log, except those
 // keep (if not nil) does not keep.
-func (ix *Index) hits(rows *sql.Rows, read int, keep func(int, []byte) bool) ([]Hit, error) {
+func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) ([]Hit, error) {
 	defer rows.Close()
 	var hits []Hit
 	var locs []ledger.Loc

@@ -556,9 +556,7 @@ func (l *Ledger) commit(batch []*request) {
 	// Assign indexes, skipping keys already committed.
 	next := l.builder.Size()
 	buf := l.wbuf[:0]
-	var records [][]byte
-	var values []any
-	var offsets []int64
+	var added []Entry // the records this commit stores, as followers get them
 	var newKeys []keyAt
 	inBatch := map[string]uint64{}
 	var bundleOffs []int64 // where each record starting an entry bundle is
@@ -581,9 +579,7 @@ func (l *Ledger) commit(batch []*request) {
 			}
 			lastFrame = len(buf)
 			buf = appendFrame(buf, it.Record, it.Blob)
-			records = append(records, it.Record)
-			values = append(values, it.Value)
-			offsets = append(offsets, l.activeSize+int64(lastFrame))
+			added = append(added, Entry{Index: next, Data: it.Record, Value: it.Value, Offset: l.activeSize + int64(lastFrame)})
 			r.results[i] = Result{Index: next}
 			if it.Key != "" {
 				inBatch[it.Key] = next
@@ -592,12 +588,12 @@ func (l *Ledger) commit(batch []*request) {
 			next++
 		}
 	}
-	if len(records) > 0 {
+	if len(added) > 0 {
 		markCommitEnd(buf, lastFrame)
 	}
 	l.wbuf = buf
 
-	if len(records) > 0 {
+	if len(added) > 0 {
 		// The segment is open for appending only (it may be append-only on
 		// disk too): each write lands at its end, activeSize.
 		if _, err := l.active.Write(buf); err != nil {
@@ -608,9 +604,9 @@ func (l *Ledger) commit(batch []*request) {
 		// Hash while the disk syncs.
 		synced := make(chan error, 1)
 		go func() { synced <- unix.Fdatasync(int(l.active.Fd())) }()
-		leaves := make([]merkle.Hash, len(records))
-		for i, rec := range records {
-			leaves[i] = merkle.LeafHash(rec)
+		leaves := make([]merkle.Hash, len(added))
+		for i, e := range added {
+			leaves[i] = merkle.LeafHash(e.Data)
 		}
 		if err := <-synced; err != nil {
 			l.fail(fmt.Errorf("couldn't fsync segment: %w", err))
@@ -634,7 +630,7 @@ func (l *Ledger) commit(batch []*request) {
 		}
 	}
 	pub := l.pub.Load()
-	if len(records) > 0 {
+	if len(added) > 0 {
 		var err error
 		if pub, err = l.sign(); err != nil {
 			l.fail(err)
@@ -654,9 +650,9 @@ func (l *Ledger) commit(batch []*request) {
 	for _, off := range bundleOffs {
 		l.bundles = append(l.bundles, bundleLoc{seg, off})
 	}
-	seg.count.Add(uint64(len(records)))
+	seg.count.Add(uint64(len(added)))
 	seg.size.Store(l.activeSize)
-	l.tail.add(pub.size-uint64(len(records)), records, values, offsets)
+	l.tail.add(added)
 	l.pub.Store(pub)
 	close(l.sizeCh)
 	l.sizeCh = make(chan struct{})
@@ -667,7 +663,7 @@ func (l *Ledger) commit(batch []*request) {
 	}
 	reply(nil)
 	if l.opts.OnCommit != nil {
-		l.opts.OnCommit(len(records), len(buf), time.Since(start))
+		l.opts.OnCommit(len(added), len(buf), time.Since(start))
 	}
 }
 

@@ -62,13 +62,13 @@ const readChunk = 64 << 10
 // ReadRecords returns the records at locs, in the same order, each from
 // memory if it is among the newest (Options.TailEntries) or else read from
 // its segment at its offset. keep, if not nil, is asked about each record
-// (by its position in locs) before it is checked: a record it does not keep
+// before it is checked: a record it does not keep
 // is left nil, so that a search reading many records to return a few checks
 // only those. A record read from a file and kept is checked against the
 // tree: one that does not hash to its leaf, because the file was altered or
 // the location is not this log's, is reported as ErrTampered. An index
 // beyond the log is ErrNotFound. Callers must not modify the records.
-func (l *Ledger) ReadRecords(locs []Loc, keep func(i int, record []byte) bool) ([][]byte, error) {
+func (l *Ledger) ReadRecords(locs []Loc, keep func(record []byte) bool) ([][]byte, error) {
 	out := make([][]byte, len(locs))
 	// Leaf hashes are not remembered in l.hashes: that cache is for the
 	// proofs' interior hashes, and one query could flood it with leaves.
@@ -91,7 +91,7 @@ func (l *Ledger) ReadRecords(locs []Loc, keep func(i int, record []byte) bool) (
 	l.mu.RUnlock()
 	if keep != nil { // not under l.mu, which commits wait for
 		for i, rec := range out {
-			if rec != nil && !keep(i, rec) {
+			if rec != nil && !keep(rec) {
 				out[i] = nil
 			}
 		}
@@ -120,7 +120,7 @@ func (l *Ledger) ReadRecords(locs []Loc, keep func(i int, record []byte) bool) (
 		if err != nil {
 			return nil, fmt.Errorf("%w: record %d at offset %d of segment %s: %v", ErrTampered, loc.Index, loc.Offset, segmentName(seg.first), err)
 		}
-		if keep == nil || keep(i, fr.record) {
+		if keep == nil || keep(fr.record) {
 			out[i] = append([]byte(nil), fr.record...)
 			check = append(check, i)
 		}

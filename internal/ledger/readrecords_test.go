@@ -111,12 +111,12 @@ func TestReadRecords(t *testing.T) {
 		t.Errorf("its neighbour: %q, %v", got, err)
 	}
 	// A record the caller does not keep is not returned, nor checked.
-	keep8 := func(i int, r []byte) bool { return bytes.Equal(r, rec(8).Record) }
+	keep8 := func(r []byte) bool { return bytes.Equal(r, rec(8).Record) }
 	got, err = l.ReadRecords([]Loc{{7, es[7].Offset}, {8, es[8].Offset}}, keep8)
 	if err != nil || got[0] != nil || !bytes.Equal(got[1], rec(8).Record) {
 		t.Errorf("keeping only record 8: %q, %v", got, err)
 	}
-	keep7 := func(i int, r []byte) bool { return i == 0 }
+	keep7 := func(r []byte) bool { return !bytes.Equal(r, rec(8).Record) } // the altered one
 	if _, err := l.ReadRecords([]Loc{{7, es[7].Offset}, {8, es[8].Offset}}, keep7); !errors.Is(err, ErrTampered) {
 		t.Errorf("keeping the altered record: %v, want ErrTampered", err)
 	}

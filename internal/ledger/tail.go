@@ -17,19 +17,17 @@ func newTail(n int, size uint64) tail {
 	return tail{ring: make([]Entry, max(n, 0)), first: size, next: size}
 }
 
-// add appends the records committed from index from on, which is where the
-// previous commit ended, with their values (nil when the appender gave none)
-// and the offsets of their frames.
-func (t *tail) add(from uint64, records [][]byte, values []any, offsets []int64) {
+// add appends the entries of a commit, which starts where the previous one
+// ended.
+func (t *tail) add(entries []Entry) {
 	n := uint64(len(t.ring))
-	if n == 0 || len(records) == 0 {
+	if n == 0 || len(entries) == 0 {
 		return
 	}
-	for i, rec := range records {
-		idx := from + uint64(i)
-		t.ring[idx%n] = Entry{Index: idx, Data: rec, Value: values[i], Offset: offsets[i]}
+	for _, e := range entries {
+		t.ring[e.Index%n] = e
 	}
-	t.next = from + uint64(len(records))
+	t.next = entries[len(entries)-1].Index + 1
 	t.first = max(t.first, t.next-min(t.next, n))
 }
 
