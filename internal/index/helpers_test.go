@@ -50,7 +50,7 @@ func openTemp(t testing.TB, opts Options) (*Index, *env) {
 	verifier, _ := note.NewVerifier(vkey)
 	led, err := ledger.Open(filepath.Join(dir, "log"), ledger.Options{
 		Origin: "test.example/log", Signer: signer, Verifier: verifier,
-		SegmentSize: 64 << 10, // several segments
+		SegmentSize: 64 << 10, // a new segment after each append past 64 KiB
 		TailEntries: 100,      // and most records read from them
 	})
 	if err != nil {
