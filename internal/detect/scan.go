@@ -27,16 +27,18 @@ type Pattern struct {
 }
 
 // DefaultPatterns are common prompt-injection phrasings. They are markers
-// for review, not proof: tune them per deployment.
+// for review, not proof: tune them per deployment. Their keywords avoid
+// words that every chat request holds ("system" is a message role), so that
+// most content is spared the regular expressions.
 var DefaultPatterns = []Pattern{
 	{Name: "ignore-instructions", Regexp: `(?i)\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions|rules|prompts?|directions)\b`,
 		Keywords: []string{"ignore", "disregard", "forget"}},
 	{Name: "reveal-system-prompt", Regexp: `(?i)\b(reveal|show|print|repeat|leak)\b.{0,40}\b(system|hidden|initial)\s+(prompt|instructions|message)\b`,
-		Keywords: []string{"system", "hidden", "initial"}},
+		Keywords: []string{"reveal", "show", "print", "repeat", "leak"}},
 	{Name: "role-override", Regexp: `(?i)\byou are now\b|\bact as (an? )?(unrestricted|jailbroken|dan)\b|\bdeveloper mode\b`,
 		Keywords: []string{"you are now", "act as", "developer mode"}},
 	{Name: "fake-delimiter", Regexp: `(?i)<\|?(im_start|im_end|system|endoftext)\|?>|\[/?INST\]|###\s*(system|instruction)s?\s*:`,
-		Keywords: []string{"im_start", "im_end", "system", "endoftext", "inst]", "###"}},
+		Keywords: []string{"im_start", "im_end", "<system", "<|system", "endoftext", "inst]", "###"}},
 }
 
 // Marker is one pattern found in content.
