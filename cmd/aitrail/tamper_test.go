@@ -122,3 +122,85 @@ func TestVerifyCatchesRewrittenRecord(t *testing.T) {
 		t.Fatalf("serve on a rewritten log: exit %d, %q", code, errOut)
 	}
 }
+
+// TestReadsReportAlteredRecord: a record altered in its segment file while
+// the server runs, once it is older than those the log keeps in memory, is
+// never served. The reads that reach it fail with integrity_failure, and the
+// failure is recorded as an integrity.failure event that raises the built-in
+// critical alert.
+func TestReadsReportAlteredRecord(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	const n = 17_000 // more than the 16,384 records the log keeps in memory
+	for i := 0; i < n; i += 1000 {
+		var evs []map[string]any
+		for j := i; j < i+1000; j++ {
+			evs = append(evs, map[string]any{"type": "data.upload", "tenant": "acme", "id": fmt.Sprintf("e%d", j), "actor": map[string]any{"id": "u"}})
+		}
+		s.post(evs...)
+	}
+	s.waitIndexed()
+	var e5 struct {
+		Index float64 `json:"index"`
+	}
+	s.getJSON("/v1/events/e5", &e5)
+
+	// Alter e5's type in its segment, as an attacker with root would.
+	unseal(t, data)
+	segs, _ := filepath.Glob(filepath.Join(data, "log", "segments", "*"))
+	altered := false
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := strings.Index(string(b), `"id":"e5",`); i >= 0 {
+			j := i + strings.Index(string(b[i:]), `"data.upload"`)
+			b[j+1] = 'D'
+			if err := os.WriteFile(seg, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			altered = true
+		}
+	}
+	if !altered {
+		t.Fatal("record e5 not found in the segments")
+	}
+
+	for _, path := range []string{"/v1/events/e5", "/v1/events?tenant=acme&limit=10"} {
+		code, body := s.do("GET", path, adminToken, "", nil)
+		if code != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) || strings.Contains(string(body), "Data.upload") {
+			t.Errorf("GET %s of the altered record: %d %s; want 500 integrity_failure", path, code, body)
+		}
+	}
+	s.waitIndexed()
+	failures := s.allEvents("type=integrity.failure")
+	if len(failures) != 2 {
+		t.Fatalf("integrity.failure events %v; want one per failed read", failures)
+	}
+	for _, f := range failures {
+		attrs, _ := f["attributes"].(map[string]any)
+		if f["tenant"] != "acme" || attrs["integrity.check"] != "record_hash" || attrs["integrity.record_index"] != e5.Index {
+			t.Errorf("integrity.failure event %v", f)
+		}
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var out struct {
+			Alerts []map[string]any `json:"alerts"`
+		}
+		s.getJSON("/v1/alerts?tenant=acme&rule=integrity-failure", &out)
+		if len(out.Alerts) > 0 {
+			if a := out.Alerts[0]; a["severity"] != "critical" || a["state"] != "firing" {
+				t.Fatalf("alert %v", a)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no integrity-failure alert")
+		}
+	}
+	// Records it does not reach are still served.
+	if code, body := s.do("GET", "/v1/events/e6", adminToken, "", nil); code != 200 {
+		t.Errorf("an intact neighbour: %d %s", code, body)
+	}
+}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -243,10 +244,14 @@ func TestContentDigestMismatchIsRecorded(t *testing.T) {
 	api.ledger.blob = []byte("swapped ciphertext")
 	api.ledger.mu.Unlock()
 	resp, err = http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 500 {
-		t.Fatalf("swapped content: %v %v; want 500", err, resp.Status)
+	if err != nil {
+		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) {
+		t.Fatalf("swapped content: %v %s; want 500 integrity_failure", resp.Status, body)
+	}
 	page, err := api.idx.Query(ctx, index.Query{Type: "integrity.failure", Limit: 10})
 	if err != nil || len(page.Hits) != 1 || !strings.Contains(string(page.Hits[0].Record), `"integrity.check":"content_digest"`) {
 		t.Fatalf("integrity.failure records: %v %v", page.Hits, err)

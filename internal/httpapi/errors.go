@@ -20,6 +20,11 @@ func errorf(status int, code, message string, details ...any) *apierr.Error {
 	return apierr.New(status, code, message, details...)
 }
 
+// errIntegrity answers a read that met stored data failing its integrity
+// check. The failure has been logged and recorded as integrity.failure.
+var errIntegrity = errorf(http.StatusInternalServerError, "integrity_failure",
+	"stored data failed its integrity check against the signed log; the failure has been recorded")
+
 // retryAfterSeconds is the Retry-After sent with pushback.
 const retryAfterSeconds = 1
 
@@ -36,6 +41,7 @@ func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apierr.Error
 	var ee *event.Error
+	var te *index.TamperedError
 	switch {
 	case errors.As(err, &ae):
 	case errors.As(err, &ee):
@@ -78,6 +84,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		ae = errorf(http.StatusConflict, "conflict", err.Error())
 	case errors.Is(err, authz.ErrExists):
 		ae = errorf(http.StatusConflict, "conflict", err.Error())
+	case errors.As(err, &te):
+		// A record the index points to failed its check against the tree:
+		// the log's files (or the index) were altered while the server ran.
+		s.reportIntegrity(r.Context(), te.Tenant, "record_hash", te.Index)
+		ae = errIntegrity
+	case errors.Is(err, ledger.ErrTampered), errors.Is(err, errContentIntegrity):
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		ae = errIntegrity
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		ae = errorf(http.StatusServiceUnavailable, "unavailable", "request cancelled or timed out")
 	default:

@@ -245,6 +245,10 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// errContentIntegrity means stored content does not match the digest its
+// record commits to.
+var errContentIntegrity = errors.New("content integrity check failed")
+
 // openContent decrypts a record's content.
 func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, error) {
 	rec, err := event.ParseRecord(hit.Record)
@@ -260,7 +264,7 @@ func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, e
 	}
 	if crypto.Digest(blob) != rec.Content.Digest {
 		s.reportIntegrity(r.Context(), rec.Tenant, "content_digest", hit.Index)
-		return nil, fmt.Errorf("content of record %d does not match its digest", hit.Index)
+		return nil, fmt.Errorf("%w: content of record %d does not match its digest", errContentIntegrity, hit.Index)
 	}
 	plain, err := s.Opener.Open(r.Context(), rec.Content.KeyID, blob, crypto.ContentAAD(rec.Tenant, rec.ID))
 	if err != nil {

@@ -255,6 +255,20 @@ func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit
 	return hits, nil
 }
 
+// TamperedError reports a record that the index points to but the log did
+// not give back intact (a *ledger.RecordError): the log's files, or the
+// index's idea of where the record is, were altered. Tenant is the record's
+// tenant as the index has it. It wraps ledger.ErrTampered.
+type TamperedError struct {
+	Tenant string
+	Index  uint64
+	Err    error
+}
+
+func (e *TamperedError) Error() string { return fmt.Sprintf("tenant %s: %v", e.Tenant, e.Err) }
+
+func (e *TamperedError) Unwrap() error { return e.Err }
+
 // hits reads rows of (idx, tenant, pos), closes them and returns them with
 // the records of the first read rows, read back from the log, except those
 // keep (if not nil) does not keep.
@@ -281,6 +295,14 @@ func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) (
 		return nil, nil
 	}
 	recs, err := ix.log.ReadRecords(locs, keep)
+	var re *ledger.RecordError
+	if errors.As(err, &re) {
+		for _, h := range hits {
+			if h.Index == re.Index {
+				return nil, &TamperedError{Tenant: h.Tenant, Index: h.Index, Err: err}
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

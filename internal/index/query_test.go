@@ -551,12 +551,18 @@ func TestAlteredLog(t *testing.T) {
 		t.Fatal("record 50 not found in the segments")
 	}
 
-	if _, err := ix.Get(ctx, nil, "", recs[50].ID); !errors.Is(err, ledger.ErrTampered) {
-		t.Errorf("Get of the altered record: %v, want ErrTampered", err)
+	// Both name the record and its tenant, for the integrity report.
+	want := func(what string, err error) {
+		t.Helper()
+		var te *TamperedError
+		if !errors.Is(err, ledger.ErrTampered) || !errors.As(err, &te) || te.Index != 50 || te.Tenant != recs[50].Tenant {
+			t.Errorf("%s: %v, want a TamperedError for record 50 of tenant %s (ErrTampered)", what, err, recs[50].Tenant)
+		}
 	}
-	if _, err := ix.Query(ctx, Query{Limit: MaxLimit}); !errors.Is(err, ledger.ErrTampered) {
-		t.Errorf("a query reaching it: %v, want ErrTampered", err)
-	}
+	_, err = ix.Get(ctx, nil, "", recs[50].ID)
+	want("Get of the altered record", err)
+	_, err = ix.Query(ctx, Query{Limit: MaxLimit})
+	want("a query reaching it", err)
 	if p, err := ix.Query(ctx, Query{Limit: 50}); err != nil || len(p.Hits) != 50 {
 		t.Errorf("a page before it: %d hits, %v", len(p.Hits), err)
 	}

@@ -59,6 +59,22 @@ func (l *Ledger) Wait(ctx context.Context, n uint64) error {
 // records near each other (a page of a query) take one read.
 const readChunk = 64 << 10
 
+// RecordError reports a record that ReadRecords could not give back intact:
+// the bytes at its location do not hash to its leaf, or are not a record.
+// Either the segment file was altered or the location (from a query index)
+// is wrong. It wraps ErrTampered.
+type RecordError struct {
+	Index   uint64
+	Offset  int64
+	Problem string
+}
+
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("%v: record %d at offset %d %s", ErrTampered, e.Index, e.Offset, e.Problem)
+}
+
+func (e *RecordError) Unwrap() error { return ErrTampered }
+
 // ReadRecords returns the records at locs, in the same order, each from
 // memory if it is among the newest (Options.TailEntries) or else read from
 // its segment at its offset. keep, if not nil, is asked about each record
@@ -66,7 +82,7 @@ const readChunk = 64 << 10
 // is left nil, so that a search reading many records to return a few checks
 // only those. A record read from a file and kept is checked against the
 // tree: one that does not hash to its leaf, because the file was altered or
-// the location is not this log's, is reported as ErrTampered. An index
+// the location is not this log's, is reported as a *RecordError. An index
 // beyond the log is ErrNotFound. Callers must not modify the records.
 func (l *Ledger) ReadRecords(locs []Loc, keep func(record []byte) bool) ([][]byte, error) {
 	out := make([][]byte, len(locs))
@@ -106,7 +122,7 @@ func (l *Ledger) ReadRecords(locs []Loc, keep func(record []byte) bool) ([][]byt
 		loc := locs[i]
 		si := sort.Search(len(segs), func(k int) bool { return segs[k].first > loc.Index }) - 1
 		if si < 0 || loc.Offset < segHeaderSize {
-			return nil, fmt.Errorf("%w: record %d is not at offset %d", ErrTampered, loc.Index, loc.Offset)
+			return nil, &RecordError{Index: loc.Index, Offset: loc.Offset, Problem: "is not there"}
 		}
 		seg := segs[si]
 		sc := scanners[seg]
@@ -118,7 +134,7 @@ func (l *Ledger) ReadRecords(locs []Loc, keep func(record []byte) bool) ([][]byt
 		sc.off = loc.Offset
 		fr, err := sc.next()
 		if err != nil {
-			return nil, fmt.Errorf("%w: record %d at offset %d of segment %s: %v", ErrTampered, loc.Index, loc.Offset, segmentName(seg.first), err)
+			return nil, &RecordError{Index: loc.Index, Offset: loc.Offset, Problem: fmt.Sprintf("of segment %s: %v", segmentName(seg.first), err)}
 		}
 		if keep == nil || keep(fr.record) {
 			out[i] = append([]byte(nil), fr.record...)
@@ -135,7 +151,7 @@ func (l *Ledger) ReadRecords(locs []Loc, keep func(record []byte) bool) ([][]byt
 	}
 	for j, i := range check {
 		if merkle.LeafHash(out[i]) != leaves[j] {
-			return nil, fmt.Errorf("%w: record %d at offset %d does not match its leaf hash", ErrTampered, locs[i].Index, locs[i].Offset)
+			return nil, &RecordError{Index: locs[i].Index, Offset: locs[i].Offset, Problem: "does not match its leaf hash"}
 		}
 	}
 	return out, nil

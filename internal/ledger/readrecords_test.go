@@ -76,8 +76,9 @@ func TestReadRecords(t *testing.T) {
 		{Index: 5, Offset: 0},                // the segment header
 		{Index: 5, Offset: 1 << 40},          // beyond the segment
 	} {
-		if _, err := l.ReadRecords([]Loc{bad}, nil); !errors.Is(err, ErrTampered) {
-			t.Errorf("ReadRecords(%+v): %v, want ErrTampered", bad, err)
+		var re *RecordError
+		if _, err := l.ReadRecords([]Loc{bad}, nil); !errors.Is(err, ErrTampered) || !errors.As(err, &re) || re.Index != 5 {
+			t.Errorf("ReadRecords(%+v): %v, want a RecordError for record 5 (ErrTampered)", bad, err)
 		}
 	}
 	if _, err := l.ReadRecords([]Loc{{Index: n + 1, Offset: es[0].Offset}}, nil); !errors.Is(err, ErrNotFound) {
@@ -104,8 +105,9 @@ func TestReadRecords(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.ReadRecords([]Loc{{7, es[7].Offset}}, nil); !errors.Is(err, ErrTampered) {
-		t.Errorf("an altered record: %v, want ErrTampered", err)
+	var re *RecordError
+	if _, err := l.ReadRecords([]Loc{{7, es[7].Offset}}, nil); !errors.Is(err, ErrTampered) || !errors.As(err, &re) || re.Index != 7 || re.Offset != es[7].Offset {
+		t.Errorf("an altered record: %v, want a RecordError for record 7 (ErrTampered)", err)
 	}
 	if got, err := l.ReadRecords([]Loc{{8, es[8].Offset}}, nil); err != nil || !bytes.Equal(got[0], rec(8).Record) {
 		t.Errorf("its neighbour: %q, %v", got, err)
