@@ -186,3 +186,40 @@ func FuzzParseRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidContent: content's fast check never accepts what the precise
+// scanner refuses, and returns what it returns. The precise scanner names
+// problems; the fast one only saves it the work on valid content.
+func FuzzValidContent(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt":"hi"}`, ` [1, 2.5e3, "x", null, true] `, `null`, `"text"`, `{"a":{"b":[{"c":[]}]}}`,
+		`{"a":1,"a":2}`, `{"a":1,"\u0061":2}`, `"\ud800"`, `"\udc00\ud800"`, "\"\xff\"", `[[[[[[[[[[[[]]]]]]]]]]]]`,
+		`{"a":1} {"b":2}`, `01`, `-0.0e+1`, `[1,]`, "\t", `{"k":"v\u0000"}`,
+	} {
+		f.Add([]byte(s), 4)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, depth int) {
+		if depth < 1 || depth > 16 {
+			return
+		}
+		lim := Limits{MaxContentBytes: 1 << 20, MaxDepth: depth}
+		fast, ok := validContent(raw, depth)
+		fastContent = false
+		var ps problems
+		c := &checker{ps: &ps}
+		precise := c.content(raw, lim)
+		fastContent = true
+		if !ok {
+			return
+		}
+		if !ps.empty() {
+			t.Fatalf("%q (depth %d): fast check accepts, precise refuses: %v", raw, depth, ps.err())
+		}
+		if string(fast) == "null" {
+			fast = nil
+		}
+		if string(fast) != string(precise) {
+			t.Fatalf("%q: fast check gives %q, precise %q", raw, fast, precise)
+		}
+	})
+}
