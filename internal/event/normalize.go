@@ -461,10 +461,11 @@ func (c *checker) attributeProblems(in map[string]any) map[string]any {
 }
 
 // attributeValue checks one attribute value and returns it as stored, or
-// says what is wrong with it.
-func attributeValue(v any) (any, string) {
+// says what is wrong with it. A value stored as it is is returned as the
+// same interface value, which saves boxing it again.
+func attributeValue(in any) (any, string) {
 	const kinds = "must be a string, number or boolean"
-	switch v := v.(type) {
+	switch v := in.(type) {
 	case string:
 		switch {
 		case !utf8.ValidString(v):
@@ -474,13 +475,16 @@ func attributeValue(v any) (any, string) {
 		case hasControl(v, true):
 			return nil, "must not contain control characters other than tab, newline and carriage return"
 		}
-		return v, ""
+		return in, ""
 	case bool:
-		return v, ""
+		return in, ""
+	case float64:
+		if v != 0 && !math.IsInf(v, 0) && !math.IsNaN(v) {
+			return in, ""
+		}
+		return floatValue(v)
 	case json.Number:
 		return numberValue(string(v))
-	case float64:
-		return floatValue(v)
 	case float32:
 		return floatValue(float64(v))
 	case int:

@@ -422,8 +422,9 @@ func flatValue(v pcommon.Value) (any, bool) {
 	case pcommon.ValueTypeBool:
 		return v.Bool(), true
 	case pcommon.ValueTypeInt:
+		// As the event stores numbers: a float64, exact within ±2^53.
 		i := v.Int()
-		return i, i >= -maxExactInteger && i <= maxExactInteger
+		return float64(i), i >= -maxExactInteger && i <= maxExactInteger
 	case pcommon.ValueTypeDouble:
 		f := v.Double()
 		return f, !math.IsNaN(f) && !math.IsInf(f, 0)
