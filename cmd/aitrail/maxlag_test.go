@@ -46,3 +46,16 @@ func TestIndexMaxLag(t *testing.T) {
 	}
 	s.stop()
 }
+
+// TestIndexBatchFor: the index applies large transactions unless
+// index.max_lag holds producers back, and then a quarter of the limit.
+func TestIndexBatchFor(t *testing.T) {
+	for _, tc := range []struct {
+		maxLag uint64
+		want   int
+	}{{0, indexBatch}, {1, followBatch}, {20_000, followBatch}, {100_000, 25_000}, {1 << 40, indexBatch}} {
+		if got := indexBatchFor(tc.maxLag); got != tc.want {
+			t.Errorf("indexBatchFor(%d) = %d, want %d", tc.maxLag, got, tc.want)
+		}
+	}
+}

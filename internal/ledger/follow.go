@@ -39,7 +39,8 @@ type Source interface {
 	// Size returns the number of committed records.
 	Size() uint64
 	// Entries returns up to max committed records starting at index from, in
-	// order. It returns fewer (possibly none) when the log is shorter.
+	// order. It returns fewer (possibly none) when the log is shorter, and
+	// may return fewer (at least one) to bound the memory they take.
 	Entries(ctx context.Context, from uint64, max int) ([]Entry, error)
 	// Wait blocks until the log holds more than n records or ctx ends.
 	Wait(ctx context.Context, n uint64) error

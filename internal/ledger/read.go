@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -28,13 +29,30 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 	if ok {
 		return out, nil
 	}
-	out = make([]Entry, 0, count)
+	out = make([]Entry, 0, min(count, 4096))
+	var bytes int
 	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
+		if len(out) > 0 && bytes+len(fr.record) > maxEntriesBytes {
+			return errEnough
+		}
+		bytes += len(fr.record)
 		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...), Offset: fr.off})
 		return ctx.Err()
 	})
+	if err == errEnough {
+		err = nil
+	}
 	return out, err
 }
+
+// maxEntriesBytes bounds the records one call of Entries copies from the
+// segment files (at least one is returned), so that a follower far behind
+// may ask for many small records at once without holding as many large
+// ones. A variable for tests.
+var maxEntriesBytes = 32 << 20
+
+// errEnough stops Entries' scan once it holds maxEntriesBytes.
+var errEnough = errors.New("enough records")
 
 // Wait implements Source: it returns when the log holds more than n records.
 func (l *Ledger) Wait(ctx context.Context, n uint64) error {

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 )
 
@@ -62,4 +63,67 @@ func TestEntriesFromMemory(t *testing.T) {
 	if es, err := l.Entries(ctx, n, 5); err != nil || len(es) != 1 || es[0].Value != "v" {
 		t.Fatalf("after reopening, the new record: %v, %v", es, err)
 	}
+}
+
+// TestEntriesBoundedBytes: read from the files, Entries returns records up
+// to maxEntriesBytes (at least one, even a larger one), in order, so that a
+// follower far behind holds a bounded amount of memory; Follow still
+// delivers every record.
+func TestEntriesBoundedBytes(t *testing.T) {
+	ctx := context.Background()
+	opts := newKeys(t).opts()
+	opts.TailEntries = -1 // nothing in memory
+	l := open(t, t.TempDir(), opts)
+	defer l.Close()
+	const n = 40
+	for i := range n {
+		if _, err := l.Append(ctx, []Item{rec(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := len(rec(10).Record)
+	defer func(old int) { maxEntriesBytes = old }(maxEntriesBytes)
+	maxEntriesBytes = 5*size + size/2
+	es, err := l.Entries(ctx, 10, n)
+	if err != nil || len(es) != 5 || es[0].Index != 10 || es[4].Index != 14 {
+		t.Fatalf("Entries(10, %d) with room for 5.5 records: %d entries from %v, %v; want 10-14", n, len(es), es[0].Index, err)
+	}
+	maxEntriesBytes = 1
+	if es, err := l.Entries(ctx, 10, n); err != nil || len(es) != 1 || es[0].Index != 10 {
+		t.Fatalf("Entries with room for less than one record: %d entries, %v; want record 10 alone", len(es), err)
+	}
+
+	maxEntriesBytes = 3 * size
+	h := &countingHandler{}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Follow(fctx, l, h, FollowOptions{BatchSize: n, OnApply: func(c uint64) {
+			if c == n {
+				cancel()
+			}
+		}})
+	}()
+	<-done
+	if h.next != n || h.batches < n/3 {
+		t.Fatalf("Follow applied up to %d in %d batches; want all %d records in at least %d", h.next, h.batches, n, n/3)
+	}
+}
+
+// countingHandler applies entries in memory, checking they come in order.
+type countingHandler struct {
+	next, batches uint64
+}
+
+func (h *countingHandler) Cursor(context.Context) (uint64, error) { return h.next, nil }
+
+func (h *countingHandler) Apply(_ context.Context, es []Entry) error {
+	for _, e := range es {
+		if e.Index != h.next {
+			return fmt.Errorf("entry %d, want %d", e.Index, h.next)
+		}
+		h.next++
+	}
+	h.batches++
+	return nil
 }
