@@ -107,7 +107,8 @@ type Options struct {
 // *ledger.Ledger implements it.
 type Log interface {
 	// ReadRecords returns the records at locs, in the same order, and
-	// fails if any is not there as the log committed it. keep, if not nil,
+	// fails with a *ledger.RecordError if any is not there as the log
+	// committed it (Query and Get then return a *TamperedError). keep, if not nil,
 	// is asked about each record first; those it does not keep are nil and
 	// need not be checked.
 	ReadRecords(locs []ledger.Loc, keep func(record []byte) bool) ([][]byte, error)

@@ -30,12 +30,12 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 		return out, nil
 	}
 	out = make([]Entry, 0, min(count, 4096))
-	var bytes int
+	held := 0 // bytes of records in out
 	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
-		if len(out) > 0 && bytes+len(fr.record) > maxEntriesBytes {
+		if len(out) > 0 && held+len(fr.record) > maxEntriesBytes {
 			return errEnough
 		}
-		bytes += len(fr.record)
+		held += len(fr.record)
 		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...), Offset: fr.off})
 		return ctx.Err()
 	})
