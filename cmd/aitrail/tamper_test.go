@@ -126,8 +126,8 @@ func TestVerifyCatchesRewrittenRecord(t *testing.T) {
 // TestReadsReportAlteredRecord: a record altered in its segment file while
 // the server runs, once it is older than those the log keeps in memory, is
 // never served. The reads that reach it fail with integrity_failure, and the
-// failure is recorded as an integrity.failure event that raises the built-in
-// critical alert.
+// failure is recorded, once, as an integrity.failure event that raises the
+// built-in critical alert.
 func TestReadsReportAlteredRecord(t *testing.T) {
 	data := t.TempDir()
 	s := startServer(t, data)
@@ -167,7 +167,7 @@ func TestReadsReportAlteredRecord(t *testing.T) {
 		t.Fatal("record e5 not found in the segments")
 	}
 
-	for _, path := range []string{"/v1/events/e5", "/v1/events?tenant=acme&limit=10"} {
+	for _, path := range []string{"/v1/events/e5", "/v1/events?tenant=acme&limit=10", "/v1/events/e5"} {
 		code, body := s.do("GET", path, adminToken, "", nil)
 		if code != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) || strings.Contains(string(body), "Data.upload") {
 			t.Errorf("GET %s of the altered record: %d %s; want 500 integrity_failure", path, code, body)
@@ -175,8 +175,8 @@ func TestReadsReportAlteredRecord(t *testing.T) {
 	}
 	s.waitIndexed()
 	failures := s.allEvents("type=integrity.failure")
-	if len(failures) != 2 {
-		t.Fatalf("integrity.failure events %v; want one per failed read", failures)
+	if len(failures) != 1 {
+		t.Fatalf("integrity.failure events %v; want one for the record, however often it is read", failures)
 	}
 	for _, f := range failures {
 		attrs, _ := f["attributes"].(map[string]any)

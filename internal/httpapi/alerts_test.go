@@ -252,6 +252,11 @@ func TestContentDigestMismatchIsRecorded(t *testing.T) {
 	if resp.StatusCode != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) {
 		t.Fatalf("swapped content: %v %s; want 500 integrity_failure", resp.Status, body)
 	}
+	// Read again: refused again, but recorded once.
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 500 {
+		t.Fatalf("swapped content, read again: %v %v; want 500", err, resp.Status)
+	}
+	resp.Body.Close()
 	page, err := api.idx.Query(ctx, index.Query{Type: "integrity.failure", Limit: 10})
 	if err != nil || len(page.Hits) != 1 || !strings.Contains(string(page.Hits[0].Record), `"integrity.check":"content_digest"`) {
 		t.Fatalf("integrity.failure records: %v %v", page.Hits, err)

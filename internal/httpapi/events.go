@@ -275,14 +275,21 @@ func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, e
 
 // reportIntegrity records that a check of stored data failed, as an
 // integrity.failure record (which the built-in rule integrity-failure turns
-// into a critical alert), and logs it.
+// into a critical alert), and logs it. A failure is logged every time but
+// recorded once per run, so that a client polling a damaged record does not
+// fill the log with reports of it.
 func (s *Server) reportIntegrity(ctx context.Context, tenant, check string, index uint64) {
 	s.log.Error("integrity check failed", "check", check, "record", index)
+	key := check + "/" + strconv.FormatUint(index, 10)
+	if _, done := s.reported.LoadOrStore(key, true); done {
+		return
+	}
 	ev := event.Event{Type: "integrity.failure", Tenant: tenant, Action: check, Outcome: "failure",
 		Actor:      &event.Actor{ID: "aitrail", Type: "system"},
 		Resource:   &event.Resource{Type: "record", ID: strconv.FormatUint(index, 10)},
 		Attributes: map[string]any{"integrity.check": check, "integrity.record_index": index}}
 	if _, err := s.Ingest.Append(context.WithoutCancel(ctx), system, []event.Event{ev}); err != nil {
+		s.reported.Delete(key) // the next read tries again
 		s.log.Error("couldn't record an integrity failure", "err", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +80,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	access  accessCounts
+	// reported holds the integrity failures already recorded, by check and
+	// record index: each is recorded once per run, however often it is read.
+	reported sync.Map
 }
 
 // Handler returns the API's routes.
