@@ -71,7 +71,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 	go func() {
 		ledger.Follow(fctx, led, idx, ledger.FollowOptions{
 			Name:      "reindex",
-			BatchSize: 5000,
+			BatchSize: indexBatch,
 			Logger:    log,
 			OnApply: func(c uint64) {
 				if time.Since(last) > 2*time.Second {
