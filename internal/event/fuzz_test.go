@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // FuzzDecode feeds arbitrary bodies to Decode. Nothing may panic; an
@@ -220,6 +222,40 @@ func FuzzValidContent(f *testing.F) {
 		}
 		if string(fast) != string(precise) {
 			t.Fatalf("%q: fast check gives %q, precise %q", raw, fast, precise)
+		}
+	})
+}
+
+// FuzzDecodeEvent: the hand-written event decoder takes exactly what
+// encoding/json/v2 takes with fastOptions, and gives the same Event.
+func FuzzDecodeEvent(f *testing.F) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "golden", "event.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(golden)
+	for _, s := range []string{
+		`{"type":"a","actor":{"id":"u","type":"user"},"attributes":{"n":1.5e3,"s":"x","b":true,"z":null,"o":{"k":[1,"a"]}},"content":{"m":[1]}}`,
+		`{"type":"a","actor":null,"model":{},"content":null,"attributes":{}}`,
+		`{"\u0074ype":"a","id":"\u00e9\n"}`, `{"type":"a","type":"b"}`, `{"Type":"a"}`, `{"type":1}`,
+		`{"type":"a","extra":1}`, `{"type":"a"} x`, `{"type":"a","actor":{"id":"u","nope":1}}`,
+		`{"type":"a","attributes":{"a":1,"a":2}}`, `{"type":"a","attributes":[]}`, "{\"type\":\"\xff\"}",
+		`{"type":"a","content":{"x":1,"x":2}}`, `{"type":null,"attributes":null}`, `{"type":"a","actor":"u"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var got, want Event
+		err := decodeEvent(raw, &got)
+		wantErr := jsonv2.Unmarshal(raw, &want, fastOptions)
+		if wantErr == nil && string(want.Content) == "null" {
+			want.Content = nil
+		}
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("%q: hand-written decoder says %v, encoding/json/v2 %v", raw, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: hand-written decoder gives\n%#v\nencoding/json/v2\n%#v", raw, got, want)
 		}
 	})
 }
