@@ -190,7 +190,8 @@ func decodeEvent(raw []byte, e *Event) error {
 }
 
 // readObject reads an object, calling member for each name with the
-// decoder at its value. A null is no object: it reports errNotEvent.
+// decoder at its value; the name is valid only until member reads on. A
+// null is no object: it reports errNotEvent.
 func readObject(d *jsontext.Decoder, member func(name []byte) error) error {
 	if d.PeekKind() != '{' {
 		return errNotEvent
@@ -284,6 +285,7 @@ func (ed *eventDecoder) readAttributes(m *map[string]any) error {
 	}
 	out := map[string]any{}
 	if err := readObject(d, func(name []byte) error {
+		key := ed.str(name) // name is valid only until the next read
 		var v any
 		switch d.PeekKind() {
 		case '"':
@@ -313,7 +315,7 @@ func (ed *eventDecoder) readAttributes(m *map[string]any) error {
 				return err
 			}
 		}
-		out[ed.str(name)] = v
+		out[key] = v
 		return nil
 	}); err != nil {
 		return err
