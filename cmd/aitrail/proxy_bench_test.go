@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,33 @@ import (
 	"github.com/aitrail/aitrail/internal/fakeprovider"
 )
 
+// processCPU returns the CPU time (user and system) process pid has used,
+// from /proc: the server's CPU per call is steadier than latency on a
+// shared machine, where the clients and the fake provider compete with the
+// server for the same cores.
+func processCPU(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after it. utime and stime are fields 14 and 15, in clock ticks.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// clockTicks is the unit of CPU times in /proc (USER_HZ), 100 on Linux.
+const clockTicks = 100
+
 // BenchmarkProxyOverhead measures what the OpenAI proxy adds to a call: the
 // same chat completion is sent straight to a fake provider and through a
 // real server in front of it, by 32 concurrent clients, b.N calls each way.
@@ -21,7 +51,9 @@ import (
 // same for 1 client and for the time to the first chunk of a stream (1
 // client). For
 // reference it also times the durable append the proxy waits for, as
-// POST /v1/events of one event by the same clients. Run it with
+// POST /v1/events of one event by the same clients, and the server's CPU
+// time per call of both, which, unlike latency, does not depend on what
+// else the machine's cores are busy with. Run it with
 // scripts/bench-proxy.sh, or:
 //
 //	go test ./cmd/aitrail -run '^$' -bench ProxyOverhead -benchtime 20000x
@@ -91,9 +123,12 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	d := run(direct, body, b.N, clients, false)
 	directTook := time.Since(start)
 	start = time.Now()
+	cpu0 := processCPU(b, s.cmd.Process.Pid)
 	p := run(proxied, body, b.N, clients, false)
 	proxiedTook := time.Since(start)
+	cpu1 := processCPU(b, s.cmd.Process.Pid)
 	ing := run(ingestURL, event, b.N, clients, false)
+	cpu2 := processCPU(b, s.cmd.Process.Pid)
 	d1 := run(direct, body, max(b.N/10, 100), 1, false)
 	p1 := run(proxied, body, max(b.N/10, 100), 1, false)
 	ds := run(direct, stream, max(b.N/10, 100), 1, true)
@@ -104,12 +139,15 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	b.ReportMetric(pct(p, .99)-pct(d, .99), "added-p99-ms")
 	b.ReportMetric(pct(ps, .5)-pct(ds, .5), "added-ttfc-p50-ms")
 	b.ReportMetric(pct(ps, .99)-pct(ds, .99), "added-ttfc-p99-ms")
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "server-cpu-us/call")
 	b.ReportMetric(0, "ns/op")
 	fmt.Printf("non-streaming, %d clients, %d calls each way:\n", clients, b.N)
 	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms  %.0f calls/s\n", pct(d, .5), pct(d, .99), float64(b.N)/directTook.Seconds())
 	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms  %.0f calls/s\n", pct(p, .5), pct(p, .99), float64(b.N)/proxiedTook.Seconds())
 	fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(p, .5)-pct(d, .5), pct(p, .99)-pct(d, .99))
-	fmt.Printf("  reference: POST /v1/events of one event with content, same clients: p50 %.2f ms  p99 %.2f ms\n", pct(ing, .5), pct(ing, .99))
+	fmt.Printf("  server CPU per proxied call: %.0f µs\n", float64((cpu1-cpu0).Microseconds())/float64(b.N))
+	fmt.Printf("  reference: POST /v1/events of one event with content, same clients: p50 %.2f ms  p99 %.2f ms, server CPU %.0f µs per request\n",
+		pct(ing, .5), pct(ing, .99), float64((cpu2-cpu1).Microseconds())/float64(b.N))
 	fmt.Printf("non-streaming, 1 client, %d calls each way:\n", len(d1))
 	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms\n", pct(d1, .5), pct(d1, .99))
 	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms\n", pct(p1, .5), pct(p1, .99))

@@ -468,6 +468,7 @@ func TestProxyRefusesBadCalls(t *testing.T) {
 	}{
 		{"malformed JSON", "POST", "/openai/v1/chat/completions", e.app, []byte(`{"model":`), nil, 400, "invalid_request"},
 		{"wrong field type", "POST", "/openai/v1/chat/completions", e.app, []byte(`{"model":7}`), nil, 400, "invalid_request"},
+		{"field named twice", "POST", "/openai/v1/chat/completions", e.app, []byte(`{"model":"gpt-fake","model":"gpt-other"}`), nil, 400, "invalid_request"},
 		{"not JSON", "POST", "/openai/v1/chat/completions", e.app, chat, []string{"Content-Type", "text/plain"}, 415, "unsupported_media_type"},
 		{"body over the limit", "POST", "/openai/v1/chat/completions", e.app, big, nil, 413, "too_large"},
 		{"unknown version", "POST", "/openai/v2/x", e.app, chat, nil, 404, "not_found"},

@@ -61,6 +61,21 @@ type Upstream struct {
 	mu       sync.Mutex
 	requests []Request
 	record   bool
+	answers  sync.Map // answerKey → *rendered
+}
+
+// answerKey is what an answer depends on.
+type answerKey struct {
+	method, path, model string
+	includeUsage        bool
+}
+
+// rendered is an answer encoded once: whole as a JSON body, and as the
+// events of a stream. A provider runs elsewhere; rendering each answer anew
+// would make the fake compete for the CPU with what is measured against it.
+type rendered struct {
+	whole  []byte
+	events []sse
 }
 
 // New starts a fake provider that remembers every request; Close stops it.
@@ -123,32 +138,21 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	model := ResponseModel(req.Model)
-	var events []sse
-	var whole any
-	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
-		whole = map[string]any{"object": "list", "data": []any{
-			map[string]any{"id": "gpt-fake", "object": "model", "created": 1700000000, "owned_by": "fake"}}}
-	case r.URL.Path == "/v1/chat/completions":
-		whole, events = chat(model, req.StreamOptions.IncludeUsage)
-	case r.URL.Path == "/v1/responses":
-		whole, events = responses(model)
-	case r.URL.Path == "/v1/embeddings":
-		whole = map[string]any{"object": "list", "model": model,
-			"data":  []any{map[string]any{"object": "embedding", "index": 0, "embedding": []float64{0.25, -0.5}}},
-			"usage": map[string]any{"prompt_tokens": 3, "total_tokens": 3}}
-	case anthropic:
-		whole, events = messages(model)
-	default:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprint(w, `{"error":{"message":"no such path","type":"invalid_request_error"}}`)
-		return
+	key := answerKey{r.Method, r.URL.Path, ResponseModel(req.Model), req.StreamOptions.IncludeUsage}
+	a, ok := u.answers.Load(key)
+	if !ok {
+		if a, ok = render(key, anthropic); !ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":{"message":"no such path","type":"invalid_request_error"}}`)
+			return
+		}
+		a, _ = u.answers.LoadOrStore(key, a)
 	}
+	events := a.(*rendered).events
 	if !req.Stream {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(whole)
+		w.Write(a.(*rendered).whole)
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -174,6 +178,31 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// render encodes the answer to a call, or reports that the path is not
+// one the fake answers.
+func render(key answerKey, anthropic bool) (*rendered, bool) {
+	var whole any
+	var events []sse
+	switch {
+	case key.method == http.MethodGet && key.path == "/v1/models":
+		whole = map[string]any{"object": "list", "data": []any{
+			map[string]any{"id": "gpt-fake", "object": "model", "created": 1700000000, "owned_by": "fake"}}}
+	case key.path == "/v1/chat/completions":
+		whole, events = chat(key.model, key.includeUsage)
+	case key.path == "/v1/responses":
+		whole, events = responses(key.model)
+	case key.path == "/v1/embeddings":
+		whole = map[string]any{"object": "list", "model": key.model,
+			"data":  []any{map[string]any{"object": "embedding", "index": 0, "embedding": []float64{0.25, -0.5}}},
+			"usage": map[string]any{"prompt_tokens": 3, "total_tokens": 3}}
+	case anthropic:
+		whole, events = messages(key.model)
+	default:
+		return nil, false
+	}
+	return &rendered{whole: []byte(js(whole) + "\n"), events: events}, true
 }
 
 type sse struct {

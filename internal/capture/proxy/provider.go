@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/sse"
 )
@@ -106,15 +109,20 @@ type requestFields struct {
 }
 
 // parse reads the request body, which must be a JSON object whose known
-// fields have their documented types. Errors are *apierr.Error.
+// fields have their documented types, with names matched exactly and none
+// repeated: a body that a provider could read differently from the record
+// is refused. Errors are *apierr.Error.
 func (f *requestFields) parse(body []byte) error {
-	if err := json.Unmarshal(body, f); err != nil {
+	if err := jsonv2.Unmarshal(body, f); err != nil {
 		msg := "the body is not valid JSON"
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
+		var se *jsonv2.SemanticError
+		switch {
+		case errors.Is(err, jsontext.ErrDuplicateName):
+			msg = "the body names a field twice"
+		case errors.As(err, &se):
 			msg = "the body is not a JSON object with the expected field types"
-			if te.Field != "" {
-				msg = "field " + te.Field + " has the wrong type"
+			if p := se.JSONPointer; p != "" {
+				msg = "field " + strings.ReplaceAll(strings.TrimPrefix(string(p), "/"), "/", ".") + " has the wrong type"
 			}
 		}
 		return apierr.New(http.StatusBadRequest, "invalid_request", msg)
@@ -203,7 +211,7 @@ func parseAnswer(body []byte) answer {
 		} `json:"incomplete_details"`
 		Usage usage `json:"usage"`
 	}
-	if json.Unmarshal(body, &r) != nil {
+	if jsonv2.Unmarshal(body, &r) != nil {
 		return answer{}
 	}
 	a := answer{id: r.ID, model: r.Model, usage: r.Usage}
@@ -301,7 +309,7 @@ func (o *output) result() (answer, json.RawMessage, bool) {
 	if len(o.body) == 0 {
 		return answer{}, nil, o.truncated
 	}
-	if !o.truncated && json.Valid(o.body) {
+	if !o.truncated && jsontext.Value(o.body).IsValid() {
 		return parseAnswer(o.body), o.body, false
 	}
 	// Not JSON (an HTML error page from a gateway, say), or cut short:

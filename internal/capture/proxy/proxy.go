@@ -231,10 +231,27 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ModifyResponse: func(resp *http.Response) error { return h.capture(resp, c) },
 		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { h.failed(w, r, c, err) },
 		ErrorLog:       h.errLog,
+		BufferPool:     copyBuffers,
 	}
 	rp.ServeHTTP(w, r)
 	// Deliver the whole answer before the outcome is appended.
 	_ = http.NewResponseController(w).Flush()
+}
+
+// copyBuffers are the buffers the reverse proxy copies answers through,
+// kept between calls instead of allocated (32 KiB) for each.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte { return p.pool.Get().(*[32 << 10]byte)[:] }
+
+// Put keeps b only if it is one of the pool's: the reverse proxy hands back
+// what Get gave it, but a conversion of anything else would panic.
+func (p *bufferPool) Put(b []byte) {
+	if len(b) == 32<<10 {
+		p.pool.Put((*[32 << 10]byte)(b))
+	}
 }
 
 // rewrite prepares the upstream request: the provider's URL, the provider
