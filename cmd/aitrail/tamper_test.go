@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -202,5 +203,51 @@ func TestReadsReportAlteredRecord(t *testing.T) {
 	// Records it does not reach are still served.
 	if code, body := s.do("GET", "/v1/events/e6", adminToken, "", nil); code != 200 {
 		t.Errorf("an intact neighbour: %d %s", code, body)
+	}
+}
+
+// TestReadsReportAlteredIndex alters the query index of a running server,
+// as someone who can write its file but not the sealed log would, so that
+// one tenant's record is listed under another tenant. Readers of that
+// tenant must get an integrity failure, not the other tenant's record, and
+// the failure is recorded in the record's own tenant.
+func TestReadsReportAlteredIndex(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	s.post(map[string]any{"type": "data.upload", "tenant": "acme", "id": "a1"},
+		map[string]any{"type": "data.upload", "tenant": "globex", "id": "g1", "action": "globex-secret"})
+	s.waitIndexed()
+	_, _, reader := mint(t, s, adminToken, `{"name":"r","roles":["read"],"tenants":["acme"]}`)
+	if code, body := s.do("GET", "/v1/events/g1", reader, "", nil); code != 404 {
+		t.Fatalf("acme's reader got globex's g1 before the index was altered: %d %s", code, body)
+	}
+
+	db, err := sql.Open("sqlite", filepath.Join(data, indexFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if res, err := db.Exec(`UPDATE records SET tenant = 'acme' WHERE id = 'g1'`); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d rows altered", n)
+	}
+
+	for _, path := range []string{"/v1/events/g1", "/v1/events?limit=10", "/v1/events/g1?tenant=acme"} {
+		code, body := s.do("GET", path, reader, "", nil)
+		if code != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) || strings.Contains(string(body), "globex-secret") {
+			t.Errorf("GET %s by acme's reader: %d %s; want 500 integrity_failure", path, code, body)
+		}
+	}
+	s.waitIndexed()
+	failures := s.allEvents("type=integrity.failure")
+	if len(failures) != 1 {
+		t.Fatalf("integrity.failure events %v; want one", failures)
+	}
+	if f := failures[0]; f["tenant"] != "globex" || f["attributes"].(map[string]any)["integrity.check"] != "record_key" {
+		t.Errorf("integrity.failure event %v; want one in globex for check record_key", f)
+	}
+	if code, body := s.do("GET", "/v1/events/a1", reader, "", nil); code != 200 {
+		t.Errorf("acme's own a1: %d %s", code, body)
 	}
 }

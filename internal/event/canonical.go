@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -97,37 +98,55 @@ func ContentDigest(record []byte) (digest string, ok bool) {
 	return string(rest[:j]), true
 }
 
+// keyReader is what RecordKey reads with, kept between calls.
+type keyReader struct {
+	d     jsontext.Decoder
+	r     bytes.Reader
+	empty bytes.Reader
+}
+
+var keyReaders = sync.Pool{New: func() any { return new(keyReader) }}
+
 // RecordKey returns a stored record's tenant and id (its idempotency key)
 // reading only the top level of the record, which is much cheaper than
 // parsing it: the ledger calls it for every record when it starts.
 func RecordKey(record []byte) (tenant, id string, err error) {
-	d := jsontext.NewDecoder(bytes.NewReader(record))
+	k := keyReaders.Get().(*keyReader)
+	defer keyReaders.Put(k)
+	k.r.Reset(record)
+	d := &k.d
+	// Names are not checked for duplicates: only a canonical record, which
+	// has none, is ever stored (ParseRecord and verify check that).
+	d.Reset(&k.r, jsontext.AllowDuplicateNames(true))
+	defer d.Reset(&k.empty) // let go of record
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
 		return "", "", fmt.Errorf("%w: not a JSON object", ErrMalformedRecord)
 	}
 	for d.PeekKind() != '}' {
-		tok, err := d.ReadToken()
+		// Names are read raw, which costs no allocation: a canonical
+		// record's names have no escapes.
+		name, err := d.ReadValue()
 		if err != nil {
 			return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
 		}
-		switch name := tok.String(); name {
-		case "id", "tenant":
-			v, err := d.ReadToken()
-			if err != nil || v.Kind() != '"' {
-				return "", "", fmt.Errorf("%w: %s is not a string", ErrMalformedRecord, name)
-			}
-			if name == "id" {
-				id = v.String()
-			} else {
-				tenant = v.String()
-			}
-			if id != "" && tenant != "" {
-				return tenant, id, nil
-			}
-		default:
+		isID, isTenant := string(name) == `"id"`, string(name) == `"tenant"`
+		if !isID && !isTenant {
 			if err := d.SkipValue(); err != nil {
 				return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
 			}
+			continue
+		}
+		v, err := d.ReadToken()
+		if err != nil || v.Kind() != '"' {
+			return "", "", fmt.Errorf("%w: %s is not a string", ErrMalformedRecord, name)
+		}
+		if isID {
+			id = v.String()
+		} else {
+			tenant = v.String()
+		}
+		if id != "" && tenant != "" {
+			return tenant, id, nil
 		}
 	}
 	return "", "", fmt.Errorf("%w: no id or tenant", ErrMalformedRecord)

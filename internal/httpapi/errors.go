@@ -85,9 +85,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, authz.ErrExists):
 		ae = errorf(http.StatusConflict, "conflict", err.Error())
 	case errors.As(err, &te):
-		// A record the index points to failed its check against the tree:
-		// the log's files (or the index) were altered while the server ran.
-		s.reportIntegrity(r.Context(), te.Tenant, "record_hash", te.Index)
+		// A record the index points to failed its check against the tree,
+		// or is not the index's: the log's files or the index were altered.
+		s.reportIntegrity(r.Context(), te.Tenant, te.Check, te.Index)
 		ae = errIntegrity
 	case errors.Is(err, ledger.ErrTampered), errors.Is(err, errContentIntegrity):
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/fold"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
@@ -143,7 +145,12 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 	case len(hits) == 0:
 		return Hit{}, ErrNotFound
 	}
-	return hits[0], nil
+	h := hits[0]
+	if _, recID, _ := event.RecordKey(h.Record); recID != id {
+		return Hit{}, &TamperedError{Tenant: h.Tenant, Index: h.Index, Check: CheckRecordKey,
+			Err: fmt.Errorf("%w: the query index has event %q at index %d, which holds another event", ledger.ErrTampered, id, h.Index)}
+	}
+	return h, nil
 }
 
 // Query returns one page of the records q selects, ordered by log index.
@@ -255,15 +262,29 @@ func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit
 	return hits, nil
 }
 
-// TamperedError reports a record that the index points to but the log did
-// not give back intact (a *ledger.RecordError): the log's files, or the
-// index's idea of where the record is, were altered. Tenant is the record's
-// tenant as the index has it. It wraps ledger.ErrTampered.
+// TamperedError reports a record that the index points to but that is not
+// what the index says: either the log did not give it back intact (a
+// *ledger.RecordError; the log's files, or the index's idea of where the
+// record is, were altered), or the intact record belongs to another tenant
+// or is another event than the index has at its place (the index was
+// altered). Tenant is the record's tenant: as the record has it if the
+// record is intact, else as the index has it. It wraps ledger.ErrTampered.
 type TamperedError struct {
 	Tenant string
 	Index  uint64
+	Check  string // CheckRecordHash or CheckRecordKey
 	Err    error
 }
+
+// The checks a TamperedError reports, as integrity.failure records name
+// them.
+const (
+	// CheckRecordHash: the record read back does not match its leaf.
+	CheckRecordHash = "record_hash"
+	// CheckRecordKey: the record is intact but its tenant or id is not the
+	// index's.
+	CheckRecordKey = "record_key"
+)
 
 func (e *TamperedError) Error() string { return fmt.Sprintf("tenant %s: %v", e.Tenant, e.Err) }
 
@@ -299,7 +320,7 @@ func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) (
 	if errors.As(err, &re) {
 		for _, h := range hits {
 			if h.Index == re.Index {
-				return nil, &TamperedError{Tenant: h.Tenant, Index: h.Index, Err: err}
+				return nil, &TamperedError{Tenant: h.Tenant, Index: h.Index, Check: CheckRecordHash, Err: err}
 			}
 		}
 	}
@@ -307,6 +328,16 @@ func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) (
 		return nil, err
 	}
 	for i, rec := range recs {
+		if rec == nil {
+			continue // not kept
+		}
+		// The record is the log's, but the index chose it for its tenant:
+		// an index altered to point one tenant's rows at another's records
+		// must not show them.
+		if tenant, _, err := event.RecordKey(rec); err != nil || tenant != hits[i].Tenant {
+			return nil, &TamperedError{Tenant: cmp.Or(tenant, hits[i].Tenant), Index: hits[i].Index, Check: CheckRecordKey,
+				Err: fmt.Errorf("%w: the query index has record %d in tenant %q, the record says %q", ledger.ErrTampered, hits[i].Index, hits[i].Tenant, tenant)}
+		}
 		hits[i].Record = rec
 	}
 	return hits, nil

@@ -555,7 +555,7 @@ func TestAlteredLog(t *testing.T) {
 	want := func(what string, err error) {
 		t.Helper()
 		var te *TamperedError
-		if !errors.Is(err, ledger.ErrTampered) || !errors.As(err, &te) || te.Index != 50 || te.Tenant != recs[50].Tenant {
+		if !errors.Is(err, ledger.ErrTampered) || !errors.As(err, &te) || te.Index != 50 || te.Tenant != recs[50].Tenant || te.Check != CheckRecordHash {
 			t.Errorf("%s: %v, want a TamperedError for record 50 of tenant %s (ErrTampered)", what, err, recs[50].Tenant)
 		}
 	}
@@ -565,5 +565,47 @@ func TestAlteredLog(t *testing.T) {
 	want("a query reaching it", err)
 	if p, err := ix.Query(ctx, Query{Limit: 50}); err != nil || len(p.Hits) != 50 {
 		t.Errorf("a page before it: %d hits, %v", len(p.Hits), err)
+	}
+}
+
+// TestAlteredIndex: the log is intact but the index was altered to show one
+// tenant's records to another, or another event under an id. Reads report
+// the record (in its own tenant) instead of serving it.
+func TestAlteredIndex(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	apply(t, ix, e.add(t, rec("acme", "a-1", "api.call"), rec("globex", "g-1", "api.call"), rec("globex", "g-2", "api.call")))
+	want := func(what string, err error, index uint64, tenant string) {
+		t.Helper()
+		var te *TamperedError
+		if !errors.Is(err, ledger.ErrTampered) || !errors.As(err, &te) || te.Index != index || te.Tenant != tenant || te.Check != CheckRecordKey {
+			t.Errorf("%s: %v, want a TamperedError (record_key) for record %d of tenant %s", what, err, index, tenant)
+		}
+	}
+	alter := func(sql string) {
+		t.Helper()
+		if _, err := ix.writer.ExecContext(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// globex's g-1 moved into acme.
+	alter(`UPDATE records SET tenant = 'acme' WHERE id = 'g-1'`)
+	_, err := ix.Query(ctx, Query{Tenants: []string{"acme"}, Limit: 10})
+	want("a query of acme", err, 1, "globex")
+	_, err = ix.Get(ctx, []string{"acme"}, "", "g-1")
+	want("Get of g-1 by acme", err, 1, "globex")
+	if p, err := ix.Query(ctx, Query{Tenants: []string{"globex"}, Limit: 10}); err != nil || len(p.Hits) != 1 || p.Hits[0].Index != 2 {
+		t.Errorf("a query of globex: %+v, %v", p.Hits, err)
+	}
+	alter(`UPDATE records SET tenant = 'globex' WHERE id = 'g-1'`)
+
+	// g-2's row names g-1's record: Get("g-2") would serve g-1.
+	alter(`UPDATE records SET id = 'old-g-2' WHERE id = 'g-2'`)
+	alter(`UPDATE records SET id = 'g-2' WHERE id = 'g-1'`)
+	_, err = ix.Get(ctx, []string{"globex"}, "", "g-2")
+	want("Get of g-2", err, 1, "globex")
+	if h, err := ix.Get(ctx, []string{"acme"}, "", "a-1"); err != nil || h.Index != 0 {
+		t.Errorf("Get of a-1: %+v, %v", h, err)
 	}
 }
