@@ -215,7 +215,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		MaxBlobSize:  cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
 		SyncInterval: cfg.Ledger.SyncInterval,
 		Seal:         sealMode,
-		Lookup: func(ctx context.Context, keys []string) (map[string]uint64, error) {
+		Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
 			ks := make([]index.Key, len(keys))
 			for i, key := range keys {
 				ks[i].Tenant, ks[i].ID = splitKey(key)
@@ -224,7 +224,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			if err != nil {
 				return nil, err
 			}
-			out := make(map[string]uint64, len(found))
+			out := make(map[string]ledger.Loc, len(found))
 			for k, i := range found {
 				out[ingest.Key(k.Tenant, k.ID)] = i
 			}

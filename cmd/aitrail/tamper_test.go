@@ -251,3 +251,44 @@ func TestReadsReportAlteredIndex(t *testing.T) {
 		t.Errorf("acme's own a1: %d %s", code, body)
 	}
 }
+
+// TestIngestChecksWhatTheIndexFinds: after a restart, ingest learns of ids
+// sent before from the query index. A resent id is answered as the
+// duplicate it is; but if the index was altered to file the id at another
+// record's place, the append is refused (500 integrity_failure) rather than
+// acknowledged as a duplicate of a record that is not its own, which would
+// lose it.
+func TestIngestChecksWhatTheIndexFinds(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	first := s.post(map[string]any{"type": "data.upload", "tenant": "acme", "id": "x1"},
+		map[string]any{"type": "data.upload", "tenant": "acme", "id": "x2"},
+		map[string]any{"type": "data.upload", "tenant": "acme", "id": "x3"})
+	s.waitIndexed()
+	s.stop()
+	s = startServer(t, data)
+	if again := s.post(map[string]any{"type": "data.upload", "tenant": "acme", "id": "x1"}); !again.Results[0].Duplicate || again.Results[0].Index != first.Results[0].Index {
+		t.Fatalf("x1 resent after a restart: %+v; want a duplicate of index %d", again.Results[0], first.Results[0].Index)
+	}
+
+	db, err := sql.Open("sqlite", filepath.Join(data, indexFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The index files x2 at x3's place.
+	for _, q := range []string{`UPDATE records SET id = 'was-x2' WHERE id = 'x2'`, `UPDATE records SET id = 'x2' WHERE id = 'x3'`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := s.size()
+	body := []byte(`{"type":"data.upload","tenant":"acme","id":"x2"}`)
+	code, resp := s.do("POST", "/v1/events", adminToken, "application/json", body)
+	if code != 500 || !strings.Contains(string(resp), `"code":"integrity_failure"`) {
+		t.Errorf("x2 resent with the index filing it at x3's place: %d %s; want 500 integrity_failure", code, resp)
+	}
+	if got := s.size(); got != size {
+		t.Errorf("the refused append changed the log from %d to %d records", size, got)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 // Key names one event for LookupIDs: ids are unique per tenant.
@@ -15,19 +17,20 @@ type Key struct {
 // far above it).
 const lookupChunk = 500
 
-// LookupIDs is LookupID for many events at once, in one query per 500 ids:
-// ingest checks a whole request with it. Keys the index does not hold are
-// absent from the result. As with LookupID, a miss is not proof of absence
-// while the index lags the log.
-func (ix *Index) LookupIDs(ctx context.Context, keys []Key) (map[Key]uint64, error) {
-	out := make(map[Key]uint64)
+// LookupIDs is LookupID for many events at once, in one query per 500 ids,
+// and also says where each record is in the log: ingest checks a whole
+// request with it, and reads back what it finds. Keys the index does not
+// hold are absent from the result. As with LookupID, a miss is not proof of
+// absence while the index lags the log.
+func (ix *Index) LookupIDs(ctx context.Context, keys []Key) (map[Key]ledger.Loc, error) {
+	out := make(map[Key]ledger.Loc)
 	for start := 0; start < len(keys); start += lookupChunk {
 		chunk := keys[start:min(start+lookupChunk, len(keys))]
 		args := make([]any, len(chunk))
 		for i, k := range chunk {
 			args[i] = k.ID
 		}
-		q := "SELECT tenant, id, idx FROM records WHERE id IN (?" + strings.Repeat(",?", len(chunk)-1) + ")"
+		q := "SELECT tenant, id, idx, pos FROM records WHERE id IN (?" + strings.Repeat(",?", len(chunk)-1) + ")"
 		rows, err := ix.db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("couldn't look up event ids: %w", err)
@@ -38,13 +41,13 @@ func (ix *Index) LookupIDs(ctx context.Context, keys []Key) (map[Key]uint64, err
 		}
 		for rows.Next() {
 			var k Key
-			var idx int64
-			if err := rows.Scan(&k.Tenant, &k.ID, &idx); err != nil {
+			var idx, pos int64
+			if err := rows.Scan(&k.Tenant, &k.ID, &idx, &pos); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("couldn't look up event ids: %w", err)
 			}
 			if want[k] {
-				out[k] = uint64(idx)
+				out[k] = ledger.Loc{Index: uint64(idx), Offset: pos}
 			}
 		}
 		err = rows.Err()

@@ -33,8 +33,8 @@ func TestLookupIDs(t *testing.T) {
 		t.Fatalf("found %d keys, want 600 (tenant a holds id-0..id-599)", len(got))
 	}
 	for i := 0; i < 600; i++ {
-		if idx, ok := got[Key{"a", fmt.Sprintf("id-%d", i)}]; !ok || idx != uint64(2*i) {
-			t.Fatalf("id-%d in tenant a: %d %v, want %d", i, idx, ok, 2*i)
+		if loc, ok := got[Key{"a", fmt.Sprintf("id-%d", i)}]; !ok || loc.Index != uint64(2*i) || loc.Offset == 0 {
+			t.Fatalf("id-%d in tenant a: %+v %v, want index %d and its offset", i, loc, ok, 2*i)
 		}
 	}
 	if _, ok := got[Key{"c", "id-1"}]; ok {

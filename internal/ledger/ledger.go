@@ -83,11 +83,14 @@ type Options struct {
 	// SyncInterval is how often tiles and the checkpoint are made durable.
 	// Until then they can be rebuilt from the segments.
 	SyncInterval time.Duration
-	// Lookup finds the indexes of already committed records by their
+	// Lookup finds where already committed records are by their
 	// idempotency keys, for keys the ledger no longer keeps in memory (see
 	// Forget); keys it does not know are absent from the result. Nil means
-	// keys are only remembered in memory.
-	Lookup func(ctx context.Context, keys []string) (map[string]uint64, error)
+	// keys are only remembered in memory. What it finds is not trusted: the
+	// record there is read back, checked against the tree, and must carry
+	// the key, or the append fails with ErrTampered (an append answered as
+	// a duplicate of a record that is not its own would be lost).
+	Lookup func(ctx context.Context, keys []string) (map[string]Loc, error)
 	// KeyOf extracts the idempotency key from a stored record. At start
 	// the ledger reads the key of every record, to know which keys are
 	// certainly new (then Lookup is not asked) and to remember those from
@@ -361,9 +364,12 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 			}
 		}
 		if len(keys) > 0 {
-			var err error
-			if known, err = l.opts.Lookup(ctx, keys); err != nil {
+			found, err := l.opts.Lookup(ctx, keys)
+			if err != nil {
 				return Receipt{}, fmt.Errorf("couldn't look up keys: %w", err)
+			}
+			if known, err = l.checkFound(found); err != nil {
+				return Receipt{}, err
 			}
 		}
 	}
@@ -405,6 +411,37 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 		results[i] = req.results[j]
 	}
 	return Receipt{Results: results, Checkpoint: req.cp}, nil
+}
+
+// checkFound reads back the records Lookup found and checks that each is
+// intact and carries the key it was found by, and returns their indexes by
+// key.
+func (l *Ledger) checkFound(found map[string]Loc) (map[string]uint64, error) {
+	if len(found) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(found))
+	locs := make([]Loc, 0, len(found))
+	for k, loc := range found {
+		keys = append(keys, k)
+		locs = append(locs, loc)
+	}
+	recs, err := l.ReadRecords(locs, nil)
+	if errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("%w: the lookup of keys found a record beyond the log: %w", ErrTampered, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("couldn't check a record found by its key: %w", err)
+	}
+	known := make(map[string]uint64, len(found))
+	for i, rec := range recs {
+		if key, err := l.opts.KeyOf(rec); err != nil || key != keys[i] {
+			return nil, &RecordError{Index: locs[i].Index, Offset: locs[i].Offset,
+				Problem: "was found by an idempotency key it does not carry (the lookup's source, the query index, was altered)"}
+		}
+		known[keys[i]] = locs[i].Index
+	}
+	return known, nil
 }
 
 // Forget lets the ledger drop from memory the keys of records below index:

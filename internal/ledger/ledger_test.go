@@ -179,12 +179,12 @@ func TestDuplicateWithinBatchAndAcrossForget(t *testing.T) {
 	ctx := context.Background()
 	k := newKeys(t)
 	opts := k.opts()
-	index := map[string]uint64{} // stands in for the query index
+	index := map[string]Loc{} // stands in for the query index
 	var mu sync.Mutex
-	opts.Lookup = func(_ context.Context, keys []string) (map[string]uint64, error) {
+	opts.Lookup = func(_ context.Context, keys []string) (map[string]Loc, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		out := map[string]uint64{}
+		out := map[string]Loc{}
 		for _, k := range keys {
 			if i, ok := index[k]; ok {
 				out[k] = i
@@ -215,7 +215,7 @@ func TestDuplicateWithinBatchAndAcrossForget(t *testing.T) {
 	mu.Lock()
 	for _, e := range es {
 		key, _, _ := strings.Cut(string(e.Data), "|")
-		index[key] = e.Index
+		index[key] = Loc{Index: e.Index, Offset: e.Offset}
 	}
 	mu.Unlock()
 	l.Forget(l.Size())
@@ -227,6 +227,28 @@ func TestDuplicateWithinBatchAndAcrossForget(t *testing.T) {
 	r, err = l.Append(ctx, []Item{rec(2)})
 	if err != nil || !r.Results[0].Duplicate || r.Results[0].Index != 1 {
 		t.Fatalf("forgotten key re-sent: %+v %v", r, err)
+	}
+
+	// A lookup that finds a key at another record's place (an altered
+	// query index) must not get the append answered as a duplicate of it:
+	// the event would be acknowledged and lost.
+	mu.Lock()
+	index[rec(3).Key] = index[rec(4).Key]
+	mu.Unlock()
+	size := l.Size()
+	r, err = l.Append(ctx, []Item{rec(3)})
+	var re *RecordError
+	if !errors.Is(err, ErrTampered) || !errors.As(err, &re) || re.Index != index[rec(4).Key].Index {
+		t.Fatalf("key found at another record's place: %+v, %v; want a RecordError for that record", r, err)
+	}
+	mu.Lock()
+	index[rec(3).Key] = Loc{Index: l.Size() + 5, Offset: 1 << 40}
+	mu.Unlock()
+	if _, err := l.Append(ctx, []Item{rec(3)}); !errors.Is(err, ErrTampered) {
+		t.Fatalf("key found beyond the log: %v; want ErrTampered", err)
+	}
+	if l.Size() != size {
+		t.Fatalf("refused appends stored %d records", l.Size()-size)
 	}
 }
 
