@@ -31,14 +31,26 @@ func Canonical(r *Record) ([]byte, error) {
 	return b, nil
 }
 
-// canonical is Canonical without the size limit.
+// canonical is Canonical without the size limit. It encodes into a pooled
+// buffer and returns an exact copy: records are kept in memory (the log's
+// newest, requests in flight), where a grown buffer's spare capacity would
+// be held too, and growing one costs copies and garbage.
 func canonical(r *Record) ([]byte, error) {
-	out, err := appendCanonical(make([]byte, 0, 1024), r)
+	bp := canonicalBufs.Get().(*[]byte)
+	b, err := appendCanonical((*bp)[:0], r)
 	if err != nil {
+		canonicalBufs.Put(bp)
 		return nil, fmt.Errorf("couldn't canonicalize record %q: %w", r.ID, err)
+	}
+	out := bytes.Clone(b)
+	if cap(b) <= 2*MaxRecordSize { // a record too large for the log is not worth keeping a buffer for
+		*bp = b
+		canonicalBufs.Put(bp)
 	}
 	return out, nil
 }
+
+var canonicalBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // ParseRecord parses a record's canonical bytes, as stored in the log. It
 // accepts exactly the output of Canonical: data must be at most

@@ -16,7 +16,9 @@ import (
 // Entries implements Source: up to max committed records from index from.
 // The newest records (Options.TailEntries) come from memory, with the
 // Item.Value they were appended with; older ones are read from the segment
-// files, with a nil Value. Callers must not modify the entries' Data.
+// files, with a nil Value; those share memory in chunks of 256 KiB, so a
+// caller that keeps one record for long should copy it. Callers must not
+// modify the entries' Data.
 func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, error) {
 	size := l.Size()
 	if from >= size || max <= 0 {
@@ -29,14 +31,26 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 	if ok {
 		return out, nil
 	}
-	out = make([]Entry, 0, min(count, 4096))
+	out = make([]Entry, 0, min(count, 1<<16))
 	held := 0 // bytes of records in out
+	// Records are copied into shared chunks rather than one allocation
+	// each: a follower takes tens of thousands at once.
+	var chunk []byte
 	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
 		if len(out) > 0 && held+len(fr.record) > maxEntriesBytes {
 			return errEnough
 		}
 		held += len(fr.record)
-		out = append(out, Entry{Index: idx, Data: append([]byte(nil), fr.record...), Offset: fr.off})
+		if cap(chunk)-len(chunk) < len(fr.record) {
+			size := entriesChunk
+			if len(fr.record) > size {
+				size = len(fr.record)
+			}
+			chunk = make([]byte, 0, size)
+		}
+		start := len(chunk)
+		chunk = append(chunk, fr.record...)
+		out = append(out, Entry{Index: idx, Data: chunk[start:len(chunk):len(chunk)], Offset: fr.off})
 		return ctx.Err()
 	})
 	if err == errEnough {
@@ -50,6 +64,9 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 // may ask for many small records at once without holding as many large
 // ones. A variable for tests.
 var maxEntriesBytes = 32 << 20
+
+// entriesChunk is the size of the chunks Entries copies records into.
+const entriesChunk = 256 << 10
 
 // errEnough stops Entries' scan once it holds maxEntriesBytes.
 var errEnough = errors.New("enough records")

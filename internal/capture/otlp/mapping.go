@@ -159,7 +159,7 @@ func (b *batch) reject(label, reason string) {
 
 // spans maps a trace export request.
 func (m *mapper) spans(td ptrace.Traces) *batch {
-	b := &batch{}
+	b := &batch{items: make([]item, 0, td.SpanCount())}
 	for _, rs := range td.ResourceSpans().All() {
 		res := rs.Resource().Attributes()
 		tenant := m.tenantOf(res)
@@ -231,7 +231,7 @@ func (m *mapper) spans(td ptrace.Traces) *batch {
 
 // logs maps a logs export request.
 func (m *mapper) logs(ld plog.Logs) *batch {
-	b := &batch{}
+	b := &batch{items: make([]item, 0, ld.LogRecordCount())}
 	for _, rl := range ld.ResourceLogs().All() {
 		res := rl.Resource().Attributes()
 		tenant := m.tenantOf(res)

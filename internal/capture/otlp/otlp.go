@@ -238,7 +238,7 @@ func unmarshal(req unmarshaler, enc encoding, body []byte) error {
 // fails otherwise fails the request; parts before it stay stored, and
 // since ids are derived from the items, a retry stores nothing twice.
 func (h *Handler) record(ctx context.Context, p authz.Principal, b *batch) (recorded, dups int, err error) {
-	items := b.items[:0:0]
+	items := make([]item, 0, len(b.items))
 	for _, it := range b.items {
 		t := it.ev.Tenant
 		if t == "" {
