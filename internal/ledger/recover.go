@@ -65,8 +65,9 @@ func (l *Ledger) recover() error {
 			if key != "" {
 				l.seen.Add(key)
 				if idx >= l.opts.RecentFrom {
-					l.recent[key] = idx
-					l.recentQ = append(l.recentQ, keyAt{key, idx})
+					h := l.hashKey(key)
+					l.recent[h] = idx
+					l.recentQ = append(l.recentQ, keyAt{h, idx})
 				}
 			}
 		}
