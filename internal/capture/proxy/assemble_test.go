@@ -2,9 +2,15 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/aitrail/aitrail/internal/apierr"
 )
 
 // TestAssembleToolCalls checks that streamed tool calls are put together
@@ -67,6 +73,33 @@ func FuzzStream(f *testing.F) {
 			if !json.Valid(content) {
 				t.Fatalf("%s %s: assembled %q", c.p.name, c.op.action, content)
 			}
+		}
+	})
+}
+
+// FuzzBodies feeds arbitrary bytes to what reads whole bodies: a caller's
+// request (parse) and a provider's non-streamed answer (the output
+// assembler). Neither may panic; parse refuses with a 400 whatever is not
+// one JSON object, and the content kept for an answer is always JSON.
+func FuzzBodies(f *testing.F) {
+	f.Add([]byte(`{"model":"gpt-4o","temperature":0.5,"messages":[{"role":"user","content":"hi"}],"metadata":{"user_id":"u"}}`))
+	f.Add([]byte(`{"id":"chatcmpl-1","model":"m","choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}`))
+	f.Add([]byte(`{"model":"a","model":"b"}`))
+	f.Add([]byte("<html>bad gateway</html>"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req requestFields
+		err := req.parse(b)
+		var ae *apierr.Error
+		switch {
+		case err == nil && (!jsontext.Value(b).IsValid() || jsontext.Value(b).Kind() != '{'):
+			t.Fatalf("parse accepted %q", b)
+		case err != nil && (!errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Message == ""):
+			t.Fatalf("parse(%q) = %v, want a 400 with a message", b, err)
+		}
+		o := newOutput(openAI, &openAI.ops[0], false, 1<<16)
+		o.write(b)
+		if _, content, _ := o.result(); len(b) > 0 && !json.Valid(content) {
+			t.Fatalf("answer %q kept as %q", b, content)
 		}
 	})
 }

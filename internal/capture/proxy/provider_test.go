@@ -56,6 +56,7 @@ func TestParseRequest(t *testing.T) {
 		{`{"model":7}`, "field model has the wrong type"},
 		{`{"metadata":{"user_id":true}}`, "field metadata.user_id has the wrong type"},
 		{`[1,2]`, "the body is not a JSON object with the expected field types"},
+		{` null `, "the body is not a JSON object"},
 	} {
 		var f requestFields
 		err := f.parse([]byte(tc.body))
