@@ -46,7 +46,9 @@ func startProxy(t *testing.T) *proxyEnv {
 	t.Helper()
 	up := fakeprovider.New()
 	t.Cleanup(up.Close)
-	cfg := writeConfig(t, "capture:\n  openai:\n    timeout: 1s\n  anthropic:\n    timeout: 1s\nlimits:\n  max_body_bytes: 65536\n")
+	// The long access window keeps the records of refused requests out of
+	// the log until the test is over (TestProxyRefusesBadCalls counts it).
+	cfg := writeConfig(t, "access_window: 1h\ncapture:\n  openai:\n    timeout: 1s\n  anthropic:\n    timeout: 1s\nlimits:\n  max_body_bytes: 65536\n")
 	s := startServerEnv(t, t.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken,
 		"AITRAIL_OPENAI_API_KEY=" + openaiKey, "AITRAIL_ANTHROPIC_API_KEY=" + anthropicKey, "AITRAIL_ANTHROPIC_UPSTREAM=" + up.URL},
 		"--config", cfg, "--openai-upstream", up.URL+"/v1")
