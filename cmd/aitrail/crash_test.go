@@ -142,3 +142,20 @@ func TestGracefulStopKeepsEverything(t *testing.T) {
 	}
 	s.stop()
 }
+
+// TestReadYourWrite: an acknowledged event can be fetched by id at once,
+// before the query index has applied it (the index gathers records for 50
+// ms), which is what a client that records and then reads back expects.
+func TestReadYourWrite(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	for i := range 20 {
+		id := fmt.Sprintf("ryw-%d", i)
+		s.post(map[string]any{"type": "api.call", "tenant": "acme", "id": id})
+		var got map[string]any
+		if code, body := s.do("GET", "/v1/events/"+id+"?proof=true", adminToken, "", nil); code != 200 {
+			t.Fatalf("GET of %s right after its acknowledgement: %d %s", id, code, body)
+		} else if err := json.Unmarshal(body, &got); err != nil || got["id"] != id || got["proof"] == nil {
+			t.Fatalf("GET of %s: %s", id, body)
+		}
+	}
+}

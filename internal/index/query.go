@@ -127,7 +127,15 @@ func (ix *Index) LookupID(ctx context.Context, tenant, id string) (index uint64,
 // not empty, picks one (the ?tenant= of GET /v1/events/{id}); otherwise the
 // visible record with this id and the lowest log index is returned. Get
 // returns ErrNotFound when there is no such record or it is not visible.
+//
+// An event acknowledged but not yet applied to the index is found too, so
+// that a client can read back what it has just written: while the index is
+// at most unindexedScan records behind the log, Get looks through those
+// records (from memory, as a rule) when the index has no match.
 func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
+	// The cursor is read first: a record applied after this read is at or
+	// past it, so it is among those looked through below.
+	cursor, cursorErr := ix.Cursor(ctx)
 	var w where
 	w.add("id = ?", id)
 	w.tenants(tenants)
@@ -143,7 +151,10 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 	case err != nil:
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
 	case len(hits) == 0:
-		return Hit{}, ErrNotFound
+		if cursorErr != nil {
+			return Hit{}, ErrNotFound
+		}
+		return ix.getUnindexed(ctx, cursor, tenants, tenant, id)
 	}
 	h := hits[0]
 	if _, recID, _ := event.RecordKey(h.Record); recID != id {
@@ -151,6 +162,69 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 			Err: fmt.Errorf("%w: the query index has event %q at index %d, which holds another event", ledger.ErrTampered, id, h.Index)}
 	}
 	return h, nil
+}
+
+// unindexedScan bounds the records Get looks through beyond the index's
+// cursor: the newest records the log keeps in memory (ledger.Options
+// .TailEntries). Under a heavier backlog an event is found only once
+// indexed. A variable for tests.
+var unindexedScan uint64 = 16384
+
+// recentLog is a Log that can also hand out its newest records, as
+// *ledger.Ledger does; Get uses it to find records not yet indexed.
+type recentLog interface {
+	Size() uint64
+	Entries(ctx context.Context, from uint64, max int) ([]ledger.Entry, error)
+}
+
+// getUnindexed looks for the event among the records from cursor on, which
+// the index has not applied yet, and returns the first visible one.
+func (ix *Index) getUnindexed(ctx context.Context, cursor uint64, tenants []string, tenant, id string) (Hit, error) {
+	rl, ok := ix.log.(recentLog)
+	if !ok {
+		return Hit{}, ErrNotFound
+	}
+	size := rl.Size()
+	if size <= cursor || size-cursor > unindexedScan {
+		return Hit{}, ErrNotFound
+	}
+	entries, err := rl.Entries(ctx, cursor, int(size-cursor))
+	if err != nil {
+		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
+	}
+	for _, e := range entries {
+		var recTenant, recID string
+		if r, ok := e.Value.(*event.Record); ok {
+			recTenant, recID = r.Tenant, r.ID
+		} else if recTenant, recID, err = event.RecordKey(e.Data); err != nil {
+			continue
+		}
+		if recID != id || (tenant != "" && recTenant != tenant) || !visible(tenants, recTenant) {
+			continue
+		}
+		rec := e.Data
+		if e.Value == nil {
+			// Read from a file, not from memory: check it against the
+			// tree as every other read does.
+			recs, err := ix.log.ReadRecords([]ledger.Loc{{Index: e.Index, Offset: e.Offset}}, nil)
+			var re *ledger.RecordError
+			if errors.As(err, &re) {
+				return Hit{}, &TamperedError{Tenant: recTenant, Index: e.Index, Check: CheckRecordHash, Err: err}
+			}
+			if err != nil {
+				return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
+			}
+			rec = recs[0]
+		}
+		return Hit{Index: e.Index, Tenant: recTenant, Record: rec}, nil
+	}
+	return Hit{}, ErrNotFound
+}
+
+// visible reports whether a caller who may see tenants (as in
+// Query.Tenants) may see tenant.
+func visible(tenants []string, tenant string) bool {
+	return tenants == nil || slices.Contains(tenants, "*") || slices.Contains(tenants, tenant)
 }
 
 // Query returns one page of the records q selects, ordered by log index.

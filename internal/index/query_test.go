@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -607,5 +608,50 @@ func TestAlteredIndex(t *testing.T) {
 	want("Get of g-2", err, 1, "globex")
 	if h, err := ix.Get(ctx, []string{"acme"}, "", "a-1"); err != nil || h.Index != 0 {
 		t.Errorf("Get of a-1: %+v, %v", h, err)
+	}
+}
+
+// TestGetUnindexed: an event the log holds but the index has not applied
+// yet is found by Get (read back what was just written), with the same
+// visibility as an indexed one, while the backlog is within unindexedScan.
+func TestGetUnindexed(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	apply(t, ix, e.add(t, rec("acme", "indexed", "a.b")))
+	var recs []*event.Record
+	for i := range 150 { // the test log keeps 100 in memory: some are read from files
+		recs = append(recs, rec([]string{"acme", "globex"}[i%2], fmt.Sprintf("new-%d", i), "a.b"))
+	}
+	e.add(t, recs...) // not applied
+	for _, tc := range []struct {
+		tenants      []string
+		tenant, id   string
+		found        bool
+		index        uint64
+		recordTenant string
+	}{
+		{nil, "", "new-0", true, 1, "acme"},       // from a file
+		{nil, "", "new-149", true, 150, "globex"}, // from memory
+		{[]string{"acme"}, "", "new-148", true, 149, "acme"},
+		{[]string{"acme"}, "", "new-149", false, 0, ""},
+		{[]string{"*"}, "globex", "new-149", true, 150, "globex"},
+		{nil, "acme", "new-149", false, 0, ""},
+		{nil, "", "never-sent", false, 0, ""},
+		{nil, "", "indexed", true, 0, "acme"},
+	} {
+		h, err := ix.Get(ctx, tc.tenants, tc.tenant, tc.id)
+		switch {
+		case !tc.found && !errors.Is(err, ErrNotFound):
+			t.Errorf("Get(%v, %q, %q) = %+v, %v; want ErrNotFound", tc.tenants, tc.tenant, tc.id, h.Index, err)
+		case tc.found && (err != nil || h.Index != tc.index || h.Tenant != tc.recordTenant || !bytes.Contains(h.Record, []byte(`"id":"`+tc.id+`"`))):
+			t.Errorf("Get(%v, %q, %q) = %d %s %s, %v; want index %d of %s", tc.tenants, tc.tenant, tc.id, h.Index, h.Tenant, h.Record, err, tc.index, tc.recordTenant)
+		}
+	}
+
+	// Further behind than unindexedScan, an event is found only once indexed.
+	defer func(n uint64) { unindexedScan = n }(unindexedScan)
+	unindexedScan = 100
+	if _, err := ix.Get(ctx, nil, "", "new-149"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("150 records behind with a bound of 100: %v, want ErrNotFound", err)
 	}
 }
