@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -230,21 +229,13 @@ func (l *ledgerLink) ReadRecords(locs []ledger.Loc, keep func(record []byte) boo
 	return led.ReadRecords(locs, keep)
 }
 
-// Size and Entries let the index find records it has not applied yet (see
+// Recent lets the index find records it has not applied yet (see
 // index.Index.Get).
-func (l *ledgerLink) Size() uint64 {
+func (l *ledgerLink) Recent(from uint64) ([]ledger.Entry, bool) {
 	if led := l.led.Load(); led != nil {
-		return led.Size()
+		return led.Recent(from)
 	}
-	return 0
-}
-
-func (l *ledgerLink) Entries(ctx context.Context, from uint64, max int) ([]ledger.Entry, error) {
-	led := l.led.Load()
-	if led == nil {
-		return nil, errors.New("the log is not open yet")
-	}
-	return led.Entries(ctx, from, max)
+	return nil, false
 }
 
 // writeNew writes a file that must not exist yet, durably.

@@ -129,9 +129,9 @@ func (ix *Index) LookupID(ctx context.Context, tenant, id string) (index uint64,
 // returns ErrNotFound when there is no such record or it is not visible.
 //
 // An event acknowledged but not yet applied to the index is found too, so
-// that a client can read back what it has just written: while the index is
-// at most unindexedScan records behind the log, Get looks through those
-// records (from memory, as a rule) when the index has no match.
+// that a client can read back what it has just written: when the index has
+// no match, Get looks through the records past its cursor if the log still
+// holds them in memory.
 func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
 	// The cursor is read first: a record applied after this read is at or
 	// past it, so it is among those looked through below.
@@ -154,7 +154,7 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 		if cursorErr != nil {
 			return Hit{}, ErrNotFound
 		}
-		return ix.getUnindexed(ctx, cursor, tenants, tenant, id)
+		return ix.getUnindexed(cursor, tenants, tenant, id)
 	}
 	h := hits[0]
 	if _, recID, _ := event.RecordKey(h.Record); recID != id {
@@ -164,59 +164,42 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 	return h, nil
 }
 
-// unindexedScan bounds the records Get looks through beyond the index's
-// cursor: the newest records the log keeps in memory (ledger.Options
-// .TailEntries). Under a heavier backlog an event is found only once
-// indexed. A variable for tests.
-var unindexedScan uint64 = 16384
-
-// recentLog is a Log that can also hand out its newest records, as
-// *ledger.Ledger does; Get uses it to find records not yet indexed.
+// recentLog is a Log that can also hand out its newest records from
+// memory, as *ledger.Ledger does; Get uses it to find records not yet
+// indexed.
 type recentLog interface {
-	Size() uint64
-	Entries(ctx context.Context, from uint64, max int) ([]ledger.Entry, error)
+	// Recent returns the records from index from on if all of them are
+	// still in memory.
+	Recent(from uint64) ([]ledger.Entry, bool)
 }
 
 // getUnindexed looks for the event among the records from cursor on, which
-// the index has not applied yet, and returns the first visible one.
-func (ix *Index) getUnindexed(ctx context.Context, cursor uint64, tenants []string, tenant, id string) (Hit, error) {
+// the index has not applied yet, and returns the first visible one. It
+// looks only if the log still holds all of them in memory (the newest
+// 16,384 records): under a heavier backlog an event is found once indexed,
+// and a read never makes the server go through its files for a miss.
+func (ix *Index) getUnindexed(cursor uint64, tenants []string, tenant, id string) (Hit, error) {
 	rl, ok := ix.log.(recentLog)
 	if !ok {
 		return Hit{}, ErrNotFound
 	}
-	size := rl.Size()
-	if size <= cursor || size-cursor > unindexedScan {
+	entries, ok := rl.Recent(cursor)
+	if !ok {
 		return Hit{}, ErrNotFound
-	}
-	entries, err := rl.Entries(ctx, cursor, int(size-cursor))
-	if err != nil {
-		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
 	}
 	for _, e := range entries {
 		var recTenant, recID string
 		if r, ok := e.Value.(*event.Record); ok {
 			recTenant, recID = r.Tenant, r.ID
-		} else if recTenant, recID, err = event.RecordKey(e.Data); err != nil {
-			continue
-		}
-		if recID != id || (tenant != "" && recTenant != tenant) || !visible(tenants, recTenant) {
-			continue
-		}
-		rec := e.Data
-		if e.Value == nil {
-			// Read from a file, not from memory: check it against the
-			// tree as every other read does.
-			recs, err := ix.log.ReadRecords([]ledger.Loc{{Index: e.Index, Offset: e.Offset}}, nil)
-			var re *ledger.RecordError
-			if errors.As(err, &re) {
-				return Hit{}, &TamperedError{Tenant: recTenant, Index: e.Index, Check: CheckRecordHash, Err: err}
+		} else {
+			var err error
+			if recTenant, recID, err = event.RecordKey(e.Data); err != nil {
+				continue
 			}
-			if err != nil {
-				return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
-			}
-			rec = recs[0]
 		}
-		return Hit{Index: e.Index, Tenant: recTenant, Record: rec}, nil
+		if recID == id && (tenant == "" || recTenant == tenant) && visible(tenants, recTenant) {
+			return Hit{Index: e.Index, Tenant: recTenant, Record: e.Data}, nil
+		}
 	}
 	return Hit{}, ErrNotFound
 }

@@ -613,13 +613,14 @@ func TestAlteredIndex(t *testing.T) {
 
 // TestGetUnindexed: an event the log holds but the index has not applied
 // yet is found by Get (read back what was just written), with the same
-// visibility as an indexed one, while the backlog is within unindexedScan.
+// visibility as an indexed one, while the log still holds the backlog in
+// memory.
 func TestGetUnindexed(t *testing.T) {
 	ctx := context.Background()
 	ix, e := openTemp(t, Options{})
 	apply(t, ix, e.add(t, rec("acme", "indexed", "a.b")))
 	var recs []*event.Record
-	for i := range 150 { // the test log keeps 100 in memory: some are read from files
+	for i := range 60 { // the test log keeps 100 records in memory
 		recs = append(recs, rec([]string{"acme", "globex"}[i%2], fmt.Sprintf("new-%d", i), "a.b"))
 	}
 	e.add(t, recs...) // not applied
@@ -630,12 +631,12 @@ func TestGetUnindexed(t *testing.T) {
 		index        uint64
 		recordTenant string
 	}{
-		{nil, "", "new-0", true, 1, "acme"},       // from a file
-		{nil, "", "new-149", true, 150, "globex"}, // from memory
-		{[]string{"acme"}, "", "new-148", true, 149, "acme"},
-		{[]string{"acme"}, "", "new-149", false, 0, ""},
-		{[]string{"*"}, "globex", "new-149", true, 150, "globex"},
-		{nil, "acme", "new-149", false, 0, ""},
+		{nil, "", "new-0", true, 1, "acme"},
+		{nil, "", "new-59", true, 60, "globex"},
+		{[]string{"acme"}, "", "new-58", true, 59, "acme"},
+		{[]string{"acme"}, "", "new-59", false, 0, ""},
+		{[]string{"*"}, "globex", "new-59", true, 60, "globex"},
+		{nil, "acme", "new-59", false, 0, ""},
 		{nil, "", "never-sent", false, 0, ""},
 		{nil, "", "indexed", true, 0, "acme"},
 	} {
@@ -648,10 +649,13 @@ func TestGetUnindexed(t *testing.T) {
 		}
 	}
 
-	// Further behind than unindexedScan, an event is found only once indexed.
-	defer func(n uint64) { unindexedScan = n }(unindexedScan)
-	unindexedScan = 100
-	if _, err := ix.Get(ctx, nil, "", "new-149"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("150 records behind with a bound of 100: %v, want ErrNotFound", err)
+	// A backlog larger than the log keeps in memory is not looked through.
+	var more []*event.Record
+	for i := range 100 {
+		more = append(more, rec("acme", fmt.Sprintf("more-%d", i), "a.b"))
+	}
+	e.add(t, more...)
+	if _, err := ix.Get(ctx, nil, "", "more-99"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("160 records behind, 100 in memory: %v, want ErrNotFound", err)
 	}
 }

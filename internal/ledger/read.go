@@ -59,6 +59,20 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 	return out, err
 }
 
+// Recent returns the committed records from index from on, with the
+// Item.Value they were appended with, if the ledger still holds all of them
+// in memory (Options.TailEntries); ok is false otherwise. It never reads a
+// file: the query index uses it to find records it has not applied yet.
+func (l *Ledger) Recent(from uint64) (entries []Entry, ok bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	size := l.tail.next
+	if from >= size {
+		return nil, true
+	}
+	return l.tail.get(from, size-from)
+}
+
 // maxEntriesBytes bounds the records one call of Entries copies from the
 // segment files (at least one is returned), so that a follower far behind
 // may ask for many small records at once without holding as many large
