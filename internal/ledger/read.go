@@ -66,11 +66,13 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 func (l *Ledger) Recent(from uint64) (entries []Entry, ok bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	size := l.tail.next
-	if from >= size {
+	switch {
+	case len(l.tail.ring) == 0:
+		return nil, false
+	case from >= l.tail.next: // the newest record held is the newest committed
 		return nil, true
 	}
-	return l.tail.get(from, size-from)
+	return l.tail.get(from, l.tail.next-from)
 }
 
 // maxEntriesBytes bounds the records one call of Entries copies from the

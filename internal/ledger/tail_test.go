@@ -127,3 +127,43 @@ func (h *countingHandler) Apply(_ context.Context, es []Entry) error {
 	h.batches++
 	return nil
 }
+
+// TestRecent checks that Recent hands out the records from an index on
+// only when memory holds all of them, and never reads a file.
+func TestRecent(t *testing.T) {
+	ctx := context.Background()
+	opts := newKeys(t).opts()
+	opts.TailEntries = 10
+	l := open(t, t.TempDir(), opts)
+	defer l.Close()
+	for i := range 25 {
+		it := rec(i)
+		it.Value = i
+		if _, err := l.Append(ctx, []Item{it}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		from uint64
+		n    int
+		ok   bool
+	}{{15, 10, true}, {24, 1, true}, {25, 0, true}, {30, 0, true}, {14, 0, false}, {0, 0, false}} {
+		es, ok := l.Recent(tc.from)
+		if ok != tc.ok || len(es) != tc.n {
+			t.Errorf("Recent(%d) = %d entries, %v; want %d, %v", tc.from, len(es), ok, tc.n, tc.ok)
+			continue
+		}
+		for j, e := range es {
+			if i := int(tc.from) + j; e.Index != uint64(i) || e.Value != i || !bytes.Equal(e.Data, rec(i).Record) {
+				t.Errorf("Recent(%d)[%d] = %d %v %q", tc.from, j, e.Index, e.Value, e.Data)
+			}
+		}
+	}
+	opts.TailEntries = -1
+	none := open(t, t.TempDir(), opts)
+	defer none.Close()
+	none.Append(ctx, []Item{rec(1)})
+	if es, ok := none.Recent(0); ok || es != nil {
+		t.Errorf("without a tail: Recent(0) = %d entries, %v; want none, false", len(es), ok)
+	}
+}
