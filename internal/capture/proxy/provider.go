@@ -113,10 +113,11 @@ type requestFields struct {
 // repeated: a body that a provider could read differently from the record
 // is refused. Errors are *apierr.Error.
 func (f *requestFields) parse(body []byte) error {
-	if err := jsonv2.Unmarshal(body, f); err == nil && jsontext.Value(body).Kind() != '{' {
-		// null decodes into a struct without error.
+	err := jsonv2.Unmarshal(body, f)
+	if err == nil && jsontext.Value(body).Kind() != '{' { // null decodes into a struct without error
 		return apierr.New(http.StatusBadRequest, "invalid_request", "the body is not a JSON object")
-	} else if err != nil {
+	}
+	if err != nil {
 		msg := "the body is not valid JSON"
 		var se *jsonv2.SemanticError
 		switch {
