@@ -408,3 +408,56 @@ func TestUnfinishedCommitIsCutWhole(t *testing.T) {
 		t.Fatalf("size %d, want 300: an unfinished commit was kept", l.Size())
 	}
 }
+
+// TestRecoverManyBatches reopens a log of several recovery batches over
+// many segments: the tree, the keys and every record come back, and a
+// record whose key cannot be read stops the start naming that record,
+// whichever batch it is in.
+func TestRecoverManyBatches(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := newKeys(t).opts()
+	opts.SegmentSize = 64 << 10
+	l := open(t, dir, opts)
+	const n = 3*recoveryBatchSize + 123
+	for i := 0; i < n; i += 500 {
+		var items []Item
+		for j := i; j < min(i+500, n); j++ {
+			items = append(items, rec(j))
+		}
+		if _, err := l.Append(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := l.pub.Load().checkpoint
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	l = open(t, dir, opts)
+	if got := l.pub.Load().checkpoint; l.Size() != n || !bytes.Equal(got, root) {
+		t.Fatalf("reopened: size %d, checkpoint %q; want %d, %q", l.Size(), got, n, root)
+	}
+	for _, i := range []int{0, recoveryBatchSize - 1, recoveryBatchSize, 2*recoveryBatchSize + 7, n - 1} {
+		r, err := l.Append(ctx, []Item{rec(i)})
+		if err != nil || !r.Results[0].Duplicate || r.Results[0].Index != uint64(i) {
+			t.Fatalf("record %d resent after reopening: %+v, %v; want a duplicate of index %d", i, r, err, i)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := 2*recoveryBatchSize + 7
+	broken := opts
+	broken.KeyOf = func(rec []byte) (string, error) {
+		key, _, _ := strings.Cut(string(rec), "|")
+		if key == fmt.Sprintf("k%d", bad) {
+			return "", errors.New("no key")
+		}
+		return key, nil
+	}
+	if _, err := Open(dir, broken); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), fmt.Sprintf("record %d:", bad)) {
+		t.Fatalf("Open with record %d's key unreadable: %v; want ErrTampered naming it", bad, err)
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aitrail/aitrail/internal/merkle"
@@ -51,14 +53,17 @@ func (l *Ledger) recover() error {
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
 	started, lastReport := time.Now(), time.Now()
-	visit := func(idx uint64, rec []byte) error {
+	// apply takes one record, hashed and with its key read (in parallel,
+	// by the batch below), into the tree and the key memory, in log order.
+	apply := func(r *recoveredRecord) error {
+		idx := r.idx
 		if idx%4096 == 0 && time.Since(lastReport) > 5*time.Second {
 			l.log.Info("recovering the log: re-hashing every record", "records", idx,
 				"per_second", int(float64(idx)/time.Since(started).Seconds()))
 			lastReport = time.Now()
 		}
 		if l.opts.KeyOf != nil {
-			key, err := l.opts.KeyOf(rec)
+			key, err := r.key, r.keyErr
 			if err != nil {
 				return fmt.Errorf("%w: record %d: %v", ErrTampered, idx, err)
 			}
@@ -71,7 +76,7 @@ func (l *Ledger) recover() error {
 				}
 			}
 		}
-		full, err := l.builder.Append(merkle.LeafHash(rec))
+		full, err := l.builder.Append(r.leaf)
 		if err != nil {
 			return err
 		}
@@ -104,6 +109,8 @@ func (l *Ledger) recover() error {
 		}
 		return nil
 	}
+	batch := newRecoveryBatch(l.opts.KeyOf, apply)
+	visit := batch.add
 	// The last segment is the active one: lift its append-only (or, had a
 	// crash come right after it was sealed, immutable) attribute so that an
 	// unfinished tail can be cut off; it is set again below.
@@ -132,6 +139,9 @@ func (l *Ledger) recover() error {
 			}
 		}
 	}
+	if err := batch.flush(); err != nil {
+		return err
+	}
 	if n < cp.Size {
 		return fmt.Errorf("%w: the log holds %d records but the last signed checkpoint covers %d: records %d to %d are missing",
 			ErrTampered, n, cp.Size, n, cp.Size-1)
@@ -151,6 +161,79 @@ func (l *Ledger) recover() error {
 	l.seal.appendOnly(last.path)
 	l.active, l.activeSize = f, last.size.Load()
 	return l.publishRecovered(cp)
+}
+
+// recoveredRecord is one record read at start, with what the work that can
+// be done in parallel made of it.
+type recoveredRecord struct {
+	idx    uint64
+	rec    []byte
+	leaf   merkle.Hash
+	key    string
+	keyErr error
+}
+
+// recoveryBatch gathers the records read at start and, a batch at a time,
+// hashes them and reads their keys on every core before handing them to
+// apply in log order: those two are most of a start's work, and a record's
+// do not depend on any other record.
+type recoveryBatch struct {
+	keyOf func([]byte) (string, error)
+	apply func(*recoveredRecord) error
+	recs  []recoveredRecord
+	chunk []byte // where the records' bytes are copied: a frame's are valid only during the visit
+}
+
+// recoveryBatchSize is how many records a recoveryBatch holds.
+const recoveryBatchSize = 4096
+
+func newRecoveryBatch(keyOf func([]byte) (string, error), apply func(*recoveredRecord) error) *recoveryBatch {
+	return &recoveryBatch{keyOf: keyOf, apply: apply, recs: make([]recoveredRecord, 0, recoveryBatchSize)}
+}
+
+// add takes a record in; it applies the batch when the batch is full.
+func (b *recoveryBatch) add(idx uint64, rec []byte) error {
+	if cap(b.chunk)-len(b.chunk) < len(rec) {
+		b.chunk = make([]byte, 0, max(1<<20, len(rec)))
+	}
+	start := len(b.chunk)
+	b.chunk = append(b.chunk, rec...)
+	b.recs = append(b.recs, recoveredRecord{idx: idx, rec: b.chunk[start:len(b.chunk):len(b.chunk)]})
+	if len(b.recs) == recoveryBatchSize {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush hashes the batch's records and reads their keys in parallel, then
+// applies them in order, stopping at the first error.
+func (b *recoveryBatch) flush() error {
+	if len(b.recs) == 0 {
+		return nil
+	}
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(b.recs)/64))
+	per := (len(b.recs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		part := b.recs[min(w*per, len(b.recs)):min((w+1)*per, len(b.recs))]
+		wg.Go(func() {
+			for i := range part {
+				r := &part[i]
+				r.leaf = merkle.LeafHash(r.rec)
+				if b.keyOf != nil {
+					r.key, r.keyErr = b.keyOf(r.rec)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range b.recs {
+		if err := b.apply(&b.recs[i]); err != nil {
+			return err
+		}
+	}
+	b.recs, b.chunk = b.recs[:0], nil
+	return nil
 }
 
 // publishRecovered publishes the recovered tree, signing a checkpoint for it
