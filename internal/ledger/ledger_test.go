@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -460,4 +461,74 @@ func TestRecoverManyBatches(t *testing.T) {
 	if _, err := Open(dir, broken); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), fmt.Sprintf("record %d:", bad)) {
 		t.Fatalf("Open with record %d's key unreadable: %v; want ErrTampered naming it", bad, err)
 	}
+}
+
+// TestVerifyNamesFirstDamage: Verify checks records a batch at a time on
+// every core, but reports the first damaged record in log order, whichever
+// batch it is in and whatever kind of damage it is.
+func TestVerifyNamesFirstDamage(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	k := newKeys(t)
+	opts := k.opts()
+	l := open(t, dir, opts)
+	const n = 3*verifyBatchRecords + 50
+	for i := 0; i < n; i += 500 {
+		var items []Item
+		for j := i; j < min(i+500, n); j++ {
+			it := rec(j)
+			if j%7 == 0 {
+				it.Blob = []byte(fmt.Sprintf("blob-%d", j))
+			}
+			items = append(items, it)
+		}
+		if _, err := l.Append(ctx, items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	failAt := func(bad ...uint64) func(uint64, []byte, []byte) error {
+		return func(i uint64, rec, blob []byte) error {
+			if !bytes.HasPrefix(rec, []byte(fmt.Sprintf("k%d|", i))) || (i%7 == 0) != (len(blob) > 0) {
+				return fmt.Errorf("record %d handed with the wrong bytes", i)
+			}
+			if slices.Contains(bad, i) {
+				return fmt.Errorf("bad content")
+			}
+			return nil
+		}
+	}
+	rep, err := Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt()})
+	if err != nil || rep.Records != n {
+		t.Fatalf("intact log: %+v, %v", rep, err)
+	}
+	want := func(what string, err error, index int64) {
+		t.Helper()
+		var ve *VerifyError
+		if !errors.As(err, &ve) || ve.Index != index {
+			t.Fatalf("%s: %v; want a VerifyError for record %d", what, err, index)
+		}
+	}
+	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(2*verifyBatchRecords+9, verifyBatchRecords+3)})
+	want("two records failing the entry check", err, verifyBatchRecords+3)
+
+	// Damage a frame in the last batch: its CRC fails there, but an entry
+	// check failing earlier is the one reported.
+	segs, _ := filepath.Glob(filepath.Join(dir, segDir, "*"))
+	data, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := fmt.Sprintf("k%d|", 3*verifyBatchRecords+20)
+	i := bytes.Index(data, []byte(last))
+	data[i+len(last)] ^= 1
+	if err := os.WriteFile(segs[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt()})
+	want("a damaged frame", err, 3*verifyBatchRecords+20)
+	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(verifyBatchRecords + 100)})
+	want("a damaged frame after a record failing the entry check", err, verifyBatchRecords+100)
 }

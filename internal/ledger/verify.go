@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -109,7 +111,39 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		return nil
 	}
+	// Records are checked a batch at a time: their leaf hashes and the
+	// caller's checks on every core, then the tree and the tiles in order.
+	apply := func(leaf merkle.Hash, checkErr error) error {
+		if checkErr != nil {
+			return &VerifyError{Index: int64(n), What: checkErr.Error()}
+		}
+		full, err := b.Append(leaf)
+		if err != nil {
+			return err
+		}
+		n++
+		for _, t := range full {
+			if err := checkTileFile(l, t, durable); err != nil {
+				return err
+			}
+			rep.TilesChecked++
+		}
+		if err := checkRoot(); err != nil && rootErr == nil {
+			rootErr = err
+		}
+		if opts.Progress != nil && n%100_000 == 0 {
+			opts.Progress(n)
+		}
+		return nil
+	}
+	batch := &verifyBatch{check: opts.CheckEntry, apply: apply}
+	flush := batch.flush
 	for i, first := range firsts {
+		// Each segment starts with the records before it checked, so
+		// that n counts them all.
+		if err := flush(); err != nil {
+			return rep, err
+		}
 		if first != n {
 			return bad(int64(n), "segment %s starts at record %d; the records before it end at %d", segmentName(first), first, n)
 		}
@@ -129,6 +163,12 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 				break
 			}
 			if err != nil {
+				// The records before the damage are checked first: an
+				// earlier one at fault is the better report.
+				if ferr := flush(); ferr != nil {
+					f.Close()
+					return rep, ferr
+				}
 				f.Close()
 				what := fmt.Sprintf("segment %s offset %d: %v", segmentName(first), sc.off, err)
 				if i == len(firsts)-1 && n >= cp.Size && errors.Is(err, errTruncated) {
@@ -136,33 +176,15 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 				}
 				return bad(int64(n), "%s", what)
 			}
-			if opts.CheckEntry != nil {
-				if err := opts.CheckEntry(n, fr.record, fr.blob); err != nil {
-					f.Close()
-					return bad(int64(n), "%v", err)
-				}
-			}
-			full, err := b.Append(merkle.LeafHash(fr.record))
-			if err != nil {
+			if err := batch.add(fr.record, fr.blob); err != nil {
 				f.Close()
 				return rep, err
 			}
-			n++
-			for _, t := range full {
-				if err := checkTileFile(l, t, durable); err != nil {
-					f.Close()
-					return rep, err
-				}
-				rep.TilesChecked++
-			}
-			if err := checkRoot(); err != nil && rootErr == nil {
-				rootErr = err
-			}
-			if opts.Progress != nil && n%100_000 == 0 {
-				opts.Progress(n)
-			}
 		}
 		f.Close()
+	}
+	if err := flush(); err != nil {
+		return rep, err
 	}
 	rep.Records = n
 	if cp.Size == 0 && n > 0 {
@@ -211,6 +233,79 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		err = rootErr
 	}
 	return rep, err
+}
+
+// verifyBatch gathers records for Verify and checks them a batch at a
+// time: leaf hashes and CheckEntry on every core, then apply in log order.
+type verifyBatch struct {
+	check func(index uint64, record, blob []byte) error
+	apply func(leaf merkle.Hash, checkErr error) error
+	first uint64 // index of the first record in recs
+	recs  []verifyRecord
+	bytes int    // of records and blobs held
+	chunk []byte // where records and blobs are copied: a frame's are valid only during the scan
+}
+
+type verifyRecord struct {
+	rec, blob []byte
+	leaf      merkle.Hash
+	err       error
+}
+
+// verifyBatchRecords and verifyBatchBytes bound a batch.
+const (
+	verifyBatchRecords = 4096
+	verifyBatchBytes   = 32 << 20
+)
+
+// add takes a record in (its index is the one after the previous record's);
+// it checks the batch when the batch is full.
+func (b *verifyBatch) add(rec, blob []byte) error {
+	if need := len(rec) + len(blob); cap(b.chunk)-len(b.chunk) < need {
+		b.chunk = make([]byte, 0, max(1<<20, need))
+	}
+	start := len(b.chunk)
+	b.chunk = append(b.chunk, rec...)
+	mid := len(b.chunk)
+	b.chunk = append(b.chunk, blob...)
+	b.recs = append(b.recs, verifyRecord{rec: b.chunk[start:mid:mid], blob: b.chunk[mid:len(b.chunk):len(b.chunk)]})
+	b.bytes += len(rec) + len(blob)
+	if len(b.recs) >= verifyBatchRecords || b.bytes >= verifyBatchBytes {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush checks the batch's records and applies them in order, stopping at
+// the first error.
+func (b *verifyBatch) flush() error {
+	if len(b.recs) == 0 {
+		return nil
+	}
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(b.recs)/64))
+	per := (len(b.recs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := min(w*per, len(b.recs)), min((w+1)*per, len(b.recs))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				r := &b.recs[i]
+				r.leaf = merkle.LeafHash(r.rec)
+				if b.check != nil {
+					r.err = b.check(b.first+uint64(i), r.rec, r.blob)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range b.recs {
+		if err := b.apply(b.recs[i].leaf, b.recs[i].err); err != nil {
+			return err
+		}
+	}
+	b.first += uint64(len(b.recs))
+	b.recs, b.bytes, b.chunk = b.recs[:0], 0, nil
+	return nil
 }
 
 // checkTileFile compares a tile recomputed from the records with its file.
