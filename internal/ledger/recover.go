@@ -211,22 +211,13 @@ func (b *recoveryBatch) flush() error {
 	if len(b.recs) == 0 {
 		return nil
 	}
-	workers := max(1, min(runtime.GOMAXPROCS(0), len(b.recs)/64))
-	per := (len(b.recs) + workers - 1) / workers
-	var wg sync.WaitGroup
-	for w := range workers {
-		part := b.recs[min(w*per, len(b.recs)):min((w+1)*per, len(b.recs))]
-		wg.Go(func() {
-			for i := range part {
-				r := &part[i]
-				r.leaf = merkle.LeafHash(r.rec)
-				if b.keyOf != nil {
-					r.key, r.keyErr = b.keyOf(r.rec)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	parallel(len(b.recs), func(i int) {
+		r := &b.recs[i]
+		r.leaf = merkle.LeafHash(r.rec)
+		if b.keyOf != nil {
+			r.key, r.keyErr = b.keyOf(r.rec)
+		}
+	})
 	for i := range b.recs {
 		if err := b.apply(&b.recs[i]); err != nil {
 			return err
@@ -234,6 +225,23 @@ func (b *recoveryBatch) flush() error {
 	}
 	b.recs, b.chunk = b.recs[:0], nil
 	return nil
+}
+
+// parallel calls fn for 0 to n-1 on every core, each core taking one
+// contiguous share, and returns when all calls have.
+func parallel(n int, fn func(i int)) {
+	workers := max(1, min(runtime.GOMAXPROCS(0), n/64))
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := min(w*per, n), min((w+1)*per, n)
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // publishRecovered publishes the recovered tree, signing a checkpoint for it

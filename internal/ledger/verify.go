@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -282,22 +280,13 @@ func (b *verifyBatch) flush() error {
 	if len(b.recs) == 0 {
 		return nil
 	}
-	workers := max(1, min(runtime.GOMAXPROCS(0), len(b.recs)/64))
-	per := (len(b.recs) + workers - 1) / workers
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := min(w*per, len(b.recs)), min((w+1)*per, len(b.recs))
-		wg.Go(func() {
-			for i := lo; i < hi; i++ {
-				r := &b.recs[i]
-				r.leaf = merkle.LeafHash(r.rec)
-				if b.check != nil {
-					r.err = b.check(b.first+uint64(i), r.rec, r.blob)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	parallel(len(b.recs), func(i int) {
+		r := &b.recs[i]
+		r.leaf = merkle.LeafHash(r.rec)
+		if b.check != nil {
+			r.err = b.check(b.first+uint64(i), r.rec, r.blob)
+		}
+	})
 	for i := range b.recs {
 		if err := b.apply(b.recs[i].leaf, b.recs[i].err); err != nil {
 			return err
