@@ -168,22 +168,10 @@ func TestReadsReportAlteredRecord(t *testing.T) {
 		t.Fatal("record e5 not found in the segments")
 	}
 
-	for _, path := range []string{"/v1/events/e5", "/v1/events?tenant=acme&limit=10", "/v1/events/e5"} {
-		code, body := s.do("GET", path, adminToken, "", nil)
-		if code != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) || strings.Contains(string(body), "Data.upload") {
-			t.Errorf("GET %s of the altered record: %d %s; want 500 integrity_failure", path, code, body)
-		}
-	}
-	s.waitIndexed()
-	failures := s.allEvents("type=integrity.failure")
-	if len(failures) != 1 {
-		t.Fatalf("integrity.failure events %v; want one for the record, however often it is read", failures)
-	}
-	for _, f := range failures {
-		attrs, _ := f["attributes"].(map[string]any)
-		if f["tenant"] != "acme" || attrs["integrity.check"] != "record_hash" || attrs["integrity.record_index"] != e5.Index {
-			t.Errorf("integrity.failure event %v", f)
-		}
+	wantIntegrityFailures(t, s, adminToken, "Data.upload", "/v1/events/e5", "/v1/events?tenant=acme&limit=10", "/v1/events/e5")
+	f := onlyIntegrityFailure(t, s)
+	if attrs, _ := f["attributes"].(map[string]any); f["tenant"] != "acme" || attrs["integrity.check"] != "record_hash" || attrs["integrity.record_index"] != e5.Index {
+		t.Errorf("integrity.failure event %v", f)
 	}
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var out struct {
@@ -233,18 +221,8 @@ func TestReadsReportAlteredIndex(t *testing.T) {
 		t.Fatalf("%d rows altered", n)
 	}
 
-	for _, path := range []string{"/v1/events/g1", "/v1/events?limit=10", "/v1/events/g1?tenant=acme"} {
-		code, body := s.do("GET", path, reader, "", nil)
-		if code != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) || strings.Contains(string(body), "globex-secret") {
-			t.Errorf("GET %s by acme's reader: %d %s; want 500 integrity_failure", path, code, body)
-		}
-	}
-	s.waitIndexed()
-	failures := s.allEvents("type=integrity.failure")
-	if len(failures) != 1 {
-		t.Fatalf("integrity.failure events %v; want one", failures)
-	}
-	if f := failures[0]; f["tenant"] != "globex" || f["attributes"].(map[string]any)["integrity.check"] != "record_key" {
+	wantIntegrityFailures(t, s, reader, "globex-secret", "/v1/events/g1", "/v1/events?limit=10", "/v1/events/g1?tenant=acme")
+	if f := onlyIntegrityFailure(t, s); f["tenant"] != "globex" || f["attributes"].(map[string]any)["integrity.check"] != "record_key" {
 		t.Errorf("integrity.failure event %v; want one in globex for check record_key", f)
 	}
 	if code, body := s.do("GET", "/v1/events/a1", reader, "", nil); code != 200 {
@@ -291,4 +269,28 @@ func TestIngestChecksWhatTheIndexFinds(t *testing.T) {
 	if got := s.size(); got != size {
 		t.Errorf("the refused append changed the log from %d to %d records", size, got)
 	}
+}
+
+// wantIntegrityFailures requires every GET of paths by token to be refused
+// with 500 integrity_failure, showing nothing of secret.
+func wantIntegrityFailures(t *testing.T, s *server, token, secret string, paths ...string) {
+	t.Helper()
+	for _, path := range paths {
+		code, body := s.do("GET", path, token, "", nil)
+		if code != 500 || !strings.Contains(string(body), `"code":"integrity_failure"`) || strings.Contains(string(body), secret) {
+			t.Errorf("GET %s: %d %s; want 500 integrity_failure", path, code, body)
+		}
+	}
+}
+
+// onlyIntegrityFailure returns the one integrity.failure record the log
+// holds: a damaged record is recorded once, however often it is read.
+func onlyIntegrityFailure(t *testing.T, s *server) map[string]any {
+	t.Helper()
+	s.waitIndexed()
+	failures := s.allEvents("type=integrity.failure")
+	if len(failures) != 1 {
+		t.Fatalf("integrity.failure events %v; want one for the record, however often it is read", failures)
+	}
+	return failures[0]
 }

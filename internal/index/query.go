@@ -133,9 +133,23 @@ func (ix *Index) LookupID(ctx context.Context, tenant, id string) (index uint64,
 // no match, Get looks through the records past its cursor if the log still
 // holds them in memory.
 func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
-	// The cursor is read first: a record applied after this read is at or
-	// past it, so it is among those looked through below.
-	cursor, cursorErr := ix.Cursor(ctx)
+	h, err := ix.getIndexed(ctx, tenants, tenant, id)
+	if !errors.Is(err, ErrNotFound) {
+		return h, err
+	}
+	cursor, err := ix.Cursor(ctx)
+	if err != nil {
+		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
+	}
+	if h, err := ix.getUnindexed(cursor, tenants, tenant, id); !errors.Is(err, ErrNotFound) {
+		return h, err
+	}
+	// Applied between the first look and the cursor's read: indexed now.
+	return ix.getIndexed(ctx, tenants, tenant, id)
+}
+
+// getIndexed is Get of the records the index has applied.
+func (ix *Index) getIndexed(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
 	var w where
 	w.add("id = ?", id)
 	w.tenants(tenants)
@@ -151,10 +165,7 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 	case err != nil:
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
 	case len(hits) == 0:
-		if cursorErr != nil {
-			return Hit{}, ErrNotFound
-		}
-		return ix.getUnindexed(cursor, tenants, tenant, id)
+		return Hit{}, ErrNotFound
 	}
 	h := hits[0]
 	if _, recID, _ := event.RecordKey(h.Record); recID != id {

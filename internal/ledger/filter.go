@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"hash/maphash"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 // before, keeping the false-positive rate low. Add and MayContain are
 // safe for concurrent use.
 type keyFilter struct {
-	seed maphash.Seed
 	mu   sync.RWMutex
 	sets []*bloom
 }
@@ -41,17 +39,17 @@ func newBloom(keys int64) *bloom {
 }
 
 func newKeyFilter(expected int64) *keyFilter {
-	return &keyFilter{seed: maphash.MakeSeed(), sets: []*bloom{newBloom(max(expected, filterMinKeys))}}
+	return &keyFilter{sets: []*bloom{newBloom(max(expected, filterMinKeys))}}
 }
 
-// positions derives the filter's bit positions from two halves of one hash.
-func (f *keyFilter) hashes(key string) (uint64, uint64) {
-	h := maphash.String(f.seed, key)
-	return h, h>>33 | h<<31 | 1
+// hashes gives the two hashes the filter's bit positions are derived from:
+// the two halves of the key's hash, the second made odd.
+func (f *keyFilter) hashes(key keyHash) (uint64, uint64) {
+	return key.a, key.b | 1
 }
 
-// Add records key.
-func (f *keyFilter) Add(key string) {
+// Add records a key, by its hash.
+func (f *keyFilter) Add(key keyHash) {
 	f.mu.RLock()
 	b := f.sets[len(f.sets)-1]
 	f.mu.RUnlock()
@@ -72,7 +70,7 @@ func (f *keyFilter) Add(key string) {
 }
 
 // MayContain reports false only if key was never added.
-func (f *keyFilter) MayContain(key string) bool {
+func (f *keyFilter) MayContain(key keyHash) bool {
 	h1, h2 := f.hashes(key)
 	f.mu.RLock()
 	sets := f.sets

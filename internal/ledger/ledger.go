@@ -225,7 +225,6 @@ type Ledger struct {
 	active     *os.File
 	activeSize int64
 	recent     map[keyHash]uint64
-	keySeed    [2]maphash.Seed
 	seen       *keyFilter // every key in the log
 	recentQ    []keyAt
 	forgot     uint64
@@ -268,19 +267,25 @@ type keyAt struct {
 }
 
 // keyHash stands for an idempotency key in the keys the sequencer
-// remembers: 128 bits of two independently seeded hashes, random for each
-// run. Unlike the keys themselves it holds no pointer, so the hundreds of
-// thousands remembered while the query index catches up cost the garbage
-// collector nothing to scan and a third of the memory. Two keys share a
-// hash with a probability of about 2^-128: far below that of a disk error.
+// remembers and in the key filter: 128 bits of two independently seeded
+// hashes, random for each run. Unlike the keys themselves it holds no
+// pointer, so the hundreds of thousands remembered while the query index
+// catches up cost the garbage collector nothing to scan and a third of the
+// memory. Two keys share a hash with a probability of about 2^-128: far
+// below that of a disk error. Appenders hash their keys, so that the
+// sequencer does not.
 type keyHash struct{ a, b uint64 }
 
-func (l *Ledger) hashKey(k string) keyHash {
-	return keyHash{maphash.String(l.keySeed[0], k), maphash.String(l.keySeed[1], k)}
+// keySeeds are the seeds of this run's key hashes.
+var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+func hashKey(k string) keyHash {
+	return keyHash{maphash.String(keySeeds[0], k), maphash.String(keySeeds[1], k)}
 }
 
 type request struct {
 	items   []Item
+	keys    []keyHash // of the items' keys (zero for none)
 	epoch   uint64
 	results []Result
 	cp      []byte
@@ -315,7 +320,6 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		sizeCh:   make(chan struct{}),
 		queue:    make(chan *request, 4096),
 		recent:   map[keyHash]uint64{},
-		keySeed:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		seen:     newKeyFilter(0),
 		madeDirs: map[string]bool{},
 		seal:     newSealer(opts.Seal),
@@ -369,12 +373,18 @@ func (l *Ledger) Append(ctx context.Context, items []Item) (Receipt, error) {
 func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	epoch := l.epoch.Load()
 	results := make([]Result, len(items))
+	hashes := make([]keyHash, len(items))
+	for i, it := range items {
+		if it.Key != "" {
+			hashes[i] = hashKey(it.Key)
+		}
+	}
 	var known map[string]uint64
 	if l.opts.Lookup != nil {
 		keys := make([]string, 0, len(items))
-		for _, it := range items {
+		for i, it := range items {
 			// Keys the filter has never seen are new: no query needed.
-			if it.Key != "" && l.seen.MayContain(it.Key) {
+			if it.Key != "" && l.seen.MayContain(hashes[i]) {
 				keys = append(keys, it.Key)
 			}
 		}
@@ -389,6 +399,7 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 		}
 	}
 	var send []Item
+	var sendKeys []keyHash
 	var pos []int
 	for i, it := range items {
 		if idx, ok := known[it.Key]; ok && it.Key != "" {
@@ -396,6 +407,7 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 			continue
 		}
 		send = append(send, it)
+		sendKeys = append(sendKeys, hashes[i])
 		pos = append(pos, i)
 	}
 	if len(send) == 0 {
@@ -405,7 +417,7 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 		l.pending.Add(-int64(len(send)))
 		return Receipt{}, ErrPushback
 	}
-	req := &request{items: send, epoch: epoch, done: make(chan struct{})}
+	req := &request{items: send, keys: sendKeys, epoch: epoch, done: make(chan struct{})}
 	select {
 	case l.queue <- req:
 	case <-l.stop:
@@ -593,8 +605,8 @@ func (l *Ledger) commit(batch []*request) {
 	live := batch[:0:0]
 	for _, r := range batch {
 		if r.epoch != epoch {
-			for _, it := range r.items {
-				if _, ok := l.recent[l.hashKey(it.Key)]; it.Key != "" && !ok {
+			for i, it := range r.items {
+				if _, ok := l.recent[r.keys[i]]; it.Key != "" && !ok {
 					r.err = errRecheck
 					break
 				}
@@ -610,16 +622,14 @@ func (l *Ledger) commit(batch []*request) {
 	buf := l.wbuf[:0]
 	var added []Entry // the records this commit stores, as followers get them
 	var newKeys []keyAt
-	var newKeyStrs []string // the keys of newKeys, for the filter
 	inBatch := map[keyHash]uint64{}
 	var bundleOffs []int64 // where each record starting an entry bundle is
 	lastFrame := 0
 	for _, r := range live {
 		r.results = make([]Result, len(r.items))
 		for i, it := range r.items {
-			var h keyHash
+			h := r.keys[i]
 			if it.Key != "" {
-				h = l.hashKey(it.Key)
 				if idx, ok := l.recent[h]; ok {
 					r.results[i] = Result{Index: idx, Duplicate: true}
 					continue
@@ -639,7 +649,6 @@ func (l *Ledger) commit(batch []*request) {
 			if it.Key != "" {
 				inBatch[h] = next
 				newKeys = append(newKeys, keyAt{h, next})
-				newKeyStrs = append(newKeyStrs, it.Key)
 			}
 			next++
 		}
@@ -695,9 +704,9 @@ func (l *Ledger) commit(batch []*request) {
 		}
 	}
 	l.activeSize += int64(len(buf))
-	for i, k := range newKeys {
+	for _, k := range newKeys {
 		l.recent[k.key] = k.index
-		l.seen.Add(newKeyStrs[i])
+		l.seen.Add(k.key)
 	}
 	l.recentQ = append(l.recentQ, newKeys...)
 

@@ -420,7 +420,7 @@ func TestRecoverManyBatches(t *testing.T) {
 	opts := newKeys(t).opts()
 	opts.SegmentSize = 64 << 10
 	l := open(t, dir, opts)
-	const n = 3*recoveryBatchSize + 123
+	const n = 3*batchItems + 123
 	for i := 0; i < n; i += 500 {
 		var items []Item
 		for j := i; j < min(i+500, n); j++ {
@@ -439,7 +439,7 @@ func TestRecoverManyBatches(t *testing.T) {
 	if got := l.pub.Load().checkpoint; l.Size() != n || !bytes.Equal(got, root) {
 		t.Fatalf("reopened: size %d, checkpoint %q; want %d, %q", l.Size(), got, n, root)
 	}
-	for _, i := range []int{0, recoveryBatchSize - 1, recoveryBatchSize, 2*recoveryBatchSize + 7, n - 1} {
+	for _, i := range []int{0, batchItems - 1, batchItems, 2*batchItems + 7, n - 1} {
 		r, err := l.Append(ctx, []Item{rec(i)})
 		if err != nil || !r.Results[0].Duplicate || r.Results[0].Index != uint64(i) {
 			t.Fatalf("record %d resent after reopening: %+v, %v; want a duplicate of index %d", i, r, err, i)
@@ -449,7 +449,7 @@ func TestRecoverManyBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bad := 2*recoveryBatchSize + 7
+	bad := 2*batchItems + 7
 	broken := opts
 	broken.KeyOf = func(rec []byte) (string, error) {
 		key, _, _ := strings.Cut(string(rec), "|")
@@ -472,7 +472,7 @@ func TestVerifyNamesFirstDamage(t *testing.T) {
 	k := newKeys(t)
 	opts := k.opts()
 	l := open(t, dir, opts)
-	const n = 3*verifyBatchRecords + 50
+	const n = 3*batchItems + 50
 	for i := 0; i < n; i += 500 {
 		var items []Item
 		for j := i; j < min(i+500, n); j++ {
@@ -511,8 +511,8 @@ func TestVerifyNamesFirstDamage(t *testing.T) {
 			t.Fatalf("%s: %v; want a VerifyError for record %d", what, err, index)
 		}
 	}
-	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(2*verifyBatchRecords+9, verifyBatchRecords+3)})
-	want("two records failing the entry check", err, verifyBatchRecords+3)
+	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(2*batchItems+9, batchItems+3)})
+	want("two records failing the entry check", err, batchItems+3)
 
 	// Damage a frame in the last batch: its CRC fails there, but an entry
 	// check failing earlier is the one reported.
@@ -521,14 +521,14 @@ func TestVerifyNamesFirstDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := fmt.Sprintf("k%d|", 3*verifyBatchRecords+20)
+	last := fmt.Sprintf("k%d|", 3*batchItems+20)
 	i := bytes.Index(data, []byte(last))
 	data[i+len(last)] ^= 1
 	if err := os.WriteFile(segs[0], data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt()})
-	want("a damaged frame", err, 3*verifyBatchRecords+20)
-	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(verifyBatchRecords + 100)})
-	want("a damaged frame after a record failing the entry check", err, verifyBatchRecords+100)
+	want("a damaged frame", err, 3*batchItems+20)
+	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(batchItems + 100)})
+	want("a damaged frame after a record failing the entry check", err, batchItems+100)
 }

@@ -35,22 +35,13 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, max int) ([]Entry, er
 	held := 0 // bytes of records in out
 	// Records are copied into shared chunks rather than one allocation
 	// each: a follower takes tens of thousands at once.
-	var chunk []byte
+	var copies arena
 	err := l.scan(from, count, true, func(idx uint64, fr frame) error {
 		if len(out) > 0 && held+len(fr.record) > maxEntriesBytes {
 			return errEnough
 		}
 		held += len(fr.record)
-		if cap(chunk)-len(chunk) < len(fr.record) {
-			size := entriesChunk
-			if len(fr.record) > size {
-				size = len(fr.record)
-			}
-			chunk = make([]byte, 0, size)
-		}
-		start := len(chunk)
-		chunk = append(chunk, fr.record...)
-		out = append(out, Entry{Index: idx, Data: chunk[start:len(chunk):len(chunk)], Offset: fr.off})
+		out = append(out, Entry{Index: idx, Data: copies.copy(fr.record), Offset: fr.off})
 		return ctx.Err()
 	})
 	if err == errEnough {
@@ -80,9 +71,6 @@ func (l *Ledger) Recent(from uint64) (entries []Entry, ok bool) {
 // may ask for many small records at once without holding as many large
 // ones. A variable for tests.
 var maxEntriesBytes = 32 << 20
-
-// entriesChunk is the size of the chunks Entries copies records into.
-const entriesChunk = 256 << 10
 
 // errEnough stops Entries' scan once it holds maxEntriesBytes.
 var errEnough = errors.New("enough records")

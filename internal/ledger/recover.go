@@ -6,10 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aitrail/aitrail/internal/merkle"
@@ -62,18 +60,14 @@ func (l *Ledger) recover() error {
 				"per_second", int(float64(idx)/time.Since(started).Seconds()))
 			lastReport = time.Now()
 		}
-		if l.opts.KeyOf != nil {
-			key, err := r.key, r.keyErr
-			if err != nil {
-				return fmt.Errorf("%w: record %d: %v", ErrTampered, idx, err)
-			}
-			if key != "" {
-				l.seen.Add(key)
-				if idx >= l.opts.RecentFrom {
-					h := l.hashKey(key)
-					l.recent[h] = idx
-					l.recentQ = append(l.recentQ, keyAt{h, idx})
-				}
+		if r.keyErr != nil {
+			return fmt.Errorf("%w: record %d: %v", ErrTampered, idx, r.keyErr)
+		}
+		if r.key != "" {
+			l.seen.Add(r.hash)
+			if idx >= l.opts.RecentFrom {
+				l.recent[r.hash] = idx
+				l.recentQ = append(l.recentQ, keyAt{r.hash, idx})
 			}
 		}
 		full, err := l.builder.Append(r.leaf)
@@ -109,8 +103,18 @@ func (l *Ledger) recover() error {
 		}
 		return nil
 	}
-	batch := newRecoveryBatch(l.opts.KeyOf, apply)
-	visit := batch.add
+	batch := &orderedBatch[recoveredRecord]{apply: apply, prep: func(r *recoveredRecord) {
+		r.leaf = merkle.LeafHash(r.rec)
+		if l.opts.KeyOf != nil {
+			if r.key, r.keyErr = l.opts.KeyOf(r.rec); r.key != "" {
+				r.hash = hashKey(r.key)
+			}
+		}
+	}}
+	// A frame's record is valid only during the visit.
+	visit := func(idx uint64, rec []byte) error {
+		return batch.add(recoveredRecord{idx: idx, rec: batch.arena.copy(rec)}, len(rec))
+	}
 	// The last segment is the active one: lift its append-only (or, had a
 	// crash come right after it was sealed, immutable) attribute so that an
 	// unfinished tail can be cut off; it is set again below.
@@ -164,84 +168,14 @@ func (l *Ledger) recover() error {
 }
 
 // recoveredRecord is one record read at start, with what the work that can
-// be done in parallel made of it.
+// be done in parallel (orderedBatch.prep) made of it.
 type recoveredRecord struct {
 	idx    uint64
 	rec    []byte
 	leaf   merkle.Hash
 	key    string
+	hash   keyHash // of key
 	keyErr error
-}
-
-// recoveryBatch gathers the records read at start and, a batch at a time,
-// hashes them and reads their keys on every core before handing them to
-// apply in log order: those two are most of a start's work, and a record's
-// do not depend on any other record.
-type recoveryBatch struct {
-	keyOf func([]byte) (string, error)
-	apply func(*recoveredRecord) error
-	recs  []recoveredRecord
-	chunk []byte // where the records' bytes are copied: a frame's are valid only during the visit
-}
-
-// recoveryBatchSize is how many records a recoveryBatch holds.
-const recoveryBatchSize = 4096
-
-func newRecoveryBatch(keyOf func([]byte) (string, error), apply func(*recoveredRecord) error) *recoveryBatch {
-	return &recoveryBatch{keyOf: keyOf, apply: apply, recs: make([]recoveredRecord, 0, recoveryBatchSize)}
-}
-
-// add takes a record in; it applies the batch when the batch is full.
-func (b *recoveryBatch) add(idx uint64, rec []byte) error {
-	if cap(b.chunk)-len(b.chunk) < len(rec) {
-		b.chunk = make([]byte, 0, max(1<<20, len(rec)))
-	}
-	start := len(b.chunk)
-	b.chunk = append(b.chunk, rec...)
-	b.recs = append(b.recs, recoveredRecord{idx: idx, rec: b.chunk[start:len(b.chunk):len(b.chunk)]})
-	if len(b.recs) == recoveryBatchSize {
-		return b.flush()
-	}
-	return nil
-}
-
-// flush hashes the batch's records and reads their keys in parallel, then
-// applies them in order, stopping at the first error.
-func (b *recoveryBatch) flush() error {
-	if len(b.recs) == 0 {
-		return nil
-	}
-	parallel(len(b.recs), func(i int) {
-		r := &b.recs[i]
-		r.leaf = merkle.LeafHash(r.rec)
-		if b.keyOf != nil {
-			r.key, r.keyErr = b.keyOf(r.rec)
-		}
-	})
-	for i := range b.recs {
-		if err := b.apply(&b.recs[i]); err != nil {
-			return err
-		}
-	}
-	b.recs, b.chunk = b.recs[:0], nil
-	return nil
-}
-
-// parallel calls fn for 0 to n-1 on every core, each core taking one
-// contiguous share, and returns when all calls have.
-func parallel(n int, fn func(i int)) {
-	workers := max(1, min(runtime.GOMAXPROCS(0), n/64))
-	per := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := min(w*per, n), min((w+1)*per, n)
-		wg.Go(func() {
-			for i := lo; i < hi; i++ {
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 // publishRecovered publishes the recovered tree, signing a checkpoint for it

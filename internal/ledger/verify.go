@@ -111,11 +111,11 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	}
 	// Records are checked a batch at a time: their leaf hashes and the
 	// caller's checks on every core, then the tree and the tiles in order.
-	apply := func(leaf merkle.Hash, checkErr error) error {
-		if checkErr != nil {
-			return &VerifyError{Index: int64(n), What: checkErr.Error()}
+	apply := func(r *verifyRecord) error {
+		if r.err != nil {
+			return &VerifyError{Index: int64(n), What: r.err.Error()}
 		}
-		full, err := b.Append(leaf)
+		full, err := b.Append(r.leaf)
 		if err != nil {
 			return err
 		}
@@ -134,7 +134,12 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		return nil
 	}
-	batch := &verifyBatch{check: opts.CheckEntry, apply: apply}
+	batch := &orderedBatch[verifyRecord]{apply: apply, prep: func(r *verifyRecord) {
+		r.leaf = merkle.LeafHash(r.rec)
+		if opts.CheckEntry != nil {
+			r.err = opts.CheckEntry(r.idx, r.rec, r.blob)
+		}
+	}}
 	flush := batch.flush
 	for i, first := range firsts {
 		// Each segment starts with the records before it checked, so
@@ -174,7 +179,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 				}
 				return bad(int64(n), "%s", what)
 			}
-			if err := batch.add(fr.record, fr.blob); err != nil {
+			// A frame is valid only until the next; the batch holds copies.
+			r := verifyRecord{idx: n + uint64(len(batch.items)), rec: batch.arena.copy(fr.record), blob: batch.arena.copy(fr.blob)}
+			if err := batch.add(r, len(fr.record)+len(fr.blob)); err != nil {
 				f.Close()
 				return rep, err
 			}
@@ -233,68 +240,13 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	return rep, err
 }
 
-// verifyBatch gathers records for Verify and checks them a batch at a
-// time: leaf hashes and CheckEntry on every core, then apply in log order.
-type verifyBatch struct {
-	check func(index uint64, record, blob []byte) error
-	apply func(leaf merkle.Hash, checkErr error) error
-	first uint64 // index of the first record in recs
-	recs  []verifyRecord
-	bytes int    // of records and blobs held
-	chunk []byte // where records and blobs are copied: a frame's are valid only during the scan
-}
-
+// verifyRecord is one record Verify reads, with what the work that can be
+// done in parallel (orderedBatch.prep) made of it.
 type verifyRecord struct {
+	idx       uint64
 	rec, blob []byte
 	leaf      merkle.Hash
-	err       error
-}
-
-// verifyBatchRecords and verifyBatchBytes bound a batch.
-const (
-	verifyBatchRecords = 4096
-	verifyBatchBytes   = 32 << 20
-)
-
-// add takes a record in (its index is the one after the previous record's);
-// it checks the batch when the batch is full.
-func (b *verifyBatch) add(rec, blob []byte) error {
-	if need := len(rec) + len(blob); cap(b.chunk)-len(b.chunk) < need {
-		b.chunk = make([]byte, 0, max(1<<20, need))
-	}
-	start := len(b.chunk)
-	b.chunk = append(b.chunk, rec...)
-	mid := len(b.chunk)
-	b.chunk = append(b.chunk, blob...)
-	b.recs = append(b.recs, verifyRecord{rec: b.chunk[start:mid:mid], blob: b.chunk[mid:len(b.chunk):len(b.chunk)]})
-	b.bytes += len(rec) + len(blob)
-	if len(b.recs) >= verifyBatchRecords || b.bytes >= verifyBatchBytes {
-		return b.flush()
-	}
-	return nil
-}
-
-// flush checks the batch's records and applies them in order, stopping at
-// the first error.
-func (b *verifyBatch) flush() error {
-	if len(b.recs) == 0 {
-		return nil
-	}
-	parallel(len(b.recs), func(i int) {
-		r := &b.recs[i]
-		r.leaf = merkle.LeafHash(r.rec)
-		if b.check != nil {
-			r.err = b.check(b.first+uint64(i), r.rec, r.blob)
-		}
-	})
-	for i := range b.recs {
-		if err := b.apply(b.recs[i].leaf, b.recs[i].err); err != nil {
-			return err
-		}
-	}
-	b.first += uint64(len(b.recs))
-	b.recs, b.bytes, b.chunk = b.recs[:0], 0, nil
-	return nil
+	err       error // from VerifyOptions.CheckEntry
 }
 
 // checkTileFile compares a tile recomputed from the records with its file.
