@@ -527,10 +527,11 @@ const indexLinger = 50 * time.Millisecond
 
 // indexBatch is the most records the index applies in one transaction (the
 // ledger hands out at most 32 MiB of records at once). Each transaction
-// rewrites every index page it touches, and the actor index is touched all
-// over, so large transactions index a backlog much faster: after batched
-// load the index caught up at about 30,000 records/s with 5,000, 41,000
-// with 20,000 and 44,000-67,000 with 50,000.
+// rewrites every index page it touches, and the id index and the postings
+// of busy values (actors) are touched all over, so large transactions index
+// a backlog much faster: with an index per filter, after batched load the
+// index caught up at about 30,000 records/s with 5,000, 41,000 with 20,000
+// and 44,000-67,000 with 50,000.
 const indexBatch = 50_000
 
 // followBatch is the most records the other followers (detector, model

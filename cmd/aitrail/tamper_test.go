@@ -220,6 +220,17 @@ func TestReadsReportAlteredIndex(t *testing.T) {
 	} else if n, _ := res.RowsAffected(); n != 1 {
 		t.Fatalf("%d rows altered", n)
 	}
+	// And in acme's postings (which records of a block are acme's): the
+	// first 64 records, as a list of little-endian uint16 places.
+	var places strings.Builder
+	for i := range 64 {
+		fmt.Fprintf(&places, "%02X00", i)
+	}
+	if res, err := db.Exec(`UPDATE postings SET bits = X'` + places.String() + `' WHERE key = CAST('nacme' AS BLOB) AND block = 0`); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d postings altered", n)
+	}
 
 	wantIntegrityFailures(t, s, reader, "globex-secret", "/v1/events/g1", "/v1/events?limit=10", "/v1/events/g1?tenant=acme")
 	if f := onlyIntegrityFailure(t, s); f["tenant"] != "globex" || f["attributes"].(map[string]any)["integrity.check"] != "record_key" {

@@ -30,8 +30,11 @@
 // can be indexed, which is why it is off unless asked for.
 //
 // Indexing is CPU-bound: Apply writes to SQLite on the caller's goroutine
-// while others decode the next records. Each secondary index and full text
-// cost a large share of the rate; BenchmarkApply measures it.
+// while others decode the next records. A record costs one row and one entry
+// in the index by id; the other filters are answered from block postings
+// (postings.go), which cost a few rows per block of 16,384 records instead
+// of an index entry per record and filter. Full text halves the rate;
+// BenchmarkApply measures it.
 //
 // Visibility is enforced here, not only by callers: every read takes the
 // tenants the caller may see, and a record of any other tenant is reported as
@@ -73,7 +76,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // schemaVersion is stored in PRAGMA user_version. An index file written with
 // another version is emptied and rebuilt from the log rather than migrated:
 // the index is derived data.
-const schemaVersion = 4
+const schemaVersion = 5
 
 // SQLite settings.
 const (
@@ -131,6 +134,12 @@ type Index struct {
 
 	applyMu sync.Mutex
 	writer  *sql.Conn // Apply's own connection, with the larger cache
+	// open is the postings of the block the last Apply ended in, for the
+	// next Apply to continue; nil when unknown (they are then rebuilt).
+	open *blockPostings
+	// checked counts the candidate rows scans have checked, which tells
+	// how much of the index a query had to look at.
+	checked atomic.Int64
 }
 
 var _ ledger.Handler = (*Index)(nil)
@@ -186,15 +195,10 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 
 // schema creates everything but the FTS table.
 //
-// Each filter that is an equality test has a single-column index. SQLite
-// appends the rowid (the log index) to every index entry, so each of them
-// also yields its matches already in log order, and a page of a large result
-// costs no sort. Each index also costs indexing speed (the six besides
-// records_id together halve it), so add one only for a filter that needs it.
-// Fields that many records lack (actor, model, resource) are indexed only
-// where present: a record without them costs those indexes nothing, and
-// SQLite still uses them for the = and IN filters of Query, which imply
-// IS NOT NULL.
+// records has one row per record and a single index, records_id, for
+// lookups by event id. The other filters of Query are answered from
+// postings and blocks (postings.go), not from an index per column: six
+// such indexes had taken three quarters of the indexing work.
 //
 // The columns have no NOT NULL constraints on purpose: a constraint that can
 // fail forces SQLite to keep a statement journal, which slows every insert,
@@ -216,12 +220,17 @@ CREATE TABLE IF NOT EXISTS records (
 	pos           INTEGER              -- ledger.Entry.Offset: where the record is in the log
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
-CREATE INDEX IF NOT EXISTS records_tenant   ON records (tenant);
-CREATE INDEX IF NOT EXISTS records_type     ON records (type);
-CREATE INDEX IF NOT EXISTS records_actor    ON records (actor_id) WHERE actor_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_model    ON records (model_name, model_version) WHERE model_name IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_resource ON records (resource_id) WHERE resource_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_time     ON records (time);
+CREATE TABLE IF NOT EXISTS postings (
+	key   BLOB,                        -- field tag and value (postingKey)
+	block INTEGER,                     -- log index >> blockBits
+	bits  BLOB,                        -- which of the block's records have it (bitmap.encode)
+	PRIMARY KEY (key, block)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+	block    INTEGER PRIMARY KEY,
+	min_time INTEGER,                  -- event times of the block's records
+	max_time INTEGER
+);
 CREATE TABLE IF NOT EXISTS tenants (
 	name TEXT PRIMARY KEY
 ) WITHOUT ROWID;
@@ -243,6 +252,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
 
 const dropAll = `
 DROP TABLE IF EXISTS records;
+DROP TABLE IF EXISTS postings;
+DROP TABLE IF EXISTS blocks;
 DROP TABLE IF EXISTS records_fts;
 DROP TABLE IF EXISTS state;
 `
@@ -364,6 +375,10 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
+	// The open block's postings change as rows are added; unless the
+	// transaction commits, they are rebuilt next time.
+	open := ix.open
+	ix.open = nil
 	tx, err := ix.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("couldn't begin index transaction: %w", err)
@@ -378,13 +393,18 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 		return fmt.Errorf("couldn't index entries from %d: the cursor is %d, so entries in between would be missing", first, cursor)
 	}
 	if last < cursor {
+		ix.open = open
 		return nil // all indexed before
 	}
 	entries = entries[cursor-first:]
 
+	bp, err := openBlock(ctx, tx, open, cursor)
+	if err != nil {
+		return err
+	}
 	rows, ready, stop := ix.parseAsync(entries)
 	defer stop()
-	if err := ix.insert(ctx, tx, rows, ready); err != nil {
+	if bp, err = ix.insert(ctx, tx, rows, ready, bp); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET cursor = ?", int64(last)+1); err != nil {
@@ -393,6 +413,8 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("couldn't commit index entries %d-%d: %w", first, last, err)
 	}
+	bp.next = last + 1
+	ix.open = bp
 	return nil
 }
 
@@ -413,24 +435,31 @@ func insertText(n int) string {
 }
 
 // insert writes rows, each group of parseGroup rows as soon as ready
-// reports that it has been parsed.
-func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []chan error) error {
+// reports that it has been parsed, and their postings, continuing bp (the
+// postings of the block the first row is in). It returns the postings of
+// the block the last row is in.
+func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []chan error, bp *blockPostings) (*blockPostings, error) {
 	stmt, err := tx.PrepareContext(ctx, insertRecord)
 	if err != nil {
-		return fmt.Errorf("couldn't prepare insert: %w", err)
+		return nil, fmt.Errorf("couldn't prepare insert: %w", err)
 	}
 	defer stmt.Close()
+	pw, err := prepareWriter(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	defer pw.Close()
 	seen := map[string]bool{}
 	rowCtx := context.WithoutCancel(ctx)
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
-			return err
+			return nil, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			if t := rows[i].tenant; !seen[t] {
 				seen[t] = true
 				if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO tenants (name) VALUES (?)", t); err != nil {
-					return fmt.Errorf("couldn't index tenant: %w", err)
+					return nil, fmt.Errorf("couldn't index tenant: %w", err)
 				}
 			}
 		}
@@ -439,20 +468,34 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 		// which cost more than some inserts. Cancellation is checked here,
 		// once a group.
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
-			if _, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
-				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.pos); err != nil {
-				return fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
+			res, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
+				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.pos)
+			if err != nil {
+				return nil, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				continue // skipped (see Apply): no postings
+			}
+			if b := r.idx >> blockBits; b != bp.block {
+				if err := pw.flush(rowCtx, bp); err != nil {
+					return nil, err
+				}
+				bp = newBlockPostings(b)
+			}
+			bp.add(r)
 		}
 	}
-	if ix.fullText {
-		return insertTexts(ctx, tx, rows)
+	if err := pw.flush(rowCtx, bp); err != nil {
+		return nil, err
 	}
-	return nil
+	if ix.fullText {
+		return bp, insertTexts(ctx, tx, rows)
+	}
+	return bp, nil
 }
 
 // textRows is the most rows one INSERT into the FTS table writes.
@@ -676,7 +719,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 }
 
 func reset(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM blocks; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
 		return err
 	}
 	// The FTS table may not exist (full text off, or not created yet).
@@ -720,15 +763,101 @@ func (ix *Index) Tenants(ctx context.Context) ([]string, error) {
 }
 
 // ScrubActor removes actor id from the index rows of tenant that carry it,
-// so that no search by it finds them, and returns how many rows it changed.
-// The records themselves keep it: it is part of what the tree commits to.
-// Rebuilding the index brings it back.
+// and those rows from the actor's postings, so that no search by it finds
+// them, and returns how many rows it changed. The records themselves keep
+// it: it is part of what the tree commits to. Rebuilding the index brings
+// it back.
 func (ix *Index) ScrubActor(ctx context.Context, tenant, actorID string) (int64, error) {
-	res, err := ix.db.ExecContext(ctx, "UPDATE records SET actor_id = NULL WHERE actor_id = ? AND tenant = ?", actorID, tenant)
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	ix.open = nil // the open block's postings change
+	n, err := ix.scrubActor(ctx, tenant, actorID)
 	if err != nil {
 		return 0, fmt.Errorf("couldn't scrub the index: %w", err)
 	}
-	return res.RowsAffected()
+	return n, nil
+}
+
+func (ix *Index) scrubActor(ctx context.Context, tenant, actorID string) (int64, error) {
+	tx, err := ix.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	key := postingKey(fieldActor, actorID)
+	var blocks []blockRow
+	rows, err := tx.QueryContext(ctx, "SELECT block, bits FROM postings WHERE key = ? ORDER BY block", key)
+	if err != nil {
+		return 0, err
+	}
+	for rows.Next() {
+		var r blockRow
+		var enc []byte
+		if err = rows.Scan(&r.block, &enc); err != nil {
+			break
+		}
+		if r.bits, err = decodeBitmap(enc); err != nil {
+			break
+		}
+		blocks = append(blocks, r)
+	}
+	if err == nil {
+		err = rows.Err()
+	}
+	rows.Close()
+	if err != nil {
+		return 0, err
+	}
+	var scrubbed int64
+	for _, b := range blocks {
+		idxs := idxRange{0, math.MaxInt64}.candidates(nil, b.block, &b.bits, false)
+		in := "idx IN (?" + strings.Repeat(",?", len(idxs)-1) + ")"
+		args := make([]any, 0, len(idxs)+2)
+		for _, i := range idxs {
+			args = append(args, i)
+		}
+		res, err := tx.ExecContext(ctx, "UPDATE records SET actor_id = NULL WHERE "+in+" AND actor_id = ? AND tenant = ?", append(args, actorID, tenant)...)
+		if err != nil {
+			return 0, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			continue
+		}
+		scrubbed += n
+		// Other tenants' rows may carry the same actor id.
+		var left []uint16
+		rest, err := tx.QueryContext(ctx, "SELECT idx FROM records WHERE "+in+" AND actor_id = ? ORDER BY idx", append(args, actorID)...)
+		if err != nil {
+			return 0, err
+		}
+		for rest.Next() {
+			var idx int64
+			if err = rest.Scan(&idx); err != nil {
+				break
+			}
+			left = append(left, uint16(idx&blockMask))
+		}
+		if err == nil {
+			err = rest.Err()
+		}
+		rest.Close()
+		if err != nil {
+			return 0, err
+		}
+		if len(left) == 0 {
+			_, err = tx.ExecContext(ctx, "DELETE FROM postings WHERE key = ? AND block = ?", key, b.block)
+		} else {
+			_, err = tx.ExecContext(ctx, "UPDATE postings SET bits = ? WHERE key = ? AND block = ?", encodePlaces(left), key, b.block)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return scrubbed, tx.Commit()
 }
 
 // Stats returns the number of indexed records and the cursor, read

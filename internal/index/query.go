@@ -245,7 +245,7 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	}
 	fp := q.fingerprint(desc)
 	st, err := ix.statement(q, desc, fp, nil)
-	if err != nil || st.sql == "" {
+	if err != nil || st.none() {
 		return Page{}, err
 	}
 	var p Page
@@ -315,15 +315,23 @@ func containsWords(record []byte, words []string) bool {
 // run returns the hits of up to limit rows of st, with the records of the
 // first read; with st.words, records that do not hold them are nil.
 func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit, error) {
-	rows, err := ix.db.QueryContext(ctx, st.sql, append(slices.Clip(st.args), limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("couldn't query events: %w", err)
-	}
 	var keep func(record []byte) bool
 	if len(st.words) > 0 {
 		keep = func(rec []byte) bool { return containsWords(rec, st.words) }
 	}
-	hits, err := ix.hits(rows, read, keep)
+	var hits []Hit
+	var err error
+	if st.streams != nil {
+		var pos []int64
+		if hits, pos, err = ix.scanBlocks(ctx, st, limit); err == nil {
+			hits, err = ix.withRecords(hits, pos, read, keep)
+		}
+	} else {
+		var rows *sql.Rows
+		if rows, err = ix.db.QueryContext(ctx, st.sql, append(slices.Clip(st.args), limit)...); err == nil {
+			hits, err = ix.hits(rows, read, keep)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("couldn't query events: %w", err)
 	}
@@ -359,29 +367,36 @@ func (e *TamperedError) Error() string { return fmt.Sprintf("tenant %s: %v", e.T
 func (e *TamperedError) Unwrap() error { return e.Err }
 
 // hits reads rows of (idx, tenant, pos), closes them and returns them with
-// the records of the first read rows, read back from the log, except those
-// keep (if not nil) does not keep.
+// the records of the first read rows (see withRecords).
 func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) ([]Hit, error) {
 	defer rows.Close()
 	var hits []Hit
-	var locs []ledger.Loc
+	var pos []int64
 	for rows.Next() {
 		var h Hit
-		var idx, pos int64
-		if err := rows.Scan(&idx, &h.Tenant, &pos); err != nil {
+		var idx, p int64
+		if err := rows.Scan(&idx, &h.Tenant, &p); err != nil {
 			return nil, err
 		}
 		h.Index = uint64(idx)
-		hits = append(hits, h)
-		if len(locs) < read {
-			locs = append(locs, ledger.Loc{Index: h.Index, Offset: pos})
-		}
+		hits, pos = append(hits, h), append(pos, p)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	return ix.withRecords(hits, pos, read, keep)
+}
+
+// withRecords returns hits, whose records are at pos in the log, with the
+// records of the first read of them read back from the log, except those
+// keep (if not nil) does not keep.
+func (ix *Index) withRecords(hits []Hit, pos []int64, read int, keep func(record []byte) bool) ([]Hit, error) {
+	locs := make([]ledger.Loc, min(read, len(hits)))
+	for i := range locs {
+		locs[i] = ledger.Loc{Index: hits[i].Index, Offset: pos[i]}
+	}
 	if len(locs) == 0 {
-		return nil, nil
+		return hits, nil
 	}
 	recs, err := ix.log.ReadRecords(locs, keep)
 	var re *ledger.RecordError
@@ -411,8 +426,10 @@ func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) (
 	return hits, nil
 }
 
-// selectStmt is a SELECT of (idx, tenant, pos) ending in "LIMIT ?", whose limit
-// is bound after args.
+// selectStmt selects rows of (idx, tenant, pos) in one of two ways. With
+// streams, from the blocks all of them have (scanBlocks): the candidates
+// within bounds are checked against conds, whose arguments are args. Without,
+// with sql, a SELECT ending in "LIMIT ?", whose limit is bound after args.
 type selectStmt struct {
 	sql  string
 	args []any
@@ -420,18 +437,45 @@ type selectStmt struct {
 	// that the records of the rows must hold: without full text, text is
 	// matched outside SQL.
 	words []string
+
+	streams []stream
+	conds   string
+	bounds  idxRange
+	desc    bool
 }
 
-// statement returns the SELECT of the rows q selects in order desc, or one
-// with no SQL when nothing can match. fp is q's fingerprint, which binds its
-// cursor. resume, if not nil, continues a scan after that log index (before
-// it when desc).
+// none reports whether st selects nothing.
+func (st selectStmt) none() bool { return st.sql == "" && st.streams == nil }
+
+// statement returns how to select the rows q selects in order desc, or a
+// statement with neither SQL nor streams when nothing can match. fp is q's
+// fingerprint, which binds its cursor. resume, if not nil, continues a scan
+// after that log index (before it when desc).
+//
+// Each equality filter and the time range also yield a stream of the blocks
+// that may hold matches (postings.go); every condition is still checked on
+// the rows. Without any (no filter, or only text), rows are read from
+// records in log order. Full text drives the scan itself.
 func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selectStmt, error) {
-	var st selectStmt
+	st := selectStmt{desc: desc, bounds: idxRange{lo: 0, hi: math.MaxInt64}}
 	var w where
-	w.tenants(q.Tenants)
+	keys := func(field int, values ...string) {
+		parts := make([]stream, len(values))
+		for i, v := range values {
+			parts[i] = ix.keyStream(postingKey(field, v), desc)
+		}
+		if len(parts) == 1 {
+			st.streams = append(st.streams, parts[0])
+		} else if len(parts) > 1 {
+			st.streams = append(st.streams, &unionStream{desc: desc, parts: parts})
+		}
+	}
+	if !w.tenants(q.Tenants) && len(q.Tenants) > 0 {
+		keys(fieldTenant, q.Tenants...)
+	}
 	if q.Tenant != "" {
 		w.add("tenant = ?", q.Tenant)
+		keys(fieldTenant, q.Tenant)
 	}
 	if t, ok := strings.CutSuffix(q.Type, "*"); ok {
 		if t != "" {
@@ -439,39 +483,44 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 			if end, ok := prefixEnd(t); ok {
 				w.add("type < ?", end)
 			}
+			st.streams = append(st.streams, &prefixStream{ix: ix, prefix: postingKey(fieldType, t), desc: desc})
 		}
 	} else if q.Type != "" {
 		w.add("type = ?", q.Type)
+		keys(fieldType, q.Type)
 	}
 	if q.Actor != "" {
 		w.add("actor_id = ?", q.Actor)
+		keys(fieldActor, q.Actor)
 	}
 	if q.Actors != nil {
 		if len(q.Actors) == 0 {
 			w.none()
 		} else {
-			args := make([]any, len(q.Actors))
-			for i, a := range q.Actors {
-				args[i] = a
-			}
-			w.add("actor_id IN ("+strings.Repeat("?, ", len(args)-1)+"?)", args...)
+			w.add("actor_id IN ("+strings.Repeat("?, ", len(q.Actors)-1)+"?)", anys(q.Actors)...)
+			keys(fieldActor, q.Actors...)
 		}
 	}
 	if q.Model != "" {
 		name, version, ok := strings.Cut(q.Model, "@")
 		w.add("model_name = ?", name)
+		keys(fieldModel, name)
 		if ok {
 			w.add("model_version = ?", version)
+			keys(fieldVersion, version)
 		}
 	}
 	if q.Outcome != "" {
 		w.add("outcome = ?", q.Outcome)
+		keys(fieldOutcome, q.Outcome)
 	}
 	if q.Resource != "" {
 		if typ, id, ok := strings.Cut(q.Resource, ":"); ok {
 			w.add("(resource_id = ? OR (resource_type = ? AND resource_id = ?))", q.Resource, typ, id)
+			keys(fieldResource, q.Resource, id)
 		} else {
 			w.add("resource_id = ?", q.Resource)
+			keys(fieldResource, q.Resource)
 		}
 	}
 	if !q.From.IsZero() {
@@ -480,15 +529,18 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 	if !q.To.IsZero() {
 		w.add("time < ?", unixNano(q.To))
 	}
+	if !q.From.IsZero() || !q.To.IsZero() {
+		st.streams = append(st.streams, ix.timeStream(unixNano(q.From), unixNano(q.To), !q.From.IsZero(), !q.To.IsZero(), desc))
+	}
 	if q.After != nil {
 		if *q.After >= math.MaxInt64 {
 			w.none() // no log index is that large
 		} else {
 			w.add("idx > ?", int64(*q.After))
+			st.bounds.lo = max(st.bounds.lo, int64(*q.After)+1)
 		}
 	}
-	// Without text, rows come from records in log order. With full text
-	// they are driven by the FTS index, which yields matches in rowid (log
+	// Full text drives the scan: the FTS index yields matches in rowid (log
 	// index) order and takes the cursor bound itself, so a page stops early
 	// instead of first collecting every match.
 	from, order := "records", "idx"
@@ -500,6 +552,7 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 			}
 			from, order = "records_fts JOIN records ON idx = records_fts.rowid", "records_fts.rowid"
 			w.add("records_fts MATCH ?", m)
+			st.streams = nil
 		} else {
 			for _, word := range ws {
 				st.words = append(st.words, fold.LowerASCII(strings.TrimSuffix(word, "*")))
@@ -509,8 +562,10 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 	bound := func(after uint64) {
 		if desc {
 			w.add(order+" < ?", int64(after))
+			st.bounds.hi = min(st.bounds.hi, int64(after)-1)
 		} else {
 			w.add(order+" > ?", int64(after))
+			st.bounds.lo = max(st.bounds.lo, int64(after)+1)
 		}
 	}
 	if q.Cursor != "" {
@@ -523,16 +578,19 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 	if resume != nil {
 		bound(*resume)
 	}
-	if w.empty {
+	if w.empty || st.bounds.lo > st.bounds.hi {
 		return selectStmt{}, nil
 	}
-
+	st.args = w.args
+	if st.streams != nil {
+		st.conds = w.sql()
+		return st, nil
+	}
 	st.sql = "SELECT idx, records.tenant, pos FROM " + from + " WHERE " + w.sql() + " ORDER BY " + order
 	if desc {
 		st.sql += " DESC"
 	}
 	st.sql += " LIMIT ?"
-	st.args = w.args
 	return st, nil
 }
 
@@ -554,16 +612,18 @@ func (w *where) none() {
 	w.add("0")
 }
 
-// tenants restricts w to the visible tenants (see Query.Tenants).
-func (w *where) tenants(visible []string) {
+// tenants restricts w to the visible tenants (see Query.Tenants). It
+// reports whether they are all tenants.
+func (w *where) tenants(visible []string) (all bool) {
 	if visible == nil || slices.Contains(visible, "*") {
-		return
+		return true
 	}
 	if len(visible) == 0 {
 		w.none()
-		return
+		return false
 	}
 	w.add("tenant IN (?"+strings.Repeat(", ?", len(visible)-1)+")", anys(visible)...)
+	return false
 }
 
 func (w *where) sql() string {

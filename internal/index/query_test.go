@@ -590,8 +590,11 @@ func TestAlteredIndex(t *testing.T) {
 		}
 	}
 
-	// globex's g-1 moved into acme.
+	// globex's g-1 moved into acme, in its row and in acme's postings.
 	alter(`UPDATE records SET tenant = 'acme' WHERE id = 'g-1'`)
+	if _, err := ix.writer.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, encodePlaces([]uint16{0, 1, 2}), postingKey(fieldTenant, "acme")); err != nil {
+		t.Fatal(err)
+	}
 	_, err := ix.Query(ctx, Query{Tenants: []string{"acme"}, Limit: 10})
 	want("a query of acme", err, 1, "globex")
 	_, err = ix.Get(ctx, []string{"acme"}, "", "g-1")

@@ -1,0 +1,690 @@
+package index
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"strings"
+)
+
+// Block postings
+//
+// The equality filters of Query (tenant, type, actor, model name and
+// version, outcome, resource) are not answered from an SQLite index per
+// column: each such index costs every record one more B-tree insert, and
+// with six of them they took three quarters of the indexing work
+// (BenchmarkApply: 35,000 records/s with them, 140,000 without). Instead the
+// log is cut into blocks of blockSize consecutive log indexes, and for each
+// value that occurs in a block the postings table has one row: the value's
+// key (a field tag and the value), the block, and which of the block's
+// records carry it. A block of records from one tenant, of a few types and
+// models, costs a handful of rows instead of six per record. The blocks
+// table keeps the range of event times in each block, for From and To.
+//
+// A query walks, for each filter, the blocks its key (or keys, for a list or
+// a type prefix) occurs in, in log order, and leapfrogs them: the next block
+// every filter has is the only one worth opening. Within it the bitmaps,
+// intersected, name the candidate records, whose rows are then read by log
+// index and checked against every condition in SQL, so the postings only
+// ever narrow the search and never decide a match on their own. A filter on
+// a rare value visits only the blocks that value is in.
+//
+// Postings are derived from the rows of records and nothing else: the
+// postings of a block can always be rebuilt from its rows, which is how
+// Apply continues a block a previous Apply (or an earlier run) began.
+
+// Blocks are large so that a value that recurs, such as the actor of a
+// busy user, costs one posting row for many records: with blocks of 1,024
+// records, the postings of 1,000 users took a third of the indexing work.
+const (
+	blockBits = 14
+	blockSize = 1 << blockBits
+	blockMask = blockSize - 1
+)
+
+// The fields with postings, and the tag byte each key starts with.
+const (
+	fieldTenant = iota
+	fieldType
+	fieldActor
+	fieldModel
+	fieldVersion
+	fieldOutcome
+	fieldResource
+	numFields
+)
+
+var fieldTags = [numFields]byte{'n', 'y', 'a', 'm', 'v', 'o', 'r'}
+
+// postingKey returns the key of value in field: its tag, then the value.
+// Keys are stored as BLOBs, which compare bytewise, so a field's keys sort
+// by value and a prefix of values is a range of keys.
+func postingKey(field int, value string) []byte {
+	k := make([]byte, 1+len(value))
+	k[0] = fieldTags[field]
+	copy(k[1:], value)
+	return k
+}
+
+// values calls f with each field of r that has a value.
+func (r *row) values(f func(field int, value string)) {
+	f(fieldTenant, r.tenant)
+	f(fieldType, r.typ)
+	for _, fv := range [...]struct {
+		field int
+		v     any
+	}{
+		{fieldActor, r.actorID},
+		{fieldModel, r.modelName},
+		{fieldVersion, r.modelVersion},
+		{fieldOutcome, r.outcome},
+		{fieldResource, r.resourceID},
+	} {
+		if s, ok := fv.v.(string); ok {
+			f(fv.field, s)
+		}
+	}
+}
+
+// bitmap is a set of the records of one block, by their place in it.
+type bitmap [blockSize / 64]uint64
+
+func (b *bitmap) set(i int) { b[i>>6] |= 1 << (i & 63) }
+
+func (b *bitmap) and(o *bitmap) {
+	for i := range b {
+		b[i] &= o[i]
+	}
+}
+
+func (b *bitmap) or(o *bitmap) {
+	for i := range b {
+		b[i] |= o[i]
+	}
+}
+
+// full is a bitmap of every record of a block.
+var full = func() (b bitmap) {
+	for i := range b {
+		b[i] = math.MaxUint64
+	}
+	return b
+}()
+
+// bitmapBytes is the size of an encoded bitmap.
+const bitmapBytes = blockSize / 8
+
+// encodePlaces returns the posting of the records at places (ascending)
+// as stored: the places as little-endian uint16s when that is shorter than
+// a bitmap, else the bitmap's words little-endian.
+func encodePlaces(places []uint16) []byte {
+	if 2*len(places) < bitmapBytes {
+		out := make([]byte, 0, 2*len(places))
+		for _, i := range places {
+			out = binary.LittleEndian.AppendUint16(out, i)
+		}
+		return out
+	}
+	var b bitmap
+	for _, i := range places {
+		b.set(int(i))
+	}
+	out := make([]byte, 0, bitmapBytes)
+	for _, w := range b {
+		out = binary.LittleEndian.AppendUint64(out, w)
+	}
+	return out
+}
+
+// places yields the places of b's records in ascending order.
+func (b *bitmap) places(yield func(int) bool) {
+	for wi, w := range b {
+		for w != 0 {
+			if !yield(wi<<6 + bits.TrailingZeros64(w)) {
+				return
+			}
+			w &= w - 1
+		}
+	}
+}
+
+// decodeBitmap is the inverse of encode.
+func decodeBitmap(p []byte) (bitmap, error) {
+	var b bitmap
+	switch {
+	case len(p) == bitmapBytes:
+		for i := range b {
+			b[i] = binary.LittleEndian.Uint64(p[8*i:])
+		}
+	case len(p) > 0 && len(p)%2 == 0 && len(p) < bitmapBytes:
+		for i := 0; i < len(p); i += 2 {
+			v := int(binary.LittleEndian.Uint16(p[i:]))
+			if v >= blockSize {
+				return b, fmt.Errorf("posting names place %d of a block of %d", v, blockSize)
+			}
+			b.set(v)
+		}
+	default:
+		return b, fmt.Errorf("posting of %d bytes", len(p))
+	}
+	return b, nil
+}
+
+// blockPostings accumulates the postings of one block while Apply adds its
+// rows.
+type blockPostings struct {
+	block int64
+	// next is the log index after the last one the postings account for
+	// (applied or skipped), to tell whether the next Apply continues them.
+	next uint64
+	// values holds each field's postings by value.
+	values [numFields]map[string]*posting
+	// dirty lists the postings changed since the last flush.
+	dirty            []dirtyPosting
+	minTime, maxTime int64
+	hasTime          bool // some row has been added
+	timeDirty        bool
+}
+
+// posting is the places in the block of the records with one value, in
+// ascending order (rows are added in log order): a list, not a bitmap,
+// because most values of a busy field occur a few times a block.
+type posting struct {
+	places []uint16
+	dirty  bool
+}
+
+type dirtyPosting struct {
+	field int
+	value string
+	p     *posting
+}
+
+func newBlockPostings(block int64) *blockPostings {
+	bp := &blockPostings{block: block, next: uint64(block) << blockBits}
+	for f := range bp.values {
+		bp.values[f] = make(map[string]*posting)
+	}
+	return bp
+}
+
+// add adds a row of the block.
+func (bp *blockPostings) add(r *row) {
+	at := int(r.idx & blockMask)
+	r.values(func(field int, value string) {
+		p := bp.values[field][value]
+		if p == nil {
+			p = &posting{}
+			bp.values[field][value] = p
+		}
+		p.places = append(p.places, uint16(at))
+		if !p.dirty {
+			p.dirty = true
+			bp.dirty = append(bp.dirty, dirtyPosting{field, value, p})
+		}
+	})
+	if !bp.hasTime || r.time < bp.minTime {
+		bp.minTime = r.time
+	}
+	if !bp.hasTime || r.time > bp.maxTime {
+		bp.maxTime = r.time
+	}
+	bp.hasTime, bp.timeDirty = true, true
+}
+
+// postingWriter writes postings in one Apply's transaction.
+type postingWriter struct {
+	posting, block *sql.Stmt
+}
+
+func prepareWriter(ctx context.Context, tx *sql.Tx) (*postingWriter, error) {
+	p, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO postings (key, block, bits) VALUES (?, ?, ?)")
+	if err != nil {
+		return nil, fmt.Errorf("couldn't prepare postings: %w", err)
+	}
+	b, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO blocks (block, min_time, max_time) VALUES (?, ?, ?)")
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("couldn't prepare postings: %w", err)
+	}
+	return &postingWriter{p, b}, nil
+}
+
+func (w *postingWriter) Close() {
+	w.posting.Close()
+	w.block.Close()
+}
+
+// flush writes what changed in bp since its last flush.
+func (w *postingWriter) flush(ctx context.Context, bp *blockPostings) error {
+	for _, d := range bp.dirty {
+		if _, err := w.posting.ExecContext(ctx, postingKey(d.field, d.value), bp.block, encodePlaces(d.p.places)); err != nil {
+			return fmt.Errorf("couldn't write postings of block %d: %w", bp.block, err)
+		}
+		d.p.dirty = false
+	}
+	bp.dirty = bp.dirty[:0]
+	if bp.timeDirty {
+		if _, err := w.block.ExecContext(ctx, bp.block, bp.minTime, bp.maxTime); err != nil {
+			return fmt.Errorf("couldn't write block %d: %w", bp.block, err)
+		}
+		bp.timeDirty = false
+	}
+	return nil
+}
+
+// openBlock returns the postings of the block that holds log index cursor,
+// with the rows applied before cursor: last, the last Apply's, if it ended
+// there, else rebuilt from the rows.
+func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint64) (*blockPostings, error) {
+	block := int64(cursor >> blockBits)
+	if last != nil && last.block == block && last.next == cursor {
+		return last, nil
+	}
+	bp := newBlockPostings(block)
+	if cursor&blockMask == 0 {
+		return bp, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT idx, tenant, type, time, actor_id, model_name, model_version, outcome, resource_id
+		FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, block<<blockBits, int64(cursor))
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r row
+		var actor, model, version, outcome, resource sql.NullString
+		if err := rows.Scan(&r.idx, &r.tenant, &r.typ, &r.time, &actor, &model, &version, &outcome, &resource); err != nil {
+			return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
+		}
+		r.actorID, r.modelName, r.modelVersion = nullString(actor), nullString(model), nullString(version)
+		r.outcome, r.resourceID = nullString(outcome), nullString(resource)
+		bp.add(&r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
+	}
+	// Already stored: nothing to write until a row is added.
+	for _, d := range bp.dirty {
+		d.p.dirty = false
+	}
+	bp.dirty, bp.timeDirty = bp.dirty[:0], false
+	bp.next = cursor
+	return bp, nil
+}
+
+func nullString(s sql.NullString) any {
+	if !s.Valid {
+		return nil
+	}
+	return s.String
+}
+
+// A stream yields, block by block in a scan's direction, the records of
+// each block that may match one condition of a query.
+type stream interface {
+	// seek returns the first block at or after b in the scan's direction
+	// (at or before b when descending) that has records, and which ones;
+	// ok is false when there is none. The bitmap is valid until the next
+	// seek.
+	seek(ctx context.Context, b int64) (block int64, bits *bitmap, ok bool, err error)
+}
+
+// blockRow is one row a stream has fetched.
+type blockRow struct {
+	block int64
+	bits  bitmap
+}
+
+// Streams fetch rows in growing batches: a first page needs few blocks, a
+// long scan many.
+const (
+	firstFetch = 8
+	maxFetch   = 256
+)
+
+// fetchStream is a stream over rows fetched from SQL in batches.
+type fetchStream struct {
+	desc bool
+	// fetch returns up to n rows from block from on in the scan's
+	// direction.
+	fetch func(ctx context.Context, from int64, n int) ([]blockRow, error)
+	buf   []blockRow
+	done  bool // no rows past buf
+	n     int
+}
+
+func (s *fetchStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, error) {
+	for {
+		for len(s.buf) > 0 && before(s.buf[0].block, b, s.desc) {
+			s.buf = s.buf[1:]
+		}
+		if len(s.buf) > 0 {
+			return s.buf[0].block, &s.buf[0].bits, true, nil
+		}
+		if s.done {
+			return 0, nil, false, nil
+		}
+		s.n = min(max(2*s.n, firstFetch), maxFetch)
+		rows, err := s.fetch(ctx, b, s.n)
+		if err != nil {
+			return 0, nil, false, err
+		}
+		s.buf, s.done = rows, len(rows) < s.n
+	}
+}
+
+// before reports whether block a comes before b in the scan's direction.
+func before(a, b int64, desc bool) bool {
+	if desc {
+		return a > b
+	}
+	return a < b
+}
+
+// keyStream returns the stream of key's postings.
+func (ix *Index) keyStream(key []byte, desc bool) stream {
+	q := "SELECT block, bits FROM postings WHERE key = ? AND block >= ? ORDER BY block LIMIT ?"
+	if desc {
+		q = "SELECT block, bits FROM postings WHERE key = ? AND block <= ? ORDER BY block DESC LIMIT ?"
+	}
+	return &fetchStream{desc: desc, fetch: func(ctx context.Context, from int64, n int) ([]blockRow, error) {
+		rows, err := ix.db.QueryContext(ctx, q, key, from, n)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read postings: %w", err)
+		}
+		defer rows.Close()
+		out := make([]blockRow, 0, n)
+		for rows.Next() {
+			var r blockRow
+			var enc []byte
+			if err := rows.Scan(&r.block, &enc); err != nil {
+				return nil, fmt.Errorf("couldn't read postings: %w", err)
+			}
+			if r.bits, err = decodeBitmap(enc); err != nil {
+				return nil, fmt.Errorf("couldn't read postings of block %d: %w", r.block, err)
+			}
+			out = append(out, r)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("couldn't read postings: %w", err)
+		}
+		return out, nil
+	}}
+}
+
+// timeStream returns the stream of the blocks whose event times overlap
+// [from, to); a zero bound is open. Every record of such a block is a
+// candidate.
+func (ix *Index) timeStream(from, to int64, fromSet, toSet, desc bool) stream {
+	var w where
+	if fromSet {
+		w.add("max_time >= ?", from)
+	}
+	if toSet {
+		w.add("min_time < ?", to)
+	}
+	q := "SELECT block FROM blocks WHERE " + w.sql() + " AND block >= ? ORDER BY block LIMIT ?"
+	if desc {
+		q = "SELECT block FROM blocks WHERE " + w.sql() + " AND block <= ? ORDER BY block DESC LIMIT ?"
+	}
+	return &fetchStream{desc: desc, fetch: func(ctx context.Context, b int64, n int) ([]blockRow, error) {
+		rows, err := ix.db.QueryContext(ctx, q, append(w.args[:len(w.args):len(w.args)], b, n)...)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read blocks: %w", err)
+		}
+		defer rows.Close()
+		out := make([]blockRow, 0, n)
+		for rows.Next() {
+			r := blockRow{bits: full}
+			if err := rows.Scan(&r.block); err != nil {
+				return nil, fmt.Errorf("couldn't read blocks: %w", err)
+			}
+			out = append(out, r)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("couldn't read blocks: %w", err)
+		}
+		return out, nil
+	}}
+}
+
+// unionStream yields the blocks any of its streams has, with the union of
+// their records.
+type unionStream struct {
+	desc  bool
+	parts []stream
+	bits  bitmap
+}
+
+func (u *unionStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, error) {
+	var first int64
+	found := false
+	for _, s := range u.parts {
+		blk, _, ok, err := s.seek(ctx, b)
+		if err != nil {
+			return 0, nil, false, err
+		}
+		if ok && (!found || before(blk, first, u.desc)) {
+			first, found = blk, true
+		}
+	}
+	if !found {
+		return 0, nil, false, nil
+	}
+	u.bits = bitmap{}
+	for _, s := range u.parts {
+		// Seeking again to where a stream already is reads nothing.
+		if blk, bits, ok, _ := s.seek(ctx, b); ok && blk == first {
+			u.bits.or(bits)
+		}
+	}
+	return first, &u.bits, true, nil
+}
+
+// maxPrefixKeys is the most values a type prefix ("ai.*") is expanded to;
+// past it the prefix is checked on the rows only.
+const maxPrefixKeys = 64
+
+// prefixStream is the union of the streams of every key that starts with
+// prefix, found when first sought.
+type prefixStream struct {
+	ix     *Index
+	prefix []byte
+	desc   bool
+	union  *unionStream
+	// all is set when prefix has too many values to walk: every block
+	// is then a candidate.
+	all bool
+}
+
+func (p *prefixStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, error) {
+	if p.union == nil && !p.all {
+		keys, err := p.ix.keysWithPrefix(ctx, p.prefix, maxPrefixKeys+1)
+		if err != nil {
+			return 0, nil, false, err
+		}
+		if len(keys) > maxPrefixKeys {
+			p.all = true
+		} else {
+			p.union = &unionStream{desc: p.desc}
+			for _, k := range keys {
+				p.union.parts = append(p.union.parts, p.ix.keyStream(k, p.desc))
+			}
+		}
+	}
+	if p.all {
+		return b, &full, true, nil
+	}
+	return p.union.seek(ctx, b)
+}
+
+// keysWithPrefix returns up to n distinct keys that start with prefix, one
+// index seek each.
+func (ix *Index) keysWithPrefix(ctx context.Context, prefix []byte, n int) ([][]byte, error) {
+	var keys [][]byte
+	end, bounded := prefixEnd(string(prefix))
+	q, arg := "SELECT key FROM postings WHERE key >= ?", any(prefix)
+	for len(keys) < n {
+		var k []byte
+		var err error
+		if bounded {
+			err = ix.db.QueryRowContext(ctx, q+" AND key < ? ORDER BY key LIMIT 1", arg, []byte(end)).Scan(&k)
+		} else {
+			err = ix.db.QueryRowContext(ctx, q+" ORDER BY key LIMIT 1", arg).Scan(&k)
+		}
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read postings: %w", err)
+		}
+		keys = append(keys, k)
+		q, arg = "SELECT key FROM postings WHERE key > ?", k
+	}
+	return keys, nil
+}
+
+// idxRange is the range of log indexes a scan may return, both ends
+// included.
+type idxRange struct{ lo, hi int64 }
+
+// candidates appends to out the log indexes of bits in block that lie in r,
+// in the scan's direction.
+func (r idxRange) candidates(out []int64, block int64, bits *bitmap, desc bool) []int64 {
+	start := len(out)
+	base := block << blockBits
+	for i := range bits.places {
+		if idx := base + int64(i); idx >= r.lo && idx <= r.hi {
+			out = append(out, idx)
+		}
+	}
+	if desc {
+		slices.Reverse(out[start:])
+	}
+	return out
+}
+
+// scanBlocks returns up to limit rows of (idx, tenant, pos) that st
+// selects, from the blocks all of st.streams have, checking the candidates
+// against st's conditions in SQL.
+func (ix *Index) scanBlocks(ctx context.Context, st selectStmt, limit int) ([]Hit, []int64, error) {
+	var hits []Hit
+	var pos []int64
+	b := st.bounds.lo >> blockBits
+	if st.desc {
+		b = st.bounds.hi >> blockBits
+	}
+	var cands []int64
+	for {
+		var bits bitmap
+		agreed := true
+		for i, s := range st.streams {
+			blk, sb, ok, err := s.seek(ctx, b)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !ok {
+				return hits, pos, nil
+			}
+			if blk != b {
+				b, agreed = blk, false
+				break
+			}
+			if i == 0 {
+				bits = *sb
+			} else {
+				bits.and(sb)
+			}
+		}
+		if !agreed {
+			continue
+		}
+		if bits == full {
+			// Every record of the block is a candidate (a time range
+			// alone): read its rows in one range.
+			var err error
+			if hits, pos, err = ix.checkRange(ctx, st, b, limit-len(hits), hits, pos); err != nil {
+				return nil, nil, err
+			}
+			if len(hits) >= limit {
+				return hits, pos, nil
+			}
+		}
+		cands = st.bounds.candidates(cands[:0], b, &bits, st.desc)
+		for bits != full && len(cands) > 0 {
+			n := min(len(cands), max(limit-len(hits), 32))
+			var err error
+			if hits, pos, err = ix.checkRows(ctx, st, cands[:n], hits, pos); err != nil {
+				return nil, nil, err
+			}
+			if len(hits) >= limit {
+				return hits[:limit], pos[:limit], nil
+			}
+			cands = cands[n:]
+		}
+		if st.desc {
+			if b == 0 {
+				return hits, pos, nil
+			}
+			b--
+		} else {
+			b++
+		}
+	}
+}
+
+// checkRows appends to hits and pos the rows of the log indexes idxs (in
+// the scan's order) that meet st's conditions.
+func (ix *Index) checkRows(ctx context.Context, st selectStmt, idxs []int64, hits []Hit, pos []int64) ([]Hit, []int64, error) {
+	ix.checked.Add(int64(len(idxs)))
+	args := make([]any, 0, len(idxs)+len(st.args))
+	for _, i := range idxs {
+		args = append(args, i)
+	}
+	args = append(args, st.args...)
+	q := "SELECT idx, tenant, pos FROM records WHERE idx IN (?" + strings.Repeat(",?", len(idxs)-1) + ") AND " + st.conds + " ORDER BY idx"
+	if st.desc {
+		q += " DESC"
+	}
+	return ix.collect(ctx, q, args, hits, pos)
+}
+
+// checkRange appends to hits and pos up to n rows of block, within
+// st.bounds and in the scan's order, that meet st's conditions.
+func (ix *Index) checkRange(ctx context.Context, st selectStmt, block int64, n int, hits []Hit, pos []int64) ([]Hit, []int64, error) {
+	lo, hi := max(block<<blockBits, st.bounds.lo), min(block<<blockBits|blockMask, st.bounds.hi)
+	ix.checked.Add(hi - lo + 1)
+	q := "SELECT idx, tenant, pos FROM records WHERE idx BETWEEN ? AND ? AND " + st.conds + " ORDER BY idx"
+	if st.desc {
+		q += " DESC"
+	}
+	return ix.collect(ctx, q+" LIMIT ?", append(append([]any{lo, hi}, st.args...), n), hits, pos)
+}
+
+// collect appends to hits and pos the rows (idx, tenant, pos) of query q.
+func (ix *Index) collect(ctx context.Context, q string, args []any, hits []Hit, pos []int64) ([]Hit, []int64, error) {
+	rows, err := ix.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("couldn't query events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h Hit
+		var idx, p int64
+		if err := rows.Scan(&idx, &h.Tenant, &p); err != nil {
+			return nil, nil, fmt.Errorf("couldn't query events: %w", err)
+		}
+		h.Index = uint64(idx)
+		hits, pos = append(hits, h), append(pos, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("couldn't query events: %w", err)
+	}
+	return hits, pos, nil
+}
