@@ -36,6 +36,12 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
 	DefaultDetectInterval  = time.Second
+	// DefaultIndexMaxLag keeps the query index within the records the log
+	// holds in memory (its newest 16,384), with room for the requests in
+	// flight past the limit: an index further behind reads and decodes
+	// records from the segment files again, which costs more CPU than the
+	// few producers held back.
+	DefaultIndexMaxLag = 12_000
 	// DefaultUpstreamTimeout is how long a recording proxy waits, by
 	// default, for its provider to send anything. It matches the providers'
 	// SDKs, since a model may think for minutes before its first byte.
@@ -129,11 +135,11 @@ type Index struct {
 	// by default; without it `q` still works, by a slower scan.
 	FullText bool `yaml:"full_text"`
 	// MaxLag is the most records the index may fall behind the log before
-	// producers' appends wait for it (0, the default: no limit). Past it,
-	// an append waits until the index is back within it, for up to 5
-	// seconds, and is then refused with 503 and Retry-After. It keeps
-	// queries close behind the log under sustained load, at the price of
-	// ingesting at the rate the index keeps up with.
+	// producers' appends wait for it (default DefaultIndexMaxLag; 0: no
+	// limit). Past it, an append waits until the index is back within it,
+	// for up to 5 seconds, and is then refused with 503 and Retry-After. It
+	// keeps queries close behind the log under sustained load, at the price
+	// of ingesting at the rate the index keeps up with.
 	MaxLag uint64 `yaml:"max_lag"`
 }
 
@@ -232,6 +238,7 @@ func Default() Config {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		AccessWindow:    DefaultAccessWindow,
 		Detect:          Detect{Interval: DefaultDetectInterval},
+		Index:           Index{MaxLag: DefaultIndexMaxLag},
 		LogLevel:        "info",
 	}
 }

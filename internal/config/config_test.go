@@ -33,11 +33,14 @@ func TestLoad(t *testing.T) {
 	if c.Addr != "127.0.0.1:9999" || c.Ledger.SyncInterval != 250*time.Millisecond || !c.FullText() {
 		t.Fatalf("loaded %+v", c)
 	}
-	if c.DataDir != DefaultDataDir || c.Limits.MaxBodyBytes != DefaultMaxBodyBytes || c.Index.MaxLag != 0 {
+	if c.DataDir != DefaultDataDir || c.Limits.MaxBodyBytes != DefaultMaxBodyBytes || c.Index.MaxLag != DefaultIndexMaxLag {
 		t.Fatal("unset keys lost their defaults")
 	}
 	if c, err := Load(write(t, "index:\n  max_lag: 20000\n")); err != nil || c.Index.MaxLag != 20000 {
 		t.Fatalf("index.max_lag: 20000 loaded as %d, %v", c.Index.MaxLag, err)
+	}
+	if c, err := Load(write(t, "index:\n  max_lag: 0\n")); err != nil || c.Index.MaxLag != 0 {
+		t.Fatalf("index.max_lag: 0 (no limit) loaded as %d, %v", c.Index.MaxLag, err)
 	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
 	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
