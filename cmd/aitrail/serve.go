@@ -553,7 +553,7 @@ func indexBatchFor(maxLag uint64) int {
 // often saves a sizeable share of CPU; the soft limit keeps the heap bounded.
 const (
 	serverGCPercent   = 400
-	serverMemoryLimit = 288 << 20
+	serverMemoryLimit = 352 << 20
 )
 
 func tuneGC() {

@@ -384,7 +384,9 @@ func operationType(op, otherwise string) string {
 // renamed) and keptAttrs, from the item and then the resource. Content
 // attributes go into content instead.
 func attributes(attrs, res pcommon.Map, content map[string]any) map[string]any {
-	out := map[string]any{}
+	// Sized for what callers add too (span name and kind, duration,
+	// status): growing a map on the way cost more than its spare room.
+	out := make(map[string]any, attrs.Len()+4)
 	for k, v := range attrs.All() {
 		switch {
 		case isContentAttr(k):
@@ -492,14 +494,26 @@ func cleanAttrs(attrs map[string]any) {
 	}
 }
 
+// attrKeyBytes are the bytes an attribute key may hold; all are ASCII, so
+// a key is checked byte by byte.
+var attrKeyBytes = func() (ok [256]bool) {
+	for c := range ok {
+		ok[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_./:-", byte(c)) >= 0
+	}
+	return ok
+}()
+
 // isAttrKey reports whether k matches [A-Za-z0-9_./:-]{1,256}.
 func isAttrKey(k string) bool {
 	if k == "" || len(k) > 256 {
 		return false
 	}
-	return !strings.ContainsFunc(k, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:-", r))
-	})
+	for i := range len(k) {
+		if !attrKeyBytes[k[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 // rawValue returns v as a JSON-ready value; a string holding a JSON object

@@ -518,3 +518,16 @@ func TestLogsRecordGenAIEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestAttrKeys: attribute keys the event rules accept are kept, others
+// (spaces, non-ASCII letters, empty or over 256 bytes) are dropped.
+func TestAttrKeys(t *testing.T) {
+	for k, want := range map[string]bool{
+		"gen_ai.request.model": true, "http.route": true, "a/b:c-d_E9": true, strings.Repeat("k", 256): true,
+		"": false, "a b": false, "tëst": false, "a\x00": false, "a=b": false, strings.Repeat("k", 257): false,
+	} {
+		if got := isAttrKey(k); got != want {
+			t.Errorf("isAttrKey(%q) = %v, want %v", k, got, want)
+		}
+	}
+}
