@@ -19,7 +19,7 @@ import (
 func TestFiltersVisitOnlyTheirBlocks(t *testing.T) {
 	ctx := context.Background()
 	ix, e := openTemp(t, Options{})
-	const n, rare = 4*blockSize + 100, 2*blockSize + 517
+	const n, rare = 3*blockSize + 100, blockSize + 517
 	recs := make([]*event.Record, n)
 	for i := range recs {
 		recs[i] = rec("acme", fmt.Sprintf("e-%d", i), "api.call", func(r *event.Record) {
@@ -196,7 +196,7 @@ func TestQueriesMatchFiltering(t *testing.T) {
 		first[i] = !seen[key]
 		seen[key] = true
 	}
-	for range 300 {
+	for range 150 {
 		q := randomQuery()
 		var want []uint64
 		for i := range n {
@@ -207,10 +207,10 @@ func TestQueriesMatchFiltering(t *testing.T) {
 		if q.Order == OrderDesc {
 			slices.Reverse(want)
 		}
-		// Up to 20 pages; then the pages so far must be the start.
+		// Up to 12 pages; then the pages so far must be the start.
 		var got []uint64
 		more := false
-		for page := 0; page < 20; page++ {
+		for page := 0; page < 12; page++ {
 			p, err := ix.Query(ctx, q)
 			if err != nil {
 				t.Fatalf("%+v: %v", q, err)
