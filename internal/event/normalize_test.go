@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -467,4 +468,32 @@ func TestNormalizeLeavesRoomForContentRef(t *testing.T) {
 	e.Content = json.RawMessage(`"c"`)
 	_, _, err = Normalize(&e, testNow, Limits{})
 	assertProblems(t, err, []string{"events[0]: metadata too large for one record: 65435 bytes of canonical JSON; the limit is 65279 bytes"})
+}
+
+// TestRFC3339Form: the byte check of timestamps accepts exactly what the
+// regular expression of RFC 3339's form does, on valid stamps and on every
+// one-byte change and truncation of them.
+func TestRFC3339Form(t *testing.T) {
+	re := regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$`)
+	seeds := []string{"2025-01-02T15:04:05Z", "2025-01-02t15:04:05.123456789z", "2025-01-02T15:04:05+05:30",
+		"2025-01-02T15:04:05.1-00:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"}
+	var cases []string
+	for _, s := range seeds {
+		cases = append(cases, s)
+		for i := range len(s) {
+			cases = append(cases, s[:i], s[:i]+s[i+1:])
+			for _, c := range []byte("0Tt:.-+Zz ,x9") {
+				cases = append(cases, s[:i]+string(c)+s[i+1:], s[:i]+string(c)+s[i:])
+			}
+		}
+	}
+	for _, s := range cases {
+		ok, lower := rfc3339Form(s)
+		if want := re.MatchString(s); ok != want {
+			t.Errorf("rfc3339Form(%q) = %v, the pattern says %v", s, ok, want)
+		}
+		if ok && lower != strings.ContainsAny(s, "tz") {
+			t.Errorf("rfc3339Form(%q): lower = %v", s, lower)
+		}
+	}
 }
