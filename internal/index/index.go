@@ -223,7 +223,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
 CREATE TABLE IF NOT EXISTS postings (
 	key   BLOB,                        -- field tag and value (postingKey)
 	block INTEGER,                     -- log index >> blockBits
-	bits  BLOB,                        -- which of the block's records have it (bitmap.encode)
+	bits  BLOB,                        -- which of the block's records have it (encodePlaces)
 	PRIMARY KEY (key, block)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blocks (

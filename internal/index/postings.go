@@ -342,10 +342,11 @@ type blockRow struct {
 }
 
 // Streams fetch rows in growing batches: a first page needs few blocks, a
-// long scan many.
+// long scan many. A row holds a 2 KiB bitmap, so a batch of maxFetch is
+// 128 KiB, for up to a million records.
 const (
-	firstFetch = 8
-	maxFetch   = 256
+	firstFetch = 4
+	maxFetch   = 64
 )
 
 // fetchStream is a stream over rows fetched from SQL in batches.
