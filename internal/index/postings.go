@@ -153,7 +153,12 @@ func (b *bitmap) places(yield func(int) bool) {
 	}
 }
 
-// decodeBitmap is the inverse of encode.
+// errDamagedPostings wraps a posting that cannot be decoded: index.db was
+// altered or damaged. The postings are derived, so rebuilding the index
+// repairs them.
+var errDamagedPostings = errors.New("the query index is damaged (aitrail reindex rebuilds it from the log)")
+
+// decodeBitmap is the inverse of encodePlaces.
 func decodeBitmap(p []byte) (bitmap, error) {
 	var b bitmap
 	switch {
@@ -165,12 +170,12 @@ func decodeBitmap(p []byte) (bitmap, error) {
 		for i := 0; i < len(p); i += 2 {
 			v := int(binary.LittleEndian.Uint16(p[i:]))
 			if v >= blockSize {
-				return b, fmt.Errorf("posting names place %d of a block of %d", v, blockSize)
+				return b, fmt.Errorf("%w: a posting names place %d of a block of %d", errDamagedPostings, v, blockSize)
 			}
 			b.set(v)
 		}
 	default:
-		return b, fmt.Errorf("posting of %d bytes", len(p))
+		return b, fmt.Errorf("%w: a posting of %d bytes", errDamagedPostings, len(p))
 	}
 	return b, nil
 }

@@ -662,3 +662,31 @@ func TestGetUnindexed(t *testing.T) {
 		t.Errorf("160 records behind, 100 in memory: %v, want ErrNotFound", err)
 	}
 }
+
+// TestDamagedPostings: a posting row that cannot be read fails the query
+// with an error that says the index is damaged and how to rebuild it, not
+// with a wrong answer; rebuilding it answers again.
+func TestDamagedPostings(t *testing.T) {
+	ctx := context.Background()
+	ix, es := fixtureIndex(t, Options{})
+	want, err := ix.Query(ctx, Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bits := range [][]byte{{1}, {0xff, 0xff}} {
+		if _, err := ix.writer.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, bits, postingKey(fieldTenant, "acme")); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ix.Query(ctx, Query{Tenant: "acme"})
+		if !errors.Is(err, errDamagedPostings) || !strings.Contains(err.Error(), "aitrail reindex") {
+			t.Errorf("posting %x: %v, want an error naming the damage and aitrail reindex", bits, err)
+		}
+	}
+	if err := ix.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, ix, es)
+	if got, err := ix.Query(ctx, Query{Tenant: "acme"}); err != nil || !slices.Equal(indexes(got), indexes(want)) {
+		t.Errorf("after rebuilding: %v, %v; want %v", indexes(got), err, indexes(want))
+	}
+}
