@@ -259,3 +259,22 @@ func FuzzFilterValues(f *testing.F) {
 		}
 	})
 }
+
+// TestWidePrefix: a type prefix with more values than are walked one by
+// one is checked on the rows of every block, in both orders, and the scan
+// ends with the log.
+func TestWidePrefix(t *testing.T) {
+	ix, e := openTemp(t, Options{})
+	var recs []*event.Record
+	for i := range maxPrefixKeys + 6 {
+		recs = append(recs, rec("acme", fmt.Sprintf("e-%d", i), fmt.Sprintf("t.x%03d", i)))
+	}
+	recs = append(recs, rec("acme", "other", "api.call"))
+	apply(t, ix, e.add(t, recs...))
+	for _, order := range []string{OrderAsc, OrderDesc} {
+		p, err := ix.Query(context.Background(), Query{Type: "t.*", Order: order, Limit: MaxLimit})
+		if err != nil || len(p.Hits) != maxPrefixKeys+6 || p.NextCursor != "" {
+			t.Errorf("order %s: %d hits, cursor %q, %v; want %d", order, len(p.Hits), p.NextCursor, err, maxPrefixKeys+6)
+		}
+	}
+}

@@ -425,8 +425,8 @@ func (ix *Index) keyStream(key []byte, desc bool) stream {
 }
 
 // timeStream returns the stream of the blocks whose event times overlap
-// [from, to); a zero bound is open. Every record of such a block is a
-// candidate.
+// [from, to), a bound applying only if set (neither: every block with
+// records). Every record of such a block is a candidate.
 func (ix *Index) timeStream(from, to int64, fromSet, toSet, desc bool) stream {
 	var w where
 	if fromSet {
@@ -498,36 +498,32 @@ func (u *unionStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, 
 const maxPrefixKeys = 64
 
 // prefixStream is the union of the streams of every key that starts with
-// prefix, found when first sought.
+// prefix, found when first sought. When the prefix has too many values to
+// walk, every block with records is a candidate instead.
 type prefixStream struct {
 	ix     *Index
 	prefix []byte
 	desc   bool
-	union  *unionStream
-	// all is set when prefix has too many values to walk: every block
-	// is then a candidate.
-	all bool
+	s      stream
 }
 
 func (p *prefixStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, error) {
-	if p.union == nil && !p.all {
+	if p.s == nil {
 		keys, err := p.ix.keysWithPrefix(ctx, p.prefix, maxPrefixKeys+1)
 		if err != nil {
 			return 0, nil, false, err
 		}
 		if len(keys) > maxPrefixKeys {
-			p.all = true
+			p.s = p.ix.timeStream(0, 0, false, false, p.desc) // every block
 		} else {
-			p.union = &unionStream{desc: p.desc}
+			u := &unionStream{desc: p.desc}
 			for _, k := range keys {
-				p.union.parts = append(p.union.parts, p.ix.keyStream(k, p.desc))
+				u.parts = append(u.parts, p.ix.keyStream(k, p.desc))
 			}
+			p.s = u
 		}
 	}
-	if p.all {
-		return b, &full, true, nil
-	}
-	return p.union.seek(ctx, b)
+	return p.s.seek(ctx, b)
 }
 
 // keysWithPrefix returns up to n distinct keys that start with prefix, one
