@@ -131,7 +131,8 @@ type TLS struct {
 // Index configures the query index.
 type Index struct {
 	// FullText keeps a full-text index for the `q` search parameter. It
-	// halves the rate at which the index keeps up with ingest, so it is off
+	// cuts the rate at which the index keeps up with ingest to a third or a
+	// quarter, so it is off
 	// by default; without it `q` still works, by a slower scan.
 	FullText bool `yaml:"full_text"`
 	// MaxLag is the most records the index may fall behind the log before

@@ -12,10 +12,11 @@ import (
 
 // BenchmarkApply measures indexing throughput: batches of 1000 realistic
 // records of about 1.4 KiB, as the follower delivers them, into an index
-// that grows as the benchmark runs. The target is to keep up with the ledger
-// (100,000 records/s). On a shared 2-vCPU 2.3 GHz VM it indexed about
-// 30,000 records/s without full text and 18,000 with it, bound by SQLite's
-// work on the writing goroutine.
+// that grows as the benchmark runs. The records have 5,000 distinct actors,
+// the worst case for postings. On a shared 2-vCPU VM, with block postings,
+// it indexed 44,000-64,000 records/s without full text and 14,600-16,300
+// with it (35,000 and 13,000-18,000 with an SQLite index per filter),
+// bound by SQLite's work on the writing goroutine.
 func BenchmarkApply(b *testing.B) {
 	for _, bc := range []struct {
 		name string

@@ -31,6 +31,11 @@ func rec(tenant, id, typ string, edit ...func(*event.Record)) *event.Record {
 	return r
 }
 
+// withActor is an edit for rec that gives the record an actor.
+func withActor(id string) func(*event.Record) {
+	return func(r *event.Record) { r.Actor = &event.Actor{ID: id} }
+}
+
 // env is what an index under test follows: a real ledger, which tests
 // append records to and the index reads them back from.
 type env struct {

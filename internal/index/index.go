@@ -26,15 +26,16 @@
 // words match whole tokens. Without it, the default, Query.Text is a
 // case-insensitive substring match over the record's JSON, tested on the
 // records read back from the log: nothing to maintain, but every query reads
-// the records its other filters leave. FTS5 halves the rate at which records
-// can be indexed, which is why it is off unless asked for.
+// the records its other filters leave. FTS5 cuts the rate at which records
+// can be indexed to a third or a quarter, which is why it is off unless
+// asked for.
 //
 // Indexing is CPU-bound: Apply writes to SQLite on the caller's goroutine
 // while others decode the next records. A record costs one row and one entry
 // in the index by id; the other filters are answered from block postings
 // (postings.go), which cost a few rows per block of 16,384 records instead
-// of an index entry per record and filter. Full text halves the rate;
-// BenchmarkApply measures it.
+// of an index entry per record and filter. BenchmarkApply measures the
+// rate, with and without full text.
 //
 // Visibility is enforced here, not only by callers: every read takes the
 // tenants the caller may see, and a record of any other tenant is reported as
@@ -97,8 +98,8 @@ const (
 
 // Options tune Open. The zero value is usable.
 type Options struct {
-	// FullText keeps an FTS5 index for Query.Text, at about half the
-	// indexing rate (see the package documentation). Turning it on for an
+	// FullText keeps an FTS5 index for Query.Text, at a third to a quarter
+	// of the indexing rate (see the package documentation). Turning it on for an
 	// existing index empties the index (its cursor goes back to 0) so that
 	// the follower rebuilds it with text; turning it off keeps the records
 	// and drops only the text index.
@@ -785,37 +786,21 @@ func (ix *Index) scrubActor(ctx context.Context, tenant, actorID string) (int64,
 	}
 	defer tx.Rollback()
 	key := postingKey(fieldActor, actorID)
-	var blocks []blockRow
 	rows, err := tx.QueryContext(ctx, "SELECT block, bits FROM postings WHERE key = ? ORDER BY block", key)
 	if err != nil {
 		return 0, err
 	}
-	for rows.Next() {
-		var r blockRow
-		var enc []byte
-		if err = rows.Scan(&r.block, &enc); err != nil {
-			break
-		}
-		if r.bits, err = decodeBitmap(enc); err != nil {
-			break
-		}
-		blocks = append(blocks, r)
-	}
-	if err == nil {
-		err = rows.Err()
-	}
-	rows.Close()
+	blocks, err := scanPostings(rows, nil)
 	if err != nil {
 		return 0, err
 	}
 	var scrubbed int64
 	for _, b := range blocks {
 		idxs := idxRange{0, math.MaxInt64}.candidates(nil, b.block, &b.bits, false)
-		in := "idx IN (?" + strings.Repeat(",?", len(idxs)-1) + ")"
-		args := make([]any, 0, len(idxs)+2)
-		for _, i := range idxs {
-			args = append(args, i)
+		if len(idxs) == 0 {
+			continue // an altered posting naming no record
 		}
+		in, args := idxIn(idxs)
 		res, err := tx.ExecContext(ctx, "UPDATE records SET actor_id = NULL WHERE "+in+" AND actor_id = ? AND tenant = ?", append(args, actorID, tenant)...)
 		if err != nil {
 			return 0, err

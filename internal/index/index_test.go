@@ -235,9 +235,6 @@ func TestFollow(t *testing.T) {
 // an actor id from the index rows that carry it.
 func TestTenantsActorsAndScrub(t *testing.T) {
 	ix, e := openTemp(t, Options{})
-	withActor := func(id string) func(*event.Record) {
-		return func(r *event.Record) { r.Actor = &event.Actor{ID: id} }
-	}
 	apply(t, ix, e.add(t,
 		rec("acme", "a1", "ai.inference", withActor("p-alice")),
 		rec("acme", "a2", "ai.inference", withActor("p-bob")),
@@ -343,9 +340,6 @@ func TestIndexHoldsNoRecords(t *testing.T) {
 func TestScrubKeepsOthers(t *testing.T) {
 	ix, e := openTemp(t, Options{})
 	ctx := context.Background()
-	withActor := func(id string) func(*event.Record) {
-		return func(r *event.Record) { r.Actor = &event.Actor{ID: id} }
-	}
 	apply(t, ix, e.add(t,
 		rec("acme", "a1", "api.call", withActor("p-x")),
 		rec("globex", "g1", "api.call", withActor("p-x")),

@@ -307,8 +307,8 @@ func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint
 		if err := rows.Scan(&r.idx, &r.tenant, &r.typ, &r.time, &actor, &model, &version, &outcome, &resource); err != nil {
 			return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
 		}
-		r.actorID, r.modelName, r.modelVersion = nullString(actor), nullString(model), nullString(version)
-		r.outcome, r.resourceID = nullString(outcome), nullString(resource)
+		r.actorID, r.modelName, r.modelVersion = nullable(actor.String), nullable(model.String), nullable(version.String)
+		r.outcome, r.resourceID = nullable(outcome.String), nullable(resource.String)
 		bp.add(&r)
 	}
 	if err := rows.Err(); err != nil {
@@ -321,13 +321,6 @@ func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint
 	bp.dirty, bp.timeDirty = bp.dirty[:0], false
 	bp.next = cursor
 	return bp, nil
-}
-
-func nullString(s sql.NullString) any {
-	if !s.Valid {
-		return nil
-	}
-	return s.String
 }
 
 // A stream yields, block by block in a scan's direction, the records of
@@ -404,24 +397,30 @@ func (ix *Index) keyStream(key []byte, desc bool) stream {
 		if err != nil {
 			return nil, fmt.Errorf("couldn't read postings: %w", err)
 		}
-		defer rows.Close()
-		out := make([]blockRow, 0, n)
-		for rows.Next() {
-			var r blockRow
-			var enc []byte
-			if err := rows.Scan(&r.block, &enc); err != nil {
-				return nil, fmt.Errorf("couldn't read postings: %w", err)
-			}
-			if r.bits, err = decodeBitmap(enc); err != nil {
-				return nil, fmt.Errorf("couldn't read postings of block %d: %w", r.block, err)
-			}
-			out = append(out, r)
-		}
-		if err := rows.Err(); err != nil {
+		return scanPostings(rows, make([]blockRow, 0, n))
+	}}
+}
+
+// scanPostings appends the rows of (block, bits) to out, decoded, and
+// closes them.
+func scanPostings(rows *sql.Rows, out []blockRow) ([]blockRow, error) {
+	defer rows.Close()
+	for rows.Next() {
+		var r blockRow
+		var enc []byte
+		if err := rows.Scan(&r.block, &enc); err != nil {
 			return nil, fmt.Errorf("couldn't read postings: %w", err)
 		}
-		return out, nil
-	}}
+		var err error
+		if r.bits, err = decodeBitmap(enc); err != nil {
+			return nil, fmt.Errorf("couldn't read postings of block %d: %w", r.block, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("couldn't read postings: %w", err)
+	}
+	return out, nil
 }
 
 // timeStream returns the stream of the blocks whose event times overlap
@@ -645,16 +644,12 @@ func (ix *Index) scanBlocks(ctx context.Context, st selectStmt, limit int) ([]Hi
 // the scan's order) that meet st's conditions.
 func (ix *Index) checkRows(ctx context.Context, st selectStmt, idxs []int64, hits []Hit, pos []int64) ([]Hit, []int64, error) {
 	ix.checked.Add(int64(len(idxs)))
-	args := make([]any, 0, len(idxs)+len(st.args))
-	for _, i := range idxs {
-		args = append(args, i)
-	}
-	args = append(args, st.args...)
-	q := "SELECT idx, tenant, pos FROM records WHERE idx IN (?" + strings.Repeat(",?", len(idxs)-1) + ") AND " + st.conds + " ORDER BY idx"
+	in, args := idxIn(idxs)
+	q := "SELECT idx, tenant, pos FROM records WHERE " + in + " AND " + st.conds + " ORDER BY idx"
 	if st.desc {
 		q += " DESC"
 	}
-	return ix.collect(ctx, q, args, hits, pos)
+	return ix.collect(ctx, q, append(args, st.args...), hits, pos)
 }
 
 // checkRange appends to hits and pos up to n rows of block, within
@@ -672,21 +667,20 @@ func (ix *Index) checkRange(ctx context.Context, st selectStmt, block int64, n i
 // collect appends to hits and pos the rows (idx, tenant, pos) of query q.
 func (ix *Index) collect(ctx context.Context, q string, args []any, hits []Hit, pos []int64) ([]Hit, []int64, error) {
 	rows, err := ix.db.QueryContext(ctx, q, args...)
+	if err == nil {
+		hits, pos, err = scanRefs(rows, hits, pos)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("couldn't query events: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var h Hit
-		var idx, p int64
-		if err := rows.Scan(&idx, &h.Tenant, &p); err != nil {
-			return nil, nil, fmt.Errorf("couldn't query events: %w", err)
-		}
-		h.Index = uint64(idx)
-		hits, pos = append(hits, h), append(pos, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("couldn't query events: %w", err)
-	}
 	return hits, pos, nil
+}
+
+// idxIn returns the condition "idx IN (…)" for idxs and its arguments.
+func idxIn(idxs []int64) (string, []any) {
+	args := make([]any, len(idxs))
+	for i, idx := range idxs {
+		args[i] = idx
+	}
+	return "idx IN (?" + strings.Repeat(",?", len(idxs)-1) + ")", args
 }

@@ -369,22 +369,27 @@ func (e *TamperedError) Unwrap() error { return e.Err }
 // hits reads rows of (idx, tenant, pos), closes them and returns them with
 // the records of the first read rows (see withRecords).
 func (ix *Index) hits(rows *sql.Rows, read int, keep func(record []byte) bool) ([]Hit, error) {
+	hits, pos, err := scanRefs(rows, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return ix.withRecords(hits, pos, read, keep)
+}
+
+// scanRefs appends the rows of (idx, tenant, pos) to hits and pos, and
+// closes them.
+func scanRefs(rows *sql.Rows, hits []Hit, pos []int64) ([]Hit, []int64, error) {
 	defer rows.Close()
-	var hits []Hit
-	var pos []int64
 	for rows.Next() {
 		var h Hit
 		var idx, p int64
 		if err := rows.Scan(&idx, &h.Tenant, &p); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		h.Index = uint64(idx)
 		hits, pos = append(hits, h), append(pos, p)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return ix.withRecords(hits, pos, read, keep)
+	return hits, pos, rows.Err()
 }
 
 // withRecords returns hits, whose records are at pos in the log, with the
