@@ -364,4 +364,12 @@ func TestScrubKeepsOthers(t *testing.T) {
 	found(Query{Actor: "p-x"}, 1, 3)
 	found(Query{Actor: "p-x", Tenant: "acme"}, 3)
 	found(Query{Tenant: "acme"}, 0, 2, 3)
+
+	// A posting altered to name no record is passed over.
+	if _, err := ix.writer.ExecContext(ctx, `UPDATE postings SET bits = zeroblob(?) WHERE key = ?`, bitmapBytes, postingKey(fieldActor, "p-y")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ix.ScrubActor(ctx, "acme", "p-y"); err != nil || n != 0 {
+		t.Errorf("ScrubActor over an empty posting = %d, %v", n, err)
+	}
 }
