@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -49,8 +50,18 @@ const clockTicks = 100
 // real server in front of it, by 32 concurrent clients, b.N calls each way.
 // It reports the latency percentiles of both and their difference, and the
 // same for 1 client and for the time to the first chunk of a stream (1
-// client). For
-// reference it also times the durable append the proxy waits for, as
+// client).
+//
+// The fake provider answers at once, so with 32 clients the calls come as
+// fast as the two cores of the machine can serve clients, provider and
+// proxy together: the added latency is then mostly queueing for the CPU.
+// A model takes time to think, and not the same time for every call; so
+// the 32 clients are run again against a provider that answers each call
+// after a think time spread evenly over 5-15 ms, and then over 50-150 ms,
+// where the added latency is what one of 32 concurrent calls waits for.
+// (Call i of a run thinks for the same time both ways. With one think time
+// for all, the clients would move in step: each burst of 32 calls would
+// reach the server at once.) For reference it also times the durable append the proxy waits for, as
 // POST /v1/events of one event by the same clients, and the server's CPU
 // time per call of both, which, unlike latency, does not depend on what
 // else the machine's cores are busy with. Run it with
@@ -72,10 +83,13 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	event := []byte(`{"type":"ai.inference","action":"chat.completions.create","model":{"provider":"openai","name":"gpt-fake"},"content":{"messages":[{"role":"user","content":"Say hello."}]}}`)
 	// call sends one request and returns the time to the first body byte
 	// and to the end of the body.
-	call := func(url string, body []byte) (first, total time.Duration) {
+	call := func(url string, body []byte, think time.Duration) (first, total time.Duration) {
 		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 		req.Header.Set("Content-Type", "application/json")
+		if think > 0 {
+			req.Header.Set(fakeprovider.HeaderDelay, think.String())
+		}
 		start := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
@@ -91,16 +105,19 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		io.Copy(io.Discard, resp.Body)
 		return first, time.Since(start)
 	}
-	// run makes n calls from clients goroutines and returns the sorted
+	// thinkRun makes n calls from clients goroutines to a provider that
+	// answers call i after think × (0.5 + the fractional part of i×φ), so
+	// spread evenly over think/2 to 3×think/2, and returns the sorted
 	// latencies: to the first byte if first, else to the end.
-	run := func(url string, body []byte, n, clients int, first bool) []time.Duration {
+	thinkRun := func(url string, body []byte, n, clients int, first bool, think time.Duration) []time.Duration {
 		lat := make([]time.Duration, n)
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		for range clients {
 			wg.Go(func() {
 				for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
-					f, t := call(url, body)
+					_, frac := math.Modf(float64(i) * math.Phi)
+					f, t := call(url, body, time.Duration(float64(think)*(0.5+frac)))
 					lat[i] = t
 					if first {
 						lat[i] = f
@@ -111,6 +128,9 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		wg.Wait()
 		slices.Sort(lat)
 		return lat
+	}
+	run := func(url string, body []byte, n, clients int, first bool) []time.Duration {
+		return thinkRun(url, body, n, clients, first, 0)
 	}
 	pct := func(lat []time.Duration, p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
@@ -133,6 +153,14 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	p1 := run(proxied, body, max(b.N/10, 100), 1, false)
 	ds := run(direct, stream, max(b.N/10, 100), 1, true)
 	ps := run(proxied, stream, max(b.N/10, 100), 1, true)
+	thinks := []time.Duration{10 * time.Millisecond, 100 * time.Millisecond}
+	var dt, pt [][]time.Duration
+	for _, think := range thinks {
+		// As many calls as take about 3 s each way at 32 clients.
+		n := max(min(b.N/2, int(3*time.Second/think)*clients), 100)
+		dt = append(dt, thinkRun(direct, body, n, clients, false, think))
+		pt = append(pt, thinkRun(proxied, body, n, clients, false, think))
+	}
 	b.StopTimer()
 
 	b.ReportMetric(pct(p, .5)-pct(d, .5), "added-p50-ms")
@@ -162,4 +190,14 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms\n", pct(ds, .5), pct(ds, .99))
 	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms\n", pct(ps, .5), pct(ps, .99))
 	fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(ps, .5)-pct(ds, .5), pct(ps, .99)-pct(ds, .99))
+	for i, think := range thinks {
+		d, p := dt[i], pt[i]
+		fmt.Printf("non-streaming, %d clients, provider thinking %s-%s, %d calls each way:\n", clients, think/2, think*3/2, len(d))
+		fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms\n", pct(d, .5), pct(d, .99))
+		fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms\n", pct(p, .5), pct(p, .99))
+		fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(p, .5)-pct(d, .5), pct(p, .99)-pct(d, .99))
+		unit := "-think" + strings.TrimSuffix(think.String(), "ms") + "ms"
+		b.ReportMetric(pct(p, .5)-pct(d, .5), "added-p50"+unit)
+		b.ReportMetric(pct(p, .99)-pct(d, .99), "added-p99"+unit)
+	}
 }

@@ -9,7 +9,9 @@
 // The requested model chooses the behaviour: ModelFail400 and ModelFail500
 // answer with the provider's error body, ModelHang sends nothing until the
 // caller gives up, ModelHangMidStream sends the first event of a stream and
-// then nothing; any other model answers Reply.
+// then nothing; any other model answers Reply. A request carrying
+// HeaderDelay is answered that long after it arrives, as a model takes time
+// to think.
 package fakeprovider
 
 import (
@@ -38,6 +40,10 @@ const (
 	// InputTokens and OutputTokens are the usage every chat, Responses and
 	// Messages answer reports.
 	InputTokens, OutputTokens = 7, 4
+	// HeaderDelay holds how long to wait before answering, as a Go
+	// duration ("20ms"). The recording proxies pass it on like any header
+	// not their own.
+	HeaderDelay = "X-Fake-Delay"
 )
 
 // ResponseModel is the model an answer names when requested was asked for.
@@ -137,6 +143,13 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	case ModelHang:
 		<-r.Context().Done()
 		return
+	}
+	if d, err := time.ParseDuration(r.Header.Get(HeaderDelay)); err == nil && d > 0 {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	key := answerKey{r.Method, r.URL.Path, ResponseModel(req.Model), req.StreamOptions.IncludeUsage}
 	a, ok := u.answers.Load(key)
