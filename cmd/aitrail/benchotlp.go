@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -14,8 +12,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
-
-	"github.com/aitrail/aitrail/client"
 )
 
 // otlpBodies returns a function that makes OTLP trace export requests
@@ -75,26 +71,10 @@ func otlpBenchBody(tid pcommon.TraceID, n, size int, content bool) []byte {
 	return body
 }
 
-// postOTLP sends one OTLP trace export request. A non-200 answer is a
-// *client.APIError, so that pushback is told apart from failure.
-func postOTLP(hc *http.Client, url, token string, body []byte) error {
-	req, err := http.NewRequest(http.MethodPost, url+"/otlp/v1/traces", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return &client.APIError{Status: resp.StatusCode, Code: "otlp", Message: fmt.Sprintf("%q", data)}
-	}
+// checkOTLP checks an OTLP trace export response: no span was rejected.
+func checkOTLP(body []byte) error {
 	r := ptraceotlp.NewExportResponse()
-	if err := r.UnmarshalProto(data); err != nil {
+	if err := r.UnmarshalProto(body); err != nil {
 		return fmt.Errorf("couldn't decode the OTLP response: %w", err)
 	}
 	if n := r.PartialSuccess().RejectedSpans(); n > 0 {

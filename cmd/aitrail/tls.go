@@ -66,8 +66,19 @@ func (f tlsFlags) transport(base *http.Transport) (*http.Transport, error) {
 	if base == nil {
 		base = http.DefaultTransport.(*http.Transport).Clone()
 	}
+	tc, err := f.config()
+	if err != nil || tc == nil {
+		return base, err
+	}
+	base.TLSClientConfig = tc
+	return base, nil
+}
+
+// config returns the TLS configuration the flags ask for, or nil if they
+// ask for none.
+func (f tlsFlags) config() (*tls.Config, error) {
 	if *f.ca == "" && *f.cert == "" && *f.key == "" {
-		return base, nil
+		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if *f.ca != "" {
@@ -87,8 +98,7 @@ func (f tlsFlags) transport(base *http.Transport) (*http.Transport, error) {
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
-	base.TLSClientConfig = tc
-	return base, nil
+	return tc, nil
 }
 
 // httpClient returns an HTTP client set up with the flags.

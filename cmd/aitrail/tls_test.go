@@ -147,6 +147,15 @@ func TestTLSClientCertificates(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "mutual") {
 		t.Fatalf("query with a client certificate: exit %d %s %s", code, out, errOut)
 	}
+	// The load generator has its own HTTP client.
+	code, out, errOut = runCLI("bench", "--url", s.url, "--token", adminToken, "--ca-cert", p.caFile,
+		"--client-cert", p.clientCertFile, "--client-key", p.clientKeyFile, "--clients", "2", "--batch", "5", "--duration", "300ms")
+	if code != 0 || !strings.Contains(out, "events/s") || strings.Contains(out, " 0 events in") {
+		t.Fatalf("bench with a client certificate: exit %d %s %s", code, out, errOut)
+	}
+	if code, out, _ := runCLI("bench", "--url", s.url, "--token", adminToken, "--ca-cert", p.caFile, "--duration", "200ms"); code != 1 {
+		t.Fatalf("bench without a client certificate: exit %d %s; want 1", code, out)
+	}
 	if code, _, errOut := runCLI("query", "--url", s.url, "--token", adminToken, "--ca-cert", p.caFile, "--client-cert", p.clientCertFile); code != 2 {
 		t.Fatalf("--client-cert without --client-key: exit %d %s; want 2", code, errOut)
 	}
