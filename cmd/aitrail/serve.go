@@ -207,14 +207,15 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		return err
 	}
 	led, err := ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), ledger.Options{
-		Origin:       verifier.Name(),
-		Signer:       signer,
-		Verifier:     verifier,
-		SegmentSize:  cfg.Ledger.SegmentBytes,
-		MaxPending:   cfg.Ledger.MaxPending,
-		MaxBlobSize:  cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
-		SyncInterval: cfg.Ledger.SyncInterval,
-		Seal:         sealMode,
+		Origin:         verifier.Name(),
+		Signer:         signer,
+		Verifier:       verifier,
+		SegmentSize:    cfg.Ledger.SegmentBytes,
+		MaxPending:     cfg.Ledger.MaxPending,
+		MaxBlobSize:    cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
+		SyncInterval:   cfg.Ledger.SyncInterval,
+		PageCacheBytes: cfg.Ledger.PageCacheBytes,
+		Seal:           sealMode,
 		Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
 			ks := make([]index.Key, len(keys))
 			for i, key := range keys {

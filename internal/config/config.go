@@ -32,6 +32,7 @@ const (
 	DefaultSegmentBytes    = 256 << 20
 	DefaultMaxPending      = 200_000
 	DefaultSyncInterval    = time.Second
+	DefaultPageCacheBytes  = 64 << 20
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
@@ -111,6 +112,10 @@ type Ledger struct {
 	// SyncInterval is how often tiles and the checkpoint file are made
 	// durable (they are rebuilt from the segments after a crash).
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// PageCacheBytes is how much of the newest log is left in the
+	// operating system's page cache; older pages are dropped from it once
+	// durable. -1 leaves caching to the kernel.
+	PageCacheBytes int64 `yaml:"page_cache_bytes"`
 	// Seal protects complete segments and full tiles: immutable (read-only
 	// plus the immutable attribute where the process may set it), read-only,
 	// or off.
@@ -227,10 +232,11 @@ func Default() Config {
 			MaxBatchEvents:  DefaultMaxBatchEvents,
 		},
 		Ledger: Ledger{
-			SegmentBytes: DefaultSegmentBytes,
-			MaxPending:   DefaultMaxPending,
-			SyncInterval: DefaultSyncInterval,
-			Seal:         DefaultSeal,
+			SegmentBytes:   DefaultSegmentBytes,
+			MaxPending:     DefaultMaxPending,
+			SyncInterval:   DefaultSyncInterval,
+			PageCacheBytes: DefaultPageCacheBytes,
+			Seal:           DefaultSeal,
 		},
 		Capture: Capture{
 			OpenAI:    Upstream{Timeout: DefaultUpstreamTimeout},
@@ -291,6 +297,9 @@ func (c Config) Validate() error {
 	}
 	if c.Ledger.SyncInterval < 10*time.Millisecond {
 		errs = append(errs, "ledger.sync_interval: must be at least 10ms")
+	}
+	if c.Ledger.PageCacheBytes != -1 && c.Ledger.PageCacheBytes < 1<<20 {
+		errs = append(errs, "ledger.page_cache_bytes: must be -1 (leave caching to the kernel) or at least 1 MiB")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, "tls: cert_file and key_file go together")

@@ -42,6 +42,14 @@ func TestLoad(t *testing.T) {
 	if c, err := Load(write(t, "index:\n  max_lag: 0\n")); err != nil || c.Index.MaxLag != 0 {
 		t.Fatalf("index.max_lag: 0 (no limit) loaded as %d, %v", c.Index.MaxLag, err)
 	}
+	if c, err := Load(write(t, "ledger:\n  page_cache_bytes: -1\n")); err != nil || c.Ledger.PageCacheBytes != -1 {
+		t.Fatalf("ledger.page_cache_bytes: -1 loaded as %d, %v", c.Ledger.PageCacheBytes, err)
+	}
+	if c, err := Load(write(t, "ledger:\n  page_cache_bytes: 4096\n")); err != nil {
+		t.Fatal(err)
+	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "page_cache_bytes") {
+		t.Fatalf("ledger.page_cache_bytes: 4096 validated as %v, want an error naming it", err)
+	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
 	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
 		t.Fatalf("capture.otlp: %+v, %v", c.Capture, err)

@@ -58,6 +58,7 @@ const (
 	DefaultMaxBlobSize    = 16 << 20
 	DefaultSyncInterval   = time.Second
 	DefaultTailEntries    = 16384
+	DefaultPageCacheBytes = 64 << 20
 	defaultForgetInterval = 50_000
 )
 
@@ -106,6 +107,13 @@ type Options struct {
 	// memory, with their Item.Value, for followers (see Entries); default
 	// DefaultTailEntries, negative for none.
 	TailEntries int
+	// PageCacheBytes is how much of the newest log the ledger leaves in
+	// the operating system's page cache: once durable, the pages of the
+	// active segment older than that are dropped from it (and a segment's
+	// remaining pages when the next one starts), so writing the log reuses
+	// the same few pages of memory instead of taking fresh ones. Default
+	// DefaultPageCacheBytes; negative leaves caching to the kernel.
+	PageCacheBytes int64
 	// OnCommit, if set, is called after every group commit with its size.
 	OnCommit func(records int, bytes int, took time.Duration)
 	// Logger receives operational messages; default slog.Default().
@@ -136,6 +144,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.PageCacheBytes == 0 {
+		o.PageCacheBytes = DefaultPageCacheBytes
 	}
 	if o.TailEntries == 0 {
 		o.TailEntries = DefaultTailEntries
@@ -224,6 +235,7 @@ type Ledger struct {
 	builder    *merkle.Builder
 	active     *os.File
 	activeSize int64
+	uncached   int64 // the active segment's pages below this were dropped from the page cache
 	recent     map[keyHash]uint64
 	seen       *keyFilter // every key in the log
 	recentQ    []keyAt
@@ -704,6 +716,9 @@ func (l *Ledger) commit(batch []*request) {
 		}
 	}
 	l.activeSize += int64(len(buf))
+	if len(added) > 0 {
+		l.dropCached(l.activeSize-l.opts.PageCacheBytes, false)
+	}
 	for _, k := range newKeys {
 		l.recent[k.key] = k.index
 		l.seen.Add(k.key)
@@ -731,6 +746,42 @@ func (l *Ledger) commit(batch []*request) {
 		l.opts.OnCommit(len(added), len(buf), time.Since(start))
 	}
 }
+
+// dropCacheStep is the least the ledger drops from the page cache at once,
+// but for a segment's last pages: each drop is a system call that walks the
+// pages dropped.
+const dropCacheStep = 8 << 20
+
+// dropCached lets the kernel drop the page cache of the active segment
+// below offset end, which must be durable; all drops the rest of the
+// segment, and is for a complete segment. Writing a page the cache does not
+// hold takes a free page of memory, and on a virtual machine whose host
+// takes back the memory the guest leaves idle, a fresh page costs several
+// times what one just dropped does: without this, writing the log cost 5-10
+// times the CPU once a few GiB had been written (docs/BENCHMARKS.md,
+// eighth round). Records read back after they have left the cache
+// (queries, proofs, followers far behind) are read from disk.
+func (l *Ledger) dropCached(end int64, all bool) {
+	if l.opts.PageCacheBytes < 0 {
+		return
+	}
+	if !all {
+		end &^= pageSize - 1
+		if end-l.uncached < dropCacheStep {
+			return
+		}
+	}
+	if end <= l.uncached {
+		return
+	}
+	// Advice only: if it fails, the pages stay cached.
+	_ = unix.Fadvise(int(l.active.Fd()), l.uncached, end-l.uncached, unix.FADV_DONTNEED)
+	l.uncached = end
+}
+
+// pageSize is the unit of the page cache dropCached works in (4 KiB pages
+// or a multiple of them: dropping less than a page drops nothing).
+const pageSize = 4096
 
 // sign computes the root of the current tree and signs a checkpoint for it.
 func (l *Ledger) sign() (*published, error) {
@@ -770,6 +821,7 @@ func (l *Ledger) roll() error {
 	if err := l.active.Sync(); err != nil {
 		return err
 	}
+	l.dropCached(l.activeSize, true)
 	if err := l.active.Close(); err != nil {
 		return err
 	}
@@ -784,7 +836,7 @@ func (l *Ledger) roll() error {
 	if err != nil {
 		return err
 	}
-	l.active, l.activeSize = f, segHeaderSize
+	l.active, l.activeSize, l.uncached = f, segHeaderSize, 0
 	l.mu.Lock()
 	l.segs = append(l.segs, seg)
 	l.mu.Unlock()

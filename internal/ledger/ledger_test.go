@@ -13,8 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/internal/merkle"
 )
@@ -531,4 +533,68 @@ func TestVerifyNamesFirstDamage(t *testing.T) {
 	want("a damaged frame", err, 3*batchItems+20)
 	_, err = Verify(dir, VerifyOptions{Verifier: k.verifier, CheckEntry: failAt(batchItems + 100)})
 	want("a damaged frame after a record failing the entry check", err, batchItems+100)
+}
+
+// TestDurablePagesLeaveThePageCache writes 24 MiB to one segment and looks
+// at which of its pages the kernel still caches (mincore): with a 1 MiB
+// window, the first 8 MiB are dropped once durable and the newest pages
+// stay; with -1, nothing is dropped.
+func TestDurablePagesLeaveThePageCache(t *testing.T) {
+	for _, window := range []int64{1 << 20, -1} {
+		dir := t.TempDir()
+		opts := newKeys(t).opts()
+		opts.PageCacheBytes = window
+		l := open(t, dir, opts)
+		blob := bytes.Repeat([]byte{'b'}, 1<<20)
+		for i := range 24 {
+			it := rec(i)
+			it.Blob = blob
+			if _, err := l.Append(context.Background(), []Item{it}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		segs, err := filepath.Glob(filepath.Join(dir, segDir, "*"))
+		if err != nil || len(segs) != 1 {
+			t.Fatalf("segments %v, %v; want one", segs, err)
+		}
+		early, late := cachedShare(t, segs[0], 0, 8<<20), cachedShare(t, segs[0], 23<<20, 24<<20)
+		// What left the cache is read from disk.
+		if b, err := l.Blob(0); err != nil || !bytes.Equal(b, blob) {
+			t.Errorf("window %d: the first blob read back as %d bytes, %v", window, len(b), err)
+		}
+		l.Close()
+		switch {
+		case window > 0 && early > 0:
+			t.Errorf("window %d: %.0f%% of the first 8 MiB still cached, want none", window, 100*early)
+		case window > 0 && late < 0.5:
+			t.Errorf("window %d: %.0f%% of the newest MiB cached, want it kept", window, 100*late)
+		case window < 0 && early < 0.5:
+			t.Errorf("window %d: %.0f%% of the first 8 MiB cached, want it left to the kernel", window, 100*early)
+		}
+	}
+}
+
+// cachedShare returns the share of the pages of file's bytes [from, to)
+// that are in the page cache.
+func cachedShare(t *testing.T, file string, from, to int64) float64 {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), from, int(to-from), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+pageSize-1)/pageSize)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return float64(n) / float64(len(vec))
 }
