@@ -209,6 +209,10 @@ func (l *Ledger) Blob(index uint64) ([]byte, error) {
 	return blob, err
 }
 
+// scanAheadRecords is the least count for which scan has the kernel read
+// ahead: for a blob or an entry bundle it would read far more than needed.
+const scanAheadRecords = 4096
+
 // scan calls fn for count records from index from, reading the segments
 // sequentially. With skipBlobs, blobs are neither read nor checksummed.
 // The frame passed to fn is valid only during the call.
@@ -236,6 +240,9 @@ func (l *Ledger) scan(from, count uint64, skipBlobs bool, fn func(uint64, frame)
 	end := from + count
 	for {
 		sc := newFrameScanner(seg.f, seg.size.Load(), off)
+		if count >= scanAheadRecords {
+			sc.readingAhead(seg.f)
+		}
 		sc.skipBlobs = skipBlobs
 		for idx < end {
 			// Skipped frames before from need no checksum.

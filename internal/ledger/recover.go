@@ -282,7 +282,7 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 			size = end
 		}
 	}
-	sc := newFrameScanner(f, size, segHeaderSize)
+	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f)
 	idx := first
 	for {
 		fr, err := sc.next()
@@ -313,7 +313,7 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 // or incomplete, and why the bytes after it (if any) are not a complete
 // commit.
 func completeCommits(f *os.File, size int64, first uint64) (end int64, endIdx, bad uint64, reason string, err error) {
-	sc := newFrameScanner(f, size, segHeaderSize)
+	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f)
 	sc.skipBlobs = false
 	end, endIdx, idx := int64(segHeaderSize), first, first
 	for {
