@@ -598,3 +598,37 @@ func cachedShare(t *testing.T, file string, from, to int64) float64 {
 	}
 	return float64(n) / float64(len(vec))
 }
+
+// TestVerifyDropsWhatItRead checks that a whole-segment scan leaves the
+// pages it has read behind it out of the page cache: a log left cached by
+// its writer is mostly uncached after Verify.
+func TestVerifyDropsWhatItRead(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	opts := k.opts()
+	opts.PageCacheBytes = -1
+	l := open(t, dir, opts)
+	blob := bytes.Repeat([]byte{'b'}, 1<<20)
+	for i := range 48 {
+		it := rec(i)
+		it.Blob = blob
+		if _, err := l.Append(context.Background(), []Item{it}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, segDir, "*"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v; want one", segs)
+	}
+	if c := cachedShare(t, segs[0], 0, 16<<20); c < 0.5 {
+		t.Fatalf("only %.0f%% of the first 16 MiB cached after writing; the test needs them cached", 100*c)
+	}
+	rep, err := Verify(dir, VerifyOptions{Verifier: k.verifier})
+	if err != nil || rep.Records != 48 {
+		t.Fatalf("Verify: %+v, %v", rep, err)
+	}
+	if c := cachedShare(t, segs[0], 0, 16<<20); c > 0 {
+		t.Errorf("%.0f%% of the first 16 MiB still cached after Verify read them, want none", 100*c)
+	}
+}
