@@ -545,14 +545,7 @@ func TestDurablePagesLeaveThePageCache(t *testing.T) {
 		opts := newKeys(t).opts()
 		opts.PageCacheBytes = window
 		l := open(t, dir, opts)
-		blob := bytes.Repeat([]byte{'b'}, 1<<20)
-		for i := range 24 {
-			it := rec(i)
-			it.Blob = blob
-			if _, err := l.Append(context.Background(), []Item{it}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		blob := appendMiBs(t, l, 24)
 		segs, err := filepath.Glob(filepath.Join(dir, segDir, "*"))
 		if err != nil || len(segs) != 1 {
 			t.Fatalf("segments %v, %v; want one", segs, err)
@@ -572,6 +565,20 @@ func TestDurablePagesLeaveThePageCache(t *testing.T) {
 			t.Errorf("window %d: %.0f%% of the first 8 MiB cached, want it left to the kernel", window, 100*early)
 		}
 	}
+}
+
+// appendMiBs appends n records, each with a blob of 1 MiB, which it returns.
+func appendMiBs(t *testing.T, l *Ledger, n int) []byte {
+	t.Helper()
+	blob := bytes.Repeat([]byte{'b'}, 1<<20)
+	for i := range n {
+		it := rec(i)
+		it.Blob = blob
+		if _, err := l.Append(context.Background(), []Item{it}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return blob
 }
 
 // cachedShare returns the share of the pages of file's bytes [from, to)
@@ -608,14 +615,7 @@ func TestVerifyDropsWhatItRead(t *testing.T) {
 	opts := k.opts()
 	opts.PageCacheBytes = -1
 	l := open(t, dir, opts)
-	blob := bytes.Repeat([]byte{'b'}, 1<<20)
-	for i := range 48 {
-		it := rec(i)
-		it.Blob = blob
-		if _, err := l.Append(context.Background(), []Item{it}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendMiBs(t, l, 48)
 	l.Close()
 	segs, _ := filepath.Glob(filepath.Join(dir, segDir, "*"))
 	if len(segs) != 1 {
