@@ -145,7 +145,7 @@ const readAhead, aheadStep = 32 << 20, 8 << 20
 // taking fresh memory, which made verifying a 5.3 GB log half as fast
 // again (docs/BENCHMARKS.md, eighth round).
 func (s *frameScanner) readingAhead(f *os.File) *frameScanner {
-	s.ahead = f
+	s.ahead, s.dropped = f, s.off&^(pageSize-1) // only what it reads
 	return s
 }
 
