@@ -103,3 +103,35 @@ func FuzzBodies(f *testing.F) {
 		}
 	})
 }
+
+// TestWholeAnswers checks what is recorded of a whole (unstreamed) answer:
+// JSON is kept as it came, and read for the answer's fields if it has an
+// answer's shape; anything else, including JSON a strict decoder refuses,
+// is kept as a string.
+func TestWholeAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		body, model string
+		asString    bool
+	}{
+		{`{"id":"c1","model":"gpt-x","choices":[{"finish_reason":"stop"}]}`, "gpt-x", false},
+		{`{"id":"c1","model":"gpt-x","choices":"not a list"}`, "", false},
+		{`[1,2,3]`, "", false},
+		{`null`, "", false},
+		{`<html>Bad gateway</html>`, "", true},
+		{`{"id":"c1","model":"gpt-x"`, "", true},
+		{`{"id":"c1","id":"c2"}`, "", true},
+		{"{\"id\":\"\xff\"}", "", true},
+		{"{\"choices\":\"not a list\",\"id\":\"\xff\"}", "", true},
+		{`{"choices":"not a list","id":"c1"`, "", true},
+	} {
+		o := newOutput(openAI, &openAI.ops[0], false, 1<<20)
+		o.write([]byte(tc.body))
+		a, content, truncated := o.result()
+		if truncated || a.model != tc.model {
+			t.Errorf("%q: model %q, truncated %v; want %q", tc.body, a.model, truncated, tc.model)
+		}
+		if tc.asString != (jsontext.Value(content).Kind() == '"') || !tc.asString && string(content) != tc.body {
+			t.Errorf("%q: recorded as %s", tc.body, content)
+		}
+	}
+}

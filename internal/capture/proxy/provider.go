@@ -202,6 +202,13 @@ func (u *usage) merge(u2 usage) {
 // supported APIs: a chat completion, a response (Responses API), an
 // embedding list, a model list or an Anthropic message.
 func parseAnswer(body []byte) answer {
+	a, _ := decodeAnswer(body)
+	return a
+}
+
+// decodeAnswer is parseAnswer with the decoding error: a
+// *jsontext.SyntacticError if body is not JSON.
+func decodeAnswer(body []byte) (answer, error) {
 	var r struct {
 		ID      string `json:"id"`
 		Model   string `json:"model"`
@@ -215,8 +222,8 @@ func parseAnswer(body []byte) answer {
 		} `json:"incomplete_details"`
 		Usage usage `json:"usage"`
 	}
-	if jsonv2.Unmarshal(body, &r) != nil {
-		return answer{}
+	if err := jsonv2.Unmarshal(body, &r); err != nil {
+		return answer{}, err
 	}
 	a := answer{id: r.ID, model: r.Model, usage: r.Usage}
 	for _, c := range r.Choices {
@@ -225,7 +232,7 @@ func parseAnswer(body []byte) answer {
 	if s := firstNonEmpty(r.StopReason, r.IncompleteDetails.Reason, r.Status); s != "" {
 		a.finishReasons = append(a.finishReasons, s)
 	}
-	return a
+	return a, nil
 }
 
 // attributes adds the answer under its OpenTelemetry GenAI names. Finish
@@ -313,8 +320,14 @@ func (o *output) result() (answer, json.RawMessage, bool) {
 	if len(o.body) == 0 {
 		return answer{}, nil, o.truncated
 	}
-	if !o.truncated && jsontext.Value(o.body).IsValid() {
-		return parseAnswer(o.body), o.body, false
+	if !o.truncated {
+		// Decoding checks the syntax of the whole body; only JSON of
+		// another shape than an answer's needs checking apart.
+		a, err := decodeAnswer(o.body)
+		var se *jsontext.SyntacticError
+		if err == nil || !errors.As(err, &se) && jsontext.Value(o.body).IsValid() {
+			return a, o.body, false
+		}
 	}
 	// Not JSON (an HTML error page from a gateway, say), or cut short:
 	// keep it as a string.
