@@ -554,7 +554,7 @@ func indexBatchFor(maxLag uint64) int {
 // often saves a sizeable share of CPU; the soft limit keeps the heap bounded.
 const (
 	serverGCPercent   = 400
-	serverMemoryLimit = 352 << 20
+	serverMemoryLimit = 384 << 20
 )
 
 func tuneGC() {
