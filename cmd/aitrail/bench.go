@@ -169,7 +169,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 
 // poster sends the load generator's requests with fasthttp's client,
 // which takes about a third of the CPU per request that net/http's client
-// and the SDK's receipt decoding take (19 against 51 µs, one event per
+// and the SDK's receipt decoding take (18 against 49 µs, one event per
 // request): the load generator shares the machine with the server it
 // measures.
 type poster struct {
