@@ -608,7 +608,8 @@ func (ix *Index) scanBlocks(ctx context.Context, st selectStmt, limit int) ([]Hi
 		}
 		if bits == full {
 			// Every record of the block is a candidate (a time range
-			// alone): read its rows in one range.
+			// alone, or a value every record of the block has): read its
+			// rows in one range.
 			var err error
 			if hits, pos, err = ix.checkRange(ctx, st, b, limit-len(hits), hits, pos); err != nil {
 				return nil, nil, err
@@ -616,18 +617,19 @@ func (ix *Index) scanBlocks(ctx context.Context, st selectStmt, limit int) ([]Hi
 			if len(hits) >= limit {
 				return hits, pos, nil
 			}
-		}
-		cands = st.bounds.candidates(cands[:0], b, &bits, st.desc)
-		for bits != full && len(cands) > 0 {
-			n := min(len(cands), max(limit-len(hits), 32))
-			var err error
-			if hits, pos, err = ix.checkRows(ctx, st, cands[:n], hits, pos); err != nil {
-				return nil, nil, err
+		} else {
+			cands = st.bounds.candidates(cands[:0], b, &bits, st.desc)
+			for len(cands) > 0 {
+				n := min(len(cands), max(limit-len(hits), 32))
+				var err error
+				if hits, pos, err = ix.checkRows(ctx, st, cands[:n], hits, pos); err != nil {
+					return nil, nil, err
+				}
+				if len(hits) >= limit {
+					return hits[:limit], pos[:limit], nil
+				}
+				cands = cands[n:]
 			}
-			if len(hits) >= limit {
-				return hits[:limit], pos[:limit], nil
-			}
-			cands = cands[n:]
 		}
 		if st.desc {
 			if b == 0 {

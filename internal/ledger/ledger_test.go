@@ -13,11 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/sys/unix"
 
+	"github.com/aitrail/aitrail/internal/ledger/ledgertest"
 	"github.com/aitrail/aitrail/internal/merkle"
 )
 
@@ -541,7 +540,7 @@ func TestVerifyNamesFirstDamage(t *testing.T) {
 // stay; with -1, nothing is dropped.
 func TestDurablePagesLeaveThePageCache(t *testing.T) {
 	for _, window := range []int64{1 << 20, -1} {
-		dir := droppableDir(t)
+		dir := ledgertest.DroppableDir(t)
 		opts := newKeys(t).opts()
 		opts.PageCacheBytes = window
 		l := open(t, dir, opts)
@@ -550,7 +549,7 @@ func TestDurablePagesLeaveThePageCache(t *testing.T) {
 		if err != nil || len(segs) != 1 {
 			t.Fatalf("segments %v, %v; want one", segs, err)
 		}
-		early, late := cachedShare(t, segs[0], 0, 8<<20), cachedShare(t, segs[0], 23<<20, 24<<20)
+		early, late := ledgertest.CachedShare(t, segs[0], 0, 8<<20), ledgertest.CachedShare(t, segs[0], 23<<20, 24<<20)
 		// What left the cache is read from disk.
 		if b, err := l.Blob(0); err != nil || !bytes.Equal(b, blob) {
 			t.Errorf("window %d: the first blob read back as %d bytes, %v", window, len(b), err)
@@ -567,22 +566,6 @@ func TestDurablePagesLeaveThePageCache(t *testing.T) {
 	}
 }
 
-// droppableDir returns a temporary directory on a file system whose page
-// cache can be dropped: tmpfs files live in it, so there the page-cache
-// tests skip.
-func droppableDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type == unix.TMPFS_MAGIC {
-		t.Skipf("%s is on tmpfs, whose files live in the page cache", dir)
-	}
-	return dir
-}
-
 // appendMiBs appends n records, each with a blob of 1 MiB, which it returns.
 func appendMiBs(t *testing.T, l *Ledger, n int) []byte {
 	t.Helper()
@@ -597,36 +580,11 @@ func appendMiBs(t *testing.T, l *Ledger, n int) []byte {
 	return blob
 }
 
-// cachedShare returns the share of the pages of file's bytes [from, to)
-// that are in the page cache.
-func cachedShare(t *testing.T, file string, from, to int64) float64 {
-	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := unix.Mmap(int(f.Fd()), from, int(to-from), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+pageSize-1)/pageSize)
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		t.Fatal(errno)
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
-	}
-	return float64(n) / float64(len(vec))
-}
-
 // TestVerifyDropsWhatItRead checks that a whole-segment scan leaves the
 // pages it has read behind it out of the page cache: a log left cached by
 // its writer is mostly uncached after Verify.
 func TestVerifyDropsWhatItRead(t *testing.T) {
-	dir := droppableDir(t)
+	dir := ledgertest.DroppableDir(t)
 	k := newKeys(t)
 	opts := k.opts()
 	opts.PageCacheBytes = -1
@@ -637,14 +595,14 @@ func TestVerifyDropsWhatItRead(t *testing.T) {
 	if len(segs) != 1 {
 		t.Fatalf("segments %v; want one", segs)
 	}
-	if c := cachedShare(t, segs[0], 0, 16<<20); c < 0.5 {
+	if c := ledgertest.CachedShare(t, segs[0], 0, 16<<20); c < 0.5 {
 		t.Fatalf("only %.0f%% of the first 16 MiB cached after writing; the test needs them cached", 100*c)
 	}
 	rep, err := Verify(dir, VerifyOptions{Verifier: k.verifier})
 	if err != nil || rep.Records != 48 {
 		t.Fatalf("Verify: %+v, %v", rep, err)
 	}
-	if c := cachedShare(t, segs[0], 0, 16<<20); c > 0 {
+	if c := ledgertest.CachedShare(t, segs[0], 0, 16<<20); c > 0 {
 		t.Errorf("%.0f%% of the first 16 MiB still cached after Verify read them, want none", 100*c)
 	}
 }

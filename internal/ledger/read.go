@@ -241,7 +241,7 @@ func (l *Ledger) scan(from, count uint64, skipBlobs bool, fn func(uint64, frame)
 	for {
 		sc := newFrameScanner(seg.f, seg.size.Load(), off)
 		if count >= scanAheadRecords {
-			sc.readingAhead(seg.f)
+			sc.readingAhead(seg.f, true)
 		}
 		sc.skipBlobs = skipBlobs
 		for idx < end {

@@ -282,7 +282,7 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 			size = end
 		}
 	}
-	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f)
+	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f, true)
 	idx := first
 	for {
 		fr, err := sc.next()
@@ -313,7 +313,9 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 // or incomplete, and why the bytes after it (if any) are not a complete
 // commit.
 func completeCommits(f *os.File, size int64, first uint64) (end int64, endIdx, bad uint64, reason string, err error) {
-	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f)
+	// The scan of the segment that follows reads the same bytes: they stay
+	// cached for it, and it drops them.
+	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f, false)
 	sc.skipBlobs = false
 	end, endIdx, idx := int64(segHeaderSize), first, first
 	for {

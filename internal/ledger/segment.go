@@ -120,16 +120,17 @@ type frame struct {
 // reads. With skipBlobs it does not read blobs (nor check the CRC, which
 // covers them); it still checks the framing.
 type frameScanner struct {
-	r         io.ReaderAt
-	size      int64
-	off       int64
-	buf       []byte
-	bufOff    int64 // file offset of buf[0]
-	chunk     int   // how much window reads at least
-	skipBlobs bool
-	ahead     *os.File // if set, the file to ask the kernel to read ahead in
-	advised   int64    // the end of what was asked for
-	dropped   int64    // the pages before this were dropped from the page cache
+	r          io.ReaderAt
+	size       int64
+	off        int64
+	buf        []byte
+	bufOff     int64 // file offset of buf[0]
+	chunk      int   // how much window reads at least
+	skipBlobs  bool
+	ahead      *os.File // if set, the file to ask the kernel to read ahead in
+	advised    int64    // the end of what was asked for
+	dropBehind bool     // whether to drop the pages scanned from the page cache
+	dropped    int64    // the pages before this were dropped from the page cache
 }
 
 // readAhead is how far ahead of a scan the kernel is asked to read, and
@@ -139,13 +140,14 @@ const readAhead, aheadStep = 32 << 20, 8 << 20
 // readingAhead makes s ask the kernel to read f ahead of the scan, for
 // scans of whole segments (verify, recovery, followers reading files):
 // the disk then reads while the records before are checked, instead of
-// each chunk waiting for its own read. The pages scanned are dropped from
-// the page cache behind the scan, as the ledger drops what it writes
-// (Options.PageCacheBytes): the read-ahead then reuses them instead of
-// taking fresh memory, which made verifying a 5.3 GB log half as fast
-// again (docs/BENCHMARKS.md, eighth round).
-func (s *frameScanner) readingAhead(f *os.File) *frameScanner {
-	s.ahead, s.dropped = f, s.off&^(pageSize-1) // only what it reads
+// each chunk waiting for its own read. With dropBehind, the pages scanned
+// are dropped from the page cache behind the scan, as the ledger drops
+// what it writes (Options.PageCacheBytes): the read-ahead then reuses them
+// instead of taking fresh memory, which made verifying a 5.3 GB log half as
+// fast again (docs/BENCHMARKS.md, eighth round). A scan that another
+// follows over the same bytes leaves them cached for it.
+func (s *frameScanner) readingAhead(f *os.File, dropBehind bool) *frameScanner {
+	s.ahead, s.dropBehind, s.dropped = f, dropBehind, s.off&^(pageSize-1) // only what it reads
 	return s
 }
 
@@ -179,7 +181,7 @@ func (s *frameScanner) window(off int64, n int) ([]byte, error) {
 		// stay cached.
 		_ = unix.Fadvise(fd, from, off+readAhead-from, unix.FADV_WILLNEED)
 		s.advised = off + readAhead
-		if behind := (off - aheadStep) &^ (pageSize - 1); behind > s.dropped {
+		if behind := (off - aheadStep) &^ (pageSize - 1); s.dropBehind && behind > s.dropped {
 			_ = unix.Fadvise(fd, s.dropped, behind-s.dropped, unix.FADV_DONTNEED)
 			s.dropped = behind
 		}

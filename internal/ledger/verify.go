@@ -159,7 +159,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			f.Close()
 			return bad(int64(n), "segment %s: %v", segmentName(first), err)
 		}
-		sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f)
+		sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f, true)
 		for {
 			fr, err := sc.next()
 			if err == io.EOF {
