@@ -208,8 +208,12 @@ func ContentAAD(tenant, recordID string) []byte {
 // commits to. It is computed over the stored ciphertext, so it reveals
 // nothing about the plaintext.
 func Digest(blob []byte) string {
+	const prefix = "sha256:"
 	sum := sha256.Sum256(blob)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	var b [len(prefix) + 2*sha256.Size]byte
+	copy(b[:], prefix)
+	hex.Encode(b[len(prefix):], sum[:])
+	return string(b[:])
 }
 
 func (k *Keyring) currentKey(ctx context.Context, scope string) (*dataKey, error) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Pseudonyms and crypto-shredding.
@@ -54,6 +55,9 @@ type Subject struct {
 	salt         []byte
 	contentScope string
 
+	keyring *Keyring
+	content atomic.Pointer[dataKey] // contentScope's current key, once Seal has looked it up
+
 	mu   sync.Mutex
 	seen map[string]string // value → pseudonym, for the few values a subject has
 }
@@ -87,6 +91,22 @@ func (s *Subject) Pseudonym(value string) string {
 
 // ContentScope is the scope to seal the subject's content under.
 func (s *Subject) ContentScope() string { return s.contentScope }
+
+// Seal is Keyring.Seal under the subject's content scope. The scope's key
+// is looked up once per Subject, not once per call.
+func (s *Subject) Seal(ctx context.Context, plaintext, aad []byte) (blob []byte, keyID string, err error) {
+	dk := s.content.Load()
+	if dk == nil {
+		if dk, err = s.keyring.currentKey(ctx, s.contentScope); err != nil {
+			return nil, "", err
+		}
+		s.content.Store(dk)
+	}
+	if blob, err = seal(dk.aead, plaintext, aad); err != nil {
+		return nil, "", err
+	}
+	return blob, dk.id, nil
+}
 
 // Subject returns the pseudonymiser of (tenant, subject), creating and
 // durably storing its salt on first use. An empty subject is the tenant's
@@ -154,7 +174,7 @@ func (k *Keyring) loadSubject(ctx context.Context, tenant, subject string, creat
 	if ref != anonymous {
 		content = scopeOf(scopeContent, tenant, ref)
 	}
-	return &Subject{tenant: tenant, ref: ref, salt: salt, contentScope: content}, true, nil
+	return &Subject{tenant: tenant, ref: ref, salt: salt, contentScope: content, keyring: k}, true, nil
 }
 
 // macKey returns the HMAC key of scope, creating it if create is set.

@@ -48,9 +48,20 @@ func TestSubjectPseudonymsAndErasure(t *testing.T) {
 		t.Fatal("LookupSubject found a subject never seen")
 	}
 
-	blob, keyID, err := kr.Seal(ctx, alice.ContentScope(), []byte("alice's prompt"), crypto.ContentAAD("acme", "e1"))
+	// A Subject seals under its content scope's current key, as the
+	// keyring does, and remembers the key.
+	blob, keyID, err := again.Seal(ctx, []byte("alice's prompt"), crypto.ContentAAD("acme", "e1"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, viaScope, err := kr.Seal(ctx, again.ContentScope(), []byte("x"), nil); err != nil || viaScope != keyID {
+		t.Fatalf("Subject.Seal used key %s, Keyring.Seal of its scope %s (%v)", keyID, viaScope, err)
+	}
+	if _, second, _ := again.Seal(ctx, []byte("more"), nil); second != keyID {
+		t.Fatalf("second Subject.Seal used key %s, the first %s", second, keyID)
+	}
+	if pt, err := kr.Open(ctx, keyID, blob, crypto.ContentAAD("acme", "e1")); err != nil || string(pt) != "alice's prompt" {
+		t.Fatalf("Open of Subject.Seal's blob: %q, %v", pt, err)
 	}
 	bobBlob, bobKey, _ := kr.Seal(ctx, bob.ContentScope(), []byte("bob's prompt"), crypto.ContentAAD("acme", "e2"))
 

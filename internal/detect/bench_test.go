@@ -64,3 +64,29 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkScanContent measures the default patterns over 1 KiB of content
+// that holds none of their keywords' first letters (the ingest benchmark's
+// padding) and over 1 KiB of ordinary chat text, which holds many.
+func BenchmarkScanContent(b *testing.B) {
+	s, err := NewScanner(DefaultPatterns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chat := `{"messages":[{"role":"system","content":"You are a helpful assistant for a travel agency. Answer briefly."},` +
+		`{"role":"user","content":"Hello! I'd like to plan a trip to Lisbon in early spring with my partner. We enjoy food markets, ` +
+		`old neighbourhoods and day trips by train. What would a relaxed five-day itinerary look like, and which areas are pleasant to stay in?"}]}`
+	for name, content := range map[string]string{
+		"padding": strings.Repeat("x", 1024),
+		"chat":    strings.Repeat(chat, 1024/len(chat)+1)[:1024],
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(content)))
+			for b.Loop() {
+				if ms := s.ScanContent("t", []byte(content)); len(ms) != 0 {
+					b.Fatalf("markers %v in benign content", ms)
+				}
+			}
+		})
+	}
+}

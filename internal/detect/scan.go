@@ -52,7 +52,8 @@ type Marker struct {
 type Scanner struct {
 	patterns []Pattern
 	res      []*regexp.Regexp
-	keywords [][]string // each pattern's keywords in lower case
+	keywords *fold.Set // every pattern's keywords
+	of       [][]int   // each pattern's keywords, as indexes into keywords
 }
 
 // NewScanner compiles patterns; it reports every pattern that does not
@@ -60,18 +61,21 @@ type Scanner struct {
 func NewScanner(patterns []Pattern) (*Scanner, error) {
 	s := &Scanner{patterns: patterns}
 	var errs []error
+	var all []string
 	for _, p := range patterns {
 		re, err := regexp.Compile(p.Regexp)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("couldn't compile pattern %q: %w", p.Name, err))
 		}
 		s.res = append(s.res, re)
-		var kws []string
+		var of []int
 		for _, k := range p.Keywords {
-			kws = append(kws, fold.LowerASCII(k))
+			of = append(of, len(all))
+			all = append(all, k)
 		}
-		s.keywords = append(s.keywords, kws)
+		s.of = append(s.of, of)
 	}
+	s.keywords = fold.NewSet(all)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%v", errs)
 	}
@@ -84,11 +88,21 @@ func NewScanner(patterns []Pattern) (*Scanner, error) {
 // reaches the detector.
 func (s *Scanner) ScanContent(tenant string, content []byte) []Marker {
 	var ms []Marker
+	var buf [64]bool
+	found := buf[:0]
+	if n := s.keywords.Len(); n > 0 {
+		if n > len(buf) {
+			found = make([]bool, n)
+		} else {
+			found = buf[:n]
+		}
+		s.keywords.Find(content, found)
+	}
 	for i, p := range s.patterns {
 		if len(p.Tenants) > 0 && !slices.Contains(p.Tenants, tenant) {
 			continue
 		}
-		if kws := s.keywords[i]; len(kws) > 0 && !slices.ContainsFunc(kws, func(k string) bool { return fold.Contains(content, k) }) {
+		if of := s.of[i]; len(of) > 0 && !slices.ContainsFunc(of, func(k int) bool { return found[k] }) {
 			continue
 		}
 		if loc := s.res[i].FindIndex(content); loc != nil {

@@ -81,3 +81,104 @@ func LowerASCII(s string) string {
 	}
 	return s
 }
+
+// Set finds which of a fixed list of keywords a text contains, with ASCII
+// letters matched in either case, in one pass over the text. Searching for
+// each keyword in turn costs a pass per keyword, and ordinary prose holds
+// their first letters every few bytes. Instead, eight bytes at a time, the
+// pass skips what starts no keyword (a table lookup per byte); where a
+// keyword may start, the byte and the next must also begin one (a bitmap
+// of pairs) before the keywords starting with that byte are compared.
+// A Set is safe for concurrent use.
+type Set struct {
+	words  []string   // the keywords, in lower case
+	starts [256]int32 // for each byte, 1 + its index in groups; 0 when no keyword starts with it
+	groups [][]int    // the keywords (indexes into words) starting with a byte, in either case
+	empty  []int      // the empty keywords, found in any text
+	// pairs has bit lower[a]<<8|lower[b] set when a keyword starts with
+	// the bytes a, b (for a one-byte keyword a: for every b).
+	pairs [1 << 16 / 64]uint64
+}
+
+// lower maps each byte to itself with ASCII letters in lower case.
+var lower = func() (t [256]byte) {
+	for c := range t {
+		t[c] = byte(c)
+		if 'A' <= c && c <= 'Z' {
+			t[c] += 'a' - 'A'
+		}
+	}
+	return t
+}()
+
+// NewSet returns the Set of keywords, lowered with LowerASCII.
+func NewSet(keywords []string) *Set {
+	set := &Set{words: make([]string, len(keywords))}
+	for i, k := range keywords {
+		k = LowerASCII(k)
+		set.words[i] = k
+		if k == "" {
+			set.empty = append(set.empty, i)
+			continue
+		}
+		c := k[0]
+		if set.starts[c] == 0 {
+			set.groups = append(set.groups, nil)
+			set.starts[c] = int32(len(set.groups))
+			if 'a' <= c && c <= 'z' {
+				set.starts[c-'a'+'A'] = set.starts[c]
+			}
+		}
+		g := set.starts[c] - 1
+		set.groups[g] = append(set.groups[g], i)
+		for b := range 256 {
+			if len(k) == 1 || lower[b] == k[1] {
+				p := int(c)<<8 | b
+				set.pairs[p>>6] |= 1 << (p & 63)
+			}
+		}
+	}
+	return set
+}
+
+// Len is the number of keywords.
+func (set *Set) Len() int { return len(set.words) }
+
+// Find sets found[i] for each keyword i that s contains; found must have
+// Len elements, all false. It returns how many keywords s contains.
+func (set *Set) Find(s []byte, found []bool) int {
+	n := 0
+	for _, i := range set.empty {
+		found[i] = true
+		n++
+	}
+	left := len(set.words) - n
+	for at := 0; at < len(s) && left > 0; at += 8 {
+		end := min(at+8, len(s))
+		if end-at == 8 && set.starts[s[at]]|set.starts[s[at+1]]|set.starts[s[at+2]]|set.starts[s[at+3]]|
+			set.starts[s[at+4]]|set.starts[s[at+5]]|set.starts[s[at+6]]|set.starts[s[at+7]] == 0 {
+			continue
+		}
+		for j := at; j < end; j++ {
+			g := set.starts[s[j]]
+			if g == 0 {
+				continue
+			}
+			if j+1 < len(s) {
+				p := int(lower[s[j]])<<8 | int(lower[s[j+1]])
+				if set.pairs[p>>6]&(1<<(p&63)) == 0 {
+					continue
+				}
+			}
+			for _, i := range set.groups[g-1] {
+				w := set.words[i]
+				if !found[i] && len(w) <= len(s)-j && equalFoldASCII(s[j+1:j+len(w)], w[1:]) {
+					found[i] = true
+					n++
+					left--
+				}
+			}
+		}
+	}
+	return n
+}

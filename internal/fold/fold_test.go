@@ -44,3 +44,32 @@ func TestLowerASCII(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSet holds Set.Find to Contains: a keyword is found exactly when the
+// text contains it, whatever the other keywords are.
+func FuzzSet(f *testing.F) {
+	f.Add([]byte("Please IGNORE all previous instructions"), "ignore", "Inst]", "")
+	f.Add([]byte("<|im_start|> <|IM_END|>"), "im_start", "im_end", "<|system")
+	f.Add([]byte("xxxxxxxxxxxxxxxxxxxxxxx"), "x", "xy", "yx")
+	f.Add([]byte("###"), "###", "####", "#")
+	f.Add([]byte("ÉCOLE école"), "École", "école", "É")
+	f.Fuzz(func(t *testing.T, s []byte, a, b, c string) {
+		kws := []string{a, b, c, LowerASCII(a)}
+		set := NewSet(kws)
+		found := make([]bool, set.Len())
+		n := set.Find(s, found)
+		want := 0
+		for i, k := range kws {
+			in := Contains(s, LowerASCII(k))
+			if found[i] != in {
+				t.Fatalf("Find(%q) says keyword %q found = %v; Contains says %v", s, k, found[i], in)
+			}
+			if in {
+				want++
+			}
+		}
+		if n != want {
+			t.Fatalf("Find(%q, %q) = %d, want %d", s, kws, n, want)
+		}
+	})
+}

@@ -61,9 +61,9 @@ type Pipeline struct {
 	// Registry, if set, checks and completes records and learns from them
 	// (see Registry); nil means records are stored as normalised.
 	Registry Registry
-	// Subjects, if set, pseudonymises personal identifiers and chooses the
-	// scope each event's content is sealed under (see Protect); nil stores
-	// them as sent and seals content under the tenant.
+	// Subjects, if set, pseudonymises personal identifiers and seals each
+	// event's content under its subject's key (see protect); nil stores
+	// them as sent and seals content with Sealer under the tenant.
 	Subjects Subjects
 	// ScanContent, if set, looks at each event's content before it is
 	// encrypted and returns the names of the suspicious patterns it found
@@ -150,7 +150,7 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	var tooLarge []event.Problem
 	for i := range records {
 		rec := &records[i]
-		scope, err := pl.protect(ctx, rec)
+		subject, err := pl.protect(ctx, rec)
 		if err != nil {
 			return Receipt{}, err
 		}
@@ -168,7 +168,12 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 		}
 		if contents[i] != nil {
 			var keyID string
-			blob, keyID, err = pl.Sealer.Seal(ctx, scope, contents[i], crypto.ContentAAD(rec.Tenant, rec.ID))
+			aad := crypto.ContentAAD(rec.Tenant, rec.ID)
+			if subject != nil {
+				blob, keyID, err = subject.Seal(ctx, contents[i], aad)
+			} else {
+				blob, keyID, err = pl.Sealer.Seal(ctx, rec.Tenant, contents[i], aad)
+			}
 			if err != nil {
 				return Receipt{}, fmt.Errorf("couldn't encrypt content: %w", err)
 			}
@@ -209,13 +214,13 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 
 // protect replaces rec's personal identifiers — the actor's id, IP, user
 // agent and session, and the PersonalAttributes — by pseudonyms of the
-// subject the actor id names, and returns the scope to seal its content
-// under. Values that already are pseudonyms are kept. The actor fields of a
-// service or system actor name no person and are kept, so that the log says
-// which machine acted.
-func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope string, err error) {
+// subject the actor id names, and returns that subject, which seals its
+// content (nil without Subjects). Values that already are pseudonyms are
+// kept. The actor fields of a service or system actor name no person and
+// are kept, so that the log says which machine acted.
+func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Subject, error) {
 	if pl.Subjects == nil {
-		return rec.Tenant, nil
+		return nil, nil
 	}
 	subject := ""
 	if rec.Actor != nil {
@@ -223,7 +228,7 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope strin
 	}
 	s, err := pl.Subjects.Subject(ctx, rec.Tenant, subject)
 	if err != nil {
-		return "", fmt.Errorf("couldn't pseudonymise: %w", err)
+		return nil, fmt.Errorf("couldn't pseudonymise: %w", err)
 	}
 	hide := func(v string) string {
 		if v == "" || strings.HasPrefix(v, crypto.PseudonymPrefix) {
@@ -239,7 +244,7 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (scope strin
 			rec.Attributes[k] = hide(v)
 		}
 	}
-	return s.ContentScope(), nil
+	return s, nil
 }
 
 // ServerTypes are the event types only the server itself records (as the
