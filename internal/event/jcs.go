@@ -148,6 +148,7 @@ const hexDigits = "0123456789abcdef"
 func appendString(b []byte, s string) ([]byte, bool) {
 	b = append(b, '"')
 	start := 0
+	ascii := true // every byte looked at one by one was below 0x80
 	for i := 0; i < len(s); i++ {
 		if n := plainASCII(s, i); n > 0 {
 			i += n - 1
@@ -155,6 +156,7 @@ func appendString(b []byte, s string) ([]byte, bool) {
 		}
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
+			ascii = ascii && c < utf8.RuneSelf
 			continue
 		}
 		b = append(b, s[start:i]...)
@@ -177,7 +179,7 @@ func appendString(b []byte, s string) ([]byte, bool) {
 		start = i + 1
 	}
 	b = append(b, s[start:]...)
-	return append(b, '"'), utf8.ValidString(s)
+	return append(b, '"'), ascii || utf8.ValidString(s)
 }
 
 // appendTime writes t as encoding/json does (RFC 3339 with the fraction

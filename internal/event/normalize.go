@@ -368,16 +368,30 @@ func (c *checker) hexID(field, s string, n int) string {
 	if s == "" {
 		return ""
 	}
-	if len(s) != n || strings.ContainsFunc(s, func(r rune) bool {
-		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F')
-	}) {
+	ok, zero, upper := len(s) == n, true, false
+	for i := 0; ok && i < len(s); i++ {
+		switch b := s[i]; {
+		case '0' <= b && b <= '9':
+			zero = zero && b == '0'
+		case 'a' <= b && b <= 'f':
+			zero = false
+		case 'A' <= b && b <= 'F':
+			zero, upper = false, true
+		default:
+			ok = false
+		}
+	}
+	if !ok {
 		c.add(field, "must be %d hexadecimal digits", n)
 		return s
 	}
-	if strings.Trim(s, "0") == "" {
+	if zero {
 		c.add(field, "must not be all zeros")
 	}
-	return strings.ToLower(s)
+	if upper {
+		return strings.ToLower(s)
+	}
+	return s
 }
 
 // parseTime parses an RFC 3339 timestamp into UTC. time.Parse alone is

@@ -29,8 +29,12 @@ func hasByte(w uint64, c byte) bool { return hasLess(w^(swarOnes*uint64(c)), 1) 
 func plainASCII(s string, i int) int {
 	start := i
 	for ; i+8 <= len(s); i += 8 {
+		// One test for the five conditions: a byte at or above 0x7f (w+1
+		// sets its high bit; a carry only comes out of 0xff, itself
+		// flagged), below 0x20, or equal to '"' or '\\'.
 		w := load64(s, i)
-		if w&swarHigh != 0 || hasLess(w, 0x20) || hasByte(w, 0x7f) || hasByte(w, '"') || hasByte(w, '\\') {
+		q, bs := w^(swarOnes*'"'), w^(swarOnes*'\\')
+		if ((w+swarOnes)|w|(w-swarOnes*0x20)&^w|(q-swarOnes)&^q|(bs-swarOnes)&^bs)&swarHigh != 0 {
 			break
 		}
 	}

@@ -211,7 +211,6 @@ CREATE TABLE IF NOT EXISTS records (
 	id            TEXT,
 	type          TEXT,
 	time          INTEGER,             -- event time, Unix nanoseconds
-	received_at   INTEGER,             -- Unix nanoseconds
 	actor_id      TEXT,
 	model_name    TEXT,
 	model_version TEXT,
@@ -333,7 +332,7 @@ type row struct {
 	idx          int64
 	tenant, id   string
 	typ          string
-	time, recvd  int64
+	time         int64
 	actorID      any // string, or nil when absent
 	modelName    any
 	modelVersion any
@@ -424,8 +423,8 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 // statement that writes several rows needs a statement journal, which copies
 // every page it touches.
 const insertRecord = `INSERT INTO records
-	(idx, tenant, id, type, time, received_at, actor_id, model_name, model_version, outcome, resource_type, resource_id, pos)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	(idx, tenant, id, type, time, actor_id, model_name, model_version, outcome, resource_type, resource_id, pos)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT DO NOTHING`
 
 // insertText returns an INSERT of n rows into the FTS table. Rows skipped by
@@ -473,7 +472,7 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
-			res, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time, r.recvd,
+			res, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time,
 				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.pos)
 			if err != nil {
 				return nil, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
@@ -580,15 +579,14 @@ func (ix *Index) parseAsync(entries []ledger.Entry) (rows []row, ready []chan er
 // canonical: the index needs only a few fields, and checking the log's
 // records is verify's job.
 type keyFields struct {
-	ID         string          `json:"id"`
-	Type       string          `json:"type"`
-	Time       time.Time       `json:"time"`
-	ReceivedAt time.Time       `json:"received_at"`
-	Tenant     string          `json:"tenant"`
-	Actor      *event.Actor    `json:"actor"`
-	Outcome    string          `json:"outcome"`
-	Resource   *event.Resource `json:"resource"`
-	Model      *event.Model    `json:"model"`
+	ID       string          `json:"id"`
+	Type     string          `json:"type"`
+	Time     time.Time       `json:"time"`
+	Tenant   string          `json:"tenant"`
+	Actor    *event.Actor    `json:"actor"`
+	Outcome  string          `json:"outcome"`
+	Resource *event.Resource `json:"resource"`
+	Model    *event.Model    `json:"model"`
 }
 
 // parseOne reduces one entry to a row.
@@ -606,7 +604,7 @@ func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 		return fmt.Errorf("couldn't parse record %d: %w", e.Index, err)
 	}
 	if rec != nil {
-		k = keyFields{ID: rec.ID, Type: rec.Type, Time: rec.Time, ReceivedAt: rec.ReceivedAt, Tenant: rec.Tenant,
+		k = keyFields{ID: rec.ID, Type: rec.Type, Time: rec.Time, Tenant: rec.Tenant,
 			Actor: rec.Actor, Outcome: rec.Outcome, Resource: rec.Resource, Model: rec.Model}
 		if ix.fullText {
 			text = searchText(rec)
@@ -621,7 +619,6 @@ func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 		id:      k.ID,
 		typ:     k.Type,
 		time:    unixNano(k.Time),
-		recvd:   unixNano(k.ReceivedAt),
 		outcome: nullable(k.Outcome),
 		pos:     e.Offset,
 		text:    text,
