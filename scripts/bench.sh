@@ -7,7 +7,8 @@
 #   - single-event ingest: 64 clients x 1 event;
 #   - acknowledgement latency at light load (1 client, 100 requests/s);
 #   - the cost of encryption and pseudonyms (service actors and no content
-#     against pseudonymised user actors and encrypted content, alternating);
+#     against pseudonymised user actors and encrypted content, alternating
+#     in a balanced order);
 #   - index lag during batched ingest, peak server memory, log and index
 #     sizes on disk;
 #   - aitrail verify --data speed over the log the run wrote;
@@ -71,17 +72,26 @@ echo "## light load (1 client, 100 requests/s, 1 event each)"
 
 echo
 echo "## cost of encryption and pseudonyms: batched ingest with service actors (stored as sent)"
-echo "## and no content, then with pseudonymised user actors and encrypted content, alternating,"
-echo "## 3 pairs of half-length runs, each started once the query index has caught up"
+echo "## and no content, then with pseudonymised user actors and encrypted content: 4 pairs of"
+echo "## half-length runs in the order S C C S S C C S, so that a machine slowing down (or speeding"
+echo "## up) through the runs weighs on both kinds alike; each run starts once the index has caught up"
 half=$(( (secs + 1) / 2 ))
-for _ in 1 2 3; do
+plain_sum=0 protected_sum=0
+for kind in S C C S S C C S; do
   caught_up
-  "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --actor-type service --duration "${half}s" --json
-  caught_up
-  "$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${half}s" --json
+  if [ $kind = S ]; then
+    r=$("$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --actor-type service --duration "${half}s" --json)
+  else
+    r=$("$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --content --duration "${half}s" --json)
+  fi
+  echo "$r"
+  rate=$(echo "$r" | sed 's/.*"events_per_sec":\([0-9.]*\).*/\1/')
+  if [ $kind = S ]; then plain_sum=$(echo "$plain_sum + $rate" | bc); else protected_sum=$(echo "$protected_sum + $rate" | bc); fi
 done
+echo "- service actors, no content: $(echo "$plain_sum / 4" | bc) events/s on average;" \
+  "user actors and content: $(echo "$protected_sum / 4" | bc) events/s:" \
+  "$(echo "scale=1; 100 * ($plain_sum - $protected_sum) / $plain_sum" | bc) % slower"
 
-echo
 echo "## server memory"
 grep -E 'VmHWM|VmRSS' /proc/$pid/status
 

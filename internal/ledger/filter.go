@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 )
@@ -17,35 +18,54 @@ type keyFilter struct {
 	sets []*bloom
 }
 
-// filterBitsPerKey and filterHashes give about a 0.05% false-positive rate:
-// a request of 100 new ids then queries the index about once in 20.
+// Each key sets filterHashes bits within one block of 512 bits (a cache
+// line) that its hash chooses, so that an addition or a lookup touches one
+// cache line instead of filterHashes scattered ones, and divides nothing.
+// Such a blocked filter needs more bits per key than a plain one for the
+// same false-positive rate; with these, a filter holding its full count of
+// keys has about 0.08%, and a request of 100 new ids queries the index
+// about once in 12 per filter.
 const (
 	filterBitsPerKey = 16
-	filterHashes     = 11
+	filterHashes     = 10
 	filterMinKeys    = 1 << 16
+	blockWords       = 8 // 512 bits
 )
 
 type bloom struct {
-	words []atomic.Uint64
-	bits  uint64
-	keys  atomic.Int64
-	cap   int64
+	words  []atomic.Uint64
+	blocks uint64
+	keys   atomic.Int64
+	cap    int64
 }
 
 func newBloom(keys int64) *bloom {
-	bits := uint64(keys * filterBitsPerKey)
-	bits = (bits + 63) &^ 63
-	return &bloom{words: make([]atomic.Uint64, bits/64), bits: bits, cap: keys}
+	blocks := max(1, uint64(keys*filterBitsPerKey+511)/512)
+	return &bloom{words: make([]atomic.Uint64, blocks*blockWords), blocks: blocks, cap: keys}
 }
 
 func newKeyFilter(expected int64) *keyFilter {
 	return &keyFilter{sets: []*bloom{newBloom(max(expected, filterMinKeys))}}
 }
 
-// hashes gives the two hashes the filter's bit positions are derived from:
-// the two halves of the key's hash, the second made odd.
-func (f *keyFilter) hashes(key keyHash) (uint64, uint64) {
-	return key.a, key.b | 1
+// probes calls f with where key's block starts in b.words and each of the
+// filterHashes bits key has in it, until f returns false. The high bits of
+// the first half of the key's hash choose the block; nine bits each, from
+// the second half and then from the low bits of the first, give the bits.
+// (Double hashing within so small a block made the false-positive rate
+// three times the expected.)
+func (b *bloom) probes(key keyHash, f func(start, bit uint64) bool) {
+	block, _ := bits.Mul64(key.a, b.blocks)
+	x := key.b
+	for i := range filterHashes {
+		if i == 64/9 {
+			x = key.a
+		}
+		if !f(block*blockWords, x%512) {
+			return
+		}
+		x >>= 9
+	}
 }
 
 // Add records a key, by its hash.
@@ -62,25 +82,31 @@ func (f *keyFilter) Add(key keyHash) {
 		f.mu.Unlock()
 		b.keys.Add(1)
 	}
-	h1, h2 := f.hashes(key)
-	for i := uint64(0); i < filterHashes; i++ {
-		bit := (h1 + i*h2) % b.bits
-		b.words[bit/64].Or(1 << (bit % 64))
+	var masks [blockWords]uint64
+	var start uint64
+	b.probes(key, func(s, bit uint64) bool {
+		start = s
+		masks[bit/64] |= 1 << (bit % 64)
+		return true
+	})
+	for i, m := range masks {
+		if m != 0 {
+			b.words[start+uint64(i)].Or(m)
+		}
 	}
 }
 
 // MayContain reports false only if key was never added.
 func (f *keyFilter) MayContain(key keyHash) bool {
-	h1, h2 := f.hashes(key)
 	f.mu.RLock()
 	sets := f.sets
 	f.mu.RUnlock()
 	for _, b := range sets {
 		found := true
-		for i := uint64(0); i < filterHashes && found; i++ {
-			bit := (h1 + i*h2) % b.bits
-			found = b.words[bit/64].Load()&(1<<(bit%64)) != 0
-		}
+		b.probes(key, func(start, bit uint64) bool {
+			found = b.words[start+bit/64].Load()&(1<<(bit%64)) != 0
+			return found
+		})
 		if found {
 			return true
 		}

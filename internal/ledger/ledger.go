@@ -629,12 +629,13 @@ func (l *Ledger) commit(batch []*request) {
 		}
 	}
 
-	// Assign indexes, skipping keys already committed.
+	// Assign indexes, skipping keys already committed or earlier in the
+	// batch. New keys go into recent at once: should the commit fail, the
+	// ledger fails, and nothing is ever committed after it.
 	next := l.builder.Size()
 	buf := l.wbuf[:0]
-	var added []Entry // the records this commit stores, as followers get them
-	var newKeys []keyAt
-	inBatch := map[keyHash]uint64{}
+	added := make([]Entry, 0, n) // the records this commit stores, as followers get them
+	newKeys := make([]keyAt, 0, n)
 	var bundleOffs []int64 // where each record starting an entry bundle is
 	lastFrame := 0
 	for _, r := range live {
@@ -643,10 +644,6 @@ func (l *Ledger) commit(batch []*request) {
 			h := r.keys[i]
 			if it.Key != "" {
 				if idx, ok := l.recent[h]; ok {
-					r.results[i] = Result{Index: idx, Duplicate: true}
-					continue
-				}
-				if idx, ok := inBatch[h]; ok {
 					r.results[i] = Result{Index: idx, Duplicate: true}
 					continue
 				}
@@ -659,7 +656,7 @@ func (l *Ledger) commit(batch []*request) {
 			added = append(added, Entry{Index: next, Data: it.Record, Value: it.Value, Offset: l.activeSize + int64(lastFrame)})
 			r.results[i] = Result{Index: next}
 			if it.Key != "" {
-				inBatch[h] = next
+				l.recent[h] = next
 				newKeys = append(newKeys, keyAt{h, next})
 			}
 			next++
@@ -720,7 +717,6 @@ func (l *Ledger) commit(batch []*request) {
 		l.dropCached(l.activeSize-l.opts.PageCacheBytes, false)
 	}
 	for _, k := range newKeys {
-		l.recent[k.key] = k.index
 		l.seen.Add(k.key)
 	}
 	l.recentQ = append(l.recentQ, newKeys...)
