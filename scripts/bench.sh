@@ -91,6 +91,7 @@ done
 echo "- service actors, no content: $(echo "$plain_sum / 4" | bc) events/s on average;" \
   "user actors and content: $(echo "$protected_sum / 4" | bc) events/s:" \
   "$(echo "scale=1; 100 * ($plain_sum - $protected_sum) / $plain_sum" | bc) % slower"
+echo
 
 echo "## server memory"
 grep -E 'VmHWM|VmRSS' /proc/$pid/status
