@@ -211,6 +211,7 @@ CREATE TABLE IF NOT EXISTS records (
 	id            TEXT,
 	type          TEXT,
 	time          INTEGER,             -- event time, Unix nanoseconds
+	received_at   INTEGER,             -- no longer written (NULL): nothing read it; kept so that files stay version 5
 	actor_id      TEXT,
 	model_name    TEXT,
 	model_version TEXT,
