@@ -202,7 +202,7 @@ func readVerifier(dataDir string) (note.Verifier, error) {
 // openIndex opens the query index over log, creating its file private
 // first: it holds the metadata the filters use (SQLite gives its -wal and
 // -shm files the same mode).
-func openIndex(dataDir string, log index.Log, fullText bool) (*index.Index, error) {
+func openIndex(dataDir string, log index.Log, opts index.Options) (*index.Index, error) {
 	path := filepath.Join(dataDir, indexFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -212,7 +212,7 @@ func openIndex(dataDir string, log index.Log, fullText bool) (*index.Index, erro
 	if err := os.Chmod(path, 0o600); err != nil {
 		return nil, err
 	}
-	return index.Open(path, log, index.Options{FullText: fullText})
+	return index.Open(path, log, opts)
 }
 
 // ledgerLink is the log the server's query index reads records back from.

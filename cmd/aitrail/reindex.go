@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aitrail/aitrail/internal/config"
+	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -52,7 +53,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("couldn't remove the old index: %w", err)
 		}
 	}
-	idx, err := openIndex(*data, led, *fullText)
+	idx, err := openIndex(*data, led, index.Options{FullText: *fullText})
 	if err != nil {
 		return fmt.Errorf("couldn't open the index: %w", err)
 	}

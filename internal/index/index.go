@@ -104,7 +104,20 @@ type Options struct {
 	// the follower rebuilds it with text; turning it off keeps the records
 	// and drops only the text index.
 	FullText bool
+	// PostingsDelay lets Apply leave the postings of the block it is
+	// filling unwritten for up to this long when more than
+	// flushNowPostings of them have changed: under sustained load, the
+	// postings of busy values (actors) are then rewritten a few times a
+	// second instead of in every Apply. Until they are written, queries
+	// that filter may miss the rows applied since; Visible says up to
+	// where queries see every record. 0 writes them in every Apply.
+	PostingsDelay time.Duration
 }
+
+// flushNowPostings is the most changed postings Apply writes at once even
+// with a PostingsDelay: so many cost little, and light traffic is then
+// visible to queries as soon as it is applied.
+const flushNowPostings = 256
 
 // Log reads records back from the log the index follows, by where they are
 // (ledger.Entry.Offset): the index keeps their locations, not copies.
@@ -138,6 +151,16 @@ type Index struct {
 	// open is the postings of the block the last Apply ended in, for the
 	// next Apply to continue; nil when unknown (they are then rebuilt).
 	open *blockPostings
+	// With a PostingsDelay: when open's postings were last written, the
+	// timer that writes them if no Apply does, and whether Close was
+	// called (all guarded by applyMu).
+	postingsDelay time.Duration
+	lastWrite     time.Time
+	writeTimer    *time.Timer
+	closed        bool
+	// visible is the log index before which every applied record is in
+	// the postings (Visible).
+	visible atomic.Uint64
 	// checked counts the candidate rows scans have checked, which tells
 	// how much of the index a query had to look at.
 	checked atomic.Int64
@@ -179,13 +202,20 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(maxConns)
-	ix := &Index{db: db, log: log, fullText: opts.FullText}
+	ix := &Index{db: db, log: log, fullText: opts.FullText, postingsDelay: opts.PostingsDelay}
 	if err := ix.init(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
 	if ix.writer, err = db.Conn(context.Background()); err == nil {
 		_, err = ix.writer.ExecContext(context.Background(), fmt.Sprintf("PRAGMA cache_size = %d", -writerCache/1024))
+	}
+	if err == nil {
+		// A previous run may have stopped with the open block's postings
+		// held back: they are rebuilt from its rows and written.
+		ix.applyMu.Lock()
+		err = ix.writeOpenBlock(context.Background())
+		ix.applyMu.Unlock()
 	}
 	if err != nil {
 		db.Close()
@@ -311,11 +341,86 @@ func (ix *Index) init(ctx context.Context) error {
 	return tx.Commit()
 }
 
-// Close closes the database. Nothing is lost by closing during an Apply: the
-// Apply either committed or will be delivered again.
+// Close writes postings held back (see Options.PostingsDelay) and closes
+// the database; it waits for an Apply in progress. Nothing is lost by
+// stopping without Close: postings are rebuilt from the rows at Open, and
+// an Apply either committed or will be delivered again.
 func (ix *Index) Close() error {
+	ix.applyMu.Lock()
+	if ix.writeTimer != nil {
+		ix.writeTimer.Stop()
+		ix.writeTimer = nil
+	}
+	if !ix.closed && ix.open != nil && ix.open.changed() {
+		ix.writeOpenBlock(context.Background()) // on failure, Open rebuilds them
+	}
+	ix.closed = true
+	ix.applyMu.Unlock()
 	ix.writer.Close()
 	return ix.db.Close()
+}
+
+// Visible returns the log index before which queries see every applied
+// record: Cursor, or less while Options.PostingsDelay holds postings back.
+func (ix *Index) Visible() uint64 { return ix.visible.Load() }
+
+// writeLater has writeIdle write the open block's postings once
+// PostingsDelay has passed since they were last written, unless an Apply
+// writes them first. applyMu must be held.
+func (ix *Index) writeLater() {
+	if ix.writeTimer != nil || ix.closed {
+		return
+	}
+	ix.writeTimer = time.AfterFunc(max(0, ix.postingsDelay-time.Since(ix.lastWrite)), ix.writeIdle)
+}
+
+func (ix *Index) writeIdle() {
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	ix.writeTimer = nil
+	if ix.closed {
+		return
+	}
+	if err := ix.writeOpenBlock(context.Background()); err != nil {
+		ix.writeLater() // tried again; until then queries that filter miss the newest records
+	}
+}
+
+// writeOpenBlock writes the postings of the block the cursor is in, as far
+// as they changed (all of them when they are rebuilt from the rows), and
+// makes every applied record visible. applyMu must be held.
+func (ix *Index) writeOpenBlock(ctx context.Context) error {
+	open := ix.open
+	ix.open = nil
+	tx, err := ix.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("couldn't write postings: %w", err)
+	}
+	defer tx.Rollback()
+	var c int64
+	if err := tx.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&c); err != nil {
+		return fmt.Errorf("couldn't read index cursor: %w", err)
+	}
+	bp, err := openBlock(ctx, tx, open, uint64(c))
+	if err != nil {
+		return err
+	}
+	if bp.changed() {
+		pw, err := prepareWriter(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer pw.Close()
+		if err := pw.flush(ctx, bp); err != nil {
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("couldn't write postings of block %d: %w", bp.block, err)
+		}
+	}
+	ix.open, ix.lastWrite = bp, time.Now()
+	ix.visible.Store(uint64(c))
+	return nil
 }
 
 // Cursor returns the log index of the next entry the index needs: every
@@ -403,9 +508,15 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	if err != nil {
 		return err
 	}
+	pw, err := prepareWriter(ctx, tx)
+	if err != nil {
+		return err
+	}
+	defer pw.Close()
 	rows, ready, stop := ix.parseAsync(entries)
 	defer stop()
-	if bp, err = ix.insert(ctx, tx, rows, ready, bp); err != nil {
+	var wrote bool
+	if bp, wrote, err = ix.insert(ctx, tx, pw, rows, ready, bp); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET cursor = ?", int64(last)+1); err != nil {
@@ -416,6 +527,12 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	bp.next = last + 1
 	ix.open = bp
+	if wrote {
+		ix.lastWrite = time.Now()
+		ix.visible.Store(last + 1)
+	} else {
+		ix.writeLater()
+	}
 	return nil
 }
 
@@ -438,29 +555,26 @@ func insertText(n int) string {
 // insert writes rows, each group of parseGroup rows as soon as ready
 // reports that it has been parsed, and their postings, continuing bp (the
 // postings of the block the first row is in). It returns the postings of
-// the block the last row is in.
-func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []chan error, bp *blockPostings) (*blockPostings, error) {
+// the block the last row is in, and whether it wrote them: those of the
+// blocks before are always written, the last block's as PostingsDelay
+// says.
+func (ix *Index) insert(ctx context.Context, tx *sql.Tx, pw *postingWriter, rows []row, ready []chan error, bp *blockPostings) (_ *blockPostings, wrote bool, err error) {
 	stmt, err := tx.PrepareContext(ctx, insertRecord)
 	if err != nil {
-		return nil, fmt.Errorf("couldn't prepare insert: %w", err)
+		return nil, false, fmt.Errorf("couldn't prepare insert: %w", err)
 	}
 	defer stmt.Close()
-	pw, err := prepareWriter(ctx, tx)
-	if err != nil {
-		return nil, err
-	}
-	defer pw.Close()
 	seen := map[string]bool{}
 	rowCtx := context.WithoutCancel(ctx)
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			if t := rows[i].tenant; !seen[t] {
 				seen[t] = true
 				if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO tenants (name) VALUES (?)", t); err != nil {
-					return nil, fmt.Errorf("couldn't index tenant: %w", err)
+					return nil, false, fmt.Errorf("couldn't index tenant: %w", err)
 				}
 			}
 		}
@@ -469,34 +583,38 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, rows []row, ready []cha
 		// which cost more than some inserts. Cancellation is checked here,
 		// once a group.
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
 			res, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time,
 				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.pos)
 			if err != nil {
-				return nil, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
+				return nil, false, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
 			if n, err := res.RowsAffected(); err != nil || n == 0 {
 				continue // skipped (see Apply): no postings
 			}
 			if b := r.idx >> blockBits; b != bp.block {
 				if err := pw.flush(rowCtx, bp); err != nil {
-					return nil, err
+					return nil, false, err
 				}
 				bp = newBlockPostings(b)
 			}
 			bp.add(r)
 		}
 	}
-	if err := pw.flush(rowCtx, bp); err != nil {
-		return nil, err
+	// Before the text: see insertTexts.
+	wrote = ix.postingsDelay == 0 || len(bp.dirty) <= flushNowPostings || time.Since(ix.lastWrite) >= ix.postingsDelay
+	if wrote {
+		if err := pw.flush(rowCtx, bp); err != nil {
+			return nil, false, err
+		}
 	}
 	if ix.fullText {
-		return bp, insertTexts(ctx, tx, rows)
+		return bp, wrote, insertTexts(ctx, tx, rows)
 	}
-	return bp, nil
+	return bp, wrote, nil
 }
 
 // textRows is the most rows one INSERT into the FTS table writes.
@@ -703,6 +821,9 @@ func searchText(r *event.Record) string {
 // that its follower rebuilds it from the start of the log (aitrail reindex).
 // Cursors handed out before remain valid.
 func (ix *Index) Reset(ctx context.Context) error {
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	ix.open = nil
 	tx, err := ix.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)
@@ -714,6 +835,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)
 	}
+	ix.visible.Store(0)
 	return nil
 }
 

@@ -3,10 +3,12 @@ package index
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/ledger"
@@ -372,4 +374,76 @@ func TestScrubKeepsOthers(t *testing.T) {
 	if n, err := ix.ScrubActor(ctx, "acme", "p-y"); err != nil || n != 0 {
 		t.Errorf("ScrubActor over an empty posting = %d, %v", n, err)
 	}
+}
+
+// TestPostingsHeldBack: with a PostingsDelay, an Apply that changes many
+// postings leaves them unwritten, and Visible stays behind the cursor until
+// a timer writes them; a filter then finds the new records. An index whose
+// process stopped before they were written rebuilds them when it is opened.
+func TestPostingsHeldBack(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{PostingsDelay: 300 * time.Millisecond})
+	var recs []*event.Record
+	for i := range 600 {
+		recs = append(recs, rec("acme", fmt.Sprintf("e%d", i), "ai.inference", withActor(fmt.Sprintf("user-%d", i))))
+	}
+	finds := func(ix *Index, actor string) bool {
+		t.Helper()
+		p, err := ix.Query(ctx, Query{Actor: actor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p.Hits) == 1
+	}
+
+	apply(t, ix, e.add(t, recs[:10]...))
+	if v := ix.Visible(); v != 10 || !finds(ix, "user-9") {
+		t.Fatalf("after an Apply changing few postings: Visible %d, found %v; want 10, written at once", v, finds(ix, "user-9"))
+	}
+	apply(t, ix, e.add(t, recs[10:]...))
+	if c, _ := ix.Cursor(ctx); c != 600 {
+		t.Fatalf("cursor %d, want 600", c)
+	}
+	if v := ix.Visible(); v != 10 {
+		t.Fatalf("after an Apply changing 590 actors' postings: Visible %d, want 10 (held back)", v)
+	}
+	// The process stops now: a copy of the files as they are.
+	stopped := copyIndex(t, e.path)
+
+	for deadline := time.Now().Add(10 * time.Second); ix.Visible() != 600; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Visible %d 10 s after the Apply; want 600 once the delay passed", ix.Visible())
+		}
+	}
+	if !finds(ix, "user-599") || !finds(ix, "user-10") {
+		t.Error("postings written after the delay: the new actors are not found")
+	}
+
+	reopened, err := Open(stopped, e.log, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	if v := reopened.Visible(); v != 600 || !finds(reopened, "user-599") || !finds(reopened, "user-0") {
+		t.Errorf("opened after stopping with postings held back: Visible %d, found %v %v; want 600 and both",
+			v, finds(reopened, "user-599"), finds(reopened, "user-0"))
+	}
+}
+
+// copyIndex copies the index file at path and its write-ahead log, between
+// transactions, as a process stopping then would leave them, and returns
+// the copy's path.
+func copyIndex(t *testing.T, path string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "index.db")
+	for _, suffix := range []string{"", "-wal"} {
+		data, err := os.ReadFile(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst+suffix, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }

@@ -242,6 +242,9 @@ func (bp *blockPostings) add(r *row) {
 	bp.hasTime, bp.timeDirty = true, true
 }
 
+// changed reports whether bp has postings or times not yet written.
+func (bp *blockPostings) changed() bool { return len(bp.dirty) > 0 || bp.timeDirty }
+
 // postingWriter writes postings in one Apply's transaction.
 type postingWriter struct {
 	posting, block *sql.Stmt
@@ -285,7 +288,8 @@ func (w *postingWriter) flush(ctx context.Context, bp *blockPostings) error {
 
 // openBlock returns the postings of the block that holds log index cursor,
 // with the rows applied before cursor: last, the last Apply's, if it ended
-// there, else rebuilt from the rows.
+// there, else rebuilt from the rows. Rebuilt postings count as changed:
+// those stored may lag the rows (Options.PostingsDelay).
 func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint64) (*blockPostings, error) {
 	block := int64(cursor >> blockBits)
 	if last != nil && last.block == block && last.next == cursor {
@@ -314,11 +318,6 @@ func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
 	}
-	// Already stored: nothing to write until a row is added.
-	for _, d := range bp.dirty {
-		d.p.dirty = false
-	}
-	bp.dirty, bp.timeDirty = bp.dirty[:0], false
 	bp.next = cursor
 	return bp, nil
 }
