@@ -390,18 +390,12 @@ func (ix *Index) writeIdle() {
 // as they changed (all of them when they are rebuilt from the rows), and
 // makes every applied record visible. applyMu must be held.
 func (ix *Index) writeOpenBlock(ctx context.Context) error {
-	open := ix.open
-	ix.open = nil
-	tx, err := ix.writer.BeginTx(ctx, nil)
+	tx, cursor, open, err := ix.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("couldn't write postings: %w", err)
+		return err
 	}
 	defer tx.Rollback()
-	var c int64
-	if err := tx.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&c); err != nil {
-		return fmt.Errorf("couldn't read index cursor: %w", err)
-	}
-	bp, err := openBlock(ctx, tx, open, uint64(c))
+	bp, err := openBlock(ctx, tx, open, cursor)
 	if err != nil {
 		return err
 	}
@@ -419,8 +413,26 @@ func (ix *Index) writeOpenBlock(ctx context.Context) error {
 		}
 	}
 	ix.open, ix.lastWrite = bp, time.Now()
-	ix.visible.Store(uint64(c))
+	ix.visible.Store(cursor)
 	return nil
+}
+
+// begin starts a transaction on the writer connection and returns it with
+// the index cursor and the open block's postings, which ix no longer holds:
+// they change as rows are added, and unless the caller puts them back
+// after committing, the next transaction rebuilds them. applyMu must be
+// held.
+func (ix *Index) begin(ctx context.Context) (tx *sql.Tx, cursor uint64, open *blockPostings, err error) {
+	open, ix.open = ix.open, nil
+	if tx, err = ix.writer.BeginTx(ctx, nil); err != nil {
+		return nil, 0, nil, fmt.Errorf("couldn't begin index transaction: %w", err)
+	}
+	var c int64
+	if err := tx.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&c); err != nil {
+		tx.Rollback()
+		return nil, 0, nil, fmt.Errorf("couldn't read index cursor: %w", err)
+	}
+	return tx, uint64(c), open, nil
 }
 
 // Cursor returns the log index of the next entry the index needs: every
@@ -481,20 +493,11 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
-	// The open block's postings change as rows are added; unless the
-	// transaction commits, they are rebuilt next time.
-	open := ix.open
-	ix.open = nil
-	tx, err := ix.writer.BeginTx(ctx, nil)
+	tx, cursor, open, err := ix.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("couldn't begin index transaction: %w", err)
+		return err
 	}
 	defer tx.Rollback()
-	var c int64
-	if err := tx.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&c); err != nil {
-		return fmt.Errorf("couldn't read index cursor: %w", err)
-	}
-	cursor := uint64(c)
 	if first > cursor {
 		return fmt.Errorf("couldn't index entries from %d: the cursor is %d, so entries in between would be missing", first, cursor)
 	}
