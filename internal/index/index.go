@@ -382,7 +382,10 @@ func (ix *Index) writeIdle() {
 		return
 	}
 	if err := ix.writeOpenBlock(context.Background()); err != nil {
-		ix.writeLater() // tried again; until then queries that filter miss the newest records
+		// Tried again after a whole delay; until then queries that filter
+		// miss the newest records.
+		ix.lastWrite = time.Now()
+		ix.writeLater()
 	}
 }
 

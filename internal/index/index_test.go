@@ -382,7 +382,9 @@ func TestScrubKeepsOthers(t *testing.T) {
 // process stopped before they were written rebuilds them when it is opened.
 func TestPostingsHeldBack(t *testing.T) {
 	ctx := context.Background()
-	ix, e := openTemp(t, Options{PostingsDelay: 300 * time.Millisecond})
+	// Long enough that the second Apply comes before it has passed, even
+	// on a slow machine.
+	ix, e := openTemp(t, Options{PostingsDelay: 2 * time.Second})
 	var recs []*event.Record
 	for i := range 600 {
 		recs = append(recs, rec("acme", fmt.Sprintf("e%d", i), "ai.inference", withActor(fmt.Sprintf("user-%d", i))))
