@@ -151,7 +151,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 		r.ID = id.String()
 	case len(r.ID) > maxIDBytes:
 		c.add(".id", "must be at most %d bytes", maxIDBytes)
-	case strings.ContainsFunc(r.ID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+	case hasSpaceOrControl(r.ID):
 		c.add(".id", "must not contain whitespace or control characters")
 	case !utf8.ValidString(r.ID):
 		c.add(".id", "must be valid UTF-8")
@@ -299,6 +299,21 @@ func isAttrKey(s string) bool {
 		}
 	}
 	return true
+}
+
+// hasSpaceOrControl reports whether s holds a white space or control
+// character (unicode.IsSpace, unicode.IsControl). Below 0x80 those are the
+// bytes up to ' ' and DEL; only ids with other bytes are decoded.
+func hasSpaceOrControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= utf8.RuneSelf:
+			return strings.ContainsFunc(s[i:], func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+		case c <= ' ' || c == 0x7f:
+			return true
+		}
+	}
+	return false
 }
 
 // hasControl reports whether s (valid UTF-8) holds a control character

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 )
@@ -494,6 +495,24 @@ func TestRFC3339Form(t *testing.T) {
 		}
 		if ok && lower != strings.ContainsAny(s, "tz") {
 			t.Errorf("rfc3339Form(%q): lower = %v", s, lower)
+		}
+	}
+}
+
+// TestHasSpaceOrControl holds the ASCII shortcut to its definition for
+// every rune below U+0100 and a few beyond, alone, after ASCII and before
+// non-ASCII text.
+func TestHasSpaceOrControl(t *testing.T) {
+	runes := []rune{'\u1680', '\u2028', '\u3000', '\ufeff', '😀'}
+	for r := rune(0); r < 0x100; r++ {
+		runes = append(runes, r)
+	}
+	for _, r := range runes {
+		for _, s := range []string{string(r), "evt-1" + string(r), string(r) + "é"} {
+			want := strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+			if got := hasSpaceOrControl(s); got != want {
+				t.Errorf("hasSpaceOrControl(%q) = %v, want %v", s, got, want)
+			}
 		}
 	}
 }
