@@ -246,15 +246,24 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 			return out
 		}
 	}
-	labels := make([]string, len(r.groupBy))
+	// The group's key (its labels joined by NUL), built on the stack: only
+	// a new group allocates.
+	var buf [128]byte
+	kb := buf[:0]
 	for j, p := range r.groupBy {
-		labels[j] = evalString(p, a)
+		if j > 0 {
+			kb = append(kb, 0)
+		}
+		kb = append(kb, evalString(p, a)...)
 	}
-	key := strings.Join(labels, "\x00")
-	g := st.Groups[key]
+	g := st.Groups[string(kb)]
 	if g == nil {
+		labels := make([]string, len(r.groupBy))
+		for j, p := range r.groupBy {
+			labels[j] = evalString(p, a)
+		}
 		g = &group{Labels: labels, FirstSeen: t}
-		st.Groups[key] = g
+		st.Groups[string(kb)] = g
 	}
 	g.LastSeen = max(g.LastSeen, t)
 	g.addTrigger(a.r.ID, index, a.r.Tenant)
@@ -276,7 +285,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		if st.FirstSeen == 0 {
 			st.FirstSeen = t
 		}
-		vk := key + "\x01" + strings.Join(vals, "\x00")
+		vk := string(kb) + "\x01" + strings.Join(vals, "\x00")
 		_, known := st.Seen[vk]
 		st.Seen[vk] = max(st.Seen[vk], t)
 		if known || t-st.FirstSeen < int64(r.Warmup) {
