@@ -897,6 +897,11 @@ func (ix *Index) Tenants(ctx context.Context) ([]string, error) {
 func (ix *Index) ScrubActor(ctx context.Context, tenant, actorID string) (int64, error) {
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
+	// The scrub finds the actor's records by the postings in the table,
+	// which must include those held back.
+	if err := ix.writeOpenBlock(ctx); err != nil {
+		return 0, fmt.Errorf("couldn't scrub the index: %w", err)
+	}
 	ix.open = nil // the open block's postings change
 	n, err := ix.scrubActor(ctx, tenant, actorID)
 	if err != nil {

@@ -421,6 +421,22 @@ func TestPostingsHeldBack(t *testing.T) {
 		t.Error("postings written after the delay: the new actors are not found")
 	}
 
+	// Postings held back are found by a scrub.
+	var again []*event.Record // the same actors again: 300 changed postings
+	for i := range 300 {
+		again = append(again, rec("acme", fmt.Sprintf("f%d", i), "ai.inference", withActor(fmt.Sprintf("user-%d", i))))
+	}
+	apply(t, ix, e.add(t, again...))
+	if v := ix.Visible(); v != 600 {
+		t.Fatalf("Visible %d after a second large Apply, want 600 (held back)", v)
+	}
+	if n, err := ix.ScrubActor(ctx, "acme", "user-299"); err != nil || n != 2 {
+		t.Fatalf("ScrubActor of an actor whose newest record's posting was held back: %d, %v; want 2 records", n, err)
+	}
+	if finds(ix, "user-299") {
+		t.Error("the scrubbed actor is still found")
+	}
+
 	reopened, err := Open(stopped, e.log, Options{})
 	if err != nil {
 		t.Fatal(err)
