@@ -179,8 +179,12 @@ func (k *Keyring) Seal(ctx context.Context, scope string, plaintext, aad []byte)
 	if err != nil {
 		return nil, "", err
 	}
-	blob, err = seal(dk.aead, plaintext, aad)
-	if err != nil {
+	return dk.seal(plaintext, aad)
+}
+
+// seal encrypts plaintext under dk and returns the blob with dk's id.
+func (dk *dataKey) seal(plaintext, aad []byte) (blob []byte, keyID string, err error) {
+	if blob, err = seal(dk.aead, plaintext, aad); err != nil {
 		return nil, "", err
 	}
 	return blob, dk.id, nil

@@ -102,10 +102,7 @@ func (s *Subject) Seal(ctx context.Context, plaintext, aad []byte) (blob []byte,
 		}
 		s.content.Store(dk)
 	}
-	if blob, err = seal(dk.aead, plaintext, aad); err != nil {
-		return nil, "", err
-	}
-	return blob, dk.id, nil
+	return dk.seal(plaintext, aad)
 }
 
 // Subject returns the pseudonymiser of (tenant, subject), creating and

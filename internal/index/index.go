@@ -415,9 +415,16 @@ func (ix *Index) writeOpenBlock(ctx context.Context) error {
 			return fmt.Errorf("couldn't write postings of block %d: %w", bp.block, err)
 		}
 	}
-	ix.open, ix.lastWrite = bp, time.Now()
-	ix.visible.Store(cursor)
+	ix.open = bp
+	ix.written(cursor)
 	return nil
+}
+
+// written notes that every posting of the records before cursor is in the
+// table. applyMu must be held.
+func (ix *Index) written(cursor uint64) {
+	ix.lastWrite = time.Now()
+	ix.visible.Store(cursor)
 }
 
 // begin starts a transaction on the writer connection and returns it with
@@ -534,8 +541,7 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	bp.next = last + 1
 	ix.open = bp
 	if wrote {
-		ix.lastWrite = time.Now()
-		ix.visible.Store(last + 1)
+		ix.written(last + 1)
 	} else {
 		ix.writeLater()
 	}

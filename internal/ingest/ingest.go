@@ -56,6 +56,8 @@ type Registry interface {
 // is safe for concurrent use.
 type Pipeline struct {
 	Ledger Ledger
+	// Sealer seals content when Subjects is nil; with Subjects, each
+	// subject seals its own.
 	Sealer Sealer
 	Limits event.Limits
 	// Registry, if set, checks and completes records and learns from them
