@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -234,14 +235,24 @@ func appendAttributes(b []byte, attrs map[string]any) ([]byte, error) {
 			if err != nil {
 				return nil, fmt.Errorf("attribute %q: %w", k, err)
 			}
-			s, err := jcs.NumberToJSON(f)
+			b, err = appendNumber(b, f)
 			if err != nil {
 				return nil, fmt.Errorf("attribute %q: %w", k, err)
 			}
-			b = append(b, s...)
 		}
 	}
 	return append(b, '}'), nil
+}
+
+// appendNumber appends f as RFC 8785 writes it. Whole numbers below 2^53,
+// such as token counts, are written as integers, which is what the
+// ECMAScript formatting gives them, without its general algorithm.
+func appendNumber(b []byte, f float64) ([]byte, error) {
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return strconv.AppendInt(b, int64(f), 10), nil
+	}
+	s, err := jcs.NumberToJSON(f)
+	return append(b, s...), err
 }
 
 // attributeFloat converts a numeric attribute to the float64 RFC 8785

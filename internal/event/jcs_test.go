@@ -59,6 +59,40 @@ func TestCanonicalMatchesLibrary(t *testing.T) {
 	}
 }
 
+// appendNumber's shortcut for whole numbers must write what the jcs
+// library writes.
+func TestAppendNumberMatchesLibrary(t *testing.T) {
+	values := []float64{0, math.Copysign(0, -1), 1, -1, 7, 42, 1e15, 1e20, 1e21, 1 << 53, 1<<53 - 1, -(1<<53 - 1), 1 << 62,
+		0.5, -2.5, 1e-7, 123456789.125, math.MaxFloat64, math.SmallestNonzeroFloat64}
+	for i := range 2000 {
+		values = append(values, float64(i*i*i), -float64(i)*1e9, float64(i)/7)
+	}
+	for _, f := range values {
+		checkNumber(t, f)
+	}
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		if _, err := appendNumber(nil, f); err == nil {
+			t.Errorf("%v accepted", f)
+		}
+	}
+}
+
+func checkNumber(t *testing.T, f float64) {
+	t.Helper()
+	got, err := appendNumber(nil, f)
+	want, werr := jcs.NumberToJSON(f)
+	if (err != nil) != (werr != nil) || string(got) != want {
+		t.Errorf("appendNumber(%v) = %q, %v; the jcs library gives %q, %v", f, got, err, want, werr)
+	}
+}
+
+func FuzzAppendNumber(f *testing.F) {
+	f.Add(uint64(0))
+	f.Add(math.Float64bits(1 << 53))
+	f.Add(math.Float64bits(-12345))
+	f.Fuzz(func(t *testing.T, bits uint64) { checkNumber(t, math.Float64frombits(bits)) })
+}
+
 func BenchmarkCanonical(b *testing.B) {
 	ts := time.Now()
 	r := &Record{ID: "bench-abc-1-2-3", Type: "ai.inference", Tenant: "bench", Time: ts, ReceivedAt: ts,

@@ -115,7 +115,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.h.ServeHTT
 // Wait returns once every outcome event of the calls served so far has been
 // appended (or has failed to be). Call it after the HTTP server has shut
 // down and before the log is closed.
-func (p *Proxy) Wait() { p.h.pending.Wait() }
+func (p *Proxy) Wait() { p.h.outcomes.Wait() }
 
 func newProxy(c Config, p *provider) (*Proxy, error) {
 	h, err := newHandler(c, p)
@@ -128,13 +128,13 @@ func newProxy(c Config, p *provider) (*Proxy, error) {
 // handler is one provider's proxy.
 type handler struct {
 	Config
-	p       *provider
-	errLog  *log.Logger    // for the reverse proxy's own messages
-	pending sync.WaitGroup // outcome events being appended
+	p        *provider
+	errLog   *log.Logger // for the reverse proxy's own messages
+	outcomes *background // appends outcome events
 }
 
 func newHandler(c Config, p *provider) (*handler, error) {
-	h := &handler{Config: c, p: p}
+	h := &handler{Config: c, p: p, outcomes: newBackground()}
 	switch {
 	case c.Ingest == nil || c.WriteError == nil:
 		return nil, errors.New("proxy: Ingest and WriteError are required")
@@ -404,7 +404,7 @@ func (h *handler) recordOutcome(r *http.Request, c *call) {
 	e := h.outcomeEvent(c)
 	c.mu.Unlock()
 	ctx := context.WithoutCancel(r.Context())
-	h.pending.Go(func() {
+	h.outcomes.Go(func() {
 		ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 		defer cancel()
 		_, err := h.Ingest.Append(ctx, c.principal, []event.Event{e})
