@@ -483,10 +483,12 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 		return nil
 	}
 	out := make(map[string]any, len(in))
+	legacy := false
 	for k, v := range in {
 		if attrKeyOK(k) {
 			if v, msg := attributeValue(v); msg == "" {
 				out[k] = v
+				legacy = legacy || CurrentAttribute(k) != k
 				continue
 			}
 		}
@@ -495,7 +497,9 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 		// valid attributes (nearly all) a sort.
 		return c.attributeProblems(in)
 	}
-	renameLegacy(out)
+	if legacy {
+		renameLegacy(out)
+	}
 	return out
 }
 
