@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -61,4 +63,56 @@ func TestMetricsPassPromtool(t *testing.T) {
 	}
 	promtoolCheck(t, metrics)
 	s.stop()
+}
+
+// TestServeRuntimeDefaults checks the Go runtime settings serve chooses
+// when the environment names none (docs/configuration.md), and that the
+// environment overrides each, as the server's own /metrics reports them.
+func TestServeRuntimeDefaults(t *testing.T) {
+	unset := []string{"GOGC=", "GOMEMLIMIT=", "GOMAXPROCS="}
+	// Go's default here: tests that run serve in this process change it.
+	own := runtime.GOMAXPROCS(0)
+	runtime.SetDefaultGOMAXPROCS()
+	defaultProcs := runtime.GOMAXPROCS(own)
+	s := startServerEnv(t, t.TempDir(), append(unset, "AITRAIL_ADMIN_TOKEN="+adminToken))
+	want := map[string]float64{
+		"go_gc_gogc_percent":          serverGCPercent,
+		"go_gc_gomemlimit_bytes":      serverMemoryLimit,
+		"go_sched_gomaxprocs_threads": float64(defaultProcs + extraProcs),
+	}
+	checkGauges(t, s, want)
+	s.stop()
+
+	s = startServerEnv(t, t.TempDir(), append(unset, "AITRAIL_ADMIN_TOKEN="+adminToken, "GOGC=150", "GOMEMLIMIT=1GiB", "GOMAXPROCS=1"))
+	checkGauges(t, s, map[string]float64{"go_gc_gogc_percent": 150, "go_gc_gomemlimit_bytes": 1 << 30, "go_sched_gomaxprocs_threads": 1})
+	s.stop()
+}
+
+func checkGauges(t *testing.T, s *server, want map[string]float64) {
+	t.Helper()
+	code, metrics := s.do("GET", "/metrics", "", "", nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	for name, v := range want {
+		var got float64
+		found := false
+		for line := range strings.Lines(string(metrics)) {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok {
+				got, found = mustFloat(t, strings.TrimSpace(rest)), true
+			}
+		}
+		if !found || got != v {
+			t.Errorf("%s = %v (reported: %v), want %v", name, got, found, v)
+		}
+	}
+}
+
+func mustFloat(t *testing.T, s string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -118,7 +119,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			logger.Error("debug server stopped", "err", http.ListenAndServe(*debugAddr, mux))
 		}()
 	}
-	tuneGC()
+	tuneRuntime()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return serve(ctx, cfg, tlsConfig, rules, logger, stderr)
@@ -569,12 +570,26 @@ const (
 	serverMemoryLimit = 384 << 20
 )
 
-func tuneGC() {
+// extraProcs is how many Ps (goroutine run queues) the server runs with
+// beyond Go's default of one per CPU, unless GOMAXPROCS says otherwise. The
+// group commit's fdatasync and the query index's SQLite writes hold their
+// thread in a system call for up to about a millisecond, and the runtime
+// hands the P such a thread holds to other goroutines only after a delay;
+// on a small machine a core is then idle while requests wait. With two
+// spare Ps they run at once (2 vCPUs: single-event ingest 17k -> 19k
+// events/s, with less CPU per request).
+const extraProcs = 2
+
+func tuneRuntime() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(serverGCPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(serverMemoryLimit)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.SetDefaultGOMAXPROCS() // from the default, however often called
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + extraProcs)
 	}
 }
 
