@@ -135,11 +135,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, bearer string) (Princi
 }
 
 func principal(t Token) Principal {
-	p := Principal{TokenID: t.ID, Name: t.Name, Roles: slices.Clone(t.Roles), Tenants: slices.Clone(t.Tenants), Root: t.Root}
 	if t.Root {
-		p.Roles, p.Tenants = AllRoles(), []string{AllTenantsWildcard}
+		return Principal{TokenID: t.ID, Name: t.Name, Roles: AllRoles(), Tenants: []string{AllTenantsWildcard}, Root: true}
 	}
-	return p
+	return Principal{TokenID: t.ID, Name: t.Name, Roles: slices.Clone(t.Roles), Tenants: slices.Clone(t.Tenants)}
 }
 
 // parseToken splits an atr_ token into its id and secret.

@@ -75,11 +75,11 @@ func decodeEvent(raw []byte, e *Event) error {
 	err := readObject(d, func(name []byte) error {
 		switch string(name) {
 		case "id":
-			return ed.readString(&e.ID)
+			return ed.readUnique(&e.ID)
 		case "type":
 			return ed.readString(&e.Type)
 		case "time":
-			return ed.readString(&e.Time)
+			return ed.readUnique(&e.Time)
 		case "tenant":
 			return ed.readString(&e.Tenant)
 		case "action":
@@ -87,9 +87,9 @@ func decodeEvent(raw []byte, e *Event) error {
 		case "outcome":
 			return ed.readString(&e.Outcome)
 		case "trace_id":
-			return ed.readString(&e.TraceID)
+			return ed.readUnique(&e.TraceID)
 		case "span_id":
-			return ed.readString(&e.SpanID)
+			return ed.readUnique(&e.SpanID)
 		case "actor":
 			return readStruct(ed, &e.Actor, func(a *Actor, name []byte) *string {
 				switch string(name) {
@@ -229,7 +229,13 @@ func readName(d *jsontext.Decoder) ([]byte, error) {
 }
 
 // readString reads a string into s; null leaves s as it is.
-func (ed *eventDecoder) readString(s *string) error {
+func (ed *eventDecoder) readString(s *string) error { return ed.readText(s, true) }
+
+// readUnique is readString for a value that differs from event to event
+// (an id, a time): keeping it would only crowd out the strings that repeat.
+func (ed *eventDecoder) readUnique(s *string) error { return ed.readText(s, false) }
+
+func (ed *eventDecoder) readText(s *string, intern bool) error {
 	d := &ed.d
 	switch d.PeekKind() {
 	case 'n':
@@ -244,12 +250,16 @@ func (ed *eventDecoder) readString(s *string) error {
 		return err
 	}
 	if bytes.IndexByte(v, '\\') < 0 {
-		*s = ed.str(v[1 : len(v)-1])
-		return nil
+		v = v[1 : len(v)-1]
+	} else if v, err = jsontext.AppendUnquote(nil, v); err != nil {
+		return err
 	}
-	u, err := jsontext.AppendUnquote(nil, v)
-	*s = ed.str(u)
-	return err
+	if intern {
+		*s = ed.str(v)
+	} else {
+		*s = string(v)
+	}
+	return nil
 }
 
 // readStruct reads an object of string fields into a new T at *p; null

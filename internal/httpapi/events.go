@@ -46,8 +46,8 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 			dups++
 		}
 	}
-	s.metrics.events.WithLabelValues("stored").Add(float64(len(receipt.Results) - dups))
-	s.metrics.events.WithLabelValues("duplicate").Add(float64(dups))
+	s.metrics.stored.Add(float64(len(receipt.Results) - dups))
+	s.metrics.duplicates.Add(float64(dups))
 	writeJSON(w, http.StatusOK, receiptBody{Checkpoint: string(receipt.Checkpoint), Results: receipt.Results})
 }
 

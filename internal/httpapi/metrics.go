@@ -12,6 +12,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	events   *prometheus.CounterVec
+	// The series of events, looked up once: every append adds to both.
+	stored, duplicates prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,6 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.events)
+	m.stored, m.duplicates = m.events.WithLabelValues("stored"), m.events.WithLabelValues("duplicate")
 	return m
 }
 
@@ -60,14 +63,18 @@ func (w *statusWriter) Flush() {
 }
 
 func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	// The route's series, looked up once rather than on every request.
+	duration := s.metrics.duration.WithLabelValues(route)
+	ok := s.metrics.requests.WithLabelValues(route, strconv.Itoa(http.StatusOK))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		h.ServeHTTP(sw, r)
-		if sw.status == 0 {
-			sw.status = http.StatusOK
+		if sw.status == 0 || sw.status == http.StatusOK {
+			ok.Inc()
+		} else {
+			s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		}
-		s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
-		s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		duration.Observe(time.Since(start).Seconds())
 	})
 }
