@@ -111,6 +111,9 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+adminToken)
 		req.Header.Set("Content-Type", "application/json")
+		if think > 0 {
+			req.Header.Set(fakeprovider.HeaderDelay, think.String())
+		}
 		start := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
