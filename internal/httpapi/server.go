@@ -143,13 +143,23 @@ func (s *Server) Handler() http.Handler {
 
 // securityHeaders sets headers every response should carry, and answers a
 // method the route does not allow with the JSON error body.
-func securityHeaders(h http.Handler) http.Handler {
+func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.Header().Set("Cache-Control", "no-store")
-		h.ServeHTTP(w, r)
+		h := w.Header()
+		h["X-Content-Type-Options"], h["Cache-Control"] = nosniff, noStore
+		next.ServeHTTP(w, r)
 	})
 }
+
+// Header values every response carries, shared rather than made for each
+// (Header.Set allocates them). Sharing is safe: Header.Set and Del replace a
+// response's slice and Add extends it into a new array (these have no spare
+// capacity); nothing writes into one.
+var (
+	nosniff  = []string{"nosniff"}
+	noStore  = []string{"no-store"}
+	jsonType = []string{"application/json"}
+)
 
 // authed wraps h with bearer authentication and, if role is set, a role
 // check. The principal is in the request context.

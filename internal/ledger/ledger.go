@@ -384,7 +384,6 @@ func (l *Ledger) Append(ctx context.Context, items []Item) (Receipt, error) {
 
 func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	epoch := l.epoch.Load()
-	results := make([]Result, len(items))
 	hashes := make([]keyHash, len(items))
 	for i, it := range items {
 		if it.Key != "" {
@@ -393,7 +392,7 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	}
 	var known map[string]uint64
 	if l.opts.Lookup != nil {
-		keys := make([]string, 0, len(items))
+		var keys []string
 		for i, it := range items {
 			// Keys the filter has never seen are new: no query needed.
 			if it.Key != "" && l.seen.MayContain(hashes[i]) {
@@ -410,19 +409,28 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 			}
 		}
 	}
-	var send []Item
-	var sendKeys []keyHash
+	// Every item is sent unless its key is in the log already; results and
+	// pos, where each sent item's result goes, are needed only then.
+	send, sendKeys := items, hashes
+	var results []Result
 	var pos []int
-	for i, it := range items {
-		if idx, ok := known[it.Key]; ok && it.Key != "" {
-			results[i] = Result{Index: idx, Duplicate: true}
-			continue
+	if len(known) > 0 {
+		results = make([]Result, len(items))
+		send, sendKeys = nil, nil
+		for i, it := range items {
+			if idx, ok := known[it.Key]; ok && it.Key != "" {
+				results[i] = Result{Index: idx, Duplicate: true}
+				continue
+			}
+			send = append(send, it)
+			sendKeys = append(sendKeys, hashes[i])
+			pos = append(pos, i)
 		}
-		send = append(send, it)
-		sendKeys = append(sendKeys, hashes[i])
-		pos = append(pos, i)
 	}
 	if len(send) == 0 {
+		if results == nil {
+			results = []Result{}
+		}
 		return Receipt{Results: results, Checkpoint: l.Checkpoint()}, nil
 	}
 	if n := l.pending.Add(int64(len(send))); n > int64(l.opts.MaxPending) && n != int64(len(send)) {
@@ -445,6 +453,9 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	<-req.done
 	if req.err != nil {
 		return Receipt{}, req.err
+	}
+	if results == nil {
+		return Receipt{Results: req.results, Checkpoint: req.cp}, nil
 	}
 	for j, i := range pos {
 		results[i] = req.results[j]
