@@ -134,9 +134,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, bearer string) (Princi
 	return Principal{}, errBadToken
 }
 
+// The root principal's roles and tenants, shared by every request of the
+// root token: nothing writes into a Principal's slices, and these have no
+// spare capacity for an append to write into.
+var rootRoles, rootTenants = slices.Clip(AllRoles()), []string{AllTenantsWildcard}
+
 func principal(t Token) Principal {
 	if t.Root {
-		return Principal{TokenID: t.ID, Name: t.Name, Roles: AllRoles(), Tenants: []string{AllTenantsWildcard}, Root: true}
+		return Principal{TokenID: t.ID, Name: t.Name, Roles: rootRoles, Tenants: rootTenants, Root: true}
 	}
 	return Principal{TokenID: t.ID, Name: t.Name, Roles: slices.Clone(t.Roles), Tenants: slices.Clone(t.Tenants)}
 }
