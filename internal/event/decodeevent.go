@@ -20,6 +20,7 @@ var errNotEvent = errors.New("not a well-formed event")
 // names, and a string made once is shared.
 type eventDecoder struct {
 	d       jsontext.Decoder
+	in      bytes.Buffer // over the event being read
 	none    bytes.Buffer // always empty: what d reads between uses
 	strings map[string]string
 }
@@ -58,9 +59,11 @@ var eventDecoders = sync.Pool{New: func() any { return new(eventDecoder) }}
 func decodeEvent(raw []byte, e *Event) error {
 	ed := eventDecoders.Get().(*eventDecoder)
 	d := &ed.d
-	d.Reset(bytes.NewBuffer(raw)) // read in place, not copied
+	ed.in = *bytes.NewBuffer(raw)
+	d.Reset(&ed.in) // read in place, not copied
 	defer func() {
 		d.Reset(&ed.none) // not to keep raw alive in the pool
+		ed.in = bytes.Buffer{}
 		eventDecoders.Put(ed)
 	}()
 	if d.PeekKind() == 'n' { // null sets nothing, as for any field
