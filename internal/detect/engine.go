@@ -246,23 +246,21 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 			return out
 		}
 	}
-	// The group's key (its labels joined by NUL), built on the stack: only
-	// a new group allocates.
+	// The group's labels and key (the labels joined by NUL), built on the
+	// stack: only a new group allocates.
+	var lb [8]string
 	var buf [128]byte
-	kb := buf[:0]
+	labels, kb := lb[:0], buf[:0]
 	for j, p := range r.groupBy {
 		if j > 0 {
 			kb = append(kb, 0)
 		}
-		kb = append(kb, evalString(p, a)...)
+		labels = append(labels, evalString(p, a))
+		kb = append(kb, labels[j]...)
 	}
 	g := st.Groups[string(kb)]
 	if g == nil {
-		labels := make([]string, len(r.groupBy))
-		for j, p := range r.groupBy {
-			labels[j] = evalString(p, a)
-		}
-		g = &group{Labels: labels, FirstSeen: t}
+		g = &group{Labels: slices.Clone(labels), FirstSeen: t}
 		st.Groups[string(kb)] = g
 	}
 	g.LastSeen = max(g.LastSeen, t)
