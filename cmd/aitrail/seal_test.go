@@ -14,8 +14,9 @@ import (
 // segment and made full tiles durable, then checks what an operator would:
 // those files are read-only and, where the process may set it, immutable,
 // so that they cannot be deleted or rewritten by accident; the server and
-// `aitrail status` say which protection holds; and the sealed log still
-// restarts and verifies.
+// `aitrail status` say which protection holds, including whether the active
+// segment is append-only (only when commits append: preallocate_bytes 0);
+// and the sealed log still restarts and verifies.
 func TestCompleteFilesAreSealed(t *testing.T) {
 	data := t.TempDir()
 	cfg := writeConfig(t, "ledger:\n  segment_bytes: 1048576\n  sync_interval: 20ms\n")
@@ -38,6 +39,7 @@ func TestCompleteFilesAreSealed(t *testing.T) {
 		Reason      string `json:"reason"`
 		SealedFiles int    `json:"sealed_files"`
 		Failures    int    `json:"failures"`
+		AppendOnly  bool   `json:"active_append_only"`
 	}
 	var st sealing
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -57,6 +59,9 @@ func TestCompleteFilesAreSealed(t *testing.T) {
 	}
 	if st.Mode != "immutable" || st.Failures != 0 || (!st.Attributes && st.Reason == "") {
 		t.Fatalf("/readyz sealing %+v; want mode immutable, no failures, and a reason if attributes are off", st)
+	}
+	if st.AppendOnly {
+		t.Fatalf("/readyz sealing %+v: the active segment is append-only, but commits write over zeros ahead of its end", st)
 	}
 
 	seg := filepath.Join(data, "log", "segments", "00000000000000000000.seg")
@@ -86,7 +91,7 @@ func TestCompleteFilesAreSealed(t *testing.T) {
 		want, verdict = "complete segments: 1, read-only 1, immutable 1", "sealing: immutable"
 	}
 	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, verdict) ||
-		!strings.Contains(out, "append-only "+yesNo(st.Attributes)) {
+		!strings.Contains(out, "append-only no") {
 		t.Fatalf("status exit %d:\n%s%s\nwant %q and %q", code, out, errOut, want, verdict)
 	}
 	code, out, _ = runCLI("status", "--url", s.url)
@@ -98,11 +103,15 @@ func TestCompleteFilesAreSealed(t *testing.T) {
 		t.Fatalf("status --json exit %d: %s", code, out)
 	}
 
-	// A sealed log restarts (the active segment is append-only) and
+	// A sealed log restarts, with commits appending now (the active
+	// segment becomes append-only where attributes can be set), and
 	// verifies.
 	s.stop()
-	s = startServer(t, data, "--config", cfg)
+	s = startServer(t, data, "--config", writeConfig(t, "ledger:\n  segment_bytes: 1048576\n  preallocate_bytes: 0\n"))
 	s.post(map[string]any{"type": "api.call", "id": "after-restart"})
+	if _, out, _ := runCLI("status", "--data", data); !strings.Contains(out, "append-only "+yesNo(st.Attributes)) {
+		t.Errorf("status with preallocate_bytes 0:\n%s\nwant the active segment append-only %s", out, yesNo(st.Attributes))
+	}
 	s.stop()
 	if code, out, errOut := runCLI("verify", "--data", data, "--quiet"); code != 0 {
 		t.Fatalf("verify exit %d: %s %s", code, out, errOut)

@@ -216,6 +216,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		MaxBlobSize:    cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
 		SyncInterval:   cfg.Ledger.SyncInterval,
 		PageCacheBytes: cfg.Ledger.PageCacheBytes,
+		Preallocate:    preallocate(cfg.Ledger.PreallocateBytes),
 		Seal:           sealMode,
 		Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
 			ks := make([]index.Key, len(keys))
@@ -569,6 +570,15 @@ const (
 	serverGCPercent   = 400
 	serverMemoryLimit = 384 << 20
 )
+
+// preallocate maps ledger.preallocate_bytes to the ledger's option, in
+// which 0 means the default and a negative value none.
+func preallocate(bytes int64) int64 {
+	if bytes == 0 {
+		return -1
+	}
+	return bytes
+}
 
 // extraProcs is how many Ps (goroutine run queues) the server runs with
 // beyond Go's default of one per CPU, unless GOMAXPROCS says otherwise. The

@@ -33,6 +33,7 @@ const (
 	DefaultMaxPending      = 200_000
 	DefaultSyncInterval    = time.Second
 	DefaultPageCacheBytes  = 64 << 20
+	DefaultPreallocate     = 16 << 20
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
@@ -116,6 +117,11 @@ type Ledger struct {
 	// operating system's page cache; older pages are dropped from it once
 	// durable. -1 leaves caching to the kernel.
 	PageCacheBytes int64 `yaml:"page_cache_bytes"`
+	// PreallocateBytes is how far ahead of its records the active segment
+	// is kept filled with zeros, so that a commit's fsync writes only its
+	// data. 0 makes commits append, which lets seal: immutable keep the
+	// active segment append-only.
+	PreallocateBytes int64 `yaml:"preallocate_bytes"`
 	// Seal protects complete segments and full tiles: immutable (read-only
 	// plus the immutable attribute where the process may set it), read-only,
 	// or off.
@@ -232,11 +238,12 @@ func Default() Config {
 			MaxBatchEvents:  DefaultMaxBatchEvents,
 		},
 		Ledger: Ledger{
-			SegmentBytes:   DefaultSegmentBytes,
-			MaxPending:     DefaultMaxPending,
-			SyncInterval:   DefaultSyncInterval,
-			PageCacheBytes: DefaultPageCacheBytes,
-			Seal:           DefaultSeal,
+			SegmentBytes:     DefaultSegmentBytes,
+			MaxPending:       DefaultMaxPending,
+			SyncInterval:     DefaultSyncInterval,
+			PageCacheBytes:   DefaultPageCacheBytes,
+			PreallocateBytes: DefaultPreallocate,
+			Seal:             DefaultSeal,
 		},
 		Capture: Capture{
 			OpenAI:    Upstream{Timeout: DefaultUpstreamTimeout},
@@ -300,6 +307,9 @@ func (c Config) Validate() error {
 	}
 	if c.Ledger.PageCacheBytes != -1 && c.Ledger.PageCacheBytes < 1<<20 {
 		errs = append(errs, "ledger.page_cache_bytes: must be -1 (leave caching to the kernel) or at least 1 MiB")
+	}
+	if p := c.Ledger.PreallocateBytes; p != 0 && (p < 1<<20 || p > 1<<30) {
+		errs = append(errs, "ledger.preallocate_bytes: must be 0 (commits append) or from 1 MiB to 1 GiB")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, "tls: cert_file and key_file go together")

@@ -50,6 +50,14 @@ func TestLoad(t *testing.T) {
 	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "page_cache_bytes") {
 		t.Fatalf("ledger.page_cache_bytes: 4096 validated as %v, want an error naming it", err)
 	}
+	if c, err := Load(write(t, "ledger:\n  preallocate_bytes: 0\n")); err != nil || c.Ledger.PreallocateBytes != 0 || c.Validate() != nil {
+		t.Fatalf("ledger.preallocate_bytes: 0 (commits append) loaded as %d, %v", c.Ledger.PreallocateBytes, err)
+	}
+	if c, err := Load(write(t, "ledger:\n  preallocate_bytes: 4096\n")); err != nil {
+		t.Fatal(err)
+	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "preallocate_bytes") {
+		t.Fatalf("ledger.preallocate_bytes: 4096 validated as %v, want an error naming it", err)
+	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
 	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
 		t.Fatalf("capture.otlp: %+v, %v", c.Capture, err)

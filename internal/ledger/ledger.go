@@ -114,6 +114,12 @@ type Options struct {
 	// the same few pages of memory instead of taking fresh ones. Default
 	// DefaultPageCacheBytes; negative leaves caching to the kernel.
 	PageCacheBytes int64
+	// Preallocate is how far ahead of its end the active segment is kept
+	// filled with zeros, so that commits overwrite zeros instead of growing
+	// the file (see prealloc.go). Default DefaultPreallocate; negative
+	// appends instead, which lets SealImmutable keep the active segment
+	// append-only (chattr +a), at a cost in commit time.
+	Preallocate int64
 	// OnCommit, if set, is called after every group commit with its size.
 	OnCommit func(records int, bytes int, took time.Duration)
 	// Logger receives operational messages; default slog.Default().
@@ -150,6 +156,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.TailEntries == 0 {
 		o.TailEntries = DefaultTailEntries
+	}
+	if o.Preallocate == 0 {
+		o.Preallocate = DefaultPreallocate
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -235,7 +244,8 @@ type Ledger struct {
 	builder    *merkle.Builder
 	active     *os.File
 	activeSize int64
-	uncached   int64 // the active segment's pages below this were dropped from the page cache
+	fill       *filler // nil when commits append
+	uncached   int64   // the active segment's pages below this were dropped from the page cache
 	recent     map[keyHash]uint64
 	seen       *keyFilter // every key in the log
 	recentQ    []keyAt
@@ -334,7 +344,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		recent:   map[keyHash]uint64{},
 		seen:     newKeyFilter(0),
 		madeDirs: map[string]bool{},
-		seal:     newSealer(opts.Seal),
+		seal:     newSealer(opts.Seal, opts.Preallocate < 0),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -344,6 +354,10 @@ func Open(dir string, opts Options) (*Ledger, error) {
 	if err := l.recover(); err != nil {
 		l.closeFiles()
 		return nil, err
+	}
+	if opts.Preallocate > 0 {
+		l.fill = newFiller(opts.Preallocate, opts.SegmentSize, l.log)
+		l.fill.attach(l.active, l.activeSize)
 	}
 	l.forgot = opts.RecentFrom
 	l.tail = newTail(opts.TailEntries, l.Size())
@@ -516,6 +530,13 @@ func (l *Ledger) Close() error {
 		if err := l.syncTiles(); err != nil && l.closeErr == nil {
 			l.closeErr = err
 		}
+		if l.fill != nil {
+			l.fill.close()
+			// Leave no zeros behind: the file ends with its records.
+			if err := l.cutZeros(); err != nil && l.closeErr == nil {
+				l.closeErr = err
+			}
+		}
 		l.closeFiles()
 	})
 	return l.closeErr
@@ -679,9 +700,7 @@ func (l *Ledger) commit(batch []*request) {
 	l.wbuf = buf
 
 	if len(added) > 0 {
-		// The segment is open for appending only (it may be append-only on
-		// disk too): each write lands at its end, activeSize.
-		if _, err := l.active.Write(buf); err != nil {
+		if err := l.writeActive(buf); err != nil {
 			l.fail(fmt.Errorf("couldn't write segment: %w", err))
 			reply(ErrFailed)
 			return
@@ -823,9 +842,36 @@ func (l *Ledger) Err() error {
 	return nil
 }
 
+// writeActive writes buf at the end of the active segment's records.
+func (l *Ledger) writeActive(buf []byte) error {
+	if l.fill == nil {
+		// Open for appending only (it may be append-only on disk too):
+		// each write lands at the file's end, activeSize.
+		_, err := l.active.Write(buf)
+		return err
+	}
+	l.fill.reserve(l.activeSize + int64(len(buf)))
+	_, err := l.active.WriteAt(buf, l.activeSize)
+	return err
+}
+
+// cutZeros cuts the zeros ahead of the active segment's records off, once
+// the filler is detached, and makes the new size durable.
+func (l *Ledger) cutZeros() error {
+	if err := l.active.Truncate(l.activeSize); err != nil {
+		return fmt.Errorf("couldn't cut the zeros after segment's records: %w", err)
+	}
+	return l.active.Sync()
+}
+
 // roll seals the active segment and starts a new one.
 func (l *Ledger) roll() error {
-	if err := l.active.Sync(); err != nil {
+	if l.fill != nil {
+		l.fill.detach()
+		if err := l.cutZeros(); err != nil {
+			return err
+		}
+	} else if err := l.active.Sync(); err != nil {
 		return err
 	}
 	l.dropCached(l.activeSize, true)
@@ -847,6 +893,9 @@ func (l *Ledger) roll() error {
 	l.mu.Lock()
 	l.segs = append(l.segs, seg)
 	l.mu.Unlock()
+	if l.fill != nil {
+		l.fill.attach(f, segHeaderSize)
+	}
 	return nil
 }
 
@@ -854,7 +903,7 @@ func (l *Ledger) roll() error {
 // write handle.
 func (l *Ledger) createSegment(first uint64) (*segment, *os.File, error) {
 	path := filepath.Join(l.dir, segDir, segmentName(first))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|l.appendFlag(), 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -879,6 +928,15 @@ func (l *Ledger) createSegment(first uint64) (*segment, *os.File, error) {
 	seg := &segment{first: first, path: path, f: r}
 	seg.size.Store(segHeaderSize)
 	return seg, f, nil
+}
+
+// appendFlag is the flag the active segment is opened with for writing:
+// O_APPEND, unless commits write over zeros at an offset.
+func (l *Ledger) appendFlag() int {
+	if l.opts.Preallocate > 0 {
+		return 0
+	}
+	return os.O_APPEND
 }
 
 // tilePath is where a tile lives on disk.
@@ -983,10 +1041,14 @@ func (l *Ledger) syncTiles() error {
 	if err != nil {
 		return fmt.Errorf("syncfs: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(l.dir, watermarkFile), []byte(strconv.FormatUint(p.size, 10)+"\n"), 0o600, true); err != nil {
+	// The checkpoint first: a crash between the two then leaves a
+	// watermark at or below the checkpoint, which recovery accepts. The
+	// other way round, a crash after the first watermark left a log whose
+	// checkpoint was missing, which it must refuse.
+	if err := writeFileAtomic(filepath.Join(l.dir, checkpointFile), p.checkpoint, 0o600, true); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(l.dir, checkpointFile), p.checkpoint, 0o600, true); err != nil {
+	if err := writeFileAtomic(filepath.Join(l.dir, watermarkFile), []byte(strconv.FormatUint(p.size, 10)+"\n"), 0o600, true); err != nil {
 		return err
 	}
 	l.unsynced.Store(0)

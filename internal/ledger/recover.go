@@ -158,7 +158,7 @@ func (l *Ledger) recover() error {
 			ErrTampered, cp.Size)
 	}
 	last := l.segs[len(l.segs)-1]
-	f, err := os.OpenFile(last.path, os.O_RDWR|os.O_APPEND, 0)
+	f, err := os.OpenFile(last.path, os.O_RDWR|l.appendFlag(), 0)
 	if err != nil {
 		return fmt.Errorf("couldn't open active segment: %w", err)
 	}
@@ -262,19 +262,23 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 		// it belongs to a commit whose fsync never finished, so it was never
 		// acknowledged, and is cut off whole. Damage before that point, or
 		// covered by the signed checkpoint, is an error.
-		end, endIdx, bad, reason, err := completeCommits(f, size, first)
+		// Zeros after it were written ahead of the commits (prealloc.go):
+		// they are cut off too, quietly.
+		end, dataEnd, endIdx, bad, reason, err := completeCommits(f, size, first)
 		if err != nil {
 			f.Close()
 			return nil, err
 		}
-		if end < size {
+		if end < dataEnd {
 			if endIdx < cpSize {
 				f.Close()
 				return nil, fmt.Errorf("%w: record %d (segment %s): %v; the signed checkpoint covers %d records",
 					ErrTampered, bad, segmentName(first), reason, cpSize)
 			}
 			l.log.Warn("cutting off an incomplete commit that was never acknowledged",
-				"segment", segmentName(first), "first_record", endIdx, "bytes", size-end, "reason", reason)
+				"segment", segmentName(first), "first_record", endIdx, "bytes", dataEnd-end, "reason", reason)
+		}
+		if end < size {
 			if err := cutTail(path, end); err != nil {
 				f.Close()
 				return nil, fmt.Errorf("couldn't cut off incomplete tail: %w", err)
@@ -309,28 +313,28 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 
 // completeCommits scans a segment for the end of its last complete group
 // commit: the offset after the last frame marked as ending a commit, the
-// index of the record there, the index of the first record that is damaged
-// or incomplete, and why the bytes after it (if any) are not a complete
-// commit.
-func completeCommits(f *os.File, size int64, first uint64) (end int64, endIdx, bad uint64, reason string, err error) {
+// offset where the data ends (before a rest of zeros, if any), the index
+// of the record at end, the index of the first record that is damaged or
+// incomplete, and why the data after end (if any) is not a complete commit.
+func completeCommits(f *os.File, size int64, first uint64) (end, dataEnd int64, endIdx, bad uint64, reason string, err error) {
 	// The scan of the segment that follows reads the same bytes: they stay
 	// cached for it, and it drops them.
 	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f, false)
-	sc.skipBlobs = false
+	sc.zeroTail = true
 	end, endIdx, idx := int64(segHeaderSize), first, first
 	for {
 		fr, err := sc.next()
 		if err == io.EOF {
-			if end < size {
-				return end, endIdx, endIdx, "the last commit has no end marker", nil
+			if end < sc.size {
+				return end, sc.size, endIdx, endIdx, "the last commit has no end marker", nil
 			}
-			return end, endIdx, idx, "", nil
+			return end, sc.size, endIdx, idx, "", nil
 		}
 		if err != nil {
 			if errors.Is(err, errTruncated) || errors.Is(err, errChecksum) || errors.Is(err, errFrameSize) {
-				return end, endIdx, idx, err.Error(), nil
+				return end, size, endIdx, idx, err.Error(), nil
 			}
-			return 0, 0, 0, "", fmt.Errorf("couldn't read segment: %w", err)
+			return 0, 0, 0, 0, "", fmt.Errorf("couldn't read segment: %w", err)
 		}
 		idx++
 		if fr.commitEnd {

@@ -29,10 +29,12 @@ const (
 	// SealReadOnly makes complete files read-only (mode 0400).
 	SealReadOnly
 	// SealImmutable makes complete files read-only and sets the immutable
-	// attribute (chattr +i), and the active segment's append-only
-	// attribute (chattr +a), when the process may set them (it needs
-	// CAP_LINUX_IMMUTABLE) and the file system supports them. Where it
-	// cannot, it seals as SealReadOnly and says why in SealStatus.
+	// attribute (chattr +i), when the process may set it (it needs
+	// CAP_LINUX_IMMUTABLE) and the file system supports it. Where it
+	// cannot, it seals as SealReadOnly and says why in SealStatus. When
+	// commits append (Options.Preallocate negative), the active segment
+	// also gets the append-only attribute (chattr +a); when they write
+	// over zeros ahead of its end, it cannot.
 	SealImmutable
 )
 
@@ -68,6 +70,9 @@ type SealStatus struct {
 	// set (then Reason says why).
 	Attributes bool   `json:"attributes"`
 	Reason     string `json:"reason,omitempty"`
+	// ActiveAppendOnly is true when the active segment is being made
+	// append-only: attributes are set and commits append.
+	ActiveAppendOnly bool `json:"active_append_only"`
 	// SealedFiles counts files this process sealed or found sealed.
 	SealedFiles int64 `json:"sealed_files"`
 	// Failures counts files that could not be sealed; LastError is the last
@@ -87,7 +92,8 @@ const sealedPerm = 0o400
 
 // sealer seals files. Its methods are safe for concurrent use.
 type sealer struct {
-	mode SealMode
+	mode         SealMode
+	appendActive bool // whether the active segment is to be append-only
 
 	mu        sync.Mutex
 	attrsOK   bool   // attributes have worked so far
@@ -97,8 +103,8 @@ type sealer struct {
 	lastError string
 }
 
-func newSealer(mode SealMode) *sealer {
-	s := &sealer{mode: mode, attrsOK: mode == SealImmutable}
+func newSealer(mode SealMode, appendActive bool) *sealer {
+	s := &sealer{mode: mode, appendActive: appendActive, attrsOK: mode == SealImmutable}
 	if mode != SealImmutable {
 		s.reason = "the seal mode does not set attributes"
 	}
@@ -109,7 +115,8 @@ func (s *sealer) status() SealStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return SealStatus{Mode: s.mode.String(), Attributes: s.attrsOK, Reason: s.reason,
-		SealedFiles: s.sealed, Failures: s.failures, LastError: s.lastError}
+		ActiveAppendOnly: s.attrsOK && s.appendActive,
+		SealedFiles:      s.sealed, Failures: s.failures, LastError: s.lastError}
 }
 
 // useAttrs reports whether to try setting attributes.
@@ -182,9 +189,10 @@ func (s *sealer) sealFile(path string) error {
 	return nil
 }
 
-// appendOnly marks the active segment append-only, if attributes are used.
+// appendOnly marks the active segment append-only, if attributes are used
+// and commits append.
 func (s *sealer) appendOnly(path string) {
-	if !s.useAttrs() {
+	if !s.appendActive || !s.useAttrs() {
 		return
 	}
 	if err := setFlags(path, fsAppend, 0); err != nil {

@@ -23,14 +23,28 @@ func sealedDir(t *testing.T) string {
 // TestSealing checks what an operator relies on: complete segments and
 // durable full tiles cannot be changed or deleted through the file system
 // (read-only, and immutable where the attribute can be set), the active
-// segment can only be appended to, the status says which of these hold, and
-// the ledger still recovers an unfinished tail under the seals.
+// segment can only be appended to when commits append (it is written over
+// zeros otherwise, see prealloc.go), the status says which of these hold,
+// and the ledger still recovers an unfinished tail under the seals.
 func TestSealing(t *testing.T) {
+	for _, appending := range []bool{true, false} {
+		name := "over zeros"
+		if appending {
+			name = "appending"
+		}
+		t.Run(name, func(t *testing.T) { testSealing(t, appending) })
+	}
+}
+
+func testSealing(t *testing.T, appending bool) {
 	dir := sealedDir(t)
 	k := newKeys(t)
 	opts := k.opts()
 	opts.Seal = SealImmutable
 	opts.SegmentSize = 4096 // several segments from a few hundred records
+	if appending {
+		opts.Preallocate = -1
+	}
 	l := open(t, dir, opts)
 	for i := 0; i < 600; i += 50 {
 		var items []Item
@@ -58,6 +72,10 @@ func TestSealing(t *testing.T) {
 	if !st.Attributes && st.Reason == "" {
 		t.Fatalf("attributes not set and no reason given: %+v", st)
 	}
+	appendOnly := st.Attributes && appending
+	if st.ActiveAppendOnly != appendOnly {
+		t.Fatalf("status %+v; want the active segment append-only %v", st, appendOnly)
+	}
 	segs, _ := filepath.Glob(filepath.Join(dir, segDir, "*.seg"))
 	if len(segs) < 3 {
 		t.Fatalf("only %d segments", len(segs))
@@ -81,10 +99,10 @@ func TestSealing(t *testing.T) {
 			}
 		}
 	}
-	if fs, _ := InspectSeal(active); fs.ReadOnly || fs.AppendOnly != st.Attributes {
-		t.Errorf("active segment %+v; want writable, append-only %v", fs, st.Attributes)
+	if fs, _ := InspectSeal(active); fs.ReadOnly || fs.AppendOnly != appendOnly {
+		t.Errorf("active segment %+v; want writable, append-only %v", fs, appendOnly)
 	}
-	if st.Attributes {
+	if appendOnly {
 		if f, err := os.OpenFile(active, os.O_WRONLY, 0); err == nil {
 			f.Close()
 			t.Fatal("opened the append-only active segment for overwriting")
@@ -95,7 +113,7 @@ func TestSealing(t *testing.T) {
 	}
 
 	// A crash in the middle of a commit leaves a partial frame at the end
-	// of the append-only segment; recovery must still cut it off.
+	// of the (append-only) segment; recovery must still cut it off.
 	f, err := os.OpenFile(active, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -111,8 +129,8 @@ func TestSealing(t *testing.T) {
 		t.Fatal(err)
 	}
 	segs, _ = filepath.Glob(filepath.Join(dir, segDir, "*.seg"))
-	if fs, _ := InspectSeal(segs[len(segs)-1]); fs.AppendOnly != st.Attributes {
-		t.Errorf("active segment after recovery %+v; want append-only %v", fs, st.Attributes)
+	if fs, _ := InspectSeal(segs[len(segs)-1]); fs.AppendOnly != appendOnly {
+		t.Errorf("active segment after recovery %+v; want append-only %v", fs, appendOnly)
 	}
 	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
 		t.Fatalf("verify: %v", err)

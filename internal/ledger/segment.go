@@ -131,6 +131,11 @@ type frameScanner struct {
 	advised    int64    // the end of what was asked for
 	dropBehind bool     // whether to drop the pages scanned from the page cache
 	dropped    int64    // the pages before this were dropped from the page cache
+	// With zeroTail, a rest of the segment that holds only zeros is its
+	// end (the ledger fills the active segment ahead with zeros: see
+	// prealloc.go); zeros then says how many bytes of them there were.
+	zeroTail bool
+	zeros    int64
 }
 
 // readAhead is how far ahead of a scan the kernel is asked to read, and
@@ -205,8 +210,20 @@ func (s *frameScanner) next() (frame, error) {
 		return frame{}, io.EOF
 	}
 	h, err := s.window(s.off, frameHeaderSize)
-	if err != nil {
+	if err != nil && !(s.zeroTail && errors.Is(err, errTruncated)) {
 		return frame{}, err
+	}
+	if s.zeroTail && (err != nil || isZero(h)) {
+		// Zeros (or fewer bytes than a header) from here on are the end.
+		zero, err := s.restIsZero()
+		switch {
+		case err != nil:
+			return frame{}, err
+		case zero:
+			return frame{}, io.EOF
+		case h == nil:
+			return frame{}, errTruncated
+		}
 	}
 	recField := binary.BigEndian.Uint32(h[0:])
 	recLen := int64(recField &^ commitEndBit)
@@ -245,6 +262,25 @@ func (s *frameScanner) next() (frame, error) {
 	}
 	s.off = body + recLen + blobLen
 	return f, nil
+}
+
+// restIsZero reports whether the segment holds only zeros from the scan's
+// offset on. If so, that offset becomes the segment's end, and next
+// returns io.EOF.
+func (s *frameScanner) restIsZero() (bool, error) {
+	for off := s.off; off < s.size; {
+		n := min(int64(scanChunk), s.size-off)
+		b, err := s.window(off, int(n))
+		if err != nil {
+			return false, err
+		}
+		if !isZero(b) {
+			return false, nil
+		}
+		off += n
+	}
+	s.zeros, s.size = s.size-s.off, s.off
+	return true, nil
 }
 
 // openSegmentFile opens a segment for reading and returns its size.
