@@ -245,7 +245,8 @@ type Ledger struct {
 	active     *os.File
 	activeSize int64
 	fill       *filler // nil when commits append
-	uncached   int64   // the active segment's pages below this were dropped from the page cache
+	tiles      *tileWriter
+	uncached   int64 // the active segment's pages below this were dropped from the page cache
 	recent     map[keyHash]uint64
 	seen       *keyFilter // every key in the log
 	recentQ    []keyAt
@@ -307,7 +308,8 @@ func hashKey(k string) keyHash {
 
 type request struct {
 	items   []Item
-	keys    []keyHash // of the items' keys (zero for none)
+	keys    []keyHash     // of the items' keys (zero for none)
+	leaves  []merkle.Hash // of the items' records
 	epoch   uint64
 	results []Result
 	cp      []byte
@@ -355,6 +357,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		l.closeFiles()
 		return nil, err
 	}
+	l.tiles = newTileWriter(l)
 	if opts.Preallocate > 0 {
 		l.fill = newFiller(opts.Preallocate, opts.SegmentSize, l.log)
 		l.fill.attach(l.active, l.activeSize)
@@ -451,7 +454,13 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 		l.pending.Add(-int64(len(send)))
 		return Receipt{}, ErrPushback
 	}
-	req := &request{items: send, keys: sendKeys, epoch: epoch, done: make(chan struct{})}
+	// Leaf hashes are computed here, on the appenders' goroutines, not in
+	// the sequencer, whose work is serial.
+	leaves := make([]merkle.Hash, len(send))
+	for i, it := range send {
+		leaves[i] = merkle.LeafHash(it.Record)
+	}
+	req := &request{items: send, keys: sendKeys, leaves: leaves, epoch: epoch, done: make(chan struct{})}
 	select {
 	case l.queue <- req:
 	case <-l.stop:
@@ -530,6 +539,7 @@ func (l *Ledger) Close() error {
 		if err := l.syncTiles(); err != nil && l.closeErr == nil {
 			l.closeErr = err
 		}
+		l.tiles.close()
 		if l.fill != nil {
 			l.fill.close()
 			// Leave no zeros behind: the file ends with its records.
@@ -667,6 +677,7 @@ func (l *Ledger) commit(batch []*request) {
 	next := l.builder.Size()
 	buf := l.wbuf[:0]
 	added := make([]Entry, 0, n) // the records this commit stores, as followers get them
+	leaves := make([]merkle.Hash, 0, n)
 	newKeys := make([]keyAt, 0, n)
 	var bundleOffs []int64 // where each record starting an entry bundle is
 	lastFrame := 0
@@ -686,6 +697,7 @@ func (l *Ledger) commit(batch []*request) {
 			lastFrame = len(buf)
 			buf = appendFrame(buf, it.Record, it.Blob)
 			added = append(added, Entry{Index: next, Data: it.Record, Value: it.Value, Offset: l.activeSize + int64(lastFrame)})
+			leaves = append(leaves, r.leaves[i])
 			r.results[i] = Result{Index: next}
 			if it.Key != "" {
 				l.recent[h] = next
@@ -705,18 +717,15 @@ func (l *Ledger) commit(batch []*request) {
 			reply(ErrFailed)
 			return
 		}
-		// Hash while the disk syncs.
-		synced := make(chan error, 1)
-		go func() { synced <- unix.Fdatasync(int(l.active.Fd())) }()
-		leaves := make([]merkle.Hash, len(added))
-		for i, e := range added {
-			leaves[i] = merkle.LeafHash(e.Data)
-		}
-		if err := <-synced; err != nil {
+		// Synced here, not on another goroutine while this one hashes:
+		// that goroutine waited for a P until this one blocked, so the
+		// sync started late (the appenders hash now).
+		if err := unix.Fdatasync(int(l.active.Fd())); err != nil {
 			l.fail(fmt.Errorf("couldn't fsync segment: %w", err))
 			reply(ErrFailed)
 			return
 		}
+		var tiles []merkle.Tile
 		for _, h := range leaves {
 			full, err := l.builder.Append(h)
 			if err != nil {
@@ -724,14 +733,9 @@ func (l *Ledger) commit(batch []*request) {
 				reply(ErrFailed)
 				return
 			}
-			for _, t := range full {
-				if err := l.writeTile(t); err != nil {
-					l.fail(fmt.Errorf("couldn't write tile %s: %w", t.ID.Path(), err))
-					reply(ErrFailed)
-					return
-				}
-			}
+			tiles = append(tiles, full...)
 		}
+		l.tiles.add(tiles)
 	}
 	pub := l.pub.Load()
 	if len(added) > 0 {
@@ -946,6 +950,7 @@ func (l *Ledger) tilePath(id merkle.TileID) string {
 
 // writeTile writes a full tile lazily: without fsync, which the sync loop
 // does in bulk. After a crash, tiles past the durable watermark are rebuilt.
+// Once the ledger is open, only the tile writer calls it.
 func (l *Ledger) writeTile(t merkle.Tile) error {
 	path := l.tilePath(t.ID)
 	dir := filepath.Dir(path)
@@ -1021,6 +1026,12 @@ func (l *Ledger) syncTiles() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	p := l.pub.Load()
+	if l.tiles != nil {
+		// The full tiles of p's tree are queued: written once this returns.
+		if err := l.tiles.flush(); err != nil {
+			return err
+		}
+	}
 	var partialPaths []string
 	for _, t := range p.partial {
 		path := l.tilePath(t.ID)

@@ -378,6 +378,11 @@ const tileCacheSize = 1024
 
 // readFullTile reads a full tile, through a cache: full tiles never change.
 func (l *Ledger) readFullTile(id merkle.TileID) ([]byte, error) {
+	if l.tiles != nil {
+		if data, ok := l.tiles.get(id); ok {
+			return data, nil
+		}
+	}
 	l.cacheMu.Lock()
 	data, ok := l.tileCache[id]
 	l.cacheMu.Unlock()
