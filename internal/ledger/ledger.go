@@ -542,6 +542,8 @@ func (l *Ledger) Close() error {
 		l.tiles.close()
 		if l.fill != nil {
 			l.fill.close()
+		}
+		if l.fill != nil && l.active != nil {
 			// Leave no zeros behind: the file ends with its records.
 			if err := l.cutZeros(); err != nil && l.closeErr == nil {
 				l.closeErr = err
