@@ -3,9 +3,13 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/aitrail/aitrail/internal/detect"
 )
@@ -120,4 +124,59 @@ func TestCapture(t *testing.T) {
 			t.Errorf("Validate() = %v, want a problem with %s", err, want)
 		}
 	}
+}
+
+// TestDocumentedDefaults holds docs/configuration.md's "complete file with
+// the defaults" to the code: read alone, over nothing, it gives exactly
+// Default(), so it names every setting with its default value.
+func TestDocumentedDefaults(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "A complete file with the defaults:\n\n```yaml\n")
+	sample, _, ok2 := strings.Cut(after, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/configuration.md has no YAML block after \"A complete file with the defaults:\"")
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(sample))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("the documented defaults do not load: %v", err)
+	}
+	// Compared as YAML, in which a missing list and an empty one are alike.
+	code, err := yaml.Marshal(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded, _ := yaml.Marshal(c); string(loaded) != string(code) {
+		t.Errorf("the documented defaults load as\n%s\nthe code's are\n%s", loaded, code)
+	}
+	if doc, code := settingNames(t, []byte(sample)), settingNames(t, code); !reflect.DeepEqual(doc, code) {
+		t.Errorf("the documented file names the settings\n %v\nthe code has\n %v", doc, code)
+	}
+}
+
+// settingNames returns the dotted names of the settings a YAML file sets.
+func settingNames(t *testing.T, data []byte) []string {
+	t.Helper()
+	var root map[string]any
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			if sub, ok := v.(map[string]any); ok {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			names = append(names, prefix+k)
+		}
+	}
+	walk("", root)
+	slices.Sort(names)
+	return names
 }
