@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -141,6 +144,54 @@ func TestGracefulStopKeepsEverything(t *testing.T) {
 		t.Fatalf("re-sent id after restart: %+v", r2.Results[0])
 	}
 	s.stop()
+}
+
+// TestKilledServerLeavesZerosThatVerify: a server killed at rest leaves
+// its active segment ending in the zeros it wrote ahead of its records
+// (ledger.preallocate_bytes); `aitrail verify --data` reads them as the end
+// of the log, and the next start keeps every event and cuts them off at a
+// clean stop.
+func TestKilledServerLeavesZerosThatVerify(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data, "--config", writeConfig(t, "ledger:\n  sync_interval: 20ms\n"))
+	var evs []map[string]any
+	for i := range 50 {
+		evs = append(evs, map[string]any{"type": "api.call", "id": fmt.Sprintf("z%d", i), "content": map[string]any{"n": i}})
+	}
+	s.post(evs...)
+	// Once the watermark covers them, so does the checkpoint file (written first).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if w, _ := os.ReadFile(filepath.Join(data, ledgerDir, "tiles-durable")); string(w) == "50\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the checkpoint file never covered the 50 events")
+		}
+	}
+	s.kill()
+
+	seg := filepath.Join(data, ledgerDir, "segments", "00000000000000000000.seg")
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 1<<20 || !bytes.Equal(b[len(b)-4096:], make([]byte, 4096)) {
+		t.Fatalf("the killed server's segment is %d bytes and does not end in zeros", len(b))
+	}
+	if code, out, errOut := runCLI("verify", "--data", data); code != 0 || !strings.Contains(out, "50 records") {
+		t.Fatalf("verify of the killed server's log: exit %d\n%s%s", code, out, errOut)
+	}
+	s = startServer(t, data)
+	if s.size() != 50 {
+		t.Fatalf("size %d after the kill, want 50", s.size())
+	}
+	s.stop()
+	if b2, _ := os.ReadFile(seg); len(b2) >= len(b) || bytes.Equal(b2[len(b2)-16:], make([]byte, 16)) {
+		t.Fatalf("after a clean stop the segment is %d bytes (%d with the zeros)", len(b2), len(b))
+	}
+	if code, out, errOut := runCLI("verify", "--data", data); code != 0 {
+		t.Fatalf("verify after the restart: exit %d\n%s%s", code, out, errOut)
+	}
 }
 
 // TestReadYourWrite: an acknowledged event can be fetched by id at once,
