@@ -543,8 +543,9 @@ func (l *Ledger) Close() error {
 		if l.fill != nil {
 			l.fill.close()
 		}
+		// Leave no zeros behind: the file ends with its records. (A roll
+		// that failed halfway leaves no active segment.)
 		if l.fill != nil && l.active != nil {
-			// Leave no zeros behind: the file ends with its records.
 			if err := l.cutZeros(); err != nil && l.closeErr == nil {
 				l.closeErr = err
 			}

@@ -283,15 +283,7 @@ func TestPushback(t *testing.T) {
 func fill(t *testing.T, dir string, opts Options, n int) {
 	t.Helper()
 	l := open(t, dir, opts)
-	for i := 0; i < n; i += 50 {
-		var items []Item
-		for j := i; j < i+50 && j < n; j++ {
-			items = append(items, rec(j))
-		}
-		if _, err := l.Append(context.Background(), items); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRecords(t, l, 0, n)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -607,5 +599,37 @@ func TestVerifyDropsWhatItRead(t *testing.T) {
 	}
 	if c := ledgertest.CachedShare(t, segs[0], 0, 16<<20); c > 0 {
 		t.Errorf("%.0f%% of the first 16 MiB still cached after Verify read them, want none", 100*c)
+	}
+}
+
+// TestCrashBetweenCheckpointAndWatermark: the sync writes the checkpoint
+// file before the tile watermark, so a crash (here: a failure) between the
+// two writes of a log's first sync leaves a log that starts, with every
+// record. The other way round it left a watermark without a checkpoint,
+// which recovery must refuse as a removed checkpoint.
+func TestCrashBetweenCheckpointAndWatermark(t *testing.T) {
+	for _, blocked := range []string{checkpointFile, watermarkFile} {
+		t.Run(blocked, func(t *testing.T) {
+			k := newKeys(t)
+			dir := t.TempDir()
+			// A directory where the file's temporary copy goes: writing it fails.
+			if err := os.MkdirAll(filepath.Join(dir, blocked+".tmp"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			l := open(t, dir, k.opts())
+			appendRecords(t, l, 0, 300)
+			if err := l.syncTiles(); err == nil {
+				t.Fatalf("sync succeeded with %s blocked", blocked)
+			}
+			l.Close()
+			if err := os.Remove(filepath.Join(dir, blocked+".tmp")); err != nil {
+				t.Fatal(err)
+			}
+			l = open(t, dir, k.opts())
+			defer l.Close()
+			if l.Size() != 300 {
+				t.Fatalf("size %d after the failed sync, want 300", l.Size())
+			}
+		})
 	}
 }

@@ -65,12 +65,13 @@ func newFiller(ahead, limit int64, log *slog.Logger) *filler {
 	return fl
 }
 
-// attach starts filling f, whose records end at end.
+// attach makes f, whose records end at end, the file to fill. Filling
+// starts with the first commit's reserve, so that a ledger opened and
+// never appended to (reindex) writes no zeros.
 func (fl *filler) attach(f *os.File, end int64) {
 	fl.mu.Lock()
 	fl.f, fl.filled, fl.writeEnd = f, end, end
 	fl.mu.Unlock()
-	fl.poke()
 }
 
 // detach stops filling the current file, waiting until the filler no

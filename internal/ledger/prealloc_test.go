@@ -52,11 +52,16 @@ func appendRecords(t *testing.T, l *Ledger, from, to int) {
 	}
 }
 
-// zeroedSegment appends n records and waits until the zeros written ahead
-// of them are on disk. It returns the active segment's path and where its
-// records end.
-func zeroedSegment(t *testing.T, l *Ledger, n int) (string, int64) {
+// zeroedLedger opens a ledger that fills 64 KiB ahead, appends n records
+// and waits until zeros are written ahead of them and a checkpoint covers
+// them. It returns the ledger (closed when the test ends), its options, the
+// active segment's path and where its records end.
+func zeroedLedger(t *testing.T, k testKeys, n int) (*Ledger, Options, string, int64) {
 	t.Helper()
+	opts := k.opts()
+	opts.Preallocate = 64 << 10
+	l := open(t, t.TempDir(), opts)
+	t.Cleanup(func() { l.Close() })
 	appendRecords(t, l, 0, n)
 	l.mu.RLock()
 	seg := l.segs[len(l.segs)-1]
@@ -71,7 +76,7 @@ func zeroedSegment(t *testing.T, l *Ledger, n int) (string, int64) {
 			t.Fatalf("no zeros written ahead of the records ending at %d, or no checkpoint synced", end)
 		}
 	}
-	return seg.path, end
+	return l, opts, seg.path, end
 }
 
 // scanFrames counts a segment's frames without allowing a tail of zeros.
@@ -108,11 +113,7 @@ func logTo(opts Options, buf *bytes.Buffer) Options {
 // segment of records only.
 func TestZeroTailAfterCrash(t *testing.T) {
 	k := newKeys(t)
-	opts := k.opts()
-	opts.Preallocate = 64 << 10
-	l := open(t, t.TempDir(), opts)
-	defer l.Close()
-	zeroedSegment(t, l, 300)
+	l, opts, _, _ := zeroedLedger(t, k, 300)
 	crashed := crashCopy(t, l.dir)
 
 	rep, err := Verify(crashed, VerifyOptions{Verifier: k.verifier})
@@ -144,11 +145,7 @@ func TestZeroTailAfterCrash(t *testing.T) {
 // and is cut off at start, with a warning; verify names it.
 func TestTornCommitInZeros(t *testing.T) {
 	k := newKeys(t)
-	opts := k.opts()
-	opts.Preallocate = 64 << 10
-	l := open(t, t.TempDir(), opts)
-	defer l.Close()
-	path, end := zeroedSegment(t, l, 300)
+	l, opts, path, end := zeroedLedger(t, k, 300)
 	frames := appendFrame(appendFrame(nil, []byte("k900|unacknowledged"), nil), []byte("k901|unacknowledged"), nil)
 	markCommitEnd(frames, len(frames)/2)
 	for _, tc := range []struct {

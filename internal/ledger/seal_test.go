@@ -46,15 +46,7 @@ func testSealing(t *testing.T, appending bool) {
 		opts.Preallocate = -1
 	}
 	l := open(t, dir, opts)
-	for i := 0; i < 600; i += 50 {
-		var items []Item
-		for j := i; j < i+50; j++ {
-			items = append(items, rec(j))
-		}
-		if _, err := l.Append(context.Background(), items); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRecords(t, l, 0, 600)
 	// Wait until the sync loop has made the full tiles durable.
 	tile := filepath.Join(dir, "tile", "0", "000")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
