@@ -147,7 +147,7 @@ type Index struct {
 	macKey   []byte // authenticates query cursors (cursor.go)
 
 	applyMu sync.Mutex
-	writer  *sql.Conn // Apply's own connection, with the larger cache
+	writer  *conn // Apply's own connection, with the larger cache (sqlconn.go)
 	// open is the postings of the block the last Apply ended in, for the
 	// next Apply to continue; nil when unknown (they are then rebuilt).
 	open *blockPostings
@@ -207,9 +207,11 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
-	if ix.writer, err = db.Conn(context.Background()); err == nil {
-		_, err = ix.writer.ExecContext(context.Background(), fmt.Sprintf("PRAGMA cache_size = %d", -writerCache/1024))
-	}
+	ix.writer, err = openConn(path, int(busyTimeout.Milliseconds()),
+		fmt.Sprintf("PRAGMA cache_size = %d", -writerCache/1024),
+		"PRAGMA temp_store = MEMORY",
+		"PRAGMA synchronous = NORMAL",
+		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walCheckpoint/pageSize))
 	if err == nil {
 		// A previous run may have stopped with the open block's postings
 		// held back: they are rebuilt from its rows and written.
@@ -218,6 +220,9 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		ix.applyMu.Unlock()
 	}
 	if err != nil {
+		if ix.writer != nil {
+			ix.writer.close()
+		}
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
@@ -356,7 +361,7 @@ func (ix *Index) Close() error {
 	}
 	ix.closed = true
 	ix.applyMu.Unlock()
-	ix.writer.Close()
+	ix.writer.close()
 	return ix.db.Close()
 }
 
@@ -393,25 +398,24 @@ func (ix *Index) writeIdle() {
 // as they changed (all of them when they are rebuilt from the rows), and
 // makes every applied record visible. applyMu must be held.
 func (ix *Index) writeOpenBlock(ctx context.Context) error {
-	tx, cursor, open, err := ix.begin(ctx)
+	cursor, open, err := ix.begin(ctx)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	bp, err := openBlock(ctx, tx, open, cursor)
+	defer ix.writer.rollback()
+	bp, err := openBlock(ix.writer, open, cursor)
 	if err != nil {
 		return err
 	}
 	if bp.changed() {
-		pw, err := prepareWriter(ctx, tx)
+		pw, err := prepareWriter(ix.writer)
 		if err != nil {
 			return err
 		}
-		defer pw.Close()
-		if err := pw.flush(ctx, bp); err != nil {
+		if err := pw.flush(bp); err != nil {
 			return err
 		}
-		if err := tx.Commit(); err != nil {
+		if err := ix.writer.commit(); err != nil {
 			return fmt.Errorf("couldn't write postings of block %d: %w", bp.block, err)
 		}
 	}
@@ -427,22 +431,25 @@ func (ix *Index) written(cursor uint64) {
 	ix.visible.Store(cursor)
 }
 
-// begin starts a transaction on the writer connection and returns it with
-// the index cursor and the open block's postings, which ix no longer holds:
+// begin starts a transaction on the writer connection and returns the
+// index cursor and the open block's postings, which ix no longer holds:
 // they change as rows are added, and unless the caller puts them back
-// after committing, the next transaction rebuilds them. applyMu must be
-// held.
-func (ix *Index) begin(ctx context.Context) (tx *sql.Tx, cursor uint64, open *blockPostings, err error) {
+// after committing, the next transaction rebuilds them. The caller must
+// end the transaction (ix.writer.commit or rollback). applyMu must be held.
+func (ix *Index) begin(ctx context.Context) (cursor uint64, open *blockPostings, err error) {
 	open, ix.open = ix.open, nil
-	if tx, err = ix.writer.BeginTx(ctx, nil); err != nil {
-		return nil, 0, nil, fmt.Errorf("couldn't begin index transaction: %w", err)
+	if err := ctx.Err(); err != nil {
+		return 0, nil, fmt.Errorf("couldn't begin index transaction: %w", err)
 	}
-	var c int64
-	if err := tx.QueryRowContext(ctx, "SELECT cursor FROM state").Scan(&c); err != nil {
-		tx.Rollback()
-		return nil, 0, nil, fmt.Errorf("couldn't read index cursor: %w", err)
+	if err := ix.writer.begin(); err != nil {
+		return 0, nil, fmt.Errorf("couldn't begin index transaction: %w", err)
 	}
-	return tx, uint64(c), open, nil
+	c, err := ix.writer.queryInt("SELECT cursor FROM state")
+	if err != nil {
+		ix.writer.rollback()
+		return 0, nil, fmt.Errorf("couldn't read index cursor: %w", err)
+	}
+	return uint64(c), open, nil
 }
 
 // Cursor returns the log index of the next entry the index needs: every
@@ -503,11 +510,11 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
-	tx, cursor, open, err := ix.begin(ctx)
+	cursor, open, err := ix.begin(ctx)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	defer ix.writer.rollback()
 	if first > cursor {
 		return fmt.Errorf("couldn't index entries from %d: the cursor is %d, so entries in between would be missing", first, cursor)
 	}
@@ -517,25 +524,24 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	entries = entries[cursor-first:]
 
-	bp, err := openBlock(ctx, tx, open, cursor)
+	bp, err := openBlock(ix.writer, open, cursor)
 	if err != nil {
 		return err
 	}
-	pw, err := prepareWriter(ctx, tx)
+	pw, err := prepareWriter(ix.writer)
 	if err != nil {
 		return err
 	}
-	defer pw.Close()
 	rows, ready, stop := ix.parseAsync(entries)
 	defer stop()
 	var wrote bool
-	if bp, wrote, err = ix.insert(ctx, tx, pw, rows, ready, bp); err != nil {
+	if bp, wrote, err = ix.insert(ctx, pw, rows, ready, bp); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE state SET cursor = ?", int64(last)+1); err != nil {
+	if err := ix.writer.execInt("UPDATE state SET cursor = ?", int64(last)+1); err != nil {
 		return fmt.Errorf("couldn't set index cursor: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	if err := ix.writer.commit(); err != nil {
 		return fmt.Errorf("couldn't commit index entries %d-%d: %w", first, last, err)
 	}
 	bp.next = last + 1
@@ -570,14 +576,17 @@ func insertText(n int) string {
 // the block the last row is in, and whether it wrote them: those of the
 // blocks before are always written, the last block's as PostingsDelay
 // says.
-func (ix *Index) insert(ctx context.Context, tx *sql.Tx, pw *postingWriter, rows []row, ready []chan error, bp *blockPostings) (_ *blockPostings, wrote bool, err error) {
-	stmt, err := tx.PrepareContext(ctx, insertRecord)
+func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, ready []chan error, bp *blockPostings) (_ *blockPostings, wrote bool, err error) {
+	w := ix.writer
+	insert, err := w.prepare(insertRecord)
 	if err != nil {
 		return nil, false, fmt.Errorf("couldn't prepare insert: %w", err)
 	}
-	defer stmt.Close()
+	tenant, err := w.prepare("INSERT OR IGNORE INTO tenants (name) VALUES (?)")
+	if err != nil {
+		return nil, false, fmt.Errorf("couldn't prepare insert: %w", err)
+	}
 	seen := map[string]bool{}
-	rowCtx := context.WithoutCancel(ctx)
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
 			return nil, false, err
@@ -585,30 +594,40 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, pw *postingWriter, rows
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			if t := rows[i].tenant; !seen[t] {
 				seen[t] = true
-				if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO tenants (name) VALUES (?)", t); err != nil {
+				tenant.bindText(1, t)
+				if _, err := tenant.exec(); err != nil {
 					return nil, false, fmt.Errorf("couldn't index tenant: %w", err)
 				}
 			}
 		}
-		// Each row is inserted under a context that cannot be canceled: the
-		// driver watches a cancelable one with a goroutine per statement,
-		// which cost more than some inserts. Cancellation is checked here,
-		// once a group.
+		// Cancellation is checked once a group: SQLite's calls do not
+		// watch the context.
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
-			res, err := stmt.ExecContext(rowCtx, r.idx, r.tenant, r.id, r.typ, r.time,
-				r.actorID, r.modelName, r.modelVersion, r.outcome, r.resourceType, r.resourceID, r.pos)
+			insert.bindInt(1, r.idx)
+			insert.bindText(2, r.tenant)
+			insert.bindText(3, r.id)
+			insert.bindText(4, r.typ)
+			insert.bindInt(5, r.time)
+			insert.bindAny(6, r.actorID)
+			insert.bindAny(7, r.modelName)
+			insert.bindAny(8, r.modelVersion)
+			insert.bindAny(9, r.outcome)
+			insert.bindAny(10, r.resourceType)
+			insert.bindAny(11, r.resourceID)
+			insert.bindInt(12, r.pos)
+			n, err := insert.exec()
 			if err != nil {
 				return nil, false, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if n == 0 {
 				continue // skipped (see Apply): no postings
 			}
 			if b := r.idx >> blockBits; b != bp.block {
-				if err := pw.flush(rowCtx, bp); err != nil {
+				if err := pw.flush(bp); err != nil {
 					return nil, false, err
 				}
 				bp = newBlockPostings(b)
@@ -619,12 +638,12 @@ func (ix *Index) insert(ctx context.Context, tx *sql.Tx, pw *postingWriter, rows
 	// Before the text: see insertTexts.
 	wrote = ix.postingsDelay == 0 || len(bp.dirty) <= flushNowPostings || time.Since(ix.lastWrite) >= ix.postingsDelay
 	if wrote {
-		if err := pw.flush(rowCtx, bp); err != nil {
+		if err := pw.flush(bp); err != nil {
 			return nil, false, err
 		}
 	}
 	if ix.fullText {
-		return bp, wrote, insertTexts(ctx, tx, rows)
+		return bp, wrote, insertTexts(w, rows)
 	}
 	return bp, wrote, nil
 }
@@ -638,19 +657,33 @@ const textRows = 4096
 // savepoint once it is part of a transaction, and many small flushes make
 // many small segments that then have to be merged, which slowed indexing
 // several times over.
-func insertTexts(ctx context.Context, tx *sql.Tx, rows []row) error {
+func insertTexts(w *conn, rows []row) error {
 	for len(rows) > 0 {
 		n := min(len(rows), textRows)
-		args := make([]any, 0, 2*n)
-		for i := range rows[:n] {
-			args = append(args, rows[i].idx, rows[i].text)
-		}
-		if _, err := tx.ExecContext(ctx, insertText(n), args...); err != nil {
+		if err := insertTextRows(w, rows[:n]); err != nil {
 			return fmt.Errorf("couldn't index text of entries %d-%d: %w", rows[0].idx, rows[n-1].idx, err)
 		}
 		rows = rows[n:]
 	}
 	return nil
+}
+
+// insertTextRows inserts rows into the FTS table in one statement, kept
+// prepared only when it has the most rows (other counts vary).
+func insertTextRows(w *conn, rows []row) error {
+	s, err := w.prepareMaybe(insertText(len(rows)), len(rows) == textRows)
+	if err != nil {
+		return err
+	}
+	if len(rows) != textRows {
+		defer s.finalize()
+	}
+	for i := range rows {
+		s.bindInt(2*i+1, rows[i].idx)
+		s.bindText(2*i+2, rows[i].text)
+	}
+	_, err = s.exec()
+	return err
 }
 
 var errStopped = errors.New("stopped")
@@ -917,7 +950,7 @@ func (ix *Index) ScrubActor(ctx context.Context, tenant, actorID string) (int64,
 }
 
 func (ix *Index) scrubActor(ctx context.Context, tenant, actorID string) (int64, error) {
-	tx, err := ix.writer.BeginTx(ctx, nil)
+	tx, err := ix.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -368,7 +368,7 @@ func TestScrubKeepsOthers(t *testing.T) {
 	found(Query{Tenant: "acme"}, 0, 2, 3)
 
 	// A posting altered to name no record is passed over.
-	if _, err := ix.writer.ExecContext(ctx, `UPDATE postings SET bits = zeroblob(?) WHERE key = ?`, bitmapBytes, postingKey(fieldActor, "p-y")); err != nil {
+	if _, err := ix.db.ExecContext(ctx, `UPDATE postings SET bits = zeroblob(?) WHERE key = ?`, bitmapBytes, postingKey(fieldActor, "p-y")); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := ix.ScrubActor(ctx, "acme", "p-y"); err != nil || n != 0 {

@@ -247,38 +247,38 @@ func (bp *blockPostings) changed() bool { return len(bp.dirty) > 0 || bp.timeDir
 
 // postingWriter writes postings in one Apply's transaction.
 type postingWriter struct {
-	posting, block *sql.Stmt
+	posting, block *stmt
 }
 
-func prepareWriter(ctx context.Context, tx *sql.Tx) (*postingWriter, error) {
-	p, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO postings (key, block, bits) VALUES (?, ?, ?)")
+func prepareWriter(w *conn) (*postingWriter, error) {
+	p, err := w.prepare("INSERT OR REPLACE INTO postings (key, block, bits) VALUES (?, ?, ?)")
 	if err != nil {
 		return nil, fmt.Errorf("couldn't prepare postings: %w", err)
 	}
-	b, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO blocks (block, min_time, max_time) VALUES (?, ?, ?)")
+	b, err := w.prepare("INSERT OR REPLACE INTO blocks (block, min_time, max_time) VALUES (?, ?, ?)")
 	if err != nil {
-		p.Close()
 		return nil, fmt.Errorf("couldn't prepare postings: %w", err)
 	}
 	return &postingWriter{p, b}, nil
 }
 
-func (w *postingWriter) Close() {
-	w.posting.Close()
-	w.block.Close()
-}
-
 // flush writes what changed in bp since its last flush.
-func (w *postingWriter) flush(ctx context.Context, bp *blockPostings) error {
+func (w *postingWriter) flush(bp *blockPostings) error {
 	for _, d := range bp.dirty {
-		if _, err := w.posting.ExecContext(ctx, postingKey(d.field, d.value), bp.block, encodePlaces(d.p.places)); err != nil {
+		w.posting.bindBlob(1, postingKey(d.field, d.value))
+		w.posting.bindInt(2, bp.block)
+		w.posting.bindBlob(3, encodePlaces(d.p.places))
+		if _, err := w.posting.exec(); err != nil {
 			return fmt.Errorf("couldn't write postings of block %d: %w", bp.block, err)
 		}
 		d.p.dirty = false
 	}
 	bp.dirty = bp.dirty[:0]
 	if bp.timeDirty {
-		if _, err := w.block.ExecContext(ctx, bp.block, bp.minTime, bp.maxTime); err != nil {
+		w.block.bindInt(1, bp.block)
+		w.block.bindInt(2, bp.minTime)
+		w.block.bindInt(3, bp.maxTime)
+		if _, err := w.block.exec(); err != nil {
 			return fmt.Errorf("couldn't write block %d: %w", bp.block, err)
 		}
 		bp.timeDirty = false
@@ -290,7 +290,7 @@ func (w *postingWriter) flush(ctx context.Context, bp *blockPostings) error {
 // with the rows applied before cursor: last, the last Apply's, if it ended
 // there, else rebuilt from the rows. Rebuilt postings count as changed:
 // those stored may lag the rows (Options.PostingsDelay).
-func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint64) (*blockPostings, error) {
+func openBlock(w *conn, last *blockPostings, cursor uint64) (*blockPostings, error) {
 	block := int64(cursor >> blockBits)
 	if last != nil && last.block == block && last.next == cursor {
 		return last, nil
@@ -299,24 +299,25 @@ func openBlock(ctx context.Context, tx *sql.Tx, last *blockPostings, cursor uint
 	if cursor&blockMask == 0 {
 		return bp, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT idx, tenant, type, time, actor_id, model_name, model_version, outcome, resource_id
-		FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, block<<blockBits, int64(cursor))
+	s, err := w.prepare(`SELECT idx, tenant, type, time, actor_id, model_name, model_version, outcome, resource_id
+		FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var r row
-		var actor, model, version, outcome, resource sql.NullString
-		if err := rows.Scan(&r.idx, &r.tenant, &r.typ, &r.time, &actor, &model, &version, &outcome, &resource); err != nil {
+	s.bindInt(1, block<<blockBits)
+	s.bindInt(2, int64(cursor))
+	for {
+		ok, err := s.step()
+		if err != nil {
 			return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
 		}
-		r.actorID, r.modelName, r.modelVersion = nullable(actor.String), nullable(model.String), nullable(version.String)
-		r.outcome, r.resourceID = nullable(outcome.String), nullable(resource.String)
+		if !ok {
+			break
+		}
+		r := row{idx: s.columnInt(0), tenant: s.columnText(1), typ: s.columnText(2), time: s.columnInt(3)}
+		r.actorID, r.modelName, r.modelVersion = nullable(s.columnText(4)), nullable(s.columnText(5)), nullable(s.columnText(6))
+		r.outcome, r.resourceID = nullable(s.columnText(7)), nullable(s.columnText(8))
 		bp.add(&r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
 	}
 	bp.next = cursor
 	return bp, nil

@@ -585,14 +585,14 @@ func TestAlteredIndex(t *testing.T) {
 	}
 	alter := func(sql string) {
 		t.Helper()
-		if _, err := ix.writer.ExecContext(ctx, sql); err != nil {
+		if _, err := ix.db.ExecContext(ctx, sql); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	// globex's g-1 moved into acme, in its row and in acme's postings.
 	alter(`UPDATE records SET tenant = 'acme' WHERE id = 'g-1'`)
-	if _, err := ix.writer.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, encodePlaces([]uint16{0, 1, 2}), postingKey(fieldTenant, "acme")); err != nil {
+	if _, err := ix.db.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, encodePlaces([]uint16{0, 1, 2}), postingKey(fieldTenant, "acme")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := ix.Query(ctx, Query{Tenants: []string{"acme"}, Limit: 10})
@@ -674,7 +674,7 @@ func TestDamagedPostings(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bits := range [][]byte{{1}, {0xff, 0xff}} {
-		if _, err := ix.writer.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, bits, postingKey(fieldTenant, "acme")); err != nil {
+		if _, err := ix.db.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, bits, postingKey(fieldTenant, "acme")); err != nil {
 			t.Fatal(err)
 		}
 		_, err := ix.Query(ctx, Query{Tenant: "acme"})
