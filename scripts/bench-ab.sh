@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Compares two builds of aitrail under the same load, alternating, so that
 # a shared machine's changing speed falls on both alike: each run starts a
-# fresh server on a fresh data directory, drives it with `aitrail bench`,
-# watches the query index's lag every 0.2 s, then times how long the index
-# takes to catch up and reads the server's peak memory.
+# fresh server on a fresh data directory, drives it with the new build's
+# `aitrail bench --watch-lag 200ms` (which follows the query index's lag and
+# times how long the index takes to catch up after the run), and reads the
+# server's peak memory.
 # Usage: scripts/bench-ab.sh OLD_BINARY NEW_BINARY [seconds per run, default 15]
 #        [pairs, default 3] [aitrail bench flags, default --clients 8 --batch 100]
 # Build the two binaries first, e.g. with git worktree and go build. Set
@@ -24,36 +25,22 @@ flags=("$@")
 . scripts/bench-common.sh
 addr=127.0.0.1:18185
 
-index_lag() {
-  curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}'
-}
-
-# run prints one run's line for the binary $1.
+# run prints one run's line for the binary $1. Both builds are driven by the
+# new build's load generator, which also follows the index lag.
 run() {
   local data=$work/data-$RANDOM
   AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$1" serve ${AB_CONFIG:+--config "$AB_CONFIG"} --data "$data" --addr "$addr" --log-level warn 2>"$work/server.log" &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
-  "$1" bench --url "http://$addr" --size 1024 --duration "${secs}s" --json "${flags[@]}" >"$work/run.json" 2>/dev/null &
-  local bpid=$! max=0 l
-  while kill -0 $bpid 2>/dev/null; do
-    l=$(index_lag)
-    [ -n "$l" ] && [ "$l" -gt "$max" ] && max=$l
-    sleep 0.2
-  done
-  wait $bpid
-  local start
-  start=$(date +%s.%N)
-  while [ "$(index_lag)" != "0" ]; do sleep 0.05; done
-  local caught
-  caught=$(echo "$(date +%s.%N) - $start" | bc)
+  "$new" bench --url "http://$addr" --size 1024 --duration "${secs}s" --watch-lag 200ms --json "${flags[@]}" >"$work/run.json" 2>/dev/null
   local hwm
   hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status")
   kill -TERM $pid; wait $pid || true
   chattr -R -ia "$data" 2>/dev/null; rm -rf "$data"
-  sed 's/.*"events_per_sec":\([0-9.]*\).*"p50_ms":\([0-9.]*\).*"p99_ms":\([0-9.]*\).*/\1 \2 \3/' "$work/run.json" |
-    awk -v max="$max" -v caught="$caught" -v hwm="$hwm" \
-      '{printf "%.0f events/s, ack p50 %s ms, p99 %s ms; index lag up to %d, caught up %.2f s after; peak memory %d MiB\n", $1, $2, $3, max, caught, hwm}'
+  local r=$work/run.json
+  printf '%.0f events/s, ack p50 %s ms, p99 %s ms; index lag up to %d, caught up %.2f s after; peak memory %d MiB\n' \
+    "$(field events_per_sec "$r")" "$(field p50_ms "$r")" "$(field p99_ms "$r")" \
+    "$(field max_index_lag "$r")" "$(field index_caught_up_s "$r")" "$hwm"
 }
 
 echo

@@ -13,3 +13,9 @@ echo "## machine"
 echo "- cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "- memory: $(free -g | awk '/Mem:/ {print $2}') GiB; disk: $(df -h "$work" | awk 'NR==2 {print $2" "$1}')"
 echo "- $(go version)"
+
+# field prints the value of the top-level member $1 of the one-line JSON
+# object in file $2 (as aitrail bench --json writes it).
+field() {
+  sed "s/.*\"$1\":\([^,}]*\).*/\1/" "$2"
+}

@@ -33,16 +33,6 @@ AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --data "$data" --addr "$addr" --
 pid=$!
 for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
 
-lag_max=0
-watch_lag() {
-  while kill -0 "$1" 2>/dev/null; do
-    l=$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}')
-    [ -n "$l" ] && [ "$l" -gt "$lag_max" ] && lag_max=$l
-    sleep 0.1
-  done
-  echo "$lag_max"
-}
-
 # caught_up waits until the query index has applied every record.
 caught_up() {
   while [ "$(curl -s "http://$addr/metrics" | awk '/^aitrail_follower_lag_records\{follower="index"\}/ {print int($2)}')" != "0" ]; do sleep 0.05; done
@@ -50,16 +40,11 @@ caught_up() {
 
 echo
 echo "## batched ingest (8 clients x 100 events of ~1 KiB)"
-"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --json >"$work/batched.json" &
-bpid=$!
-max_lag=$(watch_lag $bpid)
-wait $bpid
+"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --watch-lag 100ms --json >"$work/batched.json"
 cat "$work/batched.json"
-batched_rps=$(sed 's/.*"events_per_sec":\([0-9.]*\).*/\1/' "$work/batched.json")
-echo "- max index lag during the run: $max_lag records"
-start=$(date +%s.%N)
-caught_up
-echo "- index caught up $(echo "$(date +%s.%N) - $start" | bc) s after the run"
+batched_rps=$(field events_per_sec "$work/batched.json")
+echo "- max index lag during the run: $(field max_index_lag "$work/batched.json") records"
+echo "- index caught up $(field index_caught_up_s "$work/batched.json") s after the run"
 echo "- ratio to the raw reference: $(echo "scale=3; $batched_rps / $ref_rps" | bc)"
 
 echo
@@ -112,14 +97,8 @@ data2=$work/data-maxlag
 AITRAIL_ADMIN_TOKEN=$AITRAIL_TOKEN "$bin" serve --config "$work/maxlag.yaml" --data "$data2" --addr "$addr" --log-level warn 2>"$work/server2.log" &
 pid=$!
 for _ in $(seq 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done
-"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --json >"$work/maxlag.json" &
-bpid=$!
-lag_max=0
-max_lag=$(watch_lag $bpid)
-wait $bpid
+"$bin" bench --url "http://$addr" --clients 8 --batch 100 --size 1024 --duration "${secs}s" --watch-lag 100ms --json >"$work/maxlag.json"
 cat "$work/maxlag.json"
-echo "- max index lag during the run: $max_lag records"
-start=$(date +%s.%N)
-caught_up
-echo "- index caught up $(echo "$(date +%s.%N) - $start" | bc) s after the run"
+echo "- max index lag during the run: $(field max_index_lag "$work/maxlag.json") records"
+echo "- index caught up $(field index_caught_up_s "$work/maxlag.json") s after the run"
 kill -TERM $pid; wait $pid || true

@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -234,6 +237,31 @@ func TestBenchAndMetrics(t *testing.T) {
 	code, out, errOut := runCLI("bench", "--url", s.url, "--token", adminToken, "--clients", "2", "--batch", "10", "--duration", "500ms")
 	if code != 0 || !strings.Contains(out, "events/s") || !strings.Contains(out, "p99") {
 		t.Fatalf("bench: %d %q %s", code, out, errOut)
+	}
+	// With --watch-lag it reports the index lag and returns once the index
+	// has caught up.
+	code, out, errOut = runCLI("bench", "--url", s.url, "--token", adminToken, "--clients", "2", "--batch", "50", "--duration", "500ms", "--watch-lag", "10ms", "--json")
+	var res struct {
+		Events   int64    `json:"events"`
+		MaxLag   *int64   `json:"max_index_lag"`
+		CaughtUp *float64 `json:"index_caught_up_s"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.MaxLag == nil || res.CaughtUp == nil || res.Events == 0 {
+		t.Fatalf("bench --watch-lag: %d %q %s", code, out, errOut)
+	}
+	if _, metrics := s.do("GET", "/metrics", "", "", nil); !strings.Contains(string(metrics), `aitrail_follower_lag_records{follower="index"} 0`+"\n") {
+		t.Errorf("bench --watch-lag returned before the index caught up")
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			fmt.Fprintln(w, "# nothing of aitrail's")
+			return
+		}
+		fmt.Fprint(w, `{"checkpoint":"x"}`)
+	}))
+	defer other.Close()
+	if code, _, errOut := runCLI("bench", "--url", other.URL, "--token", adminToken, "--duration", "100ms", "--watch-lag", "10ms"); code != 1 || !strings.Contains(errOut, "no index lag") {
+		t.Errorf("bench --watch-lag against another server: exit %d %q", code, errOut)
 	}
 	code, out, errOut = runCLI("bench-disk", "--dir", t.TempDir(), "--duration", "200ms")
 	if code != 0 || !strings.Contains(out, "records/s") {
