@@ -468,12 +468,13 @@ type row struct {
 	tenant, id   string
 	typ          string
 	time         int64
-	actorID      any // string, or nil when absent
-	modelName    any
-	modelVersion any
-	outcome      any
-	resourceType any
-	resourceID   any
+	// The optional columns; "" when absent (NULL in the table).
+	actorID      string
+	modelName    string
+	modelVersion string
+	outcome      string
+	resourceType string
+	resourceID   string
 	pos          int64  // ledger.Entry.Offset
 	text         string // for FTS; empty when full text is off
 }
@@ -612,12 +613,12 @@ func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, read
 			insert.bindText(3, r.id)
 			insert.bindText(4, r.typ)
 			insert.bindInt(5, r.time)
-			insert.bindAny(6, r.actorID)
-			insert.bindAny(7, r.modelName)
-			insert.bindAny(8, r.modelVersion)
-			insert.bindAny(9, r.outcome)
-			insert.bindAny(10, r.resourceType)
-			insert.bindAny(11, r.resourceID)
+			insert.bindOptional(6, r.actorID)
+			insert.bindOptional(7, r.modelName)
+			insert.bindOptional(8, r.modelVersion)
+			insert.bindOptional(9, r.outcome)
+			insert.bindOptional(10, r.resourceType)
+			insert.bindOptional(11, r.resourceID)
 			insert.bindInt(12, r.pos)
 			n, err := insert.exec()
 			if err != nil {
@@ -783,27 +784,20 @@ func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 		id:      k.ID,
 		typ:     k.Type,
 		time:    unixNano(k.Time),
-		outcome: nullable(k.Outcome),
+		outcome: k.Outcome,
 		pos:     e.Offset,
 		text:    text,
 	}
 	if a := k.Actor; a != nil {
-		r.actorID = nullable(a.ID)
+		r.actorID = a.ID
 	}
 	if m := k.Model; m != nil {
-		r.modelName, r.modelVersion = nullable(m.Name), nullable(m.Version)
+		r.modelName, r.modelVersion = m.Name, m.Version
 	}
 	if res := k.Resource; res != nil {
-		r.resourceType, r.resourceID = nullable(res.Type), nullable(res.ID)
+		r.resourceType, r.resourceID = res.Type, res.ID
 	}
 	return nil
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 // unixNano is t.UnixNano clamped to int64, so that a time outside the years

@@ -77,7 +77,7 @@ func (r *row) values(f func(field int, value string)) {
 	f(fieldType, r.typ)
 	for _, fv := range [...]struct {
 		field int
-		v     any
+		v     string
 	}{
 		{fieldActor, r.actorID},
 		{fieldModel, r.modelName},
@@ -85,8 +85,8 @@ func (r *row) values(f func(field int, value string)) {
 		{fieldOutcome, r.outcome},
 		{fieldResource, r.resourceID},
 	} {
-		if s, ok := fv.v.(string); ok {
-			f(fv.field, s)
+		if fv.v != "" {
+			f(fv.field, fv.v)
 		}
 	}
 }
@@ -315,8 +315,8 @@ func openBlock(w *conn, last *blockPostings, cursor uint64) (*blockPostings, err
 			break
 		}
 		r := row{idx: s.columnInt(0), tenant: s.columnText(1), typ: s.columnText(2), time: s.columnInt(3)}
-		r.actorID, r.modelName, r.modelVersion = nullable(s.columnText(4)), nullable(s.columnText(5)), nullable(s.columnText(6))
-		r.outcome, r.resourceID = nullable(s.columnText(7)), nullable(s.columnText(8))
+		r.actorID, r.modelName, r.modelVersion = s.columnText(4), s.columnText(5), s.columnText(6)
+		r.outcome, r.resourceID = s.columnText(7), s.columnText(8)
 		bp.add(&r)
 	}
 	bp.next = cursor

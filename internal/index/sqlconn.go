@@ -263,21 +263,12 @@ func (s *stmt) bindBlob(i int, v []byte) {
 	s.bindBytes(i, unsafe.SliceData(v), len(v), true)
 }
 
-// bindAny binds nil as NULL, and a string, []byte or int64.
-func (s *stmt) bindAny(i int, v any) {
-	switch v := v.(type) {
-	case nil:
+// bindOptional binds "" as NULL.
+func (s *stmt) bindOptional(i int, v string) {
+	if v == "" {
 		s.bindNull(i)
-	case string:
+	} else {
 		s.bindText(i, v)
-	case []byte:
-		s.bindBlob(i, v)
-	case int64:
-		s.bindInt(i, v)
-	default:
-		if s.err == nil {
-			s.err = fmt.Errorf("cannot bind a %T", v)
-		}
 	}
 }
 
