@@ -360,8 +360,8 @@ func (ix *Index) Close() error {
 		ix.writeOpenBlock(context.Background()) // on failure, Open rebuilds them
 	}
 	ix.closed = true
+	ix.writer.close() // under applyMu: nothing else may use it meanwhile
 	ix.applyMu.Unlock()
-	ix.writer.close()
 	return ix.db.Close()
 }
 
@@ -438,6 +438,9 @@ func (ix *Index) written(cursor uint64) {
 // end the transaction (ix.writer.commit or rollback). applyMu must be held.
 func (ix *Index) begin(ctx context.Context) (cursor uint64, open *blockPostings, err error) {
 	open, ix.open = ix.open, nil
+	if ix.closed {
+		return 0, nil, errors.New("couldn't begin index transaction: the index is closed")
+	}
 	if err := ctx.Err(); err != nil {
 		return 0, nil, fmt.Errorf("couldn't begin index transaction: %w", err)
 	}

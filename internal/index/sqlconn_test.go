@@ -2,11 +2,15 @@ package index
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 func openTestConn(t *testing.T) *conn {
@@ -162,5 +166,24 @@ func TestConnErrors(t *testing.T) {
 	}
 	if err := c.close(); err != nil {
 		t.Errorf("closing again: %v", err)
+	}
+}
+
+// TestApplyAfterClose: an Index used after Close (a follower that had not
+// stopped yet) returns errors instead of touching the closed connection.
+func TestApplyAfterClose(t *testing.T) {
+	ix, _ := openTemp(t, Options{PostingsDelay: time.Hour})
+	g := newGenerator(t)
+	if err := ix.Apply(context.Background(), []ledger.Entry{g.entry(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Apply(context.Background(), []ledger.Entry{g.entry(1)}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Apply after Close: %v", err)
+	}
+	if _, err := ix.ScrubActor(context.Background(), "acme", "p-x"); err == nil {
+		t.Error("ScrubActor after Close succeeded")
 	}
 }
