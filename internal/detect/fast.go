@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 
@@ -176,6 +177,9 @@ func testOf(e ast.Expr) boolFunc {
 			}
 			return func(r *event.Record) (bool, bool) { return f(r) != s, true }
 		}
+		if t := optionalEquals(fn == operators.Equals, args); t != nil {
+			return t
+		}
 		return compareOf(fn, args)
 	case fn == operators.Less || fn == operators.LessEquals || fn == operators.Greater || fn == operators.GreaterEquals:
 		return compareOf(fn, args)
@@ -212,6 +216,54 @@ func testOf(e ast.Expr) boolFunc {
 		}
 	}
 	return nil
+}
+
+// optionalEquals returns a Go function for attributes[?"k"].orValue(d) == v
+// (!= when not eq), d and v string or boolean literals of one type, or nil:
+// rules test flags the pipeline sets this way. An attribute of another type
+// is unknown, for CEL to compare.
+func optionalEquals(eq bool, args []ast.Expr) boolFunc {
+	for _, p := range [][2]ast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
+		if p[0].Kind() != ast.CallKind {
+			continue
+		}
+		c := p[0].AsCall()
+		if c.FunctionName() != "orValue" || !c.IsMemberFunction() || len(c.Args()) != 1 {
+			continue
+		}
+		key, ok1 := optionalAttribute(c.Target())
+		def, ok2 := scalarLiteral(c.Args()[0])
+		want, ok3 := scalarLiteral(p[1])
+		if !ok1 || !ok2 || !ok3 || reflect.TypeOf(def) != reflect.TypeOf(want) {
+			return nil
+		}
+		return func(r *event.Record) (bool, bool) {
+			v, present := r.Attributes[key]
+			if !present {
+				return (def == want) == eq, true
+			}
+			if reflect.TypeOf(v) != reflect.TypeOf(want) {
+				return false, false
+			}
+			return (v == want) == eq, true
+		}
+	}
+	return nil
+}
+
+// scalarLiteral returns the value of e as a Go string or bool, as
+// attributes hold them, if e is a string or boolean literal.
+func scalarLiteral(e ast.Expr) (any, bool) {
+	if e.Kind() != ast.LiteralKind {
+		return nil, false
+	}
+	switch v := e.AsLiteral().(type) {
+	case types.String:
+		return string(v), true
+	case types.Bool:
+		return bool(v), true
+	}
+	return nil, false
 }
 
 // compareOf returns a Go function for a comparison of two numeric

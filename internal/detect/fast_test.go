@@ -79,6 +79,11 @@ func TestFastPathsAgreeWithCEL(t *testing.T) {
 		`attributes.?note.orValue(0) == 0 || false`,
 		`double(attributes[?"note"].orValue(1)) > 0.5`,
 		`double(attributes[?"aitrail.token.id"].orValue(0)) - 1.5 != 0.0`,
+		`attributes[?"x"].orValue(true) == false`, `false == attributes[?"x"].orValue(true)`,
+		`attributes[?"x"].orValue(false) != true`, `attributes[?"note"].orValue(true) == true`,
+		`attributes[?"aitrail.token.id"].orValue("") != ""`, `attributes[?"aitrail.token.id"].orValue("t1") == "t1"`,
+		`attributes[?"note"].orValue("") == "2.5"`, `attributes[?"x"].orValue("") == "0.25"`,
+		`attributes[?"x"].orValue(1) == "1"`,
 		// A comprehension variable that shadows a field: never read as the field.
 		`attributes.exists(tenant, tenant == "note") || tenant == "other"`,
 		`!attributes.all(outcome, outcome.startsWith("gen_ai")) && outcome != "x"`,
