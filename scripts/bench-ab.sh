@@ -36,7 +36,9 @@ run() {
   local hwm
   hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status")
   kill -TERM $pid; wait $pid || true
-  chattr -R -ia "$data" 2>/dev/null; rm -rf "$data"
+  # The data directory goes only at exit (bench-common.sh): removing its
+  # tens of thousands of tile files would make ext4 slower to create files
+  # for a while (it passes over recently freed inodes) and slow the next run.
   local r=$work/run.json
   printf '%.0f events/s, ack p50 %s ms, p99 %s ms; index lag up to %d, caught up %.2f s after; peak memory %d MiB\n' \
     "$(field events_per_sec "$r")" "$(field p50_ms "$r")" "$(field p99_ms "$r")" \
