@@ -78,6 +78,7 @@ func TestDecodeAllFields(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
+	uncheck(t, events)
 	if len(events) != 1 || !reflect.DeepEqual(events[0], want) {
 		t.Errorf("Decode(%s) =\n%+v\nwant\n%+v", body, events, want)
 	}

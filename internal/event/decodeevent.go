@@ -178,6 +178,7 @@ func decodeEvent(raw []byte, e *Event) error {
 			}
 			if string(v) != "null" {
 				e.Content = stdjson.RawMessage(bytes.Clone(v))
+				e.checked = e.Content
 			}
 			return nil
 		}

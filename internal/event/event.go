@@ -88,6 +88,11 @@ type Event struct {
 	Content    json.RawMessage `json:"content,omitempty"`
 	TraceID    string          `json:"trace_id,omitempty"`
 	SpanID     string          `json:"span_id,omitempty"`
+
+	// checked is Content as Decode read it, which already held it to
+	// jsontext's strict rules (one value, valid UTF-8, no duplicate names):
+	// Normalize does not check the same bytes again.
+	checked json.RawMessage
 }
 
 // Record is what the ledger stores for an accepted event: the event with its

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // FuzzDecode feeds arbitrary bodies to Decode. Nothing may panic; an
@@ -29,10 +30,12 @@ func FuzzDecode(f *testing.F) {
 	lim := Limits{MaxContentBytes: 4096, MaxBatchEvents: 20, MaxDepth: 12}
 	f.Fuzz(func(t *testing.T, body []byte, mediaType string) {
 		events, err := Decode(body, mediaType, lim)
+		uncheck(t, events)
 		// The fast decoder and the precise one agree on what they accept.
 		fastDecode = false
 		slow, slowErr := Decode(body, mediaType, lim)
 		fastDecode = true
+		uncheck(t, slow)
 		if (err == nil) != (slowErr == nil) || (err == nil && !reflect.DeepEqual(events, slow)) {
 			t.Fatalf("fast and precise decoders disagree on %q:\n%#v, %v\n%#v, %v", body, events, err, slow, slowErr)
 		}
@@ -205,11 +208,18 @@ func FuzzValidContent(f *testing.F) {
 			return
 		}
 		lim := Limits{MaxContentBytes: 1 << 20, MaxDepth: depth}
-		fast, ok := validContent(raw, depth)
+		fast, ok := validContent(raw, false, depth)
+		// Content Decode checked strictly is taken without the check, with
+		// the same result.
+		if jsontext.Value(raw).IsValid() {
+			if again, ok2 := validContent(raw, true, depth); ok2 != ok || string(again) != string(fast) {
+				t.Fatalf("%q (depth %d): checked content gives %q, %v; unchecked %q, %v", raw, depth, again, ok2, fast, ok)
+			}
+		}
 		fastContent = false
 		var ps problems
 		c := &checker{ps: &ps}
-		precise := c.content(raw, lim)
+		precise := c.content(raw, false, lim)
 		fastContent = true
 		if !ok {
 			return
@@ -247,6 +257,8 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var got, want Event
 		err := decodeEvent(raw, &got)
+		uncheck(t, []Event{got})
+		got.checked = nil
 		wantErr := jsonv2.Unmarshal(raw, &want, fastOptions)
 		if wantErr == nil && string(want.Content) == "null" {
 			want.Content = nil
@@ -258,4 +270,18 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Fatalf("%q: hand-written decoder gives\n%#v\nencoding/json/v2\n%#v", raw, got, want)
 		}
 	})
+}
+
+// uncheck fails t unless the content each event claims Decode checked is
+// its Content and passes jsontext's strict check, then clears the claims,
+// which the other decoders do not make.
+func uncheck(t *testing.T, events []Event) {
+	t.Helper()
+	for i := range events {
+		e := &events[i]
+		if e.checked != nil && (!sameBytes(e.Content, e.checked) || !jsontext.Value(e.checked).IsValid()) {
+			t.Fatalf("event %d: content %q marked as checked, but not valid", i, e.Content)
+		}
+		e.checked = nil
+	}
 }

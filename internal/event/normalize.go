@@ -232,7 +232,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 	}
 
 	r.Attributes = c.attributes(e.Attributes)
-	content := c.content(e.Content, lim)
+	content := c.content(e.Content, sameBytes(e.Content, e.checked), lim)
 	r.TraceID = c.hexID(".trace_id", e.TraceID, 32)
 	r.SpanID = c.hexID(".span_id", e.SpanID, 16)
 
@@ -647,12 +647,12 @@ func uintValue(u uint64) (any, string) {
 }
 
 // content checks the event's content and returns it, or nil if absent.
-func (c *checker) content(raw json.RawMessage, lim Limits) []byte {
+func (c *checker) content(raw json.RawMessage, checked bool, lim Limits) []byte {
 	if int64(len(raw)) > lim.MaxContentBytes {
 		c.addCode(CodeTooLarge, ".content", "is %d bytes; the limit is %d bytes", len(raw), lim.MaxContentBytes)
 		return nil
 	}
-	if content, ok := validContent(raw, lim.MaxDepth); ok {
+	if content, ok := validContent(raw, checked, lim.MaxDepth); ok {
 		if string(content) == "null" {
 			return nil
 		}
@@ -684,17 +684,24 @@ var fastContent = true
 // validContent is the fast path of checker.content: content that is one
 // valid JSON value (jsontext's strict check: syntax, UTF-8, no duplicate
 // names) within the nesting limit is returned without surrounding space.
+// checked says raw passed the strict check already (Decode read it so).
 // It reports false for anything else, including content the precise
 // scanner would accept, which then decides and names the problem; it never
 // accepts what the scanner refuses (FuzzValidContent checks both).
-func validContent(raw []byte, maxDepth int) ([]byte, bool) {
+func validContent(raw []byte, checked bool, maxDepth int) ([]byte, bool) {
 	content := bytes.Trim(raw, " \t\r\n")
 	// The content is one level below the event: its outermost object or
 	// array is at depth 2.
-	if !fastContent || len(content) == 0 || !jsontext.Value(content).IsValid() || tooDeep(content, maxDepth-1) {
+	if !fastContent || len(content) == 0 || (!checked && !jsontext.Value(content).IsValid()) || tooDeep(content, maxDepth-1) {
 		return nil, false
 	}
 	return content, true
+}
+
+// sameBytes reports whether a and b are the same bytes in memory, not
+// merely equal ones.
+func sameBytes(a, b []byte) bool {
+	return len(a) > 0 && len(a) == len(b) && &a[0] == &b[0]
 }
 
 // fits checks that the record, once the caller has set its ContentRef, is
