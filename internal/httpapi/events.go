@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
@@ -48,15 +50,37 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.stored.Add(float64(len(receipt.Results) - dups))
 	s.metrics.duplicates.Add(float64(dups))
-	writeJSON(w, http.StatusOK, receiptBody{Checkpoint: string(receipt.Checkpoint), Results: receipt.Results})
+	writeReceipt(w, receipt)
 }
 
-// receiptBody is the answer to an append. A struct rather than a map: the
-// receipt is written for every request, and encoding a map costs twice the
-// time and nine allocations more.
-type receiptBody struct {
-	Checkpoint string          `json:"checkpoint"`
-	Results    []ingest.Result `json:"results"`
+// writeReceipt writes the answer to an append, receiptBody's JSON, without
+// reflection: encoding/json took 2 % of the server's CPU under batched
+// ingest writing a hundred results per request.
+func writeReceipt(w http.ResponseWriter, receipt ingest.Receipt) {
+	b := make([]byte, 0, 64+len(receipt.Checkpoint)+len(receipt.Results)*64)
+	b = append(b, `{"checkpoint":`...)
+	b, _ = jsontext.AppendQuote(b, receipt.Checkpoint)
+	b = append(b, `,"results":[`...)
+	for i, res := range receipt.Results {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		// Invalid UTF-8 (which ids never hold) would be replaced, as
+		// encoding/json does.
+		b, _ = jsontext.AppendQuote(b, res.ID)
+		b = append(b, `,"index":`...)
+		b = strconv.AppendUint(b, res.Index, 10)
+		if res.Duplicate {
+			b = append(b, `,"duplicate":true`...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	h := w.Header()
+	h["Content-Type"], h["X-Content-Type-Options"] = jsonType, nosniff
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
 }
 
 // queryParams are the parameters GET /v1/events accepts.
