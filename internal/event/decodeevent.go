@@ -2,6 +2,7 @@ package event
 
 import (
 	"bytes"
+	"encoding/binary"
 	stdjson "encoding/json"
 	"errors"
 	"io"
@@ -22,30 +23,49 @@ type eventDecoder struct {
 	d       jsontext.Decoder
 	in      bytes.Buffer // over the event being read
 	none    bytes.Buffer // always empty: what d reads between uses
-	strings map[string]string
+	strings *[internSlots]string
 }
 
-// maxInterned bounds the strings an eventDecoder keeps, and the length of
-// those it keeps.
+// The strings an eventDecoder keeps are in a table of internSlots, each
+// string in the slot a hash of its bytes picks, the last one made there;
+// strings longer than maxInternSize are not kept. A map had cost more to
+// look up than making the strings again.
 const (
-	maxInterned   = 4096
+	internSlots   = 4096
 	maxInternSize = 64
 )
 
-// str returns b as a string, the same one as before when it has seen b.
+// str returns b as a string, the same one as before when it has seen b
+// (and not made another string in its slot since).
 func (ed *eventDecoder) str(b []byte) string {
 	if len(b) > maxInternSize {
 		return string(b)
 	}
-	if s, ok := ed.strings[string(b)]; ok {
-		return s
+	if ed.strings == nil {
+		ed.strings = new([internSlots]string)
 	}
-	if ed.strings == nil || len(ed.strings) >= maxInterned {
-		ed.strings = make(map[string]string, 256)
+	slot := &ed.strings[internHash(b)%internSlots]
+	if *slot == string(b) {
+		return *slot
 	}
-	s := string(b)
-	ed.strings[s] = s
-	return s
+	*slot = string(b)
+	return *slot
+}
+
+// internHash mixes b's length and its first and last eight bytes (or all
+// of it when shorter): what tells apart the strings events repeat, such as
+// actor ids that differ in their last digits.
+func internHash(b []byte) uint64 {
+	h := uint64(len(b))
+	if len(b) >= 8 {
+		h ^= binary.LittleEndian.Uint64(b) ^ binary.LittleEndian.Uint64(b[len(b)-8:])*0x9e3779b97f4a7c15
+	} else {
+		for _, c := range b {
+			h = h<<8 | uint64(c)
+		}
+	}
+	h *= 0xff51afd7ed558ccd
+	return h ^ h>>29
 }
 
 var eventDecoders = sync.Pool{New: func() any { return new(eventDecoder) }}
