@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
@@ -44,6 +45,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		agent   = "marker-agent/9.9"
 		session = "marker-session-51c2"
 		secret  = "marker-content-e91b"
+		email   = "marker-email-40d1@example.com"
 	)
 	s.post(map[string]any{
 		"type": "ai.inference", "id": "pii-1",
@@ -51,12 +53,19 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		"attributes": map[string]any{"gen_ai.conversation.id": session, "user.id": actor},
 		"content":    map[string]any{"prompt": secret},
 	})
+	// An event with more attributes than there are personal ones (the
+	// server then looks for them the other way round).
+	many := map[string]any{"user.email": email, "client.address": ip}
+	for i := range 20 {
+		many[fmt.Sprintf("other.%d", i)] = i
+	}
+	s.post(map[string]any{"type": "ai.inference", "id": "pii-2", "actor": map[string]any{"id": actor, "type": "user"}, "attributes": many})
 	s.waitIndexed()
 	// Searching by the plaintext id still works: the server computes the
 	// pseudonym.
 	hits := s.allEvents("actor=" + url.QueryEscape(actor))
-	if len(hits) != 1 {
-		t.Fatalf("search by actor found %d events; want 1", len(hits))
+	if len(hits) != 2 {
+		t.Fatalf("search by actor found %d events; want 2", len(hits))
 	}
 	stored := hits[0]["actor"].(map[string]any)
 	for _, k := range []string{"id", "ip", "user_agent", "session_id"} {
@@ -65,7 +74,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		}
 	}
 	s.stop()
-	for _, m := range []string{actor, ip, agent, session, secret} {
+	for _, m := range []string{actor, ip, agent, session, secret, email} {
 		if files := grepData(t, data, m); len(files) > 0 {
 			t.Errorf("%q is stored in the clear in %v", m, files)
 		}

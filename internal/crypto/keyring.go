@@ -105,7 +105,7 @@ type Keyring struct {
 	createMu sync.Mutex
 
 	subjectsMu  sync.Mutex
-	subjects    map[string]*Subject // tenant NUL subject → Subject
+	subjects    map[subjectKey]*Subject
 	subjectsGen uint64              // bumped by every erasure
 }
 

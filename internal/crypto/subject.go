@@ -119,12 +119,15 @@ func (k *Keyring) LookupSubject(ctx context.Context, tenant, subject string) (s 
 	return k.subject(ctx, tenant, subject, false)
 }
 
+// subjectKey names a Subject among those a Keyring keeps.
+type subjectKey struct{ tenant, subject string }
+
 // maxSubjects bounds the subjects a Keyring keeps in memory; beyond it the
 // cache starts again empty.
 const maxSubjects = 100_000
 
 func (k *Keyring) subject(ctx context.Context, tenant, subject string, create bool) (*Subject, bool, error) {
-	key := tenant + "\x00" + subject
+	key := subjectKey{tenant, subject}
 	k.subjectsMu.Lock()
 	s, ok := k.subjects[key]
 	gen := k.subjectsGen
@@ -141,7 +144,7 @@ func (k *Keyring) subject(ctx context.Context, tenant, subject string, create bo
 	// such a Subject is used once, never remembered.
 	if k.subjectsGen == gen {
 		if k.subjects == nil || len(k.subjects) >= maxSubjects {
-			k.subjects = map[string]*Subject{}
+			k.subjects = map[subjectKey]*Subject{}
 		}
 		k.subjects[key] = s
 	}
@@ -203,7 +206,7 @@ func (k *Keyring) macKey(ctx context.Context, scope string, create bool) ([]byte
 // flight forget what they found.
 func (k *Keyring) forgetSubject(tenant, subject string) {
 	k.subjectsMu.Lock()
-	delete(k.subjects, tenant+"\x00"+subject)
+	delete(k.subjects, subjectKey{tenant, subject})
 	k.subjectsGen++
 	k.subjectsMu.Unlock()
 }

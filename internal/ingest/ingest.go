@@ -241,13 +241,30 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Sub
 	if a := rec.Actor; a != nil && a.Type != "service" && a.Type != "system" {
 		a.ID, a.IP, a.UserAgent, a.SessionID = hide(a.ID), hide(a.IP), hide(a.UserAgent), hide(a.SessionID)
 	}
-	for _, k := range PersonalAttributes {
-		if v, ok := rec.Attributes[k].(string); ok {
-			rec.Attributes[k] = hide(v)
+	if len(rec.Attributes) < len(PersonalAttributes) {
+		for k, v := range rec.Attributes {
+			if v, ok := v.(string); ok && personal[k] {
+				rec.Attributes[k] = hide(v)
+			}
+		}
+	} else {
+		for _, k := range PersonalAttributes {
+			if v, ok := rec.Attributes[k].(string); ok {
+				rec.Attributes[k] = hide(v)
+			}
 		}
 	}
 	return s, nil
 }
+
+// personal is PersonalAttributes as a set.
+var personal = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range PersonalAttributes {
+		m[k] = true
+	}
+	return m
+}()
 
 // ServerTypes are the event types only the server itself records (as the
 // principal whose TokenID is SystemTokenID): a producer sending one could
