@@ -106,7 +106,7 @@ type Keyring struct {
 
 	subjectsMu  sync.Mutex
 	subjects    map[subjectKey]*Subject
-	subjectsGen uint64              // bumped by every erasure
+	subjectsGen uint64 // bumped by every erasure
 }
 
 type dataKey struct {

@@ -467,10 +467,10 @@ func (ix *Index) Cursor(ctx context.Context) (uint64, error) {
 
 // row is a record reduced to the index's columns.
 type row struct {
-	idx          int64
-	tenant, id   string
-	typ          string
-	time         int64
+	idx        int64
+	tenant, id string
+	typ        string
+	time       int64
 	// The optional columns; "" when absent (NULL in the table).
 	actorID      string
 	modelName    string
