@@ -31,7 +31,9 @@ func TestEventMatchesTheServer(t *testing.T) {
 func jsonTags(t reflect.Type) []string {
 	var tags []string
 	for i := range t.NumField() {
-		tags = append(tags, t.Field(i).Tag.Get("json"))
+		if t.Field(i).IsExported() { // JSON has only those
+			tags = append(tags, t.Field(i).Tag.Get("json"))
+		}
 	}
 	return tags
 }
