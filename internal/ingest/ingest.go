@@ -121,6 +121,11 @@ type Receipt struct {
 // *event.Error naming each invalid event, an *apierr.Error (403) for a tenant
 // p may not write, or the ledger's (ErrPushback, ErrClosed, …). Nothing is
 // stored unless the error is nil.
+//
+// The events' attribute maps become the stored records' (see
+// event.Normalize) and are changed in place: numbers made float64, legacy
+// names renamed, personal values pseudonymised. The caller must not change
+// them after Append, even when it fails, except to append them again.
 func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []event.Event) (Receipt, error) {
 	if pl.Admit != nil && p.TokenID != SystemTokenID {
 		if err := pl.Admit(ctx); err != nil {
