@@ -276,11 +276,14 @@ func TestDecodeDeepNestingIsCheap(t *testing.T) {
 			}
 		}
 	}
-	// The whole scan allocates next to nothing whatever the size of the body.
-	body := []byte(`{"type":"a","content":` + strings.Repeat("[", 10_000))
-	allocs := testing.AllocsPerRun(10, func() { Decode(body, jsonMT, Limits{}) })
-	if allocs > 50 {
-		t.Errorf("refusing a deep body took %v allocations", allocs)
+	// Refusing it allocates little, and no more for a deeper body: the
+	// decoders stop at a fixed depth.
+	allocs := func(levels int) float64 {
+		body := []byte(`{"type":"a","content":` + strings.Repeat("[", levels))
+		return testing.AllocsPerRun(5, func() { Decode(body, jsonMT, Limits{}) })
+	}
+	if a, b := allocs(20_000), allocs(1_000_000); a > 100 || b > a+5 {
+		t.Errorf("refusing a deep body took %v allocations, %v for one 50 times deeper", a, b)
 	}
 }
 
@@ -306,5 +309,34 @@ func TestProblemString(t *testing.T) {
 		"events[3].type: is required; events[4].type: is required; and 2 more"
 	if got := e.Error(); got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+// TestDepthLimitBothDecoders: at and around the nesting limit, in content
+// and in attribute values, the fast decoder (which checks only those
+// parts) refuses exactly what the precise one refuses.
+func TestDepthLimitBothDecoders(t *testing.T) {
+	lim := Limits{MaxDepth: 12}
+	for levels := 8; levels <= 14; levels++ {
+		nested := strings.Repeat(`{"k":`, levels) + "1" + strings.Repeat("}", levels)
+		arrays := strings.Repeat("[", levels) + strings.Repeat("]", levels)
+		for _, body := range []string{
+			`{"type":"a","content":` + nested + `}`,
+			`{"type":"a","content":` + arrays + `}`,
+			`{"type":"a","attributes":{"x":` + nested + `}}`,
+			`{"type":"a","attributes":{"s":"v","x":` + arrays + `}}`,
+		} {
+			_, fastErr := Decode([]byte(body), jsonMT, lim)
+			fastDecode = false
+			_, preciseErr := Decode([]byte(body), jsonMT, lim)
+			fastDecode = true
+			if (fastErr == nil) != (preciseErr == nil) {
+				t.Errorf("%d levels, %.40s…: fast decoder %v, precise %v", levels, body, fastErr, preciseErr)
+			}
+			deep := strings.Contains(fmt.Sprint(preciseErr), "nesting deeper")
+			if wantDeep := levels+1 > lim.MaxDepth && strings.Contains(body, "content") || levels+2 > lim.MaxDepth && strings.Contains(body, "attributes"); deep != wantDeep {
+				t.Errorf("%d levels, %.40s…: error %v; want a nesting error: %v", levels, body, preciseErr, wantDeep)
+			}
+		}
 	}
 }
