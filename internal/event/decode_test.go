@@ -276,13 +276,14 @@ func TestDecodeDeepNestingIsCheap(t *testing.T) {
 			}
 		}
 	}
-	// Refusing it allocates little, and no more for a deeper body: the
-	// decoders stop at a fixed depth.
+	// Refusing it allocates little, however deep the body: the decoders
+	// stop at a fixed depth. (About 70 allocations either way, a few more
+	// under the race detector, whose sync.Pool drops items at random.)
 	allocs := func(levels int) float64 {
 		body := []byte(`{"type":"a","content":` + strings.Repeat("[", levels))
 		return testing.AllocsPerRun(5, func() { Decode(body, jsonMT, Limits{}) })
 	}
-	if a, b := allocs(20_000), allocs(1_000_000); a > 100 || b > a+5 {
+	if a, b := allocs(20_000), allocs(1_000_000); a > 100 || b > 100 {
 		t.Errorf("refusing a deep body took %v allocations, %v for one 50 times deeper", a, b)
 	}
 }
