@@ -131,8 +131,9 @@ type Log interface {
 	ReadRecords(locs []ledger.Loc, keep func(record []byte) bool) ([][]byte, error)
 }
 
-// maxConns bounds the connections, so the page caches, of one Index: one
-// for Apply and the rest for concurrent queries.
+// maxConns bounds the pooled connections, so the page caches, of one
+// Index: those queries (and Reset and ScrubActor) use. Apply has its own
+// connection besides (sqlconn.go).
 const maxConns = 8
 
 // Index is the query index. It implements ledger.Handler for the follower
