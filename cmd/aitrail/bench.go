@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/aitrail/aitrail/client"
 	"github.com/google/uuid"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
 )
 
@@ -233,8 +234,11 @@ func (w *lagWatch) catchUp() (time.Duration, error) {
 	}
 }
 
-// lagMetric starts the line of /metrics that holds the lag.
-const lagMetric = `aitrail_follower_lag_records{follower="index"} `
+// lagMetric and lagFollower name the gauge in /metrics that holds the lag.
+const (
+	lagMetric   = "aitrail_follower_lag_records"
+	lagFollower = "index"
+)
 
 func (w *lagWatch) read() (int64, error) {
 	resp, err := w.c.Get(w.url)
@@ -242,17 +246,19 @@ func (w *lagWatch) read() (int64, error) {
 		return 0, fmt.Errorf("bench: reading the index lag: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("bench: reading the index lag: %s %v", resp.Status, err)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("bench: reading the index lag: %s", resp.Status)
 	}
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, lagMetric); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return 0, fmt.Errorf("bench: reading the index lag: %q", line)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("bench: reading the index lag: %w", err)
+	}
+	for _, m := range families[lagMetric].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "follower" && l.GetValue() == lagFollower {
+				return int64(m.GetGauge().GetValue()), nil
 			}
-			return int64(f), nil
 		}
 	}
 	return 0, errors.New("bench: the server's /metrics has no index lag (is it aitrail?)")

@@ -218,7 +218,8 @@ func (c *conn) prepareMaybe(sql string, keep bool) (*stmt, error) {
 // from 1), then run it with exec or read its rows with step and the column
 // methods; exec, and step at the end of the rows or on an error, reset it
 // for the next use, as reset does. An error binding is reported by exec or
-// step.
+// step. Bind every parameter again before each run: reset keeps SQLite's
+// bindings, but the buffer strings were bound from is reused.
 type stmt struct {
 	c *conn
 	p uintptr
