@@ -71,7 +71,7 @@ func Decode(body []byte, mediaType string, lim Limits) ([]Event, error) {
 	events := make([]Event, len(spans))
 	for i, sp := range spans {
 		raw := body[sp.start:sp.end]
-		if decodeFast(raw, &events[i]) == nil {
+		if decodeFast(raw, &events[i], lim.MaxDepth) == nil {
 			continue
 		}
 		events[i] = Event{}

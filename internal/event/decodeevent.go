@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	stdjson "encoding/json"
 	"errors"
-	"io"
 	"sync"
+	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -16,13 +16,11 @@ import (
 // precise decoder then says what is wrong.
 var errNotEvent = errors.New("not a well-formed event")
 
-// eventDecoder is a reusable token reader, with the short strings it has
-// made: events repeat their tenants, types, actors, models and attribute
-// names, and a string made once is shared.
+// eventDecoder reads events in place, with the short strings it has made:
+// events repeat their tenants, types, actors, models and attribute names,
+// and a string made once is shared.
 type eventDecoder struct {
-	d       jsontext.Decoder
-	in      bytes.Buffer // over the event being read
-	none    bytes.Buffer // always empty: what d reads between uses
+	jsonReader
 	strings *[internSlots]string
 }
 
@@ -71,50 +69,48 @@ func internHash(b []byte) uint64 {
 var eventDecoders = sync.Pool{New: func() any { return new(eventDecoder) }}
 
 // decodeEvent decodes one event object field by field, as
-// jsonv2.Unmarshal(raw, e, fastOptions) does but without reflection: member
-// names match exactly, unknown members, duplicate names, invalid UTF-8 and
-// trailing data are refused, null leaves a field unset, an empty object
-// still sets a pointer field, and attribute numbers stay json.Number.
-// FuzzDecodeEvent checks that the two agree.
-func decodeEvent(raw []byte, e *Event) error {
+// jsonv2.Unmarshal(raw, e, fastOptions) does but without reflection or a
+// token reader: member names match exactly, unknown members, duplicate
+// names, invalid UTF-8 and trailing data are refused, null leaves a field
+// unset, an empty object still sets a pointer field, and attribute numbers
+// stay json.Number. Containers may nest at most maxDepth levels, the event
+// itself being the first. FuzzDecodeEvent checks that the two agree.
+func decodeEvent(raw []byte, e *Event, maxDepth int) error {
 	ed := eventDecoders.Get().(*eventDecoder)
-	d := &ed.d
-	ed.in = *bytes.NewBuffer(raw)
-	d.Reset(&ed.in) // read in place, not copied
+	ed.jsonReader = jsonReader{data: raw, maxDepth: maxDepth}
 	defer func() {
-		d.Reset(&ed.none) // not to keep raw alive in the pool
-		ed.in = bytes.Buffer{}
+		ed.jsonReader = jsonReader{} // not to keep raw alive in the pool
 		eventDecoders.Put(ed)
 	}()
-	if d.PeekKind() == 'n' { // null sets nothing, as for any field
-		if _, err := d.ReadToken(); err != nil {
-			return err
-		}
-		if _, err := d.ReadToken(); err != io.EOF {
+	if ed.peek() == 'n' { // null sets nothing, as for any field
+		if !ed.literal("null") || !ed.atEnd() {
 			return errNotEvent
 		}
 		return nil
 	}
-	err := readObject(d, func(name []byte) error {
+	var seen uint32 // the members read, to refuse duplicates
+	err := ed.object(1, func(name []byte) error {
+		var bit uint32
+		var err error
 		switch string(name) {
 		case "id":
-			return ed.readUnique(&e.ID)
+			bit, err = 1<<0, ed.readUnique(&e.ID)
 		case "type":
-			return ed.readString(&e.Type)
+			bit, err = 1<<1, ed.readString(&e.Type)
 		case "time":
-			return ed.readUnique(&e.Time)
+			bit, err = 1<<2, ed.readUnique(&e.Time)
 		case "tenant":
-			return ed.readString(&e.Tenant)
+			bit, err = 1<<3, ed.readString(&e.Tenant)
 		case "action":
-			return ed.readString(&e.Action)
+			bit, err = 1<<4, ed.readString(&e.Action)
 		case "outcome":
-			return ed.readString(&e.Outcome)
+			bit, err = 1<<5, ed.readString(&e.Outcome)
 		case "trace_id":
-			return ed.readUnique(&e.TraceID)
+			bit, err = 1<<6, ed.readUnique(&e.TraceID)
 		case "span_id":
-			return ed.readUnique(&e.SpanID)
+			bit, err = 1<<7, ed.readUnique(&e.SpanID)
 		case "actor":
-			return readStruct(ed, &e.Actor, func(a *Actor, name []byte) *string {
+			bit, err = 1<<8, readStruct(ed, &e.Actor, func(a *Actor, name []byte) *string {
 				switch string(name) {
 				case "id":
 					return &a.ID
@@ -130,7 +126,7 @@ func decodeEvent(raw []byte, e *Event) error {
 				return nil
 			})
 		case "resource":
-			return readStruct(ed, &e.Resource, func(r *Resource, name []byte) *string {
+			bit, err = 1<<9, readStruct(ed, &e.Resource, func(r *Resource, name []byte) *string {
 				switch string(name) {
 				case "type":
 					return &r.Type
@@ -142,7 +138,7 @@ func decodeEvent(raw []byte, e *Event) error {
 				return nil
 			})
 		case "model":
-			return readStruct(ed, &e.Model, func(m *Model, name []byte) *string {
+			bit, err = 1<<10, readStruct(ed, &e.Model, func(m *Model, name []byte) *string {
 				switch string(name) {
 				case "provider":
 					return &m.Provider
@@ -156,7 +152,7 @@ func decodeEvent(raw []byte, e *Event) error {
 				return nil
 			})
 		case "dataset":
-			return readStruct(ed, &e.Dataset, func(s *Dataset, name []byte) *string {
+			bit, err = 1<<11, readStruct(ed, &e.Dataset, func(s *Dataset, name []byte) *string {
 				switch string(name) {
 				case "name":
 					return &s.Name
@@ -168,7 +164,7 @@ func decodeEvent(raw []byte, e *Event) error {
 				return nil
 			})
 		case "api":
-			return readStruct(ed, &e.API, func(a *API, name []byte) *string {
+			bit, err = 1<<12, readStruct(ed, &e.API, func(a *API, name []byte) *string {
 				switch string(name) {
 				case "name":
 					return &a.Name
@@ -178,7 +174,7 @@ func decodeEvent(raw []byte, e *Event) error {
 				return nil
 			})
 		case "prompt":
-			return readStruct(ed, &e.Prompt, func(p *Prompt, name []byte) *string {
+			bit, err = 1<<13, readStruct(ed, &e.Prompt, func(p *Prompt, name []byte) *string {
 				switch string(name) {
 				case "id":
 					return &p.ID
@@ -190,66 +186,27 @@ func decodeEvent(raw []byte, e *Event) error {
 				return nil
 			})
 		case "attributes":
-			return ed.readAttributes(&e.Attributes)
+			bit, err = 1<<14, ed.readAttributes(&e.Attributes)
 		case "content":
-			v, err := d.ReadValue()
-			if err != nil {
-				return err
-			}
-			if string(v) != "null" {
+			bit = 1 << 15
+			var v []byte
+			if v, err = ed.value(2); err == nil && string(v) != "null" {
 				e.Content = stdjson.RawMessage(bytes.Clone(v))
 				e.checked = e.Content
 			}
-			return nil
+		default:
+			return errNotEvent
 		}
-		return errNotEvent
-	})
-	if err != nil {
+		if seen&bit != 0 {
+			return errNotEvent
+		}
+		seen |= bit
 		return err
-	}
-	if _, err := d.ReadToken(); err != io.EOF {
-		return errNotEvent // trailing data
+	})
+	if err != nil || !ed.atEnd() {
+		return errNotEvent
 	}
 	return nil
-}
-
-// readObject reads an object, calling member for each name with the
-// decoder at its value; the name is valid only until member reads on. A
-// null is no object: it reports errNotEvent.
-func readObject(d *jsontext.Decoder, member func(name []byte) error) error {
-	if d.PeekKind() != '{' {
-		return errNotEvent
-	}
-	if _, err := d.ReadToken(); err != nil {
-		return err
-	}
-	for d.PeekKind() != '}' {
-		name, err := readName(d)
-		if err != nil {
-			return err
-		}
-		if err := member(name); err != nil {
-			return err
-		}
-	}
-	_, err := d.ReadToken()
-	return err
-}
-
-// readName reads an object member's name, unescaped. The decoder has
-// already refused duplicates.
-func readName(d *jsontext.Decoder) ([]byte, error) {
-	v, err := d.ReadValue()
-	if err != nil {
-		return nil, err
-	}
-	if len(v) < 2 || v[0] != '"' {
-		return nil, errNotEvent
-	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		return v[1 : len(v)-1], nil
-	}
-	return jsontext.AppendUnquote(nil, v)
 }
 
 // readString reads a string into s; null leaves s as it is.
@@ -260,23 +217,19 @@ func (ed *eventDecoder) readString(s *string) error { return ed.readText(s, true
 func (ed *eventDecoder) readUnique(s *string) error { return ed.readText(s, false) }
 
 func (ed *eventDecoder) readText(s *string, intern bool) error {
-	d := &ed.d
-	switch d.PeekKind() {
+	switch ed.peek() {
 	case 'n':
-		_, err := d.ReadToken()
-		return err
+		if !ed.literal("null") {
+			return errNotEvent
+		}
+		return nil
 	case '"':
 	default:
 		return errNotEvent
 	}
-	v, err := d.ReadValue()
-	if err != nil {
-		return err
-	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		v = v[1 : len(v)-1]
-	} else if v, err = jsontext.AppendUnquote(nil, v); err != nil {
-		return err
+	v, ok := ed.text()
+	if !ok {
+		return errNotEvent
 	}
 	if intern {
 		*s = ed.str(v)
@@ -289,17 +242,27 @@ func (ed *eventDecoder) readText(s *string, intern bool) error {
 // readStruct reads an object of string fields into a new T at *p; null
 // leaves *p nil. field returns the field a member name sets, or nil.
 func readStruct[T any](ed *eventDecoder, p **T, field func(v *T, name []byte) *string) error {
-	d := &ed.d
-	if d.PeekKind() == 'n' {
-		_, err := d.ReadToken()
-		return err
+	if ed.peek() == 'n' {
+		if !ed.literal("null") {
+			return errNotEvent
+		}
+		return nil
 	}
 	v := new(T)
-	if err := readObject(d, func(name []byte) error {
+	var seen [8]*string // no struct has more fields
+	n := 0
+	if err := ed.object(2, func(name []byte) error {
 		f := field(v, name)
 		if f == nil {
 			return errNotEvent
 		}
+		for _, g := range seen[:n] {
+			if g == f {
+				return errNotEvent // duplicate
+			}
+		}
+		seen[n] = f
+		n++
 		return ed.readString(f)
 	}); err != nil {
 		return err
@@ -312,42 +275,56 @@ func readStruct[T any](ed *eventDecoder, p **T, field func(v *T, name []byte) *s
 // json.Number, anything nested as encoding/json/v2 decodes it with
 // fastOptions (Normalize refuses it later); null leaves *m nil.
 func (ed *eventDecoder) readAttributes(m *map[string]any) error {
-	d := &ed.d
-	if d.PeekKind() == 'n' {
-		_, err := d.ReadToken()
-		return err
+	if ed.peek() == 'n' {
+		if !ed.literal("null") {
+			return errNotEvent
+		}
+		return nil
 	}
 	out := map[string]any{}
-	if err := readObject(d, func(name []byte) error {
+	if err := ed.object(2, func(name []byte) error {
 		key := ed.str(name) // name is valid only until the next read
+		if _, dup := out[key]; dup {
+			return errNotEvent
+		}
 		var v any
-		switch d.PeekKind() {
-		case '"':
+		switch c := ed.peek(); {
+		case c == '"':
 			var s string
 			if err := ed.readString(&s); err != nil {
 				return err
 			}
 			v = s
-		case '0':
-			raw, err := d.ReadValue()
-			if err != nil {
-				return err
+		case c == '-' || '0' <= c && c <= '9':
+			raw, ok := ed.number()
+			if !ok {
+				return errNotEvent
 			}
 			v = stdjson.Number(raw)
-		case 't', 'f':
-			tok, err := d.ReadToken()
+		case c == 't':
+			if !ed.literal("true") {
+				return errNotEvent
+			}
+			v = true
+		case c == 'f':
+			if !ed.literal("false") {
+				return errNotEvent
+			}
+			v = false
+		case c == 'n':
+			if !ed.literal("null") {
+				return errNotEvent
+			}
+		default:
+			raw, err := ed.value(3)
 			if err != nil {
 				return err
 			}
-			v = tok.Bool()
-		case 'n':
-			if _, err := d.ReadToken(); err != nil {
-				return err
+			var nested any // apart from v, which would then be allocated for every member
+			if err := jsonv2.Unmarshal(raw, &nested, fastOptions); err != nil {
+				return errNotEvent
 			}
-		default:
-			if err := jsonv2.UnmarshalDecode(d, &v, fastOptions); err != nil {
-				return err
-			}
+			v = nested
 		}
 		out[key] = v
 		return nil
@@ -356,4 +333,318 @@ func (ed *eventDecoder) readAttributes(m *map[string]any) error {
 	}
 	*m = out
 	return nil
+}
+
+// jsonReader reads JSON text in place. It takes what jsontext takes by
+// default (RFC 8259 syntax, valid UTF-8, escaped UTF-16 surrogates in
+// pairs, no duplicate member names within an object) and containers
+// nested at most maxDepth levels, and it only reports that something is
+// wrong: the precise decoder names the problem.
+type jsonReader struct {
+	data     []byte
+	pos      int // next byte to read
+	maxDepth int
+}
+
+// peek skips whitespace and returns the next byte, or 0 at the end.
+func (r *jsonReader) peek() byte {
+	for r.pos < len(r.data) {
+		switch c := r.data[r.pos]; c {
+		case ' ', '\t', '\n', '\r':
+			r.pos++
+		default:
+			return c
+		}
+	}
+	return 0
+}
+
+// atEnd reports whether only whitespace is left.
+func (r *jsonReader) atEnd() bool { return r.peek() == 0 && r.pos == len(r.data) }
+
+// literal reads lit (true, false or null) at r.pos.
+func (r *jsonReader) literal(lit string) bool {
+	if !bytes.HasPrefix(r.data[r.pos:], []byte(lit)) {
+		return false
+	}
+	r.pos += len(lit)
+	return true
+}
+
+// object reads an object at r.pos, at depth levels of nesting, calling
+// member for each name with the reader at the member's value; the name is
+// valid only until member reads on. The caller refuses duplicate names.
+func (r *jsonReader) object(depth int, member func(name []byte) error) error {
+	if depth > r.maxDepth || r.peek() != '{' {
+		return errNotEvent
+	}
+	r.pos++
+	if r.peek() == '}' {
+		r.pos++
+		return nil
+	}
+	for {
+		if r.peek() != '"' {
+			return errNotEvent
+		}
+		name, ok := r.text()
+		if !ok || r.peek() != ':' {
+			return errNotEvent
+		}
+		r.pos++
+		if err := member(name); err != nil {
+			return err
+		}
+		switch r.peek() {
+		case ',':
+			r.pos++
+		case '}':
+			r.pos++
+			return nil
+		default:
+			return errNotEvent
+		}
+	}
+}
+
+// text reads a string at r.pos (its opening quote) and returns its value:
+// the bytes between the quotes when it has no escapes, else a new slice.
+func (r *jsonReader) text() ([]byte, bool) {
+	raw, escaped, ok := r.rawString()
+	if !ok || !escaped {
+		return raw, ok
+	}
+	v, err := jsontext.AppendUnquote(nil, r.data[r.pos-len(raw)-2:r.pos])
+	return v, err == nil
+}
+
+// rawString reads a string at r.pos (its opening quote) and returns the
+// bytes between its quotes and whether they hold escapes.
+func (r *jsonReader) rawString() (raw []byte, escaped, ok bool) {
+	start := r.pos + 1
+	for i := start; i < len(r.data); {
+		i += plainBytes(r.data, i)
+		if i >= len(r.data) {
+			break
+		}
+		switch c := r.data[i]; {
+		case c == '"':
+			r.pos = i + 1
+			return r.data[start:i], escaped, true
+		case c == '\\':
+			n := escapeLen(r.data[i:])
+			if n == 0 {
+				return nil, false, false
+			}
+			escaped = true
+			i += n
+		case c < 0x20:
+			return nil, false, false
+		case c < utf8.RuneSelf:
+			i++
+		default:
+			rn, size := utf8.DecodeRune(r.data[i:])
+			if rn == utf8.RuneError && size == 1 {
+				return nil, false, false
+			}
+			i += size
+		}
+	}
+	return nil, false, false
+}
+
+// escapeLen returns the length of the escape sequence b starts with (at
+// its backslash), or 0 if it is not a valid one. Escaped UTF-16
+// surrogates must come in high-low pairs.
+func escapeLen(b []byte) int {
+	if len(b) < 2 {
+		return 0
+	}
+	switch b[1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2
+	case 'u':
+	default:
+		return 0
+	}
+	r, ok := hex4(b[2:])
+	switch {
+	case !ok:
+		return 0
+	case r < 0xd800 || r > 0xdfff:
+		return 6
+	case r >= 0xdc00:
+		return 0 // a low surrogate first
+	}
+	if len(b) >= 12 && b[6] == '\\' && b[7] == 'u' {
+		if lo, ok := hex4(b[8:]); ok && 0xdc00 <= lo && lo <= 0xdfff {
+			return 12
+		}
+	}
+	return 0
+}
+
+// hex4 decodes the four hexadecimal digits b starts with.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// number reads a number with the grammar of RFC 8259 at r.pos.
+func (r *jsonReader) number() ([]byte, bool) {
+	n, ok := scanNumber(r.data[r.pos:])
+	r.pos += n
+	return r.data[r.pos-n : r.pos], ok
+}
+
+// scanNumber reads the number b starts with, with the grammar of RFC 8259,
+// and returns its length; or, when b does not start with one, how far it
+// read before that was clear.
+func scanNumber(b []byte) (int, bool) {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case digits() == 0:
+		return i, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return i, false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return i, false
+		}
+	}
+	return i, true
+}
+
+// value reads any value at r.pos, whose containers start at depth levels
+// of nesting, and returns its text.
+func (r *jsonReader) value(depth int) ([]byte, error) {
+	c := r.peek()
+	start := r.pos
+	var ok bool
+	switch {
+	case c == '{':
+		ok = r.anyObject(depth)
+	case c == '[':
+		ok = r.anyArray(depth)
+	case c == '"':
+		_, _, ok = r.rawString()
+	case c == '-' || '0' <= c && c <= '9':
+		_, ok = r.number()
+	case c == 't':
+		ok = r.literal("true")
+	case c == 'f':
+		ok = r.literal("false")
+	case c == 'n':
+		ok = r.literal("null")
+	}
+	if !ok {
+		return nil, errNotEvent
+	}
+	return r.data[start:r.pos], nil
+}
+
+// maxSmallObject is how many member names anyObject compares one by one
+// before it keeps them in a set.
+const maxSmallObject = 16
+
+// anyObject reads an object of any members, refusing duplicate names.
+func (r *jsonReader) anyObject(depth int) bool {
+	var small [maxSmallObject][]byte
+	var names [][]byte
+	var set map[string]struct{}
+	err := r.object(depth, func(name []byte) error {
+		switch {
+		case set != nil:
+			if _, dup := set[string(name)]; dup {
+				return errNotEvent
+			}
+			set[string(name)] = struct{}{}
+		case len(names) < maxSmallObject:
+			for _, n := range names {
+				if bytes.Equal(n, name) {
+					return errNotEvent
+				}
+			}
+			if names == nil {
+				names = small[:0]
+			}
+			names = append(names, name) // name stays valid: it is in r.data or a new slice
+		default:
+			set = make(map[string]struct{}, 2*maxSmallObject)
+			for _, n := range names {
+				set[string(n)] = struct{}{}
+			}
+			if _, dup := set[string(name)]; dup {
+				return errNotEvent
+			}
+			set[string(name)] = struct{}{}
+		}
+		_, err := r.value(depth + 1)
+		return err
+	})
+	return err == nil
+}
+
+// anyArray reads an array of any values.
+func (r *jsonReader) anyArray(depth int) bool {
+	if depth > r.maxDepth {
+		return false
+	}
+	r.pos++ // '['
+	if r.peek() == ']' {
+		r.pos++
+		return true
+	}
+	for {
+		if _, err := r.value(depth + 1); err != nil {
+			return false
+		}
+		switch r.peek() {
+		case ',':
+			r.pos++
+		case ']':
+			r.pos++
+			return true
+		default:
+			return false
+		}
+	}
 }

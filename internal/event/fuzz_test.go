@@ -251,12 +251,17 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"type":"a","extra":1}`, `{"type":"a"} x`, `{"type":"a","actor":{"id":"u","nope":1}}`,
 		`{"type":"a","attributes":{"a":1,"a":2}}`, `{"type":"a","attributes":[]}`, "{\"type\":\"\xff\"}",
 		`{"type":"a","content":{"x":1,"x":2}}`, `{"type":null,"attributes":null}`, `{"type":"a","actor":"u"}`,
+		`{"actor":{"id":"a","id":"b"}}`, `{"content":[{"a":1,"b":2,"\u0061":3}]}`, `{"attributes":{"o":{"k":1,"k":2}}}`,
+		`{"content":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"k":1,"l":1,"m":1,"n":1,"o":1,"p":1,"q":1,"a":1}}`,
+		`{"content":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"k":1,"l":1,"m":1,"n":1,"o":1,"p":1,"q":1,"r":1}}`,
+		`{"content":"\ud83d\ude00 \u00e9\"\\\/\b\f\n\r\t"}`, `{"content":"\ude00"}`, `{"content":"\ud83d"}`, "{\"content\":\"\x7f\xed\xa0\x80\"}",
+		`{"content":[01]}`, `{"content":[-0.5e+3,1E2,-]}`, `{"content":[1.]}`, `{"content":[tru]}`, ` {"type":"a"} `,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var got, want Event
-		err := decodeEvent(raw, &got)
+		err := decodeEvent(raw, &got, 10000) // jsontext's nesting limit
 		uncheck(t, []Event{got})
 		got.checked = nil
 		wantErr := jsonv2.Unmarshal(raw, &want, fastOptions)

@@ -303,7 +303,7 @@ func (s *scanner) escape() error {
 	default:
 		return s.fail("invalid JSON: invalid escape sequence in string")
 	}
-	r, ok := s.hex4(s.pos + 2)
+	r, ok := hex4(s.data[s.pos+2:])
 	if !ok {
 		return s.fail("invalid JSON: \\u must be followed by 4 hexadecimal digits")
 	}
@@ -314,69 +314,19 @@ func (s *scanner) escape() error {
 	case r >= 0xdc00:
 		return s.fail("invalid JSON: unpaired UTF-16 surrogate \\u%04x in string", r)
 	}
-	if lo, ok := s.hex4(s.pos + 8); ok && s.data[s.pos+6] == '\\' && s.data[s.pos+7] == 'u' &&
-		0xdc00 <= lo && lo <= 0xdfff {
+	if escapeLen(s.data[s.pos:]) == 12 { // followed by a low surrogate
 		s.pos += 12
 		return nil
 	}
 	return s.fail("invalid JSON: unpaired UTF-16 surrogate \\u%04x in string", r)
 }
 
-// hex4 decodes the 4 hexadecimal digits at data[i:i+4].
-func (s *scanner) hex4(i int) (rune, bool) {
-	if i < 0 || i+4 > len(s.data) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range s.data[i : i+4] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c -= 'a' - 10
-		case 'A' <= c && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
-}
-
 // number scans a number with the grammar of RFC 8259.
 func (s *scanner) number() error {
-	digits := func() int {
-		n := 0
-		for s.pos < len(s.data) && '0' <= s.data[s.pos] && s.data[s.pos] <= '9' {
-			s.pos++
-			n++
-		}
-		return n
-	}
-	if s.data[s.pos] == '-' {
-		s.pos++
-	}
-	switch {
-	case s.pos < len(s.data) && s.data[s.pos] == '0':
-		s.pos++
-	case digits() == 0:
+	n, ok := scanNumber(s.data[s.pos:])
+	s.pos += n
+	if !ok {
 		return s.fail("invalid JSON: invalid number")
-	}
-	if s.pos < len(s.data) && s.data[s.pos] == '.' {
-		s.pos++
-		if digits() == 0 {
-			return s.fail("invalid JSON: invalid number")
-		}
-	}
-	if s.pos < len(s.data) && (s.data[s.pos] == 'e' || s.data[s.pos] == 'E') {
-		s.pos++
-		if s.pos < len(s.data) && (s.data[s.pos] == '+' || s.data[s.pos] == '-') {
-			s.pos++
-		}
-		if digits() == 0 {
-			return s.fail("invalid JSON: invalid number")
-		}
 	}
 	if s.pos < len(s.data) && '0' <= s.data[s.pos] && s.data[s.pos] <= '9' {
 		return s.fail("invalid JSON: numbers must not have leading zeros")

@@ -1,5 +1,7 @@
 package event
 
+import "encoding/binary"
+
 // Word-at-a-time scanning for the byte loops that run over every string of
 // every event. Each helper looks at eight bytes at once and only reports
 // where a closer look is needed; the callers keep their exact byte rules.
@@ -28,15 +30,46 @@ func hasByte(w uint64, c byte) bool { return hasLess(w^(swarOnes*uint64(c)), 1) 
 // bytes that need no escaping and are never control characters.
 func plainASCII(s string, i int) int {
 	start := i
+	for ; i+16 <= len(s); i += 16 {
+		if (notPlain(load64(s, i))|notPlain(load64(s, i+8)))&swarHigh != 0 {
+			break
+		}
+	}
 	for ; i+8 <= len(s); i += 8 {
-		// One test for the five conditions: a byte at or above 0x7f (w+1
-		// sets its high bit; a carry only comes out of 0xff, itself
-		// flagged), below 0x20, or equal to '"' or '\\'.
-		w := load64(s, i)
-		q, bs := w^(swarOnes*'"'), w^(swarOnes*'\\')
-		if ((w+swarOnes)|w|(w-swarOnes*0x20)&^w|(q-swarOnes)&^q|(bs-swarOnes)&^bs)&swarHigh != 0 {
+		if !plainWord(load64(s, i)) {
 			break
 		}
 	}
 	return i - start
+}
+
+// plainBytes is plainASCII for a byte slice.
+func plainBytes(b []byte, i int) int {
+	start := i
+	for ; i+16 <= len(b); i += 16 {
+		if (notPlain(binary.LittleEndian.Uint64(b[i:]))|notPlain(binary.LittleEndian.Uint64(b[i+8:])))&swarHigh != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(b); i += 8 {
+		if !plainWord(binary.LittleEndian.Uint64(b[i:])) {
+			break
+		}
+	}
+	return i - start
+}
+
+// plainWord reports whether the eight bytes of w are all printable ASCII
+// other than '"' and '\\'.
+func plainWord(w uint64) bool { return notPlain(w)&swarHigh == 0 }
+
+// notPlain sets the high bit of each byte of w (and perhaps of bytes after
+// it) that is not printable ASCII or is '"' or '\\'. One expression covers
+// the five conditions: a byte at or above 0x7f (w+1 sets its high bit; a
+// carry only comes out of 0xff, itself flagged), below 0x20, or equal to
+// '"' or '\\'. Two words' results can be or-ed and tested at once, which
+// lets the processor work on both together.
+func notPlain(w uint64) uint64 {
+	q, bs := w^(swarOnes*'"'), w^(swarOnes*'\\')
+	return (w + swarOnes) | w | (w-swarOnes*0x20)&^w | (q-swarOnes)&^q | (bs-swarOnes)&^bs
 }
