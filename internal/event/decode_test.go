@@ -341,3 +341,66 @@ func TestDepthLimitBothDecoders(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainAttributes: Decode notes the long attribute values that are
+// plain, and only those; Normalize and Canonical give the same record as
+// without the notes; a value with the same bytes in other memory is not
+// taken for a noted one.
+func TestPlainAttributes(t *testing.T) {
+	events, err := Decode([]byte(longAttributes), MediaTypeNDJSON, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &events[0]
+	for _, name := range []string{"plain", "plain2"} {
+		if !e.plain.has(e.Attributes[name].(string)) {
+			t.Errorf("attribute %q is not noted as plain", name)
+		}
+	}
+	for _, name := range []string{"del", "accent", "escaped", "tab", "quote", "plain3"} {
+		if e.plain.has(e.Attributes[name].(string)) {
+			t.Errorf("attribute %q is noted as plain", name)
+		}
+	}
+	if s := e.Attributes["plain"].(string); e.plain.has(strings.Clone(s)) {
+		t.Error("a copy of a noted string is taken for it")
+	}
+
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	delete(e.Attributes, "del") // a control character: Normalize refuses it
+	r, _, err := Normalize(e, now, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.plain != e.plain {
+		t.Error("the record does not keep the event's notes")
+	}
+	got, err := Canonical(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err = Decode([]byte(longAttributes), MediaTypeNDJSON, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	events[0].plain = plainTexts{}
+	delete(events[0].Attributes, "del")
+	r, _, err = Normalize(&events[0], now, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Canonical(&r)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("with notes:\n%s\nwithout:\n%s (%v)", got, want, err)
+	}
+
+	// A noted value is still held to the length limit.
+	long := `{"type":"a","attributes":{"s":"` + strings.Repeat("x", maxAttrValueBytes+1) + `"}}`
+	events, err = Decode([]byte(long), MediaTypeNDJSON, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Normalize(&events[0], now, DefaultLimits()); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("Normalize of a noted value over the limit: %v", err)
+	}
+}

@@ -186,7 +186,7 @@ func decodeEvent(raw []byte, e *Event, maxDepth int) error {
 				return nil
 			})
 		case "attributes":
-			bit, err = 1<<14, ed.readAttributes(&e.Attributes)
+			bit, err = 1<<14, ed.readAttributes(&e.Attributes, &e.plain)
 		case "content":
 			bit = 1 << 15
 			var v []byte
@@ -227,7 +227,7 @@ func (ed *eventDecoder) readText(s *string, intern bool) error {
 	default:
 		return errNotEvent
 	}
-	v, ok := ed.text()
+	v, _, ok := ed.text()
 	if !ok {
 		return errNotEvent
 	}
@@ -273,8 +273,9 @@ func readStruct[T any](ed *eventDecoder, p **T, field func(v *T, name []byte) *s
 
 // readAttributes reads the attributes object: scalars directly, numbers as
 // json.Number, anything nested as encoding/json/v2 decodes it with
-// fastOptions (Normalize refuses it later); null leaves *m nil.
-func (ed *eventDecoder) readAttributes(m *map[string]any) error {
+// fastOptions (Normalize refuses it later); null leaves *m nil. It notes
+// the long strings it finds plain in plain.
+func (ed *eventDecoder) readAttributes(m *map[string]any, plain *plainTexts) error {
 	if ed.peek() == 'n' {
 		if !ed.literal("null") {
 			return errNotEvent
@@ -290,9 +291,13 @@ func (ed *eventDecoder) readAttributes(m *map[string]any) error {
 		var v any
 		switch c := ed.peek(); {
 		case c == '"':
-			var s string
-			if err := ed.readString(&s); err != nil {
-				return err
+			text, isPlain, ok := ed.text()
+			if !ok {
+				return errNotEvent
+			}
+			s := ed.str(text)
+			if isPlain {
+				plain.note(s)
 			}
 			v = s
 		case c == '-' || '0' <= c && c <= '9':
@@ -387,7 +392,7 @@ func (r *jsonReader) object(depth int, member func(name []byte) error) error {
 		if r.peek() != '"' {
 			return errNotEvent
 		}
-		name, ok := r.text()
+		name, _, ok := r.text()
 		if !ok || r.peek() != ':' {
 			return errNotEvent
 		}
@@ -407,21 +412,24 @@ func (r *jsonReader) object(depth int, member func(name []byte) error) error {
 	}
 }
 
-// text reads a string at r.pos (its opening quote) and returns its value:
-// the bytes between the quotes when it has no escapes, else a new slice.
-func (r *jsonReader) text() ([]byte, bool) {
-	raw, escaped, ok := r.rawString()
+// text reads a string at r.pos (its opening quote) and returns its value
+// (the bytes between the quotes when it has no escapes, else a new slice)
+// and whether it is plain (see plainTexts).
+func (r *jsonReader) text() (v []byte, plain, ok bool) {
+	raw, escaped, plain, ok := r.rawString()
 	if !ok || !escaped {
-		return raw, ok
+		return raw, plain, ok
 	}
 	v, err := jsontext.AppendUnquote(nil, r.data[r.pos-len(raw)-2:r.pos])
-	return v, err == nil
+	return v, false, err == nil
 }
 
 // rawString reads a string at r.pos (its opening quote) and returns the
-// bytes between its quotes and whether they hold escapes.
-func (r *jsonReader) rawString() (raw []byte, escaped, ok bool) {
+// bytes between its quotes, whether they hold escapes, and whether they
+// are plain (see plainTexts).
+func (r *jsonReader) rawString() (raw []byte, escaped, plain, ok bool) {
 	start := r.pos + 1
+	plain = true
 	for i := start; i < len(r.data); {
 		i += plainBytes(r.data, i)
 		if i >= len(r.data) {
@@ -430,27 +438,29 @@ func (r *jsonReader) rawString() (raw []byte, escaped, ok bool) {
 		switch c := r.data[i]; {
 		case c == '"':
 			r.pos = i + 1
-			return r.data[start:i], escaped, true
+			return r.data[start:i], escaped, plain && !escaped, true
 		case c == '\\':
 			n := escapeLen(r.data[i:])
 			if n == 0 {
-				return nil, false, false
+				return nil, false, false, false
 			}
 			escaped = true
 			i += n
 		case c < 0x20:
-			return nil, false, false
+			return nil, false, false, false
 		case c < utf8.RuneSelf:
+			plain = plain && c != 0x7f
 			i++
 		default:
 			rn, size := utf8.DecodeRune(r.data[i:])
 			if rn == utf8.RuneError && size == 1 {
-				return nil, false, false
+				return nil, false, false, false
 			}
+			plain = false
 			i += size
 		}
 	}
-	return nil, false, false
+	return nil, false, false, false
 }
 
 // escapeLen returns the length of the escape sequence b starts with (at
@@ -565,7 +575,7 @@ func (r *jsonReader) value(depth int) ([]byte, error) {
 	case c == '[':
 		ok = r.anyArray(depth)
 	case c == '"':
-		_, _, ok = r.rawString()
+		_, _, _, ok = r.rawString()
 	case c == '-' || '0' <= c && c <= '9':
 		_, ok = r.number()
 	case c == 't':

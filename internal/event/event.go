@@ -93,6 +93,9 @@ type Event struct {
 	// jsontext's strict rules (one value, valid UTF-8, no duplicate names):
 	// Normalize does not check the same bytes again.
 	checked json.RawMessage
+	// plain holds long attribute values Decode found to be printable
+	// ASCII: Normalize does not look for control characters in them again.
+	plain plainTexts
 }
 
 // Record is what the ledger stores for an accepted event: the event with its
@@ -117,4 +120,9 @@ type Record struct {
 	Content    *ContentRef    `json:"content,omitempty"`
 	TraceID    string         `json:"trace_id,omitempty"`
 	SpanID     string         `json:"span_id,omitempty"`
+
+	// plain holds long attribute values known to be printable ASCII
+	// without '"' or '\\' (as Decode found them): Canonical writes them
+	// without looking for characters to escape.
+	plain plainTexts
 }

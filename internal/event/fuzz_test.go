@@ -3,17 +3,33 @@ package event
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 )
+
+// longAttributes is an event with long attribute values, plain and not
+// (see plainTexts).
+var longAttributes = `{"id":"e1","type":"a","attributes":{` +
+	`"plain":"` + strings.Repeat("abc ", 20) + `",` +
+	`"del":"` + strings.Repeat("abc ", 20) + "\x7f" + `",` +
+	`"accent":"` + strings.Repeat("abc ", 20) + "é" + `",` +
+	`"escaped":"` + strings.Repeat("abc ", 20) + `\u0041",` +
+	`"tab":"` + strings.Repeat("abc ", 20) + `\t",` +
+	`"quote":"` + strings.Repeat("abc ", 20) + `\"",` +
+	`"plain2":"` + strings.Repeat("def ", 20) + `",` +
+	`"plain3":"` + strings.Repeat("ghi ", 20) + `"}}`
 
 // FuzzDecode feeds arbitrary bodies to Decode. Nothing may panic; an
 // accepted body must be valid JSON; and every event that normalizes must
@@ -25,6 +41,7 @@ func FuzzDecode(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(golden, MediaTypeJSON)
+	f.Add([]byte(longAttributes), MediaTypeNDJSON)
 	now := time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC)
 	// Small limits so that the fuzzer reaches them.
 	lim := Limits{MaxContentBytes: 4096, MaxBatchEvents: 20, MaxDepth: 12}
@@ -113,6 +130,12 @@ func roundTrip(t *testing.T, r Record, content []byte) {
 	b, err := Canonical(&r)
 	if err != nil {
 		t.Fatalf("Canonical of a normalized record: %v", err)
+	}
+	// The strings noted as plain are written as they would be without.
+	hinted := r.plain
+	r.plain = plainTexts{}
+	if without, err := Canonical(&r); err != nil || string(without) != string(b) {
+		t.Fatalf("Canonical with plain strings noted (%q) gives\n%s\nwithout\n%s (%v)", hinted.s, b, without, err)
 	}
 	back, err := ParseRecord(b)
 	if err != nil {
@@ -256,6 +279,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"content":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"k":1,"l":1,"m":1,"n":1,"o":1,"p":1,"q":1,"r":1}}`,
 		`{"content":"\ud83d\ude00 \u00e9\"\\\/\b\f\n\r\t"}`, `{"content":"\ude00"}`, `{"content":"\ud83d"}`, "{\"content\":\"\x7f\xed\xa0\x80\"}",
 		`{"content":[01]}`, `{"content":[-0.5e+3,1E2,-]}`, `{"content":[1.]}`, `{"content":[tru]}`, ` {"type":"a"} `,
+		longAttributes,
 	} {
 		f.Add([]byte(s))
 	}
@@ -263,7 +287,7 @@ func FuzzDecodeEvent(f *testing.F) {
 		var got, want Event
 		err := decodeEvent(raw, &got, 10000) // jsontext's nesting limit
 		uncheck(t, []Event{got})
-		got.checked = nil
+		got.checked, got.plain = nil, plainTexts{}
 		wantErr := jsonv2.Unmarshal(raw, &want, fastOptions)
 		if wantErr == nil && string(want.Content) == "null" {
 			want.Content = nil
@@ -278,8 +302,9 @@ func FuzzDecodeEvent(f *testing.F) {
 }
 
 // uncheck fails t unless the content each event claims Decode checked is
-// its Content and passes jsontext's strict check, then clears the claims,
-// which the other decoders do not make.
+// its Content and passes jsontext's strict check, and every string it
+// notes as plain is one of its attribute values and plain; then it clears
+// the claims, which the other decoders do not make.
 func uncheck(t *testing.T, events []Event) {
 	t.Helper()
 	for i := range events {
@@ -287,6 +312,30 @@ func uncheck(t *testing.T, events []Event) {
 		if e.checked != nil && (!sameBytes(e.Content, e.checked) || !jsontext.Value(e.checked).IsValid()) {
 			t.Fatalf("event %d: content %q marked as checked, but not valid", i, e.Content)
 		}
-		e.checked = nil
+		for _, s := range e.plain.s {
+			if s == "" {
+				continue
+			}
+			if !isPlain(s) {
+				t.Fatalf("event %d: %q noted as plain", i, s)
+			}
+			if !slices.ContainsFunc(slices.Collect(maps.Values(e.Attributes)), func(v any) bool {
+				w, ok := v.(string)
+				return ok && unsafe.StringData(w) == unsafe.StringData(s)
+			}) {
+				t.Fatalf("event %d: %q noted as plain is not one of its attribute values", i, s)
+			}
+		}
+		e.checked, e.plain = nil, plainTexts{}
 	}
+}
+
+// isPlain reports whether s is printable ASCII without '"' or '\\'.
+func isPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }

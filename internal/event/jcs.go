@@ -44,7 +44,7 @@ func appendCanonical(b []byte, r *Record) ([]byte, error) {
 	}
 	if len(r.Attributes) > 0 {
 		o.key("attributes")
-		if o.b, err = appendAttributes(o.b, r.Attributes); err != nil {
+		if o.b, err = appendAttributes(o.b, r.Attributes, &r.plain); err != nil {
 			return nil, err
 		}
 	}
@@ -196,8 +196,9 @@ func appendTime(b []byte, t time.Time) ([]byte, error) {
 }
 
 // appendAttributes writes the attribute map with its keys in UTF-16
-// code-unit order.
-func appendAttributes(b []byte, attrs map[string]any) ([]byte, error) {
+// code-unit order. Strings plain notes are copied without a look for
+// characters to escape.
+func appendAttributes(b []byte, attrs map[string]any, plain *plainTexts) ([]byte, error) {
 	keys := make([]string, 0, len(attrs))
 	ascii := true
 	for k := range attrs {
@@ -225,7 +226,9 @@ func appendAttributes(b []byte, attrs map[string]any) ([]byte, error) {
 		b = append(b, ':')
 		switch v := attrs[k].(type) {
 		case string:
-			if b, ok = appendString(b, v); !ok {
+			if plain.has(v) {
+				b = append(append(append(b, '"'), v...), '"')
+			} else if b, ok = appendString(b, v); !ok {
 				return nil, fmt.Errorf("attribute %q is not valid UTF-8", k)
 			}
 		case bool:

@@ -231,7 +231,8 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 		}
 	}
 
-	r.Attributes = c.attributes(e.Attributes)
+	r.Attributes = c.attributes(e.Attributes, &e.plain)
+	r.plain = e.plain
 	content := c.content(e.Content, sameBytes(e.Content, e.checked), lim)
 	r.TraceID = c.hexID(".trace_id", e.TraceID, 32)
 	r.SpanID = c.hexID(".span_id", e.SpanID, 16)
@@ -478,8 +479,9 @@ func rfc3339Form(s string) (ok, lower bool) {
 // attributes checks the attributes and returns them with every number as
 // a float64 and legacy names renamed, or nil if there are none. It makes
 // those changes in place, in in, which the record then shares: a second
-// map for every event was a tenth of ingest's allocations.
-func (c *checker) attributes(in map[string]any) map[string]any {
+// map for every event was a tenth of ingest's allocations. Strings plain
+// notes are known to be valid and free of control characters.
+func (c *checker) attributes(in map[string]any, plain *plainTexts) map[string]any {
 	if len(in) == 0 {
 		return nil
 	}
@@ -490,7 +492,7 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 	legacy := false
 	for k, v := range in {
 		if attrKeyOK(k) {
-			if nv, msg := attributeValue(v); msg == "" {
+			if nv, msg := attributeValue(v, plain); msg == "" {
 				switch v.(type) {
 				case string, bool: // kept as they are
 				default:
@@ -503,7 +505,7 @@ func (c *checker) attributes(in map[string]any) map[string]any {
 		// Something is wrong: report every problem, in key order, so
 		// that they come in a stable order. Sorting only then spares
 		// valid attributes (nearly all) a sort.
-		return c.attributeProblems(in)
+		return c.attributeProblems(in, plain)
 	}
 	if legacy {
 		renameLegacy(in)
@@ -518,7 +520,7 @@ func attrKeyOK(k string) bool {
 
 // attributeProblems is attributes for a map with problems: it checks the
 // keys in order and reports each problem.
-func (c *checker) attributeProblems(in map[string]any) map[string]any {
+func (c *checker) attributeProblems(in map[string]any, plain *plainTexts) map[string]any {
 	out := make(map[string]any, len(in))
 	for _, k := range slices.Sorted(maps.Keys(in)) {
 		field := func() string { return ".attributes" + keySegment(k) }
@@ -530,7 +532,7 @@ func (c *checker) attributeProblems(in map[string]any) map[string]any {
 			c.add(field(), `key must match [A-Za-z0-9_.\-/:]+`)
 			continue
 		}
-		v, msg := attributeValue(in[k])
+		v, msg := attributeValue(in[k], plain)
 		if msg != "" {
 			c.add(field(), "%s", msg)
 			continue
@@ -543,17 +545,19 @@ func (c *checker) attributeProblems(in map[string]any) map[string]any {
 
 // attributeValue checks one attribute value and returns it as stored, or
 // says what is wrong with it. A value stored as it is is returned as the
-// same interface value, which saves boxing it again.
-func attributeValue(in any) (any, string) {
+// same interface value, which saves boxing it again. A string plain notes
+// is not scanned again.
+func attributeValue(in any, plain *plainTexts) (any, string) {
 	const kinds = "must be a string, number or boolean"
 	switch v := in.(type) {
 	case string:
+		known := plain.has(v)
 		switch {
-		case !utf8.ValidString(v):
+		case !known && !utf8.ValidString(v):
 			return nil, "must be valid UTF-8"
 		case len(v) > maxAttrValueBytes:
 			return nil, fmt.Sprintf("must be at most %d bytes", maxAttrValueBytes)
-		case hasControl(v, true):
+		case !known && hasControl(v, true):
 			return nil, "must not contain control characters other than tab, newline and carriage return"
 		}
 		return in, ""

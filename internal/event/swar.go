@@ -1,6 +1,9 @@
 package event
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"unsafe"
+)
 
 // Word-at-a-time scanning for the byte loops that run over every string of
 // every event. Each helper looks at eight bytes at once and only reports
@@ -72,4 +75,43 @@ func plainWord(w uint64) bool { return notPlain(w)&swarHigh == 0 }
 func notPlain(w uint64) uint64 {
 	q, bs := w^(swarOnes*'"'), w^(swarOnes*'\\')
 	return (w + swarOnes) | w | (w-swarOnes*0x20)&^w | (q-swarOnes)&^q | (bs-swarOnes)&^bs
+}
+
+// plainTexts notes up to two long strings known to be plain: printable
+// ASCII other than '"' and '\\' throughout (what plainASCII passes), so
+// valid UTF-8 without control characters and with nothing to escape. A
+// string is recognised by its memory, not by its bytes: a value replaced
+// after it was noted is never taken for it.
+type plainTexts struct {
+	s [2]string
+}
+
+// minPlainText is the shortest string worth noting: a shorter one costs
+// less to scan again than the lookups cost every string.
+const minPlainText = 64
+
+// note notes s, which the caller has found plain.
+func (p *plainTexts) note(s string) {
+	if len(s) < minPlainText {
+		return
+	}
+	for i := range p.s {
+		if p.s[i] == "" {
+			p.s[i] = s
+			return
+		}
+	}
+}
+
+// has reports whether s is a string noted as plain.
+func (p *plainTexts) has(s string) bool {
+	if len(s) < minPlainText {
+		return false
+	}
+	for _, t := range p.s {
+		if len(t) == len(s) && unsafe.StringData(t) == unsafe.StringData(s) {
+			return true
+		}
+	}
+	return false
 }
