@@ -1,9 +1,12 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -402,5 +405,41 @@ func TestPlainAttributes(t *testing.T) {
 	}
 	if _, _, err := Normalize(&events[0], now, DefaultLimits()); err == nil || !strings.Contains(err.Error(), "at most") {
 		t.Fatalf("Normalize of a noted value over the limit: %v", err)
+	}
+}
+
+// TestDecodeCopiesTheBody: the events Decode returns, and its errors, keep
+// nothing of the body's memory (the server reuses request buffers), on the
+// fast path and the precise one.
+func TestDecodeCopiesTheBody(t *testing.T) {
+	golden, err := os.ReadFile(filepath.Join("testdata", "golden", "event.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := `{"id":"n1","type":"a","attributes":{"o":{"k":[1,"a"]},"n":1.5,"s":"\u00e9t\u00e9"},"content":{"m":"hi"}}`
+	for _, tt := range []struct {
+		name, body, mediaType string
+	}{
+		{"golden", string(golden), MediaTypeJSON},
+		{"batch", `{"events":[` + string(bytes.TrimSpace(golden)) + `,` + nested + `]}`, MediaTypeJSON},
+		{"ndjson", longAttributes + "\n" + nested + "\n", MediaTypeNDJSON},
+		{"bad", longAttributes + "\n" + `{"id":"b","type":1,"attributes":{"k\u00e9y":"v"}}` + "\n", MediaTypeNDJSON},
+	} {
+		for _, fast := range []bool{true, false} {
+			body := []byte(tt.body)
+			fastDecode = fast
+			events, err := Decode(body, tt.mediaType, DefaultLimits())
+			want, wantErr := Decode([]byte(tt.body), tt.mediaType, DefaultLimits())
+			fastDecode = true
+			for i := range body {
+				body[i] = 'x'
+			}
+			uncheck(t, events)
+			uncheck(t, want)
+			if !reflect.DeepEqual(events, want) || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+				t.Errorf("%s (fast %v): after the body was overwritten, Decode's result is\n%#v, %v\nnot\n%#v, %v",
+					tt.name, fast, events, err, want, wantErr)
+			}
+		}
 	}
 }

@@ -33,6 +33,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	events, err := event.Decode(body, mt, s.Ingest.Limits)
+	httpbody.Release(body) // the events hold copies of what they need
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -5,7 +5,6 @@
 package httpbody
 
 import (
-	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/aitrail/aitrail/internal/apierr"
 )
@@ -50,12 +50,11 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string
 	}
 	// Size the buffer from Content-Length when it is honest and small
 	// enough, instead of growing it by doubling.
-	buf := bytes.NewBuffer(nil)
+	size := 0
 	if cl := r.ContentLength; cl > 0 && cl <= limit && r.Header.Get("Content-Encoding") == "" {
-		buf.Grow(int(cl) + 1)
+		size = int(cl) + 1 // room to see the end without growing
 	}
-	_, err = buf.ReadFrom(io.LimitReader(body, limit+1))
-	data := buf.Bytes()
+	data, err := readAll(io.LimitReader(body, limit+1), size)
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe) || int64(len(data)) > limit:
@@ -67,4 +66,47 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string
 		return nil, "", apierr.New(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
 	}
 	return data, mt, nil
+}
+
+// Request bodies up to maxPooled bytes are read into buffers kept for
+// reuse: under batched ingest a new buffer of 100 KiB for every request
+// was allocated and cleared for nothing.
+const maxPooled = 1 << 20
+
+var buffers sync.Pool // of *[]byte
+
+// readAll reads r to its end into a buffer of at least size bytes, from
+// the pool when one is there.
+func readAll(r io.Reader, size int) ([]byte, error) {
+	var b []byte
+	if p, ok := buffers.Get().(*[]byte); ok {
+		b = (*p)[:0]
+	}
+	if cap(b) < size {
+		b = make([]byte, 0, size)
+	}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+// Release gives back a body Read returned, once nothing refers to its
+// bytes any more; it must not be used after. Callers that keep parts of
+// the body, or do not know, simply do not call it.
+func Release(body []byte) {
+	if cap(body) == 0 || cap(body) > maxPooled {
+		return
+	}
+	body = body[:0]
+	buffers.Put(&body)
 }
