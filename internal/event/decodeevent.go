@@ -191,7 +191,7 @@ func decodeEvent(raw []byte, e *Event, maxDepth int) error {
 			bit = 1 << 15
 			var v []byte
 			if v, err = ed.value(2); err == nil && string(v) != "null" {
-				e.Content = stdjson.RawMessage(bytes.Clone(v))
+				e.Content = stdjson.RawMessage(v) // the caller keeps raw (see Decode)
 				e.checked = e.Content
 			}
 		default:

@@ -32,8 +32,9 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The events' content is the body's memory until Append has sealed it.
+	defer httpbody.Release(body)
 	events, err := event.Decode(body, mt, s.Ingest.Limits)
-	httpbody.Release(body) // the events hold copies of what they need
 	if err != nil {
 		s.writeError(w, r, err)
 		return
