@@ -3,7 +3,9 @@ package crypto_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aitrail/aitrail/internal/crypto"
@@ -88,4 +90,41 @@ func TestSubjectPseudonymsAndErasure(t *testing.T) {
 	if fresh.Pseudonym("alice") == p {
 		t.Error("after erasure the subject got its old pseudonym back")
 	}
+}
+
+// TestPseudonymsOfManyValues: a subject gives each value its own pseudonym,
+// the same every time, whatever came before it and from however many
+// goroutines, also for values beyond those it remembers.
+func TestPseudonymsOfManyValues(t *testing.T) {
+	ctx := context.Background()
+	kr := crypto.NewKeyring(newKEK(t, 1), new(cryptotest.MemKeyStore))
+	s, err := kr.Subject(ctx, "acme", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for i := range 40 {
+		v := fmt.Sprintf("value-%d", i)
+		want[v] = s.Pseudonym(v)
+	}
+	seen := map[string]bool{}
+	for _, p := range want {
+		if seen[p] {
+			t.Fatalf("two values share pseudonym %s", p)
+		}
+		seen[p] = true
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 400 {
+				v := fmt.Sprintf("value-%d", (i*(g+1))%40)
+				if p := s.Pseudonym(v); p != want[v] {
+					t.Errorf("pseudonym of %s: %s, then %s", v, want[v], p)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -19,8 +19,14 @@ import (
 // code CodeTooLarge saying that the metadata is too large for one record.
 // It returns another error only for a record Normalize would not produce,
 // such as one with a NaN attribute.
+//
+// The strings noted as plain (Record.NotePlain, and by Decode and
+// Normalize) are written without a look for characters to escape; the
+// notes are for one encoding, and Canonical clears them, so that the record
+// then equals the one its bytes decode to.
 func Canonical(r *Record) ([]byte, error) {
 	b, err := canonical(r)
+	r.plain = plainTexts{}
 	if err != nil {
 		return nil, err
 	}

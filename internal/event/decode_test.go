@@ -355,12 +355,12 @@ func TestPlainAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &events[0]
-	for _, name := range []string{"plain", "plain2"} {
+	for _, name := range []string{"plain", "plain2", "plain3", "plain4"} {
 		if !e.plain.has(e.Attributes[name].(string)) {
 			t.Errorf("attribute %q is not noted as plain", name)
 		}
 	}
-	for _, name := range []string{"del", "accent", "escaped", "tab", "quote", "plain3"} {
+	for _, name := range []string{"del", "accent", "escaped", "tab", "quote", "plain5"} { // plain5: no slot left
 		if e.plain.has(e.Attributes[name].(string)) {
 			t.Errorf("attribute %q is noted as plain", name)
 		}
@@ -381,6 +381,9 @@ func TestPlainAttributes(t *testing.T) {
 	got, err := Canonical(&r)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.plain != (plainTexts{}) {
+		t.Error("Canonical kept the notes")
 	}
 	events, err = Decode([]byte(longAttributes), MediaTypeNDJSON, DefaultLimits())
 	if err != nil {
@@ -448,5 +451,30 @@ func TestDecodeCopiesTheBody(t *testing.T) {
 					tt.name, fast, events, err, want, wantErr)
 			}
 		}
+	}
+}
+
+// TestNotePlain: strings a caller notes as plain are written as they would
+// be without the note, once; the notes are gone after Canonical.
+func TestNotePlain(t *testing.T) {
+	pseudonym := "hmac-sha256:" + strings.Repeat("0123456789abcdef", 4)
+	digest := "sha256:" + strings.Repeat("fedcba9876543210", 4)
+	r := Record{ID: "e1", Type: "ai.inference", Tenant: "acme", Time: time.Unix(1, 0).UTC(), ReceivedAt: time.Unix(2, 0).UTC(),
+		Actor: &Actor{ID: pseudonym, Type: "user"}, Content: &ContentRef{Digest: digest, KeyID: "dk-1", Size: 3}}
+	want, err := Canonical(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.NotePlain(pseudonym)
+	r.NotePlain(digest)
+	if !r.plain.has(pseudonym) || !r.plain.has(digest) {
+		t.Fatal("the notes were not taken")
+	}
+	got, err := Canonical(&r)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("with notes:\n%s\nwithout:\n%s (%v)", got, want, err)
+	}
+	if r.plain != (plainTexts{}) {
+		t.Error("Canonical kept the notes")
 	}
 }

@@ -126,3 +126,12 @@ type Record struct {
 	// without looking for characters to escape.
 	plain plainTexts
 }
+
+// NotePlain tells the next Canonical of r that s, a value r holds or is
+// about to hold, is printable ASCII without '"' or '\\' — as the pseudonyms
+// and digests ingest makes are — so that it is written without a look for
+// characters to escape. Only strings made so may be noted: a noted string is written
+// as it is. A string counts as noted by its memory, not by its bytes, and
+// short strings (under 64 bytes) are not noted, as scanning them costs
+// less than the lookups.
+func (r *Record) NotePlain(s string) { r.plain.note(s) }

@@ -29,7 +29,9 @@ var longAttributes = `{"id":"e1","type":"a","attributes":{` +
 	`"tab":"` + strings.Repeat("abc ", 20) + `\t",` +
 	`"quote":"` + strings.Repeat("abc ", 20) + `\"",` +
 	`"plain2":"` + strings.Repeat("def ", 20) + `",` +
-	`"plain3":"` + strings.Repeat("ghi ", 20) + `"}}`
+	`"plain3":"` + strings.Repeat("ghi ", 20) + `",` +
+	`"plain4":"` + strings.Repeat("jkl ", 20) + `",` +
+	`"plain5":"` + strings.Repeat("mno ", 20) + `"}}`
 
 // FuzzDecode feeds arbitrary bodies to Decode. Nothing may panic; an
 // accepted body must be valid JSON; and every event that normalizes must
@@ -127,13 +129,16 @@ func roundTrip(t *testing.T, r Record, content []byte) {
 		}
 		r.Content = &ContentRef{Digest: "sha256:00", KeyID: "k", Size: int64(len(content))}
 	}
+	hinted := r.plain
 	b, err := Canonical(&r)
 	if err != nil {
 		t.Fatalf("Canonical of a normalized record: %v", err)
 	}
-	// The strings noted as plain are written as they would be without.
-	hinted := r.plain
-	r.plain = plainTexts{}
+	// The strings noted as plain are written as they would be without
+	// (Canonical has cleared the notes).
+	if r.plain != (plainTexts{}) {
+		t.Fatalf("Canonical left the notes %q", r.plain.s)
+	}
 	if without, err := Canonical(&r); err != nil || string(without) != string(b) {
 		t.Fatalf("Canonical with plain strings noted (%q) gives\n%s\nwithout\n%s (%v)", hinted.s, b, without, err)
 	}

@@ -27,7 +27,7 @@ func appendCanonical(b []byte, r *Record) ([]byte, error) {
 	o.str("action", r.Action)
 	if r.Actor != nil {
 		o.key("actor")
-		a := objWriter{b: append(o.b, '{')}
+		a := objWriter{b: append(o.b, '{'), plain: &r.plain}
 		a.str("id", r.Actor.ID)
 		a.str("ip", r.Actor.IP)
 		a.str("session_id", r.Actor.SessionID)
@@ -50,7 +50,7 @@ func appendCanonical(b []byte, r *Record) ([]byte, error) {
 	}
 	if r.Content != nil {
 		o.key("content")
-		a := objWriter{b: append(o.b, '{')}
+		a := objWriter{b: append(o.b, '{'), plain: &r.plain}
 		a.strAlways("digest", r.Content.Digest)
 		a.strAlways("key_id", r.Content.KeyID)
 		a.key("size")
@@ -112,9 +112,10 @@ func appendCanonical(b []byte, r *Record) ([]byte, error) {
 
 // objWriter writes the members of one JSON object.
 type objWriter struct {
-	b   []byte
-	n   int
-	bad bool
+	b     []byte
+	n     int
+	bad   bool
+	plain *plainTexts // strings known to need no escaping, or nil
 }
 
 func (o *objWriter) key(k string) {
@@ -136,6 +137,10 @@ func (o *objWriter) str(k, v string) {
 
 func (o *objWriter) strAlways(k, v string) {
 	o.key(k)
+	if o.plain.has(v) {
+		o.b = append(append(append(o.b, '"'), v...), '"')
+		return
+	}
 	var ok bool
 	o.b, ok = appendString(o.b, v)
 	o.bad = o.bad || !ok
@@ -151,9 +156,11 @@ func appendString(b []byte, s string) ([]byte, bool) {
 	start := 0
 	ascii := true // every byte looked at one by one was below 0x80
 	for i := 0; i < len(s); i++ {
-		if n := plainASCII(s, i); n > 0 {
-			i += n - 1
-			continue
+		if len(s)-i >= 8 {
+			if n := plainASCII(s, i); n > 0 {
+				i += n - 1
+				continue
+			}
 		}
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' {

@@ -325,9 +325,11 @@ func hasSpaceOrControl(s string) bool {
 // return when allowWhitespace. It walks bytes: text is nearly always ASCII.
 func hasControl(s string, allowWhitespace bool) bool {
 	for i := 0; i < len(s); i++ {
-		if n := plainASCII(s, i); n > 0 {
-			i += n - 1
-			continue
+		if len(s)-i >= 8 {
+			if n := plainASCII(s, i); n > 0 {
+				i += n - 1
+				continue
+			}
 		}
 		b := s[i]
 		switch {

@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"unsafe"
 )
 
@@ -28,9 +29,12 @@ func hasLess(w, n uint64) bool { return (w-swarOnes*n)&^w&swarHigh != 0 }
 // hasByte reports whether a byte of w equals c.
 func hasByte(w uint64, c byte) bool { return hasLess(w^(swarOnes*uint64(c)), 1) }
 
-// plainASCII returns the length of the longest prefix of s[i:], rounded down
-// to whole words, made only of printable ASCII other than '"' and '\\':
-// bytes that need no escaping and are never control characters.
+// plainASCII returns the length of the longest prefix of s[i:] made only of
+// printable ASCII other than '"' and '\\' (bytes that need no escaping and
+// are never control characters), looking at whole words only: the last
+// bytes of s, fewer than eight, are left for the caller to look at, so that
+// s[i+n], if n is the result and i+n+8 ≤ len(s), is the first byte that is
+// not plain.
 func plainASCII(s string, i int) int {
 	start := i
 	for ; i+16 <= len(s); i += 16 {
@@ -39,8 +43,8 @@ func plainASCII(s string, i int) int {
 		}
 	}
 	for ; i+8 <= len(s); i += 8 {
-		if !plainWord(load64(s, i)) {
-			break
+		if m := notPlain(load64(s, i)) & swarHigh; m != 0 {
+			return i - start + firstFlagged(m)
 		}
 	}
 	return i - start
@@ -55,12 +59,18 @@ func plainBytes(b []byte, i int) int {
 		}
 	}
 	for ; i+8 <= len(b); i += 8 {
-		if !plainWord(binary.LittleEndian.Uint64(b[i:])) {
-			break
+		if m := notPlain(binary.LittleEndian.Uint64(b[i:])) & swarHigh; m != 0 {
+			return i - start + firstFlagged(m)
 		}
 	}
 	return i - start
 }
+
+// firstFlagged returns the index of the lowest byte whose high bit m sets.
+// The tests notPlain combines flag every byte they should, and may flag
+// bytes above one they rightly flag (a borrow or carry moves up), but
+// never below: the lowest flag is exact.
+func firstFlagged(m uint64) int { return bits.TrailingZeros64(m) / 8 }
 
 // plainWord reports whether the eight bytes of w are all printable ASCII
 // other than '"' and '\\'.
@@ -77,13 +87,13 @@ func notPlain(w uint64) uint64 {
 	return (w + swarOnes) | w | (w-swarOnes*0x20)&^w | (q-swarOnes)&^q | (bs-swarOnes)&^bs
 }
 
-// plainTexts notes up to two long strings known to be plain: printable
+// plainTexts notes up to four long strings known to be plain: printable
 // ASCII other than '"' and '\\' throughout (what plainASCII passes), so
 // valid UTF-8 without control characters and with nothing to escape. A
 // string is recognised by its memory, not by its bytes: a value replaced
 // after it was noted is never taken for it.
 type plainTexts struct {
-	s [2]string
+	s [4]string
 }
 
 // minPlainText is the shortest string worth noting: a shorter one costs
@@ -103,9 +113,9 @@ func (p *plainTexts) note(s string) {
 	}
 }
 
-// has reports whether s is a string noted as plain.
+// has reports whether s is a string noted as plain; a nil p notes none.
 func (p *plainTexts) has(s string) bool {
-	if len(s) < minPlainText {
+	if p == nil || len(s) < minPlainText {
 		return false
 	}
 	for _, t := range p.s {

@@ -13,6 +13,22 @@ func FuzzScanners(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		// The plain prefix is exact, up to the last bytes it leaves.
+		isPlainByte := func(c byte) bool { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' }
+		for i := range min(len(s), 9) {
+			n, nb := plainASCII(s, i), plainBytes([]byte(s), i)
+			if n != nb {
+				t.Fatalf("plainASCII(%q, %d) = %d, plainBytes %d", s, i, n, nb)
+			}
+			for j := i; j < i+n; j++ {
+				if !isPlainByte(s[j]) {
+					t.Fatalf("plainASCII(%q, %d) = %d passes %q", s, i, n, s[j])
+				}
+			}
+			if i+n+8 <= len(s) && isPlainByte(s[i+n]) {
+				t.Fatalf("plainASCII(%q, %d) = %d stops before plain %q", s, i, n, s[i+n])
+			}
+		}
 		if !utf8.ValidString(s) {
 			return
 		}

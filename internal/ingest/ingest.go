@@ -185,6 +185,7 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 				return Receipt{}, fmt.Errorf("couldn't encrypt content: %w", err)
 			}
 			rec.Content = &event.ContentRef{Digest: crypto.Digest(blob), KeyID: keyID, Size: int64(len(contents[i]))}
+			rec.NotePlain(rec.Content.Digest) // "sha256:" and hex digits
 		}
 		data, err := event.Canonical(rec)
 		var ee *event.Error
@@ -241,7 +242,9 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Sub
 		if v == "" || strings.HasPrefix(v, crypto.PseudonymPrefix) {
 			return v
 		}
-		return s.Pseudonym(v)
+		p := s.Pseudonym(v) // its prefix and hex digits: nothing to escape
+		rec.NotePlain(p)
+		return p
 	}
 	if a := rec.Actor; a != nil && a.Type != "service" && a.Type != "system" {
 		a.ID, a.IP, a.UserAgent, a.SessionID = hide(a.ID), hide(a.IP), hide(a.UserAgent), hide(a.SessionID)
