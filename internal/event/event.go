@@ -121,17 +121,18 @@ type Record struct {
 	TraceID    string         `json:"trace_id,omitempty"`
 	SpanID     string         `json:"span_id,omitempty"`
 
-	// plain holds long attribute values known to be printable ASCII
-	// without '"' or '\\' (as Decode found them): Canonical writes them
-	// without looking for characters to escape.
+	// plain holds long strings of the record known to be printable ASCII
+	// without '"' or '\\' (attribute values as Decode found them, and what
+	// NotePlain was given): Canonical writes them without looking for
+	// characters to escape.
 	plain plainTexts
 }
 
 // NotePlain tells the next Canonical of r that s, a value r holds or is
-// about to hold, is printable ASCII without '"' or '\\' — as the pseudonyms
-// and digests ingest makes are — so that it is written without a look for
-// characters to escape. Only strings made so may be noted: a noted string is written
-// as it is. A string counts as noted by its memory, not by its bytes, and
-// short strings (under 64 bytes) are not noted, as scanning them costs
-// less than the lookups.
+// about to hold, is printable ASCII without '"' or '\\' (as the pseudonyms
+// and digests ingest makes are), so that it is written without a look for
+// characters to escape. Only strings made so may be noted: a noted string
+// is written as it is. A string counts as noted by its memory, not by its
+// bytes; short strings (under 64 bytes) are not noted, as scanning them
+// costs less than the lookups, and at most four are.
 func (r *Record) NotePlain(s string) { r.plain.note(s) }

@@ -23,12 +23,6 @@ func load64(s string, i int) uint64 {
 		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
 }
 
-// hasLess reports whether a byte of w is below n (n ≤ 128).
-func hasLess(w, n uint64) bool { return (w-swarOnes*n)&^w&swarHigh != 0 }
-
-// hasByte reports whether a byte of w equals c.
-func hasByte(w uint64, c byte) bool { return hasLess(w^(swarOnes*uint64(c)), 1) }
-
 // plainASCII returns the length of the longest prefix of s[i:] made only of
 // printable ASCII other than '"' and '\\' (bytes that need no escaping and
 // are never control characters), looking at whole words only: the last
@@ -71,10 +65,6 @@ func plainBytes(b []byte, i int) int {
 // bytes above one they rightly flag (a borrow or carry moves up), but
 // never below: the lowest flag is exact.
 func firstFlagged(m uint64) int { return bits.TrailingZeros64(m) / 8 }
-
-// plainWord reports whether the eight bytes of w are all printable ASCII
-// other than '"' and '\\'.
-func plainWord(w uint64) bool { return notPlain(w)&swarHigh == 0 }
 
 // notPlain sets the high bit of each byte of w (and perhaps of bytes after
 // it) that is not printable ASCII or is '"' or '\\'. One expression covers
