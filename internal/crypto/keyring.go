@@ -104,7 +104,7 @@ type Keyring struct {
 	// Seals of a scope make exactly one key.
 	createMu sync.Mutex
 
-	subjectsMu  sync.Mutex
+	subjectsMu  sync.RWMutex // read for every event with a subject
 	subjects    map[subjectKey]*Subject
 	subjectsGen uint64 // bumped by every erasure
 }

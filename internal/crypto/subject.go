@@ -140,10 +140,10 @@ const maxSubjects = 100_000
 
 func (k *Keyring) subject(ctx context.Context, tenant, subject string, create bool) (*Subject, bool, error) {
 	key := subjectKey{tenant, subject}
-	k.subjectsMu.Lock()
+	k.subjectsMu.RLock()
 	s, ok := k.subjects[key]
 	gen := k.subjectsGen
-	k.subjectsMu.Unlock()
+	k.subjectsMu.RUnlock()
 	if ok {
 		return s, true, nil
 	}
