@@ -23,7 +23,8 @@ func TestKeyFilter(t *testing.T) {
 		}
 	}
 	t.Logf("false positives: %d in 100,000", fp)
-	if rate := float64(fp) / 100_000; rate > 0.005 {
-		t.Fatalf("false-positive rate %.4f over three filters, want about 0.002", rate)
+	// Each new key that may have been seen costs an index query.
+	if rate := float64(fp) / 100_000; rate > 0.0005 {
+		t.Fatalf("false-positive rate %.5f over three filters, want about 0.00005", rate)
 	}
 }
