@@ -226,7 +226,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	rp := &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, ctx, rest) },
+		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, ctx, rest, body) },
 		Transport:      h.Transport,
 		ModifyResponse: func(resp *http.Response) error { return h.capture(resp, c) },
 		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { h.failed(w, r, c, err) },
@@ -255,10 +255,19 @@ func (p *bufferPool) Put(b []byte) {
 }
 
 // rewrite prepares the upstream request: the provider's URL, the provider
-// key instead of the caller's token, and none of aitrail's own headers.
-// The reverse proxy has already removed hop-by-hop and forwarding headers.
-func (h *handler) rewrite(pr *httputil.ProxyRequest, ctx context.Context, rest string) {
+// key instead of the caller's token, none of aitrail's own headers, and
+// body, the request body read whole. The reverse proxy has already removed
+// hop-by-hop and forwarding headers.
+func (h *handler) rewrite(pr *httputil.ProxyRequest, ctx context.Context, rest string, body []byte) {
 	out := pr.Out.WithContext(ctx)
+	if len(body) > 0 {
+		// The reverse proxy wraps the body in a reader the transport
+		// cannot see into, and the transport then sends the headers on
+		// their own ahead of it: two writes and two packets per call. A
+		// reader of the body in memory goes out with the headers.
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
 	u := *h.Upstream
 	u.Path = strings.TrimSuffix(u.Path, "/") + rest
 	u.RawPath = ""

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +56,13 @@ const rootToken = "proxy-test-root-token"
 // of led.
 func newServer(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream) *httptest.Server {
 	t.Helper()
+	return newServerVia(t, led, up, nil)
+}
+
+// newServerVia is newServer with the proxies calling upstream through
+// transport (the default if nil).
+func newServerVia(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream, transport http.RoundTripper) *httptest.Server {
+	t.Helper()
 	kek, err := crypto.NewLocalKEK("", bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatal(err)
@@ -65,8 +74,10 @@ func newServer(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream) *http
 	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{})}
 	api := &httpapi.Server{Ingest: pipeline, Auth: auth, MaxBodyBytes: 1 << 20}
 	upstream, _ := url.Parse(up.URL)
-	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError}
-	c.Upstream = upstream.JoinPath("v1")
+	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError, Transport: transport}
+	// Not JoinPath, whose result has a relative path ("v1") when the URL
+	// has none: the path of a configured upstream starts with a slash.
+	c.Upstream = &url.URL{Scheme: upstream.Scheme, Host: upstream.Host, Path: "/v1"}
 	if api.OpenAI, err = proxy.OpenAI(c); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +150,52 @@ func TestRecordsBothEvents(t *testing.T) {
 		out.Outcome != "success" || out.Attributes["gen_ai.usage.output_tokens"] != 4.0 || req.Tenant != "default" {
 		t.Fatalf("request %+v\noutcome %+v", req, out)
 	}
+}
+
+// TestForwardsInOneWrite checks that a call goes to the provider in one
+// write, its headers and body together, and whole. (The reverse proxy
+// wraps the body in a reader the transport cannot see into, and the
+// transport then sent the headers ahead, in a packet of their own.)
+func TestForwardsInOneWrite(t *testing.T) {
+	up := fakeprovider.New()
+	defer up.Close()
+	var writes atomic.Int64
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: c, writes: &writes}, nil
+	}
+	srv := newServerVia(t, &fakeLedger{}, up, tr)
+	for i, body := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 300) + `"}]}`,
+	} {
+		before := writes.Load()
+		resp := post(t, srv.URL+"/openai/v1/chat/completions", body)
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 {
+			t.Fatalf("call %d: %d %s", i, resp.StatusCode, b)
+		}
+		if n := writes.Load() - before; n != 1 {
+			t.Errorf("call %d went upstream in %d writes, want 1", i, n)
+		}
+		if reqs := up.Requests(); string(reqs[len(reqs)-1].Body) != body {
+			t.Errorf("call %d: the provider got %q, want %q", i, reqs[len(reqs)-1].Body, body)
+		}
+	}
+}
+
+// countingConn counts the writes to a connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
 }
 
 // TestUpstreamUnreachable checks that a provider that cannot be reached
