@@ -224,7 +224,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (as it does when the caller goes away mid-stream).
 	defer h.recordOutcome(r, c)
 
-	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	rp := &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, ctx, rest, body) },
 		Transport:      h.Transport,
@@ -260,11 +259,13 @@ func (p *bufferPool) Put(b []byte) {
 // hop-by-hop and forwarding headers.
 func (h *handler) rewrite(pr *httputil.ProxyRequest, ctx context.Context, rest string, body []byte) {
 	out := pr.Out.WithContext(ctx)
+	// The body goes upstream from memory, as it was read and recorded (the
+	// caller's has been read to its end). The reverse proxy would wrap a
+	// body in a reader the transport cannot see into, and the transport
+	// then sends the headers on their own ahead of it: two writes and two
+	// packets per call. A reader of the bytes goes out with the headers.
+	out.Body, out.ContentLength, out.GetBody = nil, 0, nil
 	if len(body) > 0 {
-		// The reverse proxy wraps the body in a reader the transport
-		// cannot see into, and the transport then sends the headers on
-		// their own ahead of it: two writes and two packets per call. A
-		// reader of the body in memory goes out with the headers.
 		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
