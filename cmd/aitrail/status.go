@@ -43,11 +43,12 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "complete segments: %d, read-only %d, immutable %d\n", rep.CompleteSegments, rep.ReadOnlySegments, rep.ImmutableSegments)
 	fmt.Fprintf(stdout, "active segment:    %s, append-only %s\n", rep.ActiveSegment, yesNo(rep.ActiveAppendOnly))
-	fmt.Fprintf(stdout, "durable full tiles: %d, read-only %d, immutable %d\n", rep.DurableTiles, rep.ReadOnlyTiles, rep.ImmutableTiles)
+	fmt.Fprintf(stdout, "complete tile packs: %d, read-only %d, immutable %d\n", rep.CompletePacks, rep.ReadOnlyPacks, rep.ImmutablePacks)
+	fmt.Fprintf(stdout, "open tile packs:     %d, append-only %d\n", rep.OpenPacks, rep.AppendOnlyPacks)
 	switch {
-	case rep.ReadOnlySegments < rep.CompleteSegments || rep.ReadOnlyTiles < rep.DurableTiles:
+	case rep.ReadOnlySegments < rep.CompleteSegments || rep.ReadOnlyPacks < rep.CompletePacks:
 		fmt.Fprintln(stdout, "sealing: INCOMPLETE — some complete files are writable (ledger.seal off, or the server has not run since they were completed)")
-	case rep.ImmutableSegments == rep.CompleteSegments && rep.ImmutableTiles == rep.DurableTiles:
+	case rep.ImmutableSegments == rep.CompleteSegments && rep.ImmutablePacks == rep.CompletePacks:
 		fmt.Fprintln(stdout, "sealing: immutable — complete files are read-only and carry the immutable attribute")
 	default:
 		fmt.Fprintln(stdout, "sealing: read-only — complete files are read-only; not all carry the immutable attribute (see the server's log or `aitrail status --url` for why)")

@@ -86,7 +86,7 @@ func TestVerifyReportsEveryChangedByte(t *testing.T) {
 
 func TestVerifyReportsChangedFullTiles(t *testing.T) {
 	data := buildLog(t, 260)
-	full := filepath.Join(data, "log", "tile", "0", "000")
+	full := filepath.Join(data, "log", "tile", "0", "pack", "00000000")
 	if _, err := os.Stat(full); err != nil {
 		t.Fatal(err)
 	}

@@ -254,10 +254,11 @@ type Ledger struct {
 	wbuf       []byte
 	failedErr  atomic.Value // the storage failure that stopped appends
 	madeDirs   map[string]bool
+	packs      map[int]*openPack // by level; owned by the tile writer once open
 
 	seal   *sealer
 	sealMu sync.Mutex
-	toSeal []tileFile // full tiles to seal once durable
+	toSeal []tileFile // complete tile packs to seal once durable
 
 	cacheMu   sync.Mutex
 	tileCache map[merkle.TileID][]byte
@@ -276,7 +277,7 @@ type Ledger struct {
 
 type tileFile struct {
 	path string
-	end  uint64 // the tree size from which the tile is complete
+	end  uint64 // the tree size from which the pack is complete
 }
 
 type bundleLoc struct {
@@ -346,6 +347,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		recent:   map[keyHash]uint64{},
 		seen:     newKeyFilter(0),
 		madeDirs: map[string]bool{},
+		packs:    map[int]*openPack{},
 		seal:     newSealer(opts.Seal, opts.Preallocate < 0),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -559,6 +561,7 @@ func (l *Ledger) closeFiles() {
 	if l.active != nil {
 		l.active.Close()
 	}
+	l.closePacks()
 	l.mu.Lock()
 	for _, s := range l.segs {
 		s.f.Close()
@@ -946,37 +949,13 @@ func (l *Ledger) appendFlag() int {
 	return os.O_APPEND
 }
 
-// tilePath is where a tile lives on disk.
+// tilePath is where a partial tile lives on disk (full tiles are in packs).
 func (l *Ledger) tilePath(id merkle.TileID) string {
 	return filepath.Join(l.dir, filepath.FromSlash(id.Path()))
 }
 
-// writeTile writes a full tile lazily: without fsync, which the sync loop
-// does in bulk. After a crash, tiles past the durable watermark are rebuilt.
-// Once the ledger is open, only the tile writer calls it.
-func (l *Ledger) writeTile(t merkle.Tile) error {
-	path := l.tilePath(t.ID)
-	dir := filepath.Dir(path)
-	if !l.madeDirs[dir] {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
-		}
-		l.madeDirs[dir] = true
-	}
-	if err := writeFileAtomic(path, t.Data, 0o600, false); err != nil {
-		return err
-	}
-	l.unsynced.Add(1)
-	if l.opts.Seal != SealOff {
-		l.sealMu.Lock()
-		l.toSeal = append(l.toSeal, tileFile{path, uint64(tileRecord(t.ID, merkle.TileWidth))})
-		l.sealMu.Unlock()
-	}
-	return nil
-}
-
-// sealDurableTiles seals the full tiles that the durable watermark, now
-// size, covers: recovery never rewrites those.
+// sealDurableTiles seals the complete tile packs that the durable
+// watermark, now size, covers: recovery never rewrites those.
 func (l *Ledger) sealDurableTiles(size uint64) {
 	l.sealMu.Lock()
 	var ready []string
@@ -992,7 +971,7 @@ func (l *Ledger) sealDurableTiles(size uint64) {
 	l.sealMu.Unlock()
 	for _, path := range ready {
 		if err := l.seal.seal(path); err != nil {
-			l.log.Warn("couldn't seal a full tile", "err", err)
+			l.log.Warn("couldn't seal a complete tile pack", "err", err)
 		}
 	}
 }

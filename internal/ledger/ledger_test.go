@@ -359,6 +359,17 @@ func TestDamageUnderCheckpointStopsOpen(t *testing.T) {
 			data[0] ^= 1
 			os.WriteFile(p, data, 0o600)
 		}, "record 256: tile tile/0/001.p/44 differs"},
+		{"full tile differs", func(t *testing.T, dir string) {
+			f, err := os.OpenFile(packPath(dir, 0, 0), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt([]byte{0xff}, 5*merkle.HashSize+7)
+			f.Close()
+		}, "record 5: tile tile/0/000 (tile/0/pack/00000000, bytes 0-8191) differs"},
+		{"full tile missing", func(t *testing.T, dir string) {
+			os.Truncate(packPath(dir, 0, 0), 100)
+		}, "record 0: tile tile/0/000 (tile/0/pack/00000000, bytes 0-8191), made durable before, cannot be read"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -378,7 +389,10 @@ func TestTilesSurviveLostWatermark(t *testing.T) {
 	dir := t.TempDir()
 	k := newKeys(t)
 	fill(t, dir, k.opts(), 70000)
-	before, _ := os.ReadFile(filepath.Join(dir, "tile", "1", "000"))
+	before, err := readPackedTile(dir, merkle.TileID{Level: 1, N: 0, W: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
 	os.RemoveAll(filepath.Join(dir, "tile"))
 	os.Remove(filepath.Join(dir, watermarkFile))
 	l := open(t, dir, k.opts())

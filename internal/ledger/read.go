@@ -389,7 +389,7 @@ func (l *Ledger) readFullTile(id merkle.TileID) ([]byte, error) {
 	if ok {
 		return data, nil
 	}
-	data, err := l.readTileFile(id)
+	data, err := readPackedTile(l.dir, id)
 	if err != nil || len(data) != merkle.TileWidth*merkle.HashSize {
 		return data, err
 	}

@@ -48,6 +48,18 @@ func (l *Ledger) recover() error {
 	if durable > 0 && cp.Size == 0 {
 		return fmt.Errorf("%w: the signed checkpoint is missing although tiles were made durable for %d records", ErrTampered, durable)
 	}
+	// tileDurable is the watermark the stored tiles are held to. A log
+	// written before full tiles were packed has them one to a file: they
+	// are all written again, into packs, and the old files removed once
+	// the packs are durable.
+	tileDurable, legacy := durable, hasLegacyTiles(l.dir)
+	if legacy {
+		l.log.Info("moving the log's full tiles into packs: rebuilding them from the segments")
+		tileDurable = 0
+	}
+	if err := l.cutPacks(tileDurable); err != nil {
+		return err
+	}
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
 	started, lastReport := time.Now(), time.Now()
@@ -75,12 +87,16 @@ func (l *Ledger) recover() error {
 			return err
 		}
 		for _, t := range full {
-			if end := uint64(tileRecord(t.ID, merkle.TileWidth)); end <= durable {
+			if end := uint64(tileRecord(t.ID, merkle.TileWidth)); end <= tileDurable {
 				if err := l.compareTile(t.ID, t.Data); err != nil {
 					return err
 				}
-				if err := l.seal.seal(l.tilePath(t.ID)); err != nil {
-					l.log.Warn("couldn't seal a full tile", "err", err)
+				if t.ID.N%packTiles == packTiles-1 {
+					// The pack is complete and durable.
+					k, _ := packOf(t.ID)
+					if err := l.seal.seal(packPath(l.dir, t.ID.Level, k)); err != nil {
+						l.log.Warn("couldn't seal a complete tile pack", "err", err)
+					}
 				}
 				continue
 			}
@@ -89,7 +105,7 @@ func (l *Ledger) recover() error {
 			}
 		}
 		size := l.builder.Size()
-		if size == durable {
+		if size == tileDurable {
 			for _, t := range l.builder.Partial() {
 				if err := l.compareTile(t.ID, t.Data); err != nil {
 					return err
@@ -164,7 +180,13 @@ func (l *Ledger) recover() error {
 	}
 	l.seal.appendOnly(last.path)
 	l.active, l.activeSize = f, last.size.Load()
-	return l.publishRecovered(cp)
+	if err := l.publishRecovered(cp); err != nil {
+		return err
+	}
+	if legacy {
+		l.removeLegacyTiles()
+	}
+	return nil
 }
 
 // recoveredRecord is one record read at start, with what the work that can
@@ -179,7 +201,8 @@ type recoveredRecord struct {
 }
 
 // publishRecovered publishes the recovered tree, signing a checkpoint for it
-// unless the stored one already covers it.
+// unless the stored one already covers it, and makes the tiles it wrote
+// durable.
 func (l *Ledger) publishRecovered(cp merkle.Checkpoint) error {
 	pub, err := l.sign()
 	if err != nil {
@@ -355,32 +378,31 @@ func cutTail(path string, size int64) error {
 	return f.Sync()
 }
 
-// compareTile checks a tile file against the tile the records give.
+// compareTile checks a stored tile against the tile the records give.
 func (l *Ledger) compareTile(id merkle.TileID, want []byte) error {
-	data, err := os.ReadFile(l.tilePath(id))
+	data, err := readStoredTile(l.dir, id)
 	if err != nil {
-		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), id.Path(), err)
+		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), storedName(id), err)
 	}
 	if k := firstDiff(data, want); k >= 0 {
-		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), id.Path())
+		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), storedName(id))
 	}
 	return nil
 }
 
-// readTileFile reads a tile from disk. A request for a prefix of a tile
-// that is full on disk is served from the full tile.
-func (l *Ledger) readTileFile(id merkle.TileID) ([]byte, error) {
-	data, err := os.ReadFile(l.tilePath(id))
-	if err == nil {
-		return data, nil
+// readStoredTile reads a tile from the ledger directory dir: a full tile
+// from its pack, a partial one from its file.
+func readStoredTile(dir string, id merkle.TileID) ([]byte, error) {
+	if id.W == merkle.TileWidth {
+		return readPackedTile(dir, id)
 	}
-	if id.W < merkle.TileWidth && errors.Is(err, os.ErrNotExist) {
-		full := id
-		full.W = merkle.TileWidth
-		data, err2 := os.ReadFile(l.tilePath(full))
-		if err2 == nil && len(data) == merkle.TileWidth*merkle.HashSize {
-			return data[:id.W*merkle.HashSize], nil
-		}
+	return os.ReadFile(filepath.Join(dir, filepath.FromSlash(id.Path())))
+}
+
+// storedName names a tile and, for a full one, where it is stored.
+func storedName(id merkle.TileID) string {
+	if id.W == merkle.TileWidth {
+		return tileName(id)
 	}
-	return nil, err
+	return id.Path()
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // SealMode says how the ledger protects files that are complete (segments
-// it has moved past, full tiles below the durable watermark) against being
-// changed or deleted through the file system.
+// it has moved past, full tile packs below the durable watermark) against
+// being changed or deleted through the file system.
 //
 // Sealing is a second line of defence against accidents and careless
 // operators, not against an attacker with root: root can lift every
@@ -31,10 +31,11 @@ const (
 	// SealImmutable makes complete files read-only and sets the immutable
 	// attribute (chattr +i), when the process may set it (it needs
 	// CAP_LINUX_IMMUTABLE) and the file system supports it. Where it
-	// cannot, it seals as SealReadOnly and says why in SealStatus. When
-	// commits append (Options.Preallocate negative), the active segment
-	// also gets the append-only attribute (chattr +a); when they write
-	// over zeros ahead of its end, it cannot.
+	// cannot, it seals as SealReadOnly and says why in SealStatus. The
+	// tile packs being filled get the append-only attribute (chattr +a),
+	// and so does the active segment when commits append
+	// (Options.Preallocate negative); when they write over zeros ahead of
+	// its end, it cannot.
 	SealImmutable
 )
 
@@ -192,7 +193,15 @@ func (s *sealer) sealFile(path string) error {
 // appendOnly marks the active segment append-only, if attributes are used
 // and commits append.
 func (s *sealer) appendOnly(path string) {
-	if !s.appendActive || !s.useAttrs() {
+	if s.appendActive {
+		s.appendOnlyFile(path)
+	}
+}
+
+// appendOnlyFile marks a file that is only ever appended to (a tile pack
+// being filled) append-only, if attributes are used.
+func (s *sealer) appendOnlyFile(path string) {
+	if !s.useAttrs() {
 		return
 	}
 	if err := setFlags(path, fsAppend, 0); err != nil {
@@ -306,11 +315,16 @@ type SealReport struct {
 	// whether it carries the append-only attribute.
 	ActiveSegment    string `json:"active_segment"`
 	ActiveAppendOnly bool   `json:"active_append_only"`
-	// DurableTiles counts full tiles below the durable watermark; each
-	// should be sealed. ReadOnlyTiles and ImmutableTiles are as above.
-	DurableTiles   int `json:"durable_tiles"`
-	ReadOnlyTiles  int `json:"read_only_tiles"`
-	ImmutableTiles int `json:"immutable_tiles"`
+	// CompletePacks counts the tile packs that are full and below the
+	// durable watermark; each should be sealed. ReadOnlyPacks and
+	// ImmutablePacks are as above. OpenPacks counts the packs still being
+	// filled (one a level at most) and AppendOnlyPacks those of them that
+	// carry the append-only attribute.
+	CompletePacks   int `json:"complete_tile_packs"`
+	ReadOnlyPacks   int `json:"read_only_tile_packs"`
+	ImmutablePacks  int `json:"immutable_tile_packs"`
+	OpenPacks       int `json:"open_tile_packs"`
+	AppendOnlyPacks int `json:"append_only_tile_packs"`
 }
 
 // InspectSeals reports how the files of the ledger in dir are protected. It
@@ -347,21 +361,23 @@ func InspectSeals(dir string) (SealReport, error) {
 			}
 			return err
 		}
-		if d.IsDir() {
-			return nil
-		}
 		rel, _ := filepath.Rel(dir, path)
-		id, err := merkle.ParseTilePath(filepath.ToSlash(rel))
-		if err != nil || id.W != merkle.TileWidth || uint64(tileRecord(id, merkle.TileWidth)) > durable {
-			return nil // partial, not yet durable, or not a tile
+		level, k, ok := parsePackPath(rel)
+		if d.IsDir() || !ok {
+			return nil // partial tiles, or not a pack
 		}
 		fs, err := InspectSeal(path)
 		if err != nil {
 			return err
 		}
-		r.DurableTiles++
-		r.ReadOnlyTiles += b2i(fs.ReadOnly)
-		r.ImmutableTiles += b2i(fs.Immutable)
+		if (k+1)*packTiles > durable>>uint(merkle.TileHeight*(level+1)) {
+			r.OpenPacks++
+			r.AppendOnlyPacks += b2i(fs.AppendOnly)
+			return nil
+		}
+		r.CompletePacks++
+		r.ReadOnlyPacks += b2i(fs.ReadOnly)
+		r.ImmutablePacks += b2i(fs.Immutable)
 		return nil
 	})
 	return r, err

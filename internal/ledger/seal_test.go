@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/aitrail/aitrail/internal/merkle"
 )
 
 // sealedDir returns a temporary directory whose seals are lifted before it
@@ -21,11 +23,13 @@ func sealedDir(t *testing.T) string {
 }
 
 // TestSealing checks what an operator relies on: complete segments and
-// durable full tiles cannot be changed or deleted through the file system
-// (read-only, and immutable where the attribute can be set), the active
-// segment can only be appended to when commits append (it is written over
-// zeros otherwise, see prealloc.go), the status says which of these hold,
-// and the ledger still recovers an unfinished tail under the seals.
+// complete durable tile packs cannot be changed or deleted through the file
+// system (read-only, and immutable where the attribute can be set), the
+// active segment can only be appended to when commits append (it is
+// written over zeros otherwise, see prealloc.go), the tile packs being
+// filled can only be appended to, the status and InspectSeals say which of
+// these hold, and the ledger still recovers an unfinished tail under the
+// seals.
 func TestSealing(t *testing.T) {
 	for _, appending := range []bool{true, false} {
 		name := "over zeros"
@@ -41,20 +45,31 @@ func testSealing(t *testing.T, appending bool) {
 	k := newKeys(t)
 	opts := k.opts()
 	opts.Seal = SealImmutable
-	opts.SegmentSize = 4096 // several segments from a few hundred records
+	opts.SegmentSize = 256 << 10 // several segments
 	if appending {
 		opts.Preallocate = -1
 	}
 	l := open(t, dir, opts)
-	appendRecords(t, l, 0, 600)
+	// Level 0: pack 0 complete (256 tiles), pack 1 being filled; level 1:
+	// pack 0 being filled.
+	const n = packTiles*merkle.TileWidth + 2*merkle.TileWidth
+	for i := 0; i < n; i += 1000 {
+		var items []Item
+		for j := i; j < min(i+1000, n); j++ {
+			items = append(items, rec(j))
+		}
+		if _, err := l.Append(context.Background(), items); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Wait until the sync loop has made the full tiles durable.
-	tile := filepath.Join(dir, "tile", "0", "000")
+	complete := packPath(dir, 0, 0)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if fi, err := os.Stat(tile); err == nil && fi.Mode().Perm() == sealedPerm {
+		if fi, err := os.Stat(complete); err == nil && fi.Mode().Perm() == sealedPerm {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("full tile %s never sealed; status %+v", tile, l.SealStatus())
+			t.Fatalf("complete tile pack %s never sealed; status %+v", complete, l.SealStatus())
 		}
 	}
 	st := l.SealStatus()
@@ -73,7 +88,7 @@ func testSealing(t *testing.T, appending bool) {
 		t.Fatalf("only %d segments", len(segs))
 	}
 	active := segs[len(segs)-1]
-	for _, path := range append(segs[:len(segs)-1:len(segs)-1], tile) {
+	for _, path := range append(segs[:len(segs)-1:len(segs)-1], complete) {
 		fs, err := InspectSeal(path)
 		if err != nil {
 			t.Fatal(err)
@@ -100,6 +115,30 @@ func testSealing(t *testing.T, appending bool) {
 			t.Fatal("opened the append-only active segment for overwriting")
 		}
 	}
+	filling := []string{packPath(dir, 0, 1), packPath(dir, 1, 0)}
+	for _, path := range filling {
+		fs, err := InspectSeal(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fs.ReadOnly || fs.AppendOnly != st.Attributes {
+			t.Errorf("tile pack being filled %s: %+v; want writable, append-only %v", path, fs, st.Attributes)
+		}
+		if st.Attributes {
+			if f, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+				f.Close()
+				t.Fatalf("opened the append-only tile pack %s for overwriting", path)
+			}
+		}
+	}
+	rep, err := InspectSeals(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.CompletePacks != 1 || rep.ReadOnlyPacks != 1 || rep.ImmutablePacks != b2i(st.Attributes) ||
+		rep.OpenPacks != 2 || rep.AppendOnlyPacks != 2*b2i(st.Attributes) {
+		t.Errorf("InspectSeals %+v; want 1 complete tile pack, sealed, and 2 open ones, append-only %v", rep, st.Attributes)
+	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,15 +153,20 @@ func testSealing(t *testing.T, appending bool) {
 	f.Close()
 	l = open(t, dir, opts)
 	defer l.Close()
-	if l.Size() != 600 {
-		t.Fatalf("size %d after recovery, want 600", l.Size())
+	if l.Size() != n {
+		t.Fatalf("size %d after recovery, want %d", l.Size(), n)
 	}
-	if _, err := l.Append(context.Background(), []Item{rec(600)}); err != nil {
+	if _, err := l.Append(context.Background(), []Item{rec(n)}); err != nil {
 		t.Fatal(err)
 	}
 	segs, _ = filepath.Glob(filepath.Join(dir, segDir, "*.seg"))
 	if fs, _ := InspectSeal(segs[len(segs)-1]); fs.AppendOnly != appendOnly {
 		t.Errorf("active segment after recovery %+v; want append-only %v", fs, appendOnly)
+	}
+	for _, path := range filling {
+		if fs, _ := InspectSeal(path); fs.AppendOnly != st.Attributes {
+			t.Errorf("tile pack being filled %s after recovery: %+v; want append-only %v", path, fs, st.Attributes)
+		}
 	}
 	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
 		t.Fatalf("verify: %v", err)

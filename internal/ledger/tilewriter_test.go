@@ -33,7 +33,7 @@ func TestTilesServedBeforeWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := l.Tile(id)
-	if got, err := os.ReadFile(l.tilePath(id)); err != nil || !bytes.Equal(got, want) {
+	if got, err := readPackedTile(dir, id); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("tile %s after a sync: %d bytes on disk, %v", id.Path(), len(got), err)
 	}
 }

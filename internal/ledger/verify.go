@@ -121,7 +121,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		n++
 		for _, t := range full {
-			if err := checkTileFile(l, t, durable); err != nil {
+			if err := checkTileFile(dir, t, durable); err != nil {
 				return err
 			}
 			rep.TilesChecked++
@@ -209,12 +209,28 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
+		if level, k, ok := parsePackPath(rel); ok {
+			// The tiles within the tree were checked above; a pack must
+			// hold whole tiles, and none past the tree.
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			full := n >> uint(merkle.TileHeight*(level+1))
+			if fi.Size()%tileBytes != 0 || k*packTiles+uint64(fi.Size()/tileBytes) > full {
+				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d full tiles of level %d the %d records of the log give, or not whole tiles",
+					rel, fi.Size(), full, level, n)}
+			}
+			return nil
+		}
 		id, perr := merkle.ParseTilePath(filepath.ToSlash(rel))
 		if perr != nil {
 			return &VerifyError{Index: -1, What: fmt.Sprintf("unexpected file %s in the tile directory", rel)}
 		}
 		if id.W == merkle.TileWidth {
-			// Full tiles within the tree were checked above.
+			// A full tile file of the old layout that the server could
+			// not remove when it moved the tiles into packs: nothing
+			// reads it any more.
 			if (id.N+1)*merkle.TileWidth > n>>uint(merkle.TileHeight*id.Level) {
 				return &VerifyError{Index: -1, What: fmt.Sprintf("tile %s lies beyond the %d records of the log", rel, n)}
 			}
@@ -252,23 +268,23 @@ type verifyRecord struct {
 	err       error // from VerifyOptions.CheckEntry
 }
 
-// checkTileFile compares a tile recomputed from the records with its file.
-// Tiles past the durable watermark may be missing after a crash; the server
-// rebuilds them at start.
-func checkTileFile(l *Ledger, t merkle.Tile, durable uint64) error {
-	data, err := os.ReadFile(l.tilePath(t.ID))
+// checkTileFile compares a full tile recomputed from the records with the
+// one stored in its pack. Tiles past the durable watermark may be missing
+// after a crash; the server writes them again at start.
+func checkTileFile(dir string, t merkle.Tile, durable uint64) error {
+	data, err := readPackedTile(dir, t.ID)
 	end := uint64(tileRecord(t.ID, merkle.TileWidth))
 	if errors.Is(err, fs.ErrNotExist) && end > durable {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", t.ID.Path())}
+		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", tileName(t.ID))}
 	}
 	if err != nil {
 		return err
 	}
 	if k := firstDiff(data, t.Data); k >= 0 {
-		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", t.ID.Path(), k)}
+		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", tileName(t.ID), k)}
 	}
 	return nil
 }

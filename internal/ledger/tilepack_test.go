@@ -1,0 +1,184 @@
+package ledger
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aitrail/aitrail/internal/merkle"
+)
+
+// TestPackRecoveryWritesTilesAgain: after a crash, the tiles a pack holds
+// past the durable watermark (here garbled, with half a tile after them, as
+// a write cut short leaves them) are cut off and written again, while the
+// tiles below it are kept.
+func TestPackRecoveryWritesTilesAgain(t *testing.T) {
+	k := newKeys(t)
+	dir := t.TempDir()
+	// Tiles 0-3 of level 0, durable; the partial tile of the tree of 512
+	// records is kept from the first run.
+	fill(t, dir, k.opts(), 2*merkle.TileWidth)
+	partial := filepath.Join(dir, "tile", "1", "000.p", "2")
+	partialData, err := os.ReadFile(partial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := open(t, dir, k.opts())
+	appendRecords(t, l, 2*merkle.TileWidth, 4*merkle.TileWidth)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := packPath(dir, 0, 0)
+	want, err := os.ReadFile(path)
+	if err != nil || len(want) != 4*tileBytes {
+		t.Fatalf("pack holds %d bytes (%v), want 4 tiles", len(want), err)
+	}
+	// The watermark of an earlier sync: tiles 2 and 3 were never durable.
+	if err := os.WriteFile(filepath.Join(dir, watermarkFile), []byte("512\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(partial, partialData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(bytes.Repeat([]byte{0xee}, 100), 3*tileBytes+64)
+	f.WriteAt(make([]byte, tileBytes/2), 4*tileBytes)
+	f.Close()
+
+	l = open(t, dir, k.opts())
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+		t.Fatalf("pack after recovery holds %d bytes, differing from the tiles the records give", len(got))
+	}
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLegacyTilesMoveIntoPacks: a log written when every full tile was a
+// file of its own (sealed) is moved into packs when the ledger opens it:
+// the same tiles, served and verified, and the old files removed.
+func TestLegacyTilesMoveIntoPacks(t *testing.T) {
+	k := newKeys(t)
+	dir := sealedDir(t)
+	opts := k.opts()
+	opts.Seal = SealImmutable
+	const n = 70_000 // 273 full tiles of level 0, one of level 1
+	fill(t, dir, opts, n)
+	var ids []merkle.TileID
+	for N := range uint64(n / merkle.TileWidth) {
+		ids = append(ids, merkle.TileID{Level: 0, N: N, W: merkle.TileWidth})
+	}
+	ids = append(ids, merkle.TileID{Level: 1, N: 0, W: merkle.TileWidth})
+	want := map[merkle.TileID][]byte{}
+	s := newSealer(SealImmutable, false)
+	for _, id := range ids {
+		data, err := readPackedTile(dir, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[id] = data
+		p := filepath.Join(dir, filepath.FromSlash(id.Path()))
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.seal(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, level := range []string{"0", "1"} {
+		packs := filepath.Join(dir, "tile", level, packDir)
+		if err := LiftSeals(packs); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(packs); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l := open(t, dir, opts)
+	for _, id := range ids {
+		if got, err := l.Tile(id); err != nil || !bytes.Equal(got, want[id]) {
+			t.Fatalf("tile %s after the move: %v, or not the tile the log had", id.Path(), err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(id.Path()))); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("old tile file %s is still there (%v)", id.Path(), err)
+		}
+		if got, err := readPackedTile(dir, id); err != nil || !bytes.Equal(got, want[id]) {
+			t.Fatalf("tile %s in its pack: %v, or not the tile the log had", id.Path(), err)
+		}
+	}
+	if partial, _ := filepath.Glob(filepath.Join(dir, "tile", "0", "*.p", "*")); len(partial) != 1 {
+		t.Fatalf("partial tiles of level 0: %v; want the one of the durable tree", partial)
+	}
+	rep, err := InspectSeals(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.CompletePacks != 1 || rep.ReadOnlyPacks != 1 || rep.OpenPacks != 2 {
+		t.Fatalf("InspectSeals %+v; want one complete pack, sealed, and two being filled", rep)
+	}
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVerifyChecksPacks: tile packs holding more than the log's tiles, or
+// not whole tiles, are reported.
+func TestVerifyChecksPacks(t *testing.T) {
+	k := newKeys(t)
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, dir string)
+		want   string
+	}{
+		{"half a tile after the last", func(t *testing.T, dir string) {
+			f, err := os.OpenFile(packPath(dir, 0, 0), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(make([]byte, tileBytes/2))
+			f.Close()
+		}, "tile pack tile/0/pack/00000000 holds 28672 bytes"},
+		{"a tile past the log", func(t *testing.T, dir string) {
+			f, err := os.OpenFile(packPath(dir, 0, 0), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(make([]byte, tileBytes))
+			f.Close()
+		}, "tile pack tile/0/pack/00000000 holds 32768 bytes: more than the 3 full tiles of level 0"},
+		{"a pack past the log", func(t *testing.T, dir string) {
+			os.WriteFile(packPath(dir, 0, 7), make([]byte, tileBytes), 0o600)
+		}, "tile pack tile/0/pack/00000007 holds 8192 bytes"},
+		{"not a pack", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "tile", "0", packDir, "7"), nil, 0o600)
+		}, "unexpected file tile/0/pack/7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fill(t, dir, k.opts(), 3*merkle.TileWidth+10)
+			if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(t, dir)
+			_, err := Verify(dir, VerifyOptions{Verifier: k.verifier})
+			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Verify = %v, want ErrTampered mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
