@@ -266,7 +266,7 @@ type Ledger struct {
 
 	syncMu       sync.Mutex
 	unsynced     atomic.Int64 // full tiles written since the last sync
-	partialFiles []string     // partial tile files of the durable watermark
+	partialFiles []string     // partial tile files to remove once the next sync's are durable
 
 	stop     chan struct{}
 	done     chan struct{}

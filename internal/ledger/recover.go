@@ -60,6 +60,9 @@ func (l *Ledger) recover() error {
 	if err := l.cutPacks(tileDurable); err != nil {
 		return err
 	}
+	// Partial tile files of trees before the durable one, left by a crash
+	// or by the sync of an earlier run, go at the next sync.
+	l.partialFiles = partialTileFiles(l.dir)
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
 	started, lastReport := time.Now(), time.Now()

@@ -281,3 +281,25 @@ func parsePackPath(rel string) (level int, k uint64, ok bool) {
 	}
 	return level, k, true
 }
+
+// partialTileFiles lists the partial tile files in the ledger directory
+// dir.
+func partialTileFiles(dir string) []string {
+	var paths []string
+	filepath.WalkDir(filepath.Join(dir, "tile"), func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return nil
+		case d.IsDir() && d.Name() == packDir:
+			return filepath.SkipDir
+		case d.IsDir():
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if id, err := merkle.ParseTilePath(filepath.ToSlash(rel)); err == nil && id.W < merkle.TileWidth {
+			paths = append(paths, path)
+		}
+		return nil
+	})
+	return paths
+}

@@ -182,3 +182,25 @@ func TestVerifyChecksPacks(t *testing.T) {
 		})
 	}
 }
+
+// TestOldPartialTilesRemoved: the partial tile files of a tree an earlier
+// run made durable are removed once a later tree is durable; only those of
+// the durable tree stay.
+func TestOldPartialTilesRemoved(t *testing.T) {
+	k := newKeys(t)
+	dir := t.TempDir()
+	fill(t, dir, k.opts(), 300)
+	l := open(t, dir, k.opts())
+	appendRecords(t, l, 300, 600)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := partialTileFiles(dir)
+	for i, p := range got {
+		got[i], _ = filepath.Rel(dir, p)
+	}
+	want := []string{"tile/0/002.p/88", "tile/1/000.p/2"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("partial tile files %v; want %v", got, want)
+	}
+}
