@@ -48,16 +48,18 @@ func (l *Ledger) recover() error {
 	if durable > 0 && cp.Size == 0 {
 		return fmt.Errorf("%w: the signed checkpoint is missing although tiles were made durable for %d records", ErrTampered, durable)
 	}
-	// tileDurable is the watermark the stored tiles are held to. A log
-	// written before full tiles were packed has them one to a file: they
-	// are all written again, into packs, and the old files removed once
-	// the packs are durable.
-	tileDurable, legacy := durable, hasLegacyTiles(l.dir)
-	if legacy {
+	if unpackedTiles(l.dir) {
+		// Written before full tiles were packed: they are all written
+		// again, into packs, and the old files removed once the packs are
+		// durable. The watermark goes to 0 first, so that a start
+		// interrupted before then does the same again.
 		l.log.Info("moving the log's full tiles into packs: rebuilding them from the segments")
-		tileDurable = 0
+		if err := writeFileAtomic(filepath.Join(l.dir, watermarkFile), []byte("0\n"), 0o600, true); err != nil {
+			return fmt.Errorf("couldn't reset the tile watermark: %w", err)
+		}
+		durable = 0
 	}
-	if err := l.cutPacks(tileDurable); err != nil {
+	if err := l.cutPacks(durable); err != nil {
 		return err
 	}
 	// Partial tile files of trees before the durable one, left by a crash
@@ -90,7 +92,7 @@ func (l *Ledger) recover() error {
 			return err
 		}
 		for _, t := range full {
-			if end := uint64(tileRecord(t.ID, merkle.TileWidth)); end <= tileDurable {
+			if end := uint64(tileRecord(t.ID, merkle.TileWidth)); end <= durable {
 				if err := l.compareTile(t.ID, t.Data); err != nil {
 					return err
 				}
@@ -108,7 +110,7 @@ func (l *Ledger) recover() error {
 			}
 		}
 		size := l.builder.Size()
-		if size == tileDurable {
+		if size == durable {
 			for _, t := range l.builder.Partial() {
 				if err := l.compareTile(t.ID, t.Data); err != nil {
 					return err
@@ -186,9 +188,7 @@ func (l *Ledger) recover() error {
 	if err := l.publishRecovered(cp); err != nil {
 		return err
 	}
-	if legacy {
-		l.removeLegacyTiles()
-	}
+	l.removeLegacyTiles()
 	return nil
 }
 

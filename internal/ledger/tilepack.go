@@ -210,18 +210,22 @@ func (l *Ledger) cutPacks(durable uint64) error {
 	return nil
 }
 
-// hasLegacyTiles reports whether the ledger directory dir keeps full tiles
-// one to a file, as logs written before packs did: such a log has at least
-// the first full tile of level 0.
-func hasLegacyTiles(dir string) bool {
+// unpackedTiles reports whether the ledger directory dir keeps its full
+// tiles one to a file, as logs written before packs did: such a log has
+// the first full tile of level 0 as a file, and no packs.
+func unpackedTiles(dir string) bool {
 	fi, err := os.Stat(filepath.Join(dir, "tile", "0", "000"))
-	return err == nil && fi.Mode().IsRegular()
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(dir, "tile", "0", packDir))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
-// removeLegacyTiles removes the full tile files of the old layout, lifting
-// their seals, once the packs that replace them are durable. Partial tile
-// files are left alone. Files it cannot remove are reported, not fatal:
-// nothing reads them.
+// removeLegacyTiles removes any full tile files of the old layout, lifting
+// their seals; it runs once the packs that replace them are durable.
+// Partial tile files are left alone. Files it cannot remove are reported,
+// not fatal: nothing reads them.
 func (l *Ledger) removeLegacyTiles() {
 	var files, dirs []string
 	filepath.WalkDir(filepath.Join(l.dir, "tile"), func(path string, d fs.DirEntry, err error) error {
@@ -255,6 +259,9 @@ func (l *Ledger) removeLegacyTiles() {
 	// Directories left empty, deepest first; the others stay.
 	for i := len(dirs) - 1; i >= 0; i-- {
 		os.Remove(dirs[i])
+	}
+	if len(files) == 0 {
+		return
 	}
 	if failed > 0 {
 		l.log.Warn("couldn't remove full tile files of the old layout; the server no longer reads them, remove them by hand",

@@ -65,8 +65,15 @@ func TestPackRecoveryWritesTilesAgain(t *testing.T) {
 
 // TestLegacyTilesMoveIntoPacks: a log written when every full tile was a
 // file of its own (sealed) is moved into packs when the ledger opens it:
-// the same tiles, served and verified, and the old files removed.
+// the same tiles, served and verified, and the old files removed. So is
+// one whose move a crash interrupted: the watermark reset to 0, some tiles
+// in a pack, the old files still there.
 func TestLegacyTilesMoveIntoPacks(t *testing.T) {
+	t.Run("first start", func(t *testing.T) { testLegacyTiles(t, false) })
+	t.Run("interrupted", func(t *testing.T) { testLegacyTiles(t, true) })
+}
+
+func testLegacyTiles(t *testing.T, interrupted bool) {
 	k := newKeys(t)
 	dir := sealedDir(t)
 	opts := k.opts()
@@ -100,6 +107,15 @@ func TestLegacyTilesMoveIntoPacks(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := os.RemoveAll(packs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if interrupted {
+		if err := os.WriteFile(filepath.Join(dir, watermarkFile), []byte("0\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(packPath(dir, 0, 0)), 0o700)
+		if err := os.WriteFile(packPath(dir, 0, 0), bytes.Repeat(want[ids[0]], 3)[:2*tileBytes+100], 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
