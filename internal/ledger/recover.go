@@ -385,10 +385,10 @@ func cutTail(path string, size int64) error {
 func (l *Ledger) compareTile(id merkle.TileID, want []byte) error {
 	data, err := readStoredTile(l.dir, id)
 	if err != nil {
-		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), storedName(id), err)
+		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), storedName(l.dir, id), err)
 	}
 	if k := firstDiff(data, want); k >= 0 {
-		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), storedName(id))
+		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), storedName(l.dir, id))
 	}
 	return nil
 }
@@ -402,9 +402,10 @@ func readStoredTile(dir string, id merkle.TileID) ([]byte, error) {
 	return os.ReadFile(filepath.Join(dir, filepath.FromSlash(id.Path())))
 }
 
-// storedName names a tile and, for a full one, where it is stored.
-func storedName(id merkle.TileID) string {
-	if id.W == merkle.TileWidth {
+// storedName names a tile and, for a full one in a pack, where it is
+// stored.
+func storedName(dir string, id merkle.TileID) string {
+	if id.W == merkle.TileWidth && !unpackedTiles(dir) {
 		return tileName(id)
 	}
 	return id.Path()

@@ -69,6 +69,11 @@ func readPackedTile(dir string, id merkle.TileID) ([]byte, error) {
 	return data, nil
 }
 
+// readTileFile reads a full tile of the old layout, one file a tile.
+func readTileFile(dir string, id merkle.TileID) ([]byte, error) {
+	return os.ReadFile(filepath.Join(dir, filepath.FromSlash(id.Path())))
+}
+
 // openPack is the pack of one level that full tiles are being appended to.
 type openPack struct {
 	k    uint64

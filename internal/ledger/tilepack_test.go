@@ -110,6 +110,29 @@ func testLegacyTiles(t *testing.T, interrupted bool) {
 			t.Fatal(err)
 		}
 	}
+	if !interrupted {
+		// verify reads the old layout as it is.
+		if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+			t.Fatalf("verify of the old layout: %v", err)
+		}
+		p := filepath.Join(dir, "tile", "0", "005")
+		data, _ := os.ReadFile(p)
+		rewrite := func() {
+			if err := s.unlock(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		data[3*merkle.HashSize] ^= 1
+		rewrite()
+		if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err == nil || !strings.Contains(err.Error(), "record 1283: tile tile/0/005 hash 3 differs") {
+			t.Fatalf("verify of the old layout with a tile changed: %v", err)
+		}
+		data[3*merkle.HashSize] ^= 1
+		rewrite()
+	}
 	if interrupted {
 		if err := os.WriteFile(filepath.Join(dir, watermarkFile), []byte("0\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -153,7 +176,8 @@ func testLegacyTiles(t *testing.T, interrupted bool) {
 }
 
 // TestVerifyChecksPacks: tile packs holding more than the log's tiles, or
-// not whole tiles, are reported.
+// part of a tile below the durable watermark, are reported; a tile cut
+// short above it, as a crash leaves one, is not.
 func TestVerifyChecksPacks(t *testing.T) {
 	k := newKeys(t)
 	for _, tc := range []struct {
@@ -168,7 +192,7 @@ func TestVerifyChecksPacks(t *testing.T) {
 			}
 			f.Write(make([]byte, tileBytes/2))
 			f.Close()
-		}, "tile pack tile/0/pack/00000000 holds 28672 bytes"},
+		}, "tile pack tile/0/pack/00000000 holds 28672 bytes: more than the 3 full tiles of level 0"},
 		{"a tile past the log", func(t *testing.T, dir string) {
 			f, err := os.OpenFile(packPath(dir, 0, 0), os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
@@ -180,6 +204,13 @@ func TestVerifyChecksPacks(t *testing.T) {
 		{"a pack past the log", func(t *testing.T, dir string) {
 			os.WriteFile(packPath(dir, 0, 7), make([]byte, tileBytes), 0o600)
 		}, "tile pack tile/0/pack/00000007 holds 8192 bytes"},
+		{"part of a tile below the watermark", func(t *testing.T, dir string) {
+			os.Truncate(packPath(dir, 0, 0), 2*tileBytes+100)
+		}, "tile tile/0/002 (tile/0/pack/00000000, bytes 16384-24575) is missing"},
+		{"a tile cut short above the watermark", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, watermarkFile), []byte("512\n"), 0o600)
+			os.Truncate(packPath(dir, 0, 0), 2*tileBytes+100)
+		}, ""},
 		{"not a pack", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "tile", "0", packDir, "7"), nil, 0o600)
 		}, "unexpected file tile/0/pack/7"},
@@ -192,6 +223,12 @@ func TestVerifyChecksPacks(t *testing.T) {
 			}
 			tc.damage(t, dir)
 			_, err := Verify(dir, VerifyOptions{Verifier: k.verifier})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Verify = %v, want no error", err)
+				}
+				return
+			}
 			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Verify = %v, want ErrTampered mentioning %q", err, tc.want)
 			}

@@ -86,6 +86,12 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	// A log written before full tiles were packed, and not yet opened by
+	// a server that packs them, has them one to a file.
+	readTile := readPackedTile
+	if unpackedTiles(dir) {
+		readTile = readTileFile
+	}
 
 	firsts, err := listSegments(filepath.Join(dir, segDir))
 	if err != nil {
@@ -121,7 +127,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		n++
 		for _, t := range full {
-			if err := checkTileFile(dir, t, durable); err != nil {
+			if err := checkTile(dir, t, durable, readTile); err != nil {
 				return err
 			}
 			rep.TilesChecked++
@@ -210,16 +216,20 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		rel, _ := filepath.Rel(dir, path)
 		if level, k, ok := parsePackPath(rel); ok {
-			// The tiles within the tree were checked above; a pack must
-			// hold whole tiles, and none past the tree.
+			// The tiles within the tree were checked above (one cut short
+			// is missing: damage below the durable watermark; above it, a
+			// crash can leave one so, which the server cuts off at
+			// start). A pack must hold nothing past the tree's full tiles.
 			fi, err := d.Info()
 			if err != nil {
 				return err
 			}
-			full := n >> uint(merkle.TileHeight*(level+1))
-			if fi.Size()%tileBytes != 0 || k*packTiles+uint64(fi.Size()/tileBytes) > full {
-				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d full tiles of level %d the %d records of the log give, or not whole tiles",
-					rel, fi.Size(), full, level, n)}
+			shift := uint(merkle.TileHeight * (level + 1))
+			end := k*packTiles + uint64(fi.Size()/tileBytes) // the tile after the pack's last whole one
+			cut := fi.Size()%tileBytes != 0
+			if end > n>>shift || cut && end == n>>shift {
+				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d full tiles of level %d that the %d records of the log give",
+					rel, fi.Size(), n>>shift, level, n)}
 			}
 			return nil
 		}
@@ -228,9 +238,10 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			return &VerifyError{Index: -1, What: fmt.Sprintf("unexpected file %s in the tile directory", rel)}
 		}
 		if id.W == merkle.TileWidth {
-			// A full tile file of the old layout that the server could
-			// not remove when it moved the tiles into packs: nothing
-			// reads it any more.
+			// A full tile file of the old layout: checked above if the
+			// log still has that layout; otherwise one the server could
+			// not remove when it moved the tiles into packs, which
+			// nothing reads any more.
 			if (id.N+1)*merkle.TileWidth > n>>uint(merkle.TileHeight*id.Level) {
 				return &VerifyError{Index: -1, What: fmt.Sprintf("tile %s lies beyond the %d records of the log", rel, n)}
 			}
@@ -268,23 +279,24 @@ type verifyRecord struct {
 	err       error // from VerifyOptions.CheckEntry
 }
 
-// checkTileFile compares a full tile recomputed from the records with the
-// one stored in its pack. Tiles past the durable watermark may be missing
-// after a crash; the server writes them again at start.
-func checkTileFile(dir string, t merkle.Tile, durable uint64) error {
-	data, err := readPackedTile(dir, t.ID)
+// checkTile compares a full tile recomputed from the records with the one
+// stored (read with read: from its pack, or its file in the old layout).
+// Tiles past the durable watermark may be missing after a crash; the
+// server writes them again at start.
+func checkTile(dir string, t merkle.Tile, durable uint64, read func(string, merkle.TileID) ([]byte, error)) error {
+	data, err := read(dir, t.ID)
 	end := uint64(tileRecord(t.ID, merkle.TileWidth))
 	if errors.Is(err, fs.ErrNotExist) && end > durable {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", tileName(t.ID))}
+		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", storedName(dir, t.ID))}
 	}
 	if err != nil {
 		return err
 	}
 	if k := firstDiff(data, t.Data); k >= 0 {
-		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", tileName(t.ID), k)}
+		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", storedName(dir, t.ID), k)}
 	}
 	return nil
 }
