@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -64,17 +65,8 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 					mu.Lock()
 					sent += n
 					mu.Unlock()
-					req, _ := http.NewRequest("POST", s.url+"/v1/events", &body)
-					req.Header.Set("Authorization", "Bearer "+adminToken)
-					req.Header.Set("Content-Type", "application/x-ndjson")
-					resp, err := client.Do(req)
-					if err != nil {
-						continue // the server is being killed
-					}
-					var r receipt
-					err = json.NewDecoder(resp.Body).Decode(&r)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK || err != nil {
+					r, ok := postDuringCrash(client, s.url, &body)
+					if !ok {
 						continue
 					}
 					mu.Lock()
@@ -127,6 +119,24 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 	if code, out, errOut := runCLI("verify", "--data", data); code != 0 {
 		t.Fatalf("verify after crashes: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// postDuringCrash sends an NDJSON body of events to a server that may be
+// killed at any moment, and returns its receipt if it acknowledged them.
+func postDuringCrash(client *http.Client, url string, body io.Reader) (receipt, bool) {
+	req, _ := http.NewRequest("POST", url+"/v1/events", body)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := client.Do(req)
+	if err != nil {
+		return receipt{}, false // the server is being killed
+	}
+	defer resp.Body.Close()
+	var r receipt
+	if err := json.NewDecoder(resp.Body).Decode(&r); resp.StatusCode != http.StatusOK || err != nil {
+		return receipt{}, false
+	}
+	return r, true
 }
 
 // TestGracefulStopKeepsEverything checks SIGTERM: exit status 0 and nothing
@@ -257,17 +267,8 @@ func TestKilledWhileTilePacksFill(t *testing.T) {
 					for j := range 1000 {
 						fmt.Fprintf(&body, `{"id":"p%d-w%d-s%d-%d","type":"api.call","tenant":"packs"}`+"\n", round, w, seq, j)
 					}
-					req, _ := http.NewRequest("POST", s.url+"/v1/events", &body)
-					req.Header.Set("Authorization", "Bearer "+adminToken)
-					req.Header.Set("Content-Type", "application/x-ndjson")
-					resp, err := client.Do(req)
-					if err != nil {
-						continue // the server is being killed
-					}
-					var r receipt
-					err = json.NewDecoder(resp.Body).Decode(&r)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK || err != nil || len(r.Results) == 0 {
+					r, ok := postDuringCrash(client, s.url, &body)
+					if !ok || len(r.Results) == 0 {
 						continue
 					}
 					mu.Lock()
