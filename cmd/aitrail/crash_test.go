@@ -39,48 +39,29 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 				t.Fatalf("round %d: log has %d records after restart, %d were acknowledged", round, got, len(acked))
 			}
 		}
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func(w int) {
-				defer wg.Done()
-				client := &http.Client{Timeout: 10 * time.Second}
-				for seq := 0; ; seq++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					var body bytes.Buffer
-					n := 1 + (seq*7+w)%20
-					for j := 0; j < n; j++ {
-						ev := map[string]any{"id": fmt.Sprintf("r%d-w%d-s%d-%d", round, w, seq, j), "type": "ai.inference",
-							"tenant": "crash", "actor": map[string]any{"id": fmt.Sprintf("user-%d", w)}}
-						if j%2 == 0 {
-							ev["content"] = map[string]any{"prompt": fmt.Sprintf("secret prompt %d/%d/%d", round, w, seq)}
-						}
-						json.NewEncoder(&body).Encode(ev)
-					}
-					mu.Lock()
-					sent += n
-					mu.Unlock()
-					r, ok := postDuringCrash(client, s.url, &body)
-					if !ok {
-						continue
-					}
-					mu.Lock()
-					for _, res := range r.Results {
-						acked[res.ID] = res.Index
-					}
-					mu.Unlock()
+		body := func(w, seq int) io.Reader {
+			var body bytes.Buffer
+			n := 1 + (seq*7+w)%20
+			for j := 0; j < n; j++ {
+				ev := map[string]any{"id": fmt.Sprintf("r%d-w%d-s%d-%d", round, w, seq, j), "type": "ai.inference",
+					"tenant": "crash", "actor": map[string]any{"id": fmt.Sprintf("user-%d", w)}}
+				if j%2 == 0 {
+					ev["content"] = map[string]any{"prompt": fmt.Sprintf("secret prompt %d/%d/%d", round, w, seq)}
 				}
-			}(w)
+				json.NewEncoder(&body).Encode(ev)
+			}
+			mu.Lock()
+			sent += n
+			mu.Unlock()
+			return &body
 		}
-		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
-		s.kill()
-		close(stop)
-		wg.Wait()
+		killUnderLoad(s, workers, time.Duration(300+rand.IntN(700))*time.Millisecond, body, func(r receipt) {
+			mu.Lock()
+			for _, res := range r.Results {
+				acked[res.ID] = res.Index
+			}
+			mu.Unlock()
+		})
 	}
 	if len(acked) < 100 {
 		t.Fatalf("only %d events acknowledged; the load did not run", len(acked))
@@ -119,6 +100,35 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 	if code, out, errOut := runCLI("verify", "--data", data); code != 0 {
 		t.Fatalf("verify after crashes: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// killUnderLoad has workers post the bodies body makes (for worker w, its
+// seq-th request) to s until it SIGKILLs s after d, and gives every
+// receipt to acked (called from the workers).
+func killUnderLoad(s *server, workers int, d time.Duration, body func(w, seq int) io.Reader, acked func(receipt)) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 10 * time.Second}
+			for seq := 0; ; seq++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r, ok := postDuringCrash(client, s.url, body(w, seq)); ok {
+					acked(r)
+				}
+			}
+		}()
+	}
+	time.Sleep(d)
+	s.kill()
+	close(stop)
+	wg.Wait()
 }
 
 // postDuringCrash sends an NDJSON body of events to a server that may be
@@ -250,37 +260,20 @@ func TestKilledWhileTilePacksFill(t *testing.T) {
 		if size = s.size(); size < uint64(len(acked)) {
 			t.Fatalf("round %d: log has %d records after restart, %d sampled events were acknowledged", round, size, len(acked))
 		}
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				client := &http.Client{Timeout: 10 * time.Second}
-				for seq := 0; ; seq++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					var body bytes.Buffer
-					for j := range 1000 {
-						fmt.Fprintf(&body, `{"id":"p%d-w%d-s%d-%d","type":"api.call","tenant":"packs"}`+"\n", round, w, seq, j)
-					}
-					r, ok := postDuringCrash(client, s.url, &body)
-					if !ok || len(r.Results) == 0 {
-						continue
-					}
-					mu.Lock()
-					acked[r.Results[0].ID] = r.Results[0].Index
-					mu.Unlock()
-				}
-			}()
+		body := func(w, seq int) io.Reader {
+			var body bytes.Buffer
+			for j := range 1000 {
+				fmt.Fprintf(&body, `{"id":"p%d-w%d-s%d-%d","type":"api.call","tenant":"packs"}`+"\n", round, w, seq, j)
+			}
+			return &body
 		}
-		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
-		s.kill()
-		close(stop)
-		wg.Wait()
+		killUnderLoad(s, 4, time.Duration(500+rand.IntN(1000))*time.Millisecond, body, func(r receipt) {
+			if len(r.Results) > 0 {
+				mu.Lock()
+				acked[r.Results[0].ID] = r.Results[0].Index
+				mu.Unlock()
+			}
+		})
 		size = 0
 		for _, idx := range acked {
 			size = max(size, idx+1)
