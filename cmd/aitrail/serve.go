@@ -217,6 +217,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		SyncInterval:   cfg.Ledger.SyncInterval,
 		PageCacheBytes: cfg.Ledger.PageCacheBytes,
 		Preallocate:    preallocate(cfg.Ledger.PreallocateBytes),
+		KeyFilterBytes: cfg.Ledger.KeyFilterBytes,
 		Seal:           sealMode,
 		Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
 			ks := make([]index.Key, len(keys))
@@ -284,6 +285,17 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
 			func() float64 { return float64(led.Size()) }),
 		lag("index", idx.Visible), lag("registry", registryCursor.Load),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_bytes", Help: "Memory of the filter of the event ids in the log."},
+			func() float64 { return float64(led.KeyFilter().Bytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_full", Help: "1 once the filter of event ids has reached ledger.key_filter_bytes: more ingest requests then query the index."},
+			func() float64 {
+				if led.KeyFilter().Full {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_ledger_key_lookups_total", Help: "Ingest requests that queried the index about ids the filter may have seen."},
+			func() float64 { return float64(led.KeyFilter().Lookups) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_healthy", Help: "1 while the log accepts writes."},
 			func() float64 {
 				if led.Err() != nil {

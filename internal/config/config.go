@@ -34,6 +34,7 @@ const (
 	DefaultSyncInterval    = time.Second
 	DefaultPageCacheBytes  = 64 << 20
 	DefaultPreallocate     = 16 << 20
+	DefaultKeyFilterBytes  = 128 << 20
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
@@ -122,6 +123,10 @@ type Ledger struct {
 	// data. 0 makes commits append, which lets seal: immutable keep the
 	// active segment append-only.
 	PreallocateBytes int64 `yaml:"preallocate_bytes"`
+	// KeyFilterBytes bounds the memory of the filter of every event id in
+	// the log, which spares ingest of new ids a query of the index; -1
+	// for no limit. Past it, more requests query the index.
+	KeyFilterBytes int64 `yaml:"key_filter_bytes"`
 	// Seal protects complete segments and full tiles: immutable (read-only
 	// plus the immutable attribute where the process may set it), read-only,
 	// or off.
@@ -243,6 +248,7 @@ func Default() Config {
 			SyncInterval:     DefaultSyncInterval,
 			PageCacheBytes:   DefaultPageCacheBytes,
 			PreallocateBytes: DefaultPreallocate,
+			KeyFilterBytes:   DefaultKeyFilterBytes,
 			Seal:             DefaultSeal,
 		},
 		Capture: Capture{
@@ -310,6 +316,9 @@ func (c Config) Validate() error {
 	}
 	if p := c.Ledger.PreallocateBytes; p != 0 && (p < 1<<20 || p > 1<<30) {
 		errs = append(errs, "ledger.preallocate_bytes: must be 0 (commits append) or from 1 MiB to 1 GiB")
+	}
+	if k := c.Ledger.KeyFilterBytes; k != -1 && k < 1<<20 {
+		errs = append(errs, "ledger.key_filter_bytes: must be -1 (no limit) or at least 1 MiB")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, "tls: cert_file and key_file go together")

@@ -11,11 +11,18 @@ import (
 // Append asks Options.Lookup (a database query) only about keys that may
 // have been seen: nearly every new key is known to be new from memory. It
 // grows by adding larger filters, each sized for twice the keys of the one
-// before, keeping the false-positive rate low. Add and MayContain are
-// safe for concurrent use.
+// before, keeping the false-positive rate low, until its memory reaches
+// its limit: then every further key goes into one of the filters, chosen
+// by its hash in proportion to their sizes so that they fill evenly, and
+// the false-positive rate, and with it the share of appends that query the
+// index, rises as they fill (a filter never forgets a key, so no duplicate
+// goes unnoticed). Add and MayContain are safe for concurrent use.
 type keyFilter struct {
-	mu   sync.RWMutex
-	sets []*bloom
+	mu      sync.RWMutex
+	sets    []*bloom
+	bytes   int64       // of all sets
+	limit   int64       // most bytes for all sets; 0 for no limit
+	atLimit atomic.Bool // no set will be added: sets is final
 }
 
 // Each key sets filterHashes bits within one block of 512 bits (a cache
@@ -40,8 +47,8 @@ const (
 type bloom struct {
 	words  []atomic.Uint64
 	blocks uint64
-	keys   atomic.Int64
-	cap    int64
+	keys   atomic.Int64 // added so far, until the filter is at its limit
+	cap    int64        // keys it is made for
 }
 
 func newBloom(keys int64) *bloom {
@@ -49,8 +56,53 @@ func newBloom(keys int64) *bloom {
 	return &bloom{words: make([]atomic.Uint64, blocks*blockWords), blocks: blocks, cap: keys}
 }
 
-func newKeyFilter(expected int64) *keyFilter {
-	return &keyFilter{sets: []*bloom{newBloom(max(expected, filterMinKeys))}}
+func (b *bloom) size() int64 { return int64(len(b.words)) * 8 }
+
+// newKeyFilter makes a filter for expected keys (at least filterMinKeys)
+// that grows up to limit bytes (0: no limit).
+func newKeyFilter(expected, limit int64) *keyFilter {
+	b := newBloom(max(expected, filterMinKeys))
+	return &keyFilter{sets: []*bloom{b}, bytes: b.size(), limit: limit}
+}
+
+// next returns the keys of the filter to add after one made for keys, or
+// 0 if the limit leaves no room for one of at least filterMinKeys. Called
+// with f.mu held.
+func (f *keyFilter) next(keys int64) int64 {
+	n := min(keys*2, math.MaxInt64/filterBitsPerKey)
+	if f.limit > 0 {
+		n = min(n, (f.limit-f.bytes)*8/filterBitsPerKey)
+	}
+	if n < filterMinKeys {
+		return 0
+	}
+	return n
+}
+
+// Bytes returns the memory the filter takes, and whether it has reached its
+// limit (it then takes keys beyond its design).
+func (f *keyFilter) Bytes() (bytes int64, full bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.bytes, f.atLimit.Load()
+}
+
+// spread returns the set that takes key once the filter is at its limit:
+// each set with a chance in proportion to its blocks. sets is final then,
+// and read without the lock.
+func (f *keyFilter) spread(key keyHash) *bloom {
+	var total uint64
+	for _, b := range f.sets {
+		total += b.blocks
+	}
+	at, _ := bits.Mul64(key.b, total)
+	for _, b := range f.sets {
+		if at < b.blocks {
+			return b
+		}
+		at -= b.blocks
+	}
+	return f.sets[len(f.sets)-1]
 }
 
 // probes calls f with where key's block starts in b.words and each of the
@@ -75,17 +127,31 @@ func (b *bloom) probes(key keyHash, f func(start, bit uint64) bool) {
 
 // Add records a key, by its hash.
 func (f *keyFilter) Add(key keyHash) {
-	f.mu.RLock()
-	b := f.sets[len(f.sets)-1]
-	f.mu.RUnlock()
-	if b.keys.Add(1) > b.cap {
-		f.mu.Lock()
-		if last := f.sets[len(f.sets)-1]; last == b {
-			f.sets = append(f.sets, newBloom(min(b.cap*2, math.MaxInt64/filterBitsPerKey)))
-		}
+	var b *bloom
+	if f.atLimit.Load() {
+		b = f.spread(key)
+	} else {
+		f.mu.RLock()
 		b = f.sets[len(f.sets)-1]
-		f.mu.Unlock()
-		b.keys.Add(1)
+		f.mu.RUnlock()
+		if b.keys.Add(1) > b.cap {
+			f.mu.Lock()
+			if last := f.sets[len(f.sets)-1]; last == b && !f.atLimit.Load() {
+				if n := f.next(b.cap); n > 0 {
+					f.sets = append(f.sets, newBloom(n))
+					f.bytes += f.sets[len(f.sets)-1].size()
+				} else {
+					f.atLimit.Store(true)
+				}
+			}
+			if f.atLimit.Load() {
+				b = f.spread(key)
+			} else if last := f.sets[len(f.sets)-1]; last != b {
+				b = last
+				b.keys.Add(1)
+			}
+			f.mu.Unlock()
+		}
 	}
 	var masks [blockWords]uint64
 	var start uint64

@@ -6,7 +6,7 @@ import (
 )
 
 func TestKeyFilter(t *testing.T) {
-	f := newKeyFilter(1000)
+	f := newKeyFilter(1000, 0)
 	const n = 300_000 // several growths past the first filter
 	for i := 0; i < n; i++ {
 		f.Add(hashKey(fmt.Sprintf("tenant\x00id-%d", i)))
@@ -26,5 +26,44 @@ func TestKeyFilter(t *testing.T) {
 	// Each new key that may have been seen costs an index query.
 	if rate := float64(fp) / 100_000; rate > 0.0005 {
 		t.Fatalf("false-positive rate %.5f over three filters, want about 0.00005", rate)
+	}
+}
+
+// TestKeyFilterLimit: a filter at its memory limit spreads every further
+// key over the filters it has: its memory stays within the limit, no key
+// added is ever reported absent, and the false-positive rate rises as
+// slowly as the memory allows.
+func TestKeyFilterLimit(t *testing.T) {
+	const limit = 1 << 20
+	f := newKeyFilter(0, limit)
+	const n = 1_000_000 // about three times what 1 MiB is made for
+	for i := 0; i < n; i++ {
+		f.Add(hashKey(fmt.Sprintf("tenant\x00id-%d", i)))
+		if i == 100_000 {
+			if _, full := f.Bytes(); full {
+				t.Fatal("full after 100,000 keys; 1 MiB is made for about 350,000")
+			}
+		}
+	}
+	bytes, full := f.Bytes()
+	if bytes > limit || !full {
+		t.Fatalf("%d bytes, full %v after %d keys; want at most %d bytes, full", bytes, full, n, limit)
+	}
+	for i := 0; i < n; i++ {
+		if !f.MayContain(hashKey(fmt.Sprintf("tenant\x00id-%d", i))) {
+			t.Fatalf("key %d was added but is reported absent", i)
+		}
+	}
+	fp := 0
+	for i := 0; i < 100_000; i++ {
+		if f.MayContain(hashKey(fmt.Sprintf("tenant\x00other-%d", i))) {
+			fp++
+		}
+	}
+	t.Logf("%d bytes; false positives: %d in 100,000", bytes, fp)
+	// Three times its keys in 1 MiB: about 11 %. Putting them all in the
+	// last filter gave 36 %.
+	if rate := float64(fp) / 100_000; rate > 0.2 {
+		t.Fatalf("false-positive rate %.3f at three times the keys, want about 0.11", rate)
 	}
 }

@@ -59,6 +59,7 @@ const (
 	DefaultSyncInterval   = time.Second
 	DefaultTailEntries    = 16384
 	DefaultPageCacheBytes = 64 << 20
+	DefaultKeyFilterBytes = 128 << 20
 	defaultForgetInterval = 50_000
 )
 
@@ -103,6 +104,12 @@ type Options struct {
 	RecentFrom uint64
 	// Seal says how complete files are protected (default SealOff).
 	Seal SealMode
+	// KeyFilterBytes bounds the memory of the filter of every key in the
+	// log, which spares appends of new keys a Lookup (3 to 6 bytes a key;
+	// default DefaultKeyFilterBytes, negative for no limit). Past it, the
+	// filter goes on taking keys at a rising false-positive rate, so that
+	// more appends ask Lookup.
+	KeyFilterBytes int64
 	// TailEntries is how many of the newest records the ledger keeps in
 	// memory, with their Item.Value, for followers (see Entries); default
 	// DefaultTailEntries, negative for none.
@@ -156,6 +163,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.TailEntries == 0 {
 		o.TailEntries = DefaultTailEntries
+	}
+	if o.KeyFilterBytes == 0 {
+		o.KeyFilterBytes = DefaultKeyFilterBytes
 	}
 	if o.Preallocate == 0 {
 		o.Preallocate = DefaultPreallocate
@@ -239,6 +249,7 @@ type Ledger struct {
 	pending atomic.Int64
 	epoch   atomic.Uint64 // bumped whenever keys are forgotten
 	forget  atomic.Uint64 // keys of records below this may be forgotten
+	lookups atomic.Int64  // appends that asked Options.Lookup
 
 	// Owned by the sequencer goroutine.
 	builder    *merkle.Builder
@@ -345,7 +356,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		sizeCh:   make(chan struct{}),
 		queue:    make(chan *request, 4096),
 		recent:   map[keyHash]uint64{},
-		seen:     newKeyFilter(0),
+		seen:     newKeyFilter(0, max(0, opts.KeyFilterBytes)),
 		madeDirs: map[string]bool{},
 		packs:    map[int]*openPack{},
 		seal:     newSealer(opts.Seal, opts.Preallocate < 0),
@@ -370,6 +381,23 @@ func Open(dir string, opts Options) (*Ledger, error) {
 	l.syncDone = make(chan struct{})
 	go l.syncLoop()
 	return l, nil
+}
+
+// KeyFilterStats describes the filter of the log's keys.
+type KeyFilterStats struct {
+	// Bytes is the memory it takes; Full is true once it has reached
+	// Options.KeyFilterBytes and takes keys beyond its design.
+	Bytes int64
+	Full  bool
+	// Lookups counts the appends that asked Options.Lookup about keys the
+	// filter may have seen.
+	Lookups int64
+}
+
+// KeyFilter reports on the filter of the log's keys.
+func (l *Ledger) KeyFilter() KeyFilterStats {
+	bytes, full := l.seen.Bytes()
+	return KeyFilterStats{Bytes: bytes, Full: full, Lookups: l.lookups.Load()}
 }
 
 // Size returns the number of committed records.
@@ -419,6 +447,7 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 			}
 		}
 		if len(keys) > 0 {
+			l.lookups.Add(1)
 			found, err := l.opts.Lookup(ctx, keys)
 			if err != nil {
 				return Receipt{}, fmt.Errorf("couldn't look up keys: %w", err)

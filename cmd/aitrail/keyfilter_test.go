@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+// TestKeyFilterLimitKeepsIdempotency runs the server with the smallest
+// limit for its filter of event ids (1 MiB, made for about 350,000 ids)
+// and sends more ids than that: /metrics shows the filter full and within
+// its limit, and ids sent again, old and new, are still recognised as
+// duplicates at their first index, through queries of the index the
+// metrics count, while new ids are stored.
+func TestKeyFilterLimitKeepsIdempotency(t *testing.T) {
+	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "ledger:\n  key_filter_bytes: 1048576\nindex:\n  max_lag: 0\n"))
+	post := func(prefix string, from, to int) receipt {
+		var body bytes.Buffer
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&body, `{"id":"%s-%d","type":"api.call"}`+"\n", prefix, i)
+		}
+		code, out := s.do("POST", "/v1/events", adminToken, "application/x-ndjson", body.Bytes())
+		var r receipt
+		if code != 200 || json.Unmarshal(out, &r) != nil || len(r.Results) != to-from {
+			t.Fatalf("POST %s-%d..%d: %d %s", prefix, from, to, code, out)
+		}
+		return r
+	}
+	const n = 450_000
+	first := map[int]uint64{}
+	for i := 0; i < n; i += 10_000 {
+		r := post("e", i, i+10_000)
+		first[i] = r.Results[0].Index
+	}
+	metric := func(name string) float64 {
+		_, out := s.do("GET", "/metrics", "", "", nil)
+		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("/metrics lacks %s", name)
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	if full, b := metric("aitrail_ledger_key_filter_full"), metric("aitrail_ledger_key_filter_bytes"); full != 1 || b > 1<<20 {
+		t.Fatalf("after %d ids: key filter full %v, %v bytes; want full, at most 1 MiB", n, full, b)
+	}
+	before := metric("aitrail_ledger_key_lookups_total")
+	s.waitIndexed()
+	// Ids of the first and the last requests again, with new ones among them.
+	for _, from := range []int{0, n - 10_000} {
+		r := post("e", from, from+10_000)
+		for j, res := range r.Results {
+			if !res.Duplicate || res.Index != first[from]+uint64(j) {
+				t.Fatalf("resent id %s: %+v; want a duplicate at index %d", res.ID, res, first[from]+uint64(j))
+			}
+		}
+	}
+	r := post("new", 0, 10_000)
+	for _, res := range r.Results {
+		if res.Duplicate {
+			t.Fatalf("new id %s taken for a duplicate", res.ID)
+		}
+	}
+	if after := metric("aitrail_ledger_key_lookups_total"); after < before+2 {
+		t.Fatalf("key lookups %v -> %v; want the resent ids looked up in the index", before, after)
+	}
+}
