@@ -89,13 +89,14 @@ func (f *keyFilter) Bytes() (bytes int64, full bool) {
 
 // spread returns the set that takes key once the filter is at its limit:
 // each set with a chance in proportion to its blocks. sets is final then,
-// and read without the lock.
+// and read without the lock. The choice mixes both halves of the hash, so
+// that the keys of one set do not share the bits probes takes from them.
 func (f *keyFilter) spread(key keyHash) *bloom {
 	var total uint64
 	for _, b := range f.sets {
 		total += b.blocks
 	}
-	at, _ := bits.Mul64(key.b, total)
+	at, _ := bits.Mul64((key.a^bits.RotateLeft64(key.b, 32))*0x9e3779b97f4a7c15, total)
 	for _, b := range f.sets {
 		if at < b.blocks {
 			return b
