@@ -5,23 +5,34 @@ import (
 	"testing"
 )
 
+// filterKey is the i-th key the filter tests add.
+func filterKey(i int) keyHash { return hashKey(fmt.Sprintf("tenant\x00id-%d", i)) }
+
+// checkFilter requires that f reports every one of the first n keys as
+// possibly seen, and returns how many of 100,000 keys never added it
+// reports so.
+func checkFilter(t *testing.T, f *keyFilter, n int) (falsePositives int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if !f.MayContain(filterKey(i)) {
+			t.Fatalf("key %d was added but is reported absent", i)
+		}
+	}
+	for i := 0; i < 100_000; i++ {
+		if f.MayContain(hashKey(fmt.Sprintf("tenant\x00other-%d", i))) {
+			falsePositives++
+		}
+	}
+	return falsePositives
+}
+
 func TestKeyFilter(t *testing.T) {
 	f := newKeyFilter(1000, 0)
 	const n = 300_000 // several growths past the first filter
 	for i := 0; i < n; i++ {
-		f.Add(hashKey(fmt.Sprintf("tenant\x00id-%d", i)))
+		f.Add(filterKey(i))
 	}
-	for i := 0; i < n; i++ {
-		if !f.MayContain(hashKey(fmt.Sprintf("tenant\x00id-%d", i))) {
-			t.Fatalf("key %d was added but is reported absent", i)
-		}
-	}
-	fp := 0
-	for i := 0; i < 100_000; i++ {
-		if f.MayContain(hashKey(fmt.Sprintf("tenant\x00other-%d", i))) {
-			fp++
-		}
-	}
+	fp := checkFilter(t, f, n)
 	t.Logf("false positives: %d in 100,000", fp)
 	// Each new key that may have been seen costs an index query.
 	if rate := float64(fp) / 100_000; rate > 0.0005 {
@@ -38,7 +49,7 @@ func TestKeyFilterLimit(t *testing.T) {
 	f := newKeyFilter(0, limit)
 	const n = 1_000_000 // about three times what 1 MiB is made for
 	for i := 0; i < n; i++ {
-		f.Add(hashKey(fmt.Sprintf("tenant\x00id-%d", i)))
+		f.Add(filterKey(i))
 		if i == 100_000 {
 			if _, full := f.Bytes(); full {
 				t.Fatal("full after 100,000 keys; 1 MiB is made for about 350,000")
@@ -49,17 +60,7 @@ func TestKeyFilterLimit(t *testing.T) {
 	if bytes > limit || !full {
 		t.Fatalf("%d bytes, full %v after %d keys; want at most %d bytes, full", bytes, full, n, limit)
 	}
-	for i := 0; i < n; i++ {
-		if !f.MayContain(hashKey(fmt.Sprintf("tenant\x00id-%d", i))) {
-			t.Fatalf("key %d was added but is reported absent", i)
-		}
-	}
-	fp := 0
-	for i := 0; i < 100_000; i++ {
-		if f.MayContain(hashKey(fmt.Sprintf("tenant\x00other-%d", i))) {
-			fp++
-		}
-	}
+	fp := checkFilter(t, f, n)
 	t.Logf("%d bytes; false positives: %d in 100,000", bytes, fp)
 	// Three times its keys in 1 MiB: about 11 %. Putting them all in the
 	// last filter gave 36 %.
