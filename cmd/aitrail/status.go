@@ -45,6 +45,9 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "active segment:    %s, append-only %s\n", rep.ActiveSegment, yesNo(rep.ActiveAppendOnly))
 	fmt.Fprintf(stdout, "complete tile packs: %d, read-only %d, immutable %d\n", rep.CompletePacks, rep.ReadOnlyPacks, rep.ImmutablePacks)
 	fmt.Fprintf(stdout, "open tile packs:     %d, append-only %d\n", rep.OpenPacks, rep.AppendOnlyPacks)
+	if rep.OldTileFiles > 0 {
+		fmt.Fprintf(stdout, "full tile files of the old layout: %d (the server moves them into tile packs when it starts)\n", rep.OldTileFiles)
+	}
 	switch {
 	case rep.ReadOnlySegments < rep.CompleteSegments || rep.ReadOnlyPacks < rep.CompletePacks:
 		fmt.Fprintln(stdout, "sealing: INCOMPLETE — some complete files are writable (ledger.seal off, or the server has not run since they were completed)")

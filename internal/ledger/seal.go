@@ -325,6 +325,10 @@ type SealReport struct {
 	ImmutablePacks  int `json:"immutable_tile_packs"`
 	OpenPacks       int `json:"open_tile_packs"`
 	AppendOnlyPacks int `json:"append_only_tile_packs"`
+	// OldTileFiles counts full tiles kept one to a file, as logs written
+	// before packs kept them: a server moves them into packs when it
+	// starts.
+	OldTileFiles int `json:"old_layout_tile_files,omitempty"`
 }
 
 // InspectSeals reports how the files of the ledger in dir are protected. It
@@ -363,7 +367,13 @@ func InspectSeals(dir string) (SealReport, error) {
 		}
 		rel, _ := filepath.Rel(dir, path)
 		level, k, ok := parsePackPath(rel)
-		if d.IsDir() || !ok {
+		if d.IsDir() {
+			return nil
+		}
+		if !ok {
+			if id, err := merkle.ParseTilePath(filepath.ToSlash(rel)); err == nil && id.W == merkle.TileWidth {
+				r.OldTileFiles++
+			}
 			return nil // partial tiles, or not a pack
 		}
 		fs, err := InspectSeal(path)

@@ -143,6 +143,9 @@ func testLegacyTiles(t *testing.T, interrupted bool) {
 		}
 	}
 
+	if rep, err := InspectSeals(dir); err != nil || rep.OldTileFiles != len(ids) {
+		t.Fatalf("InspectSeals %+v, %v; want %d full tile files of the old layout", rep, err, len(ids))
+	}
 	l := open(t, dir, opts)
 	for _, id := range ids {
 		if got, err := l.Tile(id); err != nil || !bytes.Equal(got, want[id]) {
@@ -167,7 +170,7 @@ func testLegacyTiles(t *testing.T, interrupted bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.CompletePacks != 1 || rep.ReadOnlyPacks != 1 || rep.OpenPacks != 2 {
+	if rep.CompletePacks != 1 || rep.ReadOnlyPacks != 1 || rep.OpenPacks != 2 || rep.OldTileFiles != 0 {
 		t.Fatalf("InspectSeals %+v; want one complete pack, sealed, and two being filled", rep)
 	}
 	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
