@@ -32,19 +32,8 @@ func TestConcurrentIngestKeepsEachContent(t *testing.T) {
 						"actor": map[string]any{"id": fmt.Sprintf("user-%d", w)}, "content": map[string]any{"prompt": prompt(id)}})
 					sent = append(sent, id)
 				}
-				// Not s.do, which calls Fatal: this runs on a goroutine of
-				// its own.
-				req, _ := http.NewRequest("POST", s.url+"/v1/events", &body)
-				req.Header.Set("Authorization", "Bearer "+adminToken)
-				req.Header.Set("Content-Type", "application/x-ndjson")
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
+				if _, err := postNDJSON(http.DefaultClient, s.url, &body); err != nil {
 					t.Error(err)
-					return
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					t.Errorf("POST: %d", resp.StatusCode)
 					return
 				}
 				mu.Lock()

@@ -222,6 +222,31 @@ type receipt struct {
 	Checkpoint string `json:"checkpoint"`
 }
 
+// postNDJSON sends an NDJSON body of events with the admin token through
+// client and returns the receipt. Unlike s.post it does not call Fatal, so
+// it may run on any goroutine, and against a server that may be gone.
+func postNDJSON(client *http.Client, url string, body io.Reader) (receipt, error) {
+	req, err := http.NewRequest("POST", url+"/v1/events", body)
+	if err != nil {
+		return receipt{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := client.Do(req)
+	if err != nil {
+		return receipt{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return receipt{}, fmt.Errorf("POST /v1/events: %d", resp.StatusCode)
+	}
+	var r receipt
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return receipt{}, fmt.Errorf("POST /v1/events: %w", err)
+	}
+	return r, nil
+}
+
 // size is the log size from the checkpoint.
 func (s *server) size() uint64 {
 	s.t.Helper()

@@ -62,6 +62,16 @@ func TestLoad(t *testing.T) {
 	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "preallocate_bytes") {
 		t.Fatalf("ledger.preallocate_bytes: 4096 validated as %v, want an error naming it", err)
 	}
+	if c, err := Load(write(t, "ledger:\n  key_filter_bytes: -1\n")); err != nil || c.Ledger.KeyFilterBytes != -1 || c.Validate() != nil {
+		t.Fatalf("ledger.key_filter_bytes: -1 (no limit) loaded as %d, %v", c.Ledger.KeyFilterBytes, err)
+	}
+	for _, bad := range []string{"0", "4096", "-2"} {
+		if c, err := Load(write(t, "ledger:\n  key_filter_bytes: "+bad+"\n")); err != nil {
+			t.Fatal(err)
+		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "key_filter_bytes") {
+			t.Fatalf("ledger.key_filter_bytes: %s validated as %v, want an error naming it", bad, err)
+		}
+	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
 	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
 		t.Fatalf("capture.otlp: %+v, %v", c.Capture, err)

@@ -20,7 +20,6 @@ import (
 type keyFilter struct {
 	mu      sync.RWMutex
 	sets    []*bloom
-	bytes   int64       // of all sets
 	limit   int64       // most bytes for all sets; 0 for no limit
 	atLimit atomic.Bool // no set will be added: sets is final
 }
@@ -61,8 +60,16 @@ func (b *bloom) size() int64 { return int64(len(b.words)) * 8 }
 // newKeyFilter makes a filter for expected keys (at least filterMinKeys)
 // that grows up to limit bytes (0: no limit).
 func newKeyFilter(expected, limit int64) *keyFilter {
-	b := newBloom(max(expected, filterMinKeys))
-	return &keyFilter{sets: []*bloom{b}, bytes: b.size(), limit: limit}
+	return &keyFilter{sets: []*bloom{newBloom(max(expected, filterMinKeys))}, limit: limit}
+}
+
+// size returns the bytes of all sets. Called with f.mu held.
+func (f *keyFilter) size() int64 {
+	var n int64
+	for _, b := range f.sets {
+		n += b.size()
+	}
+	return n
 }
 
 // next returns the keys of the filter to add after one made for keys, or
@@ -71,7 +78,7 @@ func newKeyFilter(expected, limit int64) *keyFilter {
 func (f *keyFilter) next(keys int64) int64 {
 	n := min(keys*2, math.MaxInt64/filterBitsPerKey)
 	if f.limit > 0 {
-		n = min(n, (f.limit-f.bytes)*8/filterBitsPerKey)
+		n = min(n, (f.limit-f.size())*8/filterBitsPerKey)
 	}
 	if n < filterMinKeys {
 		return 0
@@ -84,7 +91,7 @@ func (f *keyFilter) next(keys int64) int64 {
 func (f *keyFilter) Bytes() (bytes int64, full bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.bytes, f.atLimit.Load()
+	return f.size(), f.atLimit.Load()
 }
 
 // spread returns the set that takes key once the filter is at its limit:
@@ -140,7 +147,6 @@ func (f *keyFilter) Add(key keyHash) {
 			if last := f.sets[len(f.sets)-1]; last == b && !f.atLimit.Load() {
 				if n := f.next(b.cap); n > 0 {
 					f.sets = append(f.sets, newBloom(n))
-					f.bytes += f.sets[len(f.sets)-1].size()
 				} else {
 					f.atLimit.Store(true)
 				}

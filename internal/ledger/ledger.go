@@ -978,11 +978,6 @@ func (l *Ledger) appendFlag() int {
 	return os.O_APPEND
 }
 
-// tilePath is where a partial tile lives on disk (full tiles are in packs).
-func (l *Ledger) tilePath(id merkle.TileID) string {
-	return filepath.Join(l.dir, filepath.FromSlash(id.Path()))
-}
-
 // sealDurableTiles seals the complete tile packs that the durable
 // watermark, now size, covers: recovery never rewrites those.
 func (l *Ledger) sealDurableTiles(size uint64) {
@@ -1045,7 +1040,7 @@ func (l *Ledger) syncTiles() error {
 	}
 	var partialPaths []string
 	for _, t := range p.partial {
-		path := l.tilePath(t.ID)
+		path := tileFilePath(l.dir, t.ID)
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return err
 		}

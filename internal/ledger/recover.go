@@ -63,8 +63,10 @@ func (l *Ledger) recover() error {
 		return err
 	}
 	// Partial tile files of trees before the durable one, left by a crash
-	// or by the sync of an earlier run, go at the next sync.
-	l.partialFiles = partialTileFiles(l.dir)
+	// or by the sync of an earlier run, go at the next sync; full ones of
+	// the old layout once the packs are durable.
+	files := listTileFiles(l.dir)
+	l.partialFiles = files.partial
 	l.builder = merkle.NewBuilder()
 	var root merkle.Hash
 	started, lastReport := time.Now(), time.Now()
@@ -188,7 +190,7 @@ func (l *Ledger) recover() error {
 	if err := l.publishRecovered(cp); err != nil {
 		return err
 	}
-	l.removeLegacyTiles()
+	l.removeOldTiles(files)
 	return nil
 }
 
@@ -383,29 +385,23 @@ func cutTail(path string, size int64) error {
 
 // compareTile checks a stored tile against the tile the records give.
 func (l *Ledger) compareTile(id merkle.TileID, want []byte) error {
-	data, err := readStoredTile(l.dir, id)
+	read := readPackedTile
+	if id.W < merkle.TileWidth {
+		read = readTileFile
+	}
+	data, err := read(l.dir, id)
 	if err != nil {
-		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), storedName(l.dir, id), err)
+		return fmt.Errorf("%w: record %d: tile %s, made durable before, cannot be read: %v", ErrTampered, tileRecord(id, 0), storedName(id), err)
 	}
 	if k := firstDiff(data, want); k >= 0 {
-		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), storedName(l.dir, id))
+		return fmt.Errorf("%w: record %d: tile %s differs from the tree the records give", ErrTampered, tileRecord(id, k), storedName(id))
 	}
 	return nil
 }
 
-// readStoredTile reads a tile from the ledger directory dir: a full tile
-// from its pack, a partial one from its file.
-func readStoredTile(dir string, id merkle.TileID) ([]byte, error) {
+// storedName names a tile and, for a full one, where in its pack it is.
+func storedName(id merkle.TileID) string {
 	if id.W == merkle.TileWidth {
-		return readPackedTile(dir, id)
-	}
-	return os.ReadFile(filepath.Join(dir, filepath.FromSlash(id.Path())))
-}
-
-// storedName names a tile and, for a full one in a pack, where it is
-// stored.
-func storedName(dir string, id merkle.TileID) string {
-	if id.W == merkle.TileWidth && !unpackedTiles(dir) {
 		return tileName(id)
 	}
 	return id.Path()

@@ -380,7 +380,7 @@ func InspectSeals(dir string) (SealReport, error) {
 		if err != nil {
 			return err
 		}
-		if (k+1)*packTiles > durable>>uint(merkle.TileHeight*(level+1)) {
+		if (k+1)*packTiles > fullTiles(durable, level) {
 			r.OpenPacks++
 			r.AppendOnlyPacks += b2i(fs.AppendOnly)
 			return nil

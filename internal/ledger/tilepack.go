@@ -69,9 +69,20 @@ func readPackedTile(dir string, id merkle.TileID) ([]byte, error) {
 	return data, nil
 }
 
-// readTileFile reads a full tile of the old layout, one file a tile.
+// tileFilePath is where tile id is kept in a file of its own, at its C2SP
+// path: a partial tile, or a full one of the old layout.
+func tileFilePath(dir string, id merkle.TileID) string {
+	return filepath.Join(dir, filepath.FromSlash(id.Path()))
+}
+
+// readTileFile reads a tile kept in a file of its own.
 func readTileFile(dir string, id merkle.TileID) ([]byte, error) {
-	return os.ReadFile(filepath.Join(dir, filepath.FromSlash(id.Path())))
+	return os.ReadFile(tileFilePath(dir, id))
+}
+
+// fullTiles is the number of full tiles of level in a tree of size records.
+func fullTiles(size uint64, level int) uint64 {
+	return size >> uint(merkle.TileHeight*(level+1))
 }
 
 // openPack is the pack of one level that full tiles are being appended to.
@@ -168,7 +179,7 @@ func (l *Ledger) cutPacks(durable uint64) error {
 		dir := filepath.Join(l.dir, "tile", strconv.Itoa(level), packDir)
 		names, err := os.ReadDir(dir)
 		if errors.Is(err, fs.ErrNotExist) {
-			if durable>>uint(merkle.TileHeight*(level+1)) == 0 {
+			if fullTiles(durable, level) == 0 {
 				return nil
 			}
 			continue
@@ -176,7 +187,7 @@ func (l *Ledger) cutPacks(durable uint64) error {
 		if err != nil {
 			return fmt.Errorf("couldn't list tile packs: %w", err)
 		}
-		tiles := durable >> uint(merkle.TileHeight*(level+1)) // durable full tiles of the level
+		tiles := fullTiles(durable, level)
 		for _, e := range names {
 			k, err := strconv.ParseUint(e.Name(), 10, 64)
 			if err != nil || e.Name() != packName(k) {
@@ -227,32 +238,52 @@ func unpackedTiles(dir string) bool {
 	return errors.Is(err, fs.ErrNotExist)
 }
 
-// removeLegacyTiles removes any full tile files of the old layout, lifting
-// their seals; it runs once the packs that replace them are durable.
-// Partial tile files are left alone. Files it cannot remove are reported,
-// not fatal: nothing reads them.
-func (l *Ledger) removeLegacyTiles() {
-	var files, dirs []string
-	filepath.WalkDir(filepath.Join(l.dir, "tile"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		rel, _ := filepath.Rel(l.dir, path)
+// tileFiles are the files of tile/ outside the packs, as found at start.
+type tileFiles struct {
+	partial []string // partial tiles
+	oldFull []string // full tiles of the old layout
+	dirs    []string // the directories they are in, parents first
+}
+
+// listTileFiles walks the tile directory of the ledger directory dir, but
+// not the packs.
+func listTileFiles(dir string) tileFiles {
+	var tf tileFiles
+	filepath.WalkDir(filepath.Join(dir, "tile"), func(path string, d fs.DirEntry, err error) error {
 		switch {
+		case err != nil:
+			return nil
 		case d.IsDir() && d.Name() == packDir:
 			return filepath.SkipDir
 		case d.IsDir():
-			dirs = append(dirs, path)
+			tf.dirs = append(tf.dirs, path)
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, path)
+		id, err := merkle.ParseTilePath(filepath.ToSlash(rel))
+		switch {
+		case err != nil:
+		case id.W < merkle.TileWidth:
+			tf.partial = append(tf.partial, path)
 		default:
-			if id, err := merkle.ParseTilePath(filepath.ToSlash(rel)); err == nil && id.W == merkle.TileWidth {
-				files = append(files, path)
-			}
+			tf.oldFull = append(tf.oldFull, path)
 		}
 		return nil
 	})
+	return tf
+}
+
+// removeOldTiles removes the full tile files of the old layout that tf
+// lists, lifting their seals; it runs once the packs that replace them are
+// durable. Files it cannot remove are reported, not fatal: nothing reads
+// them.
+func (l *Ledger) removeOldTiles(tf tileFiles) {
+	if len(tf.oldFull) == 0 {
+		return
+	}
 	var failed int
 	var lastErr error
-	for _, path := range files {
+	for _, path := range tf.oldFull {
 		if err := l.seal.unlock(path); err != nil {
 			failed, lastErr = failed+1, err
 			continue
@@ -262,18 +293,15 @@ func (l *Ledger) removeLegacyTiles() {
 		}
 	}
 	// Directories left empty, deepest first; the others stay.
-	for i := len(dirs) - 1; i >= 0; i-- {
-		os.Remove(dirs[i])
-	}
-	if len(files) == 0 {
-		return
+	for i := len(tf.dirs) - 1; i >= 0; i-- {
+		os.Remove(tf.dirs[i])
 	}
 	if failed > 0 {
 		l.log.Warn("couldn't remove full tile files of the old layout; the server no longer reads them, remove them by hand",
 			"files", failed, "last_error", lastErr)
 		return
 	}
-	l.log.Info("moved the log's full tiles into packs", "old_files_removed", len(files))
+	l.log.Info("moved the log's full tiles into packs", "old_files_removed", len(tf.oldFull))
 }
 
 // parsePackPath parses the path of a tile pack relative to the ledger
@@ -292,26 +320,4 @@ func parsePackPath(rel string) (level int, k uint64, ok bool) {
 		return 0, 0, false
 	}
 	return level, k, true
-}
-
-// partialTileFiles lists the partial tile files in the ledger directory
-// dir.
-func partialTileFiles(dir string) []string {
-	var paths []string
-	filepath.WalkDir(filepath.Join(dir, "tile"), func(path string, d fs.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return nil
-		case d.IsDir() && d.Name() == packDir:
-			return filepath.SkipDir
-		case d.IsDir():
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if id, err := merkle.ParseTilePath(filepath.ToSlash(rel)); err == nil && id.W < merkle.TileWidth {
-			paths = append(paths, path)
-		}
-		return nil
-	})
-	return paths
 }

@@ -251,7 +251,7 @@ func TestOldPartialTilesRemoved(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got := partialTileFiles(dir)
+	got := listTileFiles(dir).partial
 	for i, p := range got {
 		got[i], _ = filepath.Rel(dir, p)
 	}

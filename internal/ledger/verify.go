@@ -88,9 +88,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	}
 	// A log written before full tiles were packed, and not yet opened by
 	// a server that packs them, has them one to a file.
-	readTile := readPackedTile
+	readTile, name := readPackedTile, tileName
 	if unpackedTiles(dir) {
-		readTile = readTileFile
+		readTile, name = readTileFile, merkle.TileID.Path
 	}
 
 	firsts, err := listSegments(filepath.Join(dir, segDir))
@@ -127,7 +127,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		n++
 		for _, t := range full {
-			if err := checkTile(dir, t, durable, readTile); err != nil {
+			if err := checkTile(dir, t, durable, readTile, name); err != nil {
 				return err
 			}
 			rep.TilesChecked++
@@ -224,12 +224,12 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			if err != nil {
 				return err
 			}
-			shift := uint(merkle.TileHeight * (level + 1))
+			full := fullTiles(n, level)
 			end := k*packTiles + uint64(fi.Size()/tileBytes) // the tile after the pack's last whole one
 			cut := fi.Size()%tileBytes != 0
-			if end > n>>shift || cut && end == n>>shift {
+			if end > full || cut && end == full {
 				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d full tiles of level %d that the %d records of the log give",
-					rel, fi.Size(), n>>shift, level, n)}
+					rel, fi.Size(), full, level, n)}
 			}
 			return nil
 		}
@@ -280,23 +280,23 @@ type verifyRecord struct {
 }
 
 // checkTile compares a full tile recomputed from the records with the one
-// stored (read with read: from its pack, or its file in the old layout).
-// Tiles past the durable watermark may be missing after a crash; the
-// server writes them again at start.
-func checkTile(dir string, t merkle.Tile, durable uint64, read func(string, merkle.TileID) ([]byte, error)) error {
+// stored, which read reads and name names (from its pack, or its file in
+// the old layout). Tiles past the durable watermark may be missing after a
+// crash; the server writes them again at start.
+func checkTile(dir string, t merkle.Tile, durable uint64, read func(string, merkle.TileID) ([]byte, error), name func(merkle.TileID) string) error {
 	data, err := read(dir, t.ID)
 	end := uint64(tileRecord(t.ID, merkle.TileWidth))
 	if errors.Is(err, fs.ErrNotExist) && end > durable {
 		return nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", storedName(dir, t.ID))}
+		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", name(t.ID))}
 	}
 	if err != nil {
 		return err
 	}
 	if k := firstDiff(data, t.Data); k >= 0 {
-		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", storedName(dir, t.ID), k)}
+		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", name(t.ID), k)}
 	}
 	return nil
 }
