@@ -178,7 +178,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 
 	link := new(ledgerLink)
-	idx, err := openIndex(cfg.DataDir, link, index.Options{FullText: cfg.FullText(), PostingsDelay: indexPostingsDelay})
+	idx, err := openIndex(cfg.DataDir, link, index.Options{FullText: cfg.FullText()})
 	if err != nil {
 		return fmt.Errorf("couldn't open the query index: %w (the index is derived from the log: `aitrail reindex --data %s` rebuilds it)", err, cfg.DataDir)
 	}
@@ -265,8 +265,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 
 	// indexApplied is the index follower's cursor; the index's lag is
-	// measured to Visible, the records queries see (which postings held
-	// back can keep behind the cursor for up to indexPostingsDelay).
+	// measured to Visible, the records queries see.
 	var indexApplied, registryCursor atomic.Uint64
 	// behind returns how many records a follower whose cursor is c has yet
 	// to process. The cursor is read first: it never passes the size read
@@ -544,13 +543,6 @@ func captureProxies(cfg config.Config, pipeline *ingest.Pipeline, writeError fun
 // indexLinger lets the query index apply records in batches even when they
 // arrive one at a time; queries see new events at most this much later.
 const indexLinger = 50 * time.Millisecond
-
-// indexPostingsDelay is how long the index may hold back the postings of
-// the block it fills when an Apply changed many (index.Options): under
-// sustained load, rewriting busy values' postings in every Apply took
-// about a twentieth of the server's CPU. Queries that filter see new
-// events up to this much later.
-const indexPostingsDelay = 250 * time.Millisecond
 
 // indexBatch is the most records the index applies in one transaction (the
 // ledger hands out at most 32 MiB of records at once). Each transaction

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/ledger"
@@ -14,9 +13,8 @@ import (
 // BenchmarkApply measures indexing throughput: batches of 1000 realistic
 // records of about 1.4 KiB, as the follower delivers them, into an index
 // that grows as the benchmark runs. The records have 5,000 distinct actors,
-// the worst case for postings; with a PostingsDelay, as the server runs
-// it, their postings are written a few times a second instead of in every
-// batch. On a shared 2-vCPU VM, with block postings,
+// the worst case for postings, whose rows are written once a block is
+// complete. On a shared 2-vCPU VM, with block postings,
 // it indexed 44,000-64,000 records/s without full text and 14,600-16,300
 // with it (35,000 and 13,000-18,000 with an SQLite index per filter),
 // bound by SQLite's work on the writing goroutine.
@@ -26,7 +24,6 @@ func BenchmarkApply(b *testing.B) {
 		opts Options
 	}{
 		{"nofulltext", Options{}},
-		{"nofulltext-postingsdelay", Options{PostingsDelay: 250 * time.Millisecond}},
 		{"fulltext", Options{FullText: true}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

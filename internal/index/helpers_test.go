@@ -163,3 +163,14 @@ func forModes(t *testing.T, f func(t *testing.T, opts Options)) {
 		t.Run(fmt.Sprintf("FullText=%v", opts.FullText), func(t *testing.T) { f(t, opts) })
 	}
 }
+
+// toTable writes the open block's postings to the table, from which
+// queries then read them (as after Open), so that a test can alter them.
+func toTable(t testing.TB, ix *Index) {
+	t.Helper()
+	ix.applyMu.Lock()
+	defer ix.applyMu.Unlock()
+	if err := ix.writeOpenBlock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

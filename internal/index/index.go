@@ -77,7 +77,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // schemaVersion is stored in PRAGMA user_version. An index file written with
 // another version is emptied and rebuilt from the log rather than migrated:
 // the index is derived data.
-const schemaVersion = 5
+const schemaVersion = 6
 
 // SQLite settings.
 const (
@@ -104,20 +104,7 @@ type Options struct {
 	// the follower rebuilds it with text; turning it off keeps the records
 	// and drops only the text index.
 	FullText bool
-	// PostingsDelay lets Apply leave the postings of the block it is
-	// filling unwritten for up to this long when more than
-	// flushNowPostings of them have changed: under sustained load, the
-	// postings of busy values (actors) are then rewritten a few times a
-	// second instead of in every Apply. Until they are written, queries
-	// that filter may miss the rows applied since; Visible says up to
-	// where queries see every record. 0 writes them in every Apply.
-	PostingsDelay time.Duration
 }
-
-// flushNowPostings is the most changed postings Apply writes at once even
-// with a PostingsDelay: so many cost little, and light traffic is then
-// visible to queries as soon as it is applied.
-const flushNowPostings = 256
 
 // Log reads records back from the log the index follows, by where they are
 // (ledger.Entry.Offset): the index keeps their locations, not copies.
@@ -151,16 +138,14 @@ type Index struct {
 	writer  *conn // Apply's own connection, with the larger cache (sqlconn.go)
 	// open is the postings of the block the last Apply ended in, for the
 	// next Apply to continue; nil when unknown (they are then rebuilt).
-	open *blockPostings
-	// With a PostingsDelay: when open's postings were last written, the
-	// timer that writes them if no Apply does, and whether Close was
-	// called (all guarded by applyMu).
-	postingsDelay time.Duration
-	lastWrite     time.Time
-	writeTimer    *time.Timer
-	closed        bool
-	// visible is the log index before which every applied record is in
-	// the postings (Visible).
+	// They are written to the table once the block is complete; until
+	// then queries read them from openView, which Apply replaces after
+	// every commit. When openView is nil the table has them all.
+	open     *blockPostings
+	openView atomic.Pointer[openView]
+	closed   bool // Close was called (guarded by applyMu)
+	// visible is the log index before which queries see every applied
+	// record (Visible).
 	visible atomic.Uint64
 	// checked counts the candidate rows scans have checked, which tells
 	// how much of the index a query had to look at.
@@ -203,7 +188,7 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(maxConns)
-	ix := &Index{db: db, log: log, fullText: opts.FullText, postingsDelay: opts.PostingsDelay}
+	ix := &Index{db: db, log: log, fullText: opts.FullText}
 	if err := ix.init(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
@@ -215,7 +200,7 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walCheckpoint/pageSize))
 	if err == nil {
 		// A previous run may have stopped with the open block's postings
-		// held back: they are rebuilt from its rows and written.
+		// unwritten: they are rebuilt from its rows and written.
 		ix.applyMu.Lock()
 		err = ix.writeOpenBlock(context.Background())
 		ix.applyMu.Unlock()
@@ -247,7 +232,6 @@ CREATE TABLE IF NOT EXISTS records (
 	id            TEXT,
 	type          TEXT,
 	time          INTEGER,             -- event time, Unix nanoseconds
-	received_at   INTEGER,             -- no longer written (NULL): nothing read it; kept so that files stay version 5
 	actor_id      TEXT,
 	model_name    TEXT,
 	model_version TEXT,
@@ -347,16 +331,12 @@ func (ix *Index) init(ctx context.Context) error {
 	return tx.Commit()
 }
 
-// Close writes postings held back (see Options.PostingsDelay) and closes
-// the database; it waits for an Apply in progress. Nothing is lost by
-// stopping without Close: postings are rebuilt from the rows at Open, and
-// an Apply either committed or will be delivered again.
+// Close writes the open block's postings and closes the database; it
+// waits for an Apply in progress. Nothing is lost by stopping without
+// Close: postings are rebuilt from the rows at Open, and an Apply either
+// committed or will be delivered again.
 func (ix *Index) Close() error {
 	ix.applyMu.Lock()
-	if ix.writeTimer != nil {
-		ix.writeTimer.Stop()
-		ix.writeTimer = nil
-	}
 	if !ix.closed && ix.open != nil && ix.open.changed() {
 		ix.writeOpenBlock(context.Background()) // on failure, Open rebuilds them
 	}
@@ -367,37 +347,12 @@ func (ix *Index) Close() error {
 }
 
 // Visible returns the log index before which queries see every applied
-// record: Cursor, or less while Options.PostingsDelay holds postings back.
+// record: the cursor as of the last committed Apply.
 func (ix *Index) Visible() uint64 { return ix.visible.Load() }
 
-// writeLater has writeIdle write the open block's postings once
-// PostingsDelay has passed since they were last written, unless an Apply
-// writes them first. applyMu must be held.
-func (ix *Index) writeLater() {
-	if ix.writeTimer != nil || ix.closed {
-		return
-	}
-	ix.writeTimer = time.AfterFunc(max(0, ix.postingsDelay-time.Since(ix.lastWrite)), ix.writeIdle)
-}
-
-func (ix *Index) writeIdle() {
-	ix.applyMu.Lock()
-	defer ix.applyMu.Unlock()
-	ix.writeTimer = nil
-	if ix.closed {
-		return
-	}
-	if err := ix.writeOpenBlock(context.Background()); err != nil {
-		// Tried again after a whole delay; until then queries that filter
-		// miss the newest records.
-		ix.lastWrite = time.Now()
-		ix.writeLater()
-	}
-}
-
 // writeOpenBlock writes the postings of the block the cursor is in, as far
-// as they changed (all of them when they are rebuilt from the rows), and
-// makes every applied record visible. applyMu must be held.
+// as they changed (all of them when they are rebuilt from the rows), so
+// that the table has every posting. applyMu must be held.
 func (ix *Index) writeOpenBlock(ctx context.Context) error {
 	cursor, open, err := ix.begin(ctx)
 	if err != nil {
@@ -421,15 +376,9 @@ func (ix *Index) writeOpenBlock(ctx context.Context) error {
 		}
 	}
 	ix.open = bp
-	ix.written(cursor)
-	return nil
-}
-
-// written notes that every posting of the records before cursor is in the
-// table. applyMu must be held.
-func (ix *Index) written(cursor uint64) {
-	ix.lastWrite = time.Now()
+	ix.openView.Store(nil)
 	ix.visible.Store(cursor)
+	return nil
 }
 
 // begin starts a transaction on the writer connection and returns the
@@ -539,8 +488,7 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	rows, ready, stop := ix.parseAsync(entries)
 	defer stop()
-	var wrote bool
-	if bp, wrote, err = ix.insert(ctx, pw, rows, ready, bp); err != nil {
+	if bp, err = ix.insert(ctx, pw, rows, ready, bp); err != nil {
 		return err
 	}
 	if err := ix.writer.execInt("UPDATE state SET cursor = ?", int64(last)+1); err != nil {
@@ -551,11 +499,8 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	bp.next = last + 1
 	ix.open = bp
-	if wrote {
-		ix.written(last + 1)
-	} else {
-		ix.writeLater()
-	}
+	ix.openView.Store(bp.view())
+	ix.visible.Store(last + 1)
 	return nil
 }
 
@@ -578,37 +523,36 @@ func insertText(n int) string {
 // insert writes rows, each group of parseGroup rows as soon as ready
 // reports that it has been parsed, and their postings, continuing bp (the
 // postings of the block the first row is in). It returns the postings of
-// the block the last row is in, and whether it wrote them: those of the
-// blocks before are always written, the last block's as PostingsDelay
-// says.
-func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, ready []chan error, bp *blockPostings) (_ *blockPostings, wrote bool, err error) {
+// the block the last row is in, whose times it writes but not its
+// postings (see openView); those of the blocks before are written whole.
+func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, ready []chan error, bp *blockPostings) (_ *blockPostings, err error) {
 	w := ix.writer
 	insert, err := w.prepare(insertRecord)
 	if err != nil {
-		return nil, false, fmt.Errorf("couldn't prepare insert: %w", err)
+		return nil, fmt.Errorf("couldn't prepare insert: %w", err)
 	}
 	tenant, err := w.prepare("INSERT OR IGNORE INTO tenants (name) VALUES (?)")
 	if err != nil {
-		return nil, false, fmt.Errorf("couldn't prepare insert: %w", err)
+		return nil, fmt.Errorf("couldn't prepare insert: %w", err)
 	}
 	seen := map[string]bool{}
 	for g := range ready {
 		if err := <-ready[g]; err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			if t := rows[i].tenant; !seen[t] {
 				seen[t] = true
 				tenant.bindText(1, t)
 				if _, err := tenant.exec(); err != nil {
-					return nil, false, fmt.Errorf("couldn't index tenant: %w", err)
+					return nil, fmt.Errorf("couldn't index tenant: %w", err)
 				}
 			}
 		}
 		// Cancellation is checked once a group: SQLite's calls do not
 		// watch the context.
 		if err := ctx.Err(); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		for i := g * parseGroup; i < min((g+1)*parseGroup, len(rows)); i++ {
 			r := &rows[i]
@@ -626,14 +570,14 @@ func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, read
 			insert.bindInt(12, r.pos)
 			n, err := insert.exec()
 			if err != nil {
-				return nil, false, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
+				return nil, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
 			if n == 0 {
 				continue // skipped (see Apply): no postings
 			}
 			if b := r.idx >> blockBits; b != bp.block {
 				if err := pw.flush(bp); err != nil {
-					return nil, false, err
+					return nil, err
 				}
 				bp = newBlockPostings(b)
 			}
@@ -641,16 +585,13 @@ func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, read
 		}
 	}
 	// Before the text: see insertTexts.
-	wrote = ix.postingsDelay == 0 || len(bp.dirty) <= flushNowPostings || time.Since(ix.lastWrite) >= ix.postingsDelay
-	if wrote {
-		if err := pw.flush(bp); err != nil {
-			return nil, false, err
-		}
+	if err := pw.flushTimes(bp); err != nil {
+		return nil, err
 	}
 	if ix.fullText {
-		return bp, wrote, insertTexts(w, rows)
+		return bp, insertTexts(w, rows)
 	}
-	return bp, wrote, nil
+	return bp, nil
 }
 
 // textRows is the most rows one INSERT into the FTS table writes.
@@ -878,6 +819,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)
 	}
+	ix.openView.Store(nil)
 	ix.visible.Store(0)
 	return nil
 }
@@ -935,7 +877,7 @@ func (ix *Index) ScrubActor(ctx context.Context, tenant, actorID string) (int64,
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
 	// The scrub finds the actor's records by the postings in the table,
-	// which must include those held back.
+	// which must include the open block's.
 	if err := ix.writeOpenBlock(ctx); err != nil {
 		return 0, fmt.Errorf("couldn't scrub the index: %w", err)
 	}

@@ -576,6 +576,7 @@ func TestAlteredIndex(t *testing.T) {
 	ctx := context.Background()
 	ix, e := openTemp(t, Options{})
 	apply(t, ix, e.add(t, rec("acme", "a-1", "api.call"), rec("globex", "g-1", "api.call"), rec("globex", "g-2", "api.call")))
+	toTable(t, ix)
 	want := func(what string, err error, index uint64, tenant string) {
 		t.Helper()
 		var te *TamperedError
@@ -669,11 +670,12 @@ func TestGetUnindexed(t *testing.T) {
 func TestDamagedPostings(t *testing.T) {
 	ctx := context.Background()
 	ix, es := fixtureIndex(t, Options{})
+	toTable(t, ix)
 	want, err := ix.Query(ctx, Query{Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bits := range [][]byte{{1}, {0xff, 0xff}} {
+	for _, bits := range [][]byte{{1}, {2, 0, 1, 0}, {1, 0, 1, 0}} {
 		if _, err := ix.db.ExecContext(ctx, `UPDATE postings SET bits = ? WHERE key = ?`, bits, postingKey(fieldTenant, "acme")); err != nil {
 			t.Fatal(err)
 		}

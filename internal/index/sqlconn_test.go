@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aitrail/aitrail/internal/ledger"
 )
@@ -172,7 +171,7 @@ func TestConnErrors(t *testing.T) {
 // TestApplyAfterClose: an Index used after Close (a follower that had not
 // stopped yet) returns errors instead of touching the closed connection.
 func TestApplyAfterClose(t *testing.T) {
-	ix, _ := openTemp(t, Options{PostingsDelay: time.Hour})
+	ix, _ := openTemp(t, Options{})
 	g := newGenerator(t)
 	if err := ix.Apply(context.Background(), []ledger.Entry{g.entry(0)}); err != nil {
 		t.Fatal(err)
