@@ -247,9 +247,9 @@ CREATE TABLE IF NOT EXISTS postings (
 	bits  BLOB,                        -- which of the block's records have it (encodePlaces)
 	PRIMARY KEY (key, block)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS blocks (
-	block    INTEGER PRIMARY KEY,
-	min_time INTEGER,                  -- event times of the block's records
+CREATE TABLE IF NOT EXISTS chunks (
+	chunk    INTEGER PRIMARY KEY,      -- log index >> chunkBits
+	min_time INTEGER,                  -- event times of the chunk's records
 	max_time INTEGER
 );
 CREATE TABLE IF NOT EXISTS tenants (
@@ -275,6 +275,7 @@ const dropAll = `
 DROP TABLE IF EXISTS records;
 DROP TABLE IF EXISTS postings;
 DROP TABLE IF EXISTS blocks;
+DROP TABLE IF EXISTS chunks;
 DROP TABLE IF EXISTS records_fts;
 DROP TABLE IF EXISTS state;
 `
@@ -825,7 +826,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 }
 
 func reset(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM blocks; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM chunks; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
 		return err
 	}
 	// The FTS table may not exist (full text off, or not created yet).
@@ -906,7 +907,7 @@ func (ix *Index) scrubActor(ctx context.Context, tenant, actorID string) (int64,
 	}
 	var scrubbed int64
 	for _, b := range blocks {
-		idxs := idxRange{0, math.MaxInt64}.candidates(nil, b.block, &b.bits, false)
+		idxs, _ := idxRange{0, math.MaxInt64}.candidates(nil, b.block, &b.bits, false, 0, blockSize)
 		if len(idxs) == 0 {
 			continue // an altered posting naming no record
 		}

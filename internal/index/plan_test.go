@@ -65,6 +65,23 @@ func TestFiltersVisitOnlyTheirBlocks(t *testing.T) {
 			t.Errorf("%+v checked %d rows of %d; want at most one block (%d)", q, c, n, blockSize)
 		}
 	}
+
+	// A time range narrows a scan to the chunks of records it overlaps,
+	// not to whole blocks: records 70,000-70,099, in one chunk, and the
+	// chunk of the rare record, whose times span up to 1,000 hours.
+	for _, q := range []Query{
+		{From: t0.Add(70_000 * time.Millisecond), To: t0.Add(70_100 * time.Millisecond), Limit: 1000},
+		{From: t0.Add(70_000 * time.Millisecond), To: t0.Add(70_100 * time.Millisecond), Limit: 1000, Order: OrderDesc, Type: "api.call"},
+	} {
+		before := ix.checked.Load()
+		p, err := ix.Query(ctx, q)
+		if err != nil || len(p.Hits) != 100 || p.Hits[0].Index != 70_000 && p.Hits[0].Index != 70_099 {
+			t.Errorf("%+v: %d hits, %v; want records 70,000-70,099", q, len(p.Hits), err)
+		}
+		if c := ix.checked.Load() - before; c > 2*chunkSize {
+			t.Errorf("%+v checked %d rows; want at most two chunks (%d)", q, c, 2*chunkSize)
+		}
+	}
 }
 
 // TestQueriesMatchFiltering checks the index against the obvious filter

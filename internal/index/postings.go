@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
+	mathbits "math/bits"
 	"slices"
 	"strings"
 )
@@ -57,6 +57,16 @@ const (
 	blockBits = 16
 	blockSize = 1 << blockBits
 	blockMask = blockSize - 1
+)
+
+// The range of event times is kept for each chunk of chunkSize records,
+// in the chunks table: a time range (from, to) then narrows a scan to the
+// chunks it overlaps, not to whole blocks, whose records span much more
+// time.
+const (
+	chunkBits      = 10
+	chunkSize      = 1 << chunkBits
+	chunksPerBlock = blockSize / chunkSize
 )
 
 // The fields with postings, and the tag byte each key starts with.
@@ -153,18 +163,6 @@ func encodePlaces(places []uint16) []byte {
 	return out
 }
 
-// places yields the places of b's records in ascending order.
-func (b *bitmap) places(yield func(int) bool) {
-	for wi, w := range b {
-		for w != 0 {
-			if !yield(wi<<6 + bits.TrailingZeros64(w)) {
-				return
-			}
-			w &= w - 1
-		}
-	}
-}
-
 // errDamagedPostings wraps a posting that cannot be decoded: index.db was
 // altered or damaged. The postings are derived, so rebuilding the index
 // repairs them.
@@ -206,10 +204,15 @@ type blockPostings struct {
 	// values holds each field's postings by value.
 	values [numFields]map[string]*posting
 	// dirty lists the postings changed since the last flush.
-	dirty            []dirtyPosting
-	minTime, maxTime int64
-	hasTime          bool // some row has been added
-	timeDirty        bool
+	dirty []dirtyPosting
+	// times is the range of event times of each chunk of the block.
+	times [chunksPerBlock]chunkTimes
+}
+
+type chunkTimes struct {
+	min, max int64
+	has      bool // some row of the chunk has been added
+	dirty    bool // changed since last written
 }
 
 // posting is the places in the block of the records with one value, in
@@ -249,17 +252,20 @@ func (bp *blockPostings) add(r *row) {
 			bp.dirty = append(bp.dirty, dirtyPosting{field, value, p})
 		}
 	})
-	if !bp.hasTime || r.time < bp.minTime {
-		bp.minTime = r.time
+	c := &bp.times[at>>chunkBits]
+	if !c.has || r.time < c.min {
+		c.min = r.time
 	}
-	if !bp.hasTime || r.time > bp.maxTime {
-		bp.maxTime = r.time
+	if !c.has || r.time > c.max {
+		c.max = r.time
 	}
-	bp.hasTime, bp.timeDirty = true, true
+	c.has, c.dirty = true, true
 }
 
 // changed reports whether bp has postings or times not yet written.
-func (bp *blockPostings) changed() bool { return len(bp.dirty) > 0 || bp.timeDirty }
+func (bp *blockPostings) changed() bool {
+	return len(bp.dirty) > 0 || slices.ContainsFunc(bp.times[:], func(c chunkTimes) bool { return c.dirty })
+}
 
 // postingWriter writes postings in one Apply's transaction.
 type postingWriter struct {
@@ -271,7 +277,7 @@ func prepareWriter(w *conn) (*postingWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("couldn't prepare postings: %w", err)
 	}
-	b, err := w.prepare("INSERT OR REPLACE INTO blocks (block, min_time, max_time) VALUES (?, ?, ?)")
+	b, err := w.prepare("INSERT OR REPLACE INTO chunks (chunk, min_time, max_time) VALUES (?, ?, ?)")
 	if err != nil {
 		return nil, fmt.Errorf("couldn't prepare postings: %w", err)
 	}
@@ -302,16 +308,21 @@ func (w *postingWriter) flushPostings(bp *blockPostings) error {
 	return nil
 }
 
-// flushTimes writes the range of bp's event times, if it changed.
+// flushTimes writes the ranges of bp's event times that changed.
 func (w *postingWriter) flushTimes(bp *blockPostings) error {
-	if bp.timeDirty {
-		w.block.bindInt(1, bp.block)
-		w.block.bindInt(2, bp.minTime)
-		w.block.bindInt(3, bp.maxTime)
-		if _, err := w.block.exec(); err != nil {
-			return fmt.Errorf("couldn't write block %d: %w", bp.block, err)
+	for i := range bp.times {
+		c := &bp.times[i]
+		if !c.dirty {
+			continue
 		}
-		bp.timeDirty = false
+		chunk := bp.block*chunksPerBlock + int64(i)
+		w.block.bindInt(1, chunk)
+		w.block.bindInt(2, c.min)
+		w.block.bindInt(3, c.max)
+		if _, err := w.block.exec(); err != nil {
+			return fmt.Errorf("couldn't write the times of chunk %d: %w", chunk, err)
+		}
+		c.dirty = false
 	}
 	return nil
 }
@@ -382,8 +393,8 @@ const (
 type fetchStream struct {
 	desc bool
 	// fetch returns up to n rows from block from on in the scan's
-	// direction.
-	fetch func(ctx context.Context, from int64, n int) ([]blockRow, error)
+	// direction, and whether there may be more after them.
+	fetch func(ctx context.Context, from int64, n int) ([]blockRow, bool, error)
 	buf   []blockRow
 	done  bool // no rows past buf
 	n     int
@@ -401,11 +412,11 @@ func (s *fetchStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, 
 			return 0, nil, false, nil
 		}
 		s.n = min(max(2*s.n, firstFetch), maxFetch)
-		rows, err := s.fetch(ctx, b, s.n)
+		rows, more, err := s.fetch(ctx, b, s.n)
 		if err != nil {
 			return 0, nil, false, err
 		}
-		s.buf, s.done = rows, len(rows) < s.n
+		s.buf, s.done = rows, !more
 	}
 }
 
@@ -424,12 +435,13 @@ func (ix *Index) keyStream(key []byte, desc bool) stream {
 	if desc {
 		q = "SELECT block, bits FROM postings WHERE key = ? AND block <= ? ORDER BY block DESC LIMIT ?"
 	}
-	table := &fetchStream{desc: desc, fetch: func(ctx context.Context, from int64, n int) ([]blockRow, error) {
+	table := &fetchStream{desc: desc, fetch: func(ctx context.Context, from int64, n int) ([]blockRow, bool, error) {
 		rows, err := ix.db.QueryContext(ctx, q, key, from, n)
 		if err != nil {
-			return nil, fmt.Errorf("couldn't read postings: %w", err)
+			return nil, false, fmt.Errorf("couldn't read postings: %w", err)
 		}
-		return scanPostings(rows, make([]blockRow, 0, n))
+		out, err := scanPostings(rows, make([]blockRow, 0, n))
+		return out, len(out) == n, err
 	}}
 	v := ix.openView.Load()
 	if v == nil {
@@ -513,7 +525,8 @@ func scanPostings(rows *sql.Rows, out []blockRow) ([]blockRow, error) {
 
 // timeStream returns the stream of the blocks whose event times overlap
 // [from, to), a bound applying only if set (neither: every block with
-// records). Every record of such a block is a candidate.
+// records). The candidates of such a block are the records of its chunks
+// that overlap it.
 func (ix *Index) timeStream(from, to int64, fromSet, toSet, desc bool) stream {
 	var w where
 	if fromSet {
@@ -522,28 +535,48 @@ func (ix *Index) timeStream(from, to int64, fromSet, toSet, desc bool) stream {
 	if toSet {
 		w.add("min_time < ?", to)
 	}
-	q := "SELECT block FROM blocks WHERE " + w.sql() + " AND block >= ? ORDER BY block LIMIT ?"
+	q := "SELECT chunk FROM chunks WHERE " + w.sql() + " AND chunk >= ? ORDER BY chunk LIMIT ?"
 	if desc {
-		q = "SELECT block FROM blocks WHERE " + w.sql() + " AND block <= ? ORDER BY block DESC LIMIT ?"
+		q = "SELECT chunk FROM chunks WHERE " + w.sql() + " AND chunk <= ? ORDER BY chunk DESC LIMIT ?"
 	}
-	return &fetchStream{desc: desc, fetch: func(ctx context.Context, b int64, n int) ([]blockRow, error) {
-		rows, err := ix.db.QueryContext(ctx, q, append(w.args[:len(w.args):len(w.args)], b, n)...)
+	return &fetchStream{desc: desc, fetch: func(ctx context.Context, b int64, n int) ([]blockRow, bool, error) {
+		from := b * chunksPerBlock
+		if desc {
+			from += chunksPerBlock - 1
+		}
+		limit := n * chunksPerBlock
+		rows, err := ix.db.QueryContext(ctx, q, append(w.args[:len(w.args):len(w.args)], from, limit)...)
 		if err != nil {
-			return nil, fmt.Errorf("couldn't read blocks: %w", err)
+			return nil, false, fmt.Errorf("couldn't read chunks: %w", err)
 		}
 		defer rows.Close()
 		out := make([]blockRow, 0, n)
+		read := 0
 		for rows.Next() {
-			r := blockRow{bits: full}
-			if err := rows.Scan(&r.block); err != nil {
-				return nil, fmt.Errorf("couldn't read blocks: %w", err)
+			var chunk int64
+			if err := rows.Scan(&chunk); err != nil {
+				return nil, false, fmt.Errorf("couldn't read chunks: %w", err)
 			}
-			out = append(out, r)
+			read++
+			if blk := chunk / chunksPerBlock; len(out) == 0 || out[len(out)-1].block != blk {
+				out = append(out, blockRow{block: blk})
+			}
+			bits := &out[len(out)-1].bits
+			first := int(chunk%chunksPerBlock) * (chunkSize / 64)
+			for i := first; i < first+chunkSize/64; i++ {
+				bits[i] = math.MaxUint64
+			}
 		}
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("couldn't read blocks: %w", err)
+			return nil, false, fmt.Errorf("couldn't read chunks: %w", err)
 		}
-		return out, nil
+		if read < limit {
+			return out, false, nil
+		}
+		// The last block's chunks may go on past the limit: it is fetched
+		// again, whole, by the next call. (It is not the only one: a block
+		// has fewer chunks than the limit.)
+		return out[:len(out)-1], true, nil
 	}}
 }
 
@@ -654,20 +687,45 @@ func (ix *Index) keysWithPrefix(ctx context.Context, prefix []byte, n int) ([][]
 // included.
 type idxRange struct{ lo, hi int64 }
 
-// candidates appends to out the log indexes of bits in block that lie in r,
-// in the scan's direction.
-func (r idxRange) candidates(out []int64, block int64, bits *bitmap, desc bool) []int64 {
-	start := len(out)
+// candidates appends to out up to n log indexes of bits in block that lie
+// in r, in the scan's direction, from place from on (from included), and
+// returns the place to go on from: -1 or blockSize once past the block's
+// end. A block holds tens of thousands of candidates for a common value; a
+// page needs a few of them.
+func (r idxRange) candidates(out []int64, block int64, bits *bitmap, desc bool, from, n int) ([]int64, int) {
 	base := block << blockBits
-	for i := range bits.places {
+	for found := 0; from >= 0 && from < blockSize; {
+		wi := from >> 6
+		w := bits[wi]
+		if desc {
+			w &= math.MaxUint64 >> (63 - from&63) // places up to from
+		} else {
+			w &= math.MaxUint64 << (from & 63) // places from from on
+		}
+		if w == 0 {
+			if desc {
+				from = wi<<6 - 1
+			} else {
+				from = (wi + 1) << 6
+			}
+			continue
+		}
+		var i int
+		if desc {
+			i = wi<<6 + 63 - mathbits.LeadingZeros64(w)
+			from = i - 1
+		} else {
+			i = wi<<6 + mathbits.TrailingZeros64(w)
+			from = i + 1
+		}
 		if idx := base + int64(i); idx >= r.lo && idx <= r.hi {
 			out = append(out, idx)
+			if found++; found == n {
+				break
+			}
 		}
 	}
-	if desc {
-		slices.Reverse(out[start:])
-	}
-	return out
+	return out, from
 }
 
 // scanBlocks returns up to limit rows of (idx, tenant, pos) that st
@@ -717,17 +775,22 @@ func (ix *Index) scanBlocks(ctx context.Context, st selectStmt, limit int) ([]Hi
 				return hits, pos, nil
 			}
 		} else {
-			cands = st.bounds.candidates(cands[:0], b, &bits, st.desc)
-			for len(cands) > 0 {
-				n := min(len(cands), max(limit-len(hits), 32))
+			from := 0
+			if st.desc {
+				from = blockSize - 1
+			}
+			for from >= 0 && from < blockSize {
+				cands, from = st.bounds.candidates(cands[:0], b, &bits, st.desc, from, max(limit-len(hits), 32))
+				if len(cands) == 0 {
+					break
+				}
 				var err error
-				if hits, pos, err = ix.checkRows(ctx, st, cands[:n], hits, pos); err != nil {
+				if hits, pos, err = ix.checkRows(ctx, st, cands, hits, pos); err != nil {
 					return nil, nil, err
 				}
 				if len(hits) >= limit {
 					return hits[:limit], pos[:limit], nil
 				}
-				cands = cands[n:]
 			}
 		}
 		if st.desc {
