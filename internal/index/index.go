@@ -139,10 +139,14 @@ type Index struct {
 	// open is the postings of the block the last Apply ended in, for the
 	// next Apply to continue; nil when unknown (they are then rebuilt).
 	// They are written to the table once the block is complete; until
-	// then queries read them from openView, which Apply replaces after
-	// every commit. When openView is nil the table has them all.
+	// then queries read them from served, which is open (or, until a
+	// failed Apply is retried, the postings open was before it) once the
+	// Apply that made them has committed. When served is nil the table
+	// has them all. Apply adds to served's postings under servedMu;
+	// queries read them under it.
 	open     *blockPostings
-	openView atomic.Pointer[openView]
+	servedMu sync.RWMutex
+	served   *blockPostings
 	closed   bool // Close was called (guarded by applyMu)
 	// visible is the log index before which queries see every applied
 	// record (Visible).
@@ -377,7 +381,7 @@ func (ix *Index) writeOpenBlock(ctx context.Context) error {
 		}
 	}
 	ix.open = bp
-	ix.openView.Store(nil)
+	ix.serve(nil)
 	ix.visible.Store(cursor)
 	return nil
 }
@@ -500,9 +504,19 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	bp.next = last + 1
 	ix.open = bp
-	ix.openView.Store(bp.view())
+	if bp != ix.served {
+		ix.serve(bp)
+	}
 	ix.visible.Store(last + 1)
 	return nil
+}
+
+// serve makes bp the postings queries read for the open block (nil: the
+// table has them all).
+func (ix *Index) serve(bp *blockPostings) {
+	ix.servedMu.Lock()
+	ix.served = bp
+	ix.servedMu.Unlock()
 }
 
 // insertRecord inserts one row. A row whose (tenant, id) is taken is
@@ -525,7 +539,7 @@ func insertText(n int) string {
 // reports that it has been parsed, and their postings, continuing bp (the
 // postings of the block the first row is in). It returns the postings of
 // the block the last row is in, whose times it writes but not its
-// postings (see openView); those of the blocks before are written whole.
+// postings (see Index.served); those of the blocks before are written whole.
 func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, ready []chan error, bp *blockPostings) (_ *blockPostings, err error) {
 	w := ix.writer
 	insert, err := w.prepare(insertRecord)
@@ -582,7 +596,13 @@ func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, read
 				}
 				bp = newBlockPostings(b)
 			}
-			bp.add(r)
+			if bp == ix.served {
+				ix.servedMu.Lock()
+				bp.add(r)
+				ix.servedMu.Unlock()
+			} else {
+				bp.add(r)
+			}
 		}
 	}
 	// Before the text: see insertTexts.
@@ -820,7 +840,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)
 	}
-	ix.openView.Store(nil)
+	ix.serve(nil)
 	ix.visible.Store(0)
 	return nil
 }

@@ -40,7 +40,7 @@ import (
 // Apply continues a block a previous Apply (or an earlier run) began.
 //
 // The postings of the open block, the one Apply is filling, are kept in
-// memory and served to queries from there (openView); they are written to
+// memory and served to queries from there (Index.served); they are written to
 // the table once, when the block is complete (and at Close, and before a
 // scrub). Each value's row sits among that value's rows of earlier blocks,
 // so writing a block's postings touches a page of the table for almost
@@ -443,62 +443,51 @@ func (ix *Index) keyStream(key []byte, desc bool) stream {
 		out, err := scanPostings(rows, make([]blockRow, 0, n))
 		return out, len(out) == n, err
 	}}
-	v := ix.openView.Load()
-	if v == nil {
-		return table
-	}
-	places, ok := v.places[string(key)]
+	open, ok := ix.servedBits(key, desc)
 	if !ok {
 		return table
 	}
 	// The table may hold an older copy of the open block's row (written at
 	// Open, Close or a scrub): the union of the two is the one in memory.
-	open := &oneBlock{block: v.block, places: places, desc: desc}
 	return &unionStream{desc: desc, parts: []stream{table, open}}
 }
 
-// openView is what queries see of the open block's postings: every value's
-// places as of the last committed Apply. The places are shared with the
-// blockPostings they were taken from, which only ever appends to them.
-type openView struct {
-	block  int64
-	places map[string][]uint16 // by posting key
-}
-
-// view returns bp's postings as an openView.
-func (bp *blockPostings) view() *openView {
-	n := 0
-	for f := range bp.values {
-		n += len(bp.values[f])
+// servedBits returns the open block's postings of key, as a stream, if
+// queries are served them from memory (Index.served) and it has any.
+func (ix *Index) servedBits(key []byte, desc bool) (*oneBlock, bool) {
+	field := slices.Index(fieldTags[:], key[0])
+	if field < 0 {
+		return nil, false
 	}
-	v := &openView{block: bp.block, places: make(map[string][]uint16, n)}
-	for f := range bp.values {
-		for value, p := range bp.values[f] {
-			v.places[string(fieldTags[f])+value] = p.places[:len(p.places):len(p.places)]
-		}
+	ix.servedMu.RLock()
+	defer ix.servedMu.RUnlock()
+	bp := ix.served
+	if bp == nil {
+		return nil, false
 	}
-	return v
+	p := bp.values[field][string(key[1:])]
+	if p == nil {
+		return nil, false
+	}
+	o := &oneBlock{block: bp.block, desc: desc}
+	for _, i := range p.places {
+		o.bits.set(int(i))
+	}
+	return o, true
 }
 
 // oneBlock is a stream of one block: the open block's postings of a key.
 type oneBlock struct {
-	block  int64
-	places []uint16
-	desc   bool
-	bits   *bitmap // made when first sought
+	block int64
+	bits  bitmap
+	desc  bool
 }
 
 func (o *oneBlock) seek(_ context.Context, b int64) (int64, *bitmap, bool, error) {
 	if before(o.block, b, o.desc) {
 		return 0, nil, false, nil
 	}
-	if o.bits == nil {
-		o.bits = new(bitmap)
-		for _, i := range o.places {
-			o.bits.set(int(i))
-		}
-	}
-	return o.block, o.bits, true, nil
+	return o.block, &o.bits, true, nil
 }
 
 // scanPostings appends the rows of (block, bits) to out, decoded, and
@@ -670,17 +659,36 @@ func (ix *Index) keysWithPrefix(ctx context.Context, prefix []byte, n int) ([][]
 		q, arg = "SELECT key FROM postings WHERE key > ?", k
 	}
 	// And the open block's values, which the table may not have yet.
-	if v := ix.openView.Load(); v != nil && len(keys) < n {
-		var more [][]byte
-		for k := range v.places {
-			if strings.HasPrefix(k, string(prefix)) && !slices.ContainsFunc(keys, func(t []byte) bool { return string(t) == k }) {
-				more = append(more, []byte(k))
-			}
-		}
+	if len(keys) < n {
+		more := ix.servedKeys(prefix)
+		more = slices.DeleteFunc(more, func(k []byte) bool {
+			return slices.ContainsFunc(keys, func(t []byte) bool { return bytes.Equal(t, k) })
+		})
 		slices.SortFunc(more, bytes.Compare)
 		keys = append(keys, more[:min(len(more), n-len(keys))]...)
 	}
 	return keys, nil
+}
+
+// servedKeys returns the keys that start with prefix (a field tag and the
+// start of a value) among the open block's postings served from memory.
+func (ix *Index) servedKeys(prefix []byte) [][]byte {
+	field := slices.Index(fieldTags[:], prefix[0])
+	if field < 0 {
+		return nil
+	}
+	ix.servedMu.RLock()
+	defer ix.servedMu.RUnlock()
+	if ix.served == nil {
+		return nil
+	}
+	var keys [][]byte
+	for value := range ix.served.values[field] {
+		if strings.HasPrefix(value, string(prefix[1:])) {
+			keys = append(keys, append([]byte{prefix[0]}, value...))
+		}
+	}
+	return keys
 }
 
 // idxRange is the range of log indexes a scan may return, both ends
