@@ -370,17 +370,39 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		l.closeFiles()
 		return nil, err
 	}
+	if err := l.loadTail(); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
 	l.tiles = newTileWriter(l)
 	if opts.Preallocate > 0 {
 		l.fill = newFiller(opts.Preallocate, opts.SegmentSize, l.log)
 		l.fill.attach(l.active, l.activeSize)
 	}
 	l.forgot = opts.RecentFrom
-	l.tail = newTail(opts.TailEntries, l.Size())
 	go l.sequence()
 	l.syncDone = make(chan struct{})
 	go l.syncLoop()
 	return l, nil
+}
+
+// loadTail fills the tail with the newest records of the log, read back
+// from the segment files: a read of an event acknowledged before a restart
+// then finds it while the query index catches up, as it would have before,
+// and followers close to the head get them without reading the files.
+func (l *Ledger) loadTail() error {
+	size := l.Size()
+	from := size - min(size, uint64(max(l.opts.TailEntries, 0)))
+	l.tail = newTail(l.opts.TailEntries, from)
+	for next := from; next < size; {
+		entries, err := l.Entries(context.Background(), next, int(size-next))
+		if err != nil {
+			return fmt.Errorf("couldn't read the newest records: %w", err)
+		}
+		l.tail.add(entries)
+		next += uint64(len(entries))
+	}
+	return nil
 }
 
 // KeyFilterStats describes the filter of the log's keys.

@@ -129,13 +129,16 @@ func (h *countingHandler) Apply(_ context.Context, es []Entry) error {
 }
 
 // TestRecent checks that Recent hands out the records from an index on
-// only when memory holds all of them, and never reads a file.
+// only when memory holds all of them, and never reads a file; after a
+// restart, memory holds the newest records again (without the values
+// their appenders gave them).
 func TestRecent(t *testing.T) {
 	ctx := context.Background()
 	opts := newKeys(t).opts()
 	opts.TailEntries = 10
-	l := open(t, t.TempDir(), opts)
-	defer l.Close()
+	dir := t.TempDir()
+	l := open(t, dir, opts)
+	defer func() { l.Close() }()
 	for i := range 25 {
 		it := rec(i)
 		it.Value = i
@@ -159,6 +162,21 @@ func TestRecent(t *testing.T) {
 			}
 		}
 	}
+	l.Close()
+	l = open(t, dir, opts)
+	if es, ok := l.Recent(15); !ok || len(es) != 10 || es[0].Index != 15 || !bytes.Equal(es[9].Data, rec(24).Record) || es[0].Value != nil {
+		t.Errorf("after a restart: Recent(15) = %d entries, %v; want records 15-24 without values", len(es), ok)
+	}
+	if _, ok := l.Recent(14); ok {
+		t.Error("after a restart: Recent(14) ok; memory holds 10 records")
+	}
+	if _, err := l.Append(ctx, []Item{rec(25)}); err != nil {
+		t.Fatal(err)
+	}
+	if es, ok := l.Recent(16); !ok || len(es) != 10 || !bytes.Equal(es[9].Data, rec(25).Record) {
+		t.Errorf("after a restart and an append: Recent(16) = %d entries, %v", len(es), ok)
+	}
+
 	opts.TailEntries = -1
 	none := open(t, t.TempDir(), opts)
 	defer none.Close()
