@@ -396,6 +396,9 @@ func (l *Ledger) loadTail() error {
 	l.tail = newTail(l.opts.TailEntries, from)
 	for next := from; next < size; {
 		entries, err := l.Entries(context.Background(), next, int(size-next))
+		if err == nil && len(entries) == 0 {
+			err = fmt.Errorf("no record at index %d of %d", next, size)
+		}
 		if err != nil {
 			return fmt.Errorf("couldn't read the newest records: %w", err)
 		}
