@@ -164,18 +164,21 @@ func TestKilledServerLeavesZerosThatVerify(t *testing.T) {
 		evs = append(evs, map[string]any{"type": "api.call", "id": fmt.Sprintf("z%d", i), "content": map[string]any{"n": i}})
 	}
 	s.post(evs...)
-	// Once the watermark covers them, so does the checkpoint file (written first).
+	// Once the watermark covers them, so does the checkpoint file (written
+	// first); and the zeros are written in the background, 16 MiB of them
+	// (the default preallocate_bytes) by the time the file is that long.
+	seg := filepath.Join(data, ledgerDir, "segments", "00000000000000000000.seg")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if w, _ := os.ReadFile(filepath.Join(data, ledgerDir, "tiles-durable")); string(w) == "50\n" {
+		w, _ := os.ReadFile(filepath.Join(data, ledgerDir, "tiles-durable"))
+		if fi, err := os.Stat(seg); string(w) == "50\n" && err == nil && fi.Size() >= 16<<20 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the checkpoint file never covered the 50 events")
+			t.Fatal("the checkpoint file never covered the 50 events, or the zeros were never written")
 		}
 	}
 	s.kill()
 
-	seg := filepath.Join(data, ledgerDir, "segments", "00000000000000000000.seg")
 	b, err := os.ReadFile(seg)
 	if err != nil {
 		t.Fatal(err)
