@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/internal/merkle"
@@ -390,8 +391,11 @@ func Open(dir string, opts Options) (*Ledger, error) {
 // from the segment files: a read of an event acknowledged before a restart
 // then finds it while the query index catches up, as it would have before,
 // and followers close to the head get them without reading the files.
+// Records served from the tail are not checked again, so these are checked
+// against their leaf hashes here, as any record read from a file is.
 func (l *Ledger) loadTail() error {
-	size := l.Size()
+	p := l.pub.Load()
+	size, hr := p.size, merkle.TileHashReader(p.size, l.tileReader(p.size, p.partial), nil)
 	from := size - min(size, uint64(max(l.opts.TailEntries, 0)))
 	l.tail = newTail(l.opts.TailEntries, from)
 	for next := from; next < size; {
@@ -401,6 +405,19 @@ func (l *Ledger) loadTail() error {
 		}
 		if err != nil {
 			return fmt.Errorf("couldn't read the newest records: %w", err)
+		}
+		hashIdx := make([]int64, len(entries))
+		for i, e := range entries {
+			hashIdx[i] = tlog.StoredHashIndex(0, int64(e.Index))
+		}
+		leaves, err := hr.ReadHashes(hashIdx)
+		if err != nil {
+			return fmt.Errorf("couldn't read the leaf hashes of the newest records: %w", err)
+		}
+		for i, e := range entries {
+			if merkle.LeafHash(e.Data) != leaves[i] {
+				return &RecordError{Index: e.Index, Offset: e.Offset, Problem: "does not match its leaf hash"}
+			}
 		}
 		l.tail.add(entries)
 		next += uint64(len(entries))
