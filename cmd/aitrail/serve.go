@@ -264,9 +264,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		return fmt.Errorf("couldn't load the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
 	}
 
-	// indexApplied is the index follower's cursor; the index's lag is
-	// measured to Visible, the records queries see.
-	var indexApplied, registryCursor atomic.Uint64
+	// The index's lag is measured to its cursor as of its last committed
+	// transaction (idx.Visible), which queries see in full.
+	var registryCursor atomic.Uint64
 	// behind returns how many records a follower whose cursor is c has yet
 	// to process. The cursor is read first: it never passes the size read
 	// after it.
@@ -318,10 +318,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		stopFollow()
 		followers.Wait()
 	}
-	follow("index", idx, indexBatchFor(cfg.Index.MaxLag), func(c uint64) {
-		indexApplied.Store(c)
-		led.Forget(c)
-	})
+	follow("index", idx, indexBatchFor(cfg.Index.MaxLag), led.Forget)
 	// The registry follows the log to persist what ingest taught it and to
 	// learn what it missed (records committed when the server stopped).
 	// Versions are resolved only once it has caught up with the log as it
@@ -374,7 +371,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	reg.MustRegister(indexWaits)
 	// Producers wait for the index's rows, not for its postings: those are
 	// held back on purpose.
-	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return behind(indexApplied.Load) }, Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
+	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return behind(idx.Visible) }, Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
 	pipeline.Admit = lagLimit.Admit
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
 	if err != nil {

@@ -596,13 +596,9 @@ func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, read
 				}
 				bp = newBlockPostings(b)
 			}
-			if bp == ix.served {
-				ix.servedMu.Lock()
-				bp.add(r)
-				ix.servedMu.Unlock()
-			} else {
-				bp.add(r)
-			}
+			ix.servedMu.Lock() // bp may be served (uncontended otherwise)
+			bp.add(r)
+			ix.servedMu.Unlock()
 		}
 	}
 	// Before the text: see insertTexts.
