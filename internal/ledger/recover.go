@@ -134,6 +134,8 @@ func (l *Ledger) recover() error {
 			}
 		}
 	}}
+	// Whatever ends the start, nothing may go on applying records after.
+	defer batch.wait()
 	// A frame's record is valid only during the visit.
 	visit := func(idx uint64, rec []byte) error {
 		return batch.add(recoveredRecord{idx: idx, rec: batch.arena.copy(rec)}, len(rec))
@@ -154,6 +156,11 @@ func (l *Ledger) recover() error {
 		}
 		seg, err := l.scanSegment(first, last, max(cp.Size, durable), visit)
 		if err != nil {
+			// The batch in the background, done, may name an earlier
+			// record at fault.
+			if berr := batch.wait(); berr != nil {
+				return berr
+			}
 			return err
 		}
 		l.segs = append(l.segs, seg)

@@ -98,7 +98,10 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		return rep, fmt.Errorf("couldn't list segments: %w", err)
 	}
 	b := merkle.NewBuilder()
-	var n uint64
+	// n counts the records applied, read the records read: reading runs
+	// ahead of applying by up to a batch, and n may be read only after a
+	// flush.
+	var n, read uint64
 	// A root that disagrees with the checkpoint is reported only if no
 	// damage naming a record turns up: that is the more useful report.
 	var rootErr error
@@ -189,7 +192,8 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 				return bad(int64(n), "%s", what)
 			}
 			// A frame is valid only until the next; the batch holds copies.
-			r := verifyRecord{idx: n + uint64(len(batch.items)), rec: batch.arena.copy(fr.record), blob: batch.arena.copy(fr.blob)}
+			r := verifyRecord{idx: read, rec: batch.arena.copy(fr.record), blob: batch.arena.copy(fr.blob)}
+			read++
 			if err := batch.add(r, len(fr.record)+len(fr.blob)); err != nil {
 				f.Close()
 				return rep, err
