@@ -95,25 +95,39 @@ func ParseRecord(data []byte) (*Record, error) {
 	return &r, nil
 }
 
-// contentDigestPrefix starts the content reference in a canonical record.
-// It can occur nowhere else: string values escape their quotes, and
-// attribute values are never objects.
-var contentDigestPrefix = []byte(`"content":{"digest":"`)
+// contentRefStart starts the content reference object in a canonical
+// record, after its name: the object can occur nowhere else with that name
+// before it (string values escape their quotes, and attribute values are
+// never objects), but other objects may start with a digest (a model's).
+var (
+	contentName     = []byte(`"content":`)
+	contentRefStart = []byte(`{"digest":"`)
+)
 
 // ContentDigest returns the content digest a stored (canonical) record
 // commits to, without parsing the whole record; ok is false if the record
 // references no content. Verification calls it for every record.
 func ContentDigest(record []byte) (digest string, ok bool) {
-	i := bytes.Index(record, contentDigestPrefix)
-	if i < 0 {
-		return "", false
+	// The search is for the object's start: '{' is rare in a record,
+	// where '"' (the name's first byte) is everywhere and would make the
+	// search go byte by byte.
+	for off := 0; ; {
+		i := bytes.Index(record[off:], contentRefStart)
+		if i < 0 {
+			return "", false
+		}
+		i += off
+		if !bytes.HasSuffix(record[:i], contentName) {
+			off = i + 1
+			continue
+		}
+		rest := record[i+len(contentRefStart):]
+		j := bytes.IndexByte(rest, '"')
+		if j < 0 {
+			return "", false
+		}
+		return string(rest[:j]), true
 	}
-	rest := record[i+len(contentDigestPrefix):]
-	j := bytes.IndexByte(rest, '"')
-	if j < 0 {
-		return "", false
-	}
-	return string(rest[:j]), true
 }
 
 // keyReader is what RecordKey reads with, kept between calls.

@@ -107,15 +107,18 @@ func BenchmarkCanonical(b *testing.B) {
 func TestContentDigest(t *testing.T) {
 	ts := time.Now()
 	r := &Record{ID: "x", Type: "a.b", Tenant: "t", Time: ts, ReceivedAt: ts,
-		Attributes: map[string]any{"content": `"content":{"digest":"forged"}`, "note": "x"}}
+		Attributes: map[string]any{"content": `"content":{"digest":"forged"}`, "note": `{"digest":"x"}`},
+		// An object that starts with a digest, and is not content.
+		Model:   &Model{Digest: "sha256:model"},
+		Dataset: &Dataset{Name: "d"}}
 	b, _ := Canonical(r)
 	if d, ok := ContentDigest(b); ok {
-		t.Fatalf("record without content: found digest %q", d)
+		t.Fatalf("record without content: found digest %q in %s", d, b)
 	}
 	r.Content = &ContentRef{Digest: "sha256:abc", KeyID: "k", Size: 3}
 	b, _ = Canonical(r)
 	if d, ok := ContentDigest(b); !ok || d != "sha256:abc" {
-		t.Fatalf("ContentDigest = %q, %v", d, ok)
+		t.Fatalf("ContentDigest = %q, %v in %s", d, ok, b)
 	}
 }
 
