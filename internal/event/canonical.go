@@ -3,10 +3,9 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
-
-	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Canonical returns the record's RFC 8785 (JCS) canonical JSON: the bytes
@@ -130,56 +129,52 @@ func ContentDigest(record []byte) (digest string, ok bool) {
 	}
 }
 
-// keyReader is what RecordKey reads with, kept between calls.
-type keyReader struct {
-	d     jsontext.Decoder
-	r     bytes.Reader
-	empty bytes.Reader
-}
+// recordDepth bounds the nesting RecordKey reads: a stored record nests
+// three levels at most (attribute values are never objects or arrays).
+const recordDepth = 64
 
-var keyReaders = sync.Pool{New: func() any { return new(keyReader) }}
+// errKeyFound stops RecordKey's reading once it has both names.
+var errKeyFound = errors.New("key found")
 
 // RecordKey returns a stored record's tenant and id (its idempotency key)
-// reading only the top level of the record, which is much cheaper than
-// parsing it: the ledger calls it for every record when it starts.
+// reading only the top level of the record, up to the second of them,
+// which is much cheaper than parsing it: the ledger calls it for every
+// record when it starts, and reads for every record they serve. The
+// members it reads through are checked as the decoder checks an event
+// (JSON syntax, valid UTF-8).
 func RecordKey(record []byte) (tenant, id string, err error) {
-	k := keyReaders.Get().(*keyReader)
-	defer keyReaders.Put(k)
-	k.r.Reset(record)
-	d := &k.d
-	// Names are not checked for duplicates: only a canonical record, which
-	// has none, is ever stored (ParseRecord and verify check that).
-	d.Reset(&k.r, jsontext.AllowDuplicateNames(true))
-	defer d.Reset(&k.empty) // let go of record
-	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
-		return "", "", fmt.Errorf("%w: not a JSON object", ErrMalformedRecord)
-	}
-	for d.PeekKind() != '}' {
-		// Names are read raw, which costs no allocation: a canonical
-		// record's names have no escapes.
-		name, err := d.ReadValue()
-		if err != nil {
-			return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
-		}
-		isID, isTenant := string(name) == `"id"`, string(name) == `"tenant"`
+	r := jsonReader{data: record, maxDepth: recordDepth}
+	var haveTenant, haveID bool
+	err = r.object(1, func(name []byte) error {
+		isID, isTenant := string(name) == "id", string(name) == "tenant"
 		if !isID && !isTenant {
-			if err := d.SkipValue(); err != nil {
-				return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
-			}
-			continue
+			_, err := r.value(2)
+			return err
 		}
-		v, err := d.ReadToken()
-		if err != nil || v.Kind() != '"' {
-			return "", "", fmt.Errorf("%w: %s is not a string", ErrMalformedRecord, name)
+		if r.peek() != '"' {
+			return fmt.Errorf("%s is not a string", name)
+		}
+		v, _, ok := r.text()
+		if !ok {
+			return fmt.Errorf("%s is not a valid string", name)
 		}
 		if isID {
-			id = v.String()
+			id, haveID = string(v), len(v) > 0
 		} else {
-			tenant = v.String()
+			tenant, haveTenant = string(v), len(v) > 0
 		}
-		if id != "" && tenant != "" {
-			return tenant, id, nil
+		if haveID && haveTenant {
+			return errKeyFound
 		}
+		return nil
+	})
+	switch {
+	case err == errKeyFound:
+		return tenant, id, nil
+	case err == errNotEvent:
+		return "", "", fmt.Errorf("%w: not a well-formed JSON object", ErrMalformedRecord)
+	case err != nil:
+		return "", "", fmt.Errorf("%w: %v", ErrMalformedRecord, err)
 	}
 	return "", "", fmt.Errorf("%w: no id or tenant", ErrMalformedRecord)
 }
