@@ -57,6 +57,11 @@ type KeyStore interface {
 	// may or may not have been stored; it is never used until PutKey
 	// succeeds, but a later CurrentKey may return it.
 	PutKey(ctx context.Context, k WrappedKey) error
+	// PutKeys stores keys durably in one step, in their order, before
+	// returning: all of them or, on error, none. It returns an error
+	// wrapping ErrExists if a key with the ID of one of them exists, or if
+	// two of them share an ID.
+	PutKeys(ctx context.Context, keys []WrappedKey) error
 	// GetKey returns the key with id, or an error wrapping ErrNotFound.
 	GetKey(ctx context.Context, id string) (WrappedKey, error)
 	// CurrentKey returns the key for scope that was stored last, ok=false if
@@ -259,6 +264,56 @@ func (k *Keyring) createKey(ctx context.Context, scope string) (*dataKey, error)
 		return nil, fmt.Errorf("crypto: couldn't store data key %s for scope %q: %w", wk.ID, scope, err)
 	}
 	return dk, nil
+}
+
+// ensureKeys gives every scope in scopes a current key: the store's, or
+// a new one. The new keys are stored together, with one PutKeys, where
+// currentKey stores each with a PutKey of its own. Scopes currentKey would
+// refuse are left to it.
+func (k *Keyring) ensureKeys(ctx context.Context, scopes []string) error {
+	if len(scopes) == 0 {
+		return nil
+	}
+	k.createMu.Lock()
+	defer k.createMu.Unlock()
+	var fresh []WrappedKey
+	var made []*dataKey
+	for _, scope := range scopes {
+		if _, ok := k.current.Load(scope); ok || scope == "" || len(scope) > maxScope {
+			continue
+		}
+		wk, ok, err := k.store.CurrentKey(ctx, scope)
+		if err != nil {
+			return fmt.Errorf("crypto: couldn't read data key for scope %q: %w", scope, err)
+		}
+		if ok {
+			dk, err := k.unwrap(wk)
+			if err != nil {
+				return err
+			}
+			k.byID.Store(dk.id, dk)
+			k.current.Store(scope, dk)
+			continue
+		}
+		wk, dk, err := k.newKey(scope)
+		if err != nil {
+			return err
+		}
+		fresh, made = append(fresh, wk), append(made, dk)
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	// The keys must be durable before any content or pseudonym depends on
+	// them.
+	if err := k.store.PutKeys(ctx, fresh); err != nil {
+		return fmt.Errorf("crypto: couldn't store %d data keys: %w", len(fresh), err)
+	}
+	for _, dk := range made {
+		k.byID.Store(dk.id, dk)
+		k.current.Store(dk.scope, dk)
+	}
+	return nil
 }
 
 // newKey generates a data key for scope, wrapped by the Keyring's master

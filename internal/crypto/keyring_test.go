@@ -201,18 +201,38 @@ func TestMovedCatalogRowFails(t *testing.T) {
 	}
 }
 
-// countingStore counts PutKey calls and can fail them.
+// countingStore counts PutKey and PutKeys calls (puts, batches) and the
+// keys they store, and can fail them.
 type countingStore struct {
 	crypto.KeyStore
-	mu   sync.Mutex
-	puts int
-	fail error
+	mu      sync.Mutex
+	puts    int
+	batches int
+	keys    int
+	fail    error
+}
+
+func (s *countingStore) PutKeys(ctx context.Context, keys []crypto.WrappedKey) error {
+	s.mu.Lock()
+	s.batches++
+	fail := s.fail
+	if fail == nil {
+		s.keys += len(keys)
+	}
+	s.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	return s.KeyStore.PutKeys(ctx, keys)
 }
 
 func (s *countingStore) PutKey(ctx context.Context, k crypto.WrappedKey) error {
 	s.mu.Lock()
 	s.puts++
 	fail := s.fail
+	if fail == nil {
+		s.keys++
+	}
 	s.mu.Unlock()
 	if fail != nil {
 		return fail

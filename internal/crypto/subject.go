@@ -168,25 +168,91 @@ func (k *Keyring) loadSubject(ctx context.Context, tenant, subject string, creat
 	if tenant == "" || strings.Contains(tenant, "|") {
 		return nil, false, fmt.Errorf("crypto: invalid tenant for a subject")
 	}
-	ref := anonymous
-	if subject != "" {
-		refKey, ok, err := k.macKey(ctx, scopeOf(scopeSubjects, tenant, ""), create)
-		if err != nil || !ok {
-			return nil, false, err
-		}
-		m := hmac.New(sha256.New, refKey)
-		m.Write([]byte(subject))
-		ref = hex.EncodeToString(m.Sum(nil)[:16])
+	ref, ok, err := k.reference(ctx, tenant, subject, create)
+	if err != nil || !ok {
+		return nil, false, err
 	}
 	salt, ok, err := k.macKey(ctx, scopeOf(scopeSalt, tenant, ref), create)
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	content := tenant
-	if ref != anonymous {
-		content = scopeOf(scopeContent, tenant, ref)
+	return &Subject{tenant: tenant, ref: ref, salt: salt, contentScope: contentScope(tenant, ref), keyring: k}, true, nil
+}
+
+// reference returns the reference under which (tenant, subject)'s keys
+// are stored: a keyed hash of the subject, or anonymous for none.
+func (k *Keyring) reference(ctx context.Context, tenant, subject string, create bool) (string, bool, error) {
+	if subject == "" {
+		return anonymous, true, nil
 	}
-	return &Subject{tenant: tenant, ref: ref, salt: salt, contentScope: content, keyring: k}, true, nil
+	refKey, ok, err := k.macKey(ctx, scopeOf(scopeSubjects, tenant, ""), create)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	m := hmac.New(sha256.New, refKey)
+	m.Write([]byte(subject))
+	return hex.EncodeToString(m.Sum(nil)[:16]), true, nil
+}
+
+// contentScope is the scope content of the subject with reference ref is
+// sealed under: the tenant's for the anonymous subject.
+func contentScope(tenant, ref string) string {
+	if ref == anonymous {
+		return tenant
+	}
+	return scopeOf(scopeContent, tenant, ref)
+}
+
+// SubjectUse names a subject an append is about to pseudonymise, and
+// whether it seals content for it.
+type SubjectUse struct {
+	Tenant, Subject string
+	Content         bool
+}
+
+// PrepareSubjects makes sure that every subject uses names has its salt,
+// and its content key if it seals content, creating those missing
+// together: their keys are stored with one durable write, where Subject
+// and Seal store each with one of its own (a batch naming a thousand new
+// users would wait for a thousand writes). Subject and Seal then find
+// them in memory. Uses with an invalid tenant are left for Subject to
+// refuse.
+func (k *Keyring) PrepareSubjects(ctx context.Context, uses []SubjectUse) error {
+	var scopes []string
+	var listed map[string]bool
+	need := func(scope string) {
+		if _, ok := k.current.Load(scope); ok || listed[scope] {
+			return
+		}
+		if listed == nil {
+			listed = map[string]bool{}
+		}
+		listed[scope] = true
+		scopes = append(scopes, scope)
+	}
+	for _, u := range uses {
+		k.subjectsMu.RLock()
+		s, ok := k.subjects[subjectKey{u.Tenant, u.Subject}]
+		k.subjectsMu.RUnlock()
+		switch {
+		case ok:
+			if u.Content && s.content.Load() == nil {
+				need(s.contentScope)
+			}
+			continue
+		case u.Tenant == "" || strings.Contains(u.Tenant, "|"):
+			continue
+		}
+		ref, _, err := k.reference(ctx, u.Tenant, u.Subject, true)
+		if err != nil {
+			return err
+		}
+		need(scopeOf(scopeSalt, u.Tenant, ref))
+		if u.Content {
+			need(contentScope(u.Tenant, ref))
+		}
+	}
+	return k.ensureKeys(ctx, scopes)
 }
 
 // macKey returns the HMAC key of scope, creating it if create is set.

@@ -128,3 +128,79 @@ func TestPseudonymsOfManyValues(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestPrepareSubjects: the salts and content keys of a batch's new
+// subjects are stored in one write; Subject and Seal then store nothing,
+// and give what they give without preparing (the same keys, found by
+// another Keyring over the store). A failed write leaves nothing behind
+// that is used.
+func TestPrepareSubjects(t *testing.T) {
+	ctx := context.Background()
+	store := &countingStore{KeyStore: new(cryptotest.MemKeyStore)}
+	kr := crypto.NewKeyring(newKEK(t, 1), store)
+	var uses []crypto.SubjectUse
+	for i := range 200 {
+		// 100 users, each twice; content for users 0-49; one anonymous use.
+		uses = append(uses, crypto.SubjectUse{Tenant: "acme", Subject: fmt.Sprintf("user-%d", i%100), Content: i%100 < 50})
+	}
+	uses = append(uses, crypto.SubjectUse{Tenant: "acme", Content: true}, crypto.SubjectUse{Tenant: "bad|tenant", Subject: "x"})
+	if err := kr.PrepareSubjects(ctx, uses); err != nil {
+		t.Fatal(err)
+	}
+	// One PutKey for the tenant's reference key; one batch with 100 salts,
+	// 50 content keys, the anonymous subject's salt and the tenant's key.
+	if store.puts != 1 || store.batches != 1 || store.keys != 1+100+50+2 {
+		t.Fatalf("prepare stored %d keys with %d PutKey and %d PutKeys calls; want 153 with 1 and 1", store.keys, store.puts, store.batches)
+	}
+	pseudonyms := map[string]string{}
+	for _, u := range uses[:len(uses)-1] {
+		s, err := kr.Subject(ctx, u.Tenant, u.Subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pseudonyms[u.Subject] = s.Pseudonym(u.Subject)
+		if u.Content {
+			if _, _, err := s.Seal(ctx, []byte("prompt"), crypto.ContentAAD("acme", "e")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if store.puts != 1 || store.batches != 1 {
+		t.Fatalf("Subject and Seal after prepare stored keys: %d PutKey, %d PutKeys calls", store.puts, store.batches)
+	}
+	if err := kr.PrepareSubjects(ctx, uses); err != nil || store.batches != 1 {
+		t.Fatalf("preparing again: %v, %d PutKeys calls; want none", err, store.batches)
+	}
+	other := crypto.NewKeyring(newKEK(t, 1), store)
+	for _, u := range uses[:len(uses)-1] {
+		s, ok, err := other.LookupSubject(ctx, u.Tenant, u.Subject)
+		if err != nil || !ok || s.Pseudonym(u.Subject) != pseudonyms[u.Subject] {
+			t.Fatalf("subject %q through another keyring: %v %v, pseudonym differs", u.Subject, ok, err)
+		}
+	}
+	if _, err := kr.Subject(ctx, "bad|tenant", "x"); err == nil {
+		t.Fatal("Subject accepted a tenant with '|'")
+	}
+
+	failing := &countingStore{KeyStore: new(cryptotest.MemKeyStore)}
+	kr = crypto.NewKeyring(newKEK(t, 1), failing)
+	if _, err := kr.Subject(ctx, "acme", "first"); err != nil { // the reference key
+		t.Fatal(err)
+	}
+	failing.fail = errors.New("disk full")
+	if err := kr.PrepareSubjects(ctx, uses[:10]); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("prepare with a failing store: %v", err)
+	}
+	failing.fail = nil
+	s, err := kr.Subject(ctx, "acme", "user-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The reference key and first's salt, then user-3's salt.
+	if failing.puts != 3 {
+		t.Fatalf("after a failed prepare, Subject stored %d keys with PutKey, want 3 (its own salt the third)", failing.puts)
+	}
+	if got, ok, err := crypto.NewKeyring(newKEK(t, 1), failing).LookupSubject(ctx, "acme", "user-3"); err != nil || !ok || got.Pseudonym("user-3") != s.Pseudonym("user-3") {
+		t.Fatalf("the salt Subject made after a failed prepare is not the stored one: %v %v", ok, err)
+	}
+}

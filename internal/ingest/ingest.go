@@ -88,6 +88,9 @@ const ContentMarkersAttr = "aitrail.content.markers"
 // Subjects gives the pseudonymiser of a (tenant, subject): the keyring.
 type Subjects interface {
 	Subject(ctx context.Context, tenant, subject string) (*crypto.Subject, error)
+	// PrepareSubjects creates the keys of a batch's new subjects together
+	// (crypto.Keyring.PrepareSubjects).
+	PrepareSubjects(ctx context.Context, uses []crypto.SubjectUse) error
 }
 
 // PersonalAttributes are the attributes pseudonymised like the actor's
@@ -152,6 +155,9 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	}
 	if len(denied) > 0 {
 		return Receipt{}, apierr.New(http.StatusForbidden, "forbidden", "the token may not write to every tenant in the request", denied...)
+	}
+	if err := pl.prepare(ctx, records, contents); err != nil {
+		return Receipt{}, err
 	}
 	items := make([]ledger.Item, len(records))
 	var tooLarge []event.Problem
@@ -218,6 +224,25 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 		}
 	}
 	return out, nil
+}
+
+// prepare has the keys of the subjects records name, and of their content,
+// created together before protect and Seal need them one by one.
+func (pl *Pipeline) prepare(ctx context.Context, records []event.Record, contents [][]byte) error {
+	if pl.Subjects == nil {
+		return nil
+	}
+	uses := make([]crypto.SubjectUse, len(records))
+	for i := range records {
+		uses[i] = crypto.SubjectUse{Tenant: records[i].Tenant, Content: contents[i] != nil}
+		if a := records[i].Actor; a != nil {
+			uses[i].Subject = a.ID
+		}
+	}
+	if err := pl.Subjects.PrepareSubjects(ctx, uses); err != nil {
+		return fmt.Errorf("couldn't pseudonymise: %w", err)
+	}
+	return nil
 }
 
 // protect replaces rec's personal identifiers — the actor's id, IP, user

@@ -3,11 +3,15 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/crypto"
+	"github.com/aitrail/aitrail/internal/crypto/cryptotest"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
@@ -95,5 +99,69 @@ func TestRegistryHook(t *testing.T) {
 	led.fail = errors.New("disk on fire")
 	if _, err := pl.Append(ctx, root, []event.Event{{Type: "a.b"}}); err == nil || len(reg.committed) != 3 {
 		t.Fatalf("a failed append: %v, committed %v", err, reg.committed)
+	}
+}
+
+// putCounter counts the writes of a key store.
+type putCounter struct {
+	crypto.KeyStore
+	writes atomic.Int64
+}
+
+func (s *putCounter) PutKey(ctx context.Context, k crypto.WrappedKey) error {
+	s.writes.Add(1)
+	return s.KeyStore.PutKey(ctx, k)
+}
+
+func (s *putCounter) PutKeys(ctx context.Context, keys []crypto.WrappedKey) error {
+	s.writes.Add(1)
+	return s.KeyStore.PutKeys(ctx, keys)
+}
+
+// TestNewSubjectsShareOneKeyWrite: a batch naming many new users with
+// content makes their salts and content keys with one write to the key
+// store, not one each (a write is a disk sync: a thousand new users took a
+// second); the pseudonyms and sealed content are those Subject and Seal
+// give.
+func TestNewSubjectsShareOneKeyWrite(t *testing.T) {
+	ctx := context.Background()
+	kek, err := crypto.NewLocalKEK("", make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &putCounter{KeyStore: new(cryptotest.MemKeyStore)}
+	keyring := crypto.NewKeyring(kek, store)
+	led := &itemLedger{}
+	pl := &Pipeline{Ledger: led, Sealer: keyring, Subjects: keyring}
+	var events []event.Event
+	for i := range 300 {
+		events = append(events, event.Event{Type: "ai.inference", Tenant: "acme",
+			Actor: &event.Actor{ID: fmt.Sprintf("user-%d", i), Type: "user"}, Content: []byte(`{"prompt":"hi"}`)})
+	}
+	if _, err := pl.Append(ctx, root, events); err != nil {
+		t.Fatal(err)
+	}
+	// The tenant's subject reference key, then everything else at once.
+	if n := store.writes.Load(); n != 2 {
+		t.Fatalf("300 new users with content: %d writes to the key store, want 2", n)
+	}
+	for i, it := range led.items {
+		rec := it.Value.(*event.Record)
+		s, err := keyring.Subject(ctx, "acme", fmt.Sprintf("user-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := s.Pseudonym(fmt.Sprintf("user-%d", i)); rec.Actor.ID != want {
+			t.Fatalf("event %d: actor %q, want the subject's pseudonym %q", i, rec.Actor.ID, want)
+		}
+		if _, err := keyring.Open(ctx, rec.Content.KeyID, it.Blob, crypto.ContentAAD("acme", rec.ID)); err != nil {
+			t.Fatalf("event %d: content does not open: %v", i, err)
+		}
+		if _, kid, _ := s.Seal(ctx, []byte("x"), nil); kid != rec.Content.KeyID {
+			t.Fatalf("event %d sealed under key %s, its subject's content key is %s", i, rec.Content.KeyID, kid)
+		}
+	}
+	if n := store.writes.Load(); n != 2 {
+		t.Fatalf("reading back made %d more writes", n-2)
 	}
 }

@@ -40,6 +40,27 @@ func (m *MemKeyStore) PutKey(_ context.Context, k crypto.WrappedKey) error {
 	return nil
 }
 
+// PutKeys implements crypto.KeyStore.
+func (m *MemKeyStore) PutKeys(_ context.Context, keys []crypto.WrappedKey) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := map[string]bool{}
+	for _, e := range m.keys {
+		ids[e.ID] = true
+	}
+	for _, k := range keys {
+		if ids[k.ID] {
+			return fmt.Errorf("key %q: %w", k.ID, crypto.ErrExists)
+		}
+		ids[k.ID] = true
+	}
+	for _, k := range keys {
+		k.Wrapped = bytes.Clone(k.Wrapped)
+		m.keys = append(m.keys, k)
+	}
+	return nil
+}
+
 // GetKey implements crypto.KeyStore.
 func (m *MemKeyStore) GetKey(_ context.Context, id string) (crypto.WrappedKey, error) {
 	m.mu.Lock()
@@ -188,6 +209,49 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		got, err := s.GetKey(ctx, "dk-1")
 		if err != nil || got.Scope != "acme" || string(got.Wrapped) != "wrapped dk-1" {
 			t.Errorf("after refused PutKey, GetKey = %+v, %v; want the first key unchanged", got, err)
+		}
+	})
+
+	t.Run("PutKeys", func(t *testing.T) {
+		s := newStore(t)
+		keys := []crypto.WrappedKey{key("dk-1", "acme", 0), key("dk-2", "globex", 0), key("dk-3", "acme", 0)}
+		if err := s.PutKeys(ctx, keys); err != nil {
+			t.Fatalf("PutKeys: %v", err)
+		}
+		for _, want := range keys {
+			if got, err := s.GetKey(ctx, want.ID); err != nil || got.Scope != want.Scope || !bytes.Equal(got.Wrapped, want.Wrapped) {
+				t.Errorf("GetKey(%s) = %+v, %v; want %+v", want.ID, got, err, want)
+			}
+		}
+		// The last of a scope's keys in the batch is its current key.
+		if cur, ok, err := s.CurrentKey(ctx, "acme"); err != nil || !ok || cur.ID != "dk-3" {
+			t.Errorf("CurrentKey(acme) = %s, %v, %v; want dk-3", cur.ID, ok, err)
+		}
+		all, err := s.AllKeys(ctx)
+		if err != nil || len(all) != 3 || all[0].ID != "dk-1" || all[2].ID != "dk-3" {
+			t.Errorf("AllKeys = %v, %v; want dk-1, dk-2, dk-3 in that order", all, err)
+		}
+	})
+
+	t.Run("PutKeysAllOrNone", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.PutKey(ctx, key("dk-1", "acme", 0)); err != nil {
+			t.Fatalf("PutKey: %v", err)
+		}
+		for _, batch := range [][]crypto.WrappedKey{
+			{key("dk-2", "acme", 0), key("dk-1", "globex", 0)}, // one exists
+			{key("dk-3", "acme", 0), key("dk-3", "globex", 0)}, // twice in the batch
+		} {
+			if err := s.PutKeys(ctx, batch); !errors.Is(err, crypto.ErrExists) {
+				t.Errorf("PutKeys(%s, %s): err = %v, want ErrExists", batch[0].ID, batch[1].ID, err)
+			}
+		}
+		all, err := s.AllKeys(ctx)
+		if err != nil || len(all) != 1 || all[0].ID != "dk-1" {
+			t.Errorf("after refused PutKeys, AllKeys = %v, %v; want only dk-1", all, err)
+		}
+		if cur, ok, err := s.CurrentKey(ctx, "acme"); err != nil || !ok || cur.ID != "dk-1" {
+			t.Errorf("after refused PutKeys, CurrentKey(acme) = %s, %v, %v; want dk-1", cur.ID, ok, err)
 		}
 	})
 

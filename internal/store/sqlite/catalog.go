@@ -191,6 +191,35 @@ func (c *Catalog) PutKey(ctx context.Context, k crypto.WrappedKey) error {
 	return nil
 }
 
+// PutKeys implements crypto.KeyStore: one transaction, one sync.
+func (c *Catalog) PutKeys(ctx context.Context, keys []crypto.WrappedKey) error {
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store %d data keys: %w", len(keys), err)
+	}
+	defer tx.Rollback()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO data_keys (id, scope, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store %d data keys: %w", len(keys), err)
+	}
+	defer ins.Close()
+	for _, k := range keys {
+		res, err := ins.ExecContext(ctx, k.ID, k.Scope, k.KEKID, k.Wrapped, unixNano(k.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
+		} else if n == 0 {
+			return fmt.Errorf("sqlitestore: data key %q: %w", k.ID, crypto.ErrExists)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store %d data keys: %w", len(keys), err)
+	}
+	return nil
+}
+
 const keyColumns = `id, scope, kek_id, wrapped, created_at`
 
 func scanKey(row scanner) (crypto.WrappedKey, error) {
