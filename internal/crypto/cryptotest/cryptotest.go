@@ -27,17 +27,8 @@ type MemKeyStore struct {
 var _ crypto.KeyStore = (*MemKeyStore)(nil)
 
 // PutKey implements crypto.KeyStore.
-func (m *MemKeyStore) PutKey(_ context.Context, k crypto.WrappedKey) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, e := range m.keys {
-		if e.ID == k.ID {
-			return fmt.Errorf("key %q: %w", k.ID, crypto.ErrExists)
-		}
-	}
-	k.Wrapped = bytes.Clone(k.Wrapped)
-	m.keys = append(m.keys, k)
-	return nil
+func (m *MemKeyStore) PutKey(ctx context.Context, k crypto.WrappedKey) error {
+	return m.PutKeys(ctx, []crypto.WrappedKey{k})
 }
 
 // PutKeys implements crypto.KeyStore.

@@ -177,18 +177,7 @@ func fromUnixNano(n int64) time.Time {
 
 // PutKey implements crypto.KeyStore.
 func (c *Catalog) PutKey(ctx context.Context, k crypto.WrappedKey) error {
-	res, err := c.db.ExecContext(ctx,
-		`INSERT INTO data_keys (id, scope, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		k.ID, k.Scope, k.KEKID, k.Wrapped, unixNano(k.CreatedAt))
-	if err != nil {
-		return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("sqlitestore: couldn't store data key %q: %w", k.ID, err)
-	} else if n == 0 {
-		return fmt.Errorf("sqlitestore: data key %q: %w", k.ID, crypto.ErrExists)
-	}
-	return nil
+	return c.PutKeys(ctx, []crypto.WrappedKey{k})
 }
 
 // PutKeys implements crypto.KeyStore: one transaction, one sync.
