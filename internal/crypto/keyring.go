@@ -105,9 +105,10 @@ type Keyring struct {
 	current sync.Map // scope → *dataKey, the key Seal uses
 	byID    sync.Map // key id → *dataKey, every key seen
 
-	// createMu serialises cache misses in Seal so that concurrent first
-	// Seals of a scope make exactly one key.
-	createMu sync.Mutex
+	// creating gathers the scopes that need their key looked up or made,
+	// so that concurrent first uses of a scope make exactly one key and
+	// the keys of concurrent callers are stored together.
+	creating keyWrites
 
 	subjectsMu  sync.RWMutex // read for every event with a subject
 	subjects    map[subjectKey]*Subject
@@ -232,88 +233,130 @@ func (k *Keyring) currentKey(ctx context.Context, scope string) (*dataKey, error
 	if scope == "" || len(scope) > maxScope {
 		return nil, fmt.Errorf("crypto: invalid scope (empty or longer than %d bytes)", maxScope)
 	}
-	k.createMu.Lock()
-	defer k.createMu.Unlock()
-	if v, ok := k.current.Load(scope); ok {
-		return v.(*dataKey), nil
-	}
-	wk, ok, err := k.store.CurrentKey(ctx, scope)
-	if err != nil {
-		return nil, fmt.Errorf("crypto: couldn't read data key for scope %q: %w", scope, err)
-	}
-	var dk *dataKey
-	if ok {
-		if dk, err = k.unwrap(wk); err != nil {
-			return nil, err
-		}
-	} else if dk, err = k.createKey(ctx, scope); err != nil {
+	if err := k.ensureKeys(ctx, []string{scope}); err != nil {
 		return nil, err
 	}
-	k.byID.Store(dk.id, dk)
-	k.current.Store(scope, dk)
-	return dk, nil
+	v, ok := k.current.Load(scope)
+	if !ok {
+		// Erased in the meantime.
+		return nil, fmt.Errorf("crypto: the key of scope %q was destroyed while it was made", scope)
+	}
+	return v.(*dataKey), nil
 }
 
-func (k *Keyring) createKey(ctx context.Context, scope string) (*dataKey, error) {
-	wk, dk, err := k.newKey(scope)
-	if err != nil {
-		return nil, err
-	}
-	// The key must be durable before any content depends on it.
-	if err := k.store.PutKey(ctx, wk); err != nil {
-		return nil, fmt.Errorf("crypto: couldn't store data key %s for scope %q: %w", wk.ID, scope, err)
-	}
-	return dk, nil
+// keyWrites is a group commit for data keys: callers queue the scopes
+// they need, and one of them at a time (the writer) looks up or makes the
+// keys of everything queued and stores the new ones with one PutKeys, so
+// that callers arriving during a write share the next one.
+type keyWrites struct {
+	mu    sync.Mutex
+	queue []keyWait // since the last write began
+	busy  bool      // a writer is at work
+}
+
+// keyWait is one ensureKeys caller's scopes and where its result goes.
+type keyWait struct {
+	scopes []string
+	done   chan error
 }
 
 // ensureKeys gives every scope in scopes a current key: the store's, or
-// a new one. The new keys are stored together, with one PutKeys, where
-// currentKey stores each with a PutKey of its own. Scopes currentKey would
+// a new one, stored durably before it returns. Scopes currentKey would
 // refuse are left to it.
 func (k *Keyring) ensureKeys(ctx context.Context, scopes []string) error {
 	if len(scopes) == 0 {
 		return nil
 	}
-	k.createMu.Lock()
-	defer k.createMu.Unlock()
+	w := &k.creating
+	done := make(chan error, 1)
+	w.mu.Lock()
+	w.queue = append(w.queue, keyWait{scopes, done})
+	if !w.busy {
+		// This caller writes until nothing is queued: its own scopes
+		// first, then those queued meanwhile. The writes outlive a
+		// caller that gives up.
+		w.busy = true
+		wctx := context.WithoutCancel(ctx)
+		for len(w.queue) > 0 {
+			queue := w.queue
+			w.queue = nil
+			w.mu.Unlock()
+			k.makeKeys(wctx, queue)
+			w.mu.Lock()
+		}
+		w.busy = false
+	}
+	w.mu.Unlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// makeKeys is the writer's work for ensureKeys: it loads the stored key
+// of each scope queue names that has none in memory, makes one for each
+// scope that has none stored, stores those with one PutKeys, and tells
+// each caller the first failure among its scopes (a failed PutKeys fails
+// every caller with a new key in it).
+func (k *Keyring) makeKeys(ctx context.Context, queue []keyWait) {
 	var fresh []WrappedKey
 	var made []*dataKey
-	for _, scope := range scopes {
-		if _, ok := k.current.Load(scope); ok || scope == "" || len(scope) > maxScope {
-			continue
-		}
-		wk, ok, err := k.store.CurrentKey(ctx, scope)
-		if err != nil {
-			return fmt.Errorf("crypto: couldn't read data key for scope %q: %w", scope, err)
-		}
-		if ok {
-			dk, err := k.unwrap(wk)
-			if err != nil {
-				return err
+	failed := map[string]error{}
+	listed := map[string]bool{}
+	for _, q := range queue {
+		for _, scope := range q.scopes {
+			if _, ok := k.current.Load(scope); ok || listed[scope] || scope == "" || len(scope) > maxScope {
+				continue
 			}
-			k.byID.Store(dk.id, dk)
-			k.current.Store(scope, dk)
-			continue
+			listed[scope] = true
+			wk, ok, err := k.store.CurrentKey(ctx, scope)
+			if err != nil {
+				failed[scope] = fmt.Errorf("crypto: couldn't read data key for scope %q: %w", scope, err)
+				continue
+			}
+			if ok {
+				dk, err := k.unwrap(wk)
+				if err != nil {
+					failed[scope] = err
+					continue
+				}
+				k.byID.Store(dk.id, dk)
+				k.current.Store(scope, dk)
+				continue
+			}
+			wk, dk, err := k.newKey(scope)
+			if err != nil {
+				failed[scope] = err
+				continue
+			}
+			fresh, made = append(fresh, wk), append(made, dk)
 		}
-		wk, dk, err := k.newKey(scope)
-		if err != nil {
-			return err
-		}
-		fresh, made = append(fresh, wk), append(made, dk)
-	}
-	if len(fresh) == 0 {
-		return nil
 	}
 	// The keys must be durable before any content or pseudonym depends on
 	// them.
-	if err := k.store.PutKeys(ctx, fresh); err != nil {
-		return fmt.Errorf("crypto: couldn't store %d data keys: %w", len(fresh), err)
+	if len(fresh) > 0 {
+		if err := k.store.PutKeys(ctx, fresh); err != nil {
+			for _, wk := range fresh {
+				failed[wk.Scope] = fmt.Errorf("crypto: couldn't store data key %s for scope %q: %w", wk.ID, wk.Scope, err)
+			}
+		} else {
+			for _, dk := range made {
+				k.byID.Store(dk.id, dk)
+				k.current.Store(dk.scope, dk)
+			}
+		}
 	}
-	for _, dk := range made {
-		k.byID.Store(dk.id, dk)
-		k.current.Store(dk.scope, dk)
+	for _, q := range queue {
+		var err error
+		for _, scope := range q.scopes {
+			if err = failed[scope]; err != nil {
+				break
+			}
+		}
+		q.done <- err
 	}
-	return nil
 }
 
 // newKey generates a data key for scope, wrapped by the Keyring's master

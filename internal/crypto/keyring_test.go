@@ -257,8 +257,8 @@ func TestConcurrentSealNewScopeMakesOneKey(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if store.puts != 1 {
-		t.Errorf("%d concurrent Seals on a new scope stored %d keys, want 1", n, store.puts)
+	if store.keys != 1 {
+		t.Errorf("%d concurrent Seals on a new scope stored %d keys, want 1", n, store.keys)
 	}
 	for _, id := range ids {
 		if id != ids[0] {

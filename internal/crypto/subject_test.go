@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/crypto/cryptotest"
@@ -147,10 +149,10 @@ func TestPrepareSubjects(t *testing.T) {
 	if err := kr.PrepareSubjects(ctx, uses); err != nil {
 		t.Fatal(err)
 	}
-	// One PutKey for the tenant's reference key; one batch with 100 salts,
-	// 50 content keys, the anonymous subject's salt and the tenant's key.
-	if store.puts != 1 || store.batches != 1 || store.keys != 1+100+50+2 {
-		t.Fatalf("prepare stored %d keys with %d PutKey and %d PutKeys calls; want 153 with 1 and 1", store.keys, store.puts, store.batches)
+	// One write for the tenant's reference key; one with 100 salts, 50
+	// content keys, the anonymous subject's salt and the tenant's key.
+	if writes := store.puts + store.batches; writes != 2 || store.keys != 1+100+50+2 {
+		t.Fatalf("prepare stored %d keys with %d writes; want 153 with 2", store.keys, writes)
 	}
 	pseudonyms := map[string]string{}
 	for _, u := range uses[:len(uses)-1] {
@@ -165,11 +167,11 @@ func TestPrepareSubjects(t *testing.T) {
 			}
 		}
 	}
-	if store.puts != 1 || store.batches != 1 {
-		t.Fatalf("Subject and Seal after prepare stored keys: %d PutKey, %d PutKeys calls", store.puts, store.batches)
+	if store.keys != 153 {
+		t.Fatalf("Subject and Seal after prepare stored %d more keys", store.keys-153)
 	}
-	if err := kr.PrepareSubjects(ctx, uses); err != nil || store.batches != 1 {
-		t.Fatalf("preparing again: %v, %d PutKeys calls; want none", err, store.batches)
+	if err := kr.PrepareSubjects(ctx, uses); err != nil || store.keys != 153 {
+		t.Fatalf("preparing again: %v, %d more keys; want none", err, store.keys-153)
 	}
 	other := crypto.NewKeyring(newKEK(t, 1), store)
 	for _, u := range uses[:len(uses)-1] {
@@ -197,10 +199,70 @@ func TestPrepareSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The reference key and first's salt, then user-3's salt.
-	if failing.puts != 3 {
-		t.Fatalf("after a failed prepare, Subject stored %d keys with PutKey, want 3 (its own salt the third)", failing.puts)
+	if failing.keys != 3 {
+		t.Fatalf("after a failed prepare, %d keys stored, want 3 (Subject's own salt the third)", failing.keys)
 	}
 	if got, ok, err := crypto.NewKeyring(newKEK(t, 1), failing).LookupSubject(ctx, "acme", "user-3"); err != nil || !ok || got.Pseudonym("user-3") != s.Pseudonym("user-3") {
 		t.Fatalf("the salt Subject made after a failed prepare is not the stored one: %v %v", ok, err)
+	}
+}
+
+// blockingStore, once armed, holds the next PutKeys until release is
+// closed.
+type blockingStore struct {
+	countingStore
+	armed   atomic.Bool
+	release chan struct{}
+}
+
+func (s *blockingStore) PutKeys(ctx context.Context, keys []crypto.WrappedKey) error {
+	if s.armed.CompareAndSwap(true, false) {
+		<-s.release
+	}
+	return s.countingStore.PutKeys(ctx, keys)
+}
+
+// TestNewSubjectsOfConcurrentCallsShareAWrite: callers that need new keys
+// while a key write is under way share the next write (a group commit),
+// instead of each waiting for a write of its own.
+func TestNewSubjectsOfConcurrentCallsShareAWrite(t *testing.T) {
+	ctx := context.Background()
+	store := &blockingStore{countingStore: countingStore{KeyStore: new(cryptotest.MemKeyStore)}, release: make(chan struct{})}
+	kr := crypto.NewKeyring(newKEK(t, 1), store)
+	if _, err := kr.Subject(ctx, "acme", "first"); err != nil { // the tenant's reference key
+		t.Fatal(err)
+	}
+	before := store.batches
+	store.armed.Store(true)
+	const n = 32
+	subjects := make([]*crypto.Subject, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { subjects[i], errs[i] = kr.Subject(ctx, "acme", fmt.Sprintf("user-%d", i)) })
+	}
+	// One of them writes its salt, held in the store; the others queue.
+	for deadline := time.Now().Add(10 * time.Second); crypto.QueuedKeyWrites(kr) != n-1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(store.release)
+			t.Fatalf("%d callers queued behind the key write, want %d", crypto.QueuedKeyWrites(kr), n-1)
+		}
+	}
+	close(store.release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil || subjects[i] == nil {
+			t.Fatalf("subject %d: %v", i, err)
+		}
+	}
+	if writes := store.batches - before; writes != 2 {
+		t.Fatalf("%d new subjects took %d key writes; want 2 (one, then the %d queued meanwhile together)", n, writes, n-1)
+	}
+	other := crypto.NewKeyring(newKEK(t, 1), store)
+	for i := range n {
+		again, ok, err := other.LookupSubject(ctx, "acme", fmt.Sprintf("user-%d", i))
+		if err != nil || !ok || again.Pseudonym("x") != subjects[i].Pseudonym("x") {
+			t.Fatalf("subject %d is not the stored one: %v %v", i, ok, err)
+		}
 	}
 }
