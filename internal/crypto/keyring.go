@@ -245,13 +245,14 @@ func (k *Keyring) currentKey(ctx context.Context, scope string) (*dataKey, error
 }
 
 // keyWrites is a group commit for data keys: callers queue the scopes
-// they need, and one of them at a time (the writer) looks up or makes the
-// keys of everything queued and stores the new ones with one PutKeys, so
-// that callers arriving during a write share the next one.
+// they need, and a writer goroutine (one at a time, started when keys are
+// needed and none runs) looks up or makes the keys of everything queued
+// and stores the new ones with one PutKeys, so that callers arriving
+// during a write share the next one.
 type keyWrites struct {
 	mu    sync.Mutex
 	queue []keyWait // since the last write began
-	busy  bool      // a writer is at work
+	busy  bool      // a writer runs
 }
 
 // keyWait is one ensureKeys caller's scopes and where its result goes.
@@ -262,7 +263,8 @@ type keyWait struct {
 
 // ensureKeys gives every scope in scopes a current key: the store's, or
 // a new one, stored durably before it returns. Scopes currentKey would
-// refuse are left to it.
+// refuse are left to it. A caller that gives up (ctx) does not stop the
+// write its scopes are in.
 func (k *Keyring) ensureKeys(ctx context.Context, scopes []string) error {
 	if len(scopes) == 0 {
 		return nil
@@ -272,19 +274,8 @@ func (k *Keyring) ensureKeys(ctx context.Context, scopes []string) error {
 	w.mu.Lock()
 	w.queue = append(w.queue, keyWait{scopes, done})
 	if !w.busy {
-		// This caller writes until nothing is queued: its own scopes
-		// first, then those queued meanwhile. The writes outlive a
-		// caller that gives up.
 		w.busy = true
-		wctx := context.WithoutCancel(ctx)
-		for len(w.queue) > 0 {
-			queue := w.queue
-			w.queue = nil
-			w.mu.Unlock()
-			k.makeKeys(wctx, queue)
-			w.mu.Lock()
-		}
-		w.busy = false
+		go k.writeKeys()
 	}
 	w.mu.Unlock()
 	select {
@@ -293,6 +284,21 @@ func (k *Keyring) ensureKeys(ctx context.Context, scopes []string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// writeKeys is the writer: it works on what is queued until nothing is.
+func (k *Keyring) writeKeys() {
+	w := &k.creating
+	w.mu.Lock()
+	for len(w.queue) > 0 {
+		queue := w.queue
+		w.queue = nil
+		w.mu.Unlock()
+		k.makeKeys(context.Background(), queue)
+		w.mu.Lock()
+	}
+	w.busy = false
+	w.mu.Unlock()
 }
 
 // makeKeys is the writer's work for ensureKeys: it loads the stored key

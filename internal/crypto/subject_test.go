@@ -208,15 +208,16 @@ func TestPrepareSubjects(t *testing.T) {
 }
 
 // blockingStore, once armed, holds the next PutKeys until release is
-// closed.
+// closed, and closes entered when it starts holding it.
 type blockingStore struct {
 	countingStore
-	armed   atomic.Bool
-	release chan struct{}
+	armed            atomic.Bool
+	entered, release chan struct{}
 }
 
 func (s *blockingStore) PutKeys(ctx context.Context, keys []crypto.WrappedKey) error {
 	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
 		<-s.release
 	}
 	return s.countingStore.PutKeys(ctx, keys)
@@ -227,7 +228,8 @@ func (s *blockingStore) PutKeys(ctx context.Context, keys []crypto.WrappedKey) e
 // instead of each waiting for a write of its own.
 func TestNewSubjectsOfConcurrentCallsShareAWrite(t *testing.T) {
 	ctx := context.Background()
-	store := &blockingStore{countingStore: countingStore{KeyStore: new(cryptotest.MemKeyStore)}, release: make(chan struct{})}
+	store := &blockingStore{countingStore: countingStore{KeyStore: new(cryptotest.MemKeyStore)},
+		entered: make(chan struct{}), release: make(chan struct{})}
 	kr := crypto.NewKeyring(newKEK(t, 1), store)
 	if _, err := kr.Subject(ctx, "acme", "first"); err != nil { // the tenant's reference key
 		t.Fatal(err)
@@ -238,10 +240,14 @@ func TestNewSubjectsOfConcurrentCallsShareAWrite(t *testing.T) {
 	subjects := make([]*crypto.Subject, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { subjects[i], errs[i] = kr.Subject(ctx, "acme", fmt.Sprintf("user-%d", i)) })
+	subject := func(i int) { subjects[i], errs[i] = kr.Subject(ctx, "acme", fmt.Sprintf("user-%d", i)) }
+	// The first one's salt is written, and held in the store; the others
+	// queue meanwhile.
+	wg.Go(func() { subject(0) })
+	<-store.entered
+	for i := 1; i < n; i++ {
+		wg.Go(func() { subject(i) })
 	}
-	// One of them writes its salt, held in the store; the others queue.
 	for deadline := time.Now().Add(10 * time.Second); crypto.QueuedKeyWrites(kr) != n-1; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			close(store.release)
