@@ -57,10 +57,11 @@ type KeyStore interface {
 	// may or may not have been stored; it is never used until PutKey
 	// succeeds, but a later CurrentKey may return it.
 	PutKey(ctx context.Context, k WrappedKey) error
-	// PutKeys stores keys durably in one step, in their order, before
-	// returning: all of them or, on error, none. It returns an error
-	// wrapping ErrExists if a key with the ID of one of them exists, or if
-	// two of them share an ID.
+	// PutKeys stores keys durably in one step (one transaction, one sync),
+	// in their order, before returning. It returns an error wrapping
+	// ErrExists, and stores none of them, if a key with the ID of one of
+	// them exists or two of them share an ID. After another failure they
+	// may or may not have been stored, as with PutKey.
 	PutKeys(ctx context.Context, keys []WrappedKey) error
 	// GetKey returns the key with id, or an error wrapping ErrNotFound.
 	GetKey(ctx context.Context, id string) (WrappedKey, error)
