@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/bits"
 	"testing"
 	"time"
 
@@ -19,24 +20,34 @@ import (
 // it indexed 44,000-64,000 records/s without full text and 14,600-16,300
 // with it (35,000 and 13,000-18,000 with an SQLite index per filter),
 // bound by SQLite's work on the writing goroutine.
+//
+// Their ids are time-ordered (UUIDv7, as the SDK, the proxy and the
+// server make them), except in "randomids", where they come in no order,
+// as OTLP span ids and UUIDv4 do: each new id then lands on its own page
+// of the id index, and the rate falls as the index grows (see
+// docs/BENCHMARKS.md, seventeenth round; run it with -benchtime 1500x to
+// see it).
 func BenchmarkApply(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		opts Options
+		name   string
+		opts   Options
+		random bool
 	}{
-		{"nofulltext", Options{}},
-		{"fulltext", Options{FullText: true}},
+		{"nofulltext", Options{}, false},
+		{"fulltext", Options{FullText: true}, false},
+		{"randomids", Options{}, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			benchmarkApply(b, bc.opts)
+			benchmarkApply(b, bc.opts, bc.random)
 		})
 	}
 }
 
-func benchmarkApply(b *testing.B, opts Options) {
+func benchmarkApply(b *testing.B, opts Options, randomIDs bool) {
 	const batch = 1000
 	ix, _ := openTemp(b, opts)
 	g := newGenerator(b)
+	g.random = randomIDs
 	ctx := context.Background()
 	es := make([]ledger.Entry, batch)
 	var bytes int64
@@ -62,8 +73,9 @@ func benchmarkApply(b *testing.B, opts Options) {
 // generator makes realistic records quickly: it encodes a pool of distinct
 // records once and gives each entry a unique id by rewriting a placeholder.
 type generator struct {
-	pool [][]byte
-	at   []int // offset of the id placeholder in each pool record
+	pool   [][]byte
+	at     []int // offset of the id placeholder in each pool record
+	random bool  // ids in no order instead of time-ordered
 }
 
 const idPlaceholder = "ID-PLACEHOLDER-000000000000000"
@@ -86,7 +98,13 @@ func newGenerator(tb testing.TB) *generator {
 func (g *generator) entry(idx uint64) ledger.Entry {
 	k := idx % uint64(len(g.pool))
 	data := bytes.Clone(g.pool[k])
-	copy(data[g.at[k]:], fmt.Sprintf("0195a3b2-7c1d-%016x", idx))
+	n := idx
+	if g.random {
+		// A bijection of the index, so ids stay distinct, that scatters
+		// consecutive indexes over the whole range.
+		n = bits.Reverse64(idx * 0x9e3779b97f4a7c15)
+	}
+	copy(data[g.at[k]:], fmt.Sprintf("0195a3b2-7c1d-%016x", n))
 	return ledger.Entry{Index: idx, Data: data}
 }
 
