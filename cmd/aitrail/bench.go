@@ -39,6 +39,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	actor := fs.Bool("actor", true, "give each event one of 1,000 user actors (the server pseudonymises them)")
 	actorType := fs.String("actor-type", "user", "type of those actors: user (pseudonymised) or service (stored as sent)")
 	otlp := fs.Bool("otlp", false, "send each batch as GenAI spans in one OTLP/HTTP protobuf request to /otlp/v1/traces")
+	randomIDs := fs.Bool("random-ids", false, "give every event an id in no order (a UUIDv4), as OTLP span ids and many producers' ids are, instead of time-ordered UUIDv7s")
 	duration := fs.Duration("duration", 10*time.Second, "how long to run")
 	rate := fs.Int("rate", 0, "target requests per second over all clients (0 = as fast as possible)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
@@ -52,6 +53,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if *clients < 1 || *batch < 1 || *size < 64 || *duration <= 0 || *watchLag < 0 {
 		return usageError{"--clients and --batch must be ≥ 1, --size ≥ 64, --duration > 0, --watch-lag ≥ 0"}
+	}
+	if *randomIDs && *otlp {
+		return usageError{"--random-ids is for NDJSON events: the spans --otlp sends have ids in no order already"}
 	}
 	if *actorType != "user" && *actorType != "service" {
 		return usageError{"--actor-type must be user or service"}
@@ -74,7 +78,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	bodies := make([]func(int) []byte, *clients)
 	for i := range bodies {
-		bodies[i] = benchBodies(i, *batch, *size, *content, *actor, *actorType)
+		bodies[i] = benchBodies(i, *batch, *size, *content, *actor, *actorType, *randomIDs)
 	}
 	send := func(i, seq int) error {
 		return p.post("/v1/events", "application/x-ndjson", bodies[i](seq), checkReceipt)
@@ -315,10 +319,11 @@ func checkReceipt(body []byte) error {
 
 // benchBodies returns a function that gives client's requests, one NDJSON
 // body of n events of about size bytes per call. The body is built once;
-// each call only writes a new UUIDv7 into every event id and the next actor
-// numbers, so that the load generator spends its share of the
-// machine on sending, not on formatting. The returned slice is reused.
-func benchBodies(client, n, size int, content, actor bool, actorType string) func(seq int) []byte {
+// each call only writes a new UUIDv7 into every event id (a new UUIDv4
+// into each if randomIDs) and the next actor numbers, so that the load
+// generator spends its share of the machine on sending, not on
+// formatting. The returned slice is reused.
+func benchBodies(client, n, size int, content, actor bool, actorType string, randomIDs bool) func(seq int) []byte {
 	var b bytes.Buffer
 	var runAt, actorAt []int
 	for j := 0; j < n; j++ {
@@ -343,6 +348,9 @@ func benchBodies(client, n, size int, content, actor bool, actorType string) fun
 		// Time-ordered, like the ids the SDK and the server make.
 		run := uuid.Must(uuid.NewV7()).String()
 		for j, at := range runAt {
+			if randomIDs {
+				run = uuid.NewString()
+			}
 			copy(body[at:], run)
 			if actor {
 				// One of 1,000 users, in turn.
