@@ -345,8 +345,12 @@ func benchBodies(client, n, size int, content, actor bool, actorType string, ran
 	}
 	body := b.Bytes()
 	return func(seq int) []byte {
-		// Time-ordered, like the ids the SDK and the server make.
-		run := uuid.Must(uuid.NewV7()).String()
+		// Time-ordered, like the ids the SDK and the server make, one per
+		// request; or one in no order per event.
+		var run string
+		if !randomIDs {
+			run = uuid.Must(uuid.NewV7()).String()
+		}
 		for j, at := range runAt {
 			if randomIDs {
 				run = uuid.NewString()

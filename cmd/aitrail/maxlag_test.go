@@ -61,8 +61,8 @@ func TestIndexBatchFor(t *testing.T) {
 }
 
 // TestIndexedMeansQueryable: once /readyz reports no index lag, filtered
-// queries find every acknowledged event, even when the index held back
-// the postings of a large batch (one that changed more than 256 of them).
+// queries find every acknowledged event, batches that add many values to
+// the open block's postings included.
 func TestIndexedMeansQueryable(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	for round := range 3 {

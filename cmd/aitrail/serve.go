@@ -369,8 +369,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	indexWaits := prometheus.NewCounter(prometheus.CounterOpts{Name: "aitrail_ingest_index_waits_total",
 		Help: "Appends that waited for the query index to come back within index.max_lag."})
 	reg.MustRegister(indexWaits)
-	// Producers wait for the index's rows, not for its postings: those are
-	// held back on purpose.
+	// Producers wait while the index's committed cursor (what queries see)
+	// is more than index.max_lag behind the log.
 	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return behind(idx.Visible) }, Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
 	pipeline.Admit = lagLimit.Admit
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})

@@ -218,17 +218,13 @@ type SubjectUse struct {
 // them in memory. Uses with an invalid tenant are left for Subject to
 // refuse.
 func (k *Keyring) PrepareSubjects(ctx context.Context, uses []SubjectUse) error {
+	// Scopes already in memory are left out, so that a request whose
+	// subjects are all known queues nothing; repeats are left to makeKeys.
 	var scopes []string
-	var listed map[string]bool
 	need := func(scope string) {
-		if _, ok := k.current.Load(scope); ok || listed[scope] {
-			return
+		if _, ok := k.current.Load(scope); !ok {
+			scopes = append(scopes, scope)
 		}
-		if listed == nil {
-			listed = map[string]bool{}
-		}
-		listed[scope] = true
-		scopes = append(scopes, scope)
 	}
 	for _, u := range uses {
 		k.subjectsMu.RLock()
