@@ -77,7 +77,7 @@ var ErrInvalidQuery = errors.New("invalid query")
 // schemaVersion is stored in PRAGMA user_version. An index file written with
 // another version is emptied and rebuilt from the log rather than migrated:
 // the index is derived data.
-const schemaVersion = 6
+const schemaVersion = 7
 
 // SQLite settings.
 const (
@@ -222,8 +222,8 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 // schema creates everything but the FTS table.
 //
 // records has one row per record and a single index, records_id, for
-// lookups by event id. The other filters of Query are answered from
-// postings and blocks (postings.go), not from an index per column: six
+// lookups by event id (see idPart). The other filters of Query are answered
+// from postings and blocks (postings.go), not from an index per column: six
 // such indexes had taken three quarters of the indexing work.
 //
 // The columns have no NOT NULL constraints on purpose: a constraint that can
@@ -244,7 +244,7 @@ CREATE TABLE IF NOT EXISTS records (
 	resource_id   TEXT,
 	pos           INTEGER              -- ledger.Entry.Offset: where the record is in the log
 );
-CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (id, tenant);
+CREATE INDEX IF NOT EXISTS records_id ON records (` + idPart + `, id, tenant);
 CREATE TABLE IF NOT EXISTS postings (
 	key   BLOB,                        -- field tag and value (postingKey)
 	block INTEGER,                     -- log index >> blockBits
@@ -445,8 +445,9 @@ type row struct {
 // are skipped, so entries delivered again after a crash neither duplicate
 // rows nor fail, and the cursor never moves backwards (only Reset does
 // that). A record whose (tenant, id) is already indexed at another log index
-// (the same event sequenced twice) is not indexed again, so the index keeps
-// the first, which is also what LookupID reports. A record that cannot be
+// (the same event sequenced twice, which ingest does not let happen) is
+// indexed too, as the log holds both; Get and LookupID report the first. A
+// record that cannot be
 // parsed fails the whole Apply; the follower retries, and finding corruption
 // in the log is verify's job. Entries must be consecutive and must not start
 // after the cursor, which would leave a gap.
@@ -519,10 +520,10 @@ func (ix *Index) serve(bp *blockPostings) {
 	ix.servedMu.Unlock()
 }
 
-// insertRecord inserts one row. A row whose (tenant, id) is taken is
-// skipped (see Apply). One row per statement is faster than many: a
-// statement that writes several rows needs a statement journal, which copies
-// every page it touches.
+// insertRecord inserts one row; one already there (Apply skips entries
+// before the cursor, so none should be) is left alone. One row per
+// statement is faster than many: a statement that writes several rows
+// needs a statement journal, which copies every page it touches.
 const insertRecord = `INSERT INTO records
 	(idx, tenant, id, type, time, actor_id, model_name, model_version, outcome, resource_type, resource_id, pos)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -588,7 +589,7 @@ func (ix *Index) insert(ctx context.Context, pw *postingWriter, rows []row, read
 				return nil, fmt.Errorf("couldn't index entry %d: %w", r.idx, err)
 			}
 			if n == 0 {
-				continue // skipped (see Apply): no postings
+				continue // indexed before: no postings
 			}
 			if b := r.idx >> blockBits; b != bp.block {
 				if err := pw.flush(bp); err != nil {

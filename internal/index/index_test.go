@@ -43,14 +43,18 @@ func TestApplyIdempotent(t *testing.T) {
 			t.Errorf("text search after re-applying: %v, want [0 4]", got)
 		}
 
-		// The same event sequenced twice: the index keeps the first.
+		// The same event sequenced twice: the index shows what the log
+		// holds, and finds the first by id.
 		dup := e.add(t, rec("acme", "e1", "ai.inference"), rec("acme", "e6", "ai.inference"))
 		apply(t, ix, dup)
-		if got := stats(t, ix); got != (Stats{Records: 7, Cursor: 8}) {
-			t.Errorf("after a duplicate id: %+v, want 7 records, cursor 8", got)
+		if got := stats(t, ix); got != (Stats{Records: 8, Cursor: 8}) {
+			t.Errorf("after a duplicate id: %+v, want 8 records, cursor 8", got)
 		}
 		if idx, ok, err := ix.LookupID(ctx, "acme", "e1"); err != nil || !ok || idx != 0 {
 			t.Errorf("LookupID(acme, e1) = %d, %v, %v; want 0", idx, ok, err)
+		}
+		if h, err := ix.Get(ctx, nil, "acme", "e1"); err != nil || h.Index != 0 {
+			t.Errorf("Get(acme, e1) = index %d, %v; want 0", h.Index, err)
 		}
 	}
 }

@@ -2,7 +2,9 @@ package index
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/aitrail/aitrail/internal/event"
@@ -39,5 +41,113 @@ func TestLookupIDs(t *testing.T) {
 	}
 	if _, ok := got[Key{"c", "id-1"}]; ok {
 		t.Fatal("an id was found in a tenant that does not hold it")
+	}
+}
+
+// TestLookupAcrossParts looks events up by id in a log of several parts of
+// records_id, with ids in no order, an id in two tenants and one sequenced
+// twice in different parts.
+func TestLookupAcrossParts(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	const n = 5*partSize + 100
+	id := func(i int) string { return fmt.Sprintf("%08x", uint32(i)*2654435761) } // a permutation
+	var recs []*event.Record
+	for i := range n {
+		recs = append(recs, rec("acme", id(i), "ai.inference"))
+	}
+	recs[3*partSize+7] = rec("globex", id(5), "ai.inference") // id-5 in another tenant
+	recs[4*partSize+9] = rec("acme", id(partSize+1), "ai.inference")
+	for i := 0; i < n; i += 3000 {
+		apply(t, ix, e.add(t, recs[i:min(i+3000, n)]...))
+	}
+
+	var keys []Key
+	for _, i := range []int{0, 1, 5, partSize - 1, partSize, partSize + 1, 2*partSize + 17, n - 1} {
+		keys = append(keys, Key{"acme", id(i)})
+	}
+	keys = append(keys, Key{"globex", id(5)}, Key{"acme", "absent"}, Key{"initech", id(0)})
+	got, err := ix.LookupIDs(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[Key]uint64{
+		{"acme", id(0)}: 0, {"acme", id(1)}: 1, {"acme", id(5)}: 5,
+		{"acme", id(partSize - 1)}: partSize - 1, {"acme", id(partSize)}: partSize,
+		{"acme", id(2*partSize + 17)}: 2*partSize + 17, {"acme", id(n - 1)}: n - 1,
+		{"globex", id(5)}: 3*partSize + 7,
+	}
+	for k, idx := range want {
+		if loc, ok := got[k]; !ok || loc.Index != idx {
+			t.Errorf("LookupIDs: %v at %+v (found %v), want index %d", k, loc, ok, idx)
+		}
+	}
+	// Sequenced twice: either will do for ingest, which reads it back.
+	if loc := got[Key{"acme", id(partSize + 1)}]; loc.Index != partSize+1 && loc.Index != 4*partSize+9 {
+		t.Errorf("LookupIDs: id sequenced twice at %d, want %d or %d", loc.Index, partSize+1, 4*partSize+9)
+	}
+	if len(got) != len(want)+1 {
+		t.Errorf("LookupIDs found %d keys, want %d: %v", len(got), len(want)+1, got)
+	}
+
+	for _, c := range []struct {
+		tenant, id string
+		want       uint64
+		ok         bool
+	}{
+		{"acme", id(0), 0, true},
+		{"acme", id(n - 1), n - 1, true},
+		{"globex", id(5), 3*partSize + 7, true},
+		{"acme", id(partSize + 1), partSize + 1, true}, // the first of the two
+		{"globex", id(0), 0, false},
+		{"acme", "absent", 0, false},
+	} {
+		idx, ok, err := ix.LookupID(ctx, c.tenant, c.id)
+		if err != nil || ok != c.ok || idx != c.want {
+			t.Errorf("LookupID(%s, %s) = %d, %v, %v; want %d, %v", c.tenant, c.id, idx, ok, err, c.want, c.ok)
+		}
+		h, err := ix.Get(ctx, nil, c.tenant, c.id)
+		switch {
+		case c.ok && (err != nil || h.Index != c.want):
+			t.Errorf("Get(%s, %s) = index %d, %v; want %d", c.tenant, c.id, h.Index, err, c.want)
+		case !c.ok && !errors.Is(err, ErrNotFound):
+			t.Errorf("Get(%s, %s): %v, want ErrNotFound", c.tenant, c.id, err)
+		}
+	}
+	// Without a tenant, Get returns the visible record with the lowest index.
+	if h, err := ix.Get(ctx, []string{"globex"}, "", id(5)); err != nil || h.Index != 3*partSize+7 {
+		t.Errorf("Get of globex's %s = index %d, %v; want %d", id(5), h.Index, err, 3*partSize+7)
+	}
+	if h, err := ix.Get(ctx, nil, "", id(5)); err != nil || h.Index != 5 {
+		t.Errorf("Get of %s in any tenant = index %d, %v; want 5", id(5), h.Index, err)
+	}
+}
+
+// TestLookupsProbeRecordsID checks that lookups by id search records_id
+// one part at a time rather than scanning records.
+func TestLookupsProbeRecordsID(t *testing.T) {
+	ix, _ := openTemp(t, Options{})
+	for _, q := range []string{
+		partsFrom + "SELECT tenant, id, idx, pos FROM p CROSS JOIN records WHERE " + idPart + " = p.n AND id IN (?, ?)",
+		partsFrom + "SELECT idx, tenant, pos FROM p CROSS JOIN records WHERE " + idPart + " = p.n AND id = ? AND tenant IN (?, ?)",
+	} {
+		rows, err := ix.db.Query("EXPLAIN QUERY PLAN "+q, 3, 0, "a", "b", "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		joined := strings.Join(plan, "; ")
+		if !strings.Contains(joined, "SEARCH records USING INDEX records_id (<expr>=? AND id=?") {
+			t.Errorf("plan of %q:\n%s\nwant a search of records_id by part and id", q, joined)
+		}
 	}
 }

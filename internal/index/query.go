@@ -106,22 +106,6 @@ type Query struct {
 	After *uint64
 }
 
-// LookupID returns the log index of the record with this id in tenant, if
-// the index holds one. Ingest uses it to make POST /v1/events idempotent;
-// remember that the index may lag the log, so a miss is not proof of
-// absence.
-func (ix *Index) LookupID(ctx context.Context, tenant, id string) (index uint64, ok bool, err error) {
-	var idx int64
-	err = ix.db.QueryRowContext(ctx, "SELECT idx FROM records WHERE id = ? AND tenant = ?", id, tenant).Scan(&idx)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, false, nil
-	case err != nil:
-		return 0, false, fmt.Errorf("couldn't look up event %q: %w", id, err)
-	}
-	return uint64(idx), true, nil
-}
-
 // Get returns the record with this id among the tenants the caller may see
 // (as in Query.Tenants). Ids are unique only within a tenant: tenant, when
 // not empty, picks one (the ?tenant= of GET /v1/events/{id}); otherwise the
@@ -150,13 +134,22 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 
 // getIndexed is Get of the records the index has applied.
 func (ix *Index) getIndexed(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
+	top, ok, err := ix.lastPart(ctx)
+	if err != nil {
+		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
+	}
+	if !ok {
+		return Hit{}, ErrNotFound
+	}
 	var w where
+	w.add(idPart + " = p.n")
 	w.add("id = ?", id)
 	w.tenants(tenants)
 	if tenant != "" {
 		w.add("tenant = ?", tenant)
 	}
-	rows, err := ix.db.QueryContext(ctx, "SELECT idx, tenant, pos FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...)
+	rows, err := ix.db.QueryContext(ctx, partsFrom+"SELECT idx, tenant, pos FROM p CROSS JOIN records WHERE "+w.sql()+" ORDER BY idx LIMIT 1",
+		append([]any{top, 0}, w.args...)...)
 	if err != nil {
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
 	}
