@@ -148,6 +148,11 @@ type Index struct {
 	servedMu sync.RWMutex
 	served   *blockPostings
 	closed   bool // Close was called (guarded by applyMu)
+	// openIDs is the id filter of the part the last Apply ended in, for
+	// the next Apply to continue (nil: rebuilt from the rows), and ids
+	// those of the complete parts, which lookups use (lookup.go).
+	openIDs *partIDs
+	ids     idFilters
 	// visible is the log index before which queries see every applied
 	// record (Visible).
 	visible atomic.Uint64
@@ -194,6 +199,10 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 	db.SetMaxOpenConns(maxConns)
 	ix := &Index{db: db, log: log, fullText: opts.FullText}
 	if err := ix.init(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
+	}
+	if err := ix.loadIDFilters(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
@@ -251,6 +260,10 @@ CREATE TABLE IF NOT EXISTS postings (
 	bits  BLOB,                        -- which of the block's records have it (encodePlaces)
 	PRIMARY KEY (key, block)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_filters (
+	part INTEGER PRIMARY KEY,          -- log index >> partBits, of a complete part
+	bits BLOB                          -- Bloom filter of its ids (lookup.go)
+);
 CREATE TABLE IF NOT EXISTS chunks (
 	chunk    INTEGER PRIMARY KEY,      -- log index >> chunkBits
 	min_time INTEGER,                  -- event times of the chunk's records
@@ -280,6 +293,7 @@ DROP TABLE IF EXISTS records;
 DROP TABLE IF EXISTS postings;
 DROP TABLE IF EXISTS blocks;
 DROP TABLE IF EXISTS chunks;
+DROP TABLE IF EXISTS id_filters;
 DROP TABLE IF EXISTS records_fts;
 DROP TABLE IF EXISTS state;
 `
@@ -470,6 +484,8 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
+	openIDs := ix.openIDs
+	ix.openIDs = nil // until this transaction commits
 	cursor, open, err := ix.begin(ctx)
 	if err != nil {
 		return err
@@ -479,12 +495,16 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 		return fmt.Errorf("couldn't index entries from %d: the cursor is %d, so entries in between would be missing", first, cursor)
 	}
 	if last < cursor {
-		ix.open = open
+		ix.open, ix.openIDs = open, openIDs
 		return nil // all indexed before
 	}
 	entries = entries[cursor-first:]
 
 	bp, err := openBlock(ix.writer, open, cursor)
+	if err != nil {
+		return err
+	}
+	ids, err := openPartIDs(ix.writer, openIDs, cursor)
 	if err != nil {
 		return err
 	}
@@ -497,6 +517,10 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	if bp, err = ix.insert(ctx, pw, rows, ready, bp); err != nil {
 		return err
 	}
+	ids, complete, err := addIDs(ix.writer, ids, rows)
+	if err != nil {
+		return err
+	}
 	if err := ix.writer.execInt("UPDATE state SET cursor = ?", int64(last)+1); err != nil {
 		return fmt.Errorf("couldn't set index cursor: %w", err)
 	}
@@ -505,6 +529,8 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	bp.next = last + 1
 	ix.open = bp
+	ix.openIDs = ids
+	ix.ids.set(complete)
 	if bp != ix.served {
 		ix.serve(bp)
 	}
@@ -825,7 +851,7 @@ func searchText(r *event.Record) string {
 func (ix *Index) Reset(ctx context.Context) error {
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
-	ix.open = nil
+	ix.open, ix.openIDs = nil, nil
 	tx, err := ix.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)
@@ -837,13 +863,14 @@ func (ix *Index) Reset(ctx context.Context) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)
 	}
+	ix.ids.clear()
 	ix.serve(nil)
 	ix.visible.Store(0)
 	return nil
 }
 
 func reset(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM chunks; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM chunks; DELETE FROM id_filters; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
 		return err
 	}
 	// The FTS table may not exist (full text off, or not created yet).

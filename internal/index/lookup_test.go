@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/bits-and-blooms/bloom/v3"
 
 	"github.com/aitrail/aitrail/internal/event"
 )
@@ -58,8 +61,41 @@ func TestLookupAcrossParts(t *testing.T) {
 	}
 	recs[3*partSize+7] = rec("globex", id(5), "ai.inference") // id-5 in another tenant
 	recs[4*partSize+9] = rec("acme", id(partSize+1), "ai.inference")
-	for i := 0; i < n; i += 3000 {
-		apply(t, ix, e.add(t, recs[i:min(i+3000, n)]...))
+	// Batches of random size, reopening now and then, so that id filters
+	// are continued, rebuilt from the rows of their part and reloaded.
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < n; {
+		k := min(n-i, 1+rng.IntN(5000))
+		apply(t, ix, e.add(t, recs[i:i+k]...))
+		i += k
+		if rng.IntN(3) == 0 {
+			ix.Close()
+			ix = e.open(t, Options{})
+		}
+	}
+
+	// Every record is found where it is.
+	all := make([]Key, n)
+	for i, r := range recs {
+		all[i] = Key{r.Tenant, r.ID}
+	}
+	found, err := ix.LookupIDs(ctx, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range all {
+		if loc, ok := found[k]; !ok || (loc.Index != uint64(i) && k.ID != id(partSize+1)) {
+			t.Fatalf("LookupIDs: record %d (%v) at %+v (found %v)", i, k, loc, ok)
+		}
+	}
+	// An id the index does not hold is probed for in the open part only,
+	// but for the filters' rare false positives.
+	probes := 0
+	for i := range 10000 {
+		probes += len(ix.ids.candidates(0, n>>partBits, bloom.Locations([]byte(fmt.Sprintf("absent-%d", i)), filterHashes)))
+	}
+	if probes > 10000*11/10 {
+		t.Errorf("10,000 absent ids would probe %d parts, want at most 11,000 (the open part, and 1 %% of the 5 others)", probes)
 	}
 
 	var keys []Key
@@ -128,10 +164,11 @@ func TestLookupAcrossParts(t *testing.T) {
 func TestLookupsProbeRecordsID(t *testing.T) {
 	ix, _ := openTemp(t, Options{})
 	for _, q := range []string{
-		partsFrom + "SELECT tenant, id, idx, pos FROM p CROSS JOIN records WHERE " + idPart + " = p.n AND id IN (?, ?)",
-		partsFrom + "SELECT idx, tenant, pos FROM p CROSS JOIN records WHERE " + idPart + " = p.n AND id = ? AND tenant IN (?, ?)",
+		"WITH probe (part, id) AS (VALUES (?, ?), (?, ?)) SELECT records.tenant, records.id, idx, pos FROM probe CROSS JOIN records WHERE " +
+			idPart + " = probe.part AND records.id = probe.id",
+		"SELECT idx, tenant, pos FROM records WHERE " + idPart + " IN (?, ?) AND id = ? AND tenant IN (?, ?) ORDER BY idx LIMIT 1",
 	} {
-		rows, err := ix.db.Query("EXPLAIN QUERY PLAN "+q, 3, 0, "a", "b", "c")
+		rows, err := ix.db.Query("EXPLAIN QUERY PLAN "+q, 3, "a", 0, "b", "c")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -134,22 +134,17 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 
 // getIndexed is Get of the records the index has applied.
 func (ix *Index) getIndexed(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
-	top, ok, err := ix.lastPart(ctx)
-	if err != nil {
+	var w where
+	if ok, err := ix.idParts(ctx, &w, id); err != nil {
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
-	}
-	if !ok {
+	} else if !ok {
 		return Hit{}, ErrNotFound
 	}
-	var w where
-	w.add(idPart + " = p.n")
-	w.add("id = ?", id)
 	w.tenants(tenants)
 	if tenant != "" {
 		w.add("tenant = ?", tenant)
 	}
-	rows, err := ix.db.QueryContext(ctx, partsFrom+"SELECT idx, tenant, pos FROM p CROSS JOIN records WHERE "+w.sql()+" ORDER BY idx LIMIT 1",
-		append([]any{top, 0}, w.args...)...)
+	rows, err := ix.db.QueryContext(ctx, "SELECT idx, tenant, pos FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...)
 	if err != nil {
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
 	}
