@@ -284,6 +284,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
 			func() float64 { return float64(led.Size()) }),
 		lag("index", idx.Visible), lag("registry", registryCursor.Load),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_index_id_filter_bytes", Help: "Memory of the query index's filters of the event ids of each part of the log."},
+			func() float64 { return float64(idx.IDFilterBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_bytes", Help: "Memory of the filter of the event ids in the log."},
 			func() float64 { return float64(led.KeyFilter().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_full", Help: "1 once the filter of event ids has reached ledger.key_filter_bytes: more ingest requests then query the index."},

@@ -369,6 +369,10 @@ func (ix *Index) Close() error {
 // record: the cursor as of the last committed Apply.
 func (ix *Index) Visible() uint64 { return ix.visible.Load() }
 
+// IDFilterBytes returns the memory the filters of the ids of complete parts
+// take (lookup.go): 20 KiB for each 16,384 records.
+func (ix *Index) IDFilterBytes() int64 { return ix.ids.bytes() }
+
 // writeOpenBlock writes the postings of the block the cursor is in, as far
 // as they changed (all of them when they are rebuilt from the rows), so
 // that the table has every posting. applyMu must be held.

@@ -88,6 +88,9 @@ func TestLookupAcrossParts(t *testing.T) {
 			t.Fatalf("LookupIDs: record %d (%v) at %+v (found %v)", i, k, loc, ok)
 		}
 	}
+	if got, want := ix.IDFilterBytes(), int64(5*filterBits/8); got != want {
+		t.Errorf("IDFilterBytes = %d, want %d (5 complete parts)", got, want)
+	}
 	// An id the index does not hold is probed for in the open part only,
 	// but for the filters' rare false positives.
 	probes := 0
