@@ -1,9 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIndexMaxLag checks index.max_lag on the real server: while the query
@@ -78,6 +83,54 @@ func TestIndexedMeansQueryable(t *testing.T) {
 				t.Fatalf("round %d: the index reports no lag, but actor svc-%d-%d finds %d events, want 1", round, round, i, len(got))
 			}
 		}
+	}
+	s.stop()
+}
+
+// TestDetectorMaxLag: index.max_lag holds producers back for the alert
+// detector too. The detector is stopped by making its state unsavable (a
+// non-empty directory where it writes the state's temporary file), so
+// that every Apply fails once a save is due: with the index caught up, an
+// append past the limit waits and is then refused with 503, storing
+// nothing, until the detector can go on.
+func TestDetectorMaxLag(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data, "--config", writeConfig(t, "index:\n  max_lag: 10\n"))
+	s.post(map[string]any{"id": "first", "type": "api.call"})
+	s.waitIndexed()
+	blocker := filepath.Join(data, detectorFile+".tmp")
+	if err := os.MkdirAll(filepath.Join(blocker, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5200 * time.Millisecond) // the detector saves at most every 5 s: the next Apply saves
+	batch := make([]map[string]any, 100)
+	for i := range batch {
+		batch[i] = map[string]any{"id": fmt.Sprintf("stuck-%d", i), "type": "api.call"}
+	}
+	s.post(batch...)
+	s.waitIndexed()
+	body, _ := json.Marshal(map[string]any{"events": []map[string]any{{"id": "refused", "type": "api.call"}}})
+	code, resp := s.do("POST", "/v1/events", adminToken, "application/json", body)
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("an append with the detector 100 records behind a limit of 10: %d %s, want 503", code, resp)
+	}
+	if err := os.RemoveAll(blocker); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, resp = s.do("POST", "/v1/events", adminToken, "application/json", body)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appends still refused after the detector could save again: %d %s", code, resp)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.waitIndexed()
+	if got := len(s.allEvents("type=api.call")); got != 102 {
+		t.Fatalf("%d events stored, want 102 (the refused append stored nothing)", got)
 	}
 	s.stop()
 }

@@ -369,11 +369,20 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		},
 	}
 	indexWaits := prometheus.NewCounter(prometheus.CounterOpts{Name: "aitrail_ingest_index_waits_total",
-		Help: "Appends that waited for the query index to come back within index.max_lag."})
+		Help: "Appends that waited for the query index and the detector to come back within index.max_lag."})
 	reg.MustRegister(indexWaits)
-	// Producers wait while the index's committed cursor (what queries see)
-	// is more than index.max_lag behind the log.
-	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return behind(idx.Visible) }, Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
+	// Producers wait while the index's committed cursor (what queries see),
+	// or the detector's, is more than index.max_lag behind the log. Either
+	// follower, once further behind than the records the log holds in
+	// memory, reads and decodes records from the files, which costs it
+	// several times the CPU: the detector, which nothing held back, then
+	// fell ever further behind under sustained OTLP ingest (2 million
+	// records after two minutes), taking CPU from ingest and delaying
+	// alerts by as much.
+	var detectorCursor atomic.Uint64
+	detectorCursor.Store(led.Size()) // until the detector's own is known
+	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return max(behind(idx.Visible), behind(detectorCursor.Load)) },
+		Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
 	pipeline.Admit = lagLimit.Admit
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
 	if err != nil {
@@ -391,7 +400,6 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		stopFollowers()
 		return err
 	}
-	var detectorCursor atomic.Uint64
 	c, _ := detector.Cursor(ctx)
 	detectorCursor.Store(c)
 	reg.MustRegister(lag("detector", detectorCursor.Load))
