@@ -14,9 +14,13 @@ import (
 // and sends more ids than that: /metrics shows the filter full and within
 // its limit, and ids sent again, old and new, are still recognised as
 // duplicates at their first index, through queries of the index the
-// metrics count, while new ids are stored.
+// metrics count, while new ids are stored. The server is restarted before
+// the ids are sent again, so that the index finds them through the id
+// filters it stored (27 parts of 16,384 records) and the one of its open
+// part, which it rebuilds.
 func TestKeyFilterLimitKeepsIdempotency(t *testing.T) {
-	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "ledger:\n  key_filter_bytes: 1048576\nindex:\n  max_lag: 0\n"))
+	data, config := t.TempDir(), writeConfig(t, "ledger:\n  key_filter_bytes: 1048576\nindex:\n  max_lag: 0\n")
+	s := startServer(t, data, "--config", config)
 	post := func(prefix string, from, to int) receipt {
 		var body bytes.Buffer
 		for i := from; i < to; i++ {
@@ -47,8 +51,13 @@ func TestKeyFilterLimitKeepsIdempotency(t *testing.T) {
 	if full, b := metric("aitrail_ledger_key_filter_full"), metric("aitrail_ledger_key_filter_bytes"); full != 1 || b > 1<<20 {
 		t.Fatalf("after %d ids: key filter full %v, %v bytes; want full, at most 1 MiB", n, full, b)
 	}
-	before := metric("aitrail_ledger_key_lookups_total")
 	s.waitIndexed()
+	s.stop()
+	s = startServer(t, data, "--config", config)
+	if b := metric("aitrail_index_id_filter_bytes"); b != 27*20480 {
+		t.Fatalf("after a restart: id filters of %v bytes, want those of 27 parts (27 x 20 KiB)", b)
+	}
+	before := metric("aitrail_ledger_key_lookups_total")
 	// Ids of the first and the last requests again, with new ones among them.
 	for _, from := range []int{0, n - 10_000} {
 		r := post("e", from, from+10_000)
