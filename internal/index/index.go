@@ -465,10 +465,9 @@ type row struct {
 // that). A record whose (tenant, id) is already indexed at another log index
 // (the same event sequenced twice, which ingest does not let happen) is
 // indexed too, as the log holds both; Get and LookupID report the first. A
-// record that cannot be
-// parsed fails the whole Apply; the follower retries, and finding corruption
-// in the log is verify's job. Entries must be consecutive and must not start
-// after the cursor, which would leave a gap.
+// record that cannot be parsed fails the whole Apply; the follower retries,
+// and finding corruption in the log is verify's job. Entries must be
+// consecutive and must not start after the cursor, which would leave a gap.
 //
 // Apply parses records on GOMAXPROCS-1 (at least one) other goroutines
 // while it writes.

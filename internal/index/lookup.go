@@ -26,7 +26,8 @@ import (
 //
 // A lookup then has a part to probe for each part that may hold the id.
 // Each complete part has a Bloom filter of its ids, kept in memory (and in
-// id_filters, written with the part's last rows), so that a lookup probes
+// id_filters, written in the transaction that indexes the first record
+// after the part), so that a lookup probes
 // the parts whose filter may hold the id (about 1 % of the others, falsely)
 // and the open part, which has none yet: without the filters, an id not in
 // the index cost a probe of every part, and the ledger asks about such ids
@@ -271,9 +272,9 @@ type probe struct {
 	key  Key
 }
 
-// lookupChunk bounds the probes in one query (SQLite's bound-parameter
-// limit is far above it).
-const lookupChunk = 500
+// lookupChunk bounds the probes, or the parts, in one query (SQLite's
+// bound-parameter limit is far above it). A variable for tests.
+var lookupChunk = 500
 
 // lookupParts adds to out where the probes find their keys, the lowest log
 // index of each where a key is there more than once.
@@ -311,45 +312,46 @@ func (ix *Index) lookupParts(ctx context.Context, probes []probe, out map[Key]le
 	return nil
 }
 
-// idParts adds to w the condition that a row is in one of the parts that
-// may hold id, and returns false if none may.
-func (ix *Index) idParts(ctx context.Context, w *where, id string) (bool, error) {
+// byID calls find with w selecting the rows of records with this id in
+// the parts that may hold it, 500 parts at a time from the oldest, until
+// find reports a match or fails.
+func (ix *Index) byID(ctx context.Context, id string, find func(w where) (bool, error)) error {
 	top, ok, err := ix.lastPart(ctx)
 	if err != nil || !ok {
-		return false, err
+		return err
 	}
 	parts := ix.ids.candidates(0, top, bloom.Locations([]byte(id), filterHashes))
-	if len(parts) == 0 {
-		return false, nil
+	for chunk := range slices.Chunk(parts, lookupChunk) {
+		args := make([]any, len(chunk))
+		for i, p := range chunk {
+			args[i] = p
+		}
+		var w where
+		w.add(idPart+" IN "+inList(len(chunk)), args...)
+		w.add("id = ?", id)
+		if found, err := find(w); err != nil || found {
+			return err
+		}
 	}
-	args := make([]any, len(parts))
-	for i, p := range parts {
-		args[i] = p
-	}
-	w.add(idPart+" IN "+inList(len(parts)), args...)
-	w.add("id = ?", id)
-	return true, nil
+	return nil
 }
 
 // LookupID returns the log index of the record with this id in tenant, if
 // the index holds one (the first, if it holds it twice). Remember that the
 // index may lag the log, so a miss is not proof of absence.
 func (ix *Index) LookupID(ctx context.Context, tenant, id string) (index uint64, ok bool, err error) {
-	var w where
-	if ok, err := ix.idParts(ctx, &w, id); err != nil || !ok {
-		if err != nil {
-			err = fmt.Errorf("couldn't look up event %q: %w", id, err)
-		}
-		return 0, false, err
-	}
-	w.add("tenant = ?", tenant)
 	var idx int64
-	err = ix.db.QueryRowContext(ctx, "SELECT idx FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...).Scan(&idx)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, false, nil
-	case err != nil:
+	err = ix.byID(ctx, id, func(w where) (bool, error) {
+		w.add("tenant = ?", tenant)
+		err := ix.db.QueryRowContext(ctx, "SELECT idx FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...).Scan(&idx)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		ok = err == nil
+		return ok, err
+	})
+	if err != nil {
 		return 0, false, fmt.Errorf("couldn't look up event %q: %w", id, err)
 	}
-	return uint64(idx), true, nil
+	return uint64(idx), ok, nil
 }

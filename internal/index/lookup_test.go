@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -129,36 +130,51 @@ func TestLookupAcrossParts(t *testing.T) {
 		t.Errorf("LookupIDs found %d keys, want %d: %v", len(got), len(want)+1, got)
 	}
 
-	for _, c := range []struct {
-		tenant, id string
-		want       uint64
-		ok         bool
-	}{
-		{"acme", id(0), 0, true},
-		{"acme", id(n - 1), n - 1, true},
-		{"globex", id(5), 3*partSize + 7, true},
-		{"acme", id(partSize + 1), partSize + 1, true}, // the first of the two
-		{"globex", id(0), 0, false},
-		{"acme", "absent", 0, false},
-	} {
-		idx, ok, err := ix.LookupID(ctx, c.tenant, c.id)
-		if err != nil || ok != c.ok || idx != c.want {
-			t.Errorf("LookupID(%s, %s) = %d, %v, %v; want %d, %v", c.tenant, c.id, idx, ok, err, c.want, c.ok)
+	// check looks events up one at a time.
+	check := func() {
+		t.Helper()
+		for _, c := range []struct {
+			tenant, id string
+			want       uint64
+			ok         bool
+		}{
+			{"acme", id(0), 0, true},
+			{"acme", id(n - 1), n - 1, true},
+			{"globex", id(5), 3*partSize + 7, true},
+			{"acme", id(partSize + 1), partSize + 1, true}, // the first of the two
+			{"globex", id(0), 0, false},
+			{"acme", "absent", 0, false},
+		} {
+			idx, ok, err := ix.LookupID(ctx, c.tenant, c.id)
+			if err != nil || ok != c.ok || idx != c.want {
+				t.Errorf("LookupID(%s, %s) = %d, %v, %v; want %d, %v", c.tenant, c.id, idx, ok, err, c.want, c.ok)
+			}
+			h, err := ix.Get(ctx, nil, c.tenant, c.id)
+			switch {
+			case c.ok && (err != nil || h.Index != c.want):
+				t.Errorf("Get(%s, %s) = index %d, %v; want %d", c.tenant, c.id, h.Index, err, c.want)
+			case !c.ok && !errors.Is(err, ErrNotFound):
+				t.Errorf("Get(%s, %s): %v, want ErrNotFound", c.tenant, c.id, err)
+			}
 		}
-		h, err := ix.Get(ctx, nil, c.tenant, c.id)
-		switch {
-		case c.ok && (err != nil || h.Index != c.want):
-			t.Errorf("Get(%s, %s) = index %d, %v; want %d", c.tenant, c.id, h.Index, err, c.want)
-		case !c.ok && !errors.Is(err, ErrNotFound):
-			t.Errorf("Get(%s, %s): %v, want ErrNotFound", c.tenant, c.id, err)
+		// Without a tenant, Get returns the visible record with the lowest index.
+		if h, err := ix.Get(ctx, []string{"globex"}, "", id(5)); err != nil || h.Index != 3*partSize+7 {
+			t.Errorf("Get of globex's %s = index %d, %v; want %d", id(5), h.Index, err, 3*partSize+7)
+		}
+		if h, err := ix.Get(ctx, nil, "", id(5)); err != nil || h.Index != 5 {
+			t.Errorf("Get of %s in any tenant = index %d, %v; want 5", id(5), h.Index, err)
 		}
 	}
-	// Without a tenant, Get returns the visible record with the lowest index.
-	if h, err := ix.Get(ctx, []string{"globex"}, "", id(5)); err != nil || h.Index != 3*partSize+7 {
-		t.Errorf("Get of globex's %s = index %d, %v; want %d", id(5), h.Index, err, 3*partSize+7)
-	}
-	if h, err := ix.Get(ctx, nil, "", id(5)); err != nil || h.Index != 5 {
-		t.Errorf("Get of %s in any tenant = index %d, %v; want 5", id(5), h.Index, err)
+	check()
+
+	// The same with no filters (every part probed) and two probes or parts
+	// a query.
+	defer func(n int) { lookupChunk = n }(lookupChunk)
+	lookupChunk = 2
+	ix.ids.clear()
+	check()
+	if found, err := ix.LookupIDs(ctx, keys); err != nil || !maps.Equal(found, got) {
+		t.Errorf("LookupIDs without filters, two probes a query: %v, %v; want %v", found, err, got)
 	}
 }
 

@@ -134,21 +134,19 @@ func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (
 
 // getIndexed is Get of the records the index has applied.
 func (ix *Index) getIndexed(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
-	var w where
-	if ok, err := ix.idParts(ctx, &w, id); err != nil {
-		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
-	} else if !ok {
-		return Hit{}, ErrNotFound
-	}
-	w.tenants(tenants)
-	if tenant != "" {
-		w.add("tenant = ?", tenant)
-	}
-	rows, err := ix.db.QueryContext(ctx, "SELECT idx, tenant, pos FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...)
-	if err != nil {
-		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
-	}
-	hits, err := ix.hits(rows, 1, nil)
+	var hits []Hit
+	err := ix.byID(ctx, id, func(w where) (bool, error) {
+		w.tenants(tenants)
+		if tenant != "" {
+			w.add("tenant = ?", tenant)
+		}
+		rows, err := ix.db.QueryContext(ctx, "SELECT idx, tenant, pos FROM records WHERE "+w.sql()+" ORDER BY idx LIMIT 1", w.args...)
+		if err != nil {
+			return false, err
+		}
+		hits, err = ix.hits(rows, 1, nil)
+		return len(hits) > 0, err
+	})
 	switch {
 	case err != nil:
 		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
