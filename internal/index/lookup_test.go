@@ -12,6 +12,7 @@ import (
 	"github.com/bits-and-blooms/bloom/v3"
 
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 func TestLookupIDs(t *testing.T) {
@@ -204,6 +205,57 @@ func TestLookupsProbeRecordsID(t *testing.T) {
 		joined := strings.Join(plan, "; ")
 		if !strings.Contains(joined, "SEARCH records USING INDEX records_id (<expr>=? AND id=?") {
 			t.Errorf("plan of %q:\n%s\nwant a search of records_id by part and id", q, joined)
+		}
+	}
+}
+
+// TestLookupWhileApplying looks up ids already applied while more parts
+// are completed and their filters published: a lookup never misses an
+// applied record, whatever the moment.
+func TestLookupWhileApplying(t *testing.T) {
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	const n = 3*partSize + 500
+	id := func(i int) string { return fmt.Sprintf("w-%08x", uint32(i)*2654435761) }
+	var es [][]ledger.Entry
+	for i := 0; i < n; i += 2000 {
+		var recs []*event.Record
+		for j := i; j < min(i+2000, n); j++ {
+			recs = append(recs, rec("acme", id(j), "ai.inference"))
+		}
+		es = append(es, e.add(t, recs...))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, batch := range es {
+			if err := ix.Apply(ctx, batch); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for lookups := 0; ; lookups++ {
+		select {
+		case <-done:
+			if ix.Visible() != n || lookups == 0 {
+				t.Fatalf("applied %d of %d records, %d lookups", ix.Visible(), n, lookups)
+			}
+			return
+		default:
+		}
+		v := int(ix.Visible())
+		if v == 0 {
+			continue
+		}
+		i := rng.IntN(v)
+		if idx, ok, err := ix.LookupID(ctx, "acme", id(i)); err != nil || !ok || idx != uint64(i) {
+			t.Fatalf("LookupID of record %d with %d applied: %d, %v, %v", i, v, idx, ok, err)
+		}
+		found, err := ix.LookupIDs(ctx, []Key{{"acme", id(i)}, {"acme", id(v - 1)}})
+		if err != nil || len(found) != 2 {
+			t.Fatalf("LookupIDs of records %d and %d with %d applied: %v, %v", i, v-1, v, found, err)
 		}
 	}
 }
