@@ -2,8 +2,9 @@ package index
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ type env struct {
 func openTemp(t testing.TB, opts Options) (*Index, *env) {
 	t.Helper()
 	dir := t.TempDir()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "test.example/log")
+	skey, vkey, err := note.GenerateKey(crand.Reader, "test.example/log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +153,24 @@ func apply(t testing.TB, ix *Index, es []ledger.Entry) {
 	if err := ix.Apply(context.Background(), es); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// applyReopening applies recs in batches of random size up to most,
+// closing and reopening the index after a third of them (so that what it
+// keeps in memory between batches is rebuilt), and returns the index open
+// at the end.
+func applyReopening(t testing.TB, ix *Index, e *env, recs []*event.Record, rng *rand.Rand, most int) *Index {
+	t.Helper()
+	for i := 0; i < len(recs); {
+		k := min(len(recs)-i, 1+rng.IntN(most))
+		apply(t, ix, e.add(t, recs[i:i+k]...))
+		i += k
+		if rng.IntN(3) == 0 {
+			ix.Close()
+			ix = e.open(t, Options{})
+		}
+	}
+	return ix
 }
 
 // modes are the configurations every behaviour must hold in.

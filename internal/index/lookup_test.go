@@ -65,16 +65,7 @@ func TestLookupAcrossParts(t *testing.T) {
 	recs[4*partSize+9] = rec("acme", id(partSize+1), "ai.inference")
 	// Batches of random size, reopening now and then, so that id filters
 	// are continued, rebuilt from the rows of their part and reloaded.
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := 0; i < n; {
-		k := min(n-i, 1+rng.IntN(5000))
-		apply(t, ix, e.add(t, recs[i:i+k]...))
-		i += k
-		if rng.IntN(3) == 0 {
-			ix.Close()
-			ix = e.open(t, Options{})
-		}
-	}
+	ix = applyReopening(t, ix, e, recs, rand.New(rand.NewPCG(3, 4)), 5000)
 
 	// Every record is found where it is.
 	all := make([]Key, n)

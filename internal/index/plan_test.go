@@ -116,15 +116,7 @@ func TestQueriesMatchFiltering(t *testing.T) {
 		})
 		recs = append(recs, r)
 	}
-	for i := 0; i < n; {
-		k := min(n-i, 1+rng.IntN(900))
-		apply(t, ix, e.add(t, recs[i:i+k]...))
-		i += k
-		if rng.IntN(3) == 0 {
-			ix.Close()
-			ix = e.open(t, Options{})
-		}
-	}
+	ix = applyReopening(t, ix, e, recs, rng, 900)
 	randomQuery := func() Query {
 		var q Query
 		for range 1 + rng.IntN(3) {
