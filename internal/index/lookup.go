@@ -202,14 +202,13 @@ type Key struct {
 	Tenant, ID string
 }
 
-// lastPart returns the part of the newest indexed record, and false when
-// the index holds none.
-func (ix *Index) lastPart(ctx context.Context) (int64, bool, error) {
-	var last sql.NullInt64
-	if err := ix.db.QueryRowContext(ctx, "SELECT max(idx) FROM records").Scan(&last); err != nil {
-		return 0, false, err
-	}
-	return last.Int64 >> partBits, last.Valid, nil
+// lastPart returns the part of the newest record queries see (the one
+// before Visible), and false when they see none. The ledger forgets the
+// keys of records only once Apply has made them visible, so a lookup never
+// misses a record for starting from here.
+func (ix *Index) lastPart() (int64, bool) {
+	v := ix.Visible()
+	return int64(v-1) >> partBits, v > 0
 }
 
 // inList returns "(?, ?, ...)" for n values.
@@ -230,10 +229,7 @@ func inList(n int) string {
 // the log hold a key twice, either may be returned.
 func (ix *Index) LookupIDs(ctx context.Context, keys []Key) (map[Key]ledger.Loc, error) {
 	out := make(map[Key]ledger.Loc)
-	top, ok, err := ix.lastPart(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("couldn't look up event ids: %w", err)
-	}
+	top, ok := ix.lastPart()
 	if !ok {
 		return out, nil
 	}
@@ -316,9 +312,9 @@ func (ix *Index) lookupParts(ctx context.Context, probes []probe, out map[Key]le
 // the parts that may hold it, 500 parts at a time from the oldest, until
 // find reports a match or fails.
 func (ix *Index) byID(ctx context.Context, id string, find func(w where) (bool, error)) error {
-	top, ok, err := ix.lastPart(ctx)
-	if err != nil || !ok {
-		return err
+	top, ok := ix.lastPart()
+	if !ok {
+		return nil
 	}
 	parts := ix.ids.candidates(0, top, bloom.Locations([]byte(id), filterHashes))
 	for chunk := range slices.Chunk(parts, lookupChunk) {

@@ -114,21 +114,18 @@ type Query struct {
 //
 // An event acknowledged but not yet applied to the index is found too, so
 // that a client can read back what it has just written: when the index has
-// no match, Get looks through the records past its cursor if the log still
-// holds them in memory.
+// no match, Get looks through the records past what queries see (Visible)
+// if the log still holds them in memory.
 func (ix *Index) Get(ctx context.Context, tenants []string, tenant, id string) (Hit, error) {
 	h, err := ix.getIndexed(ctx, tenants, tenant, id)
 	if !errors.Is(err, ErrNotFound) {
 		return h, err
 	}
-	cursor, err := ix.Cursor(ctx)
-	if err != nil {
-		return Hit{}, fmt.Errorf("couldn't get event %q: %w", id, err)
-	}
-	if h, err := ix.getUnindexed(cursor, tenants, tenant, id); !errors.Is(err, ErrNotFound) {
+	if h, err := ix.getUnindexed(ix.Visible(), tenants, tenant, id); !errors.Is(err, ErrNotFound) {
 		return h, err
 	}
-	// Applied between the first look and the cursor's read: indexed now.
+	// Made visible between the first look and Visible's read: indexed
+	// now, and in the parts getIndexed looks through.
 	return ix.getIndexed(ctx, tenants, tenant, id)
 }
 
