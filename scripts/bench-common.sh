@@ -1,10 +1,11 @@
 # Sourced by the bench scripts, from the repository's root: a work
 # directory that is removed on exit (after stopping the server whose pid is
-# in $pid), the aitrail binary built into it as $bin, the admin token the
-# servers are started with, and a description of the machine.
+# in $pid and any other process in $pids), the aitrail binary built into it
+# as $bin, the admin token the servers are started with, and a description
+# of the machine.
 work=$(mktemp -d)
-pid=
-trap '{ kill $pid && wait $pid; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
+pid= pids=
+trap '{ kill $pid $pids && wait $pid $pids; } 2>/dev/null || true; chattr -R -ia "$work" 2>/dev/null; rm -rf "$work"' EXIT
 bin=$work/aitrail
 go build -o "$bin" ./cmd/aitrail
 export AITRAIL_TOKEN=bench-admin-token

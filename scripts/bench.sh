@@ -4,7 +4,8 @@
 #   - the raw reference: one writer appending 1 KiB records to one file with
 #     group-committed fdatasync (aitrail bench-disk);
 #   - batched ingest: 8 clients x 100 events of ~1 KiB;
-#   - single-event ingest: 64 clients x 1 event;
+#   - single-event ingest: 64 clients x 1 event, and as its reference the
+#     same requests answered by net/http alone (aitrail bench-http);
 #   - acknowledgement latency at light load (1 client, 100 requests/s);
 #   - the cost of encryption and pseudonyms (service actors and no content
 #     against pseudonymised user actors and encrypted content, alternating
@@ -21,6 +22,7 @@ secs=${1:-20}
 . scripts/bench-common.sh
 data=$work/data
 addr=127.0.0.1:18181
+http_addr=127.0.0.1:18182
 echo
 
 echo "## raw reference (bench-disk: 1 KiB records, 800 per fdatasync)"
@@ -49,7 +51,19 @@ echo "- ratio to the raw reference: $(echo "scale=3; $batched_rps / $ref_rps" | 
 
 echo
 echo "## single-event ingest (64 clients x 1 event)"
-"$bin" bench --url "http://$addr" --clients 64 --batch 1 --size 1024 --duration "${secs}s" --json
+"$bin" bench --url "http://$addr" --clients 64 --batch 1 --size 1024 --duration "${secs}s" --json >"$work/single.json"
+cat "$work/single.json"
+
+echo
+echo "## HTTP reference: the same requests answered by net/http alone (bench-http), the server above idle"
+"$bin" bench-http --addr "$http_addr" >/dev/null &
+http_pid=$! pids=$http_pid
+for _ in $(seq 100); do curl -sf "http://$http_addr/readyz" >/dev/null && break; sleep 0.1; done
+"$bin" bench --url "http://$http_addr" --clients 64 --batch 1 --size 1024 --duration "${secs}s" --json >"$work/http.json"
+kill -TERM $http_pid; wait $http_pid || true
+pids=
+cat "$work/http.json"
+echo "- single-event ingest as a share of the HTTP reference: $(echo "scale=3; $(field events_per_sec "$work/single.json") / $(field events_per_sec "$work/http.json")" | bc)"
 
 echo
 echo "## light load (1 client, 100 requests/s, 1 event each)"

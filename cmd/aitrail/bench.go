@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -406,5 +409,53 @@ func runBenchDisk(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%.0f records/s (%.1f MB/s, %.0f fsyncs/s) appending %d-byte records %d per fsync\n",
 		rps, rps*float64(*size)/1e6, float64(syncs)/took.Seconds(), *size, *batch)
+	return nil
+}
+
+// benchReceipt is what bench-http answers: the size and shape of a real
+// receipt for one event.
+const benchReceipt = `{"checkpoint":"aitrail.local/log\n1000000\n/KGvItx0md4pue94rQsauBizIq3ANF4LpGpc7f6WtUE=\n\n` +
+	`— aitrail.local/log n4MYRl+1ZxjmcEn2jG2Yhs7cNPGhNeVDeTYmz99hBWZZzyatmTQQ7OW6Zw1v+19QeXiDP/xNa44i2qqXuYQxZImvdAs=\n",` +
+	`"results":[{"id":"bench-0-0000000000","index":999999}]}`
+
+// runBenchHTTP serves the reference for single-event ingest: the same
+// requests bench sends, answered with a receipt by net/http alone, with
+// nothing read, checked, written or signed. bench against it measures the
+// rate the machine's HTTP path (the load generator, loopback TCP and
+// net/http) allows before aitrail does any work.
+func runBenchHTTP(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench-http", stderr)
+	addr := fs.String("addr", "127.0.0.1:8099", "address to listen on")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	receipt := []byte(benchReceipt)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Type", "application/json")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.Write(receipt)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ready\n") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	fmt.Fprintf(stdout, "bench-http: answering POST /v1/events on http://%s until stopped\n", ln.Addr())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -266,6 +267,36 @@ func TestBenchAndMetrics(t *testing.T) {
 	code, out, errOut = runCLI("bench-disk", "--dir", t.TempDir(), "--duration", "200ms")
 	if code != 0 || !strings.Contains(out, "records/s") {
 		t.Fatalf("bench-disk: %d %q %s", code, out, errOut)
+	}
+	// bench-http answers bench's requests with receipts until stopped.
+	addr := freeAddr(t)
+	ref := exec.Command(os.Args[0], "bench-http", "--addr", addr)
+	ref.Env = append(os.Environ(), childEnv+"=1")
+	if err := ref.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ref.Process.Kill(); ref.Wait() })
+	for i := 0; ; i++ {
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i == 100 {
+			t.Fatal("bench-http did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, out, errOut = runCLI("bench", "--url", "http://"+addr, "--token", "x", "--clients", "4", "--batch", "1", "--duration", "300ms", "--json")
+	var refRes struct {
+		Events   int64 `json:"events"`
+		Failures int64 `json:"failures"`
+	}
+	if err := json.Unmarshal([]byte(out), &refRes); code != 0 || err != nil || refRes.Events == 0 || refRes.Failures != 0 {
+		t.Fatalf("bench against bench-http: %d %q %s", code, out, errOut)
+	}
+	ref.Process.Signal(syscall.SIGTERM)
+	if err := ref.Wait(); err != nil {
+		t.Errorf("bench-http on SIGTERM: %v", err)
 	}
 	s.waitIndexed()
 	_, metrics := s.do("GET", "/metrics", "", "", nil)

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	if os.Getenv(bareProxyEnv) == "1" {
+		os.Exit(runBareProxy(os.Args[1], os.Args[2]))
+	}
 	os.Exit(m.Run())
 }
 

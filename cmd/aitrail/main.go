@@ -15,6 +15,7 @@
 //	aitrail alerts   [ack --id ID] --url URL --token TOKEN [filters]   list or acknowledge alerts
 //	aitrail bench    --url URL --token TOKEN [--clients N ...] [--otlp] load generator
 //	aitrail bench-disk --dir DIR                                       raw fsync reference
+//	aitrail bench-http [--addr ADDR]                                   bare HTTP reference
 //	aitrail rules    check FILE... | test FILE... | builtin            detection rules
 //	aitrail version
 //
@@ -57,6 +58,7 @@ func commands() []command {
 		{"status", "show how the log's files are sealed (--data) or a server's readiness (--url)", runStatus},
 		{"bench", "load-test a running server", runBench},
 		{"bench-disk", "measure the disk's group-committed fsync rate (benchmark reference)", runBenchDisk},
+		{"bench-http", "answer bench's requests with net/http alone (benchmark reference)", runBenchHTTP},
 		{"rules", "check detection rule files, run their unit tests, or print the built-in pack", runRules},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error { fmt.Fprintln(stdout, version); return nil }},
 	}

@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +80,7 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		"--openai-upstream", up.URL+"/v1")
 	defer s.stop()
 	direct, proxied := up.URL+"/v1/chat/completions", s.url+"/openai/v1/chat/completions"
+	bare := startBareProxy(b, up.URL) + "/v1/chat/completions"
 	body := []byte(`{"model":"gpt-fake","temperature":0.2,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}]}`)
 	stream := []byte(`{"model":"gpt-fake","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`)
 
@@ -163,11 +168,15 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	// a quarter more server CPU per call in a run of 20,000 calls right
 	// after start. The figures are those of a server that has been running.
 	run(direct, body, 2000, clients, false)
+	run(bare, body, 2000, clients, false)
 	run(proxied, body, 20000, clients, false)
 	b.ResetTimer()
 	start := time.Now()
 	d := run(direct, body, b.N, clients, false)
 	directTook := time.Since(start)
+	start = time.Now()
+	bp := run(bare, body, b.N, clients, false)
+	bareTook := time.Since(start)
 	start = time.Now()
 	cpu0, own0 := processCPU(b, s.cmd.Process.Pid), processCPU(b, os.Getpid())
 	p := run(proxied, body, b.N, clients, false)
@@ -193,12 +202,16 @@ func BenchmarkProxyOverhead(b *testing.B) {
 	b.ReportMetric(pct(p, .99)-pct(d, .99), "added-p99-ms")
 	b.ReportMetric(pct(ps, .5)-pct(ds, .5), "added-ttfc-p50-ms")
 	b.ReportMetric(pct(ps, .99)-pct(ds, .99), "added-ttfc-p99-ms")
+	b.ReportMetric(pct(bp, .5)-pct(d, .5), "bare-added-p50-ms")
+	b.ReportMetric(pct(bp, .99)-pct(d, .99), "bare-added-p99-ms")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "server-cpu-us/call")
 	b.ReportMetric(0, "ns/op")
 	fmt.Printf("non-streaming, %d clients, %d calls each way:\n", clients, b.N)
 	fmt.Printf("  direct   p50 %.2f ms  p99 %.2f ms  %.0f calls/s\n", pct(d, .5), pct(d, .99), float64(b.N)/directTook.Seconds())
 	fmt.Printf("  proxied  p50 %.2f ms  p99 %.2f ms  %.0f calls/s\n", pct(p, .5), pct(p, .99), float64(b.N)/proxiedTook.Seconds())
 	fmt.Printf("  added    p50 %.2f ms  p99 %.2f ms\n", pct(p, .5)-pct(d, .5), pct(p, .99)-pct(d, .99))
+	fmt.Printf("  reference: a bare reverse proxy (net/http/httputil, recording nothing, own process): p50 %.2f ms  p99 %.2f ms  %.0f calls/s; added p50 %.2f ms  p99 %.2f ms\n",
+		pct(bp, .5), pct(bp, .99), float64(b.N)/bareTook.Seconds(), pct(bp, .5)-pct(d, .5), pct(bp, .99)-pct(d, .99))
 	// CPU times come in 10 ms ticks: per call they mean something only
 	// over many calls (the benchmark's first, 1-call round prints none).
 	if b.N >= 1000 {
@@ -227,4 +240,50 @@ func BenchmarkProxyOverhead(b *testing.B) {
 		b.ReportMetric(pct(p, .5)-pct(d, .5), "added-p50"+unit)
 		b.ReportMetric(pct(p, .99)-pct(d, .99), "added-p99"+unit)
 	}
+}
+
+// The test binary runs as a bare reverse proxy with this variable set: see
+// startBareProxy.
+const bareProxyEnv = "AITRAIL_TEST_AS_BARE_PROXY"
+
+// runBareProxy serves addr as net/http/httputil's reverse proxy to
+// upstream, recording nothing.
+func runBareProxy(addr, upstream string) int {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 256 // as the recording proxy's
+	rp.Transport = t
+	if err := http.ListenAndServe(addr, rp); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return 1
+}
+
+// startBareProxy runs the reference for the recording proxy: a reverse
+// proxy that records nothing (net/http/httputil's, as the recording proxy
+// is built on it), in a process of its own, in front of upstream. It
+// returns its URL.
+func startBareProxy(b *testing.B, upstream string) string {
+	addr := freeAddr(b)
+	cmd := exec.Command(os.Args[0], addr, upstream)
+	cmd.Env = append(os.Environ(), bareProxyEnv+"=1")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "http://" + addr
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatal("the bare proxy did not start")
+	return ""
 }
