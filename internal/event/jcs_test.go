@@ -130,7 +130,15 @@ func TestRecordKey(t *testing.T) {
 	if err != nil || tenant != "acme" || id != "ev-1" {
 		t.Fatalf("RecordKey = %q, %q, %v", tenant, id, err)
 	}
-	for _, bad := range []string{"", "[]", `{"id":1,"tenant":"t"}`, `{"id":"x"}`, `{"id":"x","tenant":`} {
+	// Members before the key are read for where they end: strings ending
+	// in escaped quotes and backslashes, nested arrays and objects.
+	skipped := `{"a":"x\\","b":["\"",{"c":"\\\"","d":[[],{}]},1.5e3,true,null],"id":"i","tenant":"t"}`
+	if tenant, id, err := RecordKey([]byte(skipped)); err != nil || tenant != "t" || id != "i" {
+		t.Fatalf("RecordKey(%s) = %q, %q, %v", skipped, tenant, id, err)
+	}
+	for _, bad := range []string{"", "[]", `{"id":1,"tenant":"t"}`, `{"id":"x"}`, `{"id":"x","tenant":`,
+		`{"a":"x\","id":"i","tenant":"t"}`, `{"a":["x",],"id":"i","tenant":"t"}`, `{"a":{"b"},"id":"i","tenant":"t"}`,
+		`{"a":"x,"id":"i","tenant":"t"}`, `{"a":{"b":1,},"id":"i","tenant":"t"}`} {
 		if _, _, err := RecordKey([]byte(bad)); err == nil {
 			t.Errorf("RecordKey(%q) succeeded", bad)
 		}
