@@ -418,11 +418,15 @@ const benchReceipt = `{"checkpoint":"aitrail.local/log\n1000000\n/KGvItx0md4pue9
 	`— aitrail.local/log n4MYRl+1ZxjmcEn2jG2Yhs7cNPGhNeVDeTYmz99hBWZZzyatmTQQ7OW6Zw1v+19QeXiDP/xNa44i2qqXuYQxZImvdAs=\n",` +
 	`"results":[{"id":"bench-0-0000000000","index":999999}]}`
 
+// benchHTTPMaxBody bounds what bench-http reads of a request, as the
+// server's limits do.
+const benchHTTPMaxBody = 16 << 20
+
 // runBenchHTTP serves the reference for single-event ingest: the same
-// requests bench sends, answered with a receipt by net/http alone, with
-// nothing read, checked, written or signed. bench against it measures the
-// rate the machine's HTTP path (the load generator, loopback TCP and
-// net/http) allows before aitrail does any work.
+// requests bench sends, their bodies read and answered with a receipt by
+// net/http alone, nothing checked, stored or signed. bench against it
+// measures the rate the machine's HTTP path (the load generator, loopback
+// TCP and net/http) allows before aitrail does any work.
 func runBenchHTTP(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench-http", stderr)
 	addr := fs.String("addr", "127.0.0.1:8099", "address to listen on")
@@ -436,7 +440,8 @@ func runBenchHTTP(args []string, stdout, stderr io.Writer) error {
 	receipt := []byte(benchReceipt)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/events", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, benchHTTPMaxBody)); err != nil {
+			http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
 			return
 		}
 		h := w.Header()

@@ -141,8 +141,9 @@ var errKeyFound = errors.New("key found")
 // which is much cheaper than parsing it: the ledger calls it for every
 // record when it starts, and reads for every record they serve. The
 // members it reads through are checked for JSON syntax, but their strings
-// only for where they end (see skip); the tenant, the id and every member
-// name are checked as the decoder checks an event (valid UTF-8, escapes).
+// only for where they end (see skip); the tenant, the id and the names of
+// the top level are checked as the decoder checks an event (valid UTF-8,
+// escapes).
 func RecordKey(record []byte) (tenant, id string, err error) {
 	r := jsonReader{data: record, maxDepth: recordDepth}
 	var haveTenant, haveID bool
