@@ -3,6 +3,7 @@ package index
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math/bits"
 	"testing"
@@ -147,20 +148,26 @@ func BenchmarkQuery(b *testing.B) {
 	}
 }
 
+// lookupRecords is how many records BenchmarkLookup indexes:
+// go test ./internal/index -run '^$' -bench BenchmarkLookup -args -lookup-records N.
+var lookupRecords = flag.Int("lookup-records", 2_000_000, "records BenchmarkLookup indexes")
+
 // BenchmarkLookup measures lookups by id in an index of 2,000,000 records
-// with ids in no order (123 parts of records_id): LookupID, which probes
-// every part, and LookupIDs of 100 keys as ingest asks them, found in the
-// newest records (a batch sent again), in the oldest, or not at all.
+// (or -lookup-records) with ids in no order (123 parts of records_id):
+// LookupID, which consults every part's filter, and LookupIDs of 100 keys
+// as ingest asks them, found in the newest records (a batch sent again),
+// in the oldest, or not at all.
 func BenchmarkLookup(b *testing.B) {
-	const n, batch = 2_000_000, 5000
+	const batch = 5000
+	n := uint64(*lookupRecords)
 	ix, _ := openTemp(b, Options{})
 	g := newGenerator(b)
 	g.random = true
 	ctx := context.Background()
 	es := make([]ledger.Entry, batch)
-	for start := 0; start < n; start += batch {
+	for start := uint64(0); start < n; start += batch {
 		for i := range es {
-			es[i] = g.entry(uint64(start + i))
+			es[i] = g.entry(start + uint64(i))
 		}
 		apply(b, ix, es)
 	}
