@@ -3,7 +3,9 @@
 # the figures recorded in docs/BENCHMARKS.md: the same chat completion is
 # sent straight to a fake provider on loopback and through a real
 # `aitrail serve` in front of it, in the same run, by 32 concurrent clients
-# and by 1; and the time to the first chunk of a stream, both ways.
+# and by 1; and the time to the first chunk of a stream, both ways. For
+# reference the 32 clients also go through a reverse proxy that records
+# nothing (net/http/httputil in a process of its own).
 # Usage: scripts/bench-proxy.sh [calls each way at 32 clients, default 20000]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -66,10 +66,13 @@ const clockTicks = 100
 // where the added latency is what one of 32 concurrent calls waits for.
 // (Call i of a run thinks for the same time both ways. With one think time
 // for all, the clients would move in step: each burst of 32 calls would
-// reach the server at once.) For reference it also times the durable append the proxy waits for, as
-// POST /v1/events of one event by the same clients, and the server's CPU
-// time per call of both, which, unlike latency, does not depend on what
-// else the machine's cores are busy with. Run it with
+// reach the server at once.) For reference it also sends the calls through
+// a reverse proxy that records nothing (startBareProxy), which shows what
+// forwarding alone adds on the machine; times the durable append the proxy
+// waits for, as POST /v1/events of one event by the same clients; and
+// reports the CPU time per call of the server and the bare proxy, which,
+// unlike latency, does not depend on what else the machine's cores are
+// busy with. Run it with
 // scripts/bench-proxy.sh, or:
 //
 //	go test ./cmd/aitrail -run '^$' -bench ProxyOverhead -benchtime 20000x
