@@ -27,11 +27,11 @@ import (
 // A lookup then has a part to probe for each part that may hold the id.
 // Each complete part has a Bloom filter of its ids, kept in memory (and in
 // id_filters, written in the transaction that indexes the first record
-// after the part), so that a lookup probes
-// the parts whose filter may hold the id (about 1 % of the others, falsely)
-// and the open part, which has none yet: without the filters, an id not in
-// the index cost a probe of every part, and the ledger asks about such ids
-// (its own filter's false positives) a few times a second under ingest.
+// after the part), so that a lookup probes the parts whose filter may hold
+// the id (about 1 % of the others, falsely) and the open part, which has
+// none yet: without the filters, an id not in the index cost a probe of
+// every part, and the ledger asks about such ids (its own filter's false
+// positives) a few times a second under ingest.
 const (
 	partBits = 14
 	partSize = 1 << partBits
@@ -211,11 +211,6 @@ func (ix *Index) lastPart() (int64, bool) {
 	return int64(v-1) >> partBits, v > 0
 }
 
-// inList returns "(?, ?, ...)" for n values.
-func inList(n int) string {
-	return "(?" + strings.Repeat(", ?", n-1) + ")"
-}
-
 // LookupIDs is LookupID for many events at once, and also says where each
 // record is in the log: ingest checks a whole request with it, and reads
 // back what it finds. Keys the index does not hold are absent from the
@@ -318,12 +313,8 @@ func (ix *Index) byID(ctx context.Context, id string, find func(w where) (bool, 
 	}
 	parts := ix.ids.candidates(0, top, bloom.Locations([]byte(id), filterHashes))
 	for chunk := range slices.Chunk(parts, lookupChunk) {
-		args := make([]any, len(chunk))
-		for i, p := range chunk {
-			args[i] = p
-		}
 		var w where
-		w.add(idPart+" IN "+inList(len(chunk)), args...)
+		w.add(idPart+" IN "+inList(len(chunk)), anys(chunk)...)
 		w.add("id = ?", id)
 		if found, err := find(w); err != nil || found {
 			return err

@@ -850,9 +850,5 @@ func (ix *Index) collect(ctx context.Context, q string, args []any, hits []Hit, 
 
 // idxIn returns the condition "idx IN (…)" for idxs and its arguments.
 func idxIn(idxs []int64) (string, []any) {
-	args := make([]any, len(idxs))
-	for i, idx := range idxs {
-		args[i] = idx
-	}
-	return "idx IN (?" + strings.Repeat(",?", len(idxs)-1) + ")", args
+	return "idx IN " + inList(len(idxs)), anys(idxs)
 }

@@ -485,7 +485,7 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 		if len(q.Actors) == 0 {
 			w.none()
 		} else {
-			w.add("actor_id IN ("+strings.Repeat("?, ", len(q.Actors)-1)+"?)", anys(q.Actors)...)
+			w.add("actor_id IN "+inList(len(q.Actors)), anys(q.Actors)...)
 			keys(fieldActor, q.Actors...)
 		}
 	}
@@ -610,7 +610,7 @@ func (w *where) tenants(visible []string) (all bool) {
 		w.none()
 		return false
 	}
-	w.add("tenant IN (?"+strings.Repeat(", ?", len(visible)-1)+")", anys(visible)...)
+	w.add("tenant IN "+inList(len(visible)), anys(visible)...)
 	return false
 }
 
@@ -621,10 +621,16 @@ func (w *where) sql() string {
 	return strings.Join(w.conds, " AND ")
 }
 
-func anys(ss []string) []any {
-	a := make([]any, len(ss))
-	for i, s := range ss {
-		a[i] = s
+// inList returns "(?, ?, ...)" for n values, for an IN condition.
+func inList(n int) string {
+	return "(?" + strings.Repeat(", ?", n-1) + ")"
+}
+
+// anys returns vs as arguments of a query.
+func anys[T any](vs []T) []any {
+	a := make([]any, len(vs))
+	for i, v := range vs {
+		a[i] = v
 	}
 	return a
 }
