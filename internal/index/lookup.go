@@ -121,22 +121,13 @@ func openPartIDs(w *conn, last *partIDs, cursor uint64) (*partIDs, error) {
 	if cursor&(partSize-1) == 0 {
 		return p, nil
 	}
-	s, err := w.prepare("SELECT id FROM records WHERE idx >= ? AND idx < ?")
+	err := w.scanRange("SELECT id FROM records WHERE idx >= ? AND idx < ?", part<<partBits, int64(cursor), func(s *stmt) {
+		p.ids.AddString(s.columnText(0))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("couldn't read the ids of part %d: %w", part, err)
 	}
-	s.bindInt(1, part<<partBits)
-	s.bindInt(2, int64(cursor))
-	for {
-		ok, err := s.step()
-		if err != nil {
-			return nil, fmt.Errorf("couldn't read the ids of part %d: %w", part, err)
-		}
-		if !ok {
-			return p, nil
-		}
-		p.ids.AddString(s.columnText(0))
-	}
+	return p, nil
 }
 
 // addIDs adds the ids of rows, which follow the rows p has, to p, and

@@ -341,25 +341,15 @@ func openBlock(w *conn, last *blockPostings, cursor uint64) (*blockPostings, err
 	if cursor&blockMask == 0 {
 		return bp, nil
 	}
-	s, err := w.prepare(`SELECT idx, tenant, type, time, actor_id, model_name, model_version, outcome, resource_id
-		FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`)
-	if err != nil {
-		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
-	}
-	s.bindInt(1, block<<blockBits)
-	s.bindInt(2, int64(cursor))
-	for {
-		ok, err := s.step()
-		if err != nil {
-			return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
-		}
-		if !ok {
-			break
-		}
+	err := w.scanRange(`SELECT idx, tenant, type, time, actor_id, model_name, model_version, outcome, resource_id
+		FROM records WHERE idx >= ? AND idx < ? ORDER BY idx`, block<<blockBits, int64(cursor), func(s *stmt) {
 		r := row{idx: s.columnInt(0), tenant: s.columnText(1), typ: s.columnText(2), time: s.columnInt(3)}
 		r.actorID, r.modelName, r.modelVersion = s.columnText(4), s.columnText(5), s.columnText(6)
 		r.outcome, r.resourceID = s.columnText(7), s.columnText(8)
 		bp.add(&r)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read block %d: %w", block, err)
 	}
 	bp.next = cursor
 	return bp, nil

@@ -180,6 +180,24 @@ func (c *conn) queryInt(sql string) (int64, error) {
 // the life of the connection: the same sql gets the same stmt, reset.
 func (c *conn) prepare(sql string) (*stmt, error) { return c.prepareMaybe(sql, true) }
 
+// scanRange runs query, whose two parameters bound the log index (from
+// included, to not), and calls row with the statement at each row.
+func (c *conn) scanRange(query string, from, to int64, row func(s *stmt)) error {
+	s, err := c.prepare(query)
+	if err != nil {
+		return err
+	}
+	s.bindInt(1, from)
+	s.bindInt(2, to)
+	for {
+		ok, err := s.step()
+		if !ok || err != nil {
+			return err
+		}
+		row(s)
+	}
+}
+
 // prepareMaybe is prepare, but a statement not kept must be finalized by
 // the caller.
 func (c *conn) prepareMaybe(sql string, keep bool) (*stmt, error) {
