@@ -28,18 +28,25 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 		t.Skip("end-to-end crash test; run without -short")
 	}
 	data := t.TempDir()
+	// Start-up snapshots every 1,000 records (and an eighth of the log),
+	// written by syncs ten times a second: starts after the first crash
+	// take the log from the newest one.
+	config := writeConfig(t, "ledger:\n  snapshot_records: 1000\n  sync_interval: 100ms\n")
 	const rounds, workers = 5, 8
 	var mu sync.Mutex
 	acked := map[string]uint64{}
-	var sent int
+	var sent, fromSnapshot int
 
 	for round := 0; round < rounds; round++ {
-		s := startServer(t, data)
+		s := startServer(t, data, "--config", config)
 		if round > 0 {
 			// Everything acknowledged before the last crash is there.
 			if got := s.size(); got < uint64(len(acked)) {
 				t.Fatalf("round %d: log has %d records after restart, %d were acknowledged", round, got, len(acked))
 			}
+		}
+		if strings.Contains(s.stderr.String(), "started from the start-up snapshot") {
+			fromSnapshot++
 		}
 		body := func(w, seq int) io.Reader {
 			var body bytes.Buffer
@@ -68,9 +75,12 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 	if len(acked) < 100 {
 		t.Fatalf("only %d events acknowledged; the load did not run", len(acked))
 	}
-	t.Logf("%d events sent, %d acknowledged across %d crashes", sent, len(acked), rounds)
+	t.Logf("%d events sent, %d acknowledged across %d crashes; %d starts from a start-up snapshot", sent, len(acked), rounds, fromSnapshot)
+	if fromSnapshot == 0 {
+		t.Errorf("no start after a crash took the log from a start-up snapshot")
+	}
 
-	s := startServer(t, data)
+	s := startServer(t, data, "--config", config)
 	s.waitIndexed()
 	events := s.allEvents("tenant=crash")
 	seen := map[string]uint64{}
@@ -151,6 +161,46 @@ func TestGracefulStopKeepsEverything(t *testing.T) {
 		t.Fatalf("re-sent id after restart: %+v", r2.Results[0])
 	}
 	s.stop()
+}
+
+// TestDamageBelowSnapshotStopsServer: a server starting from the start-up
+// snapshot of its last clean stop does not read the records below it
+// before it listens; it checks them in the background, and a record
+// changed on disk stops it with exit status 1, naming the record, as a
+// start reading every record would have.
+func TestDamageBelowSnapshotStopsServer(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	// More than the newest records a start reads back for followers
+	// (16,384), which it checks too.
+	for b := range 20 {
+		var events []map[string]any
+		for i := range 1000 {
+			events = append(events, map[string]any{"type": "admin.change", "id": fmt.Sprintf("e%d", b*1000+i), "tenant": "snap"})
+		}
+		s.post(events...)
+	}
+	s.waitIndexed() // else the next start reads the keys the index lacks, and finds the damage there
+	s.stop()
+	if _, err := os.Stat(filepath.Join(data, "log", "start-snapshot")); err != nil {
+		t.Fatalf("no start-up snapshot after a clean stop: %v", err)
+	}
+	unseal(t, data)
+	segs, _ := filepath.Glob(filepath.Join(data, "log", "segments", "*.seg"))
+	seg, _ := os.ReadFile(segs[0])
+	i := bytes.Index(seg, []byte(`"id":"e123"`))
+	if i < 0 {
+		t.Fatal("event e123 not found in the segment")
+	}
+	seg[i+len(`"id":"e1`)] = '9' // e123 becomes e193: the frame's checksum no longer matches
+	if err := os.WriteFile(segs[0], seg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := runChild(t, 30*time.Second, "serve", "--data", data, "--addr", freeAddr(t))
+	if code != 1 || !strings.Contains(stderr, "started from the start-up snapshot") ||
+		!regexp.MustCompile(`does not match its signed tree: .*record \d+ \(segment`).MatchString(stderr) {
+		t.Fatalf("serve on a log damaged below its snapshot: exit %d, want 1 with the record named\n%s", code, stderr)
+	}
 }
 
 // TestKilledServerLeavesZerosThatVerify: a server killed at rest leaves

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -218,6 +219,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		PageCacheBytes: cfg.Ledger.PageCacheBytes,
 		Preallocate:    preallocate(cfg.Ledger.PreallocateBytes),
 		KeyFilterBytes: cfg.Ledger.KeyFilterBytes,
+		SnapshotEvery:  cfg.Ledger.SnapshotRecords,
 		Seal:           sealMode,
 		Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
 			ks := make([]index.Key, len(keys))
@@ -500,10 +502,23 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	// A start from the log's start-up snapshot checks the records below it
+	// while the server runs; damage there stops the server as it would
+	// have stopped a start that read them.
+	damaged := make(chan error, 1)
+	go func() {
+		if err := led.WaitChecked(runCtx); errors.Is(err, ledger.ErrTampered) {
+			damaged <- err
+		}
+	}()
+	var stopErr error
 	select {
 	case err := <-serveErr:
 		stopAPI()
 		return fmt.Errorf("server stopped: %w", err)
+	case err := <-damaged:
+		log.Error("stopping: the log does not match its signed tree", "err", err)
+		stopErr = fmt.Errorf("the log does not match its signed tree: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
@@ -515,8 +530,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	openaiProxy.Wait() // outcome events of the last proxied calls
 	anthropicProxy.Wait()
 	stopAPI()
-	if err := led.Close(); err != nil {
+	if err := led.Close(); err != nil && stopErr == nil {
 		return fmt.Errorf("couldn't close the log cleanly: %w", err)
+	}
+	if stopErr != nil {
+		return stopErr
 	}
 	log.Info("stopped", "records", led.Size())
 	return nil

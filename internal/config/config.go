@@ -35,6 +35,7 @@ const (
 	DefaultPageCacheBytes  = 64 << 20
 	DefaultPreallocate     = 16 << 20
 	DefaultKeyFilterBytes  = 128 << 20
+	DefaultSnapshotRecords = 1 << 20
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
@@ -127,6 +128,11 @@ type Ledger struct {
 	// the log, which spares ingest of new ids a query of the index; -1
 	// for no limit. Past it, more requests query the index.
 	KeyFilterBytes int64 `yaml:"key_filter_bytes"`
+	// SnapshotRecords is how far the log grows between start-up snapshots
+	// (at least an eighth of its size too), which let a start read only
+	// the records after the newest; -1 for none: every start reads every
+	// record.
+	SnapshotRecords int64 `yaml:"snapshot_records"`
 	// Seal protects complete segments and full tiles: immutable (read-only
 	// plus the immutable attribute where the process may set it), read-only,
 	// or off.
@@ -249,6 +255,7 @@ func Default() Config {
 			PageCacheBytes:   DefaultPageCacheBytes,
 			PreallocateBytes: DefaultPreallocate,
 			KeyFilterBytes:   DefaultKeyFilterBytes,
+			SnapshotRecords:  DefaultSnapshotRecords,
 			Seal:             DefaultSeal,
 		},
 		Capture: Capture{
@@ -319,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if k := c.Ledger.KeyFilterBytes; k != -1 && k < 1<<20 {
 		errs = append(errs, "ledger.key_filter_bytes: must be -1 (no limit) or at least 1 MiB")
+	}
+	if s := c.Ledger.SnapshotRecords; s != -1 && s < 1000 {
+		errs = append(errs, "ledger.snapshot_records: must be -1 (no start-up snapshots) or at least 1000")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, "tls: cert_file and key_file go together")

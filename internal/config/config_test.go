@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -70,6 +71,19 @@ func TestLoad(t *testing.T) {
 			t.Fatal(err)
 		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "key_filter_bytes") {
 			t.Fatalf("ledger.key_filter_bytes: %s validated as %v, want an error naming it", bad, err)
+		}
+	}
+	for _, ok := range []int64{-1, 1000, DefaultSnapshotRecords} {
+		c, err := Load(write(t, fmt.Sprintf("ledger:\n  snapshot_records: %d\n", ok)))
+		if err != nil || c.Ledger.SnapshotRecords != ok || c.Validate() != nil {
+			t.Fatalf("ledger.snapshot_records: %d loaded as %d, %v", ok, c.Ledger.SnapshotRecords, err)
+		}
+	}
+	for _, bad := range []string{"0", "999", "-2"} {
+		if c, err := Load(write(t, "ledger:\n  snapshot_records: "+bad+"\n")); err != nil {
+			t.Fatal(err)
+		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "snapshot_records") {
+			t.Fatalf("ledger.snapshot_records: %s validated as %v, want an error naming it", bad, err)
 		}
 	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))

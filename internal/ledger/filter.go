@@ -1,6 +1,10 @@
 package ledger
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
 	"math"
 	"math/bits"
 	"sync"
@@ -190,4 +194,83 @@ func (f *keyFilter) MayContain(key keyHash) bool {
 		}
 	}
 	return false
+}
+
+// writeTo writes the filter for a start-up snapshot: whether it is at its
+// limit, then each set's design, count and bits. Keys added meanwhile may
+// or may not be in what it writes; every key added before it was called is.
+func (f *keyFilter) writeTo(w io.Writer) error {
+	full := f.atLimit.Load() // before sets: once at its limit, sets is final
+	f.mu.RLock()
+	sets := f.sets
+	f.mu.RUnlock()
+	buf := make([]byte, 0, 64<<10)
+	if full {
+		buf = append(buf, 1)
+	} else {
+		buf = append(buf, 0)
+	}
+	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(sets)))
+	for _, b := range sets {
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(b.cap))
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(b.keys.Load()))
+		buf = binary.LittleEndian.AppendUint64(buf, b.blocks)
+		for i := range b.words {
+			if len(buf)+8 > cap(buf) {
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+				buf = buf[:0]
+			}
+			buf = binary.LittleEndian.AppendUint64(buf, b.words[i].Load())
+		}
+	}
+	_, err := w.Write(buf)
+	return err
+}
+
+// maxFilterSets bounds the sets a filter read back may have: each is made
+// for twice the keys of the last.
+const maxFilterSets = 48
+
+// readKeyFilter reads a filter written by writeTo, of at most maxBytes of
+// bits, that grows up to limit bytes (0: no limit).
+func readKeyFilter(r io.Reader, limit, maxBytes int64) (*keyFilter, error) {
+	var head [5]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(head[1:])
+	if head[0] > 1 || n == 0 || n > maxFilterSets {
+		return nil, fmt.Errorf("key filter of %d sets", n)
+	}
+	f := &keyFilter{limit: limit}
+	f.atLimit.Store(head[0] == 1)
+	buf := make([]byte, 64<<10)
+	for range n {
+		var h [24]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return nil, err
+		}
+		keys, count, blocks := int64(binary.LittleEndian.Uint64(h[:])), int64(binary.LittleEndian.Uint64(h[8:])), binary.LittleEndian.Uint64(h[16:])
+		if keys < filterMinKeys || count < 0 || blocks != max(1, uint64(keys*filterBitsPerKey+511)/512) ||
+			blocks > uint64(maxBytes)/(blockWords*8) {
+			return nil, errors.New("key filter set of an impossible size")
+		}
+		maxBytes -= int64(blocks) * blockWords * 8
+		b := newBloom(keys)
+		b.keys.Store(count)
+		for i := 0; i < len(b.words); {
+			chunk := buf[:min(len(buf), (len(b.words)-i)*8)]
+			if _, err := io.ReadFull(r, chunk); err != nil {
+				return nil, err
+			}
+			for ; len(chunk) > 0; chunk = chunk[8:] {
+				b.words[i].Store(binary.LittleEndian.Uint64(chunk))
+				i++
+			}
+		}
+		f.sets = append(f.sets, b)
+	}
+	return f, nil
 }

@@ -6,7 +6,7 @@ import (
 )
 
 // filterKey is the i-th key the filter tests add.
-func filterKey(i int) keyHash { return hashKey(fmt.Sprintf("tenant\x00id-%d", i)) }
+func filterKey(i int) keyHash { return testHasher.hash(fmt.Sprintf("tenant\x00id-%d", i)) }
 
 // checkFilter requires that f reports every one of the first n keys as
 // possibly seen, and returns how many of 100,000 keys never added it
@@ -19,7 +19,7 @@ func checkFilter(t *testing.T, f *keyFilter, n int) (falsePositives int) {
 		}
 	}
 	for i := 0; i < 100_000; i++ {
-		if f.MayContain(hashKey(fmt.Sprintf("tenant\x00other-%d", i))) {
+		if f.MayContain(testHasher.hash(fmt.Sprintf("tenant\x00other-%d", i))) {
 			falsePositives++
 		}
 	}

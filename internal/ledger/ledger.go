@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dchest/siphash"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/sys/unix"
@@ -61,6 +61,7 @@ const (
 	DefaultTailEntries    = 16384
 	DefaultPageCacheBytes = 64 << 20
 	DefaultKeyFilterBytes = 128 << 20
+	DefaultSnapshotEvery  = 1 << 20
 	defaultForgetInterval = 50_000
 )
 
@@ -128,6 +129,13 @@ type Options struct {
 	// appends instead, which lets SealImmutable keep the active segment
 	// append-only (chattr +a), at a cost in commit time.
 	Preallocate int64
+	// SnapshotEvery is how far the log grows between start-up snapshots
+	// (and at least an eighth of its size): the state a start would
+	// otherwise rebuild from every record, written by the syncs and at
+	// Close (see snapshot.go). Default DefaultSnapshotEvery records;
+	// negative writes and reads none, so that every start reads every
+	// record.
+	SnapshotEvery int64
 	// OnCommit, if set, is called after every group commit with its size.
 	OnCommit func(records int, bytes int, took time.Duration)
 	// Logger receives operational messages; default slog.Default().
@@ -170,6 +178,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Preallocate == 0 {
 		o.Preallocate = DefaultPreallocate
+	}
+	if o.SnapshotEvery == 0 {
+		o.SnapshotEvery = DefaultSnapshotEvery
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -261,6 +272,7 @@ type Ledger struct {
 	uncached   int64 // the active segment's pages below this were dropped from the page cache
 	recent     map[keyHash]uint64
 	seen       *keyFilter // every key in the log
+	hasher     keyHasher
 	recentQ    []keyAt
 	forgot     uint64
 	wbuf       []byte
@@ -279,6 +291,13 @@ type Ledger struct {
 	syncMu       sync.Mutex
 	unsynced     atomic.Int64 // full tiles written since the last sync
 	partialFiles []string     // partial tile files to remove once the next sync's are durable
+
+	snapKey   []byte                    // authenticates start-up snapshots
+	snapSize  uint64                    // records the newest start-up snapshot covers
+	snapWant  atomic.Bool               // the sequencer is to capture its state after its next commit
+	snapReady atomic.Pointer[snapState] // the state it captured
+	checked   chan struct{}             // closed when the check of the records below the start's snapshot ends
+	checkErr  error                     // what it found; read after checked is closed
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -303,20 +322,24 @@ type keyAt struct {
 }
 
 // keyHash stands for an idempotency key in the keys the sequencer
-// remembers and in the key filter: 128 bits of two independently seeded
-// hashes, random for each run. Unlike the keys themselves it holds no
+// remembers and in the key filter: its 128-bit SipHash-2-4 under a key of
+// the log's own (keyHasher). Unlike the keys themselves it holds no
 // pointer, so the hundreds of thousands remembered while the query index
 // catches up cost the garbage collector nothing to scan and a third of the
 // memory. Two keys share a hash with a probability of about 2^-128: far
-// below that of a disk error. Appenders hash their keys, so that the
-// sequencer does not.
+// below that of a disk error; SipHash is a keyed pseudorandom function and
+// its key is secret (see logSecrets), so ids cannot be chosen to collide.
+// The key is the same in every run, so that the key filter can be kept in
+// a start-up snapshot. Appenders hash their keys, so that the sequencer does
+// not.
 type keyHash struct{ a, b uint64 }
 
-// keySeeds are the seeds of this run's key hashes.
-var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+// keyHasher hashes idempotency keys under a secret SipHash key.
+type keyHasher struct{ k0, k1 uint64 }
 
-func hashKey(k string) keyHash {
-	return keyHash{maphash.String(keySeeds[0], k), maphash.String(keySeeds[1], k)}
+func (h keyHasher) hash(k string) keyHash {
+	a, b := siphash.Hash128(h.k0, h.k1, []byte(k))
+	return keyHash{a, b}
 }
 
 type request struct {
@@ -364,10 +387,15 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	var err error
+	if l.hasher, l.snapKey, err = logSecrets(opts.Signer); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, segDir), 0o700); err != nil {
 		return nil, fmt.Errorf("couldn't create ledger directory: %w", err)
 	}
-	if err := l.recover(); err != nil {
+	below, err := l.recover()
+	if err != nil {
 		l.closeFiles()
 		return nil, err
 	}
@@ -381,6 +409,12 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		l.fill.attach(l.active, l.activeSize)
 	}
 	l.forgot = opts.RecentFrom
+	l.checked = make(chan struct{})
+	if below != nil {
+		go l.checkBelow(*below)
+	} else {
+		close(l.checked)
+	}
 	go l.sequence()
 	l.syncDone = make(chan struct{})
 	go l.syncLoop()
@@ -394,17 +428,32 @@ func Open(dir string, opts Options) (*Ledger, error) {
 // Records served from the tail are not checked again, so these are checked
 // against their leaf hashes here, as any record read from a file is.
 func (l *Ledger) loadTail() error {
-	p := l.pub.Load()
-	size, hr := p.size, merkle.TileHashReader(p.size, l.tileReader(p.size, p.partial), nil)
+	size := l.pub.Load().size
 	from := size - min(size, uint64(max(l.opts.TailEntries, 0)))
 	l.tail = newTail(l.opts.TailEntries, from)
-	for next := from; next < size; {
-		entries, err := l.Entries(context.Background(), next, int(size-next))
+	err := l.readChecked(from, size, func(entries []Entry) error {
+		l.tail.add(entries)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("couldn't read the newest records: %w", err)
+	}
+	return nil
+}
+
+// readChecked reads the published records from to to-1 from the files and
+// passes them to fn in order, a batch at a time, each checked against its
+// leaf hash.
+func (l *Ledger) readChecked(from, to uint64, fn func([]Entry) error) error {
+	p := l.pub.Load()
+	hr := merkle.TileHashReader(p.size, l.tileReader(p.size, p.partial), nil)
+	for next := from; next < to; {
+		entries, err := l.Entries(context.Background(), next, int(to-next))
 		if err == nil && len(entries) == 0 {
-			err = fmt.Errorf("no record at index %d of %d", next, size)
+			err = fmt.Errorf("no record at index %d of %d", next, p.size)
 		}
 		if err != nil {
-			return fmt.Errorf("couldn't read the newest records: %w", err)
+			return err
 		}
 		hashIdx := make([]int64, len(entries))
 		for i, e := range entries {
@@ -412,14 +461,16 @@ func (l *Ledger) loadTail() error {
 		}
 		leaves, err := hr.ReadHashes(hashIdx)
 		if err != nil {
-			return fmt.Errorf("couldn't read the leaf hashes of the newest records: %w", err)
+			return fmt.Errorf("couldn't read leaf hashes: %w", err)
 		}
 		for i, e := range entries {
 			if merkle.LeafHash(e.Data) != leaves[i] {
 				return &RecordError{Index: e.Index, Offset: e.Offset, Problem: "does not match its leaf hash"}
 			}
 		}
-		l.tail.add(entries)
+		if err := fn(entries); err != nil {
+			return err
+		}
 		next += uint64(len(entries))
 	}
 	return nil
@@ -476,7 +527,7 @@ func (l *Ledger) append(ctx context.Context, items []Item) (Receipt, error) {
 	hashes := make([]keyHash, len(items))
 	for i, it := range items {
 		if it.Key != "" {
-			hashes[i] = hashKey(it.Key)
+			hashes[i] = l.hasher.hash(it.Key)
 		}
 	}
 	var known map[string]uint64
@@ -609,8 +660,14 @@ func (l *Ledger) Close() error {
 		close(l.stop)
 		<-l.done
 		<-l.syncDone
+		<-l.checked
 		if err := l.syncTiles(); err != nil && l.closeErr == nil {
 			l.closeErr = err
+		}
+		if l.closeErr == nil && l.failedErr.Load() == nil {
+			// Nothing is appended any more: the sequencer's state is the
+			// published one.
+			l.snapshotAtClose()
 		}
 		l.tiles.close()
 		if l.fill != nil {
@@ -852,6 +909,10 @@ func (l *Ledger) commit(batch []*request) {
 	if l.opts.OnCommit != nil {
 		l.opts.OnCommit(len(added), len(buf), time.Since(start))
 	}
+	if l.snapWant.Load() {
+		l.snapWant.Store(false)
+		l.snapReady.Store(l.captureState())
+	}
 }
 
 // dropCacheStep is the least the ledger drops from the page cache at once,
@@ -1063,6 +1124,7 @@ func (l *Ledger) syncLoop() {
 				}
 				last = p.size
 			}
+			l.snapshotDurable(last)
 		}
 	}
 }

@@ -371,15 +371,40 @@ func TestDamageUnderCheckpointStopsOpen(t *testing.T) {
 			os.Truncate(packPath(dir, 0, 0), 100)
 		}, "record 0: tile tile/0/000 (tile/0/pack/00000000, bytes 0-8191), made durable before, cannot be read"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			fill(t, dir, k.opts(), 300)
-			tc.damage(t, dir)
-			_, err := Open(dir, k.opts())
-			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Open = %v, want ErrTampered mentioning %q", err, tc.want)
-			}
-		})
+		// A start reading every record finds the damage before it opens;
+		// one from the start-up snapshot, with the keys of every record
+		// indexed, finds it then or in its check of the records below the
+		// snapshot, which then stops appends.
+		for _, mode := range []string{"every record", "snapshot"} {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				dir := t.TempDir()
+				fill(t, dir, k.opts(), 300)
+				tc.damage(t, dir)
+				opts := k.opts()
+				if mode == "snapshot" {
+					// Nor are the newest records read back for the
+					// followers (they too are checked at start).
+					opts.RecentFrom, opts.TailEntries = 300, -1
+				} else {
+					opts.SnapshotEvery = -1
+				}
+				l, err := Open(dir, opts)
+				if err == nil {
+					if mode != "snapshot" {
+						l.Close()
+						t.Fatalf("Open reading every record succeeded")
+					}
+					err = l.WaitChecked(context.Background())
+					if _, aerr := l.Append(context.Background(), []Item{rec(300)}); !errors.Is(aerr, ErrFailed) {
+						t.Errorf("Append after the check found damage: %v, want ErrFailed", aerr)
+					}
+					l.Close()
+				}
+				if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Open or its check = %v, want ErrTampered mentioning %q", err, tc.want)
+				}
+			})
+		}
 	}
 }
 

@@ -13,28 +13,30 @@ import (
 	"github.com/aitrail/aitrail/internal/merkle"
 )
 
-// recover loads the ledger from disk. See Open for what it promises.
-func (l *Ledger) recover() error {
+// recover loads the ledger from disk. See Open for what it promises. If it
+// started from a start-up snapshot, it returns the records below it, for
+// checkBelow.
+func (l *Ledger) recover() (*belowSnapshot, error) {
 	cp, err := l.readCheckpoint()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	firsts, err := listSegments(filepath.Join(l.dir, segDir))
 	if err != nil {
-		return fmt.Errorf("couldn't list segments: %w", err)
+		return nil, fmt.Errorf("couldn't list segments: %w", err)
 	}
 	if len(firsts) == 0 {
 		if cp.Size > 0 {
-			return fmt.Errorf("%w: no segment files, but the signed checkpoint covers %d records", ErrTampered, cp.Size)
+			return nil, fmt.Errorf("%w: no segment files, but the signed checkpoint covers %d records", ErrTampered, cp.Size)
 		}
 		seg, f, err := l.createSegment(0)
 		if err != nil {
-			return fmt.Errorf("couldn't create the first segment: %w", err)
+			return nil, fmt.Errorf("couldn't create the first segment: %w", err)
 		}
 		l.segs = []*segment{seg}
 		l.active, l.activeSize = f, segHeaderSize
 		l.builder = merkle.NewBuilder()
-		return l.publishRecovered(cp)
+		return nil, l.publishRecovered(cp)
 	}
 
 	// Read every record once: framing, checksums and contiguity, and
@@ -43,10 +45,10 @@ func (l *Ledger) recover() error {
 	// and are written again.
 	durable, err := readWatermarkFile(l.dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if durable > 0 && cp.Size == 0 {
-		return fmt.Errorf("%w: the signed checkpoint is missing although tiles were made durable for %d records", ErrTampered, durable)
+		return nil, fmt.Errorf("%w: the signed checkpoint is missing although tiles were made durable for %d records", ErrTampered, durable)
 	}
 	if unpackedTiles(l.dir) {
 		// Written before full tiles were packed: they are all written
@@ -55,20 +57,43 @@ func (l *Ledger) recover() error {
 		// interrupted before then does the same again.
 		l.log.Info("moving the log's full tiles into packs: rebuilding them from the segments")
 		if err := writeFileAtomic(filepath.Join(l.dir, watermarkFile), []byte("0\n"), 0o600, true); err != nil {
-			return fmt.Errorf("couldn't reset the tile watermark: %w", err)
+			return nil, fmt.Errorf("couldn't reset the tile watermark: %w", err)
 		}
 		durable = 0
 	}
 	if err := l.cutPacks(durable); err != nil {
-		return err
+		return nil, err
 	}
+	snap := l.startSnapshot(firsts, durable)
 	// Partial tile files of trees before the durable one, left by a crash
 	// or by the sync of an earlier run, go at the next sync; full ones of
 	// the old layout once the packs are durable.
 	files := listTileFiles(l.dir)
 	l.partialFiles = files.partial
 	l.builder = merkle.NewBuilder()
+	if snap != nil {
+		l.builder, l.seen = snap.tree, snap.filter
+	}
 	var root merkle.Hash
+	// atSize checks the tree at the watermark's size and keeps its root at
+	// the checkpoint's.
+	atSize := func() error {
+		size := l.builder.Size()
+		if size == durable {
+			for _, t := range l.builder.Partial() {
+				if err := l.compareTile(t.ID, t.Data); err != nil {
+					return err
+				}
+			}
+		}
+		if size == cp.Size {
+			var err error
+			if root, err = l.builder.Root(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	started, lastReport := time.Now(), time.Now()
 	// apply takes one record, hashed and with its key read (in parallel,
 	// by the batch below), into the tree and the key memory, in log order.
@@ -111,26 +136,13 @@ func (l *Ledger) recover() error {
 				return fmt.Errorf("couldn't write tile %s: %w", t.ID.Path(), err)
 			}
 		}
-		size := l.builder.Size()
-		if size == durable {
-			for _, t := range l.builder.Partial() {
-				if err := l.compareTile(t.ID, t.Data); err != nil {
-					return err
-				}
-			}
-		}
-		if size == cp.Size {
-			if root, err = l.builder.Root(); err != nil {
-				return err
-			}
-		}
-		return nil
+		return atSize()
 	}
 	batch := &orderedBatch[recoveredRecord]{apply: apply, prep: func(r *recoveredRecord) {
 		r.leaf = merkle.LeafHash(r.rec)
 		if l.opts.KeyOf != nil {
 			if r.key, r.keyErr = l.opts.KeyOf(r.rec); r.key != "" {
-				r.hash = hashKey(r.key)
+				r.hash = l.hasher.hash(r.key)
 			}
 		}
 	}}
@@ -145,23 +157,40 @@ func (l *Ledger) recover() error {
 	// unfinished tail can be cut off; it is set again below.
 	lastPath := filepath.Join(l.dir, segDir, segmentName(firsts[len(firsts)-1]))
 	if err := l.seal.unlock(lastPath); err != nil {
-		return fmt.Errorf("couldn't lift the append-only attribute of the active segment %s: %w", filepath.Base(lastPath), err)
+		return nil, fmt.Errorf("couldn't lift the append-only attribute of the active segment %s: %w", filepath.Base(lastPath), err)
+	}
+	if snap != nil {
+		if err := atSize(); err != nil {
+			return nil, err
+		}
 	}
 	var n uint64
 	for i, first := range firsts {
 		last := i == len(firsts)-1
 		if first != n {
-			return fmt.Errorf("%w: segment %s starts at record %d, but the previous segments end at record %d",
+			return nil, fmt.Errorf("%w: segment %s starts at record %d, but the previous segments end at record %d",
 				ErrTampered, segmentName(first), first, n)
 		}
-		seg, err := l.scanSegment(first, last, max(cp.Size, durable), visit)
+		var seg *segment
+		var err error
+		switch {
+		case snap != nil && i < len(snap.segs)-1:
+			// Complete below the snapshot: not read.
+			next := snap.segs[i+1].first
+			seg, err = l.openComplete(first, snap.segs[i].end, next-first, snap.bundlesIn(first, next))
+		case snap != nil && i == len(snap.segs)-1:
+			seg, err = l.scanSegment(first, last, max(cp.Size, durable),
+				&resumePoint{snap.segs[i].end, snap.size, snap.bundlesIn(first, snap.size)}, visit)
+		default:
+			seg, err = l.scanSegment(first, last, max(cp.Size, durable), nil, visit)
+		}
 		if err != nil {
 			// The batch in the background, done, may name an earlier
 			// record at fault.
 			if berr := batch.wait(); berr != nil {
-				return berr
+				return nil, berr
 			}
-			return err
+			return nil, err
 		}
 		l.segs = append(l.segs, seg)
 		n += seg.count.Load()
@@ -174,30 +203,122 @@ func (l *Ledger) recover() error {
 		}
 	}
 	if err := batch.flush(); err != nil {
-		return err
+		return nil, err
 	}
 	if n < cp.Size {
-		return fmt.Errorf("%w: the log holds %d records but the last signed checkpoint covers %d: records %d to %d are missing",
+		return nil, fmt.Errorf("%w: the log holds %d records but the last signed checkpoint covers %d: records %d to %d are missing",
 			ErrTampered, n, cp.Size, n, cp.Size-1)
 	}
 	if durable > n {
-		return fmt.Errorf("%w: tiles were made durable for %d records, but the log holds only %d", ErrTampered, durable, n)
+		return nil, fmt.Errorf("%w: tiles were made durable for %d records, but the log holds only %d", ErrTampered, durable, n)
 	}
 	if cp.Size > 0 && root != cp.Hash {
-		return fmt.Errorf("%w: the first %d records do not match the last signed checkpoint; run `aitrail verify --data` for details",
-			ErrTampered, cp.Size)
+		hint := ""
+		if snap != nil {
+			hint = fmt.Sprintf(" (the start took the first %d from the start-up snapshot: remove %s to have every record read)", snap.size, snapshotFile)
+		}
+		return nil, fmt.Errorf("%w: the first %d records do not match the last signed checkpoint%s; run `aitrail verify --data` for details",
+			ErrTampered, cp.Size, hint)
 	}
 	last := l.segs[len(l.segs)-1]
 	f, err := os.OpenFile(last.path, os.O_RDWR|l.appendFlag(), 0)
 	if err != nil {
-		return fmt.Errorf("couldn't open active segment: %w", err)
+		return nil, fmt.Errorf("couldn't open active segment: %w", err)
 	}
 	l.seal.appendOnly(last.path)
 	l.active, l.activeSize = f, last.size.Load()
 	if err := l.publishRecovered(cp); err != nil {
-		return err
+		return nil, err
 	}
 	l.removeOldTiles(files)
+	if snap == nil {
+		return nil, nil
+	}
+	l.snapSize = snap.size
+	if l.opts.KeyOf != nil && l.opts.RecentFrom < snap.size {
+		if err := l.rememberKeys(l.opts.RecentFrom, snap.size); err != nil {
+			return nil, err
+		}
+	}
+	l.log.Info("started from the start-up snapshot", "records", snap.size, "read", n-snap.size,
+		"seconds", time.Since(started).Seconds())
+	return &belowSnapshot{snap.size, snap.builder}, nil
+}
+
+// startSnapshot returns the start-up snapshot if there is one the start can
+// use with the log on disk, or nil, with a warning saying why not.
+func (l *Ledger) startSnapshot(firsts []uint64, durable uint64) *startSnapshot {
+	if l.opts.SnapshotEvery < 0 {
+		return nil
+	}
+	snap, err := l.readSnapshot()
+	if err == nil && snap != nil {
+		err = snap.fits(l.dir, firsts, durable)
+	}
+	if err != nil {
+		l.log.Warn("not using the start-up snapshot: reading every record", "file", snapshotFile, "reason", err)
+		return nil
+	}
+	return snap
+}
+
+// resumePoint is where a start from a snapshot begins to read a segment:
+// the offset and index of the snapshot's first record beyond it, and the
+// offsets of the entry bundles in the segment before it.
+type resumePoint struct {
+	off     int64
+	idx     uint64
+	bundles []int64
+}
+
+// openComplete opens a complete segment below the start's snapshot, of
+// size bytes and count records, without reading its records.
+func (l *Ledger) openComplete(first uint64, size int64, count uint64, bundles []int64) (*segment, error) {
+	path := filepath.Join(l.dir, segDir, segmentName(first))
+	f, _, err := openSegmentFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSegHeader(f, first); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: segment %s: %v", ErrTampered, segmentName(first), err)
+	}
+	seg := &segment{first: first, path: path, f: f}
+	seg.count.Store(count)
+	seg.size.Store(size)
+	for _, off := range bundles {
+		l.bundles = append(l.bundles, bundleLoc{seg, off})
+	}
+	return seg, nil
+}
+
+// rememberKeys remembers the keys of records from to to-1, which the start
+// took from its snapshot, as it remembers those it reads: the query index
+// has not indexed them yet. They are read back and checked against their
+// leaf hashes first.
+func (l *Ledger) rememberKeys(from, to uint64) error {
+	var q []keyAt
+	err := l.readChecked(from, to, func(entries []Entry) error {
+		for _, e := range entries {
+			key, err := l.opts.KeyOf(e.Data)
+			if err != nil {
+				return fmt.Errorf("%w: record %d: %v", ErrTampered, e.Index, err)
+			}
+			if key == "" {
+				continue
+			}
+			h := l.hasher.hash(key)
+			if _, ok := l.recent[h]; !ok {
+				l.recent[h] = e.Index
+			}
+			q = append(q, keyAt{h, e.Index})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("couldn't read the keys of records %d to %d: %w", from, to-1, err)
+	}
+	l.recentQ = append(q, l.recentQ...)
 	return nil
 }
 
@@ -268,13 +389,21 @@ func readWatermarkFile(dir string) (uint64, error) {
 // or after the checkpoint's size is an incomplete tail that was never
 // acknowledged: it is cut off. Any other damage is an error naming the
 // record.
-func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(uint64, []byte) error) (*segment, error) {
+// From a resume point, it reads only the frames from there on.
+func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, from *resumePoint, visit func(uint64, []byte) error) (*segment, error) {
 	path := filepath.Join(l.dir, segDir, segmentName(first))
 	f, size, err := openSegmentFile(path)
 	if err != nil {
 		return nil, err
 	}
 	seg := &segment{first: first, path: path, f: f}
+	start, idx := int64(segHeaderSize), first
+	if from != nil {
+		start, idx = from.off, from.idx
+		for _, off := range from.bundles {
+			l.bundles = append(l.bundles, bundleLoc{seg, off})
+		}
+	}
 	if size < segHeaderSize && last && first >= cpSize {
 		// Crashed while creating the segment: start it again.
 		f.Close()
@@ -299,7 +428,7 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 		// covered by the signed checkpoint, is an error.
 		// Zeros after it were written ahead of the commits (prealloc.go):
 		// they are cut off too, quietly.
-		end, dataEnd, endIdx, bad, reason, err := completeCommits(f, size, first)
+		end, dataEnd, endIdx, bad, reason, err := completeCommits(f, size, start, idx)
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -321,8 +450,7 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 			size = end
 		}
 	}
-	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f, true)
-	idx := first
+	sc := newFrameScanner(f, size, start).readingAhead(f, true)
 	for {
 		fr, err := sc.next()
 		if err == io.EOF {
@@ -346,17 +474,18 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, visit func(
 	return seg, nil
 }
 
-// completeCommits scans a segment for the end of its last complete group
+// completeCommits scans a segment from offset start, where record first
+// starts (a commit's first record), for the end of its last complete group
 // commit: the offset after the last frame marked as ending a commit, the
 // offset where the data ends (before a rest of zeros, if any), the index
 // of the record at end, the index of the first record that is damaged or
 // incomplete, and why the data after end (if any) is not a complete commit.
-func completeCommits(f *os.File, size int64, first uint64) (end, dataEnd int64, endIdx, bad uint64, reason string, err error) {
+func completeCommits(f *os.File, size, start int64, first uint64) (end, dataEnd int64, endIdx, bad uint64, reason string, err error) {
 	// The scan of the segment that follows reads the same bytes: they stay
 	// cached for it, and it drops them.
-	sc := newFrameScanner(f, size, segHeaderSize).readingAhead(f, false)
+	sc := newFrameScanner(f, size, start).readingAhead(f, false)
 	sc.zeroTail = true
-	end, endIdx, idx := int64(segHeaderSize), first, first
+	end, endIdx, idx := start, first, first
 	for {
 		fr, err := sc.next()
 		if err == io.EOF {

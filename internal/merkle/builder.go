@@ -1,8 +1,10 @@
 package merkle
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -204,4 +206,58 @@ func TileHashReader(n uint64, read TileReader, hc *HashCache) tlog.HashReader {
 		}
 		return out, nil
 	})
+}
+
+// MarshalBinary encodes the Builder's state: its size, the newest hash at
+// every level and the partial tile of every tile level. A Builder restored
+// from it with UnmarshalBinary grows exactly as this one would.
+func (b *Builder) MarshalBinary() ([]byte, error) {
+	out := binary.BigEndian.AppendUint64(nil, b.size)
+	for j := range bits.Len64(b.size) {
+		out = append(out, b.edge[j][:]...)
+	}
+	for l := range b.rows {
+		out = append(out, b.rows[l]...)
+	}
+	return out, nil
+}
+
+// UnmarshalBinary restores a state encoded by MarshalBinary. Everything
+// but the size is determined by it: which levels hold a newest hash and how
+// many hashes every partial tile has; data of any other length is refused.
+// The hashes themselves cannot be checked here: a tree grown from a wrong
+// state has roots that no longer match its signed checkpoints.
+func (b *Builder) UnmarshalBinary(data []byte) error {
+	if len(data) < 8 {
+		return errors.New("merkle: builder state too short")
+	}
+	size := binary.BigEndian.Uint64(data)
+	if size >= 1<<63 {
+		return fmt.Errorf("merkle: builder state of impossible size %d", size)
+	}
+	levels := bits.Len64(size)
+	want := 8 + levels*HashSize
+	var rowLens []int
+	for l := 0; l*TileHeight < levels; l++ {
+		n := int(size>>uint(TileHeight*l)) % TileWidth * HashSize
+		rowLens = append(rowLens, n)
+		want += n
+	}
+	if len(data) != want {
+		return fmt.Errorf("merkle: builder state of %d bytes, want %d for a tree of %d leaves", len(data), want, size)
+	}
+	*b = Builder{size: size}
+	p := data[8:]
+	for j := range levels {
+		b.edge[j] = Hash(p[:HashSize])
+		b.edgePos[j] = size >> uint(j)
+		p = p[HashSize:]
+	}
+	for _, n := range rowLens {
+		row := make([]byte, n, TileWidth*HashSize)
+		copy(row, p)
+		b.rows = append(b.rows, row)
+		p = p[n:]
+	}
+	return nil
 }

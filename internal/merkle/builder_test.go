@@ -107,3 +107,50 @@ func TestTilePathRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestBuilderStateRoundTrip stops a Builder at sizes on and around tile
+// boundaries, restores its state into a new one, and grows both further:
+// they must give the same roots, full tiles and partial tiles. Any other
+// length of state is refused.
+func TestBuilderStateRoundTrip(t *testing.T) {
+	const more = 600
+	for _, stop := range []int{0, 1, 2, 255, 256, 257, 511, 65535, 65536, 65537, 70000} {
+		b := NewBuilder()
+		for i := range stop {
+			if _, err := b.Append(LeafHash(leaf(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		state, err := b.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r Builder
+		if err := r.UnmarshalBinary(state); err != nil {
+			t.Fatalf("size %d: %v", stop, err)
+		}
+		for i := stop; i < stop+more; i++ {
+			want, _ := b.Append(LeafHash(leaf(i)))
+			got, err := r.Append(LeafHash(leaf(i)))
+			if err != nil {
+				t.Fatalf("size %d, leaf %d: %v", stop, i, err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("size %d, leaf %d: full tiles differ", stop, i)
+			}
+			wr, _ := b.Root()
+			gr, err := r.Root()
+			if err != nil || gr != wr {
+				t.Fatalf("size %d, leaf %d: root %v (%v), want %v", stop, i, gr, err, wr)
+			}
+		}
+		if fmt.Sprint(r.Partial()) != fmt.Sprint(b.Partial()) {
+			t.Fatalf("size %d: partial tiles differ", stop)
+		}
+		for _, bad := range [][]byte{state[:len(state)-1], append(state, 0), state[:7]} {
+			if err := new(Builder).UnmarshalBinary(bad); err == nil {
+				t.Errorf("size %d: a state of %d bytes (of %d) was accepted", stop, len(bad), len(state))
+			}
+		}
+	}
+}
