@@ -272,5 +272,9 @@ func readKeyFilter(r io.Reader, limit, maxBytes int64) (*keyFilter, error) {
 		}
 		f.sets = append(f.sets, b)
 	}
+	// A limit raised since it was written leaves room to grow again.
+	if last := f.sets[len(f.sets)-1]; f.atLimit.Load() && f.next(last.cap) > 0 {
+		f.atLimit.Store(false)
+	}
 	return f, nil
 }

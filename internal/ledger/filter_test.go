@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 )
@@ -66,5 +67,53 @@ func TestKeyFilterLimit(t *testing.T) {
 	// last filter gave 36 %.
 	if rate := float64(fp) / 100_000; rate > 0.2 {
 		t.Fatalf("false-positive rate %.3f at three times the keys, want about 0.11", rate)
+	}
+}
+
+// TestKeyFilterWriteRead: a filter written for a start-up snapshot reads
+// back holding every key it held, at its limit as it was; with the limit
+// raised since, it grows again. Data cut short is refused.
+func TestKeyFilterWriteRead(t *testing.T) {
+	const limit = 1 << 20
+	f := newKeyFilter(0, limit)
+	const n = 500_000 // beyond what 1 MiB is made for
+	for i := range n {
+		f.Add(filterKey(i))
+	}
+	var buf bytes.Buffer
+	if err := f.writeTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	g, err := readKeyFilter(bytes.NewReader(buf.Bytes()), limit, int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, full := f.Bytes(); !full {
+		t.Fatal("the filter written is not at its limit")
+	}
+	if gb, gfull := g.Bytes(); !gfull || gb > limit {
+		t.Fatalf("read back: %d bytes, full %v; want full within %d", gb, gfull, limit)
+	}
+	if fp, gp := checkFilter(t, f, n), checkFilter(t, g, n); fp != gp {
+		t.Fatalf("false positives %d read back, %d written", gp, fp)
+	}
+	g, err = readKeyFilter(bytes.NewReader(buf.Bytes()), 8*limit, int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := n; i < 2*n; i++ {
+		g.Add(filterKey(i))
+	}
+	if gb, gfull := g.Bytes(); gfull || gb <= limit {
+		t.Fatalf("read back under a raised limit and given more keys: %d bytes, full %v; want it grown", gb, gfull)
+	}
+	checkFilter(t, g, 2*n)
+	for _, cut := range []int{0, 4, 5, 30, buf.Len() - 1} {
+		if _, err := readKeyFilter(bytes.NewReader(buf.Bytes()[:cut]), limit, int64(buf.Len())); err == nil {
+			t.Errorf("a filter cut to %d of %d bytes was read", cut, buf.Len())
+		}
+	}
+	if _, err := readKeyFilter(bytes.NewReader(buf.Bytes()), limit, int64(buf.Len())/2); err == nil {
+		t.Error("a filter larger than its file was read")
 	}
 }
