@@ -53,7 +53,7 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("couldn't remove the old index: %w", err)
 		}
 	}
-	idx, err := openIndex(*data, led, index.Options{FullText: *fullText})
+	idx, err := openIndex(*data, led, index.Options{FullText: *fullText, Logger: log})
 	if err != nil {
 		return fmt.Errorf("couldn't open the index: %w", err)
 	}

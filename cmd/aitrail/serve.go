@@ -179,7 +179,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 
 	link := new(ledgerLink)
-	idx, err := openIndex(cfg.DataDir, link, index.Options{FullText: cfg.FullText()})
+	idx, err := openIndex(cfg.DataDir, link, index.Options{FullText: cfg.FullText(), Logger: log})
 	if err != nil {
 		return fmt.Errorf("couldn't open the query index: %w (the index is derived from the log: `aitrail reindex --data %s` rebuilds it)", err, cfg.DataDir)
 	}

@@ -154,9 +154,10 @@ var lookupRecords = flag.Int("lookup-records", 2_000_000, "records BenchmarkLook
 
 // BenchmarkLookup measures lookups by id in an index of 2,000,000 records
 // (or -lookup-records) with ids in no order (123 parts of records_id):
-// LookupID, which consults every part's filter, and LookupIDs of 100 keys
-// as ingest asks them, found in the newest records (a batch sent again),
-// in the oldest, or not at all.
+// LookupID, and LookupIDs of 100 keys as ingest asks them, found in the
+// newest records (a batch sent again), in the oldest, or not at all; with
+// the filters of complete groups of parts (groups=true), and with the
+// parts' filters alone, as before any group filter is built.
 func BenchmarkLookup(b *testing.B) {
 	const batch = 5000
 	n := uint64(*lookupRecords)
@@ -185,30 +186,39 @@ func BenchmarkLookup(b *testing.B) {
 		}
 		return ks
 	}
+	waitGroups(b, ix)
 	one := keys(n/2, false)[0]
-	b.Run("LookupID", func(b *testing.B) {
-		for b.Loop() {
-			if _, ok, err := ix.LookupID(ctx, one.Tenant, one.ID); err != nil || !ok {
-				b.Fatal(ok, err)
+	for _, groups := range []bool{true, false} {
+		if !groups {
+			ix.ids.clear()
+			if err := ix.loadPartFilters(ctx); err != nil {
+				b.Fatal(err)
 			}
 		}
-	})
-	for _, bc := range []struct {
-		name  string
-		keys  []Key
-		found int
-	}{
-		{"LookupIDs/newest", keys(n-100, false), 100},
-		{"LookupIDs/oldest", keys(0, false), 100},
-		{"LookupIDs/absent", keys(n/2, true), 0},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
+		b.Run(fmt.Sprintf("groups=%v/LookupID", groups), func(b *testing.B) {
 			for b.Loop() {
-				found, err := ix.LookupIDs(ctx, bc.keys)
-				if err != nil || len(found) != bc.found {
-					b.Fatalf("found %d, want %d: %v", len(found), bc.found, err)
+				if _, ok, err := ix.LookupID(ctx, one.Tenant, one.ID); err != nil || !ok {
+					b.Fatal(ok, err)
 				}
 			}
 		})
+		for _, bc := range []struct {
+			name  string
+			keys  []Key
+			found int
+		}{
+			{"LookupIDs/newest", keys(n-100, false), 100},
+			{"LookupIDs/oldest", keys(0, false), 100},
+			{"LookupIDs/absent", keys(n/2, true), 0},
+		} {
+			b.Run(fmt.Sprintf("groups=%v/%s", groups, bc.name), func(b *testing.B) {
+				for b.Loop() {
+					found, err := ix.LookupIDs(ctx, bc.keys)
+					if err != nil || len(found) != bc.found {
+						b.Fatalf("found %d, want %d: %v", len(found), bc.found, err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -48,6 +48,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/url"
 	"runtime"
@@ -104,6 +105,9 @@ type Options struct {
 	// the follower rebuilds it with text; turning it off keeps the records
 	// and drops only the text index.
 	FullText bool
+	// Logger receives what the index does in the background (building
+	// id filters, lookup.go); default slog.Default().
+	Logger *slog.Logger
 }
 
 // Log reads records back from the log the index follows, by where they are
@@ -133,6 +137,7 @@ type Index struct {
 	log      Log
 	fullText bool
 	macKey   []byte // authenticates query cursors (cursor.go)
+	logger   *slog.Logger
 
 	applyMu sync.Mutex
 	writer  *conn // Apply's own connection, with the larger cache (sqlconn.go)
@@ -147,12 +152,18 @@ type Index struct {
 	open     *blockPostings
 	servedMu sync.RWMutex
 	served   *blockPostings
-	closed   bool // Close was called (guarded by applyMu)
+	closed   bool   // Close was called (guarded by applyMu)
+	gen      uint64 // bumped by Reset (guarded by applyMu)
 	// openIDs is the id filter of the part the last Apply ended in, for
 	// the next Apply to continue (nil: rebuilt from the rows), and ids
 	// those of the complete parts, which lookups use (lookup.go).
 	openIDs *partIDs
 	ids     idFilters
+	// groupKick wakes buildGroups; stopGroups ends it, and groupsDone is
+	// closed when it has.
+	groupKick  chan struct{}
+	stopGroups context.CancelFunc
+	groupsDone chan struct{}
 	// visible is the log index before which queries see every applied
 	// record (Visible).
 	visible atomic.Uint64
@@ -197,7 +208,10 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(maxConns)
-	ix := &Index{db: db, log: log, fullText: opts.FullText}
+	ix := &Index{db: db, log: log, fullText: opts.FullText, logger: opts.Logger}
+	if ix.logger == nil {
+		ix.logger = slog.Default()
+	}
 	if err := ix.init(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
@@ -225,7 +239,22 @@ func Open(path string, log Log, opts Options) (*Index, error) {
 		db.Close()
 		return nil, fmt.Errorf("couldn't open index %s: %w", path, err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ix.groupKick, ix.stopGroups, ix.groupsDone = make(chan struct{}, 1), cancel, make(chan struct{})
+	go func() {
+		defer close(ix.groupsDone)
+		ix.buildGroups(ctx, ix.groupKick)
+	}()
+	ix.kickGroups()
 	return ix, nil
+}
+
+// kickGroups has buildGroups look for complete groups without a filter.
+func (ix *Index) kickGroups() {
+	select {
+	case ix.groupKick <- struct{}{}:
+	default:
+	}
 }
 
 // schema creates everything but the FTS table.
@@ -264,6 +293,10 @@ CREATE TABLE IF NOT EXISTS id_filters (
 	part INTEGER PRIMARY KEY,          -- log index >> partBits, of a complete part
 	bits BLOB                          -- Bloom filter of its ids (lookup.go)
 );
+CREATE TABLE IF NOT EXISTS id_group_filters (
+	grp  INTEGER PRIMARY KEY,          -- part / groupParts, of a complete group
+	bits BLOB                          -- Bloom filter of its ids (lookup.go)
+);
 CREATE TABLE IF NOT EXISTS chunks (
 	chunk    INTEGER PRIMARY KEY,      -- log index >> chunkBits
 	min_time INTEGER,                  -- event times of the chunk's records
@@ -294,6 +327,7 @@ DROP TABLE IF EXISTS postings;
 DROP TABLE IF EXISTS blocks;
 DROP TABLE IF EXISTS chunks;
 DROP TABLE IF EXISTS id_filters;
+DROP TABLE IF EXISTS id_group_filters;
 DROP TABLE IF EXISTS records_fts;
 DROP TABLE IF EXISTS state;
 `
@@ -355,6 +389,8 @@ func (ix *Index) init(ctx context.Context) error {
 // Close: postings are rebuilt from the rows at Open, and an Apply either
 // committed or will be delivered again.
 func (ix *Index) Close() error {
+	ix.stopGroups()
+	<-ix.groupsDone
 	ix.applyMu.Lock()
 	if !ix.closed && ix.open != nil && ix.open.changed() {
 		ix.writeOpenBlock(context.Background()) // on failure, Open rebuilds them
@@ -534,6 +570,11 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	ix.open = bp
 	ix.openIDs = ids
 	ix.ids.set(complete)
+	for _, p := range complete {
+		if p.part%groupParts == groupParts-1 {
+			ix.kickGroups()
+		}
+	}
 	if bp != ix.served {
 		ix.serve(bp)
 	}
@@ -867,13 +908,14 @@ func (ix *Index) Reset(ctx context.Context) error {
 		return fmt.Errorf("couldn't reset index: %w", err)
 	}
 	ix.ids.clear()
+	ix.gen++
 	ix.serve(nil)
 	ix.visible.Store(0)
 	return nil
 }
 
 func reset(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM chunks; DELETE FROM id_filters; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM records; DELETE FROM postings; DELETE FROM chunks; DELETE FROM id_filters; DELETE FROM id_group_filters; DELETE FROM tenants; UPDATE state SET cursor = 0"); err != nil {
 		return err
 	}
 	// The FTS table may not exist (full text off, or not created yet).

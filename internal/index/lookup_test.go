@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 
@@ -51,8 +52,31 @@ func TestLookupIDs(t *testing.T) {
 
 // TestLookupAcrossParts looks events up by id in a log of several parts of
 // records_id, with ids in no order, an id in two tenants and one sequenced
-// twice in different parts.
+// twice in different parts; with groups of 64 parts, none complete, and
+// groups of two, two complete, whose filters stand for their parts'.
 func TestLookupAcrossParts(t *testing.T) {
+	for _, parts := range []int64{64, 2} {
+		t.Run(fmt.Sprintf("groups of %d parts", parts), func(t *testing.T) {
+			defer func(n int64) { groupParts = n }(groupParts)
+			groupParts = parts
+			testLookupAcrossParts(t)
+		})
+	}
+}
+
+// waitGroups waits until the index has built the filters of its complete
+// groups.
+func waitGroups(t testing.TB, ix *Index) {
+	t.Helper()
+	for start := time.Now(); len(ix.ids.missingGroups(int64(ix.Visible()>>partBits)/groupParts)) > 0; {
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("the filters of complete groups were not built")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func testLookupAcrossParts(t *testing.T) {
 	ctx := context.Background()
 	ix, e := openTemp(t, Options{})
 	const n = 5*partSize + 100
@@ -81,14 +105,25 @@ func TestLookupAcrossParts(t *testing.T) {
 			t.Fatalf("LookupIDs: record %d (%v) at %+v (found %v)", i, k, loc, ok)
 		}
 	}
-	if got, want := ix.IDFilterBytes(), int64(5*filterBits/8); got != want {
-		t.Errorf("IDFilterBytes = %d, want %d (5 complete parts)", got, want)
+	waitGroups(t, ix)
+	// The five complete parts' filters, or those of the two complete
+	// groups of two and of the fifth part.
+	want := int64(5 * filterBits / 8)
+	if groupParts == 2 {
+		want = int64(2*groupFilterBits()/8 + filterBits/8)
+	}
+	if got := ix.IDFilterBytes(); got != want {
+		t.Errorf("IDFilterBytes = %d, want %d", got, want)
 	}
 	// An id the index does not hold is probed for in the open part only,
 	// but for the filters' rare false positives.
 	probes := 0
 	for i := range 10000 {
-		probes += len(ix.ids.candidates(0, n>>partBits, bloom.Locations([]byte(fmt.Sprintf("absent-%d", i)), filterHashes)))
+		parts, err := ix.candidates(ctx, 0, n>>partBits, bloom.Locations([]byte(fmt.Sprintf("absent-%d", i)), groupFilterHashes))
+		if err != nil {
+			t.Fatal(err)
+		}
+		probes += len(parts)
 	}
 	if probes > 10000*11/10 {
 		t.Errorf("10,000 absent ids would probe %d parts, want at most 11,000 (the open part, and 1 %% of the 5 others)", probes)
@@ -103,13 +138,13 @@ func TestLookupAcrossParts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[Key]uint64{
+	wantAt := map[Key]uint64{
 		{"acme", id(0)}: 0, {"acme", id(1)}: 1, {"acme", id(5)}: 5,
 		{"acme", id(partSize - 1)}: partSize - 1, {"acme", id(partSize)}: partSize,
 		{"acme", id(2*partSize + 17)}: 2*partSize + 17, {"acme", id(n - 1)}: n - 1,
 		{"globex", id(5)}: 3*partSize + 7,
 	}
-	for k, idx := range want {
+	for k, idx := range wantAt {
 		if loc, ok := got[k]; !ok || loc.Index != idx {
 			t.Errorf("LookupIDs: %v at %+v (found %v), want index %d", k, loc, ok, idx)
 		}
@@ -118,8 +153,8 @@ func TestLookupAcrossParts(t *testing.T) {
 	if loc := got[Key{"acme", id(partSize + 1)}]; loc.Index != partSize+1 && loc.Index != 4*partSize+9 {
 		t.Errorf("LookupIDs: id sequenced twice at %d, want %d or %d", loc.Index, partSize+1, 4*partSize+9)
 	}
-	if len(got) != len(want)+1 {
-		t.Errorf("LookupIDs found %d keys, want %d: %v", len(got), len(want)+1, got)
+	if len(got) != len(wantAt)+1 {
+		t.Errorf("LookupIDs found %d keys, want %d: %v", len(got), len(wantAt)+1, got)
 	}
 
 	// check looks events up one at a time.
@@ -158,6 +193,16 @@ func TestLookupAcrossParts(t *testing.T) {
 		}
 	}
 	check()
+
+	// The group filters are kept: a reopened index has them at once.
+	if groupParts == 2 {
+		ix.Close()
+		ix = e.open(t, Options{})
+		if missing := ix.ids.missingGroups(2); len(missing) > 0 {
+			t.Errorf("groups %v have no filter after reopening", missing)
+		}
+		check()
+	}
 
 	// The same with no filters (every part probed) and two probes or parts
 	// a query.
