@@ -159,6 +159,10 @@ type Index struct {
 	// those of the complete parts, which lookups use (lookup.go).
 	openIDs *partIDs
 	ids     idFilters
+	// openGroup is the id filter of the group the last Apply ended in, for
+	// the next Apply to continue (nil: unknown, and the group's filter
+	// left to buildGroups).
+	openGroup *groupIDs
 	// groupKick wakes buildGroups; stopGroups ends it, and groupsDone is
 	// closed when it has.
 	groupKick  chan struct{}
@@ -523,8 +527,8 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
-	openIDs := ix.openIDs
-	ix.openIDs = nil // until this transaction commits
+	openIDs, openGroup := ix.openIDs, ix.openGroup
+	ix.openIDs, ix.openGroup = nil, nil // until this transaction commits
 	cursor, open, err := ix.begin(ctx)
 	if err != nil {
 		return err
@@ -534,8 +538,11 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 		return fmt.Errorf("couldn't index entries from %d: the cursor is %d, so entries in between would be missing", first, cursor)
 	}
 	if last < cursor {
-		ix.open, ix.openIDs = open, openIDs
+		ix.open, ix.openIDs, ix.openGroup = open, openIDs, openGroup
 		return nil // all indexed before
+	}
+	if openGroup != nil && openGroup.next != cursor {
+		openGroup = nil
 	}
 	entries = entries[cursor-first:]
 
@@ -560,6 +567,10 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	if err != nil {
 		return err
 	}
+	group, groups, err := addGroupIDs(ix.writer, openGroup, rows)
+	if err != nil {
+		return err
+	}
 	if err := ix.writer.execInt("UPDATE state SET cursor = ?", int64(last)+1); err != nil {
 		return fmt.Errorf("couldn't set index cursor: %w", err)
 	}
@@ -568,12 +579,15 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	}
 	bp.next = last + 1
 	ix.open = bp
-	ix.openIDs = ids
+	ix.openIDs, ix.openGroup = ids, group
 	ix.ids.set(complete)
-	for _, p := range complete {
-		if p.part%groupParts == groupParts-1 {
-			ix.kickGroups()
+	for _, g := range groups {
+		if g.ids != nil {
+			ix.ids.setGroup(g.group, g.ids)
 		}
+	}
+	if len(groups) > 0 {
+		ix.kickGroups() // for those without a filter
 	}
 	if bp != ix.served {
 		ix.serve(bp)
@@ -895,7 +909,7 @@ func searchText(r *event.Record) string {
 func (ix *Index) Reset(ctx context.Context) error {
 	ix.applyMu.Lock()
 	defer ix.applyMu.Unlock()
-	ix.open, ix.openIDs = nil, nil
+	ix.open, ix.openIDs, ix.openGroup = nil, nil, nil
 	tx, err := ix.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("couldn't reset index: %w", err)

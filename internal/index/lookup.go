@@ -40,9 +40,10 @@ import (
 // full (at about 45 million records). So every complete group of
 // groupParts parts (a million records) gets a filter of its own, of all
 // its ids (12 bits and 8 hashes an id: about 0.3 % false positives, 1.5
-// MiB a group, 1.5 bytes a record), built from the group's rows in the
-// background once the group is complete (buildGroups) and kept in
-// id_group_filters. A lookup tests a group's filter instead of its parts':
+// MiB a group, 1.5 bytes a record), built as Apply indexes the group and
+// written with its last rows to id_group_filters; a group Apply did not
+// index whole in one run (the index was reopened within it) gets its
+// filter from its rows, in the background (buildGroups). A lookup tests a group's filter instead of its parts':
 // only when it may hold the id are its parts' filters tested, read from
 // id_filters when needed (the parts' filters of groupCacheGroups groups
 // are kept): the filters of grouped parts leave memory.
@@ -311,6 +312,66 @@ func addIDs(w *conn, p *partIDs, rows []row) (*partIDs, []*partIDs, error) {
 	return p, done, nil
 }
 
+// groupIDs is the filter of the ids of one group's rows as far as next,
+// kept only when it holds them from the group's first row on (ids nil
+// otherwise).
+type groupIDs struct {
+	group int64
+	next  uint64
+	ids   *bloom.BloomFilter
+}
+
+// addGroupIDs adds the ids of rows, which follow those g has (nil:
+// unknown), to the filter of their group, and writes the filter of each
+// group they move past that it holds whole. It returns the group of the
+// last row, and the groups moved past, to be published once the
+// transaction has committed (those without a whole filter are for
+// buildGroups).
+func addGroupIDs(w *conn, g *groupIDs, rows []row) (*groupIDs, []*groupIDs, error) {
+	var done []*groupIDs
+	for i := range rows {
+		idx := uint64(rows[i].idx)
+		if grp := int64(idx>>partBits) / groupParts; g == nil || g.group != grp {
+			if g != nil {
+				if err := writeGroupFilter(w, g); err != nil {
+					return nil, nil, err
+				}
+				done = append(done, g)
+			}
+			g = &groupIDs{group: grp}
+			if idx == uint64(grp*groupParts)<<partBits {
+				g.ids = bloom.New(groupFilterBits(), groupFilterHashes)
+			}
+		}
+		if g.ids != nil {
+			g.ids.AddString(rows[i].id)
+		}
+		g.next = idx + 1
+	}
+	return g, done, nil
+}
+
+// writeGroupFilter writes the filter of a complete group, if g has it.
+func writeGroupFilter(w *conn, g *groupIDs) error {
+	if g.ids == nil {
+		return nil
+	}
+	bits, err := g.ids.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	s, err := w.prepare("INSERT OR REPLACE INTO id_group_filters (grp, bits) VALUES (?, ?)")
+	if err != nil {
+		return err
+	}
+	s.bindInt(1, g.group)
+	s.bindBlob(2, bits)
+	if _, err := s.exec(); err != nil {
+		return fmt.Errorf("couldn't write the id filter of group %d: %w", g.group, err)
+	}
+	return nil
+}
+
 // loadIDFilters reads the filters of the complete parts and groups.
 func (ix *Index) loadIDFilters(ctx context.Context) error {
 	if err := ix.loadPartFilters(ctx); err != nil {
@@ -371,7 +432,7 @@ func (ix *Index) loadGroupFilters(ctx context.Context) error {
 }
 
 // buildGroups builds the filters of complete groups that have none, from
-// their rows, whenever kicked (by Apply completing a group, and at Open),
+// their rows, whenever kicked (by Apply moving past a group, and at Open),
 // until ctx ends. Lookups test the parts' filters of a group until its
 // filter is built.
 func (ix *Index) buildGroups(ctx context.Context, kick <-chan struct{}) {

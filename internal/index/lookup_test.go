@@ -295,3 +295,48 @@ func TestLookupWhileApplying(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupFilterBuiltAsIndexed: a group indexed whole by one open index
+// has its filter as soon as the Apply that moves past it commits, and the
+// filter holds every id of the group; a group the index was reopened
+// within gets its filter from its rows, in the background.
+func TestGroupFilterBuiltAsIndexed(t *testing.T) {
+	defer func(n int64) { groupParts = n }(groupParts)
+	groupParts = 2
+	ctx := context.Background()
+	ix, e := openTemp(t, Options{})
+	const group = 2 * partSize
+	id := func(i int) string { return fmt.Sprintf("%08x", uint32(i)*2654435761) }
+	var recs []*event.Record
+	for i := range group + 10 {
+		recs = append(recs, rec("acme", id(i), "ai.inference"))
+	}
+	for i := 0; i < len(recs); i += 4000 {
+		apply(t, ix, e.add(t, recs[i:min(i+4000, len(recs))]...))
+	}
+	if missing := ix.ids.missingGroups(1); len(missing) > 0 {
+		t.Fatal("group 0 has no filter right after the Apply that moved past it")
+	}
+	all := make([]Key, len(recs))
+	for i, r := range recs {
+		all[i] = Key{r.Tenant, r.ID}
+	}
+	if found, err := ix.LookupIDs(ctx, all); err != nil || len(found) != len(recs) {
+		t.Fatalf("LookupIDs found %d of %d: %v", len(found), len(recs), err)
+	}
+
+	// Reopened within group 1: its filter comes from its rows.
+	ix.Close()
+	ix = e.open(t, Options{})
+	recs = recs[:0]
+	for i := group + 10; i < 2*group+10; i++ {
+		recs = append(recs, rec("acme", id(i), "ai.inference"))
+	}
+	apply(t, ix, e.add(t, recs...))
+	waitGroups(t, ix)
+	for i := 0; i < 2*group+10; i += 7 {
+		if _, ok, err := ix.LookupID(ctx, "acme", id(i)); err != nil || !ok {
+			t.Fatalf("LookupID of record %d: %v, %v", i, ok, err)
+		}
+	}
+}
