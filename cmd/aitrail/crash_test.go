@@ -201,6 +201,10 @@ func TestDamageBelowSnapshotStopsServer(t *testing.T) {
 		!regexp.MustCompile(`does not match its signed tree: .*record \d+ \(segment`).MatchString(stderr) {
 		t.Fatalf("serve on a log damaged below its snapshot: exit %d, want 1 with the record named\n%s", code, stderr)
 	}
+	// reindex takes the log from the snapshot too, and fails the same way.
+	if code, _, stderr := runCLI("reindex", "--data", data); code != 1 || !strings.Contains(stderr, "does not match its signed tree") {
+		t.Fatalf("reindex of a log damaged below its snapshot: exit %d, want 1\n%s", code, stderr)
+	}
 }
 
 // TestKilledServerLeavesZerosThatVerify: a server killed at rest leaves

@@ -94,6 +94,11 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 	if c < total {
 		return fmt.Errorf("reindex stopped at record %d of %d", c, total)
 	}
+	// A start from the log's start-up snapshot checks the records below it
+	// in the background: the index is only as good as they are.
+	if err := led.WaitChecked(ctx); err != nil {
+		return fmt.Errorf("the log does not match its signed tree: %w", err)
+	}
 	took := time.Since(start)
 	fmt.Fprintf(stdout, "reindexed %d records in %s (%.0f records/s)\n", total, took.Round(time.Millisecond), float64(total)/max(took.Seconds(), 1e-9))
 	return nil
