@@ -94,14 +94,14 @@ func (l *Ledger) recover() (*belowSnapshot, error) {
 		}
 		return nil
 	}
-	started, lastReport := time.Now(), time.Now()
+	started, lastReport, from := time.Now(), time.Now(), l.builder.Size()
 	// apply takes one record, hashed and with its key read (in parallel,
 	// by the batch below), into the tree and the key memory, in log order.
 	apply := func(r *recoveredRecord) error {
 		idx := r.idx
 		if idx%4096 == 0 && time.Since(lastReport) > 5*time.Second {
 			l.log.Info("recovering the log: re-hashing every record", "records", idx,
-				"per_second", int(float64(idx)/time.Since(started).Seconds()))
+				"per_second", int(float64(idx-from)/time.Since(started).Seconds()))
 			lastReport = time.Now()
 		}
 		if r.keyErr != nil {
