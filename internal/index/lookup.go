@@ -233,12 +233,16 @@ func partFilter(bits []byte) (*bloom.BloomFilter, bool) {
 	return f, true
 }
 
-// bytes returns the memory the filters take.
+// bytes returns the memory the filters take, those read back included.
 func (fs *idFilters) bytes() int64 {
 	fs.mu.RLock()
 	defer fs.mu.RUnlock()
+	lists := [][]*bloom.BloomFilter{fs.parts, fs.groups}
+	for _, fl := range fs.grouped {
+		lists = append(lists, fl)
+	}
 	var n int64
-	for _, fl := range [][]*bloom.BloomFilter{fs.parts, fs.groups} {
+	for _, fl := range lists {
 		for _, f := range fl {
 			if f != nil {
 				n += int64(f.Cap() / 8)
