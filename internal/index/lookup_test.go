@@ -90,6 +90,7 @@ func testLookupAcrossParts(t *testing.T) {
 	// Batches of random size, reopening now and then, so that id filters
 	// are continued, rebuilt from the rows of their part and reloaded.
 	ix = applyReopening(t, ix, e, recs, rand.New(rand.NewPCG(3, 4)), 5000)
+	waitGroups(t, ix)
 
 	// Every record is found where it is.
 	all := make([]Key, n)
@@ -105,7 +106,6 @@ func testLookupAcrossParts(t *testing.T) {
 			t.Fatalf("LookupIDs: record %d (%v) at %+v (found %v)", i, k, loc, ok)
 		}
 	}
-	waitGroups(t, ix)
 	// The five complete parts' filters, or those of the two complete
 	// groups of two and of the fifth part, and the filters of the groups'
 	// four parts, which the lookups above read back.
