@@ -155,6 +155,16 @@ func TestGracefulStopKeepsEverything(t *testing.T) {
 	if s.size() != 2 {
 		t.Fatalf("size %d after restart, want 2", s.size())
 	}
+	// It started from the snapshot the stop wrote, and checks the records
+	// below it in the background.
+	if n := s.metric("aitrail_ledger_snapshot_records"); n != 2 {
+		t.Fatalf("aitrail_ledger_snapshot_records = %v after a clean stop, want 2", n)
+	}
+	for start := time.Now(); s.metric("aitrail_ledger_start_check_running") != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the check of the records below the start-up snapshot did not end")
+		}
+	}
 	// Idempotent across the restart.
 	r2 := s.post(map[string]any{"type": "admin.change", "id": "b"})
 	if !r2.Results[0].Duplicate || r2.Results[0].Index != r.Results[1].Index {

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -303,6 +305,21 @@ func (s *server) allEvents(filter string) []map[string]any {
 		}
 		cursor = page.NextCursor
 	}
+}
+
+// metric returns the value of an unlabelled metric in s's /metrics.
+func (s *server) metric(name string) float64 {
+	s.t.Helper()
+	_, out := s.do("GET", "/metrics", "", "", nil)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(out)
+	if m == nil {
+		s.t.Fatalf("/metrics lacks %s", name)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		s.t.Fatalf("/metrics: %s %q: %v", name, m[1], err)
+	}
+	return v
 }
 
 // runCLI runs an aitrail subcommand in-process and returns its exit status

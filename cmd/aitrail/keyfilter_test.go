@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"regexp"
-	"strconv"
 	"testing"
 )
 
@@ -39,25 +37,16 @@ func TestKeyFilterLimitKeepsIdempotency(t *testing.T) {
 		r := post("e", i, i+10_000)
 		first[i] = r.Results[0].Index
 	}
-	metric := func(name string) float64 {
-		_, out := s.do("GET", "/metrics", "", "", nil)
-		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(out)
-		if m == nil {
-			t.Fatalf("/metrics lacks %s", name)
-		}
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		return v
-	}
-	if full, b := metric("aitrail_ledger_key_filter_full"), metric("aitrail_ledger_key_filter_bytes"); full != 1 || b > 1<<20 {
+	if full, b := s.metric("aitrail_ledger_key_filter_full"), s.metric("aitrail_ledger_key_filter_bytes"); full != 1 || b > 1<<20 {
 		t.Fatalf("after %d ids: key filter full %v, %v bytes; want full, at most 1 MiB", n, full, b)
 	}
 	s.waitIndexed()
 	s.stop()
 	s = startServer(t, data, "--config", config)
-	if b := metric("aitrail_index_id_filter_bytes"); b != 27*20480 {
+	if b := s.metric("aitrail_index_id_filter_bytes"); b != 27*20480 {
 		t.Fatalf("after a restart: id filters of %v bytes, want those of 27 parts (27 x 20 KiB)", b)
 	}
-	before := metric("aitrail_ledger_key_lookups_total")
+	before := s.metric("aitrail_ledger_key_lookups_total")
 	// Ids of the first and the last requests again, with new ones among them.
 	for _, from := range []int{0, n - 10_000} {
 		r := post("e", from, from+10_000)
@@ -73,7 +62,7 @@ func TestKeyFilterLimitKeepsIdempotency(t *testing.T) {
 			t.Fatalf("new id %s taken for a duplicate", res.ID)
 		}
 	}
-	if after := metric("aitrail_ledger_key_lookups_total"); after < before+2 {
+	if after := s.metric("aitrail_ledger_key_lookups_total"); after < before+2 {
 		t.Fatalf("key lookups %v -> %v; want the resent ids looked up in the index", before, after)
 	}
 }

@@ -288,6 +288,15 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		lag("index", idx.Visible), lag("registry", registryCursor.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_index_id_filter_bytes", Help: "Memory of the query index's filters of the event ids of each part of the log."},
 			func() float64 { return float64(idx.IDFilterBytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_snapshot_records", Help: "Records the newest start-up snapshot covers (0: none)."},
+			func() float64 { return float64(led.Snapshot().Records) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_start_check_running", Help: "1 while the records below the start-up snapshot the server started from are being checked."},
+			func() float64 {
+				if led.Snapshot().Checking {
+					return 1
+				}
+				return 0
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_bytes", Help: "Memory of the filter of the event ids in the log."},
 			func() float64 { return float64(led.KeyFilter().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_full", Help: "1 once the filter of event ids has reached ledger.key_filter_bytes: more ingest requests then query the index."},

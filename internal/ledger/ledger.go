@@ -293,7 +293,7 @@ type Ledger struct {
 	partialFiles []string     // partial tile files to remove once the next sync's are durable
 
 	snapKey   []byte                    // authenticates start-up snapshots
-	snapSize  uint64                    // records the newest start-up snapshot covers
+	snapSize  atomic.Uint64             // records the newest start-up snapshot covers
 	snapWant  atomic.Bool               // the sequencer is to capture its state after its next commit
 	snapReady atomic.Pointer[snapState] // the state it captured
 	checked   chan struct{}             // closed when the check of the records below the start's snapshot ends

@@ -234,7 +234,7 @@ func (l *Ledger) recover() (*belowSnapshot, error) {
 	if snap == nil {
 		return nil, nil
 	}
-	l.snapSize = snap.size
+	l.snapSize.Store(snap.size)
 	if l.opts.KeyOf != nil && l.opts.RecentFrom < snap.size {
 		if err := l.rememberKeys(l.opts.RecentFrom, snap.size); err != nil {
 			return nil, err

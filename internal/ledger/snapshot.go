@@ -125,7 +125,7 @@ func (l *Ledger) snapshotDurable(durable uint64) {
 		}
 		return
 	}
-	if grown := durable - min(durable, l.snapSize); grown >= uint64(l.opts.SnapshotEvery) && grown >= durable/8 {
+	if grown := durable - min(durable, l.snapSize.Load()); grown >= uint64(l.opts.SnapshotEvery) && grown >= durable/8 {
 		l.snapWant.Store(true)
 	}
 }
@@ -133,7 +133,7 @@ func (l *Ledger) snapshotDurable(durable uint64) {
 // snapshotAtClose writes a snapshot of the final state, if the log grew
 // since the last one. The sequencer has stopped and every tile is durable.
 func (l *Ledger) snapshotAtClose() {
-	if l.snapshots() && l.builder != nil && l.builder.Size() > l.snapSize {
+	if l.snapshots() && l.builder != nil && l.builder.Size() > l.snapSize.Load() {
 		l.saveSnapshot(l.captureState())
 	}
 }
@@ -145,7 +145,7 @@ func (l *Ledger) saveSnapshot(st *snapState) {
 		l.log.Warn("couldn't write the start-up snapshot; the next start may read more of the log", "err", err)
 		return
 	}
-	l.snapSize = st.size
+	l.snapSize.Store(st.size)
 	l.log.Info("wrote the start-up snapshot", "records", st.size, "bytes", n, "seconds", time.Since(start).Seconds())
 }
 
@@ -402,6 +402,27 @@ func (l *Ledger) checkBelow(b belowSnapshot) {
 	default:
 		l.log.Info("checked the records below the start-up snapshot", "records", b.size, "seconds", time.Since(started).Seconds())
 	}
+}
+
+// SnapshotStats describes the ledger's start-up snapshots.
+type SnapshotStats struct {
+	// Records is how many records the newest snapshot, written or read at
+	// start, covers (0: none).
+	Records uint64
+	// Checking is true while the records below the start's snapshot are
+	// being checked (checkBelow).
+	Checking bool
+}
+
+// Snapshot reports on the ledger's start-up snapshots.
+func (l *Ledger) Snapshot() SnapshotStats {
+	st := SnapshotStats{Records: l.snapSize.Load()}
+	select {
+	case <-l.checked:
+	default:
+		st.Checking = true
+	}
+	return st
 }
 
 // WaitChecked waits until the records that the start took from its start-up
