@@ -586,13 +586,15 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 			ix.ids.setGroup(g.group, g.ids)
 		}
 	}
-	if len(groups) > 0 {
-		ix.kickGroups() // for those without a filter
-	}
 	if bp != ix.served {
 		ix.serve(bp)
 	}
 	ix.visible.Store(last + 1)
+	if len(groups) > 0 {
+		// For those without a filter; after Visible has moved past them,
+		// which is how buildGroups knows they are complete.
+		ix.kickGroups()
+	}
 	return nil
 }
 

@@ -57,11 +57,19 @@ func TestLookupIDs(t *testing.T) {
 func TestLookupAcrossParts(t *testing.T) {
 	for _, parts := range []int64{64, 2} {
 		t.Run(fmt.Sprintf("groups of %d parts", parts), func(t *testing.T) {
-			defer func(n int64) { groupParts = n }(groupParts)
-			groupParts = parts
+			setGroupParts(t, parts)
 			testLookupAcrossParts(t)
 		})
 	}
+}
+
+// setGroupParts sets groupParts for the test, and back once the indexes it
+// opens after are closed (cleanups run last first), so that no group
+// builder reads it meanwhile.
+func setGroupParts(t *testing.T, n int64) {
+	old := groupParts
+	groupParts = n
+	t.Cleanup(func() { groupParts = old })
 }
 
 // waitGroups waits until the index has built the filters of its complete
@@ -302,8 +310,7 @@ func TestLookupWhileApplying(t *testing.T) {
 // filter holds every id of the group; a group the index was reopened
 // within gets its filter from its rows, in the background.
 func TestGroupFilterBuiltAsIndexed(t *testing.T) {
-	defer func(n int64) { groupParts = n }(groupParts)
-	groupParts = 2
+	setGroupParts(t, 2)
 	ctx := context.Background()
 	ix, e := openTemp(t, Options{})
 	const group = 2 * partSize
