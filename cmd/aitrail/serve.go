@@ -282,39 +282,32 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			ConstLabels: prometheus.Labels{"follower": follower}},
 			func() float64 { return float64(behind(c)) })
 	}
+	// flag is a gauge of 1 while f reports true, else 0.
+	flag := func(name, help string, f func() bool) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			if f() {
+				return 1
+			}
+			return 0
+		})
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_records", Help: "Records in the log."},
 			func() float64 { return float64(led.Size()) }),
 		lag("index", idx.Visible), lag("registry", registryCursor.Load),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_index_id_filter_bytes", Help: "Memory of the query index's filters of the event ids of each part of the log."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_index_id_filter_bytes", Help: "Memory of the query index's filters of the event ids of each part and group of parts of the log."},
 			func() float64 { return float64(idx.IDFilterBytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_snapshot_records", Help: "Records the newest start-up snapshot covers (0: none)."},
 			func() float64 { return float64(led.Snapshot().Records) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_start_check_running", Help: "1 while the records below the start-up snapshot the server started from are being checked."},
-			func() float64 {
-				if led.Snapshot().Checking {
-					return 1
-				}
-				return 0
-			}),
+		flag("aitrail_ledger_start_check_running", "1 while the records below the start-up snapshot the server started from are being checked.",
+			func() bool { return led.Snapshot().Checking }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_bytes", Help: "Memory of the filter of the event ids in the log."},
 			func() float64 { return float64(led.KeyFilter().Bytes) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_key_filter_full", Help: "1 once the filter of event ids has reached ledger.key_filter_bytes: more ingest requests then query the index."},
-			func() float64 {
-				if led.KeyFilter().Full {
-					return 1
-				}
-				return 0
-			}),
+		flag("aitrail_ledger_key_filter_full", "1 once the filter of event ids has reached ledger.key_filter_bytes: more ingest requests then query the index.",
+			func() bool { return led.KeyFilter().Full }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_ledger_key_lookups_total", Help: "Ingest requests that queried the index about ids the filter may have seen."},
 			func() float64 { return float64(led.KeyFilter().Lookups) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_ledger_healthy", Help: "1 while the log accepts writes."},
-			func() float64 {
-				if led.Err() != nil {
-					return 0
-				}
-				return 1
-			}),
+		flag("aitrail_ledger_healthy", "1 while the log accepts writes.", func() bool { return led.Err() == nil }),
 	)
 
 	followCtx, stopFollow := context.WithCancel(context.Background())
