@@ -294,17 +294,7 @@ func addIDs(w *conn, p *partIDs, rows []row) (*partIDs, []*partIDs, error) {
 	var done []*partIDs
 	for i := range rows {
 		if part := rows[i].idx >> partBits; part != p.part {
-			bits, err := p.ids.MarshalBinary()
-			if err != nil {
-				return nil, nil, err
-			}
-			s, err := w.prepare("INSERT OR REPLACE INTO id_filters (part, bits) VALUES (?, ?)")
-			if err != nil {
-				return nil, nil, err
-			}
-			s.bindInt(1, p.part)
-			s.bindBlob(2, bits)
-			if _, err := s.exec(); err != nil {
+			if err := writeFilter(w, "INSERT OR REPLACE INTO id_filters (part, bits) VALUES (?, ?)", p.part, p.ids); err != nil {
 				return nil, nil, fmt.Errorf("couldn't write the id filter of part %d: %w", p.part, err)
 			}
 			done = append(done, p)
@@ -337,8 +327,10 @@ func addGroupIDs(w *conn, g *groupIDs, rows []row) (*groupIDs, []*groupIDs, erro
 		idx := uint64(rows[i].idx)
 		if grp := int64(idx>>partBits) / groupParts; g == nil || g.group != grp {
 			if g != nil {
-				if err := writeGroupFilter(w, g); err != nil {
-					return nil, nil, err
+				if g.ids != nil {
+					if err := writeFilter(w, "INSERT OR REPLACE INTO id_group_filters (grp, bits) VALUES (?, ?)", g.group, g.ids); err != nil {
+						return nil, nil, fmt.Errorf("couldn't write the id filter of group %d: %w", g.group, err)
+					}
 				}
 				done = append(done, g)
 			}
@@ -355,25 +347,21 @@ func addGroupIDs(w *conn, g *groupIDs, rows []row) (*groupIDs, []*groupIDs, erro
 	return g, done, nil
 }
 
-// writeGroupFilter writes the filter of a complete group, if g has it.
-func writeGroupFilter(w *conn, g *groupIDs) error {
-	if g.ids == nil {
-		return nil
-	}
-	bits, err := g.ids.MarshalBinary()
+// writeFilter stores filter f under key with insert, a statement taking
+// the key and the filter's bits.
+func writeFilter(w *conn, insert string, key int64, f *bloom.BloomFilter) error {
+	bits, err := f.MarshalBinary()
 	if err != nil {
 		return err
 	}
-	s, err := w.prepare("INSERT OR REPLACE INTO id_group_filters (grp, bits) VALUES (?, ?)")
+	s, err := w.prepare(insert)
 	if err != nil {
 		return err
 	}
-	s.bindInt(1, g.group)
+	s.bindInt(1, key)
 	s.bindBlob(2, bits)
-	if _, err := s.exec(); err != nil {
-		return fmt.Errorf("couldn't write the id filter of group %d: %w", g.group, err)
-	}
-	return nil
+	_, err = s.exec()
+	return err
 }
 
 // loadIDFilters reads the filters of the complete parts and groups.

@@ -403,6 +403,12 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		l.closeFiles()
 		return nil, err
 	}
+	if below != nil {
+		if err := l.rememberKeys(below.size); err != nil {
+			l.closeFiles()
+			return nil, err
+		}
+	}
 	l.tiles = newTileWriter(l)
 	if opts.Preallocate > 0 {
 		l.fill = newFiller(opts.Preallocate, opts.SegmentSize, l.log)

@@ -235,11 +235,6 @@ func (l *Ledger) recover() (*belowSnapshot, error) {
 		return nil, nil
 	}
 	l.snapSize.Store(snap.size)
-	if l.opts.KeyOf != nil && l.opts.RecentFrom < snap.size {
-		if err := l.rememberKeys(l.opts.RecentFrom, snap.size); err != nil {
-			return nil, err
-		}
-	}
 	l.log.Info("started from the start-up snapshot", "records", snap.size, "read", n-snap.size,
 		"seconds", time.Since(started).Seconds())
 	return &belowSnapshot{snap.size, snap.builder}, nil
@@ -292,13 +287,18 @@ func (l *Ledger) openComplete(first uint64, size int64, count uint64, bundles []
 	return seg, nil
 }
 
-// rememberKeys remembers the keys of records from to to-1, which the start
-// took from its snapshot, as it remembers those it reads: the query index
-// has not indexed them yet. They are read back and checked against their
-// leaf hashes first.
-func (l *Ledger) rememberKeys(from, to uint64) error {
+// rememberKeys remembers the keys of the records from the query index's
+// cursor to to-1, which the start took from its snapshot, as it remembers
+// those it reads: the index has not indexed them yet. Those the tail holds
+// (loadTail read and checked them) are taken from it; the others are read
+// back and checked against their leaf hashes first.
+func (l *Ledger) rememberKeys(to uint64) error {
+	from := l.opts.RecentFrom
+	if l.opts.KeyOf == nil || from >= to {
+		return nil
+	}
 	var q []keyAt
-	err := l.readChecked(from, to, func(entries []Entry) error {
+	add := func(entries []Entry) error {
 		for _, e := range entries {
 			key, err := l.opts.KeyOf(e.Data)
 			if err != nil {
@@ -314,7 +314,16 @@ func (l *Ledger) rememberKeys(from, to uint64) error {
 			q = append(q, keyAt{h, e.Index})
 		}
 		return nil
-	})
+	}
+	tailFrom := max(from, min(to, l.tail.first))
+	err := l.readChecked(from, tailFrom, add)
+	if tailFrom < to && err == nil {
+		entries, ok := l.tail.get(tailFrom, to-tailFrom)
+		if !ok {
+			return fmt.Errorf("records %d to %d are not in memory", tailFrom, to-1)
+		}
+		err = add(entries)
+	}
 	if err != nil {
 		return fmt.Errorf("couldn't read the keys of records %d to %d: %w", from, to-1, err)
 	}

@@ -157,32 +157,40 @@ func TestSnapshotAfterCrash(t *testing.T) {
 	n := int(l.Size()) + 300
 	appendRecords(t, l, int(l.Size()), n)
 	time.Sleep(100 * time.Millisecond) // the last sync, and no snapshot of all n
-	crashed := crashCopy(t, l.dir)
-
-	var logged lockedBuffer
-	opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
-	l2 := open(t, crashed, opts)
-	defer l2.Close()
-	var from, read int
-	if _, err := fmt.Sscanf(logged.String()[strings.Index(logged.String(), "started from"):], `started from the start-up snapshot" records=%d read=%d`, &from, &read); err != nil {
-		t.Fatalf("no start from the snapshot (%v):\n%s", err, logged.String())
-	}
-	if from < 1000 || from+read != n || read < 300 {
-		t.Fatalf("started from a snapshot of %d records reading %d, want at least 1,000 and the rest of %d", from, read, n)
-	}
-	if l2.Size() != uint64(n) {
-		t.Fatalf("size %d after the crash, want %d", l2.Size(), n)
-	}
-	// Without a query index (RecentFrom 0), every key is remembered, those
-	// below the snapshot included.
-	for _, i := range []int{0, from - 1, from, n - 1} {
-		r, err := l2.Append(ctx, []Item{rec(i)})
-		if err != nil || !r.Results[0].Duplicate || r.Results[0].Index != uint64(i) {
-			t.Fatalf("record %d resent: %+v, %v; want a duplicate of index %d", i, r, err, i)
+	// Reopened with the default tail, the keys below the snapshot come from
+	// the records it holds; with a tail of 100, from the files.
+	crashed := []string{crashCopy(t, l.dir), crashCopy(t, l.dir)}
+	for i, tail := range []int{0, 100} {
+		var logged lockedBuffer
+		opts.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+		opts.TailEntries = tail
+		l2 := open(t, crashed[i], opts)
+		defer l2.Close()
+		var from, read int
+		at := strings.Index(logged.String(), "started from")
+		if at < 0 {
+			t.Fatalf("tail %d: no start from the snapshot:\n%s", tail, logged.String())
 		}
-	}
-	if err := l2.WaitChecked(ctx); err != nil {
-		t.Fatal(err)
+		if _, err := fmt.Sscanf(logged.String()[at:], `started from the start-up snapshot" records=%d read=%d`, &from, &read); err != nil {
+			t.Fatalf("tail %d: %v:\n%s", tail, err, logged.String())
+		}
+		if from < 1000 || from+read != n || read < 300 {
+			t.Fatalf("started from a snapshot of %d records reading %d, want at least 1,000 and the rest of %d", from, read, n)
+		}
+		if l2.Size() != uint64(n) {
+			t.Fatalf("size %d after the crash, want %d", l2.Size(), n)
+		}
+		// Without a query index (RecentFrom 0), every key is remembered,
+		// those below the snapshot included.
+		for _, i := range []int{0, from - 1, from, n - 1} {
+			r, err := l2.Append(ctx, []Item{rec(i)})
+			if err != nil || !r.Results[0].Duplicate || r.Results[0].Index != uint64(i) {
+				t.Fatalf("tail %d: record %d resent: %+v, %v; want a duplicate of index %d", tail, i, r, err, i)
+			}
+		}
+		if err := l2.WaitChecked(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
