@@ -387,7 +387,29 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	detectorCursor.Store(led.Size()) // until the detector's own is known
 	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return max(behind(idx.Visible), behind(detectorCursor.Load)) },
 		Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
-	pipeline.Admit = lagLimit.Admit
+	// Ingest stops short of a full disk, which would stop the log until a
+	// restart, and goes on by itself once space is freed.
+	space := &ingest.SpaceReserve{Dir: cfg.DataDir, Min: uint64(cfg.Ledger.MinFreeBytes),
+		OnChange: func(refusing bool, free uint64) {
+			if refusing {
+				log.Warn("refusing ingest: the data directory's file system is short of space (ledger.min_free_bytes)",
+					"free_bytes", free, "min_free_bytes", cfg.Ledger.MinFreeBytes)
+			} else {
+				log.Info("taking ingest again: the data directory's file system has space", "free_bytes", free)
+			}
+		}}
+	space.Check()
+	pipeline.Admit = func(ctx context.Context) error {
+		if err := space.Admit(ctx); err != nil {
+			return err
+		}
+		return lagLimit.Admit(ctx)
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_storage_free_bytes", Help: "Bytes available on the file system holding the data directory, as last measured."},
+			func() float64 { free, _, _ := space.Status(); return float64(free) }),
+		flag("aitrail_storage_writes_refused", "1 while ingest is refused because the data directory's file system has less free space than ledger.min_free_bytes.",
+			func() bool { _, refusing, _ := space.Status(); return refusing }))
 	notifier, err := notify.New(cfg.Alerting, notify.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		stopFollowers()
@@ -453,7 +475,13 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			if err != nil {
 				d["ledger_error"] = err.Error()
 			}
-			return err == nil, d
+			free, refusing, serr := space.Status()
+			st := map[string]any{"free_bytes": free, "min_free_bytes": cfg.Ledger.MinFreeBytes, "writes_refused": refusing}
+			if serr != nil {
+				st["error"] = serr.Error()
+			}
+			d["storage"] = st
+			return err == nil && !refusing, d
 		},
 	}
 	openaiProxy, anthropicProxy, err := captureProxies(cfg, pipeline, api.WriteError, log)

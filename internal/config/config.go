@@ -36,6 +36,7 @@ const (
 	DefaultPreallocate     = 16 << 20
 	DefaultKeyFilterBytes  = 128 << 20
 	DefaultSnapshotRecords = 1 << 20
+	DefaultMinFreeBytes    = 1 << 30
 	DefaultSeal            = "immutable"
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
@@ -133,6 +134,10 @@ type Ledger struct {
 	// the records after the newest; -1 for none: every start reads every
 	// record.
 	SnapshotRecords int64 `yaml:"snapshot_records"`
+	// MinFreeBytes is the free space the file system holding the data
+	// directory must keep: with less, ingest is refused with 503 until
+	// space is freed. 0 turns the reserve off.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
 	// Seal protects complete segments and full tiles: immutable (read-only
 	// plus the immutable attribute where the process may set it), read-only,
 	// or off.
@@ -256,6 +261,7 @@ func Default() Config {
 			PreallocateBytes: DefaultPreallocate,
 			KeyFilterBytes:   DefaultKeyFilterBytes,
 			SnapshotRecords:  DefaultSnapshotRecords,
+			MinFreeBytes:     DefaultMinFreeBytes,
 			Seal:             DefaultSeal,
 		},
 		Capture: Capture{
@@ -329,6 +335,9 @@ func (c Config) Validate() error {
 	}
 	if s := c.Ledger.SnapshotRecords; s != -1 && s < 1000 {
 		errs = append(errs, "ledger.snapshot_records: must be -1 (no start-up snapshots) or at least 1000")
+	}
+	if m := c.Ledger.MinFreeBytes; m != 0 && m < 1<<20 {
+		errs = append(errs, "ledger.min_free_bytes: must be 0 (no reserve) or at least 1 MiB")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, "tls: cert_file and key_file go together")

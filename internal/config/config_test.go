@@ -86,6 +86,22 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("ledger.snapshot_records: %s validated as %v, want an error naming it", bad, err)
 		}
 	}
+	if c, err := Load(write(t, "")); err != nil || c.Ledger.MinFreeBytes != DefaultMinFreeBytes {
+		t.Fatalf("ledger.min_free_bytes defaults to %d, %v; want %d", c.Ledger.MinFreeBytes, err, DefaultMinFreeBytes)
+	}
+	for _, ok := range []int64{0, 1 << 20, 50 << 30} {
+		c, err := Load(write(t, fmt.Sprintf("ledger:\n  min_free_bytes: %d\n", ok)))
+		if err != nil || c.Ledger.MinFreeBytes != ok || c.Validate() != nil {
+			t.Fatalf("ledger.min_free_bytes: %d loaded as %d, %v", ok, c.Ledger.MinFreeBytes, err)
+		}
+	}
+	for _, bad := range []string{"1", "1048575", "-1"} {
+		if c, err := Load(write(t, "ledger:\n  min_free_bytes: "+bad+"\n")); err != nil {
+			t.Fatal(err)
+		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "min_free_bytes") {
+			t.Fatalf("ledger.min_free_bytes: %s validated as %v, want an error naming it", bad, err)
+		}
+	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
 	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
 		t.Fatalf("capture.otlp: %+v, %v", c.Capture, err)

@@ -63,6 +63,8 @@ func (l *indexingLedger) Blob(i uint64) ([]byte, error) {
 	return l.blobs[i], nil
 }
 
+func (l *indexingLedger) Err() error { return nil }
+
 func (l *indexingLedger) Append(ctx context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -18,6 +18,8 @@ import (
 // nopLedger acknowledges everything without storing it.
 type nopLedger struct{ n uint64 }
 
+func (l *nopLedger) Err() error { return nil }
+
 func (l *nopLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	r := ledger.Receipt{Results: make([]ledger.Result, len(items))}
 	for i := range items {

@@ -25,9 +25,11 @@ import (
 )
 
 // Ledger is what ingest needs of the log: an atomic, durable, idempotent
-// append (see ledger.Ledger.Append).
+// append (see ledger.Ledger.Append), and whether it takes appends at all
+// (ledger.Ledger.Err).
 type Ledger interface {
 	Append(ctx context.Context, items []ledger.Item) (ledger.Receipt, error)
+	Err() error
 }
 
 // Sealer encrypts event content under a data key of scope.
@@ -76,9 +78,20 @@ type Pipeline struct {
 	// Now is the clock that stamps received_at (time.Now if nil).
 	Now func() time.Time
 	// Admit, if set, is asked before every append but the server's own
-	// (SystemTokenID); an error refuses the append. LagLimit.Admit keeps a
+	// (SystemTokenID) and those with an Admitted context; an error refuses
+	// the append. LagLimit.Admit keeps a
 	// follower from falling too far behind.
 	Admit func(ctx context.Context) error
+}
+
+type admittedKey struct{}
+
+// Admitted returns ctx marking the appends made with it as the sequel of
+// one Admit already let through, which Admit is not asked about again: the
+// outcome of a proxied call whose request event was recorded is recorded
+// too, from the reserve if the disk has meanwhile run short of space.
+func Admitted(ctx context.Context) context.Context {
+	return context.WithValue(ctx, admittedKey{}, true)
 }
 
 // ContentMarkersAttr is the attribute that names the suspicious patterns
@@ -130,7 +143,13 @@ type Receipt struct {
 // names renamed, personal values pseudonymised. The caller must not change
 // them after Append, even when it fails, except to append them again.
 func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []event.Event) (Receipt, error) {
-	if pl.Admit != nil && p.TokenID != SystemTokenID {
+	// A log that takes no appends refuses them before anything is done for
+	// them: pseudonyms and content keys would be stored for nothing, or fail
+	// on the same full disk with a less telling error.
+	if err := pl.Ledger.Err(); err != nil {
+		return Receipt{}, err
+	}
+	if pl.Admit != nil && p.TokenID != SystemTokenID && ctx.Value(admittedKey{}) == nil {
 		if err := pl.Admit(ctx); err != nil {
 			return Receipt{}, err
 		}

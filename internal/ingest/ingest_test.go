@@ -23,6 +23,8 @@ type fakeLedger struct {
 	fail    error
 }
 
+func (l *fakeLedger) Err() error { return nil }
+
 func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	if l.fail != nil {
 		return ledger.Receipt{}, l.fail

@@ -17,6 +17,8 @@ import (
 // itemLedger keeps every item appended.
 type itemLedger struct{ items []ledger.Item }
 
+func (l *itemLedger) Err() error { return nil }
+
 func (l *itemLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	r := ledger.Receipt{Results: make([]ledger.Result, len(items))}
 	for i := range items {

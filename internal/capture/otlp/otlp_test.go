@@ -36,6 +36,8 @@ type fakeLedger struct {
 	pushback bool
 }
 
+func (l *fakeLedger) Err() error { return nil }
+
 func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

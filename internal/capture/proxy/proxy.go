@@ -413,7 +413,9 @@ func (h *handler) recordOutcome(r *http.Request, c *call) {
 	}
 	e := h.outcomeEvent(c)
 	c.mu.Unlock()
-	ctx := context.WithoutCancel(r.Context())
+	// Admitted: the request event was; its outcome is not refused for the
+	// log's load or its disk space since.
+	ctx := ingest.Admitted(context.WithoutCancel(r.Context()))
 	h.outcomes.Go(func() {
 		ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 		defer cancel()

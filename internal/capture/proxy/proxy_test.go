@@ -35,6 +35,8 @@ type fakeLedger struct {
 	records [][]byte
 }
 
+func (l *fakeLedger) Err() error { return nil }
+
 func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -56,12 +58,12 @@ const rootToken = "proxy-test-root-token"
 // of led.
 func newServer(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream) *httptest.Server {
 	t.Helper()
-	return newServerVia(t, led, up, nil)
+	return newServerVia(t, led, up, nil, nil)
 }
 
 // newServerVia is newServer with the proxies calling upstream through
-// transport (the default if nil).
-func newServerVia(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream, transport http.RoundTripper) *httptest.Server {
+// transport (the default if nil) and the pipeline's Admit set to admit.
+func newServerVia(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream, transport http.RoundTripper, admit func(context.Context) error) *httptest.Server {
 	t.Helper()
 	kek, err := crypto.NewLocalKEK("", bytes.Repeat([]byte{7}, 32))
 	if err != nil {
@@ -71,7 +73,7 @@ func newServerVia(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream, tr
 	if _, _, err := auth.Bootstrap(context.Background(), rootToken); err != nil {
 		t.Fatal(err)
 	}
-	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{})}
+	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{}), Admit: admit}
 	api := &httpapi.Server{Ingest: pipeline, Auth: auth, MaxBodyBytes: 1 << 20}
 	upstream, _ := url.Parse(up.URL)
 	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError, Transport: transport}
@@ -152,6 +154,38 @@ func TestRecordsBothEvents(t *testing.T) {
 	}
 }
 
+// TestOutcomeOfAnAdmittedCall: once a call's request event is recorded and
+// the call forwarded, its outcome is recorded even if ingest has started
+// refusing appends since (the disk ran short of space).
+func TestOutcomeOfAnAdmittedCall(t *testing.T) {
+	up := fakeprovider.New()
+	defer up.Close()
+	led := &fakeLedger{}
+	var admits atomic.Int32
+	srv := newServerVia(t, led, up, nil, func(context.Context) error {
+		if admits.Add(1) > 1 {
+			return ingest.ErrLowSpace
+		}
+		return nil
+	})
+	resp := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	recs := waitRecords(t, led, 2)
+	if recs[1].Attributes["aitrail.proxy.request_event_id"] != recs[0].ID {
+		t.Fatalf("second record is not the call's outcome: %+v", recs[1])
+	}
+	// The next call is refused before it is forwarded.
+	resp = post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "insufficient_storage") {
+		t.Fatalf("call while ingest is refused: %d %s", resp.StatusCode, body)
+	}
+	if n := len(up.Requests()); n != 1 {
+		t.Fatalf("the provider got %d calls, want 1", n)
+	}
+}
+
 // TestForwardsInOneWrite checks that a call goes to the provider in one
 // write, its headers and body together, and whole. (The reverse proxy
 // wraps the body in a reader the transport cannot see into, and the
@@ -168,7 +202,7 @@ func TestForwardsInOneWrite(t *testing.T) {
 		}
 		return &countingConn{Conn: c, writes: &writes}, nil
 	}
-	srv := newServerVia(t, &fakeLedger{}, up, tr)
+	srv := newServerVia(t, &fakeLedger{}, up, tr, nil)
 	for i, body := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
 		`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 300) + `"}]}`,
