@@ -34,6 +34,7 @@ import (
 	"github.com/aitrail/aitrail/internal/detect"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/httpapi"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
@@ -387,6 +388,13 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	detectorCursor.Store(led.Size()) // until the detector's own is known
 	lagLimit := &ingest.LagLimit{Lag: func() uint64 { return max(behind(idx.Visible), behind(detectorCursor.Load)) },
 		Max: cfg.Index.MaxLag, OnWait: indexWaits.Inc}
+	// Many large requests at once must not take the server's memory.
+	bodyBudget := httpbody.NewBudget(cfg.Limits.MaxBodyMemoryBytes)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_http_body_memory_bytes", Help: "Memory taken by the bodies of the ingest and capture requests being handled (limits.max_body_memory_bytes)."},
+			func() float64 { return float64(bodyBudget.Used()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_http_body_memory_refused_total", Help: "Requests answered 503 pushback because their body would have taken the bodies being handled past limits.max_body_memory_bytes."},
+			func() float64 { return float64(bodyBudget.Refused.Load()) }))
 	// Ingest stops short of a full disk, which would stop the log until a
 	// restart, and goes on by itself once space is freed.
 	space := &ingest.SpaceReserve{Dir: cfg.DataDir, Min: uint64(cfg.Ledger.MinFreeBytes),
@@ -457,6 +465,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		Auth:         auth,
 		PublicKey:    vkey,
 		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
+		BodyBudget:   bodyBudget,
 		OTLP: otlp.New(otlp.Options{
 			Ingest:         pipeline,
 			MaxBodyBytes:   cfg.Limits.MaxBodyBytes,

@@ -27,6 +27,7 @@ const (
 	DefaultDataDir         = "./data"
 	DefaultLogName         = "aitrail.local/log"
 	DefaultMaxBodyBytes    = 64 << 20
+	DefaultBodyMemoryBytes = 128 << 20
 	DefaultMaxContentBytes = 16 << 20
 	DefaultMaxBatchEvents  = 10_000
 	DefaultSegmentBytes    = 256 << 20
@@ -100,6 +101,10 @@ type Config struct {
 type Limits struct {
 	// MaxBodyBytes bounds a request body, after gzip decompression.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxBodyMemoryBytes bounds the memory of the bodies of the ingest and
+	// capture requests being handled at once; a request that would pass it
+	// is answered 503 pushback.
+	MaxBodyMemoryBytes int64 `yaml:"max_body_memory_bytes"`
 	// MaxContentBytes bounds the content of one event.
 	MaxContentBytes int64 `yaml:"max_content_bytes"`
 	// MaxBatchEvents bounds the events in one request.
@@ -249,9 +254,10 @@ func Default() Config {
 		DataDir: DefaultDataDir,
 		LogName: DefaultLogName,
 		Limits: Limits{
-			MaxBodyBytes:    DefaultMaxBodyBytes,
-			MaxContentBytes: DefaultMaxContentBytes,
-			MaxBatchEvents:  DefaultMaxBatchEvents,
+			MaxBodyBytes:       DefaultMaxBodyBytes,
+			MaxBodyMemoryBytes: DefaultBodyMemoryBytes,
+			MaxContentBytes:    DefaultMaxContentBytes,
+			MaxBatchEvents:     DefaultMaxBatchEvents,
 		},
 		Ledger: Ledger{
 			SegmentBytes:     DefaultSegmentBytes,
@@ -308,6 +314,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxBodyBytes < 1024 {
 		errs = append(errs, "limits.max_body_bytes: must be at least 1024")
+	}
+	if c.Limits.MaxBodyMemoryBytes < 2*c.Limits.MaxBodyBytes {
+		errs = append(errs, "limits.max_body_memory_bytes: must be at least twice limits.max_body_bytes (a body of unannounced length is read into a buffer that grows past it)")
 	}
 	if c.Limits.MaxContentBytes < 1 || c.Limits.MaxContentBytes > 1<<30 {
 		errs = append(errs, "limits.max_content_bytes: must be between 1 and 1 GiB")

@@ -86,6 +86,14 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("ledger.snapshot_records: %s validated as %v, want an error naming it", bad, err)
 		}
 	}
+	if c, err := Load(write(t, "limits:\n  max_body_bytes: 134217728\n")); err != nil {
+		t.Fatal(err)
+	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_body_memory_bytes") {
+		t.Fatalf("limits.max_body_bytes above half of max_body_memory_bytes validated as %v, want an error naming it", err)
+	}
+	if c, err := Load(write(t, "limits:\n  max_body_bytes: 134217728\n  max_body_memory_bytes: 268435456\n")); err != nil || c.Validate() != nil {
+		t.Fatalf("limits.max_body_memory_bytes twice max_body_bytes: %v", err)
+	}
 	if c, err := Load(write(t, "")); err != nil || c.Ledger.MinFreeBytes != DefaultMinFreeBytes {
 		t.Fatalf("ledger.min_free_bytes defaults to %d, %v; want %d", c.Ledger.MinFreeBytes, err, DefaultMinFreeBytes)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
@@ -71,6 +72,9 @@ type Server struct {
 	OpenAI, Anthropic, OTLP http.Handler
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64
+	// BodyBudget, if set, bounds the memory of the bodies of ingest and
+	// capture requests being handled at once (httpbody.Budget).
+	BodyBudget *httpbody.Budget
 	// Ready reports whether writes can be accepted, with details.
 	Ready    func() (bool, map[string]any)
 	Registry *prometheus.Registry
@@ -111,7 +115,15 @@ func (s *Server) Handler() http.Handler {
 	handle("GET /log/checkpoint", "/log/checkpoint", s.logCheckpoint)
 	handle("GET /log/tile/", "/log/tile", s.logTile)
 
-	handle("POST /v1/events", "/v1/events", s.authed(authz.RoleIngest, s.ingest))
+	// Requests that may carry large bodies have them charged to the
+	// budget, once authenticated.
+	budgeted := func(h http.HandlerFunc) http.HandlerFunc {
+		if s.BodyBudget == nil {
+			return h
+		}
+		return s.BodyBudget.Wrap(h).ServeHTTP
+	}
+	handle("POST /v1/events", "/v1/events", s.authed(authz.RoleIngest, budgeted(s.ingest)))
 	handle("GET /v1/events", "/v1/events", s.authed(authz.RoleRead, s.query))
 	handle("GET /v1/events/{id}", "/v1/events/{id}", s.authed(authz.RoleRead, s.getEvent))
 	handle("GET /v1/proof/inclusion", "/v1/proof/inclusion", s.authed("", s.inclusionProof))
@@ -131,7 +143,7 @@ func (s *Server) Handler() http.Handler {
 
 	for prefix, h := range map[string]http.Handler{"/openai/": s.OpenAI, "/anthropic/": s.Anthropic, "/otlp/": s.OTLP} {
 		if h != nil {
-			handle(prefix, prefix, s.authed(authz.RoleIngest, h.ServeHTTP))
+			handle(prefix, prefix, s.authed(authz.RoleIngest, budgeted(h.ServeHTTP)))
 		}
 	}
 

@@ -6,6 +6,7 @@ package httpbody
 
 import (
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/aitrail/aitrail/internal/apierr"
 )
@@ -54,9 +56,11 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string
 	if cl := r.ContentLength; cl > 0 && cl <= limit && r.Header.Get("Content-Encoding") == "" {
 		size = int(cl) + 1 // room to see the end without growing
 	}
-	data, err := readAll(io.LimitReader(body, limit+1), size)
+	data, err := readAll(io.LimitReader(body, limit+1), size, meterFrom(r.Context()))
 	var mbe *http.MaxBytesError
 	switch {
+	case errors.Is(err, ErrBusy):
+		return nil, "", err
 	case errors.As(err, &mbe) || int64(len(data)) > limit:
 		return nil, "", apierr.New(http.StatusRequestEntityTooLarge, "too_large",
 			fmt.Sprintf("request body exceeds %d bytes", limit))
@@ -76,18 +80,30 @@ const maxPooled = 1 << 20
 var buffers sync.Pool // of *[]byte
 
 // readAll reads r to its end into a buffer of at least size bytes, from
-// the pool when one is there.
-func readAll(r io.Reader, size int) ([]byte, error) {
+// the pool when one is there, charging m (if not nil) for the buffer's
+// memory as it grows: ErrBusy if m's budget cannot take it.
+func readAll(r io.Reader, size int, m *meter) ([]byte, error) {
 	var b []byte
 	if p, ok := buffers.Get().(*[]byte); ok {
 		b = (*p)[:0]
 	}
 	if cap(b) < size {
+		if !m.take(int64(size)) {
+			buffers.Put(&b)
+			return nil, ErrBusy
+		}
 		b = make([]byte, 0, size)
+	} else if !m.take(int64(cap(b))) {
+		buffers.Put(&b)
+		return nil, ErrBusy
 	}
 	for {
 		if len(b) == cap(b) {
+			c := cap(b)
 			b = append(b, 0)[:len(b)] // grow
+			if !m.take(int64(cap(b) - c)) {
+				return nil, ErrBusy
+			}
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -109,4 +125,77 @@ func Release(body []byte) {
 	}
 	body = body[:0]
 	buffers.Put(&body)
+}
+
+// ErrBusy refuses a request whose body would take the bodies being read and
+// handled at once past their Budget: a 503, which clients retry after
+// Retry-After.
+var ErrBusy = apierr.New(http.StatusServiceUnavailable, "pushback",
+	"the server is handling as many large requests as its memory allows; retry after the Retry-After delay")
+
+// Budget bounds the memory of the request bodies that the handlers it wraps
+// hold at once: Read charges each body's buffer to it as the buffer grows
+// (after decompression), and the charge is given back when the handler
+// returns. A body that would take the total past the budget is refused with
+// ErrBusy, so that many large requests at once cannot take the server's
+// memory; a body is never larger than the limit Read is given, which the
+// budget must be at least. Safe for concurrent use.
+type Budget struct {
+	max  int64
+	used atomic.Int64
+	// Refused counts the requests refused for the budget.
+	Refused atomic.Int64
+}
+
+// NewBudget returns a budget of max bytes.
+func NewBudget(max int64) *Budget { return &Budget{max: max} }
+
+// Used returns the bytes charged now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// Wrap returns next with the bodies its requests read through Read charged
+// to b.
+func (b *Budget) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m := &meter{b: b}
+		defer m.release()
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), meterKey{}, m)))
+	})
+}
+
+// meter is what one request has charged to a budget.
+type meter struct {
+	b       *Budget
+	charged int64
+	refused bool
+}
+
+type meterKey struct{}
+
+func meterFrom(ctx context.Context) *meter {
+	m, _ := ctx.Value(meterKey{}).(*meter)
+	return m
+}
+
+// take charges n bytes, or reports that the budget cannot take them. A nil
+// meter (a request outside any budget) takes anything.
+func (m *meter) take(n int64) bool {
+	if m == nil || n <= 0 {
+		return true
+	}
+	if m.b.used.Add(n) > m.b.max {
+		m.b.used.Add(-n)
+		if !m.refused {
+			m.refused = true
+			m.b.Refused.Add(1)
+		}
+		return false
+	}
+	m.charged += n
+	return true
+}
+
+func (m *meter) release() {
+	m.b.used.Add(-m.charged)
+	m.charged = 0
 }

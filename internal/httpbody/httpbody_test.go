@@ -74,3 +74,73 @@ func TestRead(t *testing.T) {
 		t.Error("a text/plain body was read")
 	}
 }
+
+// TestBudget: bodies read under a budget are charged as their buffers grow,
+// announced or not, and given back when the handler returns; a body that
+// would pass the budget is refused with ErrBusy and counted, and a body read
+// outside any budget is not charged.
+func TestBudget(t *testing.T) {
+	const limit = 1 << 20
+	b := NewBudget(2 * limit)
+	read := func(body []byte, announced bool, during func()) error {
+		var err error
+		h := b.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var got []byte
+			got, _, err = Read(w, r, limit, "application/json")
+			if err == nil && !bytes.Equal(got, body) {
+				t.Errorf("a body of %d bytes came back as %d", len(body), len(got))
+			}
+			if during != nil {
+				during()
+			}
+		}))
+		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		if !announced {
+			r.ContentLength = -1
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		return err
+	}
+	big := bytes.Repeat([]byte("b"), limit-100)
+	// Two announced bodies of the limit fit a budget of twice it; a third
+	// big body does not, a small one does.
+	err := read(big, true, func() {
+		if err := read(big, true, func() {
+			for _, announced := range []bool{true, false} {
+				if err := read(big, announced, nil); !errors.Is(err, ErrBusy) {
+					t.Errorf("a third big body (announced %v): %v, want ErrBusy", announced, err)
+				}
+			}
+			if err := read([]byte("{}"), true, nil); err != nil {
+				t.Errorf("a small body beside two big ones: %v", err)
+			}
+		}); err != nil {
+			t.Errorf("a second big body: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A body of unannounced length is charged for the buffer it grows,
+	// which may be larger than the body.
+	if err := read(big, false, func() {
+		if used := b.Used(); used < int64(len(big)) {
+			t.Errorf("%d bytes charged for a body of %d", used, len(big))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if used := b.Used(); used != 0 {
+		t.Fatalf("%d bytes still charged after the handlers returned", used)
+	}
+	if b.Refused.Load() == 0 {
+		t.Fatal("no request was counted as refused")
+	}
+	// Outside any budget nothing is charged or refused.
+	r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(big))
+	r.Header.Set("Content-Type", "application/json")
+	if _, _, err := Read(httptest.NewRecorder(), r, limit, "application/json"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -38,6 +38,7 @@ import (
 	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/ingest"
 )
 
@@ -572,15 +573,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 		return nil, apierr.New(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be identity")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return nil, apierr.New(http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body exceeds %d bytes", limit))
-	case err != nil:
-		return nil, apierr.New(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
-	}
-	return body, nil
+	// Bounded, and charged to the server's budget for bodies. The body is
+	// forwarded, so it is never given back to httpbody's pool.
+	body, _, err := httpbody.Read(w, r, limit, "application/json")
+	return body, err
 }
 
 // tenantOf is the tenant a call is recorded under: the X-Aitrail-Tenant
