@@ -79,31 +79,41 @@ const maxPooled = 1 << 20
 
 var buffers sync.Pool // of *[]byte
 
-// readAll reads r to its end into a buffer of at least size bytes, from
-// the pool when one is there, charging m (if not nil) for the buffer's
-// memory as it grows: ErrBusy if m's budget cannot take it.
+// readAll reads r to its end into a buffer, from the pool when one is
+// there, charging m (if not nil) for the buffer's memory as it grows:
+// ErrBusy if m's budget cannot take it. size, if not 0, is the length the
+// body announced, plus one: the buffer is made for up to maxPooled of it at
+// once and grows toward it as bytes come, so that a client sending a large
+// body slowly holds no more memory, and no more of the budget, than it has
+// sent.
 func readAll(r io.Reader, size int, m *meter) ([]byte, error) {
 	var b []byte
 	if p, ok := buffers.Get().(*[]byte); ok {
 		b = (*p)[:0]
 	}
-	if cap(b) < size {
-		if !m.take(int64(size)) {
-			buffers.Put(&b)
-			return nil, ErrBusy
-		}
-		b = make([]byte, 0, size)
-	} else if !m.take(int64(cap(b))) {
-		buffers.Put(&b)
+	if c := min(size, maxPooled); cap(b) < c {
+		b = make([]byte, 0, c)
+	}
+	// A pooled buffer larger than an announced body is charged for the
+	// body: the rest is the pool's memory, there with or without it.
+	charged := cap(b)
+	if size > 0 {
+		charged = min(charged, size)
+	}
+	if !m.take(int64(charged)) {
+		Release(b)
 		return nil, ErrBusy
 	}
 	for {
 		if len(b) == cap(b) {
-			c := cap(b)
-			b = append(b, 0)[:len(b)] // grow
-			if !m.take(int64(cap(b) - c)) {
+			c := max(2*cap(b), 512)
+			if size > cap(b) {
+				c = min(c, size)
+			}
+			if !m.take(int64(c - charged)) {
 				return nil, ErrBusy
 			}
+			b, charged = append(make([]byte, 0, c), b...), c
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]

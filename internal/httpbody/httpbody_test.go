@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -134,11 +135,34 @@ func TestBudget(t *testing.T) {
 	if used := b.Used(); used != 0 {
 		t.Fatalf("%d bytes still charged after the handlers returned", used)
 	}
+	// A body announced large but sent slowly holds what has come, not what
+	// it announced.
+	huge := NewBudget(64 << 20)
+	pr, pw := io.Pipe()
+	r := httptest.NewRequest(http.MethodPost, "/", pr)
+	r.Header.Set("Content-Type", "application/json")
+	r.ContentLength = 32 << 20
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		huge.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			Read(w, r, 32<<20, "application/json")
+		})).ServeHTTP(httptest.NewRecorder(), r)
+	}()
+	pw.Write(bytes.Repeat([]byte("s"), 3<<20))
+	if used := huge.Used(); used < 3<<20 || used > 8<<20 {
+		t.Errorf("%d bytes charged for 3 MiB of a body announced as 32 MiB", used)
+	}
+	pw.Close()
+	<-done
+	if used := huge.Used(); used != 0 {
+		t.Errorf("%d bytes still charged after the handler returned", used)
+	}
 	if b.Refused.Load() == 0 {
 		t.Fatal("no request was counted as refused")
 	}
 	// Outside any budget nothing is charged or refused.
-	r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(big))
+	r = httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(big))
 	r.Header.Set("Content-Type", "application/json")
 	if _, _, err := Read(httptest.NewRecorder(), r, limit, "application/json"); err != nil {
 		t.Fatal(err)
