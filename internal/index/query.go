@@ -238,8 +238,15 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 		if p.Hits, err = ix.run(ctx, st, limit+1, limit); err != nil {
 			return Page{}, err
 		}
-	} else if p.Hits, err = ix.scanText(ctx, q, desc, fp, st, limit+1); err != nil {
-		return Page{}, err
+	} else {
+		var resume *uint64
+		if p.Hits, resume, err = ix.scanText(ctx, q, desc, fp, st, limit+1); err != nil {
+			return Page{}, err
+		}
+		if resume != nil {
+			p.NextCursor = ix.makeCursor(*resume, desc, fp)
+			return p, nil
+		}
 	}
 	if len(p.Hits) > limit {
 		p.Hits = p.Hits[:limit]
@@ -250,36 +257,49 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 
 // Text without full text is matched here, on the records read back from the
 // log, a batch of rows at a time: the first batch is one page, each next
-// one textGrowth times larger, up to textBatch rows.
+// one textGrowth times larger, up to textBatch rows. One page reads at most
+// about textScanRows rows (under a second on the benchmark machine): a
+// search for words few records hold would otherwise read the whole log for
+// one request, minutes of a core on a large one.
 const (
-	textGrowth = 4
-	textBatch  = 4096
+	textGrowth   = 4
+	textBatch    = 4096
+	textScanRows = 1 << 18
 )
+
+// textScanLimit is textScanRows; tests lower it.
+var textScanLimit = textScanRows
 
 // scanText returns the first want rows of st (a statement of q, desc and fp)
 // whose records hold all of st.words, reading further batches until it has
-// them or the rows run out.
-func (ix *Index) scanText(ctx context.Context, q Query, desc bool, fp []byte, st selectStmt, want int) ([]Hit, error) {
+// them or the rows run out. Once it has read textScanLimit rows without
+// finding them all, it returns those it has and the index of the last row
+// it read, where the next page starts.
+func (ix *Index) scanText(ctx context.Context, q Query, desc bool, fp []byte, st selectStmt, want int) ([]Hit, *uint64, error) {
 	var out []Hit
+	read := 0
 	for batch := want; ; batch = min(batch*textGrowth, textBatch) {
 		hits, err := ix.run(ctx, st, batch, batch)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, h := range hits {
 			if h.Record != nil {
 				out = append(out, h)
 				if len(out) == want {
-					return out, nil
+					return out, nil, nil
 				}
 			}
 		}
 		if len(hits) < batch {
-			return out, nil
+			return out, nil, nil
 		}
 		last := hits[len(hits)-1].Index
+		if read += len(hits); read >= textScanLimit {
+			return out, &last, nil
+		}
 		if st, err = ix.statement(q, desc, fp, &last); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 }
@@ -556,12 +576,18 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 			st.bounds.lo = max(st.bounds.lo, int64(after)+1)
 		}
 	}
+	// One bound on the scan order, the further of the page's cursor and
+	// resume (which is past it): SQLite seeks by one of two bounds on the
+	// same column and tests the other row by row, so with both every
+	// batch of a text scan read the page again from its cursor.
 	if q.Cursor != "" {
 		after, err := ix.parseCursor(q.Cursor, desc, fp)
 		if err != nil {
 			return selectStmt{}, err
 		}
-		bound(after)
+		if resume == nil {
+			resume = &after
+		}
 	}
 	if resume != nil {
 		bound(*resume)

@@ -466,8 +466,20 @@ func TestTextSearch(t *testing.T) {
 // TestSparseText pages through text matches that are rare among the rows
 // the other filters leave, in both orders: without full text they are found
 // by reading the records back from the log in growing batches, and every
-// match must come exactly once, in order, across pages.
+// match must come exactly once, in order, across pages. It runs again with
+// pages that may read only a few hundred rows: pages then come short of
+// their limit, even empty, with a cursor to go on from.
 func TestSparseText(t *testing.T) {
+	for _, scan := range []int{textScanRows, 200} {
+		t.Run(fmt.Sprintf("scan=%d", scan), func(t *testing.T) {
+			textScanLimit = scan
+			t.Cleanup(func() { textScanLimit = textScanRows })
+			testSparseText(t, scan < textScanRows)
+		})
+	}
+}
+
+func testSparseText(t *testing.T, bounded bool) {
 	forModes(t, func(t *testing.T, opts Options) {
 		ix, e := openTemp(t, opts)
 		const n = 3000
@@ -486,6 +498,7 @@ func TestSparseText(t *testing.T) {
 			for _, limit := range []int{1, 3, 100} {
 				q := Query{Text: "needle.found", Order: order, Limit: limit}
 				var got []uint64
+				short := 0 // pages with fewer hits than asked, yet a cursor
 				for pages := 0; ; pages++ {
 					if pages > n {
 						t.Fatal("pagination does not end")
@@ -503,7 +516,13 @@ func TestSparseText(t *testing.T) {
 					if p.NextCursor == "" {
 						break
 					}
+					if len(p.Hits) < limit {
+						short++
+					}
 					q.Cursor = p.NextCursor
+				}
+				if fullText := opts.FullText; bounded && !fullText && limit == 100 && short == 0 {
+					t.Errorf("order %s: no page stopped short of reading every row", order)
 				}
 				w := slices.Clone(want)
 				if order == OrderDesc {
