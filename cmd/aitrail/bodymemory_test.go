@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,8 +18,8 @@ import (
 // TestBodyMemoryIsBounded: while two requests' bodies hold most of
 // limits.max_body_memory_bytes, others whose bodies would pass it are
 // answered 503 pushback with Retry-After on every way in (the API, OTLP,
-// the recording proxy, whose provider is not called), and taken once those are
-// done. Many large requests at once cannot take the server's
+// the recording proxy, whose provider is not called), as is reading back
+// content that would, and all are taken once those are done. Many large requests at once cannot take the server's
 // memory.
 func TestBodyMemoryIsBounded(t *testing.T) {
 	up := fakeprovider.New()
@@ -26,6 +28,16 @@ func TestBodyMemoryIsBounded(t *testing.T) {
 	config := writeConfig(t, fmt.Sprintf("limits:\n  max_body_bytes: %d\n  max_body_memory_bytes: %d\n", maxBody, 2*maxBody))
 	s := startServerEnv(t, t.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken, "AITRAIL_OPENAI_API_KEY=" + openaiKey},
 		"--config", config, "--openai-upstream", up.URL+"/v1")
+
+	// An event whose content takes more than the budget leaves once
+	// decrypted and answered.
+	var bigContent bytes.Buffer
+	json.NewEncoder(&bigContent).Encode(map[string]any{"id": "big-content", "type": "ai.inference", "tenant": "disk",
+		"content": map[string]any{"prompt": strings.Repeat("c", 300_000)}})
+	if _, err := postNDJSON(http.DefaultClient, s.url, &bigContent); err != nil {
+		t.Fatal(err)
+	}
+	s.waitIndexed()
 
 	// Two requests announce bodies of nearly 1 MiB each and send half.
 	type held struct {
@@ -87,8 +99,11 @@ func TestBodyMemoryIsBounded(t *testing.T) {
 	if n := len(up.Requests()); n != 0 {
 		t.Errorf("the provider was called %d times", n)
 	}
-	if v := s.metric("aitrail_http_body_memory_refused_total"); v != 3 {
-		t.Errorf("aitrail_http_body_memory_refused_total = %v, want 3", v)
+	if code, body := s.do("GET", "/v1/events/big-content?tenant=disk", adminToken, "", nil); code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"pushback"`) {
+		t.Errorf("GET of content larger than the budget left: %d %.200s; want 503 pushback", code, body)
+	}
+	if v := s.metric("aitrail_http_body_memory_refused_total"); v != 4 {
+		t.Errorf("aitrail_http_body_memory_refused_total = %v, want 4", v)
 	}
 	// Small requests still go through.
 	if _, err := postNDJSON(http.DefaultClient, s.url, fillBody(3, 10)); err != nil {
@@ -111,5 +126,10 @@ func TestBodyMemoryIsBounded(t *testing.T) {
 	}
 	if _, err := postNDJSON(http.DefaultClient, s.url, bytes.NewReader(second)); err != nil {
 		t.Errorf("a refused request once the held ones were done: %v", err)
+	}
+	var ev map[string]any
+	s.getJSON("/v1/events/big-content?tenant=disk", &ev)
+	if dc, _ := ev["decrypted_content"].(map[string]any); len(fmt.Sprint(dc["prompt"])) != 300_000 {
+		t.Errorf("the content once the held requests were done: %.200v", ev)
 	}
 }

@@ -290,6 +290,10 @@ func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, e
 	if err != nil {
 		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
 	}
+	// The sealed content, its plaintext and the answer holding it.
+	if err := httpbody.Charge(r.Context(), 3*rec.Content.Size); err != nil {
+		return nil, err
+	}
 	blob, err := s.Ledger.Blob(hit.Index)
 	if errors.Is(err, ledger.ErrTampered) {
 		s.reportIntegrity(r.Context(), rec.Tenant, "content_checksum", hit.Index)

@@ -73,7 +73,8 @@ type Server struct {
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64
 	// BodyBudget, if set, bounds the memory of the bodies of ingest and
-	// capture requests being handled at once (httpbody.Budget).
+	// capture requests, and of the content GET /v1/events/{id} returns,
+	// being handled at once (httpbody.Budget).
 	BodyBudget *httpbody.Budget
 	// Ready reports whether writes can be accepted, with details.
 	Ready    func() (bool, map[string]any)
@@ -115,8 +116,8 @@ func (s *Server) Handler() http.Handler {
 	handle("GET /log/checkpoint", "/log/checkpoint", s.logCheckpoint)
 	handle("GET /log/tile/", "/log/tile", s.logTile)
 
-	// Requests that may carry large bodies have them charged to the
-	// budget, once authenticated.
+	// Requests that may carry large bodies, or answer with large content,
+	// have them charged to the budget, once authenticated.
 	budgeted := func(h http.HandlerFunc) http.HandlerFunc {
 		if s.BodyBudget == nil {
 			return h
@@ -125,7 +126,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	handle("POST /v1/events", "/v1/events", s.authed(authz.RoleIngest, budgeted(s.ingest)))
 	handle("GET /v1/events", "/v1/events", s.authed(authz.RoleRead, s.query))
-	handle("GET /v1/events/{id}", "/v1/events/{id}", s.authed(authz.RoleRead, s.getEvent))
+	handle("GET /v1/events/{id}", "/v1/events/{id}", s.authed(authz.RoleRead, budgeted(s.getEvent)))
 	handle("GET /v1/proof/inclusion", "/v1/proof/inclusion", s.authed("", s.inclusionProof))
 	handle("GET /v1/proof/consistency", "/v1/proof/consistency", s.authed("", s.consistencyProof))
 	if s.Models != nil {

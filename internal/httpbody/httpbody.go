@@ -137,9 +137,9 @@ func Release(body []byte) {
 	buffers.Put(&body)
 }
 
-// ErrBusy refuses a request whose body would take the bodies being read and
-// handled at once past their Budget: a 503, which clients retry after
-// Retry-After.
+// ErrBusy refuses a request whose body (or response: Charge) would take
+// the bodies being read and handled at once past their Budget: a 503,
+// which clients retry after Retry-After.
 var ErrBusy = apierr.New(http.StatusServiceUnavailable, "pushback",
 	"the server is handling as many large requests as its memory allows; retry after the Retry-After delay")
 
@@ -171,6 +171,17 @@ func (b *Budget) Wrap(next http.Handler) http.Handler {
 		defer m.release()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), meterKey{}, m)))
 	})
+}
+
+// Charge charges n bytes the request of ctx is about to hold (a large
+// response, say) to the budget its handler runs under: ErrBusy if the
+// budget cannot take them; nil, charging nothing, outside any budget. The
+// charge is given back when the handler returns.
+func Charge(ctx context.Context, n int64) error {
+	if !meterFrom(ctx).take(n) {
+		return ErrBusy
+	}
+	return nil
 }
 
 // meter is what one request has charged to a budget.
