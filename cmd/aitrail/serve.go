@@ -24,6 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/internal/alerting"
 	"github.com/aitrail/aitrail/internal/authz"
@@ -504,9 +506,20 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		stopFollowers()
 		return fmt.Errorf("couldn't listen: %w", err)
 	}
+	// Connections past the limit wait to be accepted: a flood of them
+	// would otherwise take every file descriptor the process may open, and
+	// the log, the index and the key store open files as they go.
+	maxConns := connectionLimit(cfg.Limits.MaxConnections)
+	ln = netutil.LimitListener(ln, maxConns)
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
+	var conns atomic.Int64
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_http_connections", Help: "Client connections open."},
+			func() float64 { return float64(conns.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_http_max_connections", Help: "Most client connections open at once (limits.max_connections); more wait to be accepted."},
+			func() float64 { return float64(maxConns) }))
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -514,12 +527,21 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Add(-1)
+			}
+		},
 	}
 	fmt.Fprintf(stderr, "Log public key: %s\n", vkey)
 	log.Info("aitrail serving", "addr", ln.Addr().String(), "tls", tlsConfig != nil,
 		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "data", cfg.DataDir, "log", verifier.Name(),
 		"records", led.Size(), "public_key", vkey, "version", version,
-		"openai_upstream", cfg.Capture.OpenAI.URL, "anthropic_upstream", cfg.Capture.Anthropic.URL)
+		"openai_upstream", cfg.Capture.OpenAI.URL, "anthropic_upstream", cfg.Capture.Anthropic.URL,
+		"max_connections", maxConns)
 
 	// Counted accesses are recorded every window, and once more after the
 	// listener has stopped.
@@ -687,4 +709,19 @@ func splitKey(key string) (tenant, id string) {
 		}
 	}
 	return "", key
+}
+
+// connectionLimit is limits.max_connections, or for 0 half the process's
+// limit of open files (which Go raises to its hard limit at start), between
+// 64 and 10,000: the other half is left to the log's, the index's and the
+// stores' files.
+func connectionLimit(configured int) int {
+	if configured > 0 {
+		return configured
+	}
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 1024
+	}
+	return int(min(max(rl.Cur/2, 64), 10_000))
 }

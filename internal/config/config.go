@@ -105,6 +105,10 @@ type Limits struct {
 	// capture requests being handled at once; a request that would pass it
 	// is answered 503 pushback.
 	MaxBodyMemoryBytes int64 `yaml:"max_body_memory_bytes"`
+	// MaxConnections bounds the client connections open at once; past it
+	// new ones wait to be accepted. 0: half the process's limit of open
+	// files, between 64 and 10,000.
+	MaxConnections int `yaml:"max_connections"`
 	// MaxContentBytes bounds the content of one event.
 	MaxContentBytes int64 `yaml:"max_content_bytes"`
 	// MaxBatchEvents bounds the events in one request.
@@ -314,6 +318,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxBodyBytes < 1024 {
 		errs = append(errs, "limits.max_body_bytes: must be at least 1024")
+	}
+	if c.Limits.MaxConnections < 0 {
+		errs = append(errs, "limits.max_connections: must be 0 (half the open-file limit) or more")
 	}
 	if c.Limits.MaxBodyMemoryBytes < 2*c.Limits.MaxBodyBytes {
 		errs = append(errs, "limits.max_body_memory_bytes: must be at least twice limits.max_body_bytes (a body of unannounced length is read into a buffer that grows past it)")

@@ -94,6 +94,11 @@ func TestLoad(t *testing.T) {
 	if c, err := Load(write(t, "limits:\n  max_body_bytes: 134217728\n  max_body_memory_bytes: 268435456\n")); err != nil || c.Validate() != nil {
 		t.Fatalf("limits.max_body_memory_bytes twice max_body_bytes: %v", err)
 	}
+	if c, err := Load(write(t, "limits:\n  max_connections: -1\n")); err != nil {
+		t.Fatal(err)
+	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_connections") {
+		t.Fatalf("limits.max_connections: -1 validated as %v, want an error naming it", err)
+	}
 	if c, err := Load(write(t, "")); err != nil || c.Ledger.MinFreeBytes != DefaultMinFreeBytes {
 		t.Fatalf("ledger.min_free_bytes defaults to %d, %v; want %d", c.Ledger.MinFreeBytes, err, DefaultMinFreeBytes)
 	}
