@@ -196,26 +196,14 @@ func TestKilledWhileCapturingLosesNothing(t *testing.T) {
 func proxyCall(client *http.Client, url, token, model string, stream bool) error {
 	body, _ := json.Marshal(map[string]any{"model": model, "stream": stream,
 		"messages": []map[string]string{{"role": "user", "content": "hello " + model}}})
-	req, err := http.NewRequest("POST", url+"/openai/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
+	code, _, answer, err := send(client, url+"/openai/v1/chat/completions", token, "application/json", body,
+		"X-Aitrail-Tenant", "capture") // the token has two
+	switch {
+	case err != nil:
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Aitrail-Tenant", "capture") // the token has two
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d", model, resp.StatusCode)
-	}
-	if stream && !bytes.Contains(answer, []byte("data: [DONE]")) {
+	case code != http.StatusOK:
+		return fmt.Errorf("%s: %d", model, code)
+	case stream && !bytes.Contains(answer, []byte("data: [DONE]")):
 		return fmt.Errorf("%s: stream cut short", model)
 	}
 	return nil
@@ -224,23 +212,35 @@ func proxyCall(client *http.Client, url, token, model string, stream bool) error
 // otlpExport posts an OTLP trace export request (protobuf) and returns nil
 // only if the server answered 200 and rejected no span.
 func otlpExport(client *http.Client, url, token string, body []byte) error {
-	req, err := http.NewRequest("POST", url+"/otlp/v1/traces", bytes.NewReader(body))
-	if err != nil {
+	code, _, answer, err := send(client, url+"/otlp/v1/traces", token, "application/x-protobuf", body)
+	switch {
+	case err != nil:
 		return err
+	case code != http.StatusOK:
+		return fmt.Errorf("OTLP export: %d", code)
+	}
+	return checkOTLP(answer)
+}
+
+// send POSTs body to url with token and the given headers (name, value,
+// …) and returns the status, headers and whole body of the answer. It
+// does not call Fatal, so it may run on any goroutine, and against a server
+// that may be gone.
+func send(client *http.Client, url, token, contentType string, body []byte, hdr ...string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("OTLP export: %d", resp.StatusCode)
-	}
-	return checkOTLP(answer)
+	return resp.StatusCode, resp.Header, answer, err
 }

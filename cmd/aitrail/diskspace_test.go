@@ -58,26 +58,19 @@ func fillBody(r, n int) *bytes.Buffer {
 	return &body
 }
 
-// errorAnswer posts body to path and returns the status, the error code of
-// the JSON (or OTLP) answer and its Retry-After.
+// errorAnswer posts body to path of s and returns the status, the error
+// code of the JSON answer and its Retry-After.
 func errorAnswer(t *testing.T, s *server, path, token, contentType string, body []byte, hdr ...string) (int, string, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", s.url+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", contentType)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := s.client.Do(req)
+	code, header, answer, err := send(s.client, s.url+path, token, contentType, body, hdr...)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
-	defer resp.Body.Close()
 	var e struct {
 		Error struct{ Code string } `json:"error"`
 	}
-	json.NewDecoder(resp.Body).Decode(&e)
-	return resp.StatusCode, e.Error.Code, resp.Header.Get("Retry-After")
+	json.Unmarshal(answer, &e)
+	return code, e.Error.Code, header.Get("Retry-After")
 }
 
 type readiness struct {
