@@ -79,8 +79,8 @@ type Pipeline struct {
 	Now func() time.Time
 	// Admit, if set, is asked before every append but the server's own
 	// (SystemTokenID) and those with an Admitted context; an error refuses
-	// the append. LagLimit.Admit keeps a
-	// follower from falling too far behind.
+	// the append. LagLimit.Admit keeps a follower from falling too far
+	// behind; SpaceReserve.Admit keeps the disk from filling up.
 	Admit func(ctx context.Context) error
 }
 
