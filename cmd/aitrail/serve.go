@@ -444,6 +444,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
 	reg.MustRegister(alertLatency)
 	detector.OnRecorded = func(d time.Duration) { alertLatency.Observe(d.Seconds()) }
+	detector.SetMaxGroups(cfg.Detect.MaxGroups)
 	follow("detector", detector, followBatch, func(c uint64) { detectorCursor.Store(c) })
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_detector_records_total", Help: "Records the detection rules were evaluated on."},
@@ -454,6 +455,10 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			ConstLabels: prometheus.Labels{"state": "fired"}}, func() float64 { return float64(detector.Stats().Fired) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_alerts_recorded_total", Help: "Alert transitions recorded in the log.",
 			ConstLabels: prometheus.Labels{"state": "resolved"}}, func() float64 { return float64(detector.Stats().Resolved) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_detector_groups", Help: "Groups (and new_value values) the detection rules keep; each rule keeps at most detect.max_groups."},
+			func() float64 { return float64(detector.Stats().Groups) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_detector_groups_evicted_total", Help: "Groups the detection rules forgot, those seen least recently, to keep within detect.max_groups."},
+			func() float64 { return float64(detector.Stats().GroupsEvicted) }),
 	)
 	api := &httpapi.Server{
 		AccessWindow: cfg.AccessWindow,

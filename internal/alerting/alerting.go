@@ -76,13 +76,30 @@ type Stats struct {
 	EvaluationSeconds float64
 	// Fired and Resolved count the alert transitions recorded.
 	Fired, Resolved uint64
+	// Groups is how many groups (and new_value values) the rules keep now,
+	// and GroupsEvicted how many they forgot for the bound (SetMaxGroups)
+	// since the state began.
+	Groups        int
+	GroupsEvicted uint64
 }
 
 // Stats returns the detector's counters.
 func (d *Detector) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.stats
+	s := d.stats
+	for _, rs := range d.engine.Stats() {
+		s.Groups += rs.Groups
+		s.GroupsEvicted += rs.Evicted
+	}
+	return s
+}
+
+// SetMaxGroups bounds the groups each rule keeps (detect.Engine.SetMaxGroups).
+func (d *Detector) SetMaxGroups(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.engine.SetMaxGroups(n)
 }
 
 // saveEvery bounds how often the state is saved. Saving it less often than

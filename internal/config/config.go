@@ -42,6 +42,7 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultAccessWindow    = 10 * time.Second
 	DefaultDetectInterval  = time.Second
+	DefaultDetectMaxGroups = 20_000
 	// DefaultIndexMaxLag keeps the query index within the records the log
 	// holds in memory (its newest 16,384), with room for the requests in
 	// flight past the limit: an index further behind reads and decodes
@@ -194,6 +195,10 @@ type Detect struct {
 	// before it is encrypted (prompt-injection markers); empty means
 	// detect.DefaultPatterns.
 	ContentPatterns []detect.Pattern `yaml:"content_patterns"`
+	// MaxGroups bounds the groups each rule keeps (one per actor, for the
+	// rules grouped by actor); past it, those seen least recently are
+	// forgotten. 0 for no bound.
+	MaxGroups int `yaml:"max_groups"`
 }
 
 // Capture configures the receivers and recording proxies that turn other
@@ -280,7 +285,7 @@ func Default() Config {
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
 		AccessWindow:    DefaultAccessWindow,
-		Detect:          Detect{Interval: DefaultDetectInterval},
+		Detect:          Detect{Interval: DefaultDetectInterval, MaxGroups: DefaultDetectMaxGroups},
 		Index:           Index{MaxLag: DefaultIndexMaxLag},
 		LogLevel:        "info",
 	}
@@ -368,6 +373,9 @@ func (c Config) Validate() error {
 	case "immutable", "read-only", "off":
 	default:
 		errs = append(errs, fmt.Sprintf("ledger.seal %q: must be immutable, read-only or off", c.Ledger.Seal))
+	}
+	if m := c.Detect.MaxGroups; m != 0 && m < 100 {
+		errs = append(errs, "detect.max_groups: must be 0 (no bound) or at least 100")
 	}
 	if c.Detect.Interval < 100*time.Millisecond {
 		errs = append(errs, "detect.interval: must be at least 100ms")

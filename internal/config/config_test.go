@@ -94,6 +94,13 @@ func TestLoad(t *testing.T) {
 	if c, err := Load(write(t, "limits:\n  max_body_bytes: 134217728\n  max_body_memory_bytes: 268435456\n")); err != nil || c.Validate() != nil {
 		t.Fatalf("limits.max_body_memory_bytes twice max_body_bytes: %v", err)
 	}
+	for _, bad := range []string{"-1", "99"} {
+		if c, err := Load(write(t, "detect:\n  max_groups: "+bad+"\n")); err != nil {
+			t.Fatal(err)
+		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_groups") {
+			t.Fatalf("detect.max_groups: %s validated as %v, want an error naming it", bad, err)
+		}
+	}
 	if c, err := Load(write(t, "limits:\n  max_connections: -1\n")); err != nil {
 		t.Fatal(err)
 	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_connections") {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -105,6 +106,9 @@ type Keyring struct {
 
 	current sync.Map // scope → *dataKey, the key Seal uses
 	byID    sync.Map // key id → *dataKey, every key seen
+	// cached counts the keys put in current and byID since they were last
+	// emptied (see remember).
+	cached atomic.Int64
 
 	// creating gathers the scopes that need their key looked up or made,
 	// so that concurrent first uses of a scope make exactly one key and
@@ -329,8 +333,7 @@ func (k *Keyring) makeKeys(ctx context.Context, queue []keyWait) {
 					failed[scope] = err
 					continue
 				}
-				k.byID.Store(dk.id, dk)
-				k.current.Store(scope, dk)
+				k.remember(dk, true)
 				continue
 			}
 			wk, dk, err := k.newKey(scope)
@@ -350,8 +353,7 @@ func (k *Keyring) makeKeys(ctx context.Context, queue []keyWait) {
 			}
 		} else {
 			for _, dk := range made {
-				k.byID.Store(dk.id, dk)
-				k.current.Store(dk.scope, dk)
+				k.remember(dk, true)
 			}
 		}
 	}
@@ -410,8 +412,30 @@ func (k *Keyring) keyByID(ctx context.Context, id string) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, _ := k.byID.LoadOrStore(id, dk)
-	return v.(*dataKey), nil
+	k.remember(dk, false)
+	return dk, nil
+}
+
+// maxCachedKeys bounds the data keys a Keyring keeps in memory, about a
+// kilobyte each with its cipher: every pseudonymised subject has keys of
+// its own, so without a bound the cache grew with every end user a
+// service ever had (150,000 subjects took 160 MB). Past it, the cache
+// starts again empty, and keys are read back from the store as they are
+// used.
+var maxCachedKeys int64 = 50_000 // tests lower it
+
+// remember caches dk by its id and, if current, as its scope's current
+// key, emptying the cache first if it holds maxCachedKeys.
+func (k *Keyring) remember(dk *dataKey, current bool) {
+	if k.cached.Add(1) > maxCachedKeys {
+		k.current.Clear()
+		k.byID.Clear()
+		k.cached.Store(1)
+	}
+	k.byID.Store(dk.id, dk)
+	if current {
+		k.current.Store(dk.scope, dk)
+	}
 }
 
 func (k *Keyring) unwrap(wk WrappedKey) (*dataKey, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -342,6 +343,56 @@ func BenchmarkOpen1KiB(b *testing.B) {
 	for b.Loop() {
 		if _, err := kr.Open(ctx, keyID, blob, ad); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestKeyCacheIsBounded: a Keyring keeps at most its bound of data keys in
+// memory however many scopes and subjects it serves, and keys it let go
+// are read back from the store: every blob still opens, every subject keeps
+// its pseudonym, and no scope gets a second key.
+func TestKeyCacheIsBounded(t *testing.T) {
+	defer crypto.SetMaxCachedKeys(10)()
+	ctx := context.Background()
+	store := new(cryptotest.MemKeyStore)
+	kr := crypto.NewKeyring(newKEK(t, 1), store)
+	type sealed struct {
+		scope, keyID string
+		blob         []byte
+	}
+	var all []sealed
+	pseudonyms := map[string]string{}
+	for i := range 40 {
+		scope := fmt.Sprintf("tenant-%d", i)
+		blob, keyID, err := kr.Seal(ctx, scope, []byte(scope), []byte(scope))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, sealed{scope, keyID, blob})
+		user := fmt.Sprintf("user-%d", i)
+		s, err := kr.Subject(ctx, "acme", user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pseudonyms[user] = s.Pseudonym(user)
+		if n := crypto.CachedKeys(kr); n > 10 {
+			t.Fatalf("%d keys in memory, bound 10", n)
+		}
+	}
+	for _, s := range all {
+		plain, err := kr.Open(ctx, s.keyID, s.blob, []byte(s.scope))
+		if err != nil || string(plain) != s.scope {
+			t.Fatalf("blob of %s after its key left the cache: %q, %v", s.scope, plain, err)
+		}
+		if _, keyID, err := kr.Seal(ctx, s.scope, []byte("again"), nil); err != nil || keyID != s.keyID {
+			t.Fatalf("scope %s sealed again with key %s, %v; want its key %s", s.scope, keyID, err, s.keyID)
+		}
+	}
+	fresh := crypto.NewKeyring(newKEK(t, 1), store) // nothing cached
+	for user, p := range pseudonyms {
+		s, ok, err := fresh.LookupSubject(ctx, "acme", user)
+		if err != nil || !ok || s.Pseudonym(user) != p {
+			t.Fatalf("%s: pseudonym %v %v, want %q", user, ok, err, p)
 		}
 	}
 }

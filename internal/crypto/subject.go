@@ -134,9 +134,10 @@ func (k *Keyring) LookupSubject(ctx context.Context, tenant, subject string) (s 
 // subjectKey names a Subject among those a Keyring keeps.
 type subjectKey struct{ tenant, subject string }
 
-// maxSubjects bounds the subjects a Keyring keeps in memory; beyond it the
+// maxSubjects bounds the subjects a Keyring keeps in memory (each holds
+// its keys and the pseudonyms it made, a kilobyte or more); beyond it the
 // cache starts again empty.
-const maxSubjects = 100_000
+const maxSubjects = 20_000
 
 func (k *Keyring) subject(ctx context.Context, tenant, subject string, create bool) (*Subject, bool, error) {
 	key := subjectKey{tenant, subject}
@@ -266,7 +267,7 @@ func (k *Keyring) macKey(ctx context.Context, scope string, create bool) ([]byte
 			if err != nil {
 				return nil, false, err
 			}
-			k.current.LoadOrStore(scope, dk)
+			k.remember(dk, true)
 		}
 	}
 	dk, err := k.currentKey(ctx, scope)

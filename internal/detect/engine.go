@@ -1,9 +1,9 @@
 package detect
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
-
 	"fmt"
 	"maps"
 	"math"
@@ -74,6 +74,64 @@ type Engine struct {
 	next     uint64 // index of the next record to apply
 	now      int64  // the engine clock, unix nanoseconds
 	lastTick int64
+
+	maxGroups int // most groups (and new_value values) a rule keeps; 0: no bound
+}
+
+// SetMaxGroups bounds the groups each rule keeps, and the values a
+// new_value rule remembers, to n (0: no bound), trimming what the engine
+// holds now. A rule grouped by actor otherwise keeps a group for every
+// actor seen within its window (an anomaly rule's, a week of hourly
+// history, about a kilobyte), which grows without bound with the number of
+// a service's end users.
+func (e *Engine) SetMaxGroups(n int) {
+	e.maxGroups = n
+	for _, st := range e.states {
+		e.trim(st, "")
+	}
+}
+
+// trim forgets, once a rule holds more than maxGroups groups, the tenth of
+// them seen least recently (never a firing group, nor the group keep), and
+// likewise for the values a new_value rule remembers, counting them in
+// st.Evicted. A forgotten group starts again as new: a threshold or
+// anomaly rule loses its counts and baseline for it, a new_value rule may
+// report a value again. Trimming a tenth at a time keeps the sorting to
+// once per tenth of the bound new groups.
+func (e *Engine) trim(st *ruleState, keep string) {
+	if e.maxGroups <= 0 {
+		return
+	}
+	type aged struct {
+		key  string
+		seen int64
+	}
+	oldest := func(n int, all []aged) []aged {
+		slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.seen, b.seen) })
+		return all[:min(n, len(all))]
+	}
+	if len(st.Groups) > e.maxGroups {
+		var all []aged
+		for k, g := range st.Groups {
+			if !g.Firing && k != keep {
+				all = append(all, aged{k, g.LastSeen})
+			}
+		}
+		for _, a := range oldest(len(st.Groups)-e.maxGroups*9/10, all) {
+			delete(st.Groups, a.key)
+			st.Evicted++
+		}
+	}
+	if len(st.Seen) > e.maxGroups {
+		all := make([]aged, 0, len(st.Seen))
+		for k, t := range st.Seen {
+			all = append(all, aged{k, t})
+		}
+		for _, a := range oldest(len(st.Seen)-e.maxGroups*9/10, all) {
+			delete(st.Seen, a.key)
+			st.Evicted++
+		}
+	}
 }
 
 // NewEngine returns an engine with no state that evaluates rules.
@@ -102,6 +160,10 @@ type RuleStats struct {
 	// Errors is how many evaluations failed (a missing attribute, a wrong
 	// type, the cost limit), each counted as a non-match.
 	Errors uint64
+	// Groups is how many groups (and, for new_value, values) it keeps now,
+	// and Evicted how many it forgot for the bound (SetMaxGroups).
+	Groups  int
+	Evicted uint64
 }
 
 // Stats returns, per rule id, its counters since the engine's state began
@@ -109,7 +171,8 @@ type RuleStats struct {
 func (e *Engine) Stats() map[string]RuleStats {
 	out := map[string]RuleStats{}
 	for i, r := range e.rules {
-		out[r.ID] = RuleStats{Suppressed: e.states[i].Suppressed, Errors: e.states[i].Errors}
+		st := e.states[i]
+		out[r.ID] = RuleStats{Suppressed: st.Suppressed, Errors: st.Errors, Groups: len(st.Groups) + len(st.Seen), Evicted: st.Evicted}
 	}
 	return out
 }
@@ -262,6 +325,9 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 	if g == nil {
 		g = &group{Labels: slices.Clone(labels), FirstSeen: t}
 		st.Groups[string(kb)] = g
+		if len(st.Groups) > e.maxGroups && e.maxGroups > 0 {
+			e.trim(st, string(kb))
+		}
 	}
 	g.LastSeen = max(g.LastSeen, t)
 	g.addTrigger(a.r.ID, index, a.r.Tenant)
@@ -286,6 +352,9 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		vk := string(kb) + "\x01" + strings.Join(vals, "\x00")
 		_, known := st.Seen[vk]
 		st.Seen[vk] = max(st.Seen[vk], t)
+		if !known && len(st.Seen) > e.maxGroups && e.maxGroups > 0 {
+			e.trim(st, string(kb))
+		}
 		if known || t-st.FirstSeen < int64(r.Warmup) {
 			return out
 		}

@@ -413,3 +413,79 @@ func TestTransitionIDIgnoresTickTiming(t *testing.T) {
 		t.Errorf("ids %s and %s differ for the same silence", early[0].ID, late[0].ID)
 	}
 }
+
+// TestMaxGroups: with SetMaxGroups, a rule grouped by actor keeps at most
+// that many groups however many actors come, forgetting those seen least
+// recently, never one that is firing; a new_value rule likewise bounds the
+// values it remembers; Stats counts what was forgotten. The bound also
+// trims a state restored from before it was set.
+func TestMaxGroups(t *testing.T) {
+	rules := mustLoad(t, `rules:
+  - id: th
+    kind: threshold
+    group_by: [actor.id]
+    window: 1h
+    threshold: 3
+  - id: nv
+    kind: new_value
+    group_by: [tenant]
+    value: [actor.id]
+    window: 24h
+`)
+	const max = 100
+	e := NewEngine(rules)
+	e.SetMaxGroups(max)
+	var fired []Transition
+	// "hot" crosses the threshold first and keeps firing.
+	for i := range 3 {
+		fired = append(fired, e.Observe(uint64(i), rec(fmt.Sprintf("hot-%d", i), "x", "hot", time.Duration(i)*time.Second, nil))...)
+	}
+	if got := brief(fired); !slices.Contains(got, "firing th [hot] @2s") {
+		t.Fatalf("hot did not fire: %v", got)
+	}
+	const actors = 1000
+	for i := range actors {
+		at := time.Minute + time.Duration(i)*time.Second
+		e.Observe(uint64(3+i), rec(fmt.Sprintf("a-%d", i), "x", fmt.Sprintf("user-%d", i), at, nil))
+		for j, st := range e.states {
+			if n := len(st.Groups) + len(st.Seen); n > max+1 {
+				t.Fatalf("after %d actors rule %s keeps %d groups and values, bound %d", i+1, rules[j].ID, n, max)
+			}
+		}
+	}
+	th := e.states[0]
+	if g := th.Groups["hot"]; g == nil || !g.Firing {
+		t.Fatal("the firing group was forgotten")
+	}
+	if th.Groups[fmt.Sprintf("user-%d", actors-1)] == nil {
+		t.Fatal("the newest group was forgotten")
+	}
+	if th.Groups["user-0"] != nil {
+		t.Fatal("the oldest group was kept")
+	}
+	stats := e.Stats()
+	for _, id := range []string{"th", "nv"} {
+		if s := stats[id]; s.Evicted < actors-max || s.Groups > max+1 {
+			t.Errorf("rule %s: %+v after %d actors with a bound of %d", id, s, actors, max)
+		}
+	}
+	// A state saved without the bound is trimmed once it is set.
+	free := NewEngine(rules)
+	for i := range 500 {
+		free.Observe(uint64(i), rec(fmt.Sprintf("b-%d", i), "x", fmt.Sprintf("user-%d", i), time.Duration(i)*time.Second, nil))
+	}
+	snap, err := free.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := NewEngine(rules)
+	if err := restored.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	restored.SetMaxGroups(max)
+	for id, s := range restored.Stats() {
+		if s.Groups > max {
+			t.Errorf("rule %s keeps %d groups after SetMaxGroups(%d) on a restored state", id, s.Groups, max)
+		}
+	}
+}

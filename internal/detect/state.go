@@ -9,7 +9,8 @@ type ruleState struct {
 	Seen       map[string]int64  `json:"seen,omitempty"` // new_value: value key → last seen
 	FirstSeen  int64             `json:"first_seen,omitempty"`
 	Suppressed uint64            `json:"suppressed,omitempty"`
-	Errors     uint64            `json:"errors,omitempty"` // evaluations that failed
+	Errors     uint64            `json:"errors,omitempty"`  // evaluations that failed
+	Evicted    uint64            `json:"evicted,omitempty"` // groups and values forgotten for the bound
 }
 
 func newRuleState() *ruleState {
