@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aitrail/aitrail/internal/detect"
 )
 
 // TestDetectorEndToEnd runs the real server with a rule file and a webhook
@@ -166,4 +168,39 @@ func TestDamagedDetectorState(t *testing.T) {
 	}
 	os.Remove(state)
 	startServer(t, data).stop()
+}
+
+// TestDetectorStateIsBounded: with detect.max_groups, the built-in rules
+// grouped by actor keep at most that many groups however many distinct
+// users come, and say so in /metrics; a restart with a lower bound trims
+// the saved state.
+func TestDetectorStateIsBounded(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data, "--config", writeConfig(t, "detect:\n  max_groups: 500\n"))
+	const users = 3000
+	for b := range users / 1000 {
+		var events []map[string]any
+		for i := range 1000 {
+			events = append(events, map[string]any{"type": "ai.inference", "tenant": "many",
+				"actor":      map[string]any{"id": fmt.Sprintf("user-%d", b*1000+i), "type": "user"},
+				"attributes": map[string]any{"gen_ai.usage.input_tokens": 10}})
+		}
+		s.post(events...)
+	}
+	var groups, evicted float64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		groups, evicted = s.metric("aitrail_detector_groups"), s.metric("aitrail_detector_groups_evicted_total")
+		if evicted > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	rules := len(detect.Builtin())
+	if evicted == 0 || groups > float64(rules*(500+1)) {
+		t.Fatalf("after %d users with detect.max_groups 500: %v groups kept, %v forgotten", users, groups, evicted)
+	}
+	s.stop()
+	s = startServer(t, data, "--config", writeConfig(t, "detect:\n  max_groups: 100\n"))
+	if g := s.metric("aitrail_detector_groups"); g > float64(rules*100) {
+		t.Fatalf("after a restart with detect.max_groups 100: %v groups kept", g)
+	}
 }

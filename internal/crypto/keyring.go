@@ -107,8 +107,8 @@ type Keyring struct {
 	current sync.Map // scope → *dataKey, the key Seal uses
 	byID    sync.Map // key id → *dataKey, every key seen
 	// cached counts the keys put in current and byID since they were last
-	// emptied (see remember).
-	cached atomic.Int64
+	// emptied, and clears how often they were (see remember).
+	cached, clears atomic.Int64
 
 	// creating gathers the scopes that need their key looked up or made,
 	// so that concurrent first uses of a scope make exactly one key and
@@ -238,15 +238,21 @@ func (k *Keyring) currentKey(ctx context.Context, scope string) (*dataKey, error
 	if scope == "" || len(scope) > maxScope {
 		return nil, fmt.Errorf("crypto: invalid scope (empty or longer than %d bytes)", maxScope)
 	}
-	if err := k.ensureKeys(ctx, []string{scope}); err != nil {
-		return nil, err
+	for {
+		clears := k.clears.Load()
+		if err := k.ensureKeys(ctx, []string{scope}); err != nil {
+			return nil, err
+		}
+		if v, ok := k.current.Load(scope); ok {
+			return v.(*dataKey), nil
+		}
+		if k.clears.Load() == clears {
+			// Erased in the meantime.
+			return nil, fmt.Errorf("crypto: the key of scope %q was destroyed while it was made", scope)
+		}
+		// The cache was emptied in the meantime (remember): the key is
+		// in the store, and the next round reads it back.
 	}
-	v, ok := k.current.Load(scope)
-	if !ok {
-		// Erased in the meantime.
-		return nil, fmt.Errorf("crypto: the key of scope %q was destroyed while it was made", scope)
-	}
-	return v.(*dataKey), nil
 }
 
 // keyWrites is a group commit for data keys: callers queue the scopes
@@ -428,6 +434,7 @@ var maxCachedKeys int64 = 50_000 // tests lower it
 // key, emptying the cache first if it holds maxCachedKeys.
 func (k *Keyring) remember(dk *dataKey, current bool) {
 	if k.cached.Add(1) > maxCachedKeys {
+		k.clears.Add(1)
 		k.current.Clear()
 		k.byID.Clear()
 		k.cached.Store(1)

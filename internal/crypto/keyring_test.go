@@ -388,6 +388,20 @@ func TestKeyCacheIsBounded(t *testing.T) {
 			t.Fatalf("scope %s sealed again with key %s, %v; want its key %s", s.scope, keyID, err, s.keyID)
 		}
 	}
+	// Callers making keys while others empty the cache still get theirs.
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				scope := fmt.Sprintf("w%d-%d", w, i)
+				if _, _, err := kr.Seal(ctx, scope, []byte("x"), nil); err != nil {
+					t.Errorf("Seal in %s while the cache is emptied: %v", scope, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 	fresh := crypto.NewKeyring(newKEK(t, 1), store) // nothing cached
 	for user, p := range pseudonyms {
 		s, ok, err := fresh.LookupSubject(ctx, "acme", user)
