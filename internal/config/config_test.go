@@ -50,28 +50,16 @@ func TestLoad(t *testing.T) {
 	if c, err := Load(write(t, "ledger:\n  page_cache_bytes: -1\n")); err != nil || c.Ledger.PageCacheBytes != -1 {
 		t.Fatalf("ledger.page_cache_bytes: -1 loaded as %d, %v", c.Ledger.PageCacheBytes, err)
 	}
-	if c, err := Load(write(t, "ledger:\n  page_cache_bytes: 4096\n")); err != nil {
-		t.Fatal(err)
-	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "page_cache_bytes") {
-		t.Fatalf("ledger.page_cache_bytes: 4096 validated as %v, want an error naming it", err)
-	}
+	refused(t, "ledger:\n  page_cache_bytes: 4096\n", "page_cache_bytes")
 	if c, err := Load(write(t, "ledger:\n  preallocate_bytes: 0\n")); err != nil || c.Ledger.PreallocateBytes != 0 || c.Validate() != nil {
 		t.Fatalf("ledger.preallocate_bytes: 0 (commits append) loaded as %d, %v", c.Ledger.PreallocateBytes, err)
 	}
-	if c, err := Load(write(t, "ledger:\n  preallocate_bytes: 4096\n")); err != nil {
-		t.Fatal(err)
-	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "preallocate_bytes") {
-		t.Fatalf("ledger.preallocate_bytes: 4096 validated as %v, want an error naming it", err)
-	}
+	refused(t, "ledger:\n  preallocate_bytes: 4096\n", "preallocate_bytes")
 	if c, err := Load(write(t, "ledger:\n  key_filter_bytes: -1\n")); err != nil || c.Ledger.KeyFilterBytes != -1 || c.Validate() != nil {
 		t.Fatalf("ledger.key_filter_bytes: -1 (no limit) loaded as %d, %v", c.Ledger.KeyFilterBytes, err)
 	}
 	for _, bad := range []string{"0", "4096", "-2"} {
-		if c, err := Load(write(t, "ledger:\n  key_filter_bytes: "+bad+"\n")); err != nil {
-			t.Fatal(err)
-		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "key_filter_bytes") {
-			t.Fatalf("ledger.key_filter_bytes: %s validated as %v, want an error naming it", bad, err)
-		}
+		refused(t, "ledger:\n  key_filter_bytes: "+bad+"\n", "key_filter_bytes")
 	}
 	for _, ok := range []int64{-1, 1000, DefaultSnapshotRecords} {
 		c, err := Load(write(t, fmt.Sprintf("ledger:\n  snapshot_records: %d\n", ok)))
@@ -80,32 +68,16 @@ func TestLoad(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"0", "999", "-2"} {
-		if c, err := Load(write(t, "ledger:\n  snapshot_records: "+bad+"\n")); err != nil {
-			t.Fatal(err)
-		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "snapshot_records") {
-			t.Fatalf("ledger.snapshot_records: %s validated as %v, want an error naming it", bad, err)
-		}
+		refused(t, "ledger:\n  snapshot_records: "+bad+"\n", "snapshot_records")
 	}
-	if c, err := Load(write(t, "limits:\n  max_body_bytes: 134217728\n")); err != nil {
-		t.Fatal(err)
-	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_body_memory_bytes") {
-		t.Fatalf("limits.max_body_bytes above half of max_body_memory_bytes validated as %v, want an error naming it", err)
-	}
+	refused(t, "limits:\n  max_body_bytes: 134217728\n", "max_body_memory_bytes")
 	if c, err := Load(write(t, "limits:\n  max_body_bytes: 134217728\n  max_body_memory_bytes: 268435456\n")); err != nil || c.Validate() != nil {
 		t.Fatalf("limits.max_body_memory_bytes twice max_body_bytes: %v", err)
 	}
 	for _, bad := range []string{"-1", "99"} {
-		if c, err := Load(write(t, "detect:\n  max_groups: "+bad+"\n")); err != nil {
-			t.Fatal(err)
-		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_groups") {
-			t.Fatalf("detect.max_groups: %s validated as %v, want an error naming it", bad, err)
-		}
+		refused(t, "detect:\n  max_groups: "+bad+"\n", "max_groups")
 	}
-	if c, err := Load(write(t, "limits:\n  max_connections: -1\n")); err != nil {
-		t.Fatal(err)
-	} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_connections") {
-		t.Fatalf("limits.max_connections: -1 validated as %v, want an error naming it", err)
-	}
+	refused(t, "limits:\n  max_connections: -1\n", "max_connections")
 	if c, err := Load(write(t, "")); err != nil || c.Ledger.MinFreeBytes != DefaultMinFreeBytes {
 		t.Fatalf("ledger.min_free_bytes defaults to %d, %v; want %d", c.Ledger.MinFreeBytes, err, DefaultMinFreeBytes)
 	}
@@ -116,11 +88,7 @@ func TestLoad(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"1", "1048575", "-1"} {
-		if c, err := Load(write(t, "ledger:\n  min_free_bytes: "+bad+"\n")); err != nil {
-			t.Fatal(err)
-		} else if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "min_free_bytes") {
-			t.Fatalf("ledger.min_free_bytes: %s validated as %v, want an error naming it", bad, err)
-		}
+		refused(t, "ledger:\n  min_free_bytes: "+bad+"\n", "min_free_bytes")
 	}
 	c, err = Load(write(t, "capture:\n  otlp:\n    keep_other_spans: true\n"))
 	if err != nil || !c.Capture.OTLP.KeepOtherSpans || c.Capture.OTLP.KeepOtherLogs {
@@ -239,4 +207,16 @@ func settingNames(t *testing.T, data []byte) []string {
 	walk("", root)
 	slices.Sort(names)
 	return names
+}
+
+// refused checks that yaml loads and that Validate refuses it, naming field.
+func refused(t *testing.T, yaml, field string) {
+	t.Helper()
+	c, err := Load(write(t, yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), field) {
+		t.Fatalf("%q validated as %v, want an error naming %s", yaml, err, field)
+	}
 }
