@@ -43,20 +43,35 @@ func TestReadsAreRecorded(t *testing.T) {
 		}
 	}
 
+	// Counted accesses are recorded once per access window; on a busy
+	// machine the requests above may straddle two windows, so the counts
+	// are summed over the records.
+	attr := func(e map[string]any, k string) any { return e["attributes"].(map[string]any)[k] }
 	var access, attempts []map[string]any
+	var bundles float64
+	counts := map[string]float64{}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		s.waitIndexed()
 		access = s.allEvents("type=log.access")
 		attempts = s.allEvents("type=access.attempt")
-		if len(attempts) >= 2 && hasAction(access, "log.entries") {
+		bundles = 0
+		for _, e := range access {
+			if e["action"] == "log.entries" {
+				bundles += attr(e, "log.access.bundles").(float64)
+			}
+		}
+		clear(counts)
+		for _, e := range attempts {
+			counts[e["action"].(string)] += attr(e, "access.attempts").(float64)
+		}
+		if bundles >= 2 && counts["authenticate"] >= 30 && counts["authorize"] >= 3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("counted accesses never recorded: %d attempts, %d reads", len(attempts), len(access))
+			t.Fatalf("counted accesses never recorded: %v attempts, %v bundles", counts, bundles)
 		}
 	}
-	attr := func(e map[string]any, k string) any { return e["attributes"].(map[string]any)[k] }
-	var query, gotContent, gotPlain, bundles map[string]any
+	var query, gotContent, gotPlain map[string]any
 	for _, e := range access {
 		switch {
 		case e["action"] == "events.query" && attr(e, "aitrail.token_id") == readerID:
@@ -65,8 +80,6 @@ func TestReadsAreRecorded(t *testing.T) {
 			gotContent = e
 		case e["action"] == "events.get" && attr(e, "aitrail.token_id") == readerID:
 			gotPlain = e
-		case e["action"] == "log.entries":
-			bundles = e
 		}
 	}
 	if query == nil || query["tenant"] != "acme" || attr(query, "log.access.records") != 3.0 {
@@ -82,26 +95,17 @@ func TestReadsAreRecorded(t *testing.T) {
 	if gotPlain == nil || attr(gotPlain, "log.access.content_shown") != false {
 		t.Errorf("metadata read record %v", gotPlain)
 	}
-	if bundles == nil || attr(bundles, "log.access.bundles") != 2.0 {
-		t.Errorf("bundle downloads record %v; want one record counting 2", bundles)
+	if bundles != 2 {
+		t.Errorf("bundle downloads recorded %v times; want 2", bundles)
 	}
-	counts := map[string]float64{}
 	for _, e := range attempts {
-		counts[e["action"].(string)] += attr(e, "access.attempts").(float64)
 		if ip, _ := e["actor"].(map[string]any)["ip"].(string); !strings.HasPrefix(ip, "hmac-sha256:") {
 			t.Errorf("refused request's source stored as %q; want a pseudonym", ip)
 		}
 	}
-	if len(attempts) != 2 || counts["authenticate"] != 30 || counts["authorize"] != 3 {
-		t.Errorf("access.attempt records %v; want one for 30 bad tokens and one for 3 refusals", attempts)
+	// One record per kind and window: two, or a few more if the requests
+	// straddled windows, never one per request.
+	if len(attempts) < 2 || len(attempts) > 6 || counts["authenticate"] != 30 || counts["authorize"] != 3 {
+		t.Errorf("access.attempt records %v; want 30 bad tokens and 3 refusals counted in a few records", attempts)
 	}
-}
-
-func hasAction(events []map[string]any, action string) bool {
-	for _, e := range events {
-		if e["action"] == action {
-			return true
-		}
-	}
-	return false
 }

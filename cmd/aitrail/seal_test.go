@@ -55,8 +55,10 @@ func TestCompleteFilesAreSealed(t *testing.T) {
 		s.getJSON("/readyz", &ready)
 		st = ready.Details.Sealing
 		// The first segment and the tile pack are sealed once the pack
-		// is durable, within a sync interval.
-		if fi, err := os.Stat(tile); err == nil && fi.Mode().Perm() == 0o400 && st.SealedFiles >= 2 {
+		// is durable, within a sync interval: made read-only, then, with
+		// attributes, immutable, which even root cannot open for writing.
+		if fi, err := os.Stat(tile); err == nil && fi.Mode().Perm() == 0o400 && st.SealedFiles >= 2 &&
+			(!st.Attributes || !writable(tile) && !writable(seg)) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -133,4 +135,14 @@ func TestCompleteFilesAreSealed(t *testing.T) {
 	if code, _, errOut := runCLI("status"); code != 2 || !strings.Contains(errOut, "--data") {
 		t.Fatalf("status without flags: exit %d, %q; want a usage error", code, errOut)
 	}
+}
+
+// writable reports whether path can be opened for writing.
+func writable(path string) bool {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }
