@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -196,7 +195,7 @@ func TestKilledWhileCapturingLosesNothing(t *testing.T) {
 func proxyCall(client *http.Client, url, token, model string, stream bool) error {
 	body, _ := json.Marshal(map[string]any{"model": model, "stream": stream,
 		"messages": []map[string]string{{"role": "user", "content": "hello " + model}}})
-	code, _, answer, err := send(client, url+"/openai/v1/chat/completions", token, "application/json", body,
+	code, _, answer, err := send(client, url+"/openai/v1/chat/completions", token, "application/json", bytes.NewReader(body),
 		"X-Aitrail-Tenant", "capture") // the token has two
 	switch {
 	case err != nil:
@@ -212,7 +211,7 @@ func proxyCall(client *http.Client, url, token, model string, stream bool) error
 // otlpExport posts an OTLP trace export request (protobuf) and returns nil
 // only if the server answered 200 and rejected no span.
 func otlpExport(client *http.Client, url, token string, body []byte) error {
-	code, _, answer, err := send(client, url+"/otlp/v1/traces", token, "application/x-protobuf", body)
+	code, _, answer, err := send(client, url+"/otlp/v1/traces", token, "application/x-protobuf", bytes.NewReader(body))
 	switch {
 	case err != nil:
 		return err
@@ -220,27 +219,4 @@ func otlpExport(client *http.Client, url, token string, body []byte) error {
 		return fmt.Errorf("OTLP export: %d", code)
 	}
 	return checkOTLP(answer)
-}
-
-// send POSTs body to url with token and the given headers (name, value,
-// …) and returns the status, headers and whole body of the answer. It
-// does not call Fatal, so it may run on any goroutine, and against a server
-// that may be gone.
-func send(client *http.Client, url, token, contentType string, body []byte, hdr ...string) (int, http.Header, []byte, error) {
-	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", contentType)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, answer, err
 }

@@ -62,7 +62,7 @@ func fillBody(r, n int) *bytes.Buffer {
 // code of the JSON answer and its Retry-After.
 func errorAnswer(t *testing.T, s *server, path, token, contentType string, body []byte, hdr ...string) (int, string, string) {
 	t.Helper()
-	code, header, answer, err := send(s.client, s.url+path, token, contentType, body, hdr...)
+	code, header, answer, err := send(s.client, s.url+path, token, contentType, bytes.NewReader(body), hdr...)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}

@@ -227,26 +227,42 @@ type receipt struct {
 	Checkpoint string `json:"checkpoint"`
 }
 
+// send POSTs body to url with token and the given headers (name, value,
+// …) and returns the status, headers and whole body of the answer. It
+// does not call Fatal, so it may run on any goroutine, and against a server
+// that may be gone.
+func send(client *http.Client, url, token, contentType string, body io.Reader, hdr ...string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequest("POST", url, body)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, answer, err
+}
+
 // postNDJSON sends an NDJSON body of events with the admin token through
 // client and returns the receipt. Unlike s.post it does not call Fatal, so
 // it may run on any goroutine, and against a server that may be gone.
 func postNDJSON(client *http.Client, url string, body io.Reader) (receipt, error) {
-	req, err := http.NewRequest("POST", url+"/v1/events", body)
+	code, _, answer, err := send(client, url+"/v1/events", adminToken, "application/x-ndjson", body)
 	if err != nil {
 		return receipt{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := client.Do(req)
-	if err != nil {
-		return receipt{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return receipt{}, fmt.Errorf("POST /v1/events: %d", resp.StatusCode)
+	if code != http.StatusOK {
+		return receipt{}, fmt.Errorf("POST /v1/events: %d", code)
 	}
 	var r receipt
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+	if err := json.Unmarshal(answer, &r); err != nil {
 		return receipt{}, fmt.Errorf("POST /v1/events: %w", err)
 	}
 	return r, nil

@@ -87,18 +87,18 @@ type Engine struct {
 func (e *Engine) SetMaxGroups(n int) {
 	e.maxGroups = n
 	for _, st := range e.states {
-		e.trim(st, "")
+		e.trim(st, "", "")
 	}
 }
 
 // trim forgets, once a rule holds more than maxGroups groups, the tenth of
-// them seen least recently (never a firing group, nor the group keep), and
-// likewise for the values a new_value rule remembers, counting them in
-// st.Evicted. A forgotten group starts again as new: a threshold or
+// them seen least recently (never a firing group, nor the group being
+// applied), and likewise for the values a new_value rule remembers (never
+// the value being applied), counting them in st.Evicted. A forgotten group starts again as new: a threshold or
 // anomaly rule loses its counts and baseline for it, a new_value rule may
 // report a value again. Trimming a tenth at a time keeps the sorting to
 // once per tenth of the bound new groups.
-func (e *Engine) trim(st *ruleState, keep string) {
+func (e *Engine) trim(st *ruleState, group, value string) {
 	if e.maxGroups <= 0 {
 		return
 	}
@@ -113,7 +113,7 @@ func (e *Engine) trim(st *ruleState, keep string) {
 	if len(st.Groups) > e.maxGroups {
 		var all []aged
 		for k, g := range st.Groups {
-			if !g.Firing && k != keep {
+			if !g.Firing && k != group {
 				all = append(all, aged{k, g.LastSeen})
 			}
 		}
@@ -125,7 +125,9 @@ func (e *Engine) trim(st *ruleState, keep string) {
 	if len(st.Seen) > e.maxGroups {
 		all := make([]aged, 0, len(st.Seen))
 		for k, t := range st.Seen {
-			all = append(all, aged{k, t})
+			if k != value {
+				all = append(all, aged{k, t})
+			}
 		}
 		for _, a := range oldest(len(st.Seen)-e.maxGroups*9/10, all) {
 			delete(st.Seen, a.key)
@@ -326,7 +328,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		g = &group{Labels: slices.Clone(labels), FirstSeen: t}
 		st.Groups[string(kb)] = g
 		if len(st.Groups) > e.maxGroups && e.maxGroups > 0 {
-			e.trim(st, string(kb))
+			e.trim(st, string(kb), "")
 		}
 	}
 	g.LastSeen = max(g.LastSeen, t)
@@ -353,7 +355,7 @@ func (e *Engine) apply(out []Transition, i int, index uint64, t int64, a *activa
 		_, known := st.Seen[vk]
 		st.Seen[vk] = max(st.Seen[vk], t)
 		if !known && len(st.Seen) > e.maxGroups && e.maxGroups > 0 {
-			e.trim(st, string(kb))
+			e.trim(st, string(kb), vk)
 		}
 		if known || t-st.FirstSeen < int64(r.Warmup) {
 			return out
