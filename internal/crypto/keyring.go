@@ -109,6 +109,11 @@ type Keyring struct {
 	// cached counts the keys put in current and byID since they were last
 	// emptied, and clears how often they were (see remember).
 	cached, clears atomic.Int64
+	// erasures counts the scopes EraseSubject destroyed, each bumped
+	// after the store's DeleteScope and before the keys leave memory, so
+	// that remember can tell a key read before an erasure from one read
+	// after.
+	erasures atomic.Int64
 
 	// creating gathers the scopes that need their key looked up or made,
 	// so that concurrent first uses of a scope make exactly one key and
@@ -318,6 +323,7 @@ func (k *Keyring) writeKeys() {
 // each caller the first failure among its scopes (a failed PutKeys fails
 // every caller with a new key in it).
 func (k *Keyring) makeKeys(ctx context.Context, queue []keyWait) {
+	gen := k.erasures.Load()
 	var fresh []WrappedKey
 	var made []*dataKey
 	failed := map[string]error{}
@@ -335,11 +341,12 @@ func (k *Keyring) makeKeys(ctx context.Context, queue []keyWait) {
 			}
 			if ok {
 				dk, err := k.unwrap(wk)
+				if err == nil {
+					err = k.remember(ctx, dk, true, gen)
+				}
 				if err != nil {
 					failed[scope] = err
-					continue
 				}
-				k.remember(dk, true)
 				continue
 			}
 			wk, dk, err := k.newKey(scope)
@@ -359,7 +366,9 @@ func (k *Keyring) makeKeys(ctx context.Context, queue []keyWait) {
 			}
 		} else {
 			for _, dk := range made {
-				k.remember(dk, true)
+				if err := k.remember(ctx, dk, true, gen); err != nil {
+					failed[dk.scope] = err
+				}
 			}
 		}
 	}
@@ -403,6 +412,7 @@ func (k *Keyring) keyByID(ctx context.Context, id string) (*dataKey, error) {
 	if v, ok := k.byID.Load(id); ok {
 		return v.(*dataKey), nil
 	}
+	gen := k.erasures.Load()
 	wk, err := k.store.GetKey(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: data key %q: %w", ErrDecrypt, id, err)
@@ -418,7 +428,12 @@ func (k *Keyring) keyByID(ctx context.Context, id string) (*dataKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.remember(dk, false)
+	if err := k.remember(ctx, dk, false, gen); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w: %w", ErrDecrypt, err)
+		}
+		return nil, err
+	}
 	return dk, nil
 }
 
@@ -432,7 +447,14 @@ var maxCachedKeys int64 = 50_000 // tests lower it
 
 // remember caches dk by its id and, if current, as its scope's current
 // key, emptying the cache first if it holds maxCachedKeys.
-func (k *Keyring) remember(dk *dataKey, current bool) {
+//
+// gen is k.erasures as it was before dk was read from, or written to, the
+// store. If an erasure has run since, dk may be a key it destroyed after
+// it was read and before it was cached, and an erased subject's key must
+// not outlive the erasure in memory: remember asks the store again, and
+// if dk is gone takes it out of the cache and returns an error wrapping
+// ErrNotFound.
+func (k *Keyring) remember(ctx context.Context, dk *dataKey, current bool, gen int64) error {
 	if k.cached.Add(1) > maxCachedKeys {
 		k.clears.Add(1)
 		k.current.Clear()
@@ -443,6 +465,20 @@ func (k *Keyring) remember(dk *dataKey, current bool) {
 	if current {
 		k.current.Store(dk.scope, dk)
 	}
+	if k.erasures.Load() == gen {
+		// Every erasure since dk was cached deletes it after this point.
+		return nil
+	}
+	_, err := k.store.GetKey(ctx, dk.id)
+	if err == nil {
+		return nil
+	}
+	k.byID.CompareAndDelete(dk.id, dk)
+	k.current.CompareAndDelete(dk.scope, dk)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("crypto: data key %s of scope %q was destroyed while it was read: %w", dk.id, dk.scope, err)
+	}
+	return fmt.Errorf("crypto: couldn't read data key %s back after an erasure: %w", dk.id, err)
 }
 
 func (k *Keyring) unwrap(wk WrappedKey) (*dataKey, error) {

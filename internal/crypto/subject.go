@@ -256,6 +256,7 @@ func (k *Keyring) PrepareSubjects(ctx context.Context, uses []SubjectUse) error 
 func (k *Keyring) macKey(ctx context.Context, scope string, create bool) ([]byte, bool, error) {
 	if !create {
 		if _, ok := k.current.Load(scope); !ok {
+			gen := k.erasures.Load()
 			wk, found, err := k.store.CurrentKey(ctx, scope)
 			if err != nil {
 				return nil, false, fmt.Errorf("crypto: couldn't read key for a subject: %w", err)
@@ -267,7 +268,11 @@ func (k *Keyring) macKey(ctx context.Context, scope string, create bool) ([]byte
 			if err != nil {
 				return nil, false, err
 			}
-			k.remember(dk, true)
+			if err := k.remember(ctx, dk, true, gen); errors.Is(err, ErrNotFound) {
+				return nil, false, nil // erased in the meantime
+			} else if err != nil {
+				return nil, false, err
+			}
 		}
 	}
 	dk, err := k.currentKey(ctx, scope)
@@ -333,6 +338,7 @@ func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject string) (Era
 			return e, fmt.Errorf("crypto: couldn't destroy the keys of a subject: %w", err)
 		}
 		e.KeysDestroyed += len(ids)
+		k.erasures.Add(1)
 		k.current.Delete(scope)
 		for _, id := range ids {
 			k.byID.Delete(id)

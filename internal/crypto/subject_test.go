@@ -272,3 +272,108 @@ func TestNewSubjectsOfConcurrentCallsShareAWrite(t *testing.T) {
 		}
 	}
 }
+
+// pausingStore holds the first read that matches (GetKey of a key id, or
+// CurrentKey of a scope with a prefix) after it has read the key, until
+// release is closed; it closes read when it starts holding it.
+type pausingStore struct {
+	crypto.KeyStore
+	id, scopePrefix string
+	once            sync.Once
+	read, release   chan struct{}
+}
+
+func (s *pausingStore) hold() {
+	s.once.Do(func() {
+		close(s.read)
+		<-s.release
+	})
+}
+
+func (s *pausingStore) GetKey(ctx context.Context, id string) (crypto.WrappedKey, error) {
+	k, err := s.KeyStore.GetKey(ctx, id)
+	if s.id != "" && id == s.id {
+		s.hold()
+	}
+	return k, err
+}
+
+func (s *pausingStore) CurrentKey(ctx context.Context, scope string) (crypto.WrappedKey, bool, error) {
+	k, ok, err := s.KeyStore.CurrentKey(ctx, scope)
+	if s.scopePrefix != "" && strings.HasPrefix(scope, s.scopePrefix) {
+		s.hold()
+	}
+	return k, ok, err
+}
+
+// TestErasureWhileAKeyIsRead: a key read from the catalog just before an
+// erasure destroyed it, and cached just after, must not stay in memory:
+// once EraseSubject has returned and the read has finished, the subject's
+// content no longer opens and its scope no longer seals under the
+// destroyed key.
+func TestErasureWhileAKeyIsRead(t *testing.T) {
+	ctx := context.Background()
+	mem := new(cryptotest.MemKeyStore)
+	alice, err := crypto.NewKeyring(newKEK(t, 1), mem).Subject(ctx, "acme", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aad := crypto.ContentAAD("acme", "e1")
+	blob, keyID, err := alice.Seal(ctx, []byte("alice's prompt"), aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// eraseDuring starts read on a Keyring that has nothing in memory,
+	// erases alice while the read is held after reading her key, and
+	// returns that Keyring once both have finished.
+	eraseDuring := func(t *testing.T, store *pausingStore, read func(*crypto.Keyring)) *crypto.Keyring {
+		store.KeyStore, store.read, store.release = mem, make(chan struct{}), make(chan struct{})
+		kr := crypto.NewKeyring(newKEK(t, 1), store)
+		var wg sync.WaitGroup
+		wg.Go(func() { read(kr) })
+		<-store.read
+		if _, err := kr.EraseSubject(ctx, "acme", "alice"); err != nil {
+			close(store.release)
+			t.Fatal(err)
+		}
+		close(store.release)
+		wg.Wait()
+		return kr
+	}
+
+	t.Run("open", func(t *testing.T) {
+		kr := eraseDuring(t, &pausingStore{id: keyID}, func(kr *crypto.Keyring) {
+			kr.Open(ctx, keyID, blob, aad) // the read began before the erasure: either answer
+		})
+		if _, err := kr.Open(ctx, keyID, blob, aad); !errors.Is(err, crypto.ErrDecrypt) {
+			t.Fatalf("content of an erased subject opens after the erasure: %v", err)
+		}
+	})
+
+	t.Run("seal", func(t *testing.T) {
+		// alice again, erased again while her content key is looked up
+		// for a Seal.
+		alice, err := crypto.NewKeyring(newKEK(t, 1), mem).Subject(ctx, "acme", "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, erased, err := alice.Seal(ctx, []byte("x"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kr := eraseDuring(t, &pausingStore{scopePrefix: "content|"}, func(kr *crypto.Keyring) {
+			kr.Seal(ctx, alice.ContentScope(), []byte("y"), nil)
+		})
+		blob, used, err := kr.Seal(ctx, alice.ContentScope(), []byte("after"), aad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used == erased {
+			t.Fatalf("content sealed after the erasure under the destroyed key %s", erased)
+		}
+		if pt, err := crypto.NewKeyring(newKEK(t, 1), mem).Open(ctx, used, blob, aad); err != nil || string(pt) != "after" {
+			t.Fatalf("content sealed after the erasure: %q, %v", pt, err)
+		}
+	})
+}
