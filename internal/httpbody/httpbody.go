@@ -168,9 +168,28 @@ func (b *Budget) Used() int64 { return b.used.Load() }
 func (b *Budget) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := &meter{b: b}
-		defer m.release()
+		defer func() {
+			if !m.kept {
+				m.release()
+			}
+		}()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), meterKey{}, m)))
 	})
+}
+
+// Keep makes what the request of ctx has charged to its budget, and
+// charges the handler makes later, outlast the handler: they are given
+// back when release is called, once, instead of when the handler
+// returns. It is for work a handler leaves running on what it read (the
+// proxies append the record of an answer after passing it on). It must be
+// called from the handler; outside any budget release does nothing.
+func Keep(ctx context.Context) (release func()) {
+	m := meterFrom(ctx)
+	if m == nil {
+		return func() {}
+	}
+	m.kept = true
+	return m.release
 }
 
 // Charge charges n bytes the request of ctx is about to hold (a large
@@ -189,6 +208,7 @@ type meter struct {
 	b       *Budget
 	charged int64
 	refused bool
+	kept    bool // released by Keep's caller, not when the handler returns
 }
 
 type meterKey struct{}

@@ -3,6 +3,7 @@ package httpbody
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -161,7 +162,23 @@ func TestBudget(t *testing.T) {
 	if b.Refused.Load() == 0 {
 		t.Fatal("no request was counted as refused")
 	}
+	// What a handler Keeps stays charged after it returns, until released.
+	var release func()
+	huge.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := Charge(r.Context(), 5<<20); err != nil {
+			t.Error(err)
+		}
+		release = Keep(r.Context())
+	})).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/", nil))
+	if used := huge.Used(); used != 5<<20 {
+		t.Errorf("%d bytes charged after a handler that kept 5 MiB returned", used)
+	}
+	release()
+	if used := huge.Used(); used != 0 {
+		t.Errorf("%d bytes still charged after the kept charge was released", used)
+	}
 	// Outside any budget nothing is charged or refused.
+	Keep(context.Background())()
 	r = httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(big))
 	r.Header.Set("Content-Type", "application/json")
 	if _, _, err := Read(httptest.NewRecorder(), r, limit, "application/json"); err != nil {

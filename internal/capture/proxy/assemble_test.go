@@ -67,7 +67,7 @@ func FuzzStream(f *testing.F) {
 			p  *provider
 			op *operation
 		}{{openAI, &openAI.ops[0]}, {openAI, &openAI.ops[1]}, {anthropic, &anthropic.ops[0]}} {
-			o := newOutput(c.p, c.op, true, 1<<16)
+			o := newOutput(c.p, c.op, true, 1<<16, nil)
 			o.write(b)
 			_, content, _ := o.result()
 			if !json.Valid(content) {
@@ -96,7 +96,7 @@ func FuzzBodies(f *testing.F) {
 		case err != nil && (!errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Message == ""):
 			t.Fatalf("parse(%q) = %v, want a 400 with a message", b, err)
 		}
-		o := newOutput(openAI, &openAI.ops[0], false, 1<<16)
+		o := newOutput(openAI, &openAI.ops[0], false, 1<<16, nil)
 		o.write(b)
 		if _, content, _ := o.result(); len(b) > 0 && !json.Valid(content) {
 			t.Fatalf("answer %q kept as %q", b, content)
@@ -124,7 +124,7 @@ func TestWholeAnswers(t *testing.T) {
 		{"{\"choices\":\"not a list\",\"id\":\"\xff\"}", "", true},
 		{`{"choices":"not a list","id":"c1"`, "", true},
 	} {
-		o := newOutput(openAI, &openAI.ops[0], false, 1<<20)
+		o := newOutput(openAI, &openAI.ops[0], false, 1<<20, nil)
 		o.write([]byte(tc.body))
 		a, content, truncated := o.result()
 		if truncated || a.model != tc.model {

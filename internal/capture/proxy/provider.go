@@ -284,11 +284,23 @@ type output struct {
 	body      []byte      // a whole body
 	seen      int         // bytes taken
 	limit     int         // most bytes taken
-	truncated bool        // more than limit came
+	truncated bool        // more came than was taken
+
+	// charge takes n more bytes of the server's memory for the answer
+	// (httpbody.Charge), or reports that it cannot; nil takes anything.
+	// Refused, the output keeps the piece it was taking and no more: the
+	// caller still gets the whole answer, the record its beginning.
+	charge  func(n int) bool
+	charged int  // bytes charged
+	short   bool // the limit was lowered because memory was refused
 }
 
-func newOutput(p *provider, op *operation, streamed bool, limit int) *output {
-	o := &output{limit: limit}
+// chargeStep is the least an output charges at once, so that a stream of
+// small events does not charge each.
+const chargeStep = 4 << 10
+
+func newOutput(p *provider, op *operation, streamed bool, limit int, charge func(int) bool) *output {
+	o := &output{limit: limit, charge: charge}
 	if streamed {
 		o.stream = p.newStream(op)
 		o.sse = &sse.Parser{Emit: o.stream.event}
@@ -296,11 +308,28 @@ func newOutput(p *provider, op *operation, streamed bool, limit int) *output {
 	return o
 }
 
-// write takes the next piece of the body, up to limit bytes in all.
+// write takes the next piece of the body, up to limit bytes in all and as
+// far as memory allows.
 func (o *output) write(b []byte) {
 	if n := o.limit - o.seen; len(b) > n {
 		o.truncated = true
 		b = b[:n]
+	}
+	if len(b) == 0 {
+		return
+	}
+	ok := true
+	if o.sse != nil {
+		ok = o.reserve(max(o.seen+len(b), o.charged+chargeStep))
+	} else if need := len(o.body) + len(b); need > cap(o.body) {
+		// Grown here, so that what is charged is what is held.
+		c := min(max(2*cap(o.body), need, chargeStep), max(o.limit, need))
+		if ok = o.reserve(c); ok {
+			o.body = append(make([]byte, 0, c), o.body...)
+		}
+	}
+	if !ok {
+		o.limit = o.seen + len(b)
 	}
 	o.seen += len(b)
 	if o.sse != nil {
@@ -309,6 +338,31 @@ func (o *output) write(b []byte) {
 		o.body = append(o.body, b...)
 	}
 }
+
+// grow makes room for a whole body of n bytes, as announced, if memory
+// allows.
+func (o *output) grow(n int) {
+	if n = min(n, o.limit); n > cap(o.body) && o.reserve(n) {
+		o.body = append(make([]byte, 0, n), o.body...)
+	}
+}
+
+// reserve charges memory for n bytes of answer in all, and reports whether
+// it could; refused, the output is marked short.
+func (o *output) reserve(n int) bool {
+	if o.charge == nil || n <= o.charged {
+		return true
+	}
+	if !o.charge(n - o.charged) {
+		o.short = true
+		return false
+	}
+	o.charged = n
+	return true
+}
+
+// full reports that the output takes no more of the body.
+func (o *output) full() bool { return o.seen >= o.limit }
 
 // result returns the answer, its content for the record, and whether the
 // content is incomplete because it was over the limit.

@@ -24,6 +24,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -292,9 +293,10 @@ func (h *handler) rewrite(pr *httputil.ProxyRequest, ctx context.Context, rest s
 
 // capture notes the provider's answer and routes its body through the
 // output assembler. A non-streamed answer is read whole here (up to the
-// body limit), so that a provider falling silent mid-body still gets the
-// caller a clean 504, and so that the caller has the whole answer before
-// the outcome is appended.
+// body limit, and as far as the memory bound for bodies allows), so that a
+// provider falling silent mid-body still gets the caller a clean 504, and
+// so that the caller has the whole answer before the outcome is appended;
+// the caller is answered from the bytes kept for the record.
 func (h *handler) capture(resp *http.Response, c *call) error {
 	c.mu.Lock()
 	c.status = resp.StatusCode
@@ -302,29 +304,48 @@ func (h *handler) capture(resp *http.Response, c *call) error {
 	resp.Header.Del(HeaderEventID) // only aitrail's own
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	streamed := mt == "text/event-stream"
-	c.out = newOutput(h.p, c.op, streamed, h.contentLimit())
+	charge := func(n int) bool { return httpbody.Charge(c.ctx, int64(n)) == nil }
+	c.out = newOutput(h.p, c.op, streamed, h.contentLimit(), charge)
+	if n := resp.ContentLength; !streamed && n > 0 {
+		c.out.grow(int(min(n, math.MaxInt32)))
+	}
 	c.mu.Unlock()
 	body := &tap{c: c, r: resp.Body, timeout: h.Timeout}
 	if streamed {
 		resp.Body = body
 		return nil
 	}
-	head, err := io.ReadAll(io.LimitReader(body, h.MaxBodyBytes))
-	if err != nil {
-		resp.Body.Close()
-		return err
+	// Never read past the limit here: what the output does not take must
+	// still reach the caller.
+	r := io.LimitReader(body, int64(c.out.limit))
+	buf := copyBuffers.Get()
+	defer copyBuffers.Put(buf)
+	for {
+		_, err := r.Read(buf)
+		c.mu.Lock()
+		head, full := c.out.body, c.out.full()
+		c.mu.Unlock()
+		switch {
+		case err != nil && !errors.Is(err, io.EOF):
+			resp.Body.Close()
+			return err
+		case err == nil && !full:
+			continue
+		case !full:
+			resp.Body.Close()
+			resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(head)), int64(len(head))
+			resp.Header.Set("Content-Length", fmt.Sprint(len(head)))
+			return nil
+		default:
+			// Over the limit, or out of memory for bodies: the rest goes
+			// to the caller as it comes, and only its beginning on record.
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(head), body), body}
+			return nil
+		}
 	}
-	if int64(len(head)) < h.MaxBodyBytes {
-		resp.Body.Close()
-		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(head)), int64(len(head))
-		resp.Header.Set("Content-Length", fmt.Sprint(len(head)))
-		return nil
-	}
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(head), body), body}
-	return nil
 }
 
 // failed answers a call the provider did not answer (unreachable, timed
@@ -417,7 +438,10 @@ func (h *handler) recordOutcome(r *http.Request, c *call) {
 	// Admitted: the request event was; its outcome is not refused for the
 	// log's load or its disk space since.
 	ctx := ingest.Admitted(context.WithoutCancel(r.Context()))
+	// The answer's memory stays charged until its record is appended.
+	release := httpbody.Keep(r.Context())
 	h.outcomes.Go(func() {
+		defer release()
 		ctx, cancel := context.WithTimeout(ctx, recordTimeout)
 		defer cancel()
 		_, err := h.Ingest.Append(ctx, c.principal, []event.Event{e})
@@ -557,6 +581,9 @@ func (h *handler) outcomeEvent(c *call) event.Event {
 		e.Content = content
 		if truncated {
 			attrs["aitrail.proxy.content_truncated"] = true
+			if c.out.short {
+				attrs["aitrail.proxy.content_truncated_for"] = "memory"
+			}
 		}
 	}
 	if model != "" {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ import (
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/fakeprovider"
 	"github.com/aitrail/aitrail/internal/httpapi"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
@@ -58,12 +61,18 @@ const rootToken = "proxy-test-root-token"
 // of led.
 func newServer(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream) *httptest.Server {
 	t.Helper()
-	return newServerVia(t, led, up, nil, nil)
+	return newServerWith(t, led, up.URL, serverOptions{})
 }
 
-// newServerVia is newServer with the proxies calling upstream through
-// transport (the default if nil) and the pipeline's Admit set to admit.
-func newServerVia(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream, transport http.RoundTripper, admit func(context.Context) error) *httptest.Server {
+// serverOptions are what newServerWith changes from newServer.
+type serverOptions struct {
+	transport http.RoundTripper           // the proxies call upstream through it (the default if nil)
+	admit     func(context.Context) error // the pipeline's Admit
+	budget    *httpbody.Budget            // the body memory bound, none if nil
+}
+
+// newServerWith is newServer with the provider at upstreamURL and o.
+func newServerWith(t *testing.T, led ingest.Ledger, upstreamURL string, o serverOptions) *httptest.Server {
 	t.Helper()
 	kek, err := crypto.NewLocalKEK("", bytes.Repeat([]byte{7}, 32))
 	if err != nil {
@@ -73,10 +82,10 @@ func newServerVia(t *testing.T, led ingest.Ledger, up *fakeprovider.Upstream, tr
 	if _, _, err := auth.Bootstrap(context.Background(), rootToken); err != nil {
 		t.Fatal(err)
 	}
-	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{}), Admit: admit}
-	api := &httpapi.Server{Ingest: pipeline, Auth: auth, MaxBodyBytes: 1 << 20}
-	upstream, _ := url.Parse(up.URL)
-	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError, Transport: transport}
+	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{}), Admit: o.admit}
+	api := &httpapi.Server{Ingest: pipeline, Auth: auth, MaxBodyBytes: 1 << 20, BodyBudget: o.budget}
+	upstream, _ := url.Parse(upstreamURL)
+	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError, Transport: o.transport}
 	// Not JoinPath, whose result has a relative path ("v1") when the URL
 	// has none: the path of a configured upstream starts with a slash.
 	c.Upstream = &url.URL{Scheme: upstream.Scheme, Host: upstream.Host, Path: "/v1"}
@@ -162,12 +171,12 @@ func TestOutcomeOfAnAdmittedCall(t *testing.T) {
 	defer up.Close()
 	led := &fakeLedger{}
 	var admits atomic.Int32
-	srv := newServerVia(t, led, up, nil, func(context.Context) error {
+	srv := newServerWith(t, led, up.URL, serverOptions{admit: func(context.Context) error {
 		if admits.Add(1) > 1 {
 			return ingest.ErrLowSpace
 		}
 		return nil
-	})
+	}})
 	resp := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, body)
@@ -202,7 +211,7 @@ func TestForwardsInOneWrite(t *testing.T) {
 		}
 		return &countingConn{Conn: c, writes: &writes}, nil
 	}
-	srv := newServerVia(t, &fakeLedger{}, up, tr, nil)
+	srv := newServerWith(t, &fakeLedger{}, up.URL, serverOptions{transport: tr})
 	for i, body := range []string{
 		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
 		`{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 300) + `"}]}`,
@@ -272,4 +281,158 @@ func waitRecords(t *testing.T, led *fakeLedger, n int) []event.Record {
 	}
 	t.Fatalf("%d records, want %d", len(recs), n)
 	return nil
+}
+
+// largeAnswers is a provider answering every chat completion with an
+// answer of about size bytes (a stream of pieces when the call asks for
+// one), all of it but its end at once and the end once gate is closed.
+// held counts the answers waiting for the gate.
+func largeAnswers(t *testing.T, size int, gate <-chan struct{}, held *atomic.Int32) (url string, whole, stream []byte) {
+	text := strings.Repeat("0123456789abcdef", size/16)
+	whole, _ = json.Marshal(map[string]any{"id": "c1", "object": "chat.completion", "model": "m",
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": text}}}})
+	var sb strings.Builder
+	for piece := range slices.Chunk([]byte(text), 1000) {
+		b, _ := json.Marshal(map[string]any{"id": "c1", "object": "chat.completion.chunk", "model": "m",
+			"choices": []any{map[string]any{"index": 0, "delta": map[string]any{"content": string(piece)}}}})
+		sb.WriteString("data: " + string(b) + "\n\n")
+	}
+	stream = []byte(sb.String() + "data: [DONE]\n\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		answer := whole
+		if bytes.Contains(body, []byte(`"stream":true`)) {
+			answer = stream
+			w.Header().Set("Content-Type", "text/event-stream")
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", fmt.Sprint(len(answer)))
+		}
+		end := len(answer) - 16
+		w.Write(answer[:end])
+		http.NewResponseController(w).Flush()
+		held.Add(1)
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(answer[end:])
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, whole, stream
+}
+
+// TestAnswersWithinTheBodyMemoryBound: the answers the proxy holds for the
+// record are charged to the bound on body memory, until the record is
+// appended. Past the bound, a caller still gets the whole answer, and the
+// record keeps its beginning, marked as cut for memory.
+func TestAnswersWithinTheBodyMemoryBound(t *testing.T) {
+	const size, calls = 600 << 10, 4
+	for _, streamed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", streamed), func(t *testing.T) {
+			gate := make(chan struct{})
+			var held atomic.Int32
+			upURL, whole, stream := largeAnswers(t, size, gate, &held)
+			want := whole
+			if streamed {
+				want = stream
+			}
+			// Room for two answers, not four.
+			budget := httpbody.NewBudget(size * 5 / 2)
+			led := &fakeLedger{}
+			srv := newServerWith(t, led, upURL, serverOptions{budget: budget})
+			body := fmt.Sprintf(`{"model":"m","stream":%v,"messages":[{"role":"user","content":"hi"}]}`, streamed)
+			answers := make([][]byte, calls)
+			errs := make([]error, calls)
+			var wg sync.WaitGroup
+			for i := range calls {
+				wg.Go(func() {
+					req, _ := http.NewRequest("POST", srv.URL+"/openai/v1/chat/completions", strings.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+rootToken)
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					defer resp.Body.Close()
+					answers[i], errs[i] = io.ReadAll(resp.Body)
+					if errs[i] == nil && resp.StatusCode != 200 {
+						errs[i] = fmt.Errorf("status %d: %s", resp.StatusCode, answers[i])
+					}
+				})
+			}
+			// Every answer is on its way, and the bound has been reached.
+			for deadline := time.Now().Add(10 * time.Second); held.Load() < calls || budget.Refused.Load() == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					close(gate)
+					t.Fatalf("%d answers held by the provider, %d bytes charged, %d refused", held.Load(), budget.Used(), budget.Refused.Load())
+				}
+			}
+			if used := budget.Used(); used > size*5/2 {
+				t.Errorf("%d bytes charged, over the bound of %d", used, size*5/2)
+			}
+			close(gate)
+			wg.Wait()
+			for i := range calls {
+				if errs[i] != nil || !bytes.Equal(answers[i], want) {
+					t.Fatalf("call %d: %d bytes of the %d answered (%v)", i, len(answers[i]), len(want), errs[i])
+				}
+			}
+			cut, kept := 0, 0
+			for _, r := range waitRecords(t, led, 2*calls) {
+				if r.Attributes["aitrail.proxy.phase"] != "response" {
+					continue
+				}
+				switch {
+				case r.Content == nil:
+					t.Fatalf("outcome without content: %+v", r)
+				case r.Attributes["aitrail.proxy.content_truncated"] == true:
+					if r.Attributes["aitrail.proxy.content_truncated_for"] != "memory" || r.Content.Size >= size {
+						t.Fatalf("outcome cut for memory: %v, content of %d bytes", r.Attributes, r.Content.Size)
+					}
+					cut++
+				default:
+					if r.Content.Size < size {
+						t.Fatalf("whole outcome with content of %d bytes", r.Content.Size)
+					}
+					kept++
+				}
+			}
+			if cut == 0 || cut+kept != calls {
+				t.Fatalf("%d outcomes cut for memory, %d whole; want some cut, of %d", cut, kept, calls)
+			}
+			// Given back once the records are appended.
+			for deadline := time.Now().Add(10 * time.Second); budget.Used() != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d bytes still charged after every call was recorded", budget.Used())
+				}
+			}
+		})
+	}
+}
+
+// TestAnswersOverTheBodyLimit: an answer larger than the body limit reaches
+// the caller whole; the record keeps its beginning, marked as cut.
+func TestAnswersOverTheBodyLimit(t *testing.T) {
+	const size = 3 << 19 // the proxies' limit is 1 MiB
+	gate := make(chan struct{})
+	close(gate)
+	upURL, whole, stream := largeAnswers(t, size, gate, new(atomic.Int32))
+	led := &fakeLedger{}
+	srv := newServer(t, led, &fakeprovider.Upstream{Server: &httptest.Server{URL: upURL}})
+	for i, want := range [][]byte{whole, stream} {
+		resp := post(t, srv.URL+"/openai/v1/chat/completions",
+			fmt.Sprintf(`{"model":"m","stream":%v,"messages":[{"role":"user","content":"hi"}]}`, i == 1))
+		if got, err := io.ReadAll(resp.Body); err != nil || resp.StatusCode != 200 || !bytes.Equal(got, want) {
+			t.Fatalf("call %d: %d, %d bytes of the %d answered (%v)", i, resp.StatusCode, len(got), len(want), err)
+		}
+		out := waitRecords(t, led, 2*(i+1))[2*i+1]
+		if out.Attributes["aitrail.proxy.content_truncated"] != true || out.Attributes["aitrail.proxy.content_truncated_for"] != nil ||
+			out.Content == nil || out.Content.Size > 1<<20+1<<10 || out.Content.Size < 1<<19 {
+			t.Fatalf("call %d: outcome %v, content %+v", i, out.Attributes, out.Content)
+		}
+	}
 }
