@@ -141,13 +141,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 					events.Add(int64(*batch))
 					requests.Add(1)
 					lat[i] = append(lat[i], d)
-				case errors.As(err, &ae) && ae.Temporary():
+				case errors.As(err, &ae) && isPushback(ae):
 					pushbacks.Add(1)
 					time.Sleep(10 * time.Millisecond)
 				default:
 					if failures.Add(1) <= 3 {
 						fmt.Fprintf(stderr, "bench: %v\n", err)
 					}
+					time.Sleep(10 * time.Millisecond) // not a tight loop against a failing server
 				}
 			}
 		}(i)
@@ -182,18 +183,29 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		res["max_index_lag"], res["index_caught_up_s"] = lag.max.Load(), caughtUp.Seconds()
 	}
 	if *jsonOut {
-		return json.NewEncoder(stdout).Encode(res)
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "%.0f events/s (%d events in %d requests, %.1fs); ack latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f; %d pushbacks, %d failures",
+			res["events_per_sec"], events.Load(), requests.Load(), took.Seconds(), pct(.5), pct(.9), pct(.99), pct(1), pushbacks.Load(), failures.Load())
+		if lag != nil {
+			fmt.Fprintf(stdout, "; index lag up to %d records, caught up %.2f s after the run", lag.max.Load(), caughtUp.Seconds())
+		}
+		fmt.Fprintln(stdout)
 	}
-	fmt.Fprintf(stdout, "%.0f events/s (%d events in %d requests, %.1fs); ack latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f; %d pushbacks, %d failures",
-		res["events_per_sec"], events.Load(), requests.Load(), took.Seconds(), pct(.5), pct(.9), pct(.99), pct(1), pushbacks.Load(), failures.Load())
-	if lag != nil {
-		fmt.Fprintf(stdout, "; index lag up to %d records, caught up %.2f s after the run", lag.max.Load(), caughtUp.Seconds())
-	}
-	fmt.Fprintln(stdout)
 	if failures.Load() > 0 {
 		return exitError{1, "bench: some requests failed"}
 	}
 	return nil
+}
+
+// isPushback reports whether an answer asks the client to slow down (429,
+// or 503 pushback), which the load generator waits out and retries. Other
+// 503s (a full disk, a stopped log) are failures: the server is not
+// measuring load.
+func isPushback(ae *client.APIError) bool {
+	return ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusServiceUnavailable && ae.Code == "pushback"
 }
 
 // lagWatch follows the query index's lag behind the log

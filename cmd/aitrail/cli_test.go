@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -263,6 +264,24 @@ func TestBenchAndMetrics(t *testing.T) {
 	defer other.Close()
 	if code, _, errOut := runCLI("bench", "--url", other.URL, "--token", adminToken, "--duration", "100ms", "--watch-lag", "10ms"); code != 1 || !strings.Contains(errOut, "no index lag") {
 		t.Errorf("bench --watch-lag against another server: exit %d %q", code, errOut)
+	}
+	// Pushback is waited out; a server refusing for another reason (its
+	// disk is full) fails the run.
+	var answered atomic.Int64
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code := "pushback"
+		if answered.Add(1) > 20 {
+			code = "insufficient_storage"
+		}
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, `{"error":{"code":%q,"message":"m"}}`, code)
+	}))
+	defer refusing.Close()
+	code, out, errOut = runCLI("bench", "--url", refusing.URL, "--token", adminToken, "--clients", "1", "--duration", "1s", "--json")
+	var refused struct{ Pushbacks, Failures int }
+	if json.Unmarshal([]byte(out), &refused) != nil || code != 1 || refused.Pushbacks != 20 || refused.Failures == 0 || !strings.Contains(errOut, "insufficient_storage") {
+		t.Errorf("bench against a server pushing back, then out of disk: exit %d %q %s", code, out, errOut)
 	}
 	code, out, errOut = runCLI("bench-disk", "--dir", t.TempDir(), "--duration", "200ms")
 	if code != 0 || !strings.Contains(out, "records/s") {
