@@ -3,16 +3,20 @@ package main
 import (
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
 
 // TestConnectionLimit: with limits.max_connections open, a further client
 // waits to be accepted instead of being served, and is served as soon as
-// one of them closes; /metrics shows the limit.
+// one of them closes; /metrics shows the limit. The operational endpoints
+// on ops_addr are answered meanwhile, and nothing else is served there.
 func TestConnectionLimit(t *testing.T) {
 	const limit = 6
-	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "limits:\n  max_connections: 6\n"))
+	ops := "http://" + freeAddr(t)
+	s := startServer(t, t.TempDir(), "--config", writeConfig(t, "limits:\n  max_connections: 6\n"),
+		"--ops-addr", strings.TrimPrefix(ops, "http://"))
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections() // the harness's own
 	get := func(tr *http.Transport, timeout time.Duration) error {
 		resp, err := (&http.Client{Transport: tr, Timeout: timeout}).Get(s.url + "/healthz")
@@ -35,6 +39,17 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	if err := get(&http.Transport{}, time.Second); err == nil {
 		t.Fatalf("a connection past the limit of %d was served\n%s", limit, s.stderr.String())
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/v1/events": 404, "/log/checkpoint": 404} {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(ops + path)
+		if err != nil {
+			t.Fatalf("%s on ops_addr while the API's connections are taken: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || path == "/metrics" && !strings.Contains(string(body), "aitrail_http_connections 6") {
+			t.Errorf("%s on ops_addr: %d %.300s, want %d", path, resp.StatusCode, body, want)
+		}
 	}
 	held[0].CloseIdleConnections()
 	late := &http.Transport{}

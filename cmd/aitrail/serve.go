@@ -49,6 +49,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	cfgPath := fs.String("config", "", "YAML configuration file (strict; flags override it)")
 	addr := fs.String("addr", config.DefaultAddr, "listen address")
+	opsAddr := fs.String("ops-addr", "", "if set, also serve /healthz, /readyz and /metrics on this address, in plain HTTP and outside limits.max_connections")
 	data := fs.String("data", config.DefaultDataDir, "data directory")
 	logName := fs.String("log-name", config.DefaultLogName, "the log's origin name (fixed at first start)")
 	src := addKeyFlags(fs)
@@ -74,6 +75,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		switch f.Name {
 		case "addr":
 			cfg.Addr = *addr
+		case "ops-addr":
+			cfg.OpsAddr = *opsAddr
 		case "data":
 			cfg.DataDir = *data
 		case "log-name":
@@ -525,8 +528,23 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			func() float64 { return float64(conns.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_http_max_connections", Help: "Most client connections open at once (limits.max_connections); more wait to be accepted."},
 			func() float64 { return float64(maxConns) }))
+	handler := api.Handler()
+	// The operational endpoints on a listener of their own, if configured:
+	// probes and scrapes are then answered while the API's connections are
+	// all taken.
+	var ops *http.Server
+	var opsLn net.Listener
+	if cfg.OpsAddr != "" {
+		if opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+			ln.Close()
+			stopFollowers()
+			return fmt.Errorf("couldn't listen on ops_addr: %w", err)
+		}
+		ops = &http.Server{Handler: opsHandler(handler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
 	srv := &http.Server{
-		Handler:           api.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
@@ -546,7 +564,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "data", cfg.DataDir, "log", verifier.Name(),
 		"records", led.Size(), "public_key", vkey, "version", version,
 		"openai_upstream", cfg.Capture.OpenAI.URL, "anthropic_upstream", cfg.Capture.Anthropic.URL,
-		"max_connections", maxConns)
+		"max_connections", maxConns, "ops_addr", addrOf(opsLn))
 
 	// Counted accesses are recorded every window, and once more after the
 	// listener has stopped.
@@ -566,8 +584,15 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		}
 	}
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if ops != nil {
+		go func() {
+			if err := ops.Serve(opsLn); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("ops_addr: %w", err)
+			}
+		}()
+	}
 	// A start from the log's start-up snapshot checks the records below it
 	// while the server runs; damage there stops the server as it would
 	// have stopped a start that read them.
@@ -593,6 +618,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("graceful shutdown timed out", "err", err)
 	}
+	if ops != nil {
+		ops.Shutdown(shutCtx)
+	}
 	openaiProxy.Wait() // outcome events of the last proxied calls
 	anthropicProxy.Wait()
 	stopAPI()
@@ -604,6 +632,29 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 	log.Info("stopped", "records", led.Size())
 	return nil
+}
+
+// opsHandler serves the operational endpoints of api, the API's handler,
+// and answers anything else 404.
+func opsHandler(api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	for _, path := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
+		mux.Handle(path, api)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"error":{"code":"not_found","message":"this address serves only /healthz, /readyz and /metrics"}}`+"\n")
+	})
+	return mux
+}
+
+// addrOf is l's address, or "" for none.
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
 }
 
 // captureProxies returns the recording proxies. One whose upstream is not

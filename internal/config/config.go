@@ -60,6 +60,10 @@ const (
 type Config struct {
 	// Addr is the listen address of the HTTP API.
 	Addr string `yaml:"addr"`
+	// OpsAddr, if set, is a second listen address serving only /healthz,
+	// /readyz and /metrics, in plain HTTP and outside limits.max_connections,
+	// so that probes and scrapes are answered while the API is flooded.
+	OpsAddr string `yaml:"ops_addr"`
 	// DataDir holds the ledger, keys, catalog and index.
 	DataDir string `yaml:"data"`
 	// LogName is the log's origin: the first line of its checkpoints and the
@@ -314,6 +318,13 @@ func (c Config) Validate() error {
 	var errs []string
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Sprintf("addr %q: %v", c.Addr, err))
+	}
+	if c.OpsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.OpsAddr); err != nil {
+			errs = append(errs, fmt.Sprintf("ops_addr %q: %v", c.OpsAddr, err))
+		} else if c.OpsAddr == c.Addr {
+			errs = append(errs, fmt.Sprintf("ops_addr %q: must differ from addr", c.OpsAddr))
+		}
 	}
 	if c.DataDir == "" {
 		errs = append(errs, "data: must not be empty")

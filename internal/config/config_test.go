@@ -78,6 +78,11 @@ func TestLoad(t *testing.T) {
 		refused(t, "detect:\n  max_groups: "+bad+"\n", "max_groups")
 	}
 	refused(t, "limits:\n  max_connections: -1\n", "max_connections")
+	refused(t, "ops_addr: 9090\n", "ops_addr")
+	refused(t, "ops_addr: "+DefaultAddr+"\n", "ops_addr")
+	if c, err := Load(write(t, "ops_addr: 127.0.0.1:9090\n")); err != nil || c.OpsAddr != "127.0.0.1:9090" || c.Validate() != nil {
+		t.Fatalf("ops_addr: 127.0.0.1:9090 loaded as %q, %v", c.OpsAddr, err)
+	}
 	if c, err := Load(write(t, "")); err != nil || c.Ledger.MinFreeBytes != DefaultMinFreeBytes {
 		t.Fatalf("ledger.min_free_bytes defaults to %d, %v; want %d", c.Ledger.MinFreeBytes, err, DefaultMinFreeBytes)
 	}
