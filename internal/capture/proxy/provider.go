@@ -288,8 +288,8 @@ type output struct {
 
 	// charge takes n more bytes of the server's memory for the answer
 	// (httpbody.Charge), or reports that it cannot; nil takes anything.
-	// Refused, the output keeps the piece it was taking and no more: the
-	// caller still gets the whole answer, the record its beginning.
+	// Refused, the output takes no more: the caller still gets the whole
+	// answer, the record its beginning.
 	charge  func(n int) bool
 	charged int  // bytes charged
 	short   bool // the limit was lowered because memory was refused
@@ -310,33 +310,39 @@ func newOutput(p *provider, op *operation, streamed bool, limit int, charge func
 
 // write takes the next piece of the body, up to limit bytes in all and as
 // far as memory allows.
-func (o *output) write(b []byte) {
-	if n := o.limit - o.seen; len(b) > n {
-		o.truncated = true
-		b = b[:n]
-	}
-	if len(b) == 0 {
-		return
-	}
-	ok := true
+func (o *output) write(b []byte) { o.take(b) }
+
+// take is write, returning how many bytes of b it took: all of them, or
+// fewer once the limit is reached or memory is refused, and then the
+// output is truncated and takes no more.
+func (o *output) take(b []byte) int {
+	n := min(len(b), o.limit-o.seen)
 	if o.sse != nil {
-		ok = o.reserve(max(o.seen+len(b), o.charged+chargeStep))
-	} else if need := len(o.body) + len(b); need > cap(o.body) {
-		// Grown here, so that what is charged is what is held.
-		c := min(max(2*cap(o.body), need, chargeStep), max(o.limit, need))
-		if ok = o.reserve(c); ok {
+		if n > 0 && !o.reserve(max(o.seen+n, o.charged+chargeStep)) {
+			n = 0
+		}
+	} else if need := len(o.body) + n; need > cap(o.body) {
+		// Grown here, so that what is held is what is charged.
+		c := min(max(2*cap(o.body), need, chargeStep), o.limit)
+		if o.reserve(c) {
 			o.body = append(make([]byte, 0, c), o.body...)
+		} else {
+			n = cap(o.body) - len(o.body)
 		}
 	}
-	if !ok {
-		o.limit = o.seen + len(b)
+	if n < len(b) {
+		o.truncated = true
+		if o.short {
+			o.limit = o.seen + n
+		}
 	}
-	o.seen += len(b)
+	o.seen += n
 	if o.sse != nil {
-		o.sse.Write(b)
+		o.sse.Write(b[:n])
 	} else {
-		o.body = append(o.body, b...)
+		o.body = append(o.body, b[:n]...)
 	}
+	return n
 }
 
 // grow makes room for a whole body of n bytes, as announced, if memory

@@ -310,41 +310,39 @@ func (h *handler) capture(resp *http.Response, c *call) error {
 		c.out.grow(int(min(n, math.MaxInt32)))
 	}
 	c.mu.Unlock()
-	body := &tap{c: c, r: resp.Body, timeout: h.Timeout}
+	body := &tap{c: c, r: resp.Body, timeout: h.Timeout, collect: streamed}
 	if streamed {
 		resp.Body = body
 		return nil
 	}
-	// Never read past the limit here: what the output does not take must
-	// still reach the caller.
-	r := io.LimitReader(body, int64(c.out.limit))
 	buf := copyBuffers.Get()
 	defer copyBuffers.Put(buf)
 	for {
-		_, err := r.Read(buf)
+		n, err := body.Read(buf)
 		c.mu.Lock()
+		rest := buf[c.out.take(buf[:n]):n]
 		head, full := c.out.body, c.out.full()
 		c.mu.Unlock()
 		switch {
 		case err != nil && !errors.Is(err, io.EOF):
 			resp.Body.Close()
 			return err
-		case err == nil && !full:
-			continue
-		case !full:
-			resp.Body.Close()
-			resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(head)), int64(len(head))
-			resp.Header.Set("Content-Length", fmt.Sprint(len(head)))
-			return nil
-		default:
+		case full:
 			// Over the limit, or out of memory for bodies: the rest goes
 			// to the caller as it comes, and only its beginning on record.
+			body.collect = true // to note that more came
 			resp.Body = struct {
 				io.Reader
 				io.Closer
-			}{io.MultiReader(bytes.NewReader(head), body), body}
+			}{io.MultiReader(bytes.NewReader(head), bytes.NewReader(bytes.Clone(rest)), body), body}
 			return nil
+		case err == nil:
+			continue
 		}
+		resp.Body.Close()
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(head)), int64(len(head))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(head)))
+		return nil
 	}
 }
 
@@ -398,6 +396,7 @@ type tap struct {
 	c       *call
 	r       io.ReadCloser
 	timeout time.Duration
+	collect bool // hand what is read to the output (capture reads a whole answer's beginning itself)
 }
 
 func (t *tap) Read(p []byte) (int, error) {
@@ -410,7 +409,9 @@ func (t *tap) Read(p []byte) (int, error) {
 		if c.firstByte == 0 {
 			c.firstByte = max(time.Since(c.start), time.Nanosecond)
 		}
-		c.out.write(p[:n])
+		if t.collect {
+			c.out.write(p[:n])
+		}
 	}
 	switch {
 	case errors.Is(err, io.EOF):
