@@ -466,7 +466,8 @@ func (k *Keyring) remember(ctx context.Context, dk *dataKey, current bool, gen i
 		k.current.Store(dk.scope, dk)
 	}
 	if k.erasures.Load() == gen {
-		// Every erasure since dk was cached deletes it after this point.
+		// No erasure has finished destroying keys since dk was read; one
+		// that does from now takes dk out of memory itself.
 		return nil
 	}
 	_, err := k.store.GetKey(ctx, dk.id)
