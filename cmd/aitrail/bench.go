@@ -201,11 +201,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 // isPushback reports whether an answer asks the client to slow down (429,
-// or 503 pushback), which the load generator waits out and retries. Other
-// 503s (a full disk, a stopped log) are failures: the server is not
+// or a 503 pushback, or a 503 whose body names no cause, as OTLP's
+// protobuf errors do not), which the load generator waits out and retries.
+// Other 503s (a full disk, a stopped log) are failures: the server is not
 // measuring load.
 func isPushback(ae *client.APIError) bool {
-	return ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusServiceUnavailable && ae.Code == "pushback"
+	return ae.Status == http.StatusTooManyRequests ||
+		ae.Status == http.StatusServiceUnavailable && (ae.Code == "pushback" || ae.Code == "http_error")
 }
 
 // lagWatch follows the query index's lag behind the log

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/apierr"
 )
@@ -24,7 +25,20 @@ import (
 // type, which must be one of allowed. Anything unexpected is an
 // *apierr.Error: 415 for another media type or encoding, 413 for a body over
 // the limit, 400 for bad gzip or a body that could not be read.
+//
+// A body it refuses is read on and discarded (drain), up to four times the
+// limit, before it returns, so that the client gets the error.
 func Read(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string) ([]byte, string, error) {
+	raw := &watchedBody{ReadCloser: r.Body}
+	r.Body = raw
+	data, mt, err := read(w, r, limit, allowed)
+	if err != nil {
+		drain(w, r, raw, 4*limit)
+	}
+	return data, mt, err
+}
+
+func read(w http.ResponseWriter, r *http.Request, limit int64, allowed []string) ([]byte, string, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	ok := err == nil
 	if ok {
@@ -70,6 +84,39 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string
 		return nil, "", apierr.New(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
 	}
 	return data, mt, nil
+}
+
+// drainTime bounds how long drain reads a refused body.
+const drainTime = 10 * time.Second
+
+// drain reads and discards what is left of a refused request's body, up to
+// max bytes and for at most drainTime. A server that closes a connection
+// with unread data in it makes the kernel reset the connection, and a
+// client that sends its whole body before it reads the answer, as most do,
+// then fails on a write and never sees the refusal (a 503 pushback it
+// would retry after Retry-After, a 413 it would not retry). Discarding
+// takes no memory. A client waiting for 100 Continue that was sent nothing
+// yet has sent no body, and is left waiting for the refusal; HTTP/2 ends
+// the stream without touching the connection.
+func drain(w http.ResponseWriter, r *http.Request, body *watchedBody, max int64) {
+	if r.ProtoMajor >= 2 || !body.read && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(drainTime))
+	io.CopyN(io.Discard, body.ReadCloser, max)
+	rc.SetReadDeadline(time.Time{})
+}
+
+// watchedBody is a request body that notes whether it was read from.
+type watchedBody struct {
+	io.ReadCloser
+	read bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.read = true
+	return b.ReadCloser.Read(p)
 }
 
 // Request bodies up to maxPooled bytes are read into buffers kept for

@@ -1,15 +1,19 @@
 package httpbody
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/apierr"
 )
@@ -183,5 +187,51 @@ func TestBudget(t *testing.T) {
 	r.Header.Set("Content-Type", "application/json")
 	if _, _, err := Read(httptest.NewRecorder(), r, limit, "application/json"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRefusedBodiesAreAnswered: a client that sends its whole body before
+// it reads the answer, as most do, gets the refusal of a body too large or
+// over the memory budget, not a connection reset.
+func TestRefusedBodiesAreAnswered(t *testing.T) {
+	const limit = 16 << 20
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := Read(w, r, limit, "application/json"); err != nil {
+			ae := err.(*apierr.Error)
+			http.Error(w, ae.Code, ae.Status)
+		}
+	})
+	for _, tc := range []struct {
+		size   int
+		budget *Budget
+		want   string
+	}{
+		{limit * 3 / 4, NewBudget(512 << 10), "503"}, // over the budget (less than a body's first charge)
+		{3 * limit, nil, "413"},                      // over the limit
+	} {
+		h := handler
+		if tc.budget != nil {
+			h = tc.budget.Wrap(handler)
+		}
+		srv := httptest.NewServer(h)
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		// More than the sockets buffer: without the refused body read on,
+		// the server closes with unread data and the writes fail.
+		if _, err := fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: aitrail\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", tc.size); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(bytes.Repeat([]byte("x"), tc.size)); err != nil {
+			t.Fatalf("a body of %d bytes, refused: %v while sending it", tc.size, err)
+		}
+		status, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil || !strings.Contains(status, " "+tc.want+" ") {
+			t.Fatalf("a body of %d bytes: answered %q (%v), want %s", tc.size, status, err, tc.want)
+		}
+		conn.Close()
+		srv.Close()
 	}
 }
