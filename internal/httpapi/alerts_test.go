@@ -95,7 +95,10 @@ type testAPI struct {
 	ledger *indexingLedger
 }
 
-func newTestAPI(t *testing.T) *testAPI {
+func newTestAPI(t *testing.T) *testAPI { return newTestAPIWith(t, nil) }
+
+// newTestAPIWith is newTestAPI with the Server changed by set first.
+func newTestAPIWith(t *testing.T, set func(*Server)) *testAPI {
 	ctx := context.Background()
 	led := new(indexingLedger)
 	idx, err := index.Open(filepath.Join(t.TempDir(), "index.db"), led, index.Options{})
@@ -112,7 +115,11 @@ func newTestAPI(t *testing.T) *testAPI {
 	}
 	root, _ := auth.Authenticate(ctx, "root-token")
 	pl := &ingest.Pipeline{Ledger: led, Sealer: keyring, Subjects: keyring}
-	srv := httptest.NewServer((&Server{Ledger: led, Index: idx, Ingest: pl, Opener: keyring, Auth: auth}).Handler())
+	s := &Server{Ledger: led, Index: idx, Ingest: pl, Opener: keyring, Auth: auth}
+	if set != nil {
+		set(s)
+	}
+	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &testAPI{srv: srv, idx: idx, pl: pl, auth: auth, root: root, ledger: led}
 }

@@ -170,7 +170,17 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The answer holding the records (as much again as the records).
+	size := 0
+	for _, h := range page.Hits {
+		size += len(h.Record)
+	}
+	if err := holdResponse(w, r, int64(size)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var b bytes.Buffer
+	b.Grow(size + 64*len(page.Hits) + 256)
 	b.WriteString(`{"events":[`)
 	for i, h := range page.Hits {
 		if i > 0 {
@@ -235,7 +245,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	out["index"] = json.RawMessage(strconv.FormatUint(hit.Index, 10))
 	if p.Has(authz.RoleReadContent) && out["content"] != nil {
-		plain, err := s.openContent(r, hit)
+		plain, err := s.openContent(w, r, hit)
 		switch {
 		case errors.Is(err, crypto.ErrNotFound):
 			// Its key was destroyed: the subject was erased.
@@ -280,18 +290,38 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// How long holdResponse lets an answer take to be written: a base, and
+// more for each MiB. Variables for tests.
+var responseWriteBase, responseWritePerMiB = time.Minute, time.Second
+
+// holdResponse charges n bytes that the answer to r is about to hold to
+// the request's body budget (httpbody.ChargeAnswer; ErrBusy if it cannot
+// take them), and gives writing the answer a deadline, a minute and a
+// second more for each MiB: a client that stops reading its answer would
+// otherwise hold that memory, and with it a share of the budget that
+// ingest needs, for as long as it keeps the connection open. (The server
+// lifts the deadline once the answer is written.)
+func holdResponse(w http.ResponseWriter, r *http.Request, n int64) error {
+	if err := httpbody.ChargeAnswer(r.Context(), n); err != nil {
+		return err
+	}
+	d := responseWriteBase + time.Duration(n>>20)*responseWritePerMiB
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+	return nil
+}
+
 // errContentIntegrity means stored content does not match the digest its
 // record commits to.
 var errContentIntegrity = errors.New("content integrity check failed")
 
 // openContent decrypts a record's content.
-func (s *Server) openContent(r *http.Request, hit index.Hit) (json.RawMessage, error) {
+func (s *Server) openContent(w http.ResponseWriter, r *http.Request, hit index.Hit) (json.RawMessage, error) {
 	rec, err := event.ParseRecord(hit.Record)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
 	}
 	// The sealed content, its plaintext and the answer holding it.
-	if err := httpbody.Charge(r.Context(), 3*rec.Content.Size); err != nil {
+	if err := holdResponse(w, r, 3*rec.Content.Size); err != nil {
 		return nil, err
 	}
 	blob, err := s.Ledger.Blob(hit.Index)

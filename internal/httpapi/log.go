@@ -40,6 +40,9 @@ func (s *Server) logTile(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		data, err = s.Ledger.Bundle(id.N, id.W)
+		if err == nil {
+			err = holdResponse(w, r, int64(len(data)))
+		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return

@@ -112,10 +112,6 @@ func (s *Server) Handler() http.Handler {
 	handle("GET /readyz", "/readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 
-	handle("GET /log/key", "/log/key", s.logKey)
-	handle("GET /log/checkpoint", "/log/checkpoint", s.logCheckpoint)
-	handle("GET /log/tile/", "/log/tile", s.logTile)
-
 	// Requests that may carry large bodies, or answer with large content,
 	// have them charged to the budget, once authenticated.
 	budgeted := func(h http.HandlerFunc) http.HandlerFunc {
@@ -124,8 +120,12 @@ func (s *Server) Handler() http.Handler {
 		}
 		return s.BodyBudget.Wrap(h).ServeHTTP
 	}
+
+	handle("GET /log/key", "/log/key", s.logKey)
+	handle("GET /log/checkpoint", "/log/checkpoint", s.logCheckpoint)
+	handle("GET /log/tile/", "/log/tile", budgeted(s.logTile)) // entry bundles
 	handle("POST /v1/events", "/v1/events", s.authed(authz.RoleIngest, budgeted(s.ingest)))
-	handle("GET /v1/events", "/v1/events", s.authed(authz.RoleRead, s.query))
+	handle("GET /v1/events", "/v1/events", s.authed(authz.RoleRead, budgeted(s.query)))
 	handle("GET /v1/events/{id}", "/v1/events/{id}", s.authed(authz.RoleRead, budgeted(s.getEvent)))
 	handle("GET /v1/proof/inclusion", "/v1/proof/inclusion", s.authed("", s.inclusionProof))
 	handle("GET /v1/proof/consistency", "/v1/proof/consistency", s.authed("", s.consistencyProof))

@@ -250,6 +250,17 @@ func Charge(ctx context.Context, n int64) error {
 	return nil
 }
 
+// ChargeAnswer is Charge for what an answer holds (records, content),
+// which no limit on bodies bounds: it charges at most half the budget, so
+// that a large answer is refused only while other requests hold memory,
+// never always.
+func ChargeAnswer(ctx context.Context, n int64) error {
+	if m := meterFrom(ctx); m != nil {
+		n = min(n, m.b.max/2)
+	}
+	return Charge(ctx, n)
+}
+
 // meter is what one request has charged to a budget.
 type meter struct {
 	b       *Budget
