@@ -175,7 +175,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	for _, h := range page.Hits {
 		size += len(h.Record)
 	}
-	if err := holdResponse(w, r, int64(size)); err != nil {
+	if err := s.holdResponse(w, r, int64(size)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -290,22 +290,18 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// How long holdResponse lets an answer take to be written: a base, and
-// more for each MiB. Variables for tests.
-var responseWriteBase, responseWritePerMiB = time.Minute, time.Second
-
 // holdResponse charges n bytes that the answer to r is about to hold to
 // the request's body budget (httpbody.ChargeAnswer; ErrBusy if it cannot
-// take them), and gives writing the answer a deadline, a minute and a
-// second more for each MiB: a client that stops reading its answer would
-// otherwise hold that memory, and with it a share of the budget that
-// ingest needs, for as long as it keeps the connection open. (The server
-// lifts the deadline once the answer is written.)
-func holdResponse(w http.ResponseWriter, r *http.Request, n int64) error {
+// take them), and gives writing the answer a deadline (AnswerWriteTime): a
+// client that stops reading its answer would otherwise hold that memory,
+// and with it a share of the budget that ingest needs, for as long as it
+// keeps the connection open. (The server lifts the deadline once the
+// answer is written.)
+func (s *Server) holdResponse(w http.ResponseWriter, r *http.Request, n int64) error {
 	if err := httpbody.ChargeAnswer(r.Context(), n); err != nil {
 		return err
 	}
-	d := responseWriteBase + time.Duration(n>>20)*responseWritePerMiB
+	d := s.AnswerWriteTime.Base + time.Duration(n>>20)*s.AnswerWriteTime.PerMiB
 	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
 	return nil
 }
@@ -321,7 +317,7 @@ func (s *Server) openContent(w http.ResponseWriter, r *http.Request, hit index.H
 		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
 	}
 	// The sealed content, its plaintext and the answer holding it.
-	if err := holdResponse(w, r, 3*rec.Content.Size); err != nil {
+	if err := s.holdResponse(w, r, 3*rec.Content.Size); err != nil {
 		return nil, err
 	}
 	blob, err := s.Ledger.Blob(hit.Index)

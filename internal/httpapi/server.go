@@ -73,9 +73,13 @@ type Server struct {
 	// MaxBodyBytes bounds a request body after decompression.
 	MaxBodyBytes int64
 	// BodyBudget, if set, bounds the memory of the bodies of ingest and
-	// capture requests, and of the content GET /v1/events/{id} returns,
+	// capture requests, and of the answers holding records or content,
 	// being handled at once (httpbody.Budget).
 	BodyBudget *httpbody.Budget
+	// AnswerWriteTime is how long an answer holding records or content
+	// may take to be written: Base, and PerMiB more for each MiB of it.
+	// Zero values take a minute and a second.
+	AnswerWriteTime struct{ Base, PerMiB time.Duration }
 	// Ready reports whether writes can be accepted, with details.
 	Ready    func() (bool, map[string]any)
 	Registry *prometheus.Registry
@@ -101,6 +105,12 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Registry == nil {
 		s.Registry = prometheus.NewRegistry()
+	}
+	if s.AnswerWriteTime.Base == 0 {
+		s.AnswerWriteTime.Base = time.Minute
+	}
+	if s.AnswerWriteTime.PerMiB == 0 {
+		s.AnswerWriteTime.PerMiB = time.Second
 	}
 	s.metrics = newMetrics(s.Registry)
 
