@@ -29,17 +29,17 @@ import (
 // A body it refuses is read on and discarded (drain), up to four times the
 // limit, before it returns, so that the client gets the error.
 func Read(w http.ResponseWriter, r *http.Request, limit int64, allowed ...string) ([]byte, string, error) {
-	raw := &watchedBody{ReadCloser: r.Body}
-	r.Body = raw
-	data, mt, err := read(w, r, limit, allowed)
+	data, mt, started, err := read(w, r, limit, allowed)
 	if err != nil {
-		drain(w, r, raw, 4*limit)
+		drain(w, r, started, 4*limit)
 	}
 	return data, mt, err
 }
 
-func read(w http.ResponseWriter, r *http.Request, limit int64, allowed []string) ([]byte, string, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+// read is Read without the drain; started reports whether it read any of
+// the body.
+func read(w http.ResponseWriter, r *http.Request, limit int64, allowed []string) (data []byte, mt string, started bool, err error) {
+	mt, _, err = mime.ParseMediaType(r.Header.Get("Content-Type"))
 	ok := err == nil
 	if ok {
 		ok = false
@@ -48,21 +48,22 @@ func read(w http.ResponseWriter, r *http.Request, limit int64, allowed []string)
 		}
 	}
 	if !ok {
-		return nil, "", apierr.New(http.StatusUnsupportedMediaType, "unsupported_media_type",
+		return nil, "", false, apierr.New(http.StatusUnsupportedMediaType, "unsupported_media_type",
 			"Content-Type must be one of "+strings.Join(allowed, ", "))
 	}
 	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	gzipped := false
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
 	case "gzip":
 		gz, err := gzip.NewReader(body)
 		if err != nil {
-			return nil, "", apierr.New(http.StatusBadRequest, "invalid_encoding", "body is not valid gzip")
+			return nil, "", true, apierr.New(http.StatusBadRequest, "invalid_encoding", "body is not valid gzip")
 		}
 		defer gz.Close()
-		body = gz
+		body, gzipped = gz, true
 	default:
-		return nil, "", apierr.New(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
+		return nil, "", false, apierr.New(http.StatusUnsupportedMediaType, "unsupported_encoding", "Content-Encoding must be gzip or identity")
 	}
 	// Size the buffer from Content-Length when it is honest and small
 	// enough, instead of growing it by doubling.
@@ -70,20 +71,21 @@ func read(w http.ResponseWriter, r *http.Request, limit int64, allowed []string)
 	if cl := r.ContentLength; cl > 0 && cl <= limit && r.Header.Get("Content-Encoding") == "" {
 		size = int(cl) + 1 // room to see the end without growing
 	}
-	data, err := readAll(io.LimitReader(body, limit+1), size, meterFrom(r.Context()))
+	data, err = readAll(io.LimitReader(body, limit+1), size, meterFrom(r.Context()))
+	started = gzipped || len(data) > 0 || !errors.Is(err, ErrBusy)
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.Is(err, ErrBusy):
-		return nil, "", err
+		return nil, "", started, err
 	case errors.As(err, &mbe) || int64(len(data)) > limit:
-		return nil, "", apierr.New(http.StatusRequestEntityTooLarge, "too_large",
+		return nil, "", true, apierr.New(http.StatusRequestEntityTooLarge, "too_large",
 			fmt.Sprintf("request body exceeds %d bytes", limit))
 	case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, "", apierr.New(http.StatusBadRequest, "invalid_encoding", "body is truncated or not valid gzip")
+		return nil, "", true, apierr.New(http.StatusBadRequest, "invalid_encoding", "body is truncated or not valid gzip")
 	case err != nil:
-		return nil, "", apierr.New(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
+		return nil, "", true, apierr.New(http.StatusBadRequest, "invalid_body", "couldn't read the request body")
 	}
-	return data, mt, nil
+	return data, mt, true, nil
 }
 
 // drainTime bounds how long drain reads a refused body.
@@ -98,25 +100,14 @@ const drainTime = 10 * time.Second
 // takes no memory. A client waiting for 100 Continue that was sent nothing
 // yet has sent no body, and is left waiting for the refusal; HTTP/2 ends
 // the stream without touching the connection.
-func drain(w http.ResponseWriter, r *http.Request, body *watchedBody, max int64) {
-	if r.ProtoMajor >= 2 || !body.read && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+func drain(w http.ResponseWriter, r *http.Request, started bool, max int64) {
+	if r.ProtoMajor >= 2 || !started && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		return
 	}
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(drainTime))
-	io.CopyN(io.Discard, body.ReadCloser, max)
+	io.CopyN(io.Discard, r.Body, max)
 	rc.SetReadDeadline(time.Time{})
-}
-
-// watchedBody is a request body that notes whether it was read from.
-type watchedBody struct {
-	io.ReadCloser
-	read bool
-}
-
-func (b *watchedBody) Read(p []byte) (int, error) {
-	b.read = true
-	return b.ReadCloser.Read(p)
 }
 
 // Request bodies up to maxPooled bytes are read into buffers kept for
@@ -128,11 +119,11 @@ var buffers sync.Pool // of *[]byte
 
 // readAll reads r to its end into a buffer, from the pool when one is
 // there, charging m (if not nil) for the buffer's memory as it grows:
-// ErrBusy if m's budget cannot take it. size, if not 0, is the length the
-// body announced, plus one: the buffer is made for up to maxPooled of it at
-// once and grows toward it as bytes come, so that a client sending a large
-// body slowly holds no more memory, and no more of the budget, than it has
-// sent.
+// ErrBusy, with what it read, if m's budget cannot take it. size, if not
+// 0, is the length the body announced, plus one: the buffer is made for up
+// to maxPooled of it at once and grows toward it as bytes come, so that a
+// client sending a large body slowly holds no more memory, and no more of
+// the budget, than it has sent.
 func readAll(r io.Reader, size int, m *meter) ([]byte, error) {
 	var b []byte
 	if p, ok := buffers.Get().(*[]byte); ok {
@@ -158,7 +149,7 @@ func readAll(r io.Reader, size int, m *meter) ([]byte, error) {
 				c = min(c, size)
 			}
 			if !m.take(int64(c - charged)) {
-				return nil, ErrBusy
+				return b, ErrBusy
 			}
 			b, charged = append(make([]byte, 0, c), b...), c
 		}
@@ -282,13 +273,18 @@ func (m *meter) take(n int64) bool {
 	if m == nil || n <= 0 {
 		return true
 	}
-	if m.b.used.Add(n) > m.b.max {
-		m.b.used.Add(-n)
-		if !m.refused {
-			m.refused = true
-			m.b.Refused.Add(1)
+	// Never over the budget, even for a moment: Used is a metric.
+	for used := m.b.used.Load(); ; used = m.b.used.Load() {
+		if used+n > m.b.max {
+			if !m.refused {
+				m.refused = true
+				m.b.Refused.Add(1)
+			}
+			return false
 		}
-		return false
+		if m.b.used.CompareAndSwap(used, used+n) {
+			break
+		}
 	}
 	m.charged += n
 	return true

@@ -234,4 +234,19 @@ func TestRefusedBodiesAreAnswered(t *testing.T) {
 		conn.Close()
 		srv.Close()
 	}
+	// A client that waits for 100 Continue, refused before anything was
+	// read, is answered at once, not after the server has waited for a
+	// body it will not send.
+	srv := httptest.NewServer(NewBudget(512 << 10).Wrap(handler))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(drainTime / 2))
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: aitrail\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", limit/2)
+	if status, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.Contains(status, " 503 ") {
+		t.Fatalf("a body waiting for 100 Continue: answered %q (%v), want 503", status, err)
+	}
 }
