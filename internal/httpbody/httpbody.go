@@ -191,6 +191,9 @@ var ErrBusy = apierr.New(http.StatusServiceUnavailable, "pushback",
 type Budget struct {
 	max  int64
 	used atomic.Int64
+	// answers is the part of used charged by ChargeAnswer, at most half
+	// of max.
+	answers atomic.Int64
 	// Refused counts the requests refused for the budget.
 	Refused atomic.Int64
 }
@@ -242,22 +245,36 @@ func Charge(ctx context.Context, n int64) error {
 }
 
 // ChargeAnswer is Charge for what an answer holds (records, content),
-// which no limit on bodies bounds: it charges at most half the budget, so
-// that a large answer is refused only while other requests hold memory,
-// never always.
+// which no limit on bodies bounds. Answers take at most half the budget
+// in all, so that clients reading large answers, or not reading them,
+// always leave ingest the other half; and one answer is charged at most
+// half the budget, so that a large one is refused only while other
+// answers hold memory, never always.
 func ChargeAnswer(ctx context.Context, n int64) error {
-	if m := meterFrom(ctx); m != nil {
-		n = min(n, m.b.max/2)
+	m := meterFrom(ctx)
+	if m == nil || n <= 0 {
+		return nil
 	}
-	return Charge(ctx, n)
+	n = min(n, m.b.max/2)
+	if !reserve(&m.b.answers, n, m.b.max/2) {
+		m.refuse()
+		return ErrBusy
+	}
+	if !m.take(n) {
+		m.b.answers.Add(-n)
+		return ErrBusy
+	}
+	m.answered += n
+	return nil
 }
 
 // meter is what one request has charged to a budget.
 type meter struct {
-	b       *Budget
-	charged int64
-	refused bool
-	kept    bool // released by Keep's caller, not when the handler returns
+	b        *Budget
+	charged  int64 // in all
+	answered int64 // of charged, by ChargeAnswer
+	refused  bool
+	kept     bool // released by Keep's caller, not when the handler returns
 }
 
 type meterKey struct{}
@@ -273,24 +290,37 @@ func (m *meter) take(n int64) bool {
 	if m == nil || n <= 0 {
 		return true
 	}
-	// Never over the budget, even for a moment: Used is a metric.
-	for used := m.b.used.Load(); ; used = m.b.used.Load() {
-		if used+n > m.b.max {
-			if !m.refused {
-				m.refused = true
-				m.b.Refused.Add(1)
-			}
-			return false
-		}
-		if m.b.used.CompareAndSwap(used, used+n) {
-			break
-		}
+	if !reserve(&m.b.used, n, m.b.max) {
+		m.refuse()
+		return false
 	}
 	m.charged += n
 	return true
 }
 
+// refuse counts the meter's request as refused, once.
+func (m *meter) refuse() {
+	if !m.refused {
+		m.refused = true
+		m.b.Refused.Add(1)
+	}
+}
+
+// reserve adds n to v unless that takes it past max; never over max, even
+// for a moment, since Used is a metric.
+func reserve(v *atomic.Int64, n, max int64) bool {
+	for used := v.Load(); ; used = v.Load() {
+		if used+n > max {
+			return false
+		}
+		if v.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
+}
+
 func (m *meter) release() {
 	m.b.used.Add(-m.charged)
-	m.charged = 0
+	m.b.answers.Add(-m.answered)
+	m.charged, m.answered = 0, 0
 }

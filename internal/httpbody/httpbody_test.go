@@ -181,8 +181,35 @@ func TestBudget(t *testing.T) {
 	if used := huge.Used(); used != 0 {
 		t.Errorf("%d bytes still charged after the kept charge was released", used)
 	}
+	// Answers take at most half the budget in all, one answer at most
+	// half of it: unread answers always leave ingest the other half.
+	answers := NewBudget(8 << 20)
+	serve := func(during func(r *http.Request)) {
+		answers.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			during(r)
+		})).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+	}
+	serve(func(r *http.Request) {
+		if err := ChargeAnswer(r.Context(), 100<<20); err != nil || answers.Used() != 4<<20 {
+			t.Errorf("an answer larger than the budget: %v, %d bytes charged; want half the budget", err, answers.Used())
+		}
+		serve(func(r *http.Request) {
+			if err := ChargeAnswer(r.Context(), 1); !errors.Is(err, ErrBusy) {
+				t.Errorf("an answer beside answers holding half the budget: %v, want ErrBusy", err)
+			}
+			if err := Charge(r.Context(), 4<<20); err != nil {
+				t.Errorf("a body of the other half, beside answers holding half: %v", err)
+			}
+		})
+	})
+	if used := answers.Used(); used != 0 {
+		t.Errorf("%d bytes still charged after answers and bodies were done", used)
+	}
 	// Outside any budget nothing is charged or refused.
 	Keep(context.Background())()
+	if err := ChargeAnswer(context.Background(), 1<<40); err != nil {
+		t.Errorf("ChargeAnswer outside any budget: %v", err)
+	}
 	r = httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(big))
 	r.Header.Set("Content-Type", "application/json")
 	if _, _, err := Read(httptest.NewRecorder(), r, limit, "application/json"); err != nil {
