@@ -23,10 +23,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/client"
+	"github.com/aitrail/aitrail/internal/capture/otlp"
 	"github.com/google/uuid"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // runBench drives a running server with concurrent clients and reports
@@ -201,13 +205,27 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 }
 
 // isPushback reports whether an answer asks the client to slow down (429,
-// or a 503 pushback, or a 503 whose body names no cause, as OTLP's
-// protobuf errors do not), which the load generator waits out and retries.
+// or a 503 pushback), which the load generator waits out and retries.
 // Other 503s (a full disk, a stopped log) are failures: the server is not
 // measuring load.
 func isPushback(ae *client.APIError) bool {
-	return ae.Status == http.StatusTooManyRequests ||
-		ae.Status == http.StatusServiceUnavailable && (ae.Code == "pushback" || ae.Code == "http_error")
+	return ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusServiceUnavailable && ae.Code == "pushback"
+}
+
+// otlpError reads the code and message of an OTLP error answer in
+// protobuf, a google.rpc.Status whose ErrorInfo detail names the code.
+func otlpError(body []byte) (code, message string) {
+	var st statuspb.Status
+	if proto.Unmarshal(body, &st) != nil {
+		return "", ""
+	}
+	for _, d := range st.GetDetails() {
+		var info errdetails.ErrorInfo
+		if d.UnmarshalTo(&info) == nil && info.GetDomain() == otlp.ErrorDomain {
+			return info.GetReason(), st.GetMessage()
+		}
+	}
+	return "", ""
 }
 
 // lagWatch follows the query index's lag behind the log
@@ -317,6 +335,8 @@ func (p *poster) post(path, contentType string, body []byte, check func([]byte) 
 		}
 		if json.Unmarshal(resp.Body(), &eb) == nil && eb.Error.Code != "" {
 			ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
+		} else if code, msg := otlpError(resp.Body()); code != "" {
+			ae.Code, ae.Message = code, msg
 		}
 		return ae
 	}

@@ -14,6 +14,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/aitrail/aitrail/internal/capture/otlp"
 )
 
 func postN(s *server, prefix string, n int) {
@@ -268,20 +275,32 @@ func TestBenchAndMetrics(t *testing.T) {
 	// Pushback is waited out; a server refusing for another reason (its
 	// disk is full) fails the run.
 	var answered atomic.Int64
+	// OTLP errors are protobuf, their code in an ErrorInfo detail.
 	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		code := "pushback"
 		if answered.Add(1) > 20 {
 			code = "insufficient_storage"
 		}
 		w.Header().Set("Retry-After", "1")
+		if strings.HasPrefix(r.URL.Path, "/otlp/") {
+			info, _ := anypb.New(&errdetails.ErrorInfo{Reason: code, Domain: otlp.ErrorDomain})
+			body, _ := proto.Marshal(&statuspb.Status{Code: 14, Message: "m", Details: []*anypb.Any{info}})
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write(body)
+			return
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, `{"error":{"code":%q,"message":"m"}}`, code)
 	}))
 	defer refusing.Close()
-	code, out, errOut = runCLI("bench", "--url", refusing.URL, "--token", adminToken, "--clients", "1", "--duration", "1s", "--json")
-	var refused struct{ Pushbacks, Failures int }
-	if json.Unmarshal([]byte(out), &refused) != nil || code != 1 || refused.Pushbacks != 20 || refused.Failures == 0 || !strings.Contains(errOut, "insufficient_storage") {
-		t.Errorf("bench against a server pushing back, then out of disk: exit %d %q %s", code, out, errOut)
+	for _, otlpFlag := range []string{"--otlp=false", "--otlp"} {
+		answered.Store(0)
+		code, out, errOut = runCLI("bench", "--url", refusing.URL, "--token", adminToken, "--clients", "1", "--duration", "1s", "--json", otlpFlag)
+		var refused struct{ Pushbacks, Failures int }
+		if json.Unmarshal([]byte(out), &refused) != nil || code != 1 || refused.Pushbacks != 20 || refused.Failures == 0 || !strings.Contains(errOut, "insufficient_storage") {
+			t.Errorf("bench %s against a server pushing back, then out of disk: exit %d %q %s", otlpFlag, code, out, errOut)
+		}
 	}
 	code, out, errOut = runCLI("bench-disk", "--dir", t.TempDir(), "--duration", "200ms")
 	if code != 0 || !strings.Contains(out, "records/s") {

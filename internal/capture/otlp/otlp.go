@@ -29,10 +29,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/authz"
@@ -351,6 +353,11 @@ func marshal(m marshaler, enc encoding) ([]byte, error) {
 	return m.MarshalProto()
 }
 
+// ErrorDomain is the domain of the google.rpc.ErrorInfo detail in every
+// error answer, whose reason is the error's code (pushback,
+// insufficient_storage, too_large ...).
+const ErrorDomain = "aitrail"
+
 // writeError answers with the status an error maps to and, as the OTLP
 // specification asks, a google.rpc.Status in the request's encoding.
 // Pushback and unavailability are 503 with Retry-After, which OTLP exporters
@@ -381,6 +388,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, enc encodin
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	}
 	st := &statuspb.Status{Code: int32(grpcCode(ae.Status)), Message: ae.Message}
+	// The error's code, as the JSON errors of the rest of the API carry it,
+	// in the detail google.rpc defines for a machine-readable reason.
+	if info, err := anypb.New(&errdetails.ErrorInfo{Reason: ae.Code, Domain: ErrorDomain}); err == nil {
+		st.Details = []*anypb.Any{info}
+	}
 	var body []byte
 	if enc == encJSON {
 		body, err = protojson.Marshal(st)
