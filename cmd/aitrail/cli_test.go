@@ -179,6 +179,28 @@ func TestQueryCLI(t *testing.T) {
 		t.Fatalf("query without a token: %d %s", code, errOut)
 	}
 	s.stop()
+	// A page the server pushes back (it holds as many large answers as its
+	// memory allows) is asked for again; other errors end the query.
+	var asked atomic.Int64
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch n := asked.Add(1); {
+		case n <= 2:
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":{"code":"pushback","message":"busy"}}`)
+		case n == 3:
+			fmt.Fprint(w, `{"events":[{"id":"p1","index":0}],"next_cursor":"c"}`)
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":{"code":"invalid_query","message":"bad cursor"}}`)
+		}
+	}))
+	defer busy.Close()
+	code, out, errOut = runCLI("query", "--url", busy.URL, "--token", adminToken)
+	if code != 1 || strings.Count(errOut, "retrying") != 2 || !strings.Contains(out, `"id":"p1"`) || !strings.Contains(errOut, "bad cursor") {
+		t.Fatalf("query against a server pushing back twice, then failing: %d %q %s", code, out, errOut)
+	}
 }
 
 // TestTailCLI follows new events as they are written.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -90,7 +91,7 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 			page = min(page, *limit-printed)
 		}
 		v.Set("limit", fmt.Sprint(page))
-		p, err := c.Query(context.Background(), v)
+		p, err := queryPage(c, v, stderr)
 		if err != nil {
 			return err
 		}
@@ -102,6 +103,27 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		v.Set("cursor", p.NextCursor)
+	}
+}
+
+// pushbackPatience is how long query retries a page the server pushes
+// back.
+const pushbackPatience = time.Minute
+
+// queryPage is c.Query, retried after the server's Retry-After while it
+// pushes back (503 and 429 answers: it is holding as many large answers
+// as its memory allows), for at most pushbackPatience.
+func queryPage(c *client.Client, v url.Values, stderr io.Writer) (client.Page, error) {
+	give := time.Now().Add(pushbackPatience)
+	for {
+		p, err := c.Query(context.Background(), v)
+		var ae *client.APIError
+		if err == nil || !errors.As(err, &ae) || !ae.Temporary() || time.Now().After(give) {
+			return p, err
+		}
+		wait := max(ae.RetryAfter, 100*time.Millisecond)
+		fmt.Fprintf(stderr, "aitrail query: %v (retrying in %s)\n", err, wait)
+		time.Sleep(wait)
 	}
 }
 
