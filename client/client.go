@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -201,8 +202,23 @@ func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
 
 // fetchTile returns a tile or entry bundle by its C2SP path.
 func (c *Client) fetchTile(ctx context.Context, path string) ([]byte, error) {
-	return c.do(ctx, http.MethodGet, "/log/"+path, nil, "")
+	give := time.Now().Add(tilePatience)
+	for {
+		data, err := c.do(ctx, http.MethodGet, "/log/"+path, nil, "")
+		var ae *APIError
+		if err == nil || !errors.As(err, &ae) || !ae.Temporary() || time.Now().After(give) {
+			return data, err
+		}
+		// Pushed back (an entry bundle is a large answer): wait as told.
+		if err := sleep(ctx, max(ae.RetryAfter, DefaultMinBackoff)); err != nil {
+			return nil, err
+		}
+	}
 }
+
+// tilePatience is how long fetching a tile or entry bundle retries while
+// the server pushes back.
+const tilePatience = time.Minute
 
 // Deployment is one deploy or retire of a model version, as the server's
 // model registry reports it.

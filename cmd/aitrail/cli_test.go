@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +61,24 @@ func TestRemoteVerify(t *testing.T) {
 	}
 	if code, out := verify(s, adminToken); code != 0 || !strings.Contains(out, "300 records") || !strings.Contains(out, "300 new entries re-hashed") {
 		t.Fatalf("first verify: %d %s", code, out)
+	}
+	// An entry bundle the server pushes back (a large answer while its
+	// memory for answers is taken) is fetched again after Retry-After.
+	var pushed atomic.Int64
+	target, _ := url.Parse(s.url)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/log/tile/entries/") && pushed.Add(1) <= 2 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":{"code":"pushback","message":"busy"}}`)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	code, out, errOut := runCLI("verify", "--url", front.URL, "--key", vkey, "--token", adminToken)
+	if code != 0 || pushed.Load() <= 2 || !strings.Contains(out+errOut, "300 new entries re-hashed") {
+		t.Fatalf("verify through pushback of entry bundles: %d %s%s", code, out, errOut)
 	}
 	postN(s, "b", 200)
 	if code, out := verify(s, adminToken); code != 0 || !strings.Contains(out, "consistent with the trusted checkpoint of 300") || !strings.Contains(out, "200 new entries") {
