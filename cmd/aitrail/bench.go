@@ -28,7 +28,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/valyala/fasthttp"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -219,13 +218,7 @@ func otlpError(body []byte) (code, message string) {
 	if proto.Unmarshal(body, &st) != nil {
 		return "", ""
 	}
-	for _, d := range st.GetDetails() {
-		var info errdetails.ErrorInfo
-		if d.UnmarshalTo(&info) == nil && info.GetDomain() == otlp.ErrorDomain {
-			return info.GetReason(), st.GetMessage()
-		}
-	}
-	return "", ""
+	return otlp.ErrorCode(&st), st.GetMessage()
 }
 
 // lagWatch follows the query index's lag behind the log

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aitrail/aitrail/internal/alerting"
+	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/capture/otlp"
 	"github.com/aitrail/aitrail/internal/capture/proxy"
@@ -540,7 +541,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			stopFollowers()
 			return fmt.Errorf("couldn't listen on ops_addr: %w", err)
 		}
-		ops = &http.Server{Handler: opsHandler(handler), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		ops = &http.Server{Handler: opsHandler(handler, api.WriteError), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	}
 	srv := &http.Server{
@@ -635,16 +636,14 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 }
 
 // opsHandler serves the operational endpoints of api, the API's handler,
-// and answers anything else 404.
-func opsHandler(api http.Handler) http.Handler {
+// and answers anything else 404 as the API answers its errors.
+func opsHandler(api http.Handler, writeError func(http.ResponseWriter, *http.Request, error)) http.Handler {
 	mux := http.NewServeMux()
 	for _, path := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
 		mux.Handle(path, api)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprint(w, `{"error":{"code":"not_found","message":"this address serves only /healthz, /readyz and /metrics"}}`+"\n")
+		writeError(w, r, apierr.New(http.StatusNotFound, "not_found", "this address serves only /healthz, /readyz and /metrics"))
 	})
 	return mux
 }

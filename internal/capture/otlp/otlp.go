@@ -358,6 +358,18 @@ func marshal(m marshaler, enc encoding) ([]byte, error) {
 // insufficient_storage, too_large ...).
 const ErrorDomain = "aitrail"
 
+// ErrorCode returns the code an error answer of this receiver names in
+// its ErrorInfo detail, "" if it names none.
+func ErrorCode(st *statuspb.Status) string {
+	for _, d := range st.GetDetails() {
+		var info errdetails.ErrorInfo
+		if d.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorDomain {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 // writeError answers with the status an error maps to and, as the OTLP
 // specification asks, a google.rpc.Status in the request's encoding.
 // Pushback and unavailability are 503 with Retry-After, which OTLP exporters

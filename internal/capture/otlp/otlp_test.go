@@ -17,7 +17,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -346,8 +345,8 @@ func TestPushback(t *testing.T) {
 		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 			t.Errorf("%s: status %d, Retry-After %q; want 503 with Retry-After", ct, w.Code, w.Header().Get("Retry-After"))
 		}
-		if st := status(t, w); !strings.Contains(st.GetMessage(), "capacity") || reason(t, st) != "pushback" {
-			t.Errorf("%s: status message %q, reason %q; want pushback", ct, st.GetMessage(), reason(t, st))
+		if st := status(t, w); !strings.Contains(st.GetMessage(), "capacity") || ErrorCode(st) != "pushback" {
+			t.Errorf("%s: status message %q, reason %q; want pushback", ct, st.GetMessage(), ErrorCode(st))
 		}
 	}
 }
@@ -368,23 +367,10 @@ func status(t *testing.T, w *httptest.ResponseRecorder) *statuspb.Status {
 	if err != nil {
 		t.Fatalf("error body %q is not a google.rpc.Status: %v", w.Body, err)
 	}
-	if reason(t, st) == "" {
+	if ErrorCode(st) == "" {
 		t.Fatalf("error body %q names no reason", w.Body)
 	}
 	return st
-}
-
-// reason is the error code a google.rpc.Status carries in its ErrorInfo
-// detail.
-func reason(t *testing.T, st *statuspb.Status) string {
-	t.Helper()
-	for _, d := range st.GetDetails() {
-		var info errdetails.ErrorInfo
-		if d.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorDomain {
-			return info.GetReason()
-		}
-	}
-	return ""
 }
 
 func TestBadInput(t *testing.T) {

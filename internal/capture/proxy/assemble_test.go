@@ -68,7 +68,7 @@ func FuzzStream(f *testing.F) {
 			op *operation
 		}{{openAI, &openAI.ops[0]}, {openAI, &openAI.ops[1]}, {anthropic, &anthropic.ops[0]}} {
 			o := newOutput(c.p, c.op, true, 1<<16, nil)
-			o.write(b)
+			o.take(b)
 			_, content, _ := o.result()
 			if !json.Valid(content) {
 				t.Fatalf("%s %s: assembled %q", c.p.name, c.op.action, content)
@@ -97,7 +97,7 @@ func FuzzBodies(f *testing.F) {
 			t.Fatalf("parse(%q) = %v, want a 400 with a message", b, err)
 		}
 		o := newOutput(openAI, &openAI.ops[0], false, 1<<16, nil)
-		o.write(b)
+		o.take(b)
 		if _, content, _ := o.result(); len(b) > 0 && !json.Valid(content) {
 			t.Fatalf("answer %q kept as %q", b, content)
 		}
@@ -125,7 +125,7 @@ func TestWholeAnswers(t *testing.T) {
 		{`{"choices":"not a list","id":"c1"`, "", true},
 	} {
 		o := newOutput(openAI, &openAI.ops[0], false, 1<<20, nil)
-		o.write([]byte(tc.body))
+		o.take([]byte(tc.body))
 		a, content, truncated := o.result()
 		if truncated || a.model != tc.model {
 			t.Errorf("%q: model %q, truncated %v; want %q", tc.body, a.model, truncated, tc.model)

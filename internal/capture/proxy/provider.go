@@ -308,13 +308,10 @@ func newOutput(p *provider, op *operation, streamed bool, limit int, charge func
 	return o
 }
 
-// write takes the next piece of the body, up to limit bytes in all and as
-// far as memory allows.
-func (o *output) write(b []byte) { o.take(b) }
-
-// take is write, returning how many bytes of b it took: all of them, or
-// fewer once the limit is reached or memory is refused, and then the
-// output is truncated and takes no more.
+// take takes the next piece of the body, up to limit bytes in all and as
+// far as memory allows, and returns how many bytes of b it took: all of
+// them, or fewer once the limit is reached or memory is refused, and then
+// the output is truncated and takes no more.
 func (o *output) take(b []byte) int {
 	n := min(len(b), o.limit-o.seen)
 	if o.sse != nil {

@@ -410,7 +410,7 @@ func (t *tap) Read(p []byte) (int, error) {
 			c.firstByte = max(time.Since(c.start), time.Nanosecond)
 		}
 		if t.collect {
-			c.out.write(p[:n])
+			c.out.take(p[:n])
 		}
 	}
 	switch {
