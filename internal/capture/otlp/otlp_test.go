@@ -34,11 +34,18 @@ type fakeLedger struct {
 	keys     map[string]uint64
 	appends  int
 	pushback bool
+	// held, if set, receives each Append before it takes its items, and
+	// the Append waits until release is closed: a commit in progress.
+	held, release chan struct{}
 }
 
 func (l *fakeLedger) Err() error { return nil }
 
 func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
+	if l.held != nil {
+		l.held <- struct{}{}
+		<-l.release
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.pushback {
@@ -303,6 +310,42 @@ func TestResentBatchStoresNothingNew(t *testing.T) {
 	}
 	if n := len(l.stored(t)); n != 1 {
 		t.Errorf("stored %d records after sending the batch 3 times, want 1", n)
+	}
+}
+
+// TestAnswersOnlyWhatIsDurable checks that an exporter is told its spans
+// are recorded only once the ledger has taken them: while the append waits
+// for its commit, the export has no answer, so a crash then cannot lose a
+// span the exporter was told was kept.
+func TestAnswersOnlyWhatIsDurable(t *testing.T) {
+	h, l := newHandler(t, Options{})
+	l.held, l.release = make(chan struct{}, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(authz.WithPrincipal(r.Context(), rootPrincipal)))
+	}))
+	defer srv.Close()
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(srv.URL+TracesPath, mediaProto, bytes.NewReader(encodeTraces(t, traces(), false)))
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	<-l.held
+	select {
+	case code := <-answered:
+		t.Fatalf("the export was answered (%d) while its append had not returned", code)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(l.release)
+	if code := <-answered; code != http.StatusOK {
+		t.Fatalf("status %d once the append returned, want 200", code)
+	}
+	if n := len(l.stored(t)); n != 1 {
+		t.Errorf("stored %d records, want 1", n)
 	}
 }
 

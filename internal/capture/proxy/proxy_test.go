@@ -36,11 +36,18 @@ type fakeLedger struct {
 	mu      sync.Mutex
 	err     error
 	records [][]byte
+	// held, if set, receives each Append before it takes its items, and
+	// the Append waits until release is closed: a commit in progress.
+	held, release chan struct{}
 }
 
 func (l *fakeLedger) Err() error { return nil }
 
 func (l *fakeLedger) Append(_ context.Context, items []ledger.Item) (ledger.Receipt, error) {
+	if l.held != nil {
+		l.held <- struct{}{}
+		<-l.release
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
@@ -131,6 +138,46 @@ func TestRefusesWhenTheLogCannotRecord(t *testing.T) {
 	}
 	if n := len(up.Requests()); n != 0 {
 		t.Fatalf("the provider received %d requests", n)
+	}
+}
+
+// TestForwardsOnlyWhatIsDurable checks that a call reaches the provider
+// only once the ledger has taken its request event: while that append
+// waits for its commit, the provider has seen nothing, so a crash then
+// cannot leave a forwarded call unrecorded.
+func TestForwardsOnlyWhatIsDurable(t *testing.T) {
+	for _, path := range []string{"/openai/v1/chat/completions", "/anthropic/v1/messages"} {
+		up := fakeprovider.New()
+		defer up.Close()
+		// Room for the outcome event's append too, which follows the answer.
+		led := &fakeLedger{held: make(chan struct{}, 2), release: make(chan struct{})}
+		srv := newServer(t, led, up)
+		answered := make(chan int, 1)
+		go func() {
+			req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Authorization", "Bearer "+rootToken)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				answered <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			answered <- resp.StatusCode
+		}()
+		<-led.held
+		time.Sleep(200 * time.Millisecond)
+		if n := len(up.Requests()); n != 0 {
+			t.Errorf("%s: the provider received the call while its request event was not yet appended", path)
+		}
+		close(led.release)
+		if code := <-answered; code != http.StatusOK {
+			t.Fatalf("%s: status %d once the request event was appended, want 200", path, code)
+		}
+		if n := len(up.Requests()); n != 1 {
+			t.Errorf("%s: the provider received %d calls, want 1", path, n)
+		}
 	}
 }
 
