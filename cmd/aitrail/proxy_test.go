@@ -344,6 +344,20 @@ func TestOpenAIProxy(t *testing.T) {
 			"attributes/http.response.status_code": nil})
 	})
 
+	t.Run("stream fails after its status", func(t *testing.T) {
+		var resp *http.Response
+		stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{Model: fakeprovider.ModelFailMidStream,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}, option.WithResponseInto(&resp))
+		for stream.Next() {
+		}
+		if err := stream.Err(); err == nil || !strings.Contains(err.Error(), "fake failure mid-stream") {
+			t.Fatalf("the client saw %v, want the provider's error", err)
+		}
+		check(t, "outcome event", e.outcome(resp.Header.Get("X-Aitrail-Event-Id")), map[string]any{
+			"outcome": "failure", "attributes/error.type": fakeprovider.StreamErrorType,
+			"attributes/http.response.status_code": 200, "decrypted_content/error/type": fakeprovider.StreamErrorType})
+	})
+
 	t.Run("client disconnects mid-stream", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		var resp *http.Response
@@ -413,6 +427,19 @@ func TestAnthropicProxy(t *testing.T) {
 		if text := out["decrypted_content"].(map[string]any)["content"].([]any)[0].(map[string]any)["text"]; text != fakeprovider.Reply {
 			t.Errorf("assembled text %v", text)
 		}
+	})
+
+	t.Run("stream fails after its status", func(t *testing.T) {
+		var resp *http.Response
+		stream := client.Messages.NewStreaming(ctx, params(fakeprovider.ModelFailMidStream), aoption.WithResponseInto(&resp))
+		for stream.Next() {
+		}
+		if err := stream.Err(); err == nil || !strings.Contains(err.Error(), fakeprovider.StreamErrorType) {
+			t.Fatalf("the client saw %v, want the provider's error", err)
+		}
+		check(t, "outcome event", e.outcome(resp.Header.Get("X-Aitrail-Event-Id")), map[string]any{
+			"outcome": "failure", "attributes/error.type": fakeprovider.StreamErrorType,
+			"decrypted_content/error/type": fakeprovider.StreamErrorType})
 	})
 
 	t.Run("upstream 400", func(t *testing.T) {

@@ -9,7 +9,10 @@
 // The requested model chooses the behaviour: ModelFail400 and ModelFail500
 // answer with the provider's error body, ModelHang sends nothing until the
 // caller gives up, ModelHangMidStream sends the first event of a stream and
-// then nothing; any other model answers Reply. A request carrying
+// then nothing, ModelFailMidStream streams the first piece of Reply and
+// then the provider's error as that API sends one in a stream, and
+// ModelEndMidStream streams the first piece and ends there; any other model
+// answers Reply. A request carrying
 // HeaderDelay is answered that long after it arrives, as a model takes time
 // to think.
 package fakeprovider
@@ -30,6 +33,11 @@ const (
 	ModelFail500       = "fail-500"
 	ModelHang          = "hang"
 	ModelHangMidStream = "hang-mid-stream"
+	ModelFailMidStream = "fail-mid-stream"
+	ModelEndMidStream  = "end-mid-stream"
+	// StreamErrorType is the error type ModelFailMidStream's error names:
+	// OpenAI's type (chat) or code (Responses), Anthropic's type.
+	StreamErrorType = "overloaded_error"
 	// Reply is the text every successful answer carries, in the pieces
 	// ReplyPieces when streamed.
 	Reply = "Hello from upstream"
@@ -55,6 +63,7 @@ var ReplyPieces = []string{"Hello", " from", " upstream"}
 // Request is a request the fake received.
 type Request struct {
 	Method, Path string
+	EscapedPath  string // Path as sent
 	Header       http.Header
 	Body         []byte
 }
@@ -112,7 +121,7 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	if u.record {
 		u.mu.Lock()
-		u.requests = append(u.requests, Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		u.requests = append(u.requests, Request{Method: r.Method, Path: r.URL.Path, EscapedPath: r.URL.EscapedPath(), Header: r.Header.Clone(), Body: body})
 		u.mu.Unlock()
 	}
 	var req struct {
@@ -182,6 +191,12 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
 			return
 		}
+		if e.piece && (req.Model == ModelFailMidStream || req.Model == ModelEndMidStream) {
+			if req.Model == ModelFailMidStream {
+				fmt.Fprint(w, streamError(r.URL.Path))
+			}
+			return
+		}
 		if e.piece && !paused && u.pause != nil {
 			paused = true
 			select {
@@ -191,6 +206,22 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// streamError is the error event a provider sends in a stream it cannot
+// finish, after its 200, on the API of path.
+func streamError(path string) string {
+	switch path {
+	case "/v1/responses":
+		return "event: response.failed\ndata: " + js(map[string]any{"type": "response.failed", "response": map[string]any{
+			"id": "resp_fake", "object": "response", "status": "failed",
+			"error": map[string]any{"code": StreamErrorType, "message": "fake failure mid-stream"}}}) + "\n\n"
+	case "/v1/messages":
+		return "event: error\ndata: " + js(map[string]any{"type": "error",
+			"error": map[string]any{"type": StreamErrorType, "message": "fake failure mid-stream"}}) + "\n\n"
+	}
+	return "data: " + js(map[string]any{"error": map[string]any{"message": "fake failure mid-stream",
+		"type": StreamErrorType, "param": nil, "code": nil}}) + "\n\n"
 }
 
 // render encodes the answer to a call, or reports that the path is not

@@ -29,6 +29,7 @@ type messageStream struct {
 	message map[string]any
 	blocks  []*messageBlock
 	stop    map[string]any // stop_reason and stop_sequence
+	stopped bool           // message_stop came
 	err     json.RawMessage
 }
 
@@ -78,6 +79,8 @@ func (s *messageStream) event(name string, data []byte) {
 		if e.Usage != nil {
 			s.a.usage.merge(*e.Usage)
 		}
+	case "message_stop":
+		s.stopped = true
 	case "error":
 		s.err = e.Error
 	}
@@ -131,4 +134,16 @@ func (s *messageStream) result() (answer, json.RawMessage) {
 		m["error"] = s.err
 	}
 	return s.a, mustJSON(m)
+}
+
+// failure: an error event (overloaded_error, say, sent after the 200), or
+// an end before message_stop with no stop reason known.
+func (s *messageStream) failure() string {
+	if isSet(s.err) {
+		return errorType(s.err, "type")
+	}
+	if r, _ := s.stop["stop_reason"].(string); !s.stopped && r == "" {
+		return errIncompleteStream
+	}
+	return ""
 }

@@ -31,6 +31,35 @@ func TestAssembleToolCalls(t *testing.T) {
 		t.Fatalf("chat: %v %s", a, content)
 	}
 
+	// Parallel calls, streamed interleaved and told apart by index, with
+	// the usage, fingerprint and log probabilities the unstreamed answer
+	// would carry.
+	chat = openAI.newStream(&openAI.ops[0])
+	for _, c := range []string{
+		`{"id":"c2","model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"logprobs":{"content":[{"token":"a","logprob":-0.5}],"refusal":null}}]}`,
+		`{"id":"c2","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_time","arguments":""}}]}}]}`,
+		`{"id":"c2","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Paris\"}"}}]},"logprobs":{"content":[{"token":"b","logprob":-1}],"refusal":null}}]}`,
+		`{"id":"c2","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"{\"tz\":\"CET\"}"}}]},"finish_reason":"tool_calls"}],"usage":null}`,
+		`{"id":"c2","model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":2}}}`,
+		`[DONE]`,
+	} {
+		chat.event("", []byte(c))
+	}
+	a, content = chat.result()
+	for _, want := range []string{
+		`"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_a","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}},{"id":"call_b","type":"function","function":{"name":"get_time","arguments":"{\"tz\":\"CET\"}"}}]}`,
+		`"logprobs":{"content":[{"token":"a","logprob":-0.5},{"token":"b","logprob":-1}],"refusal":null}`,
+		`"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":2}}`,
+		`"system_fingerprint":"fp_1"`,
+	} {
+		if !strings.Contains(string(content), want) {
+			t.Errorf("parallel calls: %s\nlacks %s", content, want)
+		}
+	}
+	if f := chat.failure(); f != "" {
+		t.Errorf("parallel calls: failure %q, want none", f)
+	}
+
 	msg := anthropic.newStream(&anthropic.ops[0])
 	for _, e := range []string{
 		`{"type":"message_start","message":{"id":"msg_1","model":"claude","role":"assistant","content":[],"usage":{"input_tokens":5,"cache_read_input_tokens":2}}}`,
@@ -52,6 +81,51 @@ func TestAssembleToolCalls(t *testing.T) {
 		attrs["gen_ai.usage.input_tokens"] != 7.0 || attrs["gen_ai.usage.output_tokens"] != 12.0 ||
 		attrs["gen_ai.response.finish_reasons"] != "tool_use" {
 		t.Fatalf("anthropic: %v %s", attrs, content)
+	}
+}
+
+// TestStreamFailures checks how each assembler tells a complete stream
+// from one that failed or ended early, for streams that end cleanly.
+func TestStreamFailures(t *testing.T) {
+	chunk := `{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}]}`
+	finished := `{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`
+	text := `{"type":"content_block_delta","index":0,"delta":{"text":"x"}}`
+	for _, tc := range []struct {
+		name   string
+		op     *operation
+		events []string
+		want   string
+	}{
+		{"chat complete", &openAI.ops[0], []string{chunk, finished, "[DONE]"}, ""},
+		{"chat finished, no [DONE]", &openAI.ops[0], []string{chunk, finished}, ""},
+		{"chat cut", &openAI.ops[0], []string{chunk}, "incomplete_stream"},
+		{"chat empty", &openAI.ops[0], nil, "incomplete_stream"},
+		{"chat error", &openAI.ops[0], []string{chunk, `{"error":{"message":"m","type":"server_error","code":null}}`}, "server_error"},
+		{"chat error without type", &openAI.ops[0], []string{chunk, `{"error":{"message":"m"}}`}, "provider_error"},
+		{"responses complete", &openAI.ops[1], []string{`{"type":"response.completed","response":{"id":"r","status":"completed"}}`}, ""},
+		{"responses incomplete", &openAI.ops[1], []string{`{"type":"response.incomplete","response":{"id":"r","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}}`}, ""},
+		{"responses failed", &openAI.ops[1], []string{`{"type":"response.failed","response":{"id":"r","status":"failed","error":{"code":"server_error","message":"m"}}}`}, "server_error"},
+		{"responses error event", &openAI.ops[1], []string{`{"type":"error","code":"rate_limit_exceeded","message":"m"}`}, "rate_limit_exceeded"},
+		{"responses cut", &openAI.ops[1], []string{`{"type":"response.output_text.delta","delta":"x"}`}, "incomplete_stream"},
+		{"anthropic complete", &anthropic.ops[0], []string{text, `{"type":"message_delta","delta":{"stop_reason":"end_turn"}}`, `{"type":"message_stop"}`}, ""},
+		{"anthropic stop reason, no message_stop", &anthropic.ops[0], []string{text, `{"type":"message_delta","delta":{"stop_reason":"end_turn"}}`}, ""},
+		{"anthropic cut", &anthropic.ops[0], []string{text}, "incomplete_stream"},
+		{"anthropic error", &anthropic.ops[0], []string{text, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`}, "overloaded_error"},
+	} {
+		p := openAI
+		if tc.op == &anthropic.ops[0] {
+			p = anthropic
+		}
+		s := p.newStream(tc.op)
+		for _, e := range tc.events {
+			s.event("", []byte(e))
+		}
+		if got := s.failure(); got != tc.want {
+			t.Errorf("%s: failure %q, want %q", tc.name, got, tc.want)
+		}
+		if _, content := s.result(); !json.Valid(content) {
+			t.Errorf("%s: assembled %q", tc.name, content)
+		}
 	}
 }
 

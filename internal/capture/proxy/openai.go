@@ -33,13 +33,20 @@ var openAI = &provider{
 type chatStream struct {
 	a       answer
 	created float64
-	choices []*chatChoice
+	// fingerprint and tier are system_fingerprint and service_tier, and
+	// usageJSON the usage object as the provider sent it.
+	fingerprint, tier string
+	usageJSON         json.RawMessage
+	choices           []*chatChoice
+	done              bool            // [DONE] came
+	err               json.RawMessage // an error object sent in the stream
 }
 
 type chatChoice struct {
-	Index        int         `json:"index"`
-	Message      chatMessage `json:"message"`
-	FinishReason *string     `json:"finish_reason"`
+	Index        int           `json:"index"`
+	Message      chatMessage   `json:"message"`
+	Logprobs     *chatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 	content      strings.Builder
 	refusal      strings.Builder
 }
@@ -51,40 +58,73 @@ type chatMessage struct {
 	ToolCalls []*chatToolCall `json:"tool_calls,omitempty"`
 }
 
+// chatLogprobs are a choice's log probabilities, each chunk's appended.
+type chatLogprobs struct {
+	Content []json.RawMessage `json:"content"`
+	Refusal []json.RawMessage `json:"refusal"`
+}
+
 type chatToolCall struct {
-	Index    int    `json:"-"`
-	ID       string `json:"id,omitempty"`
-	Type     string `json:"type,omitempty"`
-	Function struct {
-		Name      string `json:"name"`
-		Arguments string `json:"arguments"`
-	} `json:"function"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function chatFunction `json:"function"`
+	index    int          // which of the choice's calls, as the deltas number them
+}
+
+type chatFunction struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// chatToolCallDelta is a piece of a streamed tool call. Parallel calls are
+// streamed interleaved, told apart by index.
+type chatToolCallDelta struct {
+	Index    int          `json:"index"`
+	ID       string       `json:"id"`
+	Type     string       `json:"type"`
+	Function chatFunction `json:"function"`
 }
 
 func (s *chatStream) event(_ string, data []byte) {
-	var c struct {
-		ID      string  `json:"id"`
-		Model   string  `json:"model"`
-		Created float64 `json:"created"`
-		Choices []struct {
-			Index int `json:"index"`
-			Delta struct {
-				Role      string         `json:"role"`
-				Content   string         `json:"content"`
-				Refusal   string         `json:"refusal"`
-				ToolCalls []chatToolCall `json:"tool_calls"`
-			} `json:"delta"`
-			FinishReason string `json:"finish_reason"`
-		} `json:"choices"`
-		Usage *usage `json:"usage"`
-	}
-	if json.Unmarshal(data, &c) != nil { // [DONE], or not a chunk
+	if string(data) == "[DONE]" {
+		s.done = true
 		return
 	}
+	var c struct {
+		ID          string  `json:"id"`
+		Model       string  `json:"model"`
+		Created     float64 `json:"created"`
+		Fingerprint string  `json:"system_fingerprint"`
+		Tier        string  `json:"service_tier"`
+		Choices     []struct {
+			Index int `json:"index"`
+			Delta struct {
+				Role      string              `json:"role"`
+				Content   string              `json:"content"`
+				Refusal   string              `json:"refusal"`
+				ToolCalls []chatToolCallDelta `json:"tool_calls"`
+			} `json:"delta"`
+			Logprobs     *chatLogprobs `json:"logprobs"`
+			FinishReason string        `json:"finish_reason"`
+		} `json:"choices"`
+		Usage json.RawMessage `json:"usage"`
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(data, &c) != nil { // not a chunk
+		return
+	}
+	if isSet(c.Error) {
+		s.err = c.Error
+	}
 	s.a.id, s.a.model = firstNonEmpty(s.a.id, c.ID), firstNonEmpty(s.a.model, c.Model)
+	s.fingerprint, s.tier = firstNonEmpty(c.Fingerprint, s.fingerprint), firstNonEmpty(c.Tier, s.tier)
 	s.created = max(s.created, c.Created)
-	if c.Usage != nil {
-		s.a.usage.merge(*c.Usage)
+	if isSet(c.Usage) {
+		var u usage
+		if json.Unmarshal(c.Usage, &u) == nil {
+			s.a.usage.merge(u)
+			s.usageJSON = c.Usage
+		}
 	}
 	for _, d := range c.Choices {
 		ch := s.choice(d.Index)
@@ -94,10 +134,17 @@ func (s *chatStream) event(_ string, data []byte) {
 		if d.FinishReason != "" {
 			ch.FinishReason = &d.FinishReason
 		}
+		if lp := d.Logprobs; lp != nil {
+			if ch.Logprobs == nil {
+				ch.Logprobs = &chatLogprobs{}
+			}
+			ch.Logprobs.Content = append(ch.Logprobs.Content, lp.Content...)
+			ch.Logprobs.Refusal = append(ch.Logprobs.Refusal, lp.Refusal...)
+		}
 		for _, tc := range d.Delta.ToolCalls {
-			i := slices.IndexFunc(ch.Message.ToolCalls, func(t *chatToolCall) bool { return t.Index == tc.Index })
+			i := slices.IndexFunc(ch.Message.ToolCalls, func(t *chatToolCall) bool { return t.index == tc.Index })
 			if i < 0 {
-				ch.Message.ToolCalls = append(ch.Message.ToolCalls, &chatToolCall{Index: tc.Index})
+				ch.Message.ToolCalls = append(ch.Message.ToolCalls, &chatToolCall{index: tc.Index})
 				i = len(ch.Message.ToolCalls) - 1
 			}
 			t := ch.Message.ToolCalls[i]
@@ -124,8 +171,14 @@ func (s *chatStream) result() (answer, json.RawMessage) {
 	a := s.a
 	a.finishReasons = nil
 	for _, c := range s.choices {
+		slices.SortStableFunc(c.Message.ToolCalls, func(a, b *chatToolCall) int { return a.index - b.index })
 		content, refusal := c.content.String(), c.refusal.String()
+		// As unstreamed: null content for a message of only tool calls or
+		// a refusal.
 		c.Message.Content = &content
+		if content == "" && (len(c.Message.ToolCalls) > 0 || refusal != "") {
+			c.Message.Content = nil
+		}
 		if refusal != "" {
 			c.Message.Refusal = &refusal
 		}
@@ -137,19 +190,43 @@ func (s *chatStream) result() (answer, json.RawMessage) {
 	if s.created != 0 {
 		out["created"] = s.created
 	}
-	if u := s.a.usage; u != (usage{}) {
-		out["usage"] = u
+	if s.fingerprint != "" {
+		out["system_fingerprint"] = s.fingerprint
+	}
+	if s.tier != "" {
+		out["service_tier"] = s.tier
+	}
+	if s.usageJSON != nil {
+		out["usage"] = s.usageJSON
+	}
+	if s.err != nil {
+		out["error"] = s.err
 	}
 	return a, mustJSON(out)
+}
+
+// failure: an error object in the stream, or an end before [DONE] with a
+// choice unfinished.
+func (s *chatStream) failure() string {
+	if s.err != nil {
+		return errorType(s.err, "type", "code")
+	}
+	finished := len(s.choices) > 0 && !slices.ContainsFunc(s.choices, func(c *chatChoice) bool { return c.FinishReason == nil })
+	if !s.done && !finished {
+		return errIncompleteStream
+	}
+	return ""
 }
 
 // responsesStream assembles a streamed Responses API answer: the final
 // response object its closing event carries, or, if the stream ended
 // before one, the text streamed so far.
 type responsesStream struct {
-	a     answer
-	final json.RawMessage
-	text  strings.Builder
+	a      answer
+	final  json.RawMessage
+	status string          // the final response's
+	err    json.RawMessage // the final response's error, or an error event
+	text   strings.Builder
 }
 
 func (s *responsesStream) event(_ string, data []byte) {
@@ -171,6 +248,17 @@ func (s *responsesStream) event(_ string, data []byte) {
 	case "response.completed", "response.failed", "response.incomplete":
 		s.final = e.Response
 		s.a = parseAnswer(e.Response)
+		var r struct {
+			Status string          `json:"status"`
+			Error  json.RawMessage `json:"error"`
+		}
+		json.Unmarshal(e.Response, &r)
+		s.status = r.Status
+		if isSet(r.Error) {
+			s.err = r.Error
+		}
+	case "error":
+		s.err = data
 	}
 }
 
@@ -178,9 +266,52 @@ func (s *responsesStream) result() (answer, json.RawMessage) {
 	if s.final != nil {
 		return s.a, s.final
 	}
-	return s.a, mustJSON(map[string]any{"id": s.a.id, "object": "response", "model": s.a.model,
-		"status": "incomplete", "output_text": s.text.String()})
+	out := map[string]any{"id": s.a.id, "object": "response", "model": s.a.model,
+		"status": "incomplete", "output_text": s.text.String()}
+	if s.err != nil {
+		out["error"] = s.err
+	}
+	return s.a, mustJSON(out)
 }
+
+// failure: a failed response or an error event, or an end before the
+// final response. An incomplete response (max_output_tokens reached, say)
+// is complete as a call, like a chat completion cut by its length.
+func (s *responsesStream) failure() string {
+	switch {
+	case s.err != nil:
+		return errorType(s.err, "code", "type")
+	case s.status == "failed":
+		return "failed"
+	case s.final == nil:
+		return errIncompleteStream
+	}
+	return ""
+}
+
+// errIncompleteStream is the error.type of a stream that ended, without
+// an error, before its last event.
+const errIncompleteStream = "incomplete_stream"
+
+// errorType is the error.type of a provider's error object: the first of
+// fields it has as a string (the provider's own classification), else
+// "provider_error".
+func errorType(obj json.RawMessage, fields ...string) string {
+	var m map[string]any
+	json.Unmarshal(obj, &m)
+	if inner, ok := m["error"].(map[string]any); ok { // {"type":"error","error":{…}}
+		m = inner
+	}
+	for _, f := range fields {
+		if s, ok := m[f].(string); ok && s != "" && s != "error" {
+			return clip(s, 256)
+		}
+	}
+	return "provider_error"
+}
+
+// isSet reports whether a JSON value was there and not null.
+func isSet(v json.RawMessage) bool { return len(v) > 0 && string(v) != "null" }
 
 // mustJSON encodes values that always encode (maps, slices, strings and
 // numbers).

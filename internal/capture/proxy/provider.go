@@ -34,8 +34,9 @@ type provider struct {
 // operation is one kind of call a proxy answers.
 type operation struct {
 	method string
-	// path below the provider's mount; a trailing "/" matches one more
-	// path segment, such as a model id.
+	// path below the provider's mount; a trailing "/" matches one or more
+	// path segments, such as a model id ("meta-llama/Llama-3.1-8B" on
+	// servers that name models after Hugging Face repositories).
 	path      string
 	name      string // gen_ai.operation.name
 	action    string
@@ -73,8 +74,10 @@ func (p *provider) route(method, path string) (op *operation, rest, allow string
 
 func (op *operation) matches(rest string) bool {
 	if prefix, ok := strings.CutSuffix(op.path, "/"); ok {
-		seg, ok := strings.CutPrefix(rest, prefix+"/")
-		return ok && seg != "" && !strings.Contains(seg, "/") && seg != ".." && seg != "."
+		segs, ok := strings.CutPrefix(rest, prefix+"/")
+		return ok && !slices.ContainsFunc(strings.Split(segs, "/"), func(seg string) bool {
+			return seg == "" || seg == "." || seg == ".."
+		})
 	}
 	return rest == op.path
 }
@@ -274,6 +277,11 @@ type assembler interface {
 	event(name string, data []byte)
 	// result returns the answer and the assembled content as JSON.
 	result() (answer, json.RawMessage)
+	// failure returns the error.type of a stream that did not complete
+	// though its body ended cleanly: the provider's own for an error it
+	// sent in the stream (after its 200), errIncompleteStream for one
+	// that ended before its last event; "" for a complete stream.
+	failure() string
 }
 
 // output collects an answer for the record: a whole body, or a stream's

@@ -227,12 +227,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.recordOutcome(r, c)
 
 	rp := &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr, ctx, rest, body) },
-		Transport:      h.Transport,
-		ModifyResponse: func(resp *http.Response) error { return h.capture(resp, c) },
-		ErrorHandler:   func(w http.ResponseWriter, r *http.Request, err error) { h.failed(w, r, c, err) },
-		ErrorLog:       h.errLog,
-		BufferPool:     copyBuffers,
+		Rewrite:   func(pr *httputil.ProxyRequest) { h.rewrite(pr, ctx, rest, body) },
+		Transport: h.Transport,
+		ModifyResponse: func(resp *http.Response) error {
+			// The provider's headers replace those the server sets on
+			// every answer (Cache-Control: no-store ...) instead of
+			// joining them.
+			err := h.capture(resp, c)
+			for k := range resp.Header {
+				delete(w.Header(), k)
+			}
+			return err
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { h.failed(w, r, c, err) },
+		ErrorLog:     h.errLog,
+		BufferPool:   copyBuffers,
 	}
 	rp.ServeHTTP(w, r)
 	// Deliver the whole answer before the outcome is appended.
@@ -272,8 +281,12 @@ func (h *handler) rewrite(pr *httputil.ProxyRequest, ctx context.Context, rest s
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	u := *h.Upstream
-	u.Path = strings.TrimSuffix(u.Path, "/") + rest
-	u.RawPath = ""
+	base := strings.TrimSuffix(u.EscapedPath(), "/")
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/")+rest, ""
+	// As the caller encoded it: a model id's %2F stays one.
+	if raw, ok := strings.CutPrefix(pr.In.URL.EscapedPath(), h.p.mount); ok {
+		u.RawPath = base + raw
+	}
 	u.RawQuery = pr.In.URL.RawQuery
 	out.URL, out.Host = &u, ""
 	out.TransferEncoding = nil
@@ -281,7 +294,9 @@ func (h *handler) rewrite(pr *httputil.ProxyRequest, ctx context.Context, rest s
 		out.Header.Del(k) // Accept-Encoding: let the transport decompress, so the answer can be read
 	}
 	for k := range out.Header {
-		if strings.HasPrefix(k, "X-Aitrail-") {
+		// Proxy-*: meant for a proxy, as Proxy-Authorization (which the
+		// reverse proxy removes) is.
+		if strings.HasPrefix(k, "X-Aitrail-") || strings.HasPrefix(k, "Proxy-") {
 			delete(out.Header, k)
 		}
 	}
@@ -306,6 +321,12 @@ func (h *handler) capture(resp *http.Response, c *call) error {
 	streamed := mt == "text/event-stream"
 	charge := func(n int) bool { return httpbody.Charge(c.ctx, int64(n)) == nil }
 	c.out = newOutput(h.p, c.op, streamed, h.contentLimit(), charge)
+	if resp.Request.Method == http.MethodHead {
+		// No body; its Content-Length is the GET's, passed on as sent.
+		c.done = true
+		c.mu.Unlock()
+		return nil
+	}
 	if n := resp.ContentLength; !streamed && n > 0 {
 		c.out.grow(int(min(n, math.MaxInt32)))
 	}
@@ -391,7 +412,7 @@ func (c *call) classify(r *http.Request, err error) error {
 }
 
 // tap reads the provider's body for the caller, feeding the output
-// assembler and restarting the silence timer on every piece.
+// assembler and running the silence timer while it waits for each piece.
 type tap struct {
 	c       *call
 	r       io.ReadCloser
@@ -400,12 +421,15 @@ type tap struct {
 }
 
 func (t *tap) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
 	c := t.c
+	// The silence timer runs only while the provider is waited for, not
+	// while what it sent is written to a caller that reads slowly.
+	c.timer.Reset(t.timeout)
+	n, err := t.r.Read(p)
+	c.timer.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n > 0 {
-		c.timer.Reset(t.timeout)
 		if c.firstByte == 0 {
 			c.firstByte = max(time.Since(c.start), time.Nanosecond)
 		}
@@ -567,7 +591,7 @@ func (h *handler) outcomeEvent(c *call) event.Event {
 	}
 	e := event.Event{
 		ID: id.String(), Type: req.Type, Tenant: req.Tenant, Actor: req.Actor, Action: req.Action,
-		Outcome: outcome, API: req.API, Attributes: attrs, TraceID: req.TraceID, SpanID: req.SpanID,
+		API: req.API, Attributes: attrs, TraceID: req.TraceID, SpanID: req.SpanID,
 	}
 	model := ""
 	if req.Model != nil {
@@ -586,7 +610,15 @@ func (h *handler) outcomeEvent(c *call) event.Event {
 				attrs["aitrail.proxy.content_truncated_for"] = "memory"
 			}
 		}
+		// A stream is answered 200 before it is over: it may still fail,
+		// or end early. (Cut short for the record, its end was not seen.)
+		if outcome == "success" && c.out.stream != nil {
+			if f := c.out.stream.failure(); f != "" && (!truncated || f != errIncompleteStream) {
+				outcome, attrs["error.type"] = "failure", f
+			}
+		}
 	}
+	e.Outcome = outcome
 	if model != "" {
 		e.Model = &event.Model{Provider: h.p.name, Name: model}
 	}

@@ -76,6 +76,7 @@ type serverOptions struct {
 	transport http.RoundTripper           // the proxies call upstream through it (the default if nil)
 	admit     func(context.Context) error // the pipeline's Admit
 	budget    *httpbody.Budget            // the body memory bound, none if nil
+	timeout   time.Duration               // the proxies' Timeout, a minute if 0
 }
 
 // newServerWith is newServer with the provider at upstreamURL and o.
@@ -92,7 +93,10 @@ func newServerWith(t *testing.T, led ingest.Ledger, upstreamURL string, o server
 	pipeline := &ingest.Pipeline{Ledger: led, Sealer: crypto.NewKeyring(kek, &cryptotest.MemKeyStore{}), Admit: o.admit}
 	api := &httpapi.Server{Ingest: pipeline, Auth: auth, MaxBodyBytes: 1 << 20, BodyBudget: o.budget}
 	upstream, _ := url.Parse(upstreamURL)
-	c := proxy.Config{Timeout: time.Minute, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError, Transport: o.transport}
+	if o.timeout == 0 {
+		o.timeout = time.Minute
+	}
+	c := proxy.Config{Timeout: o.timeout, MaxBodyBytes: 1 << 20, Ingest: pipeline, WriteError: api.WriteError, Transport: o.transport}
 	// Not JoinPath, whose result has a relative path ("v1") when the URL
 	// has none: the path of a configured upstream starts with a slash.
 	c.Upstream = &url.URL{Scheme: upstream.Scheme, Host: upstream.Host, Path: "/v1"}
@@ -328,6 +332,156 @@ func waitRecords(t *testing.T, led *fakeLedger, n int) []event.Record {
 	}
 	t.Fatalf("%d records, want %d", len(recs), n)
 	return nil
+}
+
+// waitOutcome waits for the outcome event of the call whose request event
+// is requestID, and returns it.
+func waitOutcome(t *testing.T, led *fakeLedger, requestID string) event.Record {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		led.mu.Lock()
+		recs := slices.Clone(led.records)
+		led.mu.Unlock()
+		for _, b := range recs {
+			var r event.Record
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Attributes["aitrail.proxy.request_event_id"] == requestID {
+				return r
+			}
+		}
+	}
+	t.Fatalf("no outcome event for request event %q", requestID)
+	return event.Record{}
+}
+
+// TestStreamsThatFailAfterTheirStatus: a stream is answered 200 before it
+// is over. One the provider ends with an error event is recorded as a
+// failure with the provider's error type; one that ends cleanly before its
+// last event, as a failure with incomplete_stream; a complete one as a
+// success.
+func TestStreamsThatFailAfterTheirStatus(t *testing.T) {
+	up := fakeprovider.New()
+	defer up.Close()
+	led := &fakeLedger{}
+	srv := newServer(t, led, up)
+	for _, path := range []string{"/openai/v1/chat/completions", "/openai/v1/responses", "/anthropic/v1/messages"} {
+		for _, tc := range []struct{ model, outcome, errorType string }{
+			{fakeprovider.ModelFailMidStream, "failure", fakeprovider.StreamErrorType},
+			{fakeprovider.ModelEndMidStream, "failure", "incomplete_stream"},
+			{"m", "success", ""},
+		} {
+			resp := post(t, srv.URL+path, fmt.Sprintf(`{"model":%q,"stream":true,"max_tokens":5,"input":"hi","messages":[{"role":"user","content":"hi"}]}`, tc.model))
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(fakeprovider.ReplyPieces[0])) {
+				t.Fatalf("%s %s: %d %s", path, tc.model, resp.StatusCode, body)
+			}
+			out := waitOutcome(t, led, resp.Header.Get(proxy.HeaderEventID))
+			if errType, _ := out.Attributes["error.type"].(string); out.Outcome != tc.outcome || errType != tc.errorType {
+				t.Errorf("%s %s: outcome %q, error.type %q; want %q, %q", path, tc.model, out.Outcome, errType, tc.outcome, tc.errorType)
+			}
+		}
+	}
+}
+
+// TestModelIDsWithSlashes: servers that name models after Hugging Face
+// repositories (vLLM) have model ids with a slash, which SDKs send as it
+// is or encoded; either reaches the provider as sent.
+func TestModelIDsWithSlashes(t *testing.T) {
+	up := fakeprovider.New()
+	defer up.Close()
+	srv := newServer(t, &fakeLedger{}, up)
+	for _, path := range []string{"meta-llama/Llama-3.1-8B", "meta-llama%2FLlama-3.1-8B"} {
+		req, _ := http.NewRequest("GET", srv.URL+"/openai/v1/models/"+path, nil)
+		req.Header.Set("Authorization", "Bearer "+rootToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		reqs := up.Requests()
+		if len(reqs) == 0 || reqs[len(reqs)-1].EscapedPath != "/v1/models/"+path {
+			t.Errorf("GET /openai/v1/models/%s: %d, the provider got %+v", path, resp.StatusCode, reqs)
+		}
+	}
+}
+
+// TestAnswerHeaders: the provider's headers reach the caller as sent, once
+// (the server's own Cache-Control: no-store only where the provider sends
+// none), a HEAD answer keeps its Content-Length, and headers meant for a
+// proxy do not reach the provider.
+func TestAnswerHeaders(t *testing.T) {
+	var got http.Header
+	var mu sync.Mutex
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.Header.Clone()
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/models" {
+			w.Header().Set("Cache-Control", "no-cache, must-revalidate")
+			w.Header().Set("Content-Length", "23")
+		}
+		if r.Method != http.MethodHead {
+			io.WriteString(w, `{"object":"list","data":[]}`[:23])
+		}
+	}))
+	defer up.Close()
+	srv := newServerWith(t, &fakeLedger{}, up.URL, serverOptions{})
+	do := func(method, path string) *http.Response {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(`{"model":"m"}`))
+		req.Header.Set("Authorization", "Bearer "+rootToken)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Proxy-Foo", "for a proxy")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := do("GET", "/openai/v1/models")
+	if cc := resp.Header.Values("Cache-Control"); !slices.Equal(cc, []string{"no-cache, must-revalidate"}) {
+		t.Errorf("Cache-Control %q, want the provider's alone", cc)
+	}
+	mu.Lock()
+	if v := got.Get("Proxy-Foo"); v != "" {
+		t.Errorf("the provider got Proxy-Foo: %q", v)
+	}
+	mu.Unlock()
+	if resp = do("HEAD", "/openai/v1/models"); resp.StatusCode != http.StatusOK || resp.ContentLength != 23 {
+		t.Errorf("HEAD: %d, Content-Length %d; want 200 and the provider's 23", resp.StatusCode, resp.ContentLength)
+	}
+	if resp = do("POST", "/openai/v1/chat/completions"); resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("an answer without the provider's Cache-Control has %q, want no-store", resp.Header.Values("Cache-Control"))
+	}
+}
+
+// TestSlowCallerIsNotSilence: the timeout bounds the provider's silence.
+// A stream the provider sends at once, to a caller that stops reading for
+// longer than the timeout, reaches the caller whole and is recorded as a
+// success: the proxy was waiting for the caller, not the provider.
+func TestSlowCallerIsNotSilence(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	gate := make(chan struct{})
+	close(gate)
+	var held atomic.Int32
+	url, _, stream := largeAnswers(t, 24<<20, gate, &held)
+	led := &fakeLedger{}
+	srv := newServerWith(t, led, url, serverOptions{timeout: timeout})
+	resp := post(t, srv.URL+"/openai/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	time.Sleep(4 * timeout) // socket buffers full, the proxy's writes wait
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, stream) {
+		t.Fatalf("the caller got %d of %d bytes: %v", len(body), len(stream), err)
+	}
+	out := waitOutcome(t, led, resp.Header.Get(proxy.HeaderEventID))
+	if out.Outcome != "success" {
+		t.Errorf("outcome %q, error.type %v; want success", out.Outcome, out.Attributes["error.type"])
+	}
 }
 
 // largeAnswers is a provider answering every chat completion with an
