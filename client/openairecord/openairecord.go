@@ -307,9 +307,11 @@ func (c *call) event() client.Event {
 	switch {
 	case c.stream != nil:
 		respJSON = c.stream.assemble()
-		if !c.stream.done && !c.stream.ended {
+		if f := c.stream.failure(); f != "" {
 			ok = false
-			c.errType = "stream_incomplete"
+			if c.errType == "" { // a read error says more
+				c.errType = f
+			}
 		}
 	case !c.tooBig && json.Valid(c.body.Bytes()):
 		respJSON = c.body.Bytes()

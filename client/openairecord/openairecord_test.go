@@ -225,6 +225,28 @@ func TestStreamClosedEarlyIsRecordedAsIncomplete(t *testing.T) {
 	}
 }
 
+// TestStreamsThatFailAfterTheirStatus: a stream the provider ends with an
+// error, or ends before its last event, after answering 200, is recorded
+// as a failure, with the provider's error type or stream_incomplete.
+func TestStreamsThatFailAfterTheirStatus(t *testing.T) {
+	for model, want := range map[string]string{
+		fakeprovider.ModelFailMidStream: fakeprovider.StreamErrorType,
+		fakeprovider.ModelEndMidStream:  "stream_incomplete",
+	} {
+		oai, recorded := setup(t, nil, openairecord.Options{})
+		params := chatParams()
+		params.Model = model
+		stream := oai.Chat.Completions.NewStreaming(context.Background(), params)
+		for stream.Next() {
+		}
+		stream.Close()
+		e := only(t, recorded())
+		if e.Outcome != "failure" || e.Attributes["error.type"] != want {
+			t.Errorf("%s: outcome %s, error.type %v; want failure, %s", model, e.Outcome, e.Attributes["error.type"], want)
+		}
+	}
+}
+
 func TestEmbeddingIsRecordedWithoutVectors(t *testing.T) {
 	oai, recorded := setup(t, nil, openairecord.Options{})
 	_, err := oai.Embeddings.New(context.Background(), openai.EmbeddingNewParams{

@@ -24,6 +24,9 @@ type streamState struct {
 	usage     json.RawMessage
 	choices   []*choice
 	final     json.RawMessage // the Responses API's response.completed
+	// errType is the error type of an error the provider sent in the
+	// stream, after its 200.
+	errType string
 }
 
 type choice struct {
@@ -77,6 +80,26 @@ type chunk struct {
 	Usage    json.RawMessage `json:"usage"`
 	Type     string          `json:"type"`
 	Response json.RawMessage `json:"response"`
+	Code     string          `json:"code"`  // of an error event
+	Error    *streamError    `json:"error"` // sent in a chat stream
+}
+
+// streamError is an error object a provider sends in a stream.
+type streamError struct {
+	Type string `json:"type"`
+	Code any    `json:"code"`
+}
+
+// kind is the error's error.type: the provider's type or code, else
+// provider_error.
+func (e *streamError) kind() string {
+	if e.Type != "" {
+		return e.Type
+	}
+	if c, ok := e.Code.(string); ok && c != "" {
+		return c
+	}
+	return "provider_error"
 }
 
 func (s *streamState) dispatch(data []byte) {
@@ -88,10 +111,26 @@ func (s *streamState) dispatch(data []byte) {
 	if json.Unmarshal(data, &c) != nil {
 		return
 	}
-	if c.Type == "response.completed" || c.Type == "response.incomplete" || c.Type == "response.failed" {
+	switch {
+	case c.Type == "response.completed" || c.Type == "response.incomplete" || c.Type == "response.failed":
 		s.final = c.Response
 		s.done = true
+		if c.Type == "response.failed" && s.errType == "" {
+			var r struct {
+				Error *streamError `json:"error"`
+			}
+			json.Unmarshal(c.Response, &r)
+			s.errType = "failed"
+			if r.Error != nil {
+				s.errType = r.Error.kind()
+			}
+		}
 		return
+	case c.Type == "error":
+		s.errType = (&streamError{Code: c.Code}).kind()
+		return
+	case c.Error != nil && s.errType == "":
+		s.errType = c.Error.kind()
 	}
 	if c.ID != "" {
 		s.id = c.ID
@@ -139,6 +178,24 @@ func (s *streamState) dispatch(data []byte) {
 			ch.FinishReason = *d.FinishReason
 		}
 	}
+}
+
+// failure returns the error.type of a stream that did not complete: the
+// provider's for an error it sent in the stream, stream_incomplete for one
+// closed before its end (data: [DONE], the final response, or a body read
+// to its end with every choice finished); "" for a complete stream.
+func (s *streamState) failure() string {
+	finished := len(s.choices) > 0
+	for _, c := range s.choices {
+		finished = finished && c.FinishReason != ""
+	}
+	switch {
+	case s.errType != "":
+		return s.errType
+	case !s.done && !(s.ended && finished):
+		return "stream_incomplete"
+	}
+	return ""
 }
 
 // assemble returns the response the stream amounted to, as JSON in the

@@ -98,18 +98,18 @@ func TestStreamFailures(t *testing.T) {
 	}{
 		{"chat complete", &openAI.ops[0], []string{chunk, finished, "[DONE]"}, ""},
 		{"chat finished, no [DONE]", &openAI.ops[0], []string{chunk, finished}, ""},
-		{"chat cut", &openAI.ops[0], []string{chunk}, "incomplete_stream"},
-		{"chat empty", &openAI.ops[0], nil, "incomplete_stream"},
+		{"chat cut", &openAI.ops[0], []string{chunk}, "stream_incomplete"},
+		{"chat empty", &openAI.ops[0], nil, "stream_incomplete"},
 		{"chat error", &openAI.ops[0], []string{chunk, `{"error":{"message":"m","type":"server_error","code":null}}`}, "server_error"},
 		{"chat error without type", &openAI.ops[0], []string{chunk, `{"error":{"message":"m"}}`}, "provider_error"},
 		{"responses complete", &openAI.ops[1], []string{`{"type":"response.completed","response":{"id":"r","status":"completed"}}`}, ""},
 		{"responses incomplete", &openAI.ops[1], []string{`{"type":"response.incomplete","response":{"id":"r","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}}`}, ""},
 		{"responses failed", &openAI.ops[1], []string{`{"type":"response.failed","response":{"id":"r","status":"failed","error":{"code":"server_error","message":"m"}}}`}, "server_error"},
 		{"responses error event", &openAI.ops[1], []string{`{"type":"error","code":"rate_limit_exceeded","message":"m"}`}, "rate_limit_exceeded"},
-		{"responses cut", &openAI.ops[1], []string{`{"type":"response.output_text.delta","delta":"x"}`}, "incomplete_stream"},
+		{"responses cut", &openAI.ops[1], []string{`{"type":"response.output_text.delta","delta":"x"}`}, "stream_incomplete"},
 		{"anthropic complete", &anthropic.ops[0], []string{text, `{"type":"message_delta","delta":{"stop_reason":"end_turn"}}`, `{"type":"message_stop"}`}, ""},
 		{"anthropic stop reason, no message_stop", &anthropic.ops[0], []string{text, `{"type":"message_delta","delta":{"stop_reason":"end_turn"}}`}, ""},
-		{"anthropic cut", &anthropic.ops[0], []string{text}, "incomplete_stream"},
+		{"anthropic cut", &anthropic.ops[0], []string{text}, "stream_incomplete"},
 		{"anthropic error", &anthropic.ops[0], []string{text, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`}, "overloaded_error"},
 	} {
 		p := openAI

@@ -291,7 +291,7 @@ func (s *responsesStream) failure() string {
 
 // errIncompleteStream is the error.type of a stream that ended, without
 // an error, before its last event.
-const errIncompleteStream = "incomplete_stream"
+const errIncompleteStream = "stream_incomplete"
 
 // errorType is the error.type of a provider's error object: the first of
 // fields it has as a string (the provider's own classification), else

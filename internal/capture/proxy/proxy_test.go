@@ -359,7 +359,7 @@ func waitOutcome(t *testing.T, led *fakeLedger, requestID string) event.Record {
 // TestStreamsThatFailAfterTheirStatus: a stream is answered 200 before it
 // is over. One the provider ends with an error event is recorded as a
 // failure with the provider's error type; one that ends cleanly before its
-// last event, as a failure with incomplete_stream; a complete one as a
+// last event, as a failure with stream_incomplete; a complete one as a
 // success.
 func TestStreamsThatFailAfterTheirStatus(t *testing.T) {
 	up := fakeprovider.New()
@@ -369,7 +369,7 @@ func TestStreamsThatFailAfterTheirStatus(t *testing.T) {
 	for _, path := range []string{"/openai/v1/chat/completions", "/openai/v1/responses", "/anthropic/v1/messages"} {
 		for _, tc := range []struct{ model, outcome, errorType string }{
 			{fakeprovider.ModelFailMidStream, "failure", fakeprovider.StreamErrorType},
-			{fakeprovider.ModelEndMidStream, "failure", "incomplete_stream"},
+			{fakeprovider.ModelEndMidStream, "failure", "stream_incomplete"},
 			{"m", "success", ""},
 		} {
 			resp := post(t, srv.URL+path, fmt.Sprintf(`{"model":%q,"stream":true,"max_tokens":5,"input":"hi","messages":[{"role":"user","content":"hi"}]}`, tc.model))
