@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"time"
 )
 
@@ -18,7 +17,7 @@ func runAlerts(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := newFlags("alerts", stderr)
 	u := fs.String("url", "http://127.0.0.1:8080", "server URL")
-	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the read role (audit or admin to acknowledge) (default $AITRAIL_TOKEN)")
+	token := tokenFlag(fs, "`token` with the read role (audit or admin to acknowledge) (default $AITRAIL_TOKEN)")
 	tenant := fs.String("tenant", "", "only this tenant")
 	state := fs.String("state", "", "firing, resolved, acknowledged or unacknowledged")
 	rule := fs.String("rule", "", "only this rule")

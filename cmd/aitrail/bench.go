@@ -37,7 +37,7 @@ import (
 func runBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", stderr)
 	url := fs.String("url", "http://127.0.0.1:8080", "server URL")
-	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the ingest role (default $AITRAIL_TOKEN)")
+	token := tokenFlag(fs, "`token` with the ingest role (default $AITRAIL_TOKEN)")
 	clients := fs.Int("clients", 8, "concurrent clients")
 	batch := fs.Int("batch", 100, "events per request")
 	size := fs.Int("size", 1024, "approximate size of one event in bytes")
@@ -57,8 +57,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if *token == "" {
 		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
 	}
-	if *clients < 1 || *batch < 1 || *size < 64 || *duration <= 0 || *watchLag < 0 {
-		return usageError{"--clients and --batch must be ≥ 1, --size ≥ 64, --duration > 0, --watch-lag ≥ 0"}
+	if *clients < 1 || *batch < 1 || *size < 64 || *duration <= 0 || *watchLag < 0 || *rate < 0 {
+		return usageError{"--clients and --batch must be ≥ 1, --size ≥ 64, --duration > 0, --watch-lag and --rate ≥ 0"}
 	}
 	if *randomIDs && *otlp {
 		return usageError{"--random-ids is for NDJSON events: the spans --otlp sends have ids in no order already"}

@@ -279,6 +279,48 @@ func TestTailCLI(t *testing.T) {
 	if strings.Contains(allOut.String(), `"aitrail.token_id":"root"`) {
 		t.Errorf("tail printed the records of its own polling: %q", allOut.String())
 	}
+
+	// A server that refuses the token refuses it on every poll: tail
+	// says so and exits, with or without --all, instead of retrying.
+	for _, all := range []string{"--all=false", "--all"} {
+		code, stderr := runChild(t, 20*time.Second, "tail", "--url", s.url, "--token", "atr_0123456789abcdef_wrong", "--interval", "50ms", all)
+		if code != 1 || !strings.Contains(stderr, "401") {
+			t.Errorf("tail %s with a wrong token: exit %d, %q; want exit 1 naming the 401", all, code, stderr)
+		}
+	}
+}
+
+// TestUsageErrors: flag values the commands cannot use are usage errors
+// (exit 2, with a message) before anything is sent, and no usage text
+// shows the token taken from $AITRAIL_TOKEN.
+func TestUsageErrors(t *testing.T) {
+	const secret = "atr_0123456789abcdef_do-not-print-me"
+	t.Setenv("AITRAIL_TOKEN", secret)
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"query", "-h"}, 0, "-token"},
+		{[]string{"tail", "-h"}, 0, "-token"},
+		{[]string{"verify", "-h"}, 0, "-token"},
+		{[]string{"models", "-h"}, 0, "-token"},
+		{[]string{"bench", "-h"}, 0, "-token"},
+		{[]string{"alerts", "-h"}, 0, "-token"},
+		{[]string{"erase", "-h"}, 0, "-token"},
+		{[]string{"query", "--limit=x"}, 2, "-token"},
+		{[]string{"query", "--limit", "-5"}, 2, "--limit must be 0 (all) or more"},
+		{[]string{"query", "--order", "sideways"}, 2, "--order must be asc or desc"},
+		{[]string{"query", "--from", "yesterday"}, 2, "not an RFC 3339 time"},
+		{[]string{"tail", "--to", "2026-13-01T00:00:00Z"}, 2, "not an RFC 3339 time"},
+		{[]string{"tail", "--interval", "0s"}, 2, "--interval 0s is too short"},
+		{[]string{"bench", "--rate", "-5"}, 2, "--rate ≥ 0"},
+	} {
+		code, out, errOut := runCLI(tc.args...)
+		if code != tc.code || !strings.Contains(out+errOut, tc.msg) || strings.Contains(out+errOut, secret) {
+			t.Errorf("%v: exit %d, %q; want exit %d with %q and without the token", tc.args, code, out+errOut, tc.code, tc.msg)
+		}
+	}
 }
 
 // TestBenchAndMetrics runs the load generator briefly against a server and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/aitrail/aitrail/client"
 )
@@ -13,7 +12,7 @@ import (
 func runErase(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("erase", stderr)
 	url := fs.String("url", "http://127.0.0.1:8080", "server URL")
-	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the erase role on the tenant (default $AITRAIL_TOKEN)")
+	token := tokenFlag(fs, "`token` with the erase role on the tenant (default $AITRAIL_TOKEN)")
 	tenant := fs.String("tenant", "default", "the subject's tenant")
 	subject := fs.String("subject", "", "the subject to erase: an actor id as producers sent it (required)")
 	tf := addTLSFlags(fs)

@@ -64,6 +64,22 @@ func commands() []command {
 	}
 }
 
+// tokenFlag defines --token, taken from $AITRAIL_TOKEN unless given. Usage
+// text never prints its value, as it would a default: a token in the
+// environment must not reach a terminal or a CI log with a usage error.
+func tokenFlag(fs *flag.FlagSet, usage string) *string {
+	t := &secretFlag{v: os.Getenv("AITRAIL_TOKEN")}
+	fs.Var(t, "token", usage)
+	return &t.v
+}
+
+// secretFlag is a string flag whose String is empty, so that flag's usage
+// shows no default.
+type secretFlag struct{ v string }
+
+func (s *secretFlag) String() string     { return "" }
+func (s *secretFlag) Set(v string) error { s.v = v; return nil }
+
 // usageError makes the process exit with status 2.
 type usageError struct{ msg string }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 func runModels(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("models", stderr)
 	serverURL := fs.String("url", "http://127.0.0.1:8080", "server URL")
-	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the read role (default $AITRAIL_TOKEN)")
+	token := tokenFlag(fs, "`token` with the read role (default $AITRAIL_TOKEN)")
 	tenant := fs.String("tenant", "", "only this tenant")
 	name := fs.String("name", "", "only this model name")
 	env := fs.String("environment", "", "only this deployment environment")

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -29,7 +28,7 @@ func addQueryFlags(fs *flag.FlagSet) *queryFlags {
 	return &queryFlags{
 		url:      fs.String("url", "http://127.0.0.1:8080", "server URL"),
 		tls:      addTLSFlags(fs),
-		token:    fs.String("token", os.Getenv("AITRAIL_TOKEN"), "token with the read role (default $AITRAIL_TOKEN)"),
+		token:    tokenFlag(fs, "`token` with the read role (default $AITRAIL_TOKEN)"),
 		tenant:   fs.String("tenant", "", "only this tenant"),
 		typ:      fs.String("type", "", "event type; a trailing * matches a prefix (ai.*)"),
 		actor:    fs.String("actor", "", "actor id"),
@@ -40,6 +39,19 @@ func addQueryFlags(fs *flag.FlagSet) *queryFlags {
 		to:       fs.String("to", "", "events before this RFC 3339 time"),
 		q:        fs.String("q", "", "text search"),
 	}
+}
+
+// check refuses filter values the server would refuse, as usage errors.
+func (f *queryFlags) check() error {
+	for name, p := range map[string]*string{"from": f.from, "to": f.to} {
+		if _, err := time.Parse(time.RFC3339Nano, *p); *p != "" && err != nil {
+			return usageError{fmt.Sprintf("--%s %q is not an RFC 3339 time (2026-01-02T15:04:05Z)", name, *p)}
+		}
+	}
+	if *f.token == "" {
+		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
+	}
+	return nil
 }
 
 func (f *queryFlags) values() url.Values {
@@ -75,8 +87,14 @@ func runQuery(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *qf.token == "" {
-		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
+	switch {
+	case *limit < 0:
+		return usageError{"--limit must be 0 (all) or more"}
+	case *order != "asc" && *order != "desc":
+		return usageError{fmt.Sprintf("--order must be asc or desc, not %q", *order)}
+	}
+	if err := qf.check(); err != nil {
+		return err
 	}
 	c, err := qf.client()
 	if err != nil {
@@ -127,6 +145,16 @@ func queryPage(c *client.Client, v url.Values, stderr io.Writer) (client.Page, e
 	}
 }
 
+// refused reports whether err is the server refusing the request for
+// good (a bad token, a filter it does not take): a 4xx answer other than
+// 408 and 429, which retrying does not change. Other errors (the server
+// down or restarting, pushback) pass.
+func refused(err error) bool {
+	var ae *client.APIError
+	return errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 &&
+		ae.Status != http.StatusRequestTimeout && ae.Status != http.StatusTooManyRequests
+}
+
 // tokenID returns the id of a token: the id part of an atr_<id>_<secret>
 // token; any other token that works is the root token, whose id is "root".
 func tokenID(token string) string {
@@ -143,12 +171,15 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("tail", stderr)
 	qf := addQueryFlags(fs)
 	all := fs.Bool("all", false, "print every existing matching event first")
-	interval := fs.Duration("interval", time.Second, "poll interval")
+	interval := fs.Duration("interval", time.Second, "poll interval (at least 10ms)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *qf.token == "" {
-		return usageError{"--token (or $AITRAIL_TOKEN) is required"}
+	if *interval < 10*time.Millisecond {
+		return usageError{fmt.Sprintf("--interval %s is too short: each poll is itself recorded; use 10ms or more", *interval)}
+	}
+	if err := qf.check(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -164,7 +195,20 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 		nv := qf.values()
 		nv.Set("order", "desc")
 		nv.Set("limit", "1")
-		p, err := c.Query(ctx, nv)
+		var p client.Page
+		for {
+			if p, err = c.Query(ctx, nv); err == nil || refused(err) || ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(stderr, "aitrail tail: %v (retrying)\n", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(*interval):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -181,6 +225,9 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 		p, err := c.Query(ctx, v)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if refused(err) {
+			return err
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "aitrail tail: %v (retrying)\n", err)

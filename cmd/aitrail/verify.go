@@ -26,7 +26,7 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 	key := fs.String("key", "", "the log's public key (name+hash+base64); required with --url, defaults to <data>/log.pub with --data")
 	trusted := fs.String("trusted", "", "with --url: file holding the last trusted checkpoint; updated on success")
 	tf := addTLSFlags(fs)
-	token := fs.String("token", os.Getenv("AITRAIL_TOKEN"), "with --url: token with the audit role, to fetch and re-hash entries (default $AITRAIL_TOKEN)")
+	token := tokenFlag(fs, "with --url: `token` with the audit role, to fetch and re-hash entries (default $AITRAIL_TOKEN)")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
 	if err := parse(fs, args); err != nil {
 		return err
