@@ -136,8 +136,13 @@ type Recorder struct {
 	flushSeq   uint64 // send without waiting for MaxDelay up to this seq
 	closed     bool
 	waiters    []*flushWaiter
-	roomFreed  chan struct{} // closed and replaced whenever events leave
-	stats      RecorderStats
+	// failing are events found failed but not yet finished, so that a
+	// Flush that starts meanwhile is told of them too.
+	failing   []failedEvent
+	lastErr   error         // the last error sending to the server, nil after a success
+	maxEvents int           // the most events a batch holds: MaxBatchEvents, or less once the server refused a batch as too large
+	roomFreed chan struct{} // closed and replaced whenever events leave
+	stats     RecorderStats
 
 	wake      chan struct{} // tells the sender something changed
 	abandon   context.CancelFunc
@@ -151,6 +156,12 @@ type queued struct {
 	id   string
 	data []byte
 	at   time.Time
+}
+
+// failedEvent is an event that will not be stored, and why.
+type failedEvent struct {
+	seq uint64
+	err error
 }
 
 // flushWaiter is a Flush waiting for the events in (from, to].
@@ -168,6 +179,7 @@ func NewRecorder(c *Client, opts RecorderOptions) *Recorder {
 	r := &Recorder{
 		c:         c,
 		opts:      opts.withDefaults(),
+		maxEvents: opts.withDefaults().MaxBatchEvents,
 		roomFreed: make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		abandon:   cancel,
@@ -240,12 +252,27 @@ func (r *Recorder) Flush(ctx context.Context) error {
 		return nil
 	}
 	w := &flushWaiter{from: r.doneSeq, to: r.lastSeq, done: make(chan struct{})}
+	for _, f := range r.failing {
+		if f.seq > w.from && f.seq <= w.to {
+			w.failed++
+			w.lastErr = f.err
+		}
+	}
 	r.waiters = append(r.waiters, w)
 	r.flushSeq = max(r.flushSeq, w.to)
 	r.mu.Unlock()
 	r.poke()
 	select {
 	case <-ctx.Done():
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// Gone: a Flush given up on must not stay behind (an application
+		// calling Flush with short timeouts while the server is down would
+		// pile them up).
+		r.waiters = slices.DeleteFunc(r.waiters, func(o *flushWaiter) bool { return o == w })
+		if r.lastErr != nil {
+			return fmt.Errorf("couldn't flush: %w (the last attempt to send failed: %w)", ctx.Err(), r.lastErr)
+		}
 		return fmt.Errorf("couldn't flush: %w", ctx.Err())
 	case <-w.done:
 	}
@@ -315,6 +342,9 @@ func (r *Recorder) appendRetrying(ctx context.Context, body []byte) (Receipt, er
 	b := backoff{min: r.opts.MinBackoff, max: r.opts.MaxBackoff}
 	for {
 		rc, err := r.c.AppendRaw(ctx, body, "application/x-ndjson")
+		r.mu.Lock()
+		r.lastErr = err
+		r.mu.Unlock()
 		if err == nil {
 			r.countSent(rc)
 			return rc, nil
@@ -400,11 +430,11 @@ func (r *Recorder) nextBatch() ([]queued, bool) {
 	for {
 		r.mu.Lock()
 		n, size := 0, 0
-		for n < len(r.queue) && n < r.opts.MaxBatchEvents && (n == 0 || size+len(r.queue[n].data) <= r.opts.MaxBatchBytes) {
+		for n < len(r.queue) && n < r.maxEvents && (n == 0 || size+len(r.queue[n].data) <= r.opts.MaxBatchBytes) {
 			size += len(r.queue[n].data)
 			n++
 		}
-		full := n < len(r.queue) || n == r.opts.MaxBatchEvents
+		full := n < len(r.queue) || n == r.maxEvents
 		var wait time.Duration
 		if n > 0 {
 			wait = time.Until(r.queue[0].at.Add(r.opts.MaxDelay))
@@ -437,7 +467,10 @@ func (r *Recorder) nextBatch() ([]queued, bool) {
 // sendBatch sends batch until every event in it is acknowledged or has
 // failed. It retries the same bytes, so the same ids, after retryable
 // errors; after a permanent error naming some events it drops those and
-// sends the rest.
+// sends the rest. A batch the server refuses as too large as a whole (more
+// events or bytes than its limits.max_batch_events or max_body_bytes) is
+// sent again in halves, and later batches are no larger than what the
+// server took.
 func (r *Recorder) sendBatch(batch []queued) {
 	for len(batch) > 0 {
 		lines := make([][]byte, len(batch))
@@ -453,6 +486,15 @@ func (r *Recorder) sendBatch(batch []queued) {
 			return
 		}
 		bad := refusedEvents(err, len(batch))
+		if bad == nil && len(batch) > 1 && tooLarge(err) {
+			half := len(batch) / 2
+			r.mu.Lock()
+			r.maxEvents = min(r.maxEvents, half)
+			r.mu.Unlock()
+			r.sendBatch(batch[:half])
+			batch = batch[half:]
+			continue
+		}
 		if bad == nil {
 			r.fail(batch, fmt.Errorf("the server refused the events: %w", err))
 			return
@@ -477,6 +519,7 @@ func (r *Recorder) fail(events []queued, err error) {
 	r.mu.Lock()
 	for i, q := range events {
 		ids[i] = q.id
+		r.failing = append(r.failing, failedEvent{q.seq, err})
 		for _, w := range r.waiters {
 			if q.seq > w.from && q.seq <= w.to {
 				w.failed++
@@ -497,6 +540,7 @@ func (r *Recorder) finish(n int) {
 		r.queueBytes -= len(q.data)
 	}
 	r.doneSeq = r.queue[n-1].seq
+	r.failing = r.failing[:0]
 	r.queue = slices.Delete(r.queue, 0, n)
 	if len(r.queue) == 0 {
 		r.queue = nil // let a burst's backing array go

@@ -231,6 +231,77 @@ func TestRecorderDoesNotRetryPermanentErrors(t *testing.T) {
 	}
 }
 
+// TestRecorderSplitsBatchesTheServerFindsTooLarge: a server whose limits
+// (limits.max_batch_events, max_body_bytes) are below the Recorder's
+// batches refuses them whole with 413 too_large. The Recorder sends such a
+// batch again in halves, loses nothing, and keeps later batches small.
+func TestRecorderSplitsBatchesTheServerFindsTooLarge(t *testing.T) {
+	const serverMax = 3
+	f := newFakeServer(t)
+	f.fault = func(n int, evs []client.Event, w http.ResponseWriter, store func() client.Receipt) bool {
+		if len(evs) > serverMax {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large")
+			return true
+		}
+		return false
+	}
+	opts := fastRetry
+	opts.MaxDelay = time.Hour
+	rec := newRecorder(t, f, opts)
+	evs := events(20, "e")
+	record(t, rec, evs[:10]...)
+	if err := rec.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	before := len(f.requestIDs())
+	record(t, rec, evs[10:]...)
+	if err := rec.Flush(context.Background()); err != nil {
+		t.Fatalf("second Flush: %v", err)
+	}
+	var want []string
+	for _, e := range evs {
+		want = append(want, e.ID)
+	}
+	if got := f.stored(); !slices.Equal(got, want) {
+		t.Errorf("stored %v, want all 20 in order", got)
+	}
+	for _, ids := range f.requestIDs()[before:] {
+		if len(ids) > serverMax {
+			t.Errorf("a later batch of %d events, more than the server took", len(ids))
+		}
+	}
+	if s := rec.Stats(); s.Failed != 0 || s.Sent != 20 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestRecorderFlushSaysWhySendingFails: a Flush that gives up while the
+// server cannot be reached says what the last attempt met, so that an
+// application can tell a server that is down from a wrong URL.
+func TestRecorderFlushSaysWhySendingFails(t *testing.T) {
+	f := startFake()
+	f.Close() // nothing listens there now
+	rec := client.NewRecorder(client.New(f.URL, "tok"), fastRetry)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		rec.Close(ctx)
+	}()
+	record(t, rec, events(1, "x")...)
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		err = rec.Flush(ctx)
+		cancel()
+		if err != nil && strings.Contains(err.Error(), "connection refused") {
+			break
+		}
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "the last attempt to send failed") {
+		t.Fatalf("Flush = %v, want the deadline and the last send error", err)
+	}
+}
+
 // blockServer holds every request until release is closed.
 func blockServer(t *testing.T) (f *fakeServer, arrived chan struct{}, release chan struct{}) {
 	f = newFakeServer(t)

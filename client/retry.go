@@ -30,6 +30,13 @@ func permanent(err error) bool {
 		ae.Status != http.StatusRequestTimeout && ae.Status != http.StatusTooManyRequests
 }
 
+// tooLarge reports whether err is the server refusing a request as too
+// large (413).
+func tooLarge(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusRequestEntityTooLarge
+}
+
 // backoff is the exponential backoff with jitter of one sender.
 type backoff struct {
 	min, max time.Duration
