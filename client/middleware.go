@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -78,8 +79,13 @@ func HTTPMiddleware(rec *Recorder, opts HTTPOptions) func(http.Handler) http.Han
 				}
 				e := opts.event(r, sw, start)
 				if p != nil {
-					// The connection is about to be dropped; record what
-					// happened and let net/http handle the panic.
+					// The connection is about to be dropped, whatever was
+					// written: the call failed. Record what happened and
+					// let net/http handle the panic.
+					e.Outcome, e.Attributes["error.type"] = "failure", "panic"
+					if p == http.ErrAbortHandler {
+						e.Attributes["error.type"] = "aborted"
+					}
 					rec.Record(context.WithoutCancel(r.Context()), e)
 					panic(p)
 				}
@@ -130,11 +136,15 @@ func (o *HTTPOptions) event(r *http.Request, sw *statusWriter, start time.Time) 
 	if actor.UserAgent == "" {
 		actor.UserAgent = r.UserAgent()
 	}
+	size := sw.written
+	if r.Method == http.MethodHead {
+		size = 0 // net/http sends none of what a handler writes
+	}
 	attrs := Attributes{
 		"http.request.method":          r.Method,
 		"url.path":                     r.URL.Path,
 		"http.response.status_code":    sw.status,
-		"http.response.body.size":      sw.written,
+		"http.response.body.size":      size,
 		"http.server.request.duration": time.Since(start).Seconds(),
 	}
 	// ServeMux sets Pattern on the request it routes, which is this one
@@ -145,9 +155,12 @@ func (o *HTTPOptions) event(r *http.Request, sw *statusWriter, start time.Time) 
 	} else {
 		route = r.URL.Path
 	}
-	if !strings.HasPrefix(route, r.Method+" ") {
-		route = r.Method + " " + route
+	// The action names the request's method: a pattern's own ("GET
+	// /items/{id}", which also serves HEAD) gives way to it.
+	if method, rest, ok := strings.Cut(route, " "); ok && !strings.Contains(method, "/") {
+		route = strings.TrimLeft(rest, " ")
 	}
+	route = r.Method + " " + route
 	if r.ContentLength > 0 {
 		attrs["http.request.body.size"] = r.ContentLength
 	}
@@ -213,6 +226,9 @@ type statusWriter struct {
 	written  int64
 	hijacked bool
 	held     *bytes.Buffer
+	// header is, in Sync mode, the header as it was when the handler
+	// wrote the status: what net/http would have sent.
+	header http.Header
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -226,7 +242,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	if w.held == nil {
 		w.ResponseWriter.WriteHeader(code)
+		return
 	}
+	w.header = w.ResponseWriter.Header().Clone()
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
@@ -276,6 +294,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (w *statusWriter) release() {
 	if w.held == nil || w.hijacked {
 		return
+	}
+	if w.header != nil {
+		// Headers set after WriteHeader are not sent, as without Sync.
+		h := w.ResponseWriter.Header()
+		clear(h)
+		maps.Copy(h, w.header)
 	}
 	w.ResponseWriter.WriteHeader(w.status)
 	w.ResponseWriter.Write(w.held.Bytes())

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,7 +21,9 @@ func serveRecorded(t *testing.T, opts client.HTTPOptions, h http.Handler) (app *
 	t.Helper()
 	audit = newFakeServer(t)
 	rec = newRecorder(t, audit, fastRetry)
-	app = httptest.NewServer(client.HTTPMiddleware(rec, opts)(h))
+	app = httptest.NewUnstartedServer(client.HTTPMiddleware(rec, opts)(h))
+	app.Config.ErrorLog = log.New(io.Discard, "", 0) // the panics tests make on purpose
+	app.Start()
 	t.Cleanup(app.Close)
 	return app, audit, rec
 }
@@ -162,15 +165,68 @@ func TestHTTPMiddlewareKeepsFlushing(t *testing.T) {
 }
 
 func TestHTTPMiddlewareRecordsPanics(t *testing.T) {
-	app, audit, rec := serveRecorded(t, client.HTTPOptions{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		panic(http.ErrAbortHandler)
-	}))
-	if _, err := http.Get(app.URL + "/boom"); err == nil {
-		t.Fatal("the panic did not reach net/http")
+	for _, tc := range []struct {
+		name      string
+		handler   http.HandlerFunc
+		status    float64
+		errorType string
+	}{
+		{"before writing", func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) }, 500, "aborted"},
+		// The client saw a 200 and then a cut connection: still a failure.
+		{"after writing", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "partial")
+			w.(http.Flusher).Flush()
+			panic("handler bug")
+		}, 200, "panic"},
+	} {
+		app, audit, rec := serveRecorded(t, client.HTTPOptions{}, tc.handler)
+		if resp, err := http.Get(app.URL + "/boom"); err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Fatalf("%s: the panic did not reach net/http", tc.name)
+			}
+		}
+		rec.Flush(context.Background())
+		if evs := audit.all(); len(evs) != 1 || evs[0].Attributes["http.response.status_code"] != tc.status ||
+			evs[0].Outcome != "failure" || evs[0].Attributes["error.type"] != tc.errorType {
+			t.Errorf("%s: events %+v", tc.name, evs)
+		}
 	}
+}
+
+// TestHTTPMiddlewareHEAD: a HEAD request a GET pattern serves is recorded
+// as a HEAD, with no body sent.
+func TestHTTPMiddlewareHEAD(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
+	app, audit, rec := serveRecorded(t, client.HTTPOptions{}, mux)
+	resp, err := http.Head(app.URL + "/items/7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	rec.Flush(context.Background())
-	if evs := audit.all(); len(evs) != 1 || evs[0].Attributes["http.response.status_code"] != float64(500) || evs[0].Outcome != "failure" {
+	evs := audit.all()
+	if len(evs) != 1 || evs[0].Action != "HEAD /items/{id}" || evs[0].Attributes["http.response.body.size"] != float64(0) {
 		t.Errorf("events %+v", evs)
+	}
+}
+
+// TestHTTPMiddlewareSyncSendsTheHeaderAsWritten: holding the answer back
+// until it is recorded does not send headers the handler set after
+// writing the status, which net/http would not send either.
+func TestHTTPMiddlewareSyncSendsTheHeaderAsWritten(t *testing.T) {
+	for _, sync := range []bool{false, true} {
+		app, _, _ := serveRecorded(t, client.HTTPOptions{Sync: sync}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Early", "yes")
+			w.WriteHeader(http.StatusCreated)
+			w.Header().Set("X-Late", "yes")
+		}))
+		resp, _ := get(t, app.URL+"/late")
+		if resp.StatusCode != http.StatusCreated || resp.Header.Get("X-Early") != "yes" || resp.Header.Get("X-Late") != "" {
+			t.Errorf("Sync %v: %d %v, want 201 with X-Early and without X-Late", sync, resp.StatusCode, resp.Header)
+		}
 	}
 }
 
