@@ -299,6 +299,9 @@ var fieldTables = func() map[reflect.Type]fieldTable {
 		var names []string
 		for i := range t.NumField() {
 			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue // not read from JSON
+			}
 			ft.byName[name] = i
 			names = append(names, name)
 		}

@@ -208,6 +208,16 @@ func TestDecodeRefuses(t *testing.T) {
 	}
 }
 
+// TestUnknownFieldListsTheFields: the message for an unknown field lists
+// the fields an event has, and nothing else.
+func TestUnknownFieldListsTheFields(t *testing.T) {
+	_, err := Decode([]byte(`{"type":"a","user":"bob"}`), jsonMT, Limits{})
+	var e *Error
+	if !errors.As(err, &e) || !strings.HasSuffix(e.Problems[0].Message, "attributes, content, trace_id, span_id") {
+		t.Fatalf("Decode: %v", err)
+	}
+}
+
 func TestDecodeUnsupportedMediaType(t *testing.T) {
 	for _, mt := range []string{"", "text/plain", "application/json; charset=utf-8", "application/jsonl"} {
 		_, err := Decode([]byte(`{"type":"a"}`), mt, Limits{})

@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -92,8 +93,9 @@ var renamed = map[string]string{
 	"gen_ai.usage.completion_tokens": "gen_ai.usage.output_tokens",
 }
 
-// keptAttrs are the attributes other than gen_ai.* that an event keeps,
-// from the span, log record or resource.
+// keptAttrs are the attributes other than gen_ai.* and openai.* (where
+// the conventions moved gen_ai.openai.*) that an event keeps, from the
+// span, log record or resource.
 var keptAttrs = map[string]bool{
 	"service.name":                true,
 	"service.version":             true,
@@ -298,11 +300,15 @@ func (m *mapper) logs(ld plog.Logs) *batch {
 					continue
 				}
 				// A log record has no id of its own: derive one from all it
-				// says, so that a re-sent batch maps to the same ids.
+				// says, attributes the event does not keep included (two
+				// records told apart only by those are two events), so
+				// that a re-sent batch maps to the same ids.
 				h := sha256.New()
 				ident, _ := json.Marshal(ev)
 				h.Write(ident)
 				h.Write([]byte(timestamp(lr.ObservedTimestamp())))
+				all, _ := json.Marshal([]any{attrs.AsRaw(), res.AsRaw(), lr.SeverityNumber(), uint32(lr.Flags())})
+				h.Write(all)
 				ev.ID = "log-" + hex.EncodeToString(h.Sum(nil)[:20])
 				b.items = append(b.items, it)
 			}
@@ -391,7 +397,7 @@ func attributes(attrs, res pcommon.Map, content map[string]any) map[string]any {
 		switch {
 		case isContentAttr(k):
 			content[k] = rawValue(v)
-		case strings.HasPrefix(k, "gen_ai.") || keptAttrs[k]:
+		case strings.HasPrefix(k, "gen_ai.") || strings.HasPrefix(k, "openai.") || keptAttrs[k]:
 			if n, ok := renamed[k]; ok {
 				if _, dup := attrs.Get(n); dup {
 					continue
@@ -400,6 +406,11 @@ func attributes(attrs, res pcommon.Map, content map[string]any) map[string]any {
 			}
 			if fv, ok := flatValue(v); ok {
 				out[k] = fv
+			}
+			if k == attrFinishReasons && v.Type() == pcommon.ValueTypeSlice {
+				if s, ok := joined(v.Slice()); ok {
+					out[k] = s
+				}
 			}
 		}
 	}
@@ -411,6 +422,24 @@ func attributes(attrs, res pcommon.Map, content map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+// attrFinishReasons is a list in the conventions, stored comma-separated
+// as the proxies and the event vocabulary store it.
+const attrFinishReasons = "gen_ai.response.finish_reasons"
+
+// joined returns a list of strings joined with commas, if it is one and
+// fits an attribute.
+func joined(l pcommon.Slice) (string, bool) {
+	parts := make([]string, 0, l.Len())
+	for _, e := range l.All() {
+		if e.Type() != pcommon.ValueTypeStr {
+			return "", false
+		}
+		parts = append(parts, e.Str())
+	}
+	s := strings.Join(parts, ",")
+	return s, okString(s)
 }
 
 // flatValue returns v as an event attribute value: strings, booleans and
@@ -517,15 +546,42 @@ func isAttrKey(k string) bool {
 }
 
 // rawValue returns v as a JSON-ready value; a string holding a JSON object
-// or array (as gen_ai.input.messages is on the wire) becomes that value.
+// or array (as gen_ai.input.messages is on the wire) becomes that value,
+// if an event's content may hold it (strict JSON: no name twice, valid
+// UTF-8; nested at most rawDepth deep); any other string stays a string.
 func rawValue(v pcommon.Value) any {
 	if v.Type() == pcommon.ValueTypeStr {
 		s := strings.TrimSpace(v.Str())
-		if (strings.HasPrefix(s, "[") || strings.HasPrefix(s, "{")) && json.Valid([]byte(s)) {
+		if (strings.HasPrefix(s, "[") || strings.HasPrefix(s, "{")) && jsontext.Value(s).IsValid() && depth(s) <= rawDepth {
 			return json.RawMessage(s)
 		}
 	}
 	return v.AsRaw()
+}
+
+// rawDepth is the deepest nesting rawValue keeps as JSON, well within the
+// default limit of an event's (event.DefaultMaxDepth), which counts the
+// event and its content's own levels too.
+const rawDepth = event.DefaultMaxDepth / 2
+
+// depth returns how deeply the valid JSON text s nests objects and arrays.
+func depth(s string) int {
+	d, most, inString := 0, 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			d++
+			most = max(most, d)
+		case c == '}' || c == ']':
+			d--
+		}
+	}
+	return most
 }
 
 // setContent sets the event's content, or says why it cannot be. Values
@@ -539,8 +595,8 @@ func setContent(ev *event.Event, content map[string]any) string {
 		if len(b) > 1 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendQuote(b, k)
-		b = append(b, ':')
+		key, _ := json.Marshal(k) // a string always encodes
+		b = append(append(b, key...), ':')
 		if raw, ok := content[k].(json.RawMessage); ok {
 			b = append(b, raw...)
 			continue

@@ -267,7 +267,7 @@ func TestTracesRecordGenAISpans(t *testing.T) {
 			attrs, _ := r["attributes"].(map[string]any)
 			for k, v := range map[string]any{
 				"gen_ai.usage.input_tokens": 12.0, "gen_ai.usage.output_tokens": 34.0, "gen_ai.provider.name": "openai",
-				"gen_ai.response.finish_reasons": `["stop"]`, "service.name": "chatbot", "duration_ms": 1500.0,
+				"gen_ai.response.finish_reasons": "stop", "service.name": "chatbot", "duration_ms": 1500.0,
 				"otel.span.kind": "client",
 			} {
 				if attrs[k] != v {
@@ -564,6 +564,78 @@ func TestLogsRecordGenAIEvents(t *testing.T) {
 		if s := string(mustJSON(recs)); strings.Contains(s, "secret") {
 			t.Errorf("%s: content in the records: %s", ct, s)
 		}
+	}
+}
+
+// TestUnusualSpansAreKept: a span is recorded whole, not rejected and not
+// cut down, when it carries the current openai.* attributes, a list of
+// finish reasons, a content attribute whose key JSON must escape, or a
+// message string holding JSON an event's content may not hold (a name
+// twice, nesting past the limit), which is kept as the string it is.
+func TestUnusualSpansAreKept(t *testing.T) {
+	h, l, sealer := newHandlerSealer(t, Options{})
+	td := ptrace.NewTraces()
+	sp := chatSpan(td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty(), 1)
+	a := sp.Attributes()
+	a.PutStr("openai.response.service_tier", "default")
+	a.PutStr("openai.response.system_fingerprint", "fp_1")
+	a.PutStr("gen_ai.openai.request.service_tier", "auto") // legacy: stored as openai.request.service_tier
+	fr := a.PutEmptySlice("gen_ai.response.finish_reasons")
+	fr.AppendEmpty().SetStr("stop")
+	fr.AppendEmpty().SetStr("length")
+	a.PutStr("gen_ai.prompt.\x7f\a", "odd key")
+	dup := `[{"role":"user","role":"system","content":"x"}]`
+	deep := strings.Repeat("[", 70) + strings.Repeat("]", 70)
+	a.PutStr("gen_ai.input.messages", dup)
+	a.PutStr("gen_ai.output.messages", deep)
+	resp := traceResponse(t, post(h, rootPrincipal, TracesPath, mediaProto, encodeTraces(t, td, false)))
+	if ps := resp.PartialSuccess(); ps.RejectedSpans() != 0 {
+		t.Fatalf("rejected: %s", ps.ErrorMessage())
+	}
+	recs := l.stored(t)
+	if len(recs) != 1 {
+		t.Fatalf("stored %d records, want 1", len(recs))
+	}
+	attrs := recs[0]["attributes"].(map[string]any)
+	for k, v := range map[string]any{"openai.response.service_tier": "default", "openai.response.system_fingerprint": "fp_1",
+		"openai.request.service_tier": "auto", "gen_ai.response.finish_reasons": "stop,length"} {
+		if attrs[k] != v {
+			t.Errorf("attributes[%s] = %v, want %v", k, attrs[k], v)
+		}
+	}
+	var content map[string]any
+	if err := json.Unmarshal(sealer.plain[0], &content); err != nil {
+		t.Fatalf("content %q: %v", sealer.plain[0], err)
+	}
+	if content["gen_ai.input.messages"] != dup || content["gen_ai.output.messages"] != deep || content["gen_ai.prompt.\x7f\a"] != "odd key" {
+		t.Errorf("content %s", sealer.plain[0])
+	}
+}
+
+// TestLogRecordsToldApartByAnyAttribute: log records have no id; two that
+// differ only in an attribute the event does not keep are two events, and
+// a re-sent batch still stores nothing new.
+func TestLogRecordsToldApartByAnyAttribute(t *testing.T) {
+	h, l := newHandler(t, Options{KeepOtherLogs: true})
+	ld := plog.NewLogs()
+	sl := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty()
+	for _, id := range []string{"r-1", "r-2"} {
+		lr := sl.LogRecords().AppendEmpty()
+		lr.Body().SetStr("request served")
+		lr.SetTimestamp(pcommon.NewTimestampFromTime(start))
+		lr.Attributes().PutStr("request.id", id)
+	}
+	body, err := plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if w := post(h, rootPrincipal, LogsPath, mediaProto, body); w.Code != http.StatusOK {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+	if n := len(l.stored(t)); n != 2 {
+		t.Errorf("stored %d records, want 2", n)
 	}
 }
 
