@@ -179,7 +179,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 
 	if r.Tenant == "" {
 		r.Tenant = DefaultTenant
-	} else if !isTenant(r.Tenant) {
+	} else if !IsTenant(r.Tenant) {
 		c.add(".tenant", "must match [a-z0-9][a-z0-9_-]{0,62}")
 	}
 
@@ -272,9 +272,9 @@ func isEventType(s string) bool {
 	return !start
 }
 
-// isTenant reports whether s is a valid tenant name:
+// IsTenant reports whether s is a valid tenant name:
 // ^[a-z0-9][a-z0-9_-]{0,62}$.
-func isTenant(s string) bool {
+func IsTenant(s string) bool {
 	if len(s) == 0 || len(s) > 63 {
 		return false
 	}

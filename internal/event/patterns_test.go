@@ -18,8 +18,8 @@ func FuzzPatterns(f *testing.F) {
 		if isEventType(s) != typ.MatchString(s) {
 			t.Errorf("isEventType(%q) = %v", s, isEventType(s))
 		}
-		if isTenant(s) != tenant.MatchString(s) {
-			t.Errorf("isTenant(%q) = %v", s, isTenant(s))
+		if IsTenant(s) != tenant.MatchString(s) {
+			t.Errorf("isTenant(%q) = %v", s, IsTenant(s))
 		}
 		if isAttrKey(s) != attr.MatchString(s) {
 			t.Errorf("isAttrKey(%q) = %v", s, isAttrKey(s))

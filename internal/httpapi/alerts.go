@@ -59,11 +59,9 @@ var alertParams = map[string]bool{"tenant": true, "state": true, "rule": true, "
 func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	v := r.URL.Query()
-	for k, vs := range v {
-		if !alertParams[k] || len(vs) > 1 {
-			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown or repeated parameter %q", k)))
-			return
-		}
+	if err := checkParams(v, alertParams); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	state := v.Get("state")
 	if !slices.Contains([]string{"", "firing", "resolved", "acknowledged", "unacknowledged"}, state) {

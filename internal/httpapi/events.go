@@ -89,14 +89,28 @@ func writeReceipt(w http.ResponseWriter, receipt ingest.Receipt) {
 var queryParams = map[string]bool{"tenant": true, "type": true, "actor": true, "model": true, "outcome": true,
 	"resource": true, "from": true, "to": true, "q": true, "limit": true, "cursor": true, "order": true, "after": true}
 
-func parseQuery(v url.Values) (index.Query, error) {
+// checkParams refuses, as invalid_query, a query string with a parameter
+// other than the allowed ones or one given twice, and a tenant parameter
+// that cannot name a tenant (nothing is read, or recorded as read, in a
+// tenant that cannot exist).
+func checkParams(v url.Values, allowed map[string]bool) error {
 	for k, vs := range v {
-		if !queryParams[k] {
-			return index.Query{}, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k))
+		if !allowed[k] {
+			return errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k))
 		}
 		if len(vs) > 1 {
-			return index.Query{}, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("parameter %q given more than once", k))
+			return errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("parameter %q given more than once", k))
 		}
+	}
+	if t := v.Get("tenant"); t != "" && !event.IsTenant(t) {
+		return errorf(http.StatusBadRequest, "invalid_query", "tenant must be a tenant name: lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 63 bytes")
+	}
+	return nil
+}
+
+func parseQuery(v url.Values) (index.Query, error) {
+	if err := checkParams(v, queryParams); err != nil {
+		return index.Query{}, err
 	}
 	q := index.Query{
 		Tenant: v.Get("tenant"), Type: v.Get("type"), Actor: v.Get("actor"), Model: v.Get("model"),
@@ -214,15 +228,16 @@ type proofJSON struct {
 	Hashes   []string `json:"hashes"`
 }
 
+// getEventParams are the parameters GET /v1/events/{id} accepts.
+var getEventParams = map[string]bool{"tenant": true, "proof": true}
+
 // getEvent handles GET /v1/events/{id}[?tenant=T][&proof=true].
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	v := r.URL.Query()
-	for k := range v {
-		if k != "tenant" && k != "proof" {
-			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k)))
-			return
-		}
+	if err := checkParams(v, getEventParams); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	wantProof := false
 	switch v.Get("proof") {

@@ -80,6 +80,10 @@ func uintParam(r *http.Request, name string, def uint64, required bool) (uint64,
 
 // inclusionProof handles GET /v1/proof/inclusion?index=N&size=M.
 func (s *Server) inclusionProof(w http.ResponseWriter, r *http.Request) {
+	if err := checkParams(r.URL.Query(), map[string]bool{"index": true, "size": true}); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	n := s.Ledger.Size()
 	idx, err := uintParam(r, "index", 0, true)
 	if err != nil {
@@ -100,6 +104,10 @@ func (s *Server) inclusionProof(w http.ResponseWriter, r *http.Request) {
 
 // consistencyProof handles GET /v1/proof/consistency?from=A&to=B.
 func (s *Server) consistencyProof(w http.ResponseWriter, r *http.Request) {
+	if err := checkParams(r.URL.Query(), map[string]bool{"from": true, "to": true}); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	n := s.Ledger.Size()
 	from, err := uintParam(r, "from", 0, true)
 	if err != nil {

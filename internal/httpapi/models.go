@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/aitrail/aitrail/internal/registry"
@@ -20,15 +19,13 @@ var modelParams = map[string]bool{"tenant": true, "name": true, "environment": t
 // caller may see. A named model that none of them has deployed is 404.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
-	for k, vs := range v {
-		if !modelParams[k] || (k == "name" && r.PathValue("name") != "") {
-			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("unknown parameter %q", k)))
-			return
-		}
-		if len(vs) > 1 {
-			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("parameter %q given more than once", k)))
-			return
-		}
+	allowed := modelParams
+	if r.PathValue("name") != "" {
+		allowed = map[string]bool{"tenant": true, "environment": true} // the name is in the path
+	}
+	if err := checkParams(v, allowed); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	f := registry.Filter{Tenants: principalFrom(r.Context()).VisibleTenants(), Tenant: v.Get("tenant"),
 		Name: v.Get("name"), Environment: v.Get("environment")}
