@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
@@ -109,7 +111,28 @@ func TestRemoteVerify(t *testing.T) {
 	if code, _, errOut := runCLI("verify", "--url", s.url); code != 2 || !strings.Contains(errOut, "--key") {
 		t.Fatalf("verify --url without --key: exit %d %s", code, errOut)
 	}
+	// A server that cannot be talked to says nothing about the log: an
+	// error, not FAILED.
+	https := "https" + strings.TrimPrefix(s.url, "http")
+	if code, out, errOut := runCLI("verify", "--url", https, "--key", vkey); code != 1 || strings.Contains(out+errOut, "FAILED") {
+		t.Fatalf("verify over HTTPS of an HTTP server: exit %d %s%s; want 1 without FAILED", code, out, errOut)
+	}
+	// A key that is not the log's: FAILED, saying so.
+	if code, out, errOut := runCLI("verify", "--url", s.url, "--key", otherKey(t)); code != 1 || !strings.Contains(out+errOut, "FAILED") ||
+		!strings.Contains(out+errOut, "no signature by the key") {
+		t.Fatalf("verify with another key: exit %d %s%s", code, out, errOut)
+	}
 	s.stop()
+}
+
+// otherKey returns the verifier key of a new log key, not any server's.
+func otherKey(t *testing.T) string {
+	t.Helper()
+	_, vkey, err := note.GenerateKey(rand.Reader, "another-log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vkey
 }
 
 // TestFirstStartCreatesAdminToken covers the bootstrap without

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,8 +133,11 @@ func verifyURL(c *client.Client, entries bool, v note.Verifier, trustedPath stri
 		},
 	})
 	if err != nil {
+		// The server not answering (unreachable, refused, TLS, HTTP for
+		// HTTPS) or answering with an error says nothing of the log.
 		var ae *client.APIError
-		if errors.As(err, &ae) || strings.Contains(err.Error(), "connection refused") {
+		var ue *url.Error
+		if errors.As(err, &ae) || errors.As(err, &ue) {
 			return err
 		}
 		return exitError{1, fmt.Sprintf("FAILED: %v", err)}

@@ -38,6 +38,10 @@ func (c Checkpoint) Sign(s note.Signer) ([]byte, error) {
 // key.
 func OpenCheckpoint(signed []byte, v note.Verifier) (Checkpoint, error) {
 	n, err := note.Open(signed, note.VerifierList(v))
+	var unverified *note.UnverifiedNoteError
+	if errors.As(err, &unverified) {
+		return Checkpoint{}, fmt.Errorf("%w: it has no signature by the key %s (the wrong key, or another log's checkpoint)", ErrBadCheckpoint, v.Name())
+	}
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("%w: %v", ErrBadCheckpoint, err)
 	}
