@@ -208,6 +208,36 @@ func TestReindexRebuildsTheIndex(t *testing.T) {
 	s.stop()
 }
 
+// TestVerifyABackupOnReadOnlyMedia: a backup holding only the log and its
+// public key, on media nothing can be written to, verifies (it takes no
+// lock where none can be made); reindex refuses a directory that is not a
+// data directory and leaves nothing in it.
+func TestVerifyABackupOnReadOnlyMedia(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	postN(s, "b", 120)
+	s.stop()
+	backup := t.TempDir()
+	if out, err := exec.Command("cp", "-a", filepath.Join(data, ledgerDir), filepath.Join(data, publicKeyFile), backup).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	// Immutable: even root can create nothing in it.
+	if out, err := exec.Command("chattr", "-R", "+i", backup).CombinedOutput(); err != nil {
+		t.Fatalf("chattr +i: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-R", "-i", backup).Run() })
+	if code, out, errOut := runCLI("verify", "--data", backup); code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("verify of a read-only backup: exit %d %s%s", code, out, errOut)
+	}
+	empty := t.TempDir()
+	if code, _, errOut := runCLI("reindex", "--data", empty); code != 2 || !strings.Contains(errOut, "not an aitrail data directory") {
+		t.Fatalf("reindex of an empty directory: exit %d %s", code, errOut)
+	}
+	if left, _ := os.ReadDir(empty); len(left) != 0 {
+		t.Errorf("reindex left %v in a directory that is not a data directory", left)
+	}
+}
+
 // TestQueryCLI prints matching events as JSON lines.
 func TestQueryCLI(t *testing.T) {
 	s := startServer(t, t.TempDir())

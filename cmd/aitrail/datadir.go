@@ -37,11 +37,22 @@ const (
 	lockFile       = "LOCK"
 )
 
-// lockData takes an exclusive lock on the data directory so that two
-// processes never write it at once. The lock is released when the process
-// exits.
+// lockData locks the data directory: exclusively for a process that
+// writes it, so that two never write it at once, or shared for one that
+// only reads it (verify), so that it never reads while one writes. The lock
+// is released when the returned file is closed or the process exits.
+//
+// A reader of a directory where the lock file does not exist and cannot be
+// made (a backup on read-only media, an immutable copy) reads it without
+// a lock: no writer can hold one there. The file returned is then nil.
 func lockData(dir string, exclusive bool) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil && !exclusive {
+		if f, err = os.Open(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("couldn't open lock file: %w", err)
 	}
@@ -51,9 +62,18 @@ func lockData(dir string, exclusive bool) (*os.File, error) {
 	}
 	if err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("data directory %s is in use by another aitrail process (stop it first, or use verify --url against a running server)", dir)
+		return nil, fmt.Errorf("data directory %s is in use by another aitrail process (stop it first)", dir)
 	}
 	return f, nil
+}
+
+// isDataDir refuses a directory that holds no log, before anything is
+// made in it.
+func isDataDir(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, ledgerDir)); err != nil {
+		return usageError{fmt.Sprintf("%s is not an aitrail data directory: %v", dir, err)}
+	}
+	return nil
 }
 
 // keySource says where the master key is: a file, a Vault transit key

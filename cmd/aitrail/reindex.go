@@ -25,6 +25,9 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := isDataDir(*data); err != nil {
+		return err
+	}
 	lock, err := lockData(*data, true)
 	if err != nil {
 		return err

@@ -58,14 +58,16 @@ func runVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 func verifyData(dir string, v note.Verifier, quiet bool, stdout, stderr io.Writer) error {
-	if _, err := os.Stat(filepath.Join(dir, ledgerDir)); err != nil {
-		return usageError{fmt.Sprintf("%s is not an aitrail data directory: %v", dir, err)}
+	if err := isDataDir(dir); err != nil {
+		return err
 	}
 	lock, err := lockData(dir, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w, or use verify --url against the running server", err)
 	}
-	defer lock.Close()
+	if lock != nil {
+		defer lock.Close()
+	}
 	if v == nil {
 		if v, err = readVerifier(dir); err != nil {
 			return err
