@@ -89,7 +89,8 @@ type Query struct {
 	// syntax have no special meaning; and words without letters or digits
 	// are ignored, so a Text made only of them matches nothing. Without
 	// full text each word, less a trailing "*", must occur in the record's
-	// JSON (keys and digests included), ignoring ASCII case.
+	// JSON (keys and digests included), ignoring ASCII case, as it is or,
+	// holding a quote or a backslash, as a JSON string holds it.
 	Text string
 	// Limit is the most hits per page: 0 means DefaultLimit; more than
 	// MaxLimit, or negative, is invalid.
@@ -305,14 +306,30 @@ func (ix *Index) scanText(ctx context.Context, q Query, desc bool, fp []byte, st
 }
 
 // containsWords reports whether record holds every word, ignoring ASCII
-// case (words are in lower case), as SQL's LIKE '%word%' would.
-func containsWords(record []byte, words []string) bool {
+// case (words are in lower case), as SQL's LIKE '%word%' would: as it is
+// (JSON syntax included), or as a JSON string holds it.
+func containsWords(record []byte, words []textWord) bool {
 	for _, w := range words {
-		if !fold.Contains(record, w) {
+		if !fold.Contains(record, w.raw) && (w.escaped == "" || !fold.Contains(record, w.escaped)) {
 			return false
 		}
 	}
 	return true
+}
+
+// textWord is a word of Query.Text, in lower case, and, if it holds a
+// quote or a backslash, as a stored record's strings hold it: escaped, as
+// canonical JSON (RFC 8785) escapes only those and control characters
+// (which words do not hold). So "say \"hi\"" and C:\temp find the records
+// whose values hold them.
+type textWord struct{ raw, escaped string }
+
+func newTextWord(word string) textWord {
+	w := textWord{raw: fold.LowerASCII(word)}
+	if e := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(w.raw); e != w.raw {
+		w.escaped = e
+	}
+	return w
 }
 
 // run returns the hits of up to limit rows of st, with the records of the
@@ -444,7 +461,7 @@ type selectStmt struct {
 	// words, when not empty, are the words of Query.Text (in lower case)
 	// that the records of the rows must hold: without full text, text is
 	// matched outside SQL.
-	words []string
+	words []textWord
 
 	streams []stream
 	conds   string
@@ -563,7 +580,7 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 			st.streams = nil
 		} else {
 			for _, word := range ws {
-				st.words = append(st.words, fold.LowerASCII(strings.TrimSuffix(word, "*")))
+				st.words = append(st.words, newTextWord(strings.TrimSuffix(word, "*")))
 			}
 		}
 	}

@@ -463,6 +463,32 @@ func TestTextSearch(t *testing.T) {
 	})
 }
 
+// TestTextWithQuotesAndBackslashes: a word holding a quote or a backslash
+// finds the records whose values hold it (stored escaped, as JSON strings
+// are), and a word of JSON syntax still finds the records that hold it.
+func TestTextWithQuotesAndBackslashes(t *testing.T) {
+	ix, e := openTemp(t, Options{})
+	apply(t, ix, e.add(t,
+		rec("acme", "q1", "ai.inference", func(r *event.Record) { r.Action = `say "hello" to C:\temp` }),
+		rec("acme", "q2", "ai.inference", func(r *event.Record) { r.Action = "say hello" }),
+	))
+	for text, want := range map[string][]uint64{
+		`"hello"`:         {0},
+		`C:\temp`:         {0},
+		`hello`:           {0, 1},
+		`"action":"say`:   {0, 1},
+		`"HELLO" c:\TEMP`: {0},
+	} {
+		p, err := ix.Query(context.Background(), Query{Text: text})
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		if got := indexes(p); !slices.Equal(got, want) {
+			t.Errorf("%q: got %v, want %v", text, got, want)
+		}
+	}
+}
+
 // TestSparseText pages through text matches that are rare among the rows
 // the other filters leave, in both orders: without full text they are found
 // by reading the records back from the log in growing batches, and every
