@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aitrail/aitrail/client"
+	"github.com/aitrail/aitrail/internal/event"
 )
 
 // queryFlags are the filters shared by query and tail.
@@ -44,7 +45,7 @@ func addQueryFlags(fs *flag.FlagSet) *queryFlags {
 // check refuses filter values the server would refuse, as usage errors.
 func (f *queryFlags) check() error {
 	for name, p := range map[string]*string{"from": f.from, "to": f.to} {
-		if _, err := time.Parse(time.RFC3339Nano, *p); *p != "" && err != nil {
+		if _, ok := event.ParseTime(*p); *p != "" && !ok {
 			return usageError{fmt.Sprintf("--%s %q is not an RFC 3339 time (2026-01-02T15:04:05Z)", name, *p)}
 		}
 	}

@@ -171,7 +171,7 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 
 	if e.Time == "" {
 		r.Time = now.UTC()
-	} else if t, ok := parseTime(e.Time); ok {
+	} else if t, ok := ParseTime(e.Time); ok {
 		r.Time = t
 	} else {
 		c.add(".time", "must be an RFC 3339 timestamp in the years 0001 to 9999, such as 2025-01-02T15:04:05.123Z")
@@ -415,10 +415,11 @@ func (c *checker) hexID(field, s string, n int) string {
 	return s
 }
 
-// parseTime parses an RFC 3339 timestamp into UTC. time.Parse alone is
-// laxer than RFC 3339 (it accepts a comma before the fraction) and stricter
-// (it refuses a lowercase "t" or "z").
-func parseTime(s string) (time.Time, bool) {
+// ParseTime parses an RFC 3339 timestamp of a year from 1 to 9999 into
+// UTC, as event times are read. time.Parse alone is laxer than RFC 3339
+// (it accepts a comma before the fraction, and offsets of 24 hours) and
+// stricter (it refuses a lowercase "t" or "z").
+func ParseTime(s string) (time.Time, bool) {
 	ok, lower := rfc3339Form(s)
 	if !ok {
 		return time.Time{}, false
@@ -438,7 +439,7 @@ func parseTime(s string) (time.Time, bool) {
 }
 
 // rfc3339Form reports whether s has the form of an RFC 3339 timestamp,
-// ^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$, and
+// ^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$, and
 // whether it uses a lowercase "t" or "z" (which time.Parse refuses). It is
 // a byte loop rather than a regular expression, which had cost more than the
 // parse itself.
@@ -473,7 +474,8 @@ func rfc3339Form(s string) (ok, lower bool) {
 	case rest == "z":
 		return true, true
 	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
-		return digits(i+1, i+3) && digits(i+4, i+6), lower
+		// time.Parse takes hours up to 24; RFC 3339 only up to 23.
+		return digits(i+1, i+3) && digits(i+4, i+6) && rest[1:3] <= "23" && rest[4:6] <= "59", lower
 	}
 	return false, false
 }

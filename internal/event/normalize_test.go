@@ -218,6 +218,8 @@ func TestNormalizeRefuses(t *testing.T) {
 		{"time with comma", `{"type":"a","time":"2025-01-02T03:04:05,5Z"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
 		{"time unix seconds", `{"type":"a","time":"1735787045"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
 		{"time month 13", `{"type":"a","time":"2025-13-02T03:04:05Z"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
+		{"time offset of 24 hours", `{"type":"a","time":"2025-01-02T15:04:05+24:00"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
+		{"time offset of 60 minutes", `{"type":"a","time":"2025-01-02T15:04:05-01:60"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
 		{"time year 0", `{"type":"a","time":"0000-06-01T00:00:00Z"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp in the years 0001 to 9999"},
 		{"time before year 1 in UTC", `{"type":"a","time":"0001-01-01T00:00:00+01:00"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
 		{"time after 9999 in UTC", `{"type":"a","time":"9999-12-31T23:00:00-02:00"}`, Limits{}, CodeInvalid, "events[0].time: must be an RFC 3339 timestamp"},
@@ -472,10 +474,10 @@ func TestNormalizeLeavesRoomForContentRef(t *testing.T) {
 }
 
 // TestRFC3339Form: the byte check of timestamps accepts exactly what the
-// regular expression of RFC 3339's form does, on valid stamps and on every
+// regular expression of RFC 3339's form (offsets up to 23:59) does, on valid stamps and on every
 // one-byte change and truncation of them.
 func TestRFC3339Form(t *testing.T) {
-	re := regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$`)
+	re := regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$`)
 	seeds := []string{"2025-01-02T15:04:05Z", "2025-01-02t15:04:05.123456789z", "2025-01-02T15:04:05+05:30",
 		"2025-01-02T15:04:05.1-00:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"}
 	var cases []string

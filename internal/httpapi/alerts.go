@@ -84,9 +84,9 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 		dst  *time.Time
 	}{{"from", &q.From}, {"to", &q.To}} {
 		if str := v.Get(t.name); str != "" {
-			tm, err := time.Parse(time.RFC3339Nano, str)
-			if err != nil {
-				s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", t.name+" must be an RFC 3339 time"))
+			tm, ok := event.ParseTime(str)
+			if !ok {
+				s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", t.name+" must be an RFC 3339 time of a year from 1 to 9999"))
 				return
 			}
 			*t.dst = tm

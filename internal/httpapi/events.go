@@ -122,9 +122,9 @@ func parseQuery(v url.Values) (index.Query, error) {
 		dst  *time.Time
 	}{{"from", &q.From}, {"to", &q.To}} {
 		if s := v.Get(t.name); s != "" {
-			tm, err := time.Parse(time.RFC3339Nano, s)
-			if err != nil {
-				return q, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be an RFC 3339 time", t.name))
+			tm, ok := event.ParseTime(s)
+			if !ok {
+				return q, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be an RFC 3339 time of a year from 1 to 9999", t.name))
 			}
 			*t.dst = tm
 		}
