@@ -850,7 +850,8 @@ func (ix *Index) parseOne(r *row, e ledger.Entry) error {
 }
 
 // unixNano is t.UnixNano clamped to int64, so that a time outside the years
-// 1678–2262 still sorts correctly in range queries.
+// 1678–2262 still sorts before or after every time inside them; a query
+// with a bound out there checks the records' own times (timeRange).
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
 		return math.MinInt64

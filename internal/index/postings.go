@@ -503,15 +503,17 @@ func scanPostings(rows *sql.Rows, out []blockRow) ([]blockRow, error) {
 }
 
 // timeStream returns the stream of the blocks whose event times overlap
-// [from, to), a bound applying only if set (neither: every block with
-// records). The candidates of such a block are the records of its chunks
+// [from, to) ([from, to] if toInclusive), a bound applying only if set
+// (neither: every block with records). The candidates of such a block are the records of its chunks
 // that overlap it.
-func (ix *Index) timeStream(from, to int64, fromSet, toSet, desc bool) stream {
+func (ix *Index) timeStream(from, to int64, fromSet, toSet, toInclusive, desc bool) stream {
 	var w where
 	if fromSet {
 		w.add("max_time >= ?", from)
 	}
-	if toSet {
+	if toSet && toInclusive {
+		w.add("min_time <= ?", to)
+	} else if toSet {
 		w.add("min_time < ?", to)
 	}
 	q := "SELECT chunk FROM chunks WHERE " + w.sql() + " AND chunk >= ? ORDER BY chunk LIMIT ?"
@@ -613,7 +615,7 @@ func (p *prefixStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool,
 			return 0, nil, false, err
 		}
 		if len(keys) > maxPrefixKeys {
-			p.s = p.ix.timeStream(0, 0, false, false, p.desc) // every block
+			p.s = p.ix.timeStream(0, 0, false, false, false, p.desc) // every block
 		} else {
 			u := &unionStream{desc: p.desc}
 			for _, k := range keys {

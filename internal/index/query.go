@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -233,7 +234,7 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 		return Page{}, err
 	}
 	var p Page
-	if len(st.words) == 0 {
+	if !st.filtered() {
 		// One row more than asked tells whether there is a next page; its
 		// record is not needed.
 		if p.Hits, err = ix.run(ctx, st, limit+1, limit); err != nil {
@@ -272,7 +273,7 @@ const (
 var textScanLimit = textScanRows
 
 // scanText returns the first want rows of st (a statement of q, desc and fp)
-// whose records hold all of st.words, reading further batches until it has
+// whose records hold all of st.words (and are within st.times), reading further batches until it has
 // them or the rows run out. Once it has read textScanLimit rows without
 // finding them all, it returns those it has and the index of the last row
 // it read, where the next page starts.
@@ -332,12 +333,41 @@ func newTextWord(word string) textWord {
 	return w
 }
 
+// timeRange is a Query's From and To.
+type timeRange struct{ from, to time.Time }
+
+// holds reports whether the time of record is within r.
+func (r *timeRange) holds(record []byte) bool {
+	var rec struct {
+		Time string `json:"time"`
+	}
+	t, ok := time.Time{}, json.Unmarshal(record, &rec) == nil
+	if ok {
+		t, ok = event.ParseTime(rec.Time)
+	}
+	return ok && (r.from.IsZero() || !t.Before(r.from)) && (r.to.IsZero() || t.Before(r.to))
+}
+
+// clamped reports whether unixNano clamps t: it is outside the years
+// 1678–2262 (or at their very edge).
+func clamped(t time.Time) bool {
+	n := unixNano(t)
+	return n == math.MinInt64 || n == math.MaxInt64
+}
+
+// filtered reports whether the records of st's rows are filtered outside
+// SQL, so that a page may need more rows than it shows.
+func (st *selectStmt) filtered() bool { return len(st.words) > 0 || st.times != nil }
+
 // run returns the hits of up to limit rows of st, with the records of the
-// first read; with st.words, records that do not hold them are nil.
+// first read; with st.words or st.times, records that do not hold them are
+// nil.
 func (ix *Index) run(ctx context.Context, st selectStmt, limit, read int) ([]Hit, error) {
 	var keep func(record []byte) bool
-	if len(st.words) > 0 {
-		keep = func(rec []byte) bool { return containsWords(rec, st.words) }
+	if st.filtered() {
+		keep = func(rec []byte) bool {
+			return containsWords(rec, st.words) && (st.times == nil || st.times.holds(rec))
+		}
 	}
 	var hits []Hit
 	var err error
@@ -462,6 +492,9 @@ type selectStmt struct {
 	// that the records of the rows must hold: without full text, text is
 	// matched outside SQL.
 	words []textWord
+	// times, if set, are bounds the records' own times must be within:
+	// a bound outside the times the index stores exactly.
+	times *timeRange
 
 	streams []stream
 	conds   string
@@ -548,14 +581,22 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 			keys(fieldResource, q.Resource)
 		}
 	}
+	// Times outside the years 1678–2262 are stored clamped (unixNano),
+	// so all of those past 2262 compare equal, and all before 1678. A
+	// bound out there selects every row its clamped value allows (to
+	// becomes inclusive), and the records' own times decide (st.times).
+	clampedTo := !q.To.IsZero() && clamped(q.To)
+	if (!q.From.IsZero() && clamped(q.From)) || clampedTo {
+		st.times = &timeRange{from: q.From, to: q.To}
+	}
 	if !q.From.IsZero() {
 		w.add("time >= ?", unixNano(q.From))
 	}
 	if !q.To.IsZero() {
-		w.add("time < ?", unixNano(q.To))
+		w.add(map[bool]string{false: "time < ?", true: "time <= ?"}[clampedTo], unixNano(q.To))
 	}
 	if !q.From.IsZero() || !q.To.IsZero() {
-		st.streams = append(st.streams, ix.timeStream(unixNano(q.From), unixNano(q.To), !q.From.IsZero(), !q.To.IsZero(), desc))
+		st.streams = append(st.streams, ix.timeStream(unixNano(q.From), unixNano(q.To), !q.From.IsZero(), !q.To.IsZero(), clampedTo, desc))
 	}
 	if q.After != nil {
 		if *q.After >= math.MaxInt64 {

@@ -489,6 +489,54 @@ func TestTextWithQuotesAndBackslashes(t *testing.T) {
 	}
 }
 
+// TestTimesOutsideTheNanosecondRange: event times may be any of the years
+// 1–9999, but the index stores nanoseconds, exact only from 1678 to 2262.
+// Bounds out there still select exactly the events within them.
+func TestTimesOutsideTheNanosecondRange(t *testing.T) {
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, e := openTemp(t, opts)
+		at := func(s string) func(*event.Record) {
+			return func(r *event.Record) { r.Time, _ = time.Parse(time.RFC3339, s) }
+		}
+		apply(t, ix, e.add(t,
+			rec("acme", "t2280", "time.test", at("2280-01-01T00:00:00Z")),
+			rec("acme", "t2500", "time.test", at("2500-01-01T00:00:00Z")),
+			rec("acme", "t1500", "time.test", at("1500-01-01T00:00:00Z")),
+			rec("acme", "t1600", "time.test", at("1600-06-01T00:00:00Z")),
+			rec("acme", "t2000", "time.test", at("2000-01-01T00:00:00Z")),
+		))
+		day := func(s string) time.Time { t, _ := time.Parse(time.DateOnly, s); return t }
+		for _, tc := range []struct {
+			from, to string
+			want     []uint64
+		}{
+			{"2270-01-01", "2300-01-01", []uint64{0}},
+			{"2400-01-01", "", []uint64{1}},
+			{"", "1550-01-01", []uint64{2}},
+			{"1550-01-01", "1700-01-01", []uint64{3}},
+			{"1900-01-01", "2100-01-01", []uint64{4}},
+			{"", "2300-01-01", []uint64{0, 2, 3, 4}},
+			{"1550-01-01", "", []uint64{0, 1, 3, 4}},
+			{"2600-01-01", "", []uint64{}},
+		} {
+			q := Query{Type: "time.test", Order: "asc"}
+			if tc.from != "" {
+				q.From = day(tc.from)
+			}
+			if tc.to != "" {
+				q.To = day(tc.to)
+			}
+			p, err := ix.Query(context.Background(), q)
+			if err != nil {
+				t.Fatalf("%s–%s: %v", tc.from, tc.to, err)
+			}
+			if got := indexes(p); !slices.Equal(got, tc.want) {
+				t.Errorf("%s–%s: got %v, want %v", tc.from, tc.to, got, tc.want)
+			}
+		}
+	})
+}
+
 // TestSparseText pages through text matches that are rare among the rows
 // the other filters leave, in both orders: without full text they are found
 // by reading the records back from the log in growing batches, and every
