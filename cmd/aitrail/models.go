@@ -23,6 +23,7 @@ func runModels(args []string, stdout, stderr io.Writer) error {
 	env := fs.String("environment", "", "only this deployment environment")
 	history := fs.Bool("history", false, "print every deploy and retire instead of the deployments in force")
 	asJSON := fs.Bool("json", false, "print the models as JSON, one per line")
+	tf := addTLSFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -35,7 +36,11 @@ func runModels(args []string, stdout, stderr io.Writer) error {
 			v.Set(k, *p)
 		}
 	}
-	models, err := client.New(*serverURL, *token).Models(context.Background(), v)
+	hc, err := tf.httpClient()
+	if err != nil {
+		return err
+	}
+	models, err := client.New(*serverURL, *token).WithHTTPClient(hc).Models(context.Background(), v)
 	if err != nil {
 		return err
 	}

@@ -147,6 +147,13 @@ func TestTLSClientCertificates(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "mutual") {
 		t.Fatalf("query with a client certificate: exit %d %s %s", code, out, errOut)
 	}
+	// Every command that talks to a server takes the same TLS flags.
+	for _, args := range [][]string{{"models"}, {"alerts"}} {
+		args = append(args, "--url", s.url, "--token", adminToken, "--ca-cert", p.caFile, "--client-cert", p.clientCertFile, "--client-key", p.clientKeyFile)
+		if code, out, errOut := runCLI(args...); code != 0 {
+			t.Fatalf("%s with a client certificate: exit %d %s %s", args[0], code, out, errOut)
+		}
+	}
 	// The load generator has its own HTTP client.
 	code, out, errOut = runCLI("bench", "--url", s.url, "--token", adminToken, "--ca-cert", p.caFile,
 		"--client-cert", p.clientCertFile, "--client-key", p.clientKeyFile, "--clients", "2", "--batch", "5", "--duration", "300ms")
