@@ -135,6 +135,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if !strings.Contains(string(body), `"index":1`) || !strings.Contains(string(body), "events[1].type") {
 		t.Fatalf("batch error does not name event 1: %s", body)
 	}
+	// An NDJSON body's errors name the line, the rules' as the syntax's.
+	_, body = s.do("POST", "/v1/events", adminToken, nd, []byte(valid+"\r\n\r\n{\"type\":\"BAD\"}\r\n"))
+	if !strings.Contains(string(body), `"index":1`) || !strings.Contains(string(body), `"line":3`) {
+		t.Fatalf("NDJSON error does not name event 1 on line 3: %s", body)
+	}
 	if code, _ := s.do("GET", "/healthz", "", "", nil); code != 200 {
 		t.Fatal("server is not healthy after bad input")
 	}

@@ -208,6 +208,23 @@ func TestDecodeRefuses(t *testing.T) {
 	}
 }
 
+// TestAddLines: the rules' problems with events of an NDJSON body get the
+// line the event was on, counted as Decode counts them (blank lines, CRLF).
+func TestAddLines(t *testing.T) {
+	body := []byte("{\"type\":\"a\"}\r\n\r\n \t\n{\"type\":\"BAD\"}\r\n{\"type\":\"c\"}")
+	events, err := Decode(body, ndjsonMT, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = NormalizeAll(events, testNow, Limits{})
+	AddLines(err, body)
+	var e *Error
+	if !errors.As(err, &e) || e.Problems[0].Index != 1 || e.Problems[0].Line != 4 {
+		t.Fatalf("NormalizeAll then AddLines: %v", err)
+	}
+	AddLines(errors.New("not an *Error"), body) // left alone, no panic
+}
+
 // TestUnknownFieldListsTheFields: the message for an unknown field lists
 // the fields an event has, and nothing else.
 func TestUnknownFieldListsTheFields(t *testing.T) {

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -62,6 +63,33 @@ func (e *Error) Error() string {
 		b.WriteString(p.String())
 	}
 	return b.String()
+}
+
+// AddLines gives the problems of err (an *Error about the events Decode
+// read from body, an application/x-ndjson body) that name an event and no
+// line the line of that event, so that a producer finds the rules' errors
+// as it finds the syntax errors Decode names. Other errors are left alone.
+func AddLines(err error, body []byte) {
+	var e *Error
+	if !errors.As(err, &e) {
+		return
+	}
+	var lines []int // of event i, as Decode counts them: blank lines hold none
+	for off, line := 0, 1; off < len(body); line++ {
+		end := len(body)
+		if i := bytes.IndexByte(body[off:], '\n'); i >= 0 {
+			end = off + i
+		}
+		if len(bytes.Trim(body[off:end], " \t\r")) > 0 {
+			lines = append(lines, line)
+		}
+		off = end + 1
+	}
+	for i := range e.Problems {
+		if p := &e.Problems[i]; p.Line == 0 && p.Index >= 0 && p.Index < len(lines) {
+			p.Line = lines[p.Index]
+		}
+	}
 }
 
 // Problem is one reason input was refused.

@@ -41,6 +41,9 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	}
 	receipt, err := s.Ingest.Append(r.Context(), principalFrom(r.Context()), events)
 	if err != nil {
+		if mt == "application/x-ndjson" {
+			event.AddLines(err, body)
+		}
 		s.writeError(w, r, err)
 		return
 	}
