@@ -592,8 +592,10 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 	if !q.From.IsZero() {
 		w.add("time >= ?", unixNano(q.From))
 	}
-	if !q.To.IsZero() {
-		w.add(map[bool]string{false: "time < ?", true: "time <= ?"}[clampedTo], unixNano(q.To))
+	if !q.To.IsZero() && clampedTo {
+		w.add("time <= ?", unixNano(q.To))
+	} else if !q.To.IsZero() {
+		w.add("time < ?", unixNano(q.To))
 	}
 	if !q.From.IsZero() || !q.To.IsZero() {
 		st.streams = append(st.streams, ix.timeStream(unixNano(q.From), unixNano(q.To), !q.From.IsZero(), !q.To.IsZero(), clampedTo, desc))

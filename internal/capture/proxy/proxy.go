@@ -233,11 +233,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The provider's headers replace those the server sets on
 			// every answer (Cache-Control: no-store ...) instead of
 			// joining them.
-			err := h.capture(resp, c)
+			if err := h.capture(resp, c); err != nil {
+				return err // answered by failed, with the server's headers
+			}
 			for k := range resp.Header {
 				delete(w.Header(), k)
 			}
-			return err
+			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { h.failed(w, r, c, err) },
 		ErrorLog:     h.errLog,
