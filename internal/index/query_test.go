@@ -489,6 +489,27 @@ func TestTextWithQuotesAndBackslashes(t *testing.T) {
 	}
 }
 
+// TestFullTextWithoutSpaces: with full text, text written without spaces
+// between words (Japanese here) is one token per run of letters, so only
+// a prefix search finds a part of it (api.md says so); the default
+// substring match finds it as it is.
+func TestFullTextWithoutSpaces(t *testing.T) {
+	forModes(t, func(t *testing.T, opts Options) {
+		ix, e := openTemp(t, opts)
+		apply(t, ix, e.add(t, rec("acme", "j1", "ai.inference", func(r *event.Record) { r.Action = "東京タワー" })))
+		want := map[string]int{"東京*": 1, "東京タワー": 1, "東京": 0}
+		if !opts.FullText {
+			want["東京"] = 1
+		}
+		for text, n := range want {
+			p, err := ix.Query(context.Background(), Query{Text: text})
+			if err != nil || len(p.Hits) != n {
+				t.Errorf("%q: %d hits (%v), want %d", text, len(p.Hits), err, n)
+			}
+		}
+	})
+}
+
 // TestTimesOutsideTheNanosecondRange: event times may be any of the years
 // 1–9999, but the index stores nanoseconds, exact only from 1678 to 2262.
 // Bounds out there still select exactly the events within them.
