@@ -185,6 +185,60 @@ func TestTornCommitInZeros(t *testing.T) {
 	}
 }
 
+// TestDamageBeforeLaterCommitsStopsOpen: only the last commit can be torn
+// by a crash (each is written once the one before is durable), so damage
+// with complete commits after it is in records that were acknowledged,
+// even beyond the checkpoint file (written lazily): the start refuses,
+// naming the record, instead of cutting them off as a torn commit; verify
+// says so too.
+func TestDamageBeforeLaterCommitsStopsOpen(t *testing.T) {
+	k := newKeys(t)
+	opts := k.opts()
+	opts.SyncInterval = time.Hour // the checkpoint file stays behind the commits
+	l := open(t, t.TempDir(), opts)
+	t.Cleanup(func() { l.Close() })
+	appendRecords(t, l, 0, 300) // six commits of 50
+	l.mu.RLock()
+	path := l.segs[len(l.segs)-1].path
+	l.mu.RUnlock()
+	for _, tc := range []struct {
+		name   string
+		damage func(data []byte, at int)
+	}{
+		{"a byte of a record", func(data []byte, at int) { data[at+3] ^= 1 }},
+		{"a frame's length", func(data []byte, at int) { data[at-frameHeaderSize+1] ^= 0x40 }},
+		{"a hole of zeros", func(data []byte, at int) { clear(data[at-frameHeaderSize : at+200]) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crashed := crashCopy(t, l.dir)
+			seg := filepath.Join(crashed, segDir, filepath.Base(path))
+			data, err := os.ReadFile(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.damage(data, bytes.Index(data, []byte("k123|")))
+			os.WriteFile(seg, data, 0o600)
+			if cp, err := (&Ledger{dir: crashed, opts: opts}).readCheckpoint(); err != nil || cp.Size > 123 {
+				t.Fatalf("the checkpoint file covers %d records (%v): the damage is under it", cp.Size, err)
+			}
+			_, err = Verify(crashed, VerifyOptions{Verifier: k.verifier})
+			var ve *VerifyError
+			if !errors.As(err, &ve) || ve.Index != 123 || !strings.Contains(ve.What, "complete commits follow") {
+				t.Errorf("verify: %v; want record 123, with complete commits after it", err)
+			}
+			l2, err := Open(crashed, opts)
+			if err == nil {
+				size := l2.Size()
+				l2.Close()
+				t.Fatalf("Open succeeded with %d of 300 acknowledged records", size)
+			}
+			if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "record 123") || !strings.Contains(err.Error(), "acknowledged") {
+				t.Fatalf("Open = %v, want ErrTampered naming record 123", err)
+			}
+		})
+	}
+}
+
 // TestZerosNeverOverwriteRecords appends concurrently with small segments
 // and a filler running just ahead: every segment holds exactly its records,
 // and the log verifies.

@@ -448,6 +448,21 @@ func (l *Ledger) scanSegment(first uint64, last bool, cpSize uint64, from *resum
 				return nil, fmt.Errorf("%w: record %d (segment %s): %v; the signed checkpoint covers %d records",
 					ErrTampered, bad, segmentName(first), reason, cpSize)
 			}
+			// Commits are written one after another, each only once the
+			// one before is durable: only the last can be torn. Damage
+			// with two commit ends after it is in records that were
+			// acknowledged, whatever the checkpoint file (written lazily)
+			// covers.
+			n, err := commitEndsAfter(f, size, end, 2)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			if n >= 2 {
+				f.Close()
+				return nil, fmt.Errorf("%w: record %d (segment %s): %v, and complete commits follow it: those records were acknowledged; restore the data directory from a backup",
+					ErrTampered, bad, segmentName(first), reason)
+			}
 			l.log.Warn("cutting off an incomplete commit that was never acknowledged",
 				"segment", segmentName(first), "first_record", endIdx, "bytes", dataEnd-end, "reason", reason)
 		}
@@ -514,6 +529,45 @@ func completeCommits(f *os.File, size, start int64, first uint64) (end, dataEnd 
 			end, endIdx = sc.off, idx
 		}
 	}
+}
+
+// commitEndsAfter counts, up to limit, the ends of commits among the
+// frames that check out between offset from and size, past damage: after
+// a frame that does not, it looks byte by byte for the next one that does
+// (a frame header of plausible lengths whose checksum holds; zeros are
+// skipped whole). A commit torn by a crash leaves at most one commit end
+// after the last complete commit: the pages of its one write that reached
+// the disk may hold its last frame, with a hole of zeros before it.
+func commitEndsAfter(f *os.File, size, from int64, limit int) (int, error) {
+	sc := newFrameScanner(f, size, from)
+	ends := 0
+	for off := from; off < size && ends < limit; {
+		h, err := sc.window(off, frameHeaderSize)
+		if errors.Is(err, errTruncated) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("couldn't read segment: %w", err)
+		}
+		if isZero(h) {
+			off += frameHeaderSize
+			continue
+		}
+		sc.off = off
+		fr, err := sc.next()
+		switch {
+		case err == nil:
+			if fr.commitEnd {
+				ends++
+			}
+			off = sc.off
+		case errors.Is(err, errTruncated) || errors.Is(err, errChecksum) || errors.Is(err, errFrameSize) || err == io.EOF:
+			off++
+		default:
+			return 0, fmt.Errorf("couldn't read segment: %w", err)
+		}
+	}
+	return ends, nil
 }
 
 func cutTail(path string, size int64) error {

@@ -184,11 +184,16 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 					f.Close()
 					return rep, ferr
 				}
-				f.Close()
 				what := fmt.Sprintf("segment %s offset %d: %v", segmentName(first), sc.off, err)
 				if i == len(firsts)-1 && n >= cp.Size {
-					what += " (if the server stopped uncleanly, this can be a commit that never finished and was never acknowledged: the server cuts it off at start)"
+					// Only the last commit can be torn (see commitEndsAfter).
+					if ends, cerr := commitEndsAfter(f, size, sc.off, 2); cerr == nil && ends < 2 {
+						what += " (if the server stopped uncleanly, this can be a commit that never finished and was never acknowledged: the server cuts it off at start)"
+					} else if cerr == nil {
+						what += ", and complete commits follow it: those records were acknowledged"
+					}
 				}
+				f.Close()
 				return bad(int64(n), "%s", what)
 			}
 			// A frame is valid only until the next; the batch holds copies.
