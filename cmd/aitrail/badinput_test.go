@@ -89,6 +89,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"from with an offset of 24 hours", "GET", "/v1/events?from=2025-01-02T15:04:05%2B24:00", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"event time with an offset of 24 hours", "POST", "/v1/events", adminToken, "application/json", []byte(`{"type":"ai.inference","time":"2025-01-02T15:04:05+24:00"}`), nil, 400, "invalid_event"},
 		{"unknown parameter", "GET", "/v1/events?colour=red", adminToken, "", nil, nil, 400, "invalid_query"},
+		{"tile whose index overflows", "GET", "/log/tile/0/x072/x057/x594/x037/x927/935", "", "", nil, nil, 404, "not_found"},
+		{"partial tile whose index overflows", "GET", "/log/tile/0/x072/x057/x594/x037/x927/935.p/5", "", "", nil, nil, 404, "not_found"},
 		{"query in a tenant that cannot exist", "GET", "/v1/events?tenant=ACME", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"get in a tenant that cannot exist", "GET", "/v1/events/seed?tenant=Bad%20Tenant", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"get with a repeated parameter", "GET", "/v1/events/seed?proof=true&proof=maybe", adminToken, "", nil, nil, 400, "invalid_query"},

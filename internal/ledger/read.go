@@ -292,6 +292,8 @@ func (l *Ledger) tileReader(n uint64, partial []merkle.Tile) merkle.TileReader {
 		}
 		avail := n >> uint(merkle.TileHeight*id.Level)
 		switch {
+		case id.N >= avail/merkle.TileWidth+1:
+			// Beyond the tree (also where (N+1)·256 would overflow).
 		case (id.N+1)*merkle.TileWidth <= avail:
 			full := id
 			full.W = merkle.TileWidth

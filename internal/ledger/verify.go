@@ -251,7 +251,7 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			// log still has that layout; otherwise one the server could
 			// not remove when it moved the tiles into packs, which
 			// nothing reads any more.
-			if (id.N+1)*merkle.TileWidth > n>>uint(merkle.TileHeight*id.Level) {
+			if id.N >= n>>uint(merkle.TileHeight*id.Level)/merkle.TileWidth {
 				return &VerifyError{Index: -1, What: fmt.Sprintf("tile %s lies beyond the %d records of the log", rel, n)}
 			}
 			return nil
