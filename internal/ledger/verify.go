@@ -118,6 +118,10 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		return nil
 	}
+	// unstored are the full tiles a crash left unwritten (beyond the
+	// durable watermark), as the records give them: the partial tiles
+	// of the durable tree below must be their prefixes.
+	unstored := map[merkle.TileID][]byte{}
 	// Records are checked a batch at a time: their leaf hashes and the
 	// caller's checks on every core, then the tree and the tiles in order.
 	apply := func(r *verifyRecord) error {
@@ -130,8 +134,12 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		}
 		n++
 		for _, t := range full {
-			if err := checkTile(dir, t, durable, readTile, name); err != nil {
+			stored, err := checkTile(dir, t, durable, readTile, name)
+			if err != nil {
 				return err
+			}
+			if !stored {
+				unstored[t.ID] = bytes.Clone(t.Data)
 			}
 			rep.TilesChecked++
 		}
@@ -261,6 +269,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			return err
 		}
 		want, err := l.tileReader(n, partial)(id)
+		if full := (merkle.TileID{Level: id.Level, N: id.N, W: merkle.TileWidth}); err != nil && unstored[full] != nil {
+			want, err = unstored[full][:id.W*merkle.HashSize], nil
+		}
 		if err != nil {
 			return &VerifyError{Index: -1, What: fmt.Sprintf("partial tile %s lies beyond the %d records of the log", rel, n)}
 		}
@@ -290,24 +301,25 @@ type verifyRecord struct {
 
 // checkTile compares a full tile recomputed from the records with the one
 // stored, which read reads and name names (from its pack, or its file in
-// the old layout). Tiles past the durable watermark may be missing after a
-// crash; the server writes them again at start.
-func checkTile(dir string, t merkle.Tile, durable uint64, read func(string, merkle.TileID) ([]byte, error), name func(merkle.TileID) string) error {
+// the old layout), and reports whether it is stored. Tiles past the durable
+// watermark may be missing after a crash; the server writes them again at
+// start.
+func checkTile(dir string, t merkle.Tile, durable uint64, read func(string, merkle.TileID) ([]byte, error), name func(merkle.TileID) string) (stored bool, err error) {
 	data, err := read(dir, t.ID)
 	end := uint64(tileRecord(t.ID, merkle.TileWidth))
 	if errors.Is(err, fs.ErrNotExist) && end > durable {
-		return nil
+		return false, nil
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", name(t.ID))}
+		return false, &VerifyError{Index: tileRecord(t.ID, 0), What: fmt.Sprintf("tile %s is missing", name(t.ID))}
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if k := firstDiff(data, t.Data); k >= 0 {
-		return &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", name(t.ID), k)}
+		return true, &VerifyError{Index: tileRecord(t.ID, k), What: fmt.Sprintf("tile %s hash %d differs from the tree recomputed from the records", name(t.ID), k)}
 	}
-	return nil
+	return true, nil
 }
 
 // firstDiff returns the index of the first hash where a and b differ, or -1.
