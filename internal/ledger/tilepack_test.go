@@ -178,6 +178,24 @@ func testLegacyTiles(t *testing.T, interrupted bool) {
 	}
 }
 
+// TestVerifyChecksCompletePacks: a complete pack with a tile more appended
+// is damage, though the log has that many tiles (in the next pack).
+func TestVerifyChecksCompletePacks(t *testing.T) {
+	k := newKeys(t)
+	dir := t.TempDir()
+	fill(t, dir, k.opts(), (packTiles+2)*merkle.TileWidth+10)
+	f, err := os.OpenFile(packPath(dir, 0, 0), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, tileBytes))
+	f.Close()
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); !errors.Is(err, ErrTampered) ||
+		!strings.Contains(err.Error(), "tile pack tile/0/pack/00000000 holds 2105344 bytes: more than the 256 tiles of a pack") {
+		t.Fatalf("Verify = %v, want the overfull pack named", err)
+	}
+}
+
 // TestVerifyChecksPacks: tile packs holding more than the log's tiles, or
 // part of a tile below the durable watermark, are reported; a tile cut
 // short above it, as a crash leaves one, is not.

@@ -244,6 +244,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			full := fullTiles(n, level)
 			end := k*packTiles + uint64(fi.Size()/tileBytes) // the tile after the pack's last whole one
 			cut := fi.Size()%tileBytes != 0
+			if fi.Size() > packTiles*tileBytes {
+				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d tiles of a pack", rel, fi.Size(), packTiles)}
+			}
 			if end > full || cut && end == full {
 				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d full tiles of level %d that the %d records of the log give",
 					rel, fi.Size(), full, level, n)}
