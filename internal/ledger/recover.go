@@ -61,6 +61,13 @@ func (l *Ledger) recover() (*belowSnapshot, error) {
 		}
 		durable = 0
 	}
+	// The packs as found, before the tiles past the watermark are cut off
+	// to be written again: their tiles are of records that were durable,
+	// so the log must still hold them.
+	packs, err := statPacks(l.dir)
+	if err != nil {
+		return nil, err
+	}
 	if err := l.cutPacks(durable); err != nil {
 		return nil, err
 	}
@@ -211,6 +218,13 @@ func (l *Ledger) recover() (*belowSnapshot, error) {
 	}
 	if durable > n {
 		return nil, fmt.Errorf("%w: tiles were made durable for %d records, but the log holds only %d", ErrTampered, durable, n)
+	}
+	// The same when the watermark file is gone too: the packs held tiles
+	// only of records that were durable.
+	for _, p := range packs {
+		if err := checkPackSize(p.rel, p.size, p.level, p.k, n); err != nil {
+			return nil, fmt.Errorf("%w: %v: records were removed; restore the data directory from a backup", ErrTampered, err)
+		}
 	}
 	if cp.Size > 0 && root != cp.Hash {
 		hint := ""

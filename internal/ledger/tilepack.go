@@ -85,6 +85,55 @@ func fullTiles(size uint64, level int) uint64 {
 	return size >> uint(merkle.TileHeight*(level+1))
 }
 
+// checkPackSize checks that the pack rel (pack k of level) holds no more
+// than a pack's tiles and nothing past the full tiles of a log of n
+// records: tiles are written only for records already durable, so a pack
+// holding more means records were removed. (One cut short within the
+// tree is a crash's, or damage: the tiles are compared apart.)
+func checkPackSize(rel string, size int64, level int, k, n uint64) error {
+	full := fullTiles(n, level)
+	end := k*packTiles + uint64(size/tileBytes) // the tile after the pack's last whole one
+	cut := size%tileBytes != 0
+	switch {
+	case size > packTiles*tileBytes:
+		return fmt.Errorf("tile pack %s holds %d bytes: more than the %d tiles of a pack", rel, size, packTiles)
+	case end > full || cut && end == full:
+		return fmt.Errorf("tile pack %s holds %d bytes: more than the %d full tiles of level %d that the %d records of the log give",
+			rel, size, full, level, n)
+	}
+	return nil
+}
+
+// packStat is a tile pack as found.
+type packStat struct {
+	rel   string // its path in the ledger directory
+	size  int64
+	level int
+	k     uint64
+}
+
+// statPacks lists the tile packs of the ledger directory dir.
+func statPacks(dir string) ([]packStat, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "tile", "*", packDir, "*"))
+	if err != nil {
+		return nil, err
+	}
+	var packs []packStat
+	for _, path := range paths {
+		rel, _ := filepath.Rel(dir, path)
+		level, k, ok := parsePackPath(rel)
+		if !ok {
+			continue
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read tile pack %s: %w", rel, err)
+		}
+		packs = append(packs, packStat{rel, fi.Size(), level, k})
+	}
+	return packs, nil
+}
+
 // openPack is the pack of one level that full tiles are being appended to.
 type openPack struct {
 	k    uint64

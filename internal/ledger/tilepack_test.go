@@ -48,7 +48,6 @@ func TestPackRecoveryWritesTilesAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.WriteAt(bytes.Repeat([]byte{0xee}, 100), 3*tileBytes+64)
-	f.WriteAt(make([]byte, tileBytes/2), 4*tileBytes)
 	f.Close()
 
 	l = open(t, dir, k.opts())
@@ -175,6 +174,40 @@ func testLegacyTiles(t *testing.T, interrupted bool) {
 	}
 	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRemovedRecordsStopTheStart: records removed from the end of the log
+// together with the checkpoint and the watermark that would have told are
+// still found, by the tile packs holding tiles of them; a watermark beyond
+// the log is reported by verify as by the start.
+func TestRemovedRecordsStopTheStart(t *testing.T) {
+	k := newKeys(t)
+	dir := t.TempDir()
+	fill(t, dir, k.opts(), 3*merkle.TileWidth+10) // three tiles packed
+	seg := onlySegment(t, dir)
+	data, _ := os.ReadFile(seg)
+	at := bytes.Index(data, []byte("k300|")) - frameHeaderSize // a commit starts with record 300
+	if err := os.WriteFile(seg, data[:at], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, checkpointFile))
+	os.Remove(filepath.Join(dir, watermarkFile))
+	os.Remove(filepath.Join(dir, snapshotFile))
+	l, err := Open(dir, k.opts())
+	if err == nil {
+		size := l.Size()
+		l.Close()
+		t.Fatalf("Open of a log cut to %d records succeeded", size)
+	}
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "tile pack tile/0/pack/00000000") || !strings.Contains(err.Error(), "records were removed") {
+		t.Fatalf("Open = %v, want ErrTampered naming the pack", err)
+	}
+	dir = t.TempDir()
+	fill(t, dir, k.opts(), 300)
+	os.WriteFile(filepath.Join(dir, watermarkFile), []byte("700\n"), 0o600)
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "tiles were made durable for 700 records") {
+		t.Fatalf("Verify = %v, want the watermark beyond the log named", err)
 	}
 }
 

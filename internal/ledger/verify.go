@@ -224,6 +224,9 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	if cp.Size > n {
 		return bad(int64(n), "missing: the signed checkpoint covers %d records but the log holds %d", cp.Size, n)
 	}
+	if durable > n {
+		return bad(int64(n), "missing: tiles were made durable for %d records (%s), but the log holds %d", durable, watermarkFile, n)
+	}
 	// Partial tile files are the durable tree at the watermark: each must be
 	// a prefix of the tile the records produce.
 	partial := b.Partial()
@@ -241,15 +244,8 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 			if err != nil {
 				return err
 			}
-			full := fullTiles(n, level)
-			end := k*packTiles + uint64(fi.Size()/tileBytes) // the tile after the pack's last whole one
-			cut := fi.Size()%tileBytes != 0
-			if fi.Size() > packTiles*tileBytes {
-				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d tiles of a pack", rel, fi.Size(), packTiles)}
-			}
-			if end > full || cut && end == full {
-				return &VerifyError{Index: -1, What: fmt.Sprintf("tile pack %s holds %d bytes: more than the %d full tiles of level %d that the %d records of the log give",
-					rel, fi.Size(), full, level, n)}
+			if err := checkPackSize(rel, fi.Size(), level, k, n); err != nil {
+				return &VerifyError{Index: -1, What: err.Error()}
 			}
 			return nil
 		}
