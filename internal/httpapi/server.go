@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -161,7 +162,22 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint"))
 	})
-	return securityHeaders(mux)
+	return securityHeaders(s.canonicalPaths(mux))
+}
+
+// canonicalPaths answers a path that is not in canonical form (an empty,
+// "." or ".." segment, as in //v1/events) 404, as any unknown path, instead
+// of letting the mux redirect it: a redirect has clients send the method,
+// the body and the token again, to a path they did not ask for.
+func (s *Server) canonicalPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if trimmed := strings.TrimSuffix(p, "/"); p != "/" && path.Clean(p) != trimmed {
+			s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint: the path is not in canonical form"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // securityHeaders sets headers every response should carry, and answers a
