@@ -139,7 +139,7 @@ type Recorder struct {
 	// failing are events found failed but not yet finished, so that a
 	// Flush that starts meanwhile is told of them too.
 	failing   []failedEvent
-	lastErr   error         // the last error sending to the server, nil after a success
+	lastErr   error         // the sender's last error sending to the server, nil after a success
 	maxEvents int           // the most events a batch holds: MaxBatchEvents, or less once the server refused a batch as too large
 	roomFreed chan struct{} // closed and replaced whenever events leave
 	stats     RecorderStats
@@ -328,7 +328,7 @@ func (r *Recorder) RecordSync(ctx context.Context, events ...Event) (Receipt, er
 		}
 		lines[i] = data
 	}
-	rc, err := r.appendRetrying(ctx, ndjson(lines))
+	rc, err := r.appendRetrying(ctx, ndjson(lines), false)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("couldn't record %d events: %w", len(events), err)
 	}
@@ -337,14 +337,17 @@ func (r *Recorder) RecordSync(ctx context.Context, events ...Event) (Receipt, er
 
 // appendRetrying sends body until the server acknowledges it, refuses it
 // with a permanent error, or ctx ends, and then returns the last error.
-// Every attempt sends the same bytes, so the same ids.
-func (r *Recorder) appendRetrying(ctx context.Context, body []byte) (Receipt, error) {
+// Every attempt sends the same bytes, so the same ids. Attempts of the
+// queue's sender (queued) keep their error for Flush to report.
+func (r *Recorder) appendRetrying(ctx context.Context, body []byte, queued bool) (Receipt, error) {
 	b := backoff{min: r.opts.MinBackoff, max: r.opts.MaxBackoff}
 	for {
 		rc, err := r.c.AppendRaw(ctx, body, "application/x-ndjson")
-		r.mu.Lock()
-		r.lastErr = err
-		r.mu.Unlock()
+		if queued {
+			r.mu.Lock()
+			r.lastErr = err
+			r.mu.Unlock()
+		}
 		if err == nil {
 			r.countSent(rc)
 			return rc, nil
@@ -477,7 +480,7 @@ func (r *Recorder) sendBatch(batch []queued) {
 		for i, q := range batch {
 			lines[i] = q.data
 		}
-		_, err := r.appendRetrying(r.sendCtx, ndjson(lines))
+		_, err := r.appendRetrying(r.sendCtx, ndjson(lines), true)
 		if err == nil {
 			return
 		}
