@@ -179,13 +179,13 @@ func NewRecorder(c *Client, opts RecorderOptions) *Recorder {
 	r := &Recorder{
 		c:         c,
 		opts:      opts.withDefaults(),
-		maxEvents: opts.withDefaults().MaxBatchEvents,
 		roomFreed: make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		abandon:   cancel,
 		sendCtx:   ctx,
 		senderEnd: make(chan struct{}),
 	}
+	r.maxEvents = r.opts.MaxBatchEvents
 	go r.send()
 	return r
 }

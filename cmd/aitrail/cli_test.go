@@ -343,6 +343,17 @@ func TestTailCLI(t *testing.T) {
 	}
 }
 
+// TestTailWaitsForTheServer: a server that cannot be reached is polled
+// again, with or without --all, until tail is stopped.
+func TestTailWaitsForTheServer(t *testing.T) {
+	for _, all := range []string{"--all=false", "--all"} {
+		code, stderr := runChild(t, 2*time.Second, "tail", "--url", "http://"+freeAddr(t), "--token", adminToken, "--interval", "50ms", all)
+		if code != -1 || !strings.Contains(stderr, "(retrying)") {
+			t.Errorf("tail %s with no server: exit %d, %q; want it still polling when stopped", all, code, stderr)
+		}
+	}
+}
+
 // TestUsageErrors: flag values the commands cannot use are usage errors
 // (exit 2, with a message) before anything is sent, and no usage text
 // shows the token taken from $AITRAIL_TOKEN.

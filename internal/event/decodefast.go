@@ -98,8 +98,8 @@ func decodeAllFast(body []byte, mediaType string, lim Limits) ([]Event, bool) {
 	return events, true
 }
 
-// tooDeep reports whether JSON text nests containers more than max levels.
-func tooDeep(b []byte, max int) bool {
+// TooDeep reports whether JSON text nests containers more than max levels.
+func TooDeep(b []byte, max int) bool {
 	depth := 0
 	for i := 0; i < len(b); i++ {
 		switch b[i] {

@@ -700,7 +700,7 @@ func validContent(raw []byte, checked bool, maxDepth int) ([]byte, bool) {
 	content := bytes.Trim(raw, " \t\r\n")
 	// The content is one level below the event: its outermost object or
 	// array is at depth 2.
-	if !fastContent || len(content) == 0 || (!checked && !jsontext.Value(content).IsValid()) || tooDeep(content, maxDepth-1) {
+	if !fastContent || len(content) == 0 || (!checked && !jsontext.Value(content).IsValid()) || TooDeep(content, maxDepth-1) {
 		return nil, false
 	}
 	return content, true

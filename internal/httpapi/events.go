@@ -92,6 +92,9 @@ func writeReceipt(w http.ResponseWriter, receipt ingest.Receipt) {
 var queryParams = map[string]bool{"tenant": true, "type": true, "actor": true, "model": true, "outcome": true,
 	"resource": true, "from": true, "to": true, "q": true, "limit": true, "cursor": true, "order": true, "after": true}
 
+// notATenant says what a tenant name is, for the errors that refuse one.
+const notATenant = "must be a tenant name: lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 63 bytes"
+
 // checkParams refuses, as invalid_query, a query string with a parameter
 // other than the allowed ones or one given twice, and a tenant parameter
 // that cannot name a tenant (nothing is read, or recorded as read, in a
@@ -106,7 +109,7 @@ func checkParams(v url.Values, allowed map[string]bool) error {
 		}
 	}
 	if t := v.Get("tenant"); t != "" && !event.IsTenant(t) {
-		return errorf(http.StatusBadRequest, "invalid_query", "tenant must be a tenant name: lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 63 bytes")
+		return errorf(http.StatusBadRequest, "invalid_query", "tenant "+notATenant)
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func (s *Server) eraseSubject(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	tenant, subject := r.PathValue("tenant"), r.PathValue("subject")
 	if !event.IsTenant(tenant) {
-		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "the tenant must be a tenant name: lowercase letters, digits, '_' and '-', starting with a letter or digit, at most 63 bytes"))
+		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "the tenant "+notATenant))
 		return
 	}
 	if !p.CanSeeTenant(tenant) {

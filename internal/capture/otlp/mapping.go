@@ -553,8 +553,10 @@ func isAttrKey(k string) bool {
 func rawValue(v pcommon.Value) any {
 	if v.Type() == pcommon.ValueTypeStr {
 		s := strings.TrimSpace(v.Str())
-		if (strings.HasPrefix(s, "[") || strings.HasPrefix(s, "{")) && json.Valid([]byte(s)) && depth(s) <= rawDepth {
-			return json.RawMessage(s)
+		if strings.HasPrefix(s, "[") || strings.HasPrefix(s, "{") {
+			if b := []byte(s); json.Valid(b) && !event.TooDeep(b, rawDepth) {
+				return json.RawMessage(b)
+			}
 		}
 	}
 	return v.AsRaw()
@@ -564,26 +566,6 @@ func rawValue(v pcommon.Value) any {
 // default limit of an event's (event.DefaultMaxDepth), which counts the
 // event and its content's own levels too.
 const rawDepth = event.DefaultMaxDepth / 2
-
-// depth returns how deeply the valid JSON text s nests objects and arrays.
-func depth(s string) int {
-	d, most, inString := 0, 0, false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case inString && c == '\\':
-			i++
-		case c == '"':
-			inString = !inString
-		case inString:
-		case c == '{' || c == '[':
-			d++
-			most = max(most, d)
-		case c == '}' || c == ']':
-			d--
-		}
-	}
-	return most
-}
 
 // setContent sets the event's content, or says why it cannot be. Values
 // already in JSON form are copied as they are.

@@ -284,6 +284,30 @@ type assembler interface {
 	failure() string
 }
 
+// errIncompleteStream is the error.type of a stream that ended, without
+// an error, before its last event.
+const errIncompleteStream = "stream_incomplete"
+
+// errorType is the error.type of a provider's error object: the first of
+// fields it has as a string (the provider's own classification), else
+// "provider_error".
+func errorType(obj json.RawMessage, fields ...string) string {
+	var m map[string]any
+	json.Unmarshal(obj, &m)
+	if inner, ok := m["error"].(map[string]any); ok { // {"type":"error","error":{…}}
+		m = inner
+	}
+	for _, f := range fields {
+		if s, ok := m[f].(string); ok && s != "" && s != "error" {
+			return clip(s, 256)
+		}
+	}
+	return "provider_error"
+}
+
+// isSet reports whether a JSON value was there and not null.
+func isSet(v json.RawMessage) bool { return len(v) > 0 && string(v) != "null" }
+
 // output collects an answer for the record: a whole body, or a stream's
 // events.
 type output struct {
