@@ -195,7 +195,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	for _, h := range page.Hits {
 		size += len(h.Record)
 	}
-	if err := s.holdResponse(w, r, int64(size)); err != nil {
+	if err := s.holdResponse(r, int64(size)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -313,18 +313,11 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 
 // holdResponse charges n bytes that the answer to r is about to hold to
 // the request's body budget (httpbody.ChargeAnswer; ErrBusy if it cannot
-// take them), and gives writing the answer a deadline (AnswerWriteTime): a
-// client that stops reading its answer would otherwise hold that memory,
-// and with it a share of the budget that ingest needs, for as long as it
-// keeps the connection open. (The server lifts the deadline once the
-// answer is written.)
-func (s *Server) holdResponse(w http.ResponseWriter, r *http.Request, n int64) error {
-	if err := httpbody.ChargeAnswer(r.Context(), n); err != nil {
-		return err
-	}
-	d := s.AnswerWriteTime.Base + time.Duration(n>>20)*s.AnswerWriteTime.PerMiB
-	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
-	return nil
+// take them). A client that stops reading the answer holds them only until
+// the answer's write deadline (answerDeadlines), not for as long as it
+// keeps the connection open: the budget is ingest's too.
+func (s *Server) holdResponse(r *http.Request, n int64) error {
+	return httpbody.ChargeAnswer(r.Context(), n)
 }
 
 // errContentIntegrity means stored content does not match the digest its
@@ -338,7 +331,7 @@ func (s *Server) openContent(w http.ResponseWriter, r *http.Request, hit index.H
 		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
 	}
 	// The sealed content, its plaintext and the answer holding it.
-	if err := s.holdResponse(w, r, 3*rec.Content.Size); err != nil {
+	if err := s.holdResponse(r, 3*rec.Content.Size); err != nil {
 		return nil, err
 	}
 	blob, err := s.Ledger.Blob(hit.Index)

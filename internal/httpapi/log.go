@@ -41,7 +41,7 @@ func (s *Server) logTile(w http.ResponseWriter, r *http.Request) {
 		}
 		data, err = s.Ledger.Bundle(id.N, id.W)
 		if err == nil {
-			err = s.holdResponse(w, r, int64(len(data)))
+			err = s.holdResponse(r, int64(len(data)))
 		}
 		if err != nil {
 			s.writeError(w, r, err)

@@ -77,9 +77,9 @@ type Server struct {
 	// capture requests, and of the answers holding records or content,
 	// being handled at once (httpbody.Budget).
 	BodyBudget *httpbody.Budget
-	// AnswerWriteTime is how long an answer holding records or content
-	// may take to be written: Base, and PerMiB more for each MiB of it.
-	// Zero values take a minute and a second.
+	// AnswerWriteTime is how long each write of an answer may take to be
+	// taken by the client: Base, and PerMiB more for each MiB it holds
+	// (answerDeadlines). Zero values take a minute and a second.
 	AnswerWriteTime struct{ Base, PerMiB time.Duration }
 	// Ready reports whether writes can be accepted, with details.
 	Ready    func() (bool, map[string]any)
@@ -162,8 +162,55 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint"))
 	})
-	return securityHeaders(s.canonicalPaths(mux))
+	return s.answerDeadlines(securityHeaders(s.canonicalPaths(mux)))
 }
+
+// answerDeadlines gives writing every answer a deadline: each write must be
+// taken by the client within AnswerWriteTime.Base, and a second more
+// (PerMiB) for each MiB it holds, or the connection is closed. Without it a
+// client that stops reading its answers - sending request after request on
+// one connection without reading what comes back, or leaving a stream
+// unread - holds that connection, one of limits.max_connections, for as
+// long as it likes. The deadline runs only while the answer is written: a
+// handler may take as long as it needs between writes (a model thinking).
+func (s *Server) answerDeadlines(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dw := &deadlineWriter{ResponseWriter: w, times: &s.AnswerWriteTime}
+		next.ServeHTTP(dw, r)
+		dw.extend(0) // for what the server writes once the handler returns
+	})
+}
+
+// deadlineWriter moves the connection's write deadline ahead of each write.
+type deadlineWriter struct {
+	http.ResponseWriter
+	times *struct{ Base, PerMiB time.Duration }
+	until time.Time // the deadline last set
+}
+
+// extend makes sure a write of n bytes has its time: the deadline is moved
+// only when it would move by more than half of Base, so that an ordinary
+// answer, written at once, sets it once.
+func (w *deadlineWriter) extend(n int) {
+	due := time.Now().Add(w.times.Base + time.Duration(n>>20)*w.times.PerMiB)
+	if due.Sub(w.until) > w.times.Base/2 {
+		w.until = due
+		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(due)
+	}
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.extend(len(b))
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *deadlineWriter) Flush() {
+	w.extend(0)
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // canonicalPaths answers a path that is not in canonical form (an empty,
 // "." or ".." segment, as in //v1/events) 404, as any unknown path, instead
