@@ -101,6 +101,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"proof with an unknown parameter", "GET", "/v1/proof/inclusion?index=0&foo=2", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"proof with a repeated parameter", "GET", "/v1/proof/consistency?from=0&to=1&to=1", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"models in a tenant that cannot exist", "GET", "/v1/models?tenant=-x", adminToken, "", nil, nil, 400, "invalid_query"},
+		{"models with an empty name", "GET", "/v1/models/", adminToken, "", nil, nil, 404, "not_found"},
 		{"alerts in a tenant that cannot exist", "GET", "/v1/alerts?tenant=A", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"forged cursor", "GET", "/v1/events?cursor=AAAAAAAAAAAAAAAA", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"bad order", "GET", "/v1/events?order=sideways", adminToken, "", nil, nil, 400, "invalid_query"},

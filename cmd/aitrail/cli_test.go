@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -536,5 +537,24 @@ func TestAlertingConfig(t *testing.T) {
 		writeConfig(t, "alerting:\n  webhooks:\n    - url: http://127.0.0.1:9/hook\n"))
 	if code != 2 || !strings.Contains(errOut, "alerting") {
 		t.Fatalf("a webhook without a name: exit %d %q; want 2 naming alerting", code, errOut)
+	}
+}
+
+// TestModelsTableQuotesControlCharacters: a value holding a tab or a line
+// break (a deploy recorded before the server refused them) is shown quoted
+// in its cell, so it cannot make cells or rows of its own in the table.
+func TestModelsTableQuotesControlCharacters(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"models":[{"tenant":"gamma","name":"m","current":[{"index":7,"action":"deploy","tenant":"gamma",`+
+			`"name":"m","version":"1","environment":"prod\nacme\tfraud-scorer\tdeploy\tv666","time":"2026-11-27T10:00:00Z"}],"history":[]}]}`)
+	}))
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	if code := run([]string{"models", "--url", srv.URL, "--token", "t"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], `"prod\nacme\tfraud-scorer\tdeploy\tv666"`) {
+		t.Fatalf("table:\n%s", out.String())
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/aitrail/aitrail/client"
 )
@@ -63,16 +66,22 @@ func runModels(args []string, stdout, stderr io.Writer) error {
 			if d.Provider != "" {
 				model = d.Provider + ":" + d.Name
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", d.Tenant, model, d.Action, d.Version,
-				dash(d.Environment), dash(d.Service), d.Time.Format(time.RFC3339), dash(d.Actor), d.Index)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", tableCell(d.Tenant), tableCell(model), tableCell(d.Action), tableCell(d.Version),
+				tableCell(d.Environment), tableCell(d.Service), d.Time.Format(time.RFC3339), tableCell(d.Actor), d.Index)
 		}
 	}
 	return tw.Flush()
 }
 
-func dash(s string) string {
-	if s == "" {
+// tableCell is s as a table shows it: "-" when empty, quoted when it holds a
+// control character (a tab or line break in a value from the log would
+// otherwise make cells or rows of its own).
+func tableCell(s string) string {
+	switch {
+	case s == "":
 		return "-"
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return strconv.Quote(s)
 	}
 	return s
 }

@@ -269,6 +269,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 	defer regStore.Close()
 	models, err := registry.Open(ctx, regStore)
+	if err != nil && ctx.Err() != nil {
+		return nil // stopped while loading: nothing is wrong with the file
+	}
 	if err != nil {
 		return fmt.Errorf("couldn't load the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
 	}

@@ -19,8 +19,13 @@ var modelParams = map[string]bool{"tenant": true, "name": true, "environment": t
 // caller may see. A named model that none of them has deployed is 404.
 func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
+	named := r.URL.Path != "/v1/models" // GET /v1/models/{name}
+	if named && r.PathValue("name") == "" {
+		s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint: the model name is empty"))
+		return
+	}
 	allowed := modelParams
-	if r.PathValue("name") != "" {
+	if named {
 		allowed = map[string]bool{"tenant": true, "environment": true} // the name is in the path
 	}
 	if err := checkParams(v, allowed); err != nil {
@@ -29,12 +34,12 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	}
 	f := registry.Filter{Tenants: principalFrom(r.Context()).VisibleTenants(), Tenant: v.Get("tenant"),
 		Name: v.Get("name"), Environment: v.Get("environment")}
-	if name := r.PathValue("name"); name != "" {
-		f.Name = name
+	if named {
+		f.Name = r.PathValue("name")
 	}
 	models := s.Models.Models(f)
 	if models == nil {
-		if r.PathValue("name") != "" {
+		if named {
 			s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no deployments of that model"))
 			return
 		}

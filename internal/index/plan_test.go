@@ -66,6 +66,18 @@ func TestFiltersVisitOnlyTheirBlocks(t *testing.T) {
 		}
 	}
 
+	// A version few records have narrows a scan of a name many have.
+	for _, q := range []Query{{Model: "gpt-4o@v9"}, {Model: "rare-model@2024-08-06"}} {
+		before := ix.checked.Load()
+		p, err := ix.Query(ctx, q)
+		if err != nil || len(p.Hits) != 0 {
+			t.Errorf("%+v: %d hits, %v; want none", q, len(p.Hits), err)
+		}
+		if c := ix.checked.Load() - before; c > blockSize {
+			t.Errorf("%+v checked %d rows of %d; want at most one block (%d)", q, c, n, blockSize)
+		}
+	}
+
 	// A time range narrows a scan to the chunks of records it overlaps,
 	// not to whole blocks: records 70,000-70,099, in one chunk, and the
 	// chunk of the rare record, whose times span up to 1,000 hours.

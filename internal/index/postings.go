@@ -594,6 +594,49 @@ func (u *unionStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, 
 	return first, &u.bits, true, nil
 }
 
+// intersectStream yields the blocks all of its streams have records in
+// together, with those records.
+type intersectStream struct {
+	desc  bool
+	parts []stream
+	bits  bitmap
+}
+
+func (x *intersectStream) seek(ctx context.Context, b int64) (int64, *bitmap, bool, error) {
+	for {
+		agreed := true
+		for i, s := range x.parts {
+			blk, bits, ok, err := s.seek(ctx, b)
+			if err != nil || !ok {
+				return 0, nil, false, err
+			}
+			if blk != b {
+				b, agreed = blk, false // on to where this one goes on
+				break
+			}
+			if i == 0 {
+				x.bits = *bits
+			} else {
+				x.bits.and(bits)
+			}
+		}
+		if !agreed {
+			continue
+		}
+		if x.bits != (bitmap{}) {
+			return b, &x.bits, true, nil
+		}
+		if x.desc {
+			if b == 0 {
+				return 0, nil, false, nil
+			}
+			b--
+		} else {
+			b++
+		}
+	}
+}
+
 // maxPrefixKeys is the most values a type prefix ("ai.*") is expanded to;
 // past it the prefix is checked on the rows only.
 const maxPrefixKeys = 64

@@ -560,12 +560,26 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 		}
 	}
 	if q.Model != "" {
-		name, version, ok := strings.Cut(q.Model, "@")
-		w.add("model_name = ?", name)
-		keys(fieldModel, name)
-		if ok {
-			w.add("model_version = ?", version)
-			keys(fieldVersion, version)
+		// NAME@VERSION, or a name that holds @ itself (Vertex AI's
+		// claude-3-5-sonnet-v2@20241022): a record matches any reading.
+		conds := []string{"model_name = ?"}
+		args := []any{q.Model}
+		readings := []stream{ix.keyStream(postingKey(fieldModel, q.Model), desc)}
+		for i, c := range q.Model {
+			if c == '@' {
+				name, version := q.Model[:i], q.Model[i+1:]
+				conds = append(conds, "(model_name = ? AND model_version = ?)")
+				args = append(args, name, version)
+				readings = append(readings, &intersectStream{desc: desc, parts: []stream{
+					ix.keyStream(postingKey(fieldModel, name), desc), ix.keyStream(postingKey(fieldVersion, version), desc)}})
+			}
+		}
+		if len(conds) == 1 {
+			w.add("model_name = ?", q.Model)
+			st.streams = append(st.streams, readings[0])
+		} else {
+			w.add("("+strings.Join(conds, " OR ")+")", args...)
+			st.streams = append(st.streams, &unionStream{desc: desc, parts: readings})
 		}
 	}
 	if q.Outcome != "" {

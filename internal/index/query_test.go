@@ -64,6 +64,7 @@ func fixture() []*event.Record {
 		5: rec("acme", "e5", "aix.custom", func(r *event.Record) {
 			r.Time = t0.Add(-time.Hour) // event time need not follow log order
 			r.Actor = &event.Actor{ID: "dave"}
+			r.Model = &event.Model{Name: "hf@org/model", Version: "r1"} // a name holding @
 		}),
 	}
 }
@@ -105,6 +106,10 @@ func TestQueryFilters(t *testing.T) {
 			{"model name", Query{Model: "gpt-4o"}, []uint64{0, 1, 4}},
 			{"model name@version", Query{Model: "gpt-4o@2024-08-06"}, []uint64{0, 4}},
 			{"model unknown version", Query{Model: "gpt-4o@nope"}, []uint64{}},
+			{"model name holding @", Query{Model: "hf@org/model"}, []uint64{5}},
+			{"model name holding @, and version", Query{Model: "hf@org/model@r1"}, []uint64{5}},
+			{"model name holding @, another version", Query{Model: "hf@org/model@r2"}, []uint64{}},
+			{"model name cut at its own @", Query{Model: "hf@org"}, []uint64{}},
 			{"outcome", Query{Outcome: "success"}, []uint64{0, 3, 4}},
 			{"resource id", Query{Resource: "dep-1"}, []uint64{0, 3}},
 			{"resource type:id", Query{Resource: "deployment:dep-1"}, []uint64{0, 3}},

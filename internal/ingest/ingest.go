@@ -268,8 +268,8 @@ func (pl *Pipeline) prepare(ctx context.Context, records []event.Record, content
 // agent and session, and the PersonalAttributes — by pseudonyms of the
 // subject the actor id names, and returns that subject, which seals its
 // content (nil without Subjects). Values that already are pseudonyms are
-// kept. The actor fields of a service or system actor name no person and
-// are kept, so that the log says which machine acted.
+// kept. The id, address and user agent of a service or system actor name
+// no person and are kept, so that the log says which machine acted.
 func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Subject, error) {
 	if pl.Subjects == nil {
 		return nil, nil
@@ -290,8 +290,12 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Sub
 		rec.NotePlain(p)
 		return p
 	}
-	if a := rec.Actor; a != nil && a.Type != "service" && a.Type != "system" {
-		a.ID, a.IP, a.UserAgent, a.SessionID = hide(a.ID), hide(a.IP), hide(a.UserAgent), hide(a.SessionID)
+	if a := rec.Actor; a != nil {
+		if a.Type != "service" && a.Type != "system" {
+			a.ID, a.IP, a.UserAgent = hide(a.ID), hide(a.IP), hide(a.UserAgent)
+		}
+		// A session is a conversation, perhaps a person's, whoever acts.
+		a.SessionID = hide(a.SessionID)
 	}
 	if len(rec.Attributes) < len(PersonalAttributes) {
 		for k, v := range rec.Attributes {

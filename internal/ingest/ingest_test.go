@@ -167,3 +167,32 @@ func TestNewSubjectsShareOneKeyWrite(t *testing.T) {
 		t.Fatalf("reading back made %d more writes", n-2)
 	}
 }
+
+// TestServiceActorsKeepTheirNamesNotTheirConversations: a service or system
+// actor's id, address and user agent name a machine and are stored as sent;
+// its session is a conversation, perhaps a person's, and is pseudonymised
+// as the gen_ai.conversation.id attribute holding the same value is (the
+// OTLP receiver copies one into the other).
+func TestServiceActorsKeepTheirNamesNotTheirConversations(t *testing.T) {
+	ctx := context.Background()
+	kek, _ := crypto.NewLocalKEK("", make([]byte, 32))
+	keyring := crypto.NewKeyring(kek, new(cryptotest.MemKeyStore))
+	led := &itemLedger{}
+	pl := &Pipeline{Ledger: led, Sealer: keyring, Subjects: keyring}
+	for _, typ := range []string{"service", "system"} {
+		ev := event.Event{Type: "ai.inference", Tenant: "acme", Attributes: map[string]any{"gen_ai.conversation.id": "conv-81"},
+			Actor: &event.Actor{ID: "agent", Type: typ, IP: "10.0.0.7", UserAgent: "agent/1.0", SessionID: "conv-81"}}
+		if _, err := pl.Append(ctx, root, []event.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+		rec := led.items[len(led.items)-1].Value.(*event.Record)
+		s, _ := keyring.Subject(ctx, "acme", "agent")
+		a, conv := rec.Actor, s.Pseudonym("conv-81")
+		if a.ID != "agent" || a.IP != "10.0.0.7" || a.UserAgent != "agent/1.0" {
+			t.Errorf("%s actor stored as %+v, want its names as sent", typ, a)
+		}
+		if a.SessionID != conv || rec.Attributes["gen_ai.conversation.id"] != conv {
+			t.Errorf("%s actor: session %q and conversation %q stored, want both %q", typ, a.SessionID, rec.Attributes["gen_ai.conversation.id"], conv)
+		}
+	}
+}

@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/aitrail/aitrail/internal/event"
 )
@@ -118,7 +119,7 @@ func FromRecord(index uint64, rec *event.Record) (Deployment, bool) {
 	if m := rec.Model; m == nil || m.Name == "" || m.Version == "" || (rec.Outcome != "" && rec.Outcome != "success") {
 		return Deployment{}, false
 	}
-	env, svc := target(rec.Attributes)
+	env, svc, _ := target(rec.Attributes) // Check refused others
 	d := Deployment{Index: index, EventID: rec.ID, Action: action, Tenant: rec.Tenant,
 		Provider: rec.Model.Provider, Name: rec.Model.Name, Version: rec.Model.Version, Digest: rec.Model.Digest,
 		Environment: env, Service: svc, Resource: rec.Resource, Time: rec.Time}
@@ -128,14 +129,20 @@ func FromRecord(index uint64, rec *event.Record) (Deployment, bool) {
 	return d, true
 }
 
-// target reads the deployment target an event names.
-func target(attrs map[string]any) (env, service string) {
-	env, _ = attrs[AttrEnvironment].(string)
-	if env == "" {
-		env, _ = attrs[AttrEnvironmentOld].(string)
+// target reads the deployment target an event names; ok is false when an
+// attribute naming it is not a string.
+func target(attrs map[string]any) (env, service string, ok bool) {
+	ok = true
+	str := func(k string) string {
+		v, present := attrs[k]
+		s, isString := v.(string)
+		ok = ok && (!present || isString)
+		return s
 	}
-	service, _ = attrs[AttrService].(string)
-	return env, service
+	if env = str(AttrEnvironment); env == "" {
+		env = str(AttrEnvironmentOld)
+	}
+	return env, str(AttrService), ok
 }
 
 // Model is what the registry knows of one model of one tenant.
@@ -176,17 +183,23 @@ type Store interface {
 	Save(ctx context.Context, facts []Deployment, cursor uint64) error
 }
 
-type modelKey struct{ tenant, provider, name string }
 type nameKey struct{ tenant, name string }
 
 type targetKey struct{ env, service string }
 
-// model is the state of one (tenant, provider, name).
+// model is the state of one model name of one tenant, of every provider: a
+// deploy or retire acts on the deployments whose provider matches its own
+// (the same, or either empty), as events are resolved.
 type model struct {
-	provider string
-	facts    []Deployment // by Index
-	current  []Deployment // by environment, service
-	deployed map[string]bool
+	facts []Deployment // by Index
+	// effective tells, for each fact, whether it changed what is in
+	// force: a deploy always does, a retire when it ended a deployment.
+	effective []bool
+	applied   int          // facts[:applied] are reflected in current
+	current   []Deployment // in force, by provider, environment, service
+	// deployed holds, for each version ever deployed, the providers its
+	// deploys named.
+	deployed map[string][]string
 }
 
 // Registry is the deployment registry. It is safe for concurrent use.
@@ -195,8 +208,7 @@ type Registry struct {
 
 	mu     sync.RWMutex
 	cursor uint64
-	models map[modelKey]*model
-	byName map[nameKey][]*model
+	models map[nameKey]*model
 }
 
 // Open loads the registry from store. Follow the log with it (it is a
@@ -206,7 +218,7 @@ func Open(ctx context.Context, store Store) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Registry{store: store, cursor: cursor, models: map[modelKey]*model{}, byName: map[nameKey][]*model{}}
+	r := &Registry{store: store, cursor: cursor, models: map[nameKey]*model{}}
 	r.add(facts...)
 	return r, nil
 }
@@ -223,63 +235,73 @@ func (r *Registry) Committed(index uint64, rec *event.Record) {
 	}
 }
 
-// add inserts the facts not yet known and recomputes the models they
-// concern. The caller holds mu (or is Open).
+// add inserts the facts not yet known and brings the models they concern up
+// to date. The caller holds mu (or is Open).
 func (r *Registry) add(facts ...Deployment) {
 	changed := map[*model]bool{}
 	for _, d := range facts {
-		k := modelKey{d.Tenant, d.Provider, d.Name}
+		k := nameKey{d.Tenant, d.Name}
 		m := r.models[k]
 		if m == nil {
-			m = &model{provider: d.Provider, deployed: map[string]bool{}}
+			m = &model{deployed: map[string][]string{}}
 			r.models[k] = m
-			nk := nameKey{d.Tenant, d.Name}
-			r.byName[nk] = append(r.byName[nk], m)
 		}
 		i, found := slices.BinarySearchFunc(m.facts, d.Index, func(f Deployment, idx uint64) int { return cmp.Compare(f.Index, idx) })
 		if found {
 			continue
 		}
 		m.facts = slices.Insert(m.facts, i, d)
+		m.effective = slices.Insert(m.effective, i, false)
+		if i < m.applied {
+			m.applied = 0 // a fact before those applied: replay them all
+			m.current = m.current[:0]
+			clear(m.deployed)
+		}
 		changed[m] = true
 	}
 	for m := range changed {
-		m.recompute()
+		m.update()
 	}
 }
 
-// recompute derives the current deployments from the facts in log order: a
-// deploy makes its version the one in force at its target (environment,
-// service); a retire ends its version at every target it matches, where an
-// empty environment or service on the retire matches any.
-func (m *model) recompute() {
-	cur := map[targetKey]Deployment{}
-	for _, f := range m.facts {
-		switch f.Action {
-		case ActionDeploy:
-			cur[targetKey{f.Environment, f.Service}] = f
-			m.deployed[f.Version] = true
-		case ActionRetire:
-			for t, c := range cur {
-				if c.Version == f.Version && (f.Environment == "" || f.Environment == t.env) && (f.Service == "" || f.Service == t.service) {
-					delete(cur, t)
-				}
+// update applies the facts not yet applied, in log order (a fact learned
+// after later ones makes add replay them all): a deploy makes its version
+// the one in force at its target (environment, service) in place of the
+// one there of a matching provider; a retire ends its version at every
+// target it matches, where an empty environment or service on the retire
+// matches any, and for every matching provider.
+func (m *model) update() {
+	for ; m.applied < len(m.facts); m.applied++ {
+		f := m.facts[m.applied]
+		n := len(m.current)
+		m.current = slices.DeleteFunc(m.current, func(c Deployment) bool {
+			if !match(f.Provider, c.Provider) {
+				return false
+			}
+			if f.Action == ActionDeploy {
+				return c.Environment == f.Environment && c.Service == f.Service
+			}
+			return c.Version == f.Version && (f.Environment == "" || f.Environment == c.Environment) &&
+				(f.Service == "" || f.Service == c.Service)
+		})
+		m.effective[m.applied] = f.Action == ActionDeploy || len(m.current) < n
+		if f.Action == ActionDeploy {
+			m.current = append(m.current, f)
+			if ps := m.deployed[f.Version]; !slices.Contains(ps, f.Provider) {
+				m.deployed[f.Version] = append(ps, f.Provider)
 			}
 		}
 	}
-	m.current = m.current[:0]
-	for _, d := range cur {
-		m.current = append(m.current, d)
-	}
 	slices.SortFunc(m.current, func(a, b Deployment) int {
-		return cmp.Or(cmp.Compare(a.Environment, b.Environment), cmp.Compare(a.Service, b.Service))
+		return cmp.Or(cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Environment, b.Environment), cmp.Compare(a.Service, b.Service))
 	})
 }
 
 // Check returns the problems that make rec unacceptable to the registry,
 // with Index 0 and Field relative to the event (".model.version"): a
 // model.deploy or model.retire without model.name or model.version, an
-// environment or service attribute that is not a string on one, and on any
+// environment or service attribute that is not a string on one (or holds
+// control characters: they are shown in tables), and on any
 // event an attribute in the reserved aitrail.model. namespace.
 func (r *Registry) Check(rec *event.Record) []event.Problem {
 	var ps []event.Problem
@@ -293,8 +315,10 @@ func (r *Registry) Check(rec *event.Record) []event.Problem {
 		}
 		for _, k := range []string{AttrEnvironment, AttrEnvironmentOld, AttrService} {
 			if v, ok := rec.Attributes[k]; ok {
-				if _, ok := v.(string); !ok {
+				if s, ok := v.(string); !ok {
 					add(`.attributes["`+k+`"]`, "must be a string on "+rec.Type)
+				} else if strings.ContainsFunc(s, unicode.IsControl) {
+					add(`.attributes["`+k+`"]`, "must not contain control characters on "+rec.Type)
 				}
 			}
 		}
@@ -325,41 +349,35 @@ func (r *Registry) Resolve(rec *event.Record) {
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	var models []*model
-	for _, m := range r.byName[nameKey{rec.Tenant, rec.Model.Name}] {
-		if len(m.deployed) > 0 && match(m.provider, rec.Model.Provider) {
-			models = append(models, m)
-		}
-	}
-	if len(models) == 0 {
+	m := r.models[nameKey{rec.Tenant, rec.Model.Name}]
+	if m == nil || !m.hasDeployed(rec.Model.Provider, "") {
 		return
 	}
 	if rec.Attributes == nil {
 		rec.Attributes = map[string]any{}
 	}
 	if v := rec.Model.Version; v != "" {
-		deployed := false
-		for _, m := range models {
-			deployed = deployed || m.deployed[v]
-		}
-		rec.Attributes[AttrDeployed] = deployed
+		rec.Attributes[AttrDeployed] = m.hasDeployed(rec.Model.Provider, v)
 		return
 	}
-	env, svc := target(rec.Attributes)
+	env, svc, ok := target(rec.Attributes)
+	if !ok {
+		// A target that is not a string names none the registry knows.
+		rec.Attributes[AttrVersionSource] = SourceUnresolved
+		return
+	}
 	var version string
 	digests := map[string]bool{}
-	for _, m := range models {
-		for _, c := range m.current {
-			if !match(env, c.Environment) || !match(svc, c.Service) {
-				continue
-			}
-			if version != "" && c.Version != version {
-				rec.Attributes[AttrVersionSource] = SourceUnresolved
-				return
-			}
-			version = c.Version
-			digests[c.Digest] = true
+	for _, c := range m.current {
+		if !match(rec.Model.Provider, c.Provider) || !match(env, c.Environment) || !match(svc, c.Service) {
+			continue
 		}
+		if version != "" && c.Version != version {
+			rec.Attributes[AttrVersionSource] = SourceUnresolved
+			return
+		}
+		version = c.Version
+		digests[c.Digest] = true
 	}
 	if version == "" {
 		rec.Attributes[AttrVersionSource] = SourceUnresolved
@@ -375,12 +393,27 @@ func (r *Registry) Resolve(rec *event.Record) {
 	rec.Attributes[AttrDeployed] = true
 }
 
+// hasDeployed reports whether a deploy of a provider matching provider was
+// ever in force: of version, or of any version when version is empty.
+func (m *model) hasDeployed(provider, version string) bool {
+	for v, ps := range m.deployed {
+		if version == "" || v == version {
+			if slices.ContainsFunc(ps, func(p string) bool { return match(p, provider) }) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // match reports whether two names of a provider, environment or service
 // agree, an empty one agreeing with any.
 func match(a, b string) bool { return a == "" || b == "" || a == b }
 
 // Models returns the models f selects, ordered by tenant, name and provider,
-// with copies of their facts.
+// with copies of their facts: a model of each provider its deploys and
+// retires named, holding those facts. A model whose facts all changed
+// nothing (retires of versions not in force) is left out.
 func (r *Registry) Models(f Filter) []Model {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -390,20 +423,31 @@ func (r *Registry) Models(f Filter) []Model {
 			(f.Tenant != "" && f.Tenant != k.tenant) || (f.Name != "" && f.Name != k.name) {
 			continue
 		}
-		keep := func(d Deployment) bool { return f.Environment == "" || d.Environment == f.Environment }
-		mo := Model{Tenant: k.tenant, Provider: k.provider, Name: k.name, Current: []Deployment{}, History: []Deployment{}}
-		for _, d := range m.current {
-			if keep(d) {
-				mo.Current = append(mo.Current, d)
+		// A fact without environment acts on every environment.
+		keep := func(d Deployment) bool { return f.Environment == "" || match(d.Environment, f.Environment) }
+		byProvider := map[string]*Model{}
+		of := func(provider string) *Model {
+			mo := byProvider[provider]
+			if mo == nil {
+				mo = &Model{Tenant: k.tenant, Provider: provider, Name: k.name, Current: []Deployment{}, History: []Deployment{}}
+				byProvider[provider] = mo
 			}
+			return mo
 		}
-		for _, d := range m.facts {
-			if keep(d) {
+		for i, d := range m.facts {
+			if m.effective[i] && keep(d) {
+				mo := of(d.Provider)
 				mo.History = append(mo.History, d)
 			}
 		}
-		if len(mo.History) > 0 {
-			out = append(out, mo)
+		for _, d := range m.current {
+			if keep(d) {
+				mo := of(d.Provider)
+				mo.Current = append(mo.Current, d)
+			}
+		}
+		for _, mo := range byProvider {
+			out = append(out, *mo)
 		}
 	}
 	slices.SortFunc(out, func(a, b Model) int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -134,8 +135,11 @@ func TestDeployRedeployRetire(t *testing.T) {
 	if v, src, dep := resolve(r, "acme", "fraud", ""); v != "" || src != SourceUnresolved || dep != nil {
 		t.Fatalf("after retiring v2: %q %v %v", v, src, dep)
 	}
+	// The history holds what changed something: not the retire of v1,
+	// which was no longer in force.
 	m := r.Models(Filter{})
-	if len(m) != 1 || len(m[0].History) != 4 || len(m[0].Current) != 0 || m[0].History[0].Actor != "alice" {
+	if len(m) != 1 || len(m[0].History) != 3 || len(m[0].Current) != 0 || m[0].History[0].Actor != "alice" ||
+		m[0].History[2].Index != 3 {
 		t.Fatalf("models: %+v", m)
 	}
 	// Failed deploys and other types are not facts.
@@ -143,7 +147,7 @@ func TestDeployRedeployRetire(t *testing.T) {
 	bad.Outcome = "failure"
 	commit(4, bad)
 	commit(5, rec("acme", "ai.inference", "fraud", "v4"))
-	if m := r.Models(Filter{}); len(m[0].History) != 4 {
+	if m := r.Models(Filter{}); len(m[0].History) != 3 {
 		t.Fatalf("a failed deploy or an inference became a fact: %+v", m[0].History)
 	}
 }
@@ -190,8 +194,68 @@ func TestEnvironmentsAndAmbiguity(t *testing.T) {
 	if got := currentVersions(r, "acme", "fraud"); !slices.Equal(got, []string{"staging/=v3"}) {
 		t.Fatalf("after retiring v1 everywhere: %v", got)
 	}
-	if m := r.Models(Filter{Environment: "staging"}); len(m) != 1 || len(m[0].History) != 1 || m[0].History[0].Version != "v3" {
+	// The filter keeps what acts on the environment, facts without one
+	// included.
+	m := r.Models(Filter{Environment: "production"})
+	if len(m) != 1 || len(m[0].Current) != 0 || len(m[0].History) != 4 || m[0].History[3].Action != ActionRetire {
 		t.Fatalf("environment filter: %+v", m)
+	}
+	// An environment that is not a string names no target.
+	if v, src, _ := resolve(r, "acme", "fraud", "", AttrEnvironment, 7, AttrService, "x"); v != "" || src != SourceUnresolved {
+		t.Fatalf("environment 7: %q %v", v, src)
+	}
+}
+
+// TestProvidersMatchAsEventsDo: a deploy or retire naming no provider acts
+// on deployments that named one, and the reverse, as an event naming no
+// provider is resolved by deployments that named one; deployments naming
+// two providers stand side by side.
+func TestProvidersMatchAsEventsDo(t *testing.T) {
+	r := open(t, newMemStore())
+	commit := func(i uint64, rec event.Record, provider string) {
+		rec.Model.Provider = provider
+		r.Committed(i, &rec)
+	}
+	resolveFrom := func(provider string) (string, any) {
+		e := rec("acme", "ai.inference", "gpt-x", "", AttrEnvironment, "production")
+		e.Model.Provider = provider
+		r.Resolve(&e)
+		return e.Model.Version, e.Attributes[AttrVersionSource]
+	}
+	commit(0, deploy("acme", "gpt-x", "g1", AttrEnvironment, "production"), "openai")
+	commit(1, retire("acme", "gpt-x", "g1", AttrEnvironment, "production"), "")
+	if v, src := resolveFrom(""); v != "" || src != SourceUnresolved {
+		t.Fatalf("after a retire without provider: %q %v, want nothing in force", v, src)
+	}
+	commit(2, deploy("acme", "gpt-x", "g2", AttrEnvironment, "production"), "")
+	commit(3, deploy("acme", "gpt-x", "g3", AttrEnvironment, "production"), "openai")
+	if got := currentVersions(r, "acme", "gpt-x"); !slices.Equal(got, []string{"production/=g3"}) {
+		t.Fatalf("a deploy naming a provider did not replace one naming none: %v", got)
+	}
+	commit(4, deploy("acme", "gpt-x", "a1", AttrEnvironment, "production"), "azure")
+	if got := currentVersions(r, "acme", "gpt-x"); !slices.Equal(got, []string{"production/=a1", "production/=g3"}) {
+		t.Fatalf("two providers: %v", got)
+	}
+	for provider, want := range map[string]string{"openai": "g3", "azure": "a1", "": ""} {
+		if v, _ := resolveFrom(provider); v != want {
+			t.Fatalf("provider %q resolved to %q, want %q", provider, v, want)
+		}
+	}
+	// Each fact is listed with the provider it named.
+	var got []string
+	for _, m := range r.Models(Filter{}) {
+		for _, d := range m.History {
+			got = append(got, fmt.Sprintf("%s:%s %s", m.Provider, d.Action, d.Version))
+		}
+	}
+	if want := []string{":retire g1", ":deploy g2", "azure:deploy a1", "openai:deploy g1", "openai:deploy g3"}; !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+	// A model whose facts all changed nothing is not listed.
+	rec := retire("acme", "never", "x1")
+	r.Committed(5, &rec)
+	if m := r.Models(Filter{Name: "never"}); len(m) != 0 {
+		t.Fatalf("a retire of a version never deployed made a model: %+v", m)
 	}
 }
 
@@ -246,6 +310,8 @@ func TestCheck(t *testing.T) {
 		{"deploy without model", deploy("acme", "", ""), []string{".model.name", ".model.version"}},
 		{"retire without version", retire("acme", "m", ""), []string{".model.version"}},
 		{"numeric environment", deploy("acme", "m", "v1", AttrEnvironment, 3.0), []string{`.attributes["deployment.environment.name"]`}},
+		{"environment holding a line break", deploy("acme", "m", "v1", AttrEnvironment, "prod\nacme\tv666"), []string{`.attributes["deployment.environment.name"]`}},
+		{"service holding a tab", retire("acme", "m", "v1", AttrService, "a\tb"), []string{`.attributes["service.name"]`}},
 		{"reserved attribute", rec("acme", "ai.inference", "m", "", AttrVersionSource, "registry"), []string{`.attributes["aitrail.model.version_source"]`}},
 		{"inference without model", rec("acme", "ai.inference", "", ""), nil},
 	} {
@@ -284,6 +350,9 @@ func history() []event.Record {
 			recs = append(recs, rec("acme", "ai.inference", "fraud", ""), deploy("globex", "fraud", "g1"))
 		}
 		recs[len(recs)-1].ID = "evt-" + string(rune('A'+len(recs)))
+		if m := recs[len(recs)-1].Model; i%4 == 1 && m != nil {
+			m.Provider = "openai" // acts on, and is acted on by, facts naming none
+		}
 	}
 	return recs
 }
@@ -317,7 +386,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 	reopened := open(t, store)
 
 	want := live.Models(Filter{})
-	if len(want) != 2 || len(want[0].History) == 0 {
+	if len(want) != 4 || len(want[0].History) == 0 { // acme and globex, each with and without provider
 		t.Fatalf("live registry: %+v", want)
 	}
 	for name, r := range map[string]*Registry{"followed": followed, "reopened": reopened} {
