@@ -434,7 +434,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 	// The detector follows the log like the index, and records alerts
 	// through the same pipeline as every event.
-	detector, err := alerting.New(rules, led.Size(), pipeline, notifier, fileState(filepath.Join(cfg.DataDir, detectorFile)), log)
+	detector, err := alerting.New(rules, led.Size(), pipeline, notifier, fileState(filepath.Join(cfg.DataDir, detectorFile)),
+		led.Secret("aitrail detector record ids"), log)
 	if err != nil {
 		stopFollowers()
 		return fmt.Errorf("%w (the detector's state is derived: delete %s with the server stopped to start the detector afresh at the end of the log)", err, detectorFile)

@@ -13,6 +13,7 @@ package alerting
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -55,6 +56,7 @@ type Detector struct {
 	sender   Sender
 	store    StateStore
 	log      *slog.Logger
+	idKey    []byte // see New
 
 	mu       sync.Mutex // guards engine, state and saved
 	engine   *detect.Engine
@@ -136,12 +138,19 @@ var system = authz.Principal{TokenID: ingest.SystemTokenID, Name: "aitrail-detec
 // New returns a detector for rules, resuming from the state in store. A
 // detector without saved state starts at logSize: it watches what happens
 // from now on, not the past.
-func New(rules []*detect.Rule, logSize uint64, appender Appender, sender Sender, store StateStore, log *slog.Logger) (*Detector, error) {
+//
+// idKey, a secret, makes the ids of the records the detector writes (alerts,
+// rule changes) unpredictable: the log stores one record per id, and a
+// producer that could predict one could send an event with it first and
+// keep the record out of the log. The same key must be given in every run,
+// so that a record written again after a crash keeps its id.
+func New(rules []*detect.Rule, logSize uint64, appender Appender, sender Sender, store StateStore, idKey []byte, log *slog.Logger) (*Detector, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	d := &Detector{appender: appender, sender: sender, store: store, log: log, engine: detect.NewEngine(rules),
-		resolves: map[string]bool{}}
+		resolves: map[string]bool{}, idKey: idKey}
+	d.engine.SetIDKey(idKey)
 	for _, r := range rules {
 		d.resolves[r.ID] = r.Kind != detect.KindMatch && r.Kind != detect.KindNewValue
 	}
@@ -208,8 +217,10 @@ func (d *Detector) RecordRules(ctx context.Context, rules []*detect.Rule) error 
 		sum.Write([]byte(id + "\x00" + now[id] + "\x00"))
 	}
 	setHash := hex.EncodeToString(sum.Sum(nil))
+	mac := hmac.New(sha256.New, d.idKey) // the record's id: see New
+	mac.Write([]byte(setHash))
 	ev := event.Event{
-		ID: "rules-" + setHash[:24], Type: "admin.change", Tenant: event.DefaultTenant, Action: "rules.change", Outcome: "success",
+		ID: "rules-" + hex.EncodeToString(mac.Sum(nil))[:24], Type: "admin.change", Tenant: event.DefaultTenant, Action: "rules.change", Outcome: "success",
 		Actor:    &event.Actor{ID: "aitrail-detector", Type: "system"},
 		Resource: &event.Resource{Type: "rules", ID: "sha256:" + setHash},
 		Attributes: map[string]any{"rules.added": strings.Join(added, ","), "rules.removed": strings.Join(removed, ","),

@@ -111,7 +111,7 @@ func newDetector(t *testing.T, logSize uint64, log *memLog, send *memSender, sto
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(rs, logSize, log, send, store, nil)
+	d, err := New(rs, logSize, log, send, store, testIDKey, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,5 +229,62 @@ func TestRuleChangesAreRecorded(t *testing.T) {
 	a := log.events[len(log.events)-1].Attributes
 	if len(log.events) != 1 || a["rules.changed"] != "denied-burst" || a["rules.added"] != "extra" || a["rules.removed"] != "" {
 		t.Fatalf("change recorded as %+v", log.events[len(log.events)-1])
+	}
+}
+
+var testIDKey = []byte("a secret only the server holds..")
+
+// TestRecordIDsCannotBeTakenFirst: the log stores one record per id, so a
+// producer that could predict an alert's id (from the public rule pack,
+// its own events and the public checkpoint) could send an event with that
+// id first and keep the alert out of the log. The ids are HMACs under the
+// server's key: what anyone can compute without it is taken in vain.
+func TestRecordIDsCannotBeTakenFirst(t *testing.T) {
+	ctx := context.Background()
+	run := func(key []byte, log *memLog) []event.Event {
+		rs, err := detect.LoadFiles(false, detect.File{Name: "rules.yaml", Data: []byte(rules)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := New(rs, 0, log, &memSender{}, &memStore{}, key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.RecordRules(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.RecordRules(ctx, rs[:1]); err != nil { // a rule change: recorded
+			t.Fatal(err)
+		}
+		if err := d.Apply(ctx, entries(t, 0, denied(0), denied(1), denied(2))); err != nil {
+			t.Fatal(err)
+		}
+		return log.events
+	}
+	// What an outsider computes: the ids without the key.
+	predicted := run(nil, &memLog{ids: map[string]bool{}})
+	if len(predicted) != 2 {
+		t.Fatalf("%d records without the key, want a rule change and an alert: %+v", len(predicted), predicted)
+	}
+	// Those ids, taken first by a producer's events.
+	squatted := &memLog{ids: map[string]bool{}}
+	for _, e := range predicted {
+		squatted.ids[e.Tenant+"/"+e.ID] = true
+	}
+	got := run(testIDKey, squatted)
+	var types []string
+	for _, e := range got {
+		types = append(types, e.Type)
+	}
+	if strings.Join(types, ",") != "admin.change,alert.fired" {
+		t.Fatalf("records written with ids taken first: %v, want the rule change and the alert", types)
+	}
+	// The same key gives the same ids in every run (a record written
+	// again after a crash is stored once).
+	again := run(testIDKey, &memLog{ids: map[string]bool{}})
+	for i := range got {
+		if got[i].ID != again[i].ID {
+			t.Fatalf("ids differ between runs with one key: %s, %s", got[i].ID, again[i].ID)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"cmp"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -76,7 +77,15 @@ type Engine struct {
 	lastTick int64
 
 	maxGroups int // most groups (and new_value values) a rule keeps; 0: no bound
+	idKey     []byte
 }
+
+// SetIDKey makes the ids of the transitions HMACs under key instead of
+// plain hashes. The ids are the alert records' ids, and the log stores one
+// record per id: with plain hashes of what a producer can learn (the rule
+// pack, its own event, the public checkpoint) it could send an event with
+// an alert's id first and keep the alert out of the log.
+func (e *Engine) SetIDKey(key []byte) { e.idKey = key }
 
 // SetMaxGroups bounds the groups each rule keeps, and the values a
 // new_value rule remembers, to n (0: no bound), trimming what the engine
@@ -400,7 +409,7 @@ func (e *Engine) fire(out []Transition, r *Rule, st *ruleState, g *group, value,
 	g.LastFired = t
 	tr := e.transition(r, g, Firing, value, score, t)
 	maps.Copy(tr.Group, extra)
-	tr.ID = transitionID(&tr, g.Episode)
+	tr.ID = transitionID(e.idKey, &tr, g.Episode)
 	tr.Suppressed, g.Suppressed = g.Suppressed, 0
 	return append(out, tr)
 }
@@ -414,7 +423,7 @@ func (e *Engine) resolve(out []Transition, r *Rule, st *ruleState, g *group, val
 	}
 	g.Emitted = false
 	tr := e.transition(r, g, Resolved, value, score, t)
-	tr.ID = transitionID(&tr, g.Episode)
+	tr.ID = transitionID(e.idKey, &tr, g.Episode)
 	return append(out, tr)
 }
 
@@ -448,8 +457,11 @@ func (e *Engine) transition(r *Rule, g *group, s State, value, score float64, t 
 // transitionID derives a transition's ID from what identifies it whenever
 // it is derived: not its time, which for time-driven transitions depends on
 // when the detector's clock ticked.
-func transitionID(tr *Transition, episode uint64) string {
+func transitionID(key []byte, tr *Transition, episode uint64) string {
 	h := sha256.New()
+	if key != nil {
+		h = hmac.New(sha256.New, key)
+	}
 	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", tr.RuleHash, tr.State, episode)
 	for _, k := range slices.Sorted(maps.Keys(tr.Group)) {
 		fmt.Fprintf(h, "%s\x00%s\x00", k, tr.Group[k])

@@ -292,12 +292,13 @@ type Ledger struct {
 	unsynced     atomic.Int64 // full tiles written since the last sync
 	partialFiles []string     // partial tile files to remove once the next sync's are durable
 
-	snapKey   []byte                    // authenticates start-up snapshots
-	snapSize  atomic.Uint64             // records the newest start-up snapshot covers
-	snapWant  atomic.Bool               // the sequencer is to capture its state after its next commit
-	snapReady atomic.Pointer[snapState] // the state it captured
-	checked   chan struct{}             // closed when the check of the records below the start's snapshot ends
-	checkErr  error                     // what it found; read after checked is closed
+	snapKey    []byte                    // authenticates start-up snapshots
+	secretRoot []byte                    // what Secret derives from (logSecrets)
+	snapSize   atomic.Uint64             // records the newest start-up snapshot covers
+	snapWant   atomic.Bool               // the sequencer is to capture its state after its next commit
+	snapReady  atomic.Pointer[snapState] // the state it captured
+	checked    chan struct{}             // closed when the check of the records below the start's snapshot ends
+	checkErr   error                     // what it found; read after checked is closed
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -388,7 +389,7 @@ func Open(dir string, opts Options) (*Ledger, error) {
 		done:     make(chan struct{}),
 	}
 	var err error
-	if l.hasher, l.snapKey, err = logSecrets(opts.Signer); err != nil {
+	if l.hasher, l.snapKey, l.secretRoot, err = logSecrets(opts.Signer); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, segDir), 0o700); err != nil {

@@ -75,20 +75,33 @@ type startSnapshot struct {
 // the holder of the log's key can make and which is the same in every run
 // (Ed25519 signatures are deterministic); the text is not a checkpoint, so
 // the log never publishes that signature.
-func logSecrets(s note.Signer) (keyHasher, []byte, error) {
+func logSecrets(s note.Signer) (keyHasher, []byte, []byte, error) {
 	sig, err := s.Sign([]byte("aitrail ledger secrets\n"))
 	if err != nil {
-		return keyHasher{}, nil, fmt.Errorf("ledger: couldn't derive the log's secrets: %w", err)
+		return keyHasher{}, nil, nil, fmt.Errorf("ledger: couldn't derive the log's secrets: %w", err)
 	}
 	hk, err := hkdf.Key(sha256.New, sig, nil, "aitrail key hashes", 16)
 	if err != nil {
-		return keyHasher{}, nil, err
+		return keyHasher{}, nil, nil, err
 	}
 	mk, err := hkdf.Key(sha256.New, sig, nil, "aitrail start-up snapshot", 32)
 	if err != nil {
-		return keyHasher{}, nil, err
+		return keyHasher{}, nil, nil, err
 	}
-	return keyHasher{binary.LittleEndian.Uint64(hk), binary.LittleEndian.Uint64(hk[8:])}, mk, nil
+	return keyHasher{binary.LittleEndian.Uint64(hk), binary.LittleEndian.Uint64(hk[8:])}, mk, sig, nil
+}
+
+// Secret returns a 32-byte secret for purpose, derived from the log's
+// signing key like the ledger's own secrets: the same in every run, and
+// known only to the holder of that key. The server makes the ids of the
+// records it writes itself with such a secret, so that nobody can take
+// one first.
+func (l *Ledger) Secret(purpose string) []byte {
+	k, err := hkdf.Key(sha256.New, l.secretRoot, nil, purpose, 32)
+	if err != nil {
+		panic(err) // only for a length HKDF cannot give
+	}
+	return k
 }
 
 // captureState copies the sequencer's state for a snapshot. It runs on the
