@@ -156,6 +156,10 @@ func normalize(e *Event, now time.Time, lim Limits, index int, ps *problems) (Re
 		c.add(".id", "must be at most %d bytes", maxIDBytes)
 	case hasSpaceOrControl(r.ID):
 		c.add(".id", "must not contain whitespace or control characters")
+	case r.ID == "." || r.ID == "..":
+		// A path segment of its own meaning this or the parent: clients
+		// and proxies do not send it as GET /v1/events/{id} needs.
+		c.add(".id", "must not be . or ..")
 	case !utf8.ValidString(r.ID):
 		c.add(".id", "must be valid UTF-8")
 	}

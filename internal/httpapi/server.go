@@ -218,7 +218,9 @@ func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // the body and the token again, to a path they did not ask for.
 func (s *Server) canonicalPaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
+		// As written: a percent-encoded slash or dot is part of a segment
+		// (an event id such as https://example.com/1), as the mux reads it.
+		p := r.URL.EscapedPath()
 		if trimmed := strings.TrimSuffix(p, "/"); p != "/" && path.Clean(p) != trimmed {
 			s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no such endpoint: the path is not in canonical form"))
 			return
