@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -121,6 +122,16 @@ func masterKey(dataDir string, src keySource, create bool) (crypto.KEK, error) {
 		path := filepath.Join(dataDir, masterKeyFile)
 		key, err = crypto.LoadMasterKeyFile(path)
 		if errors.Is(err, fs.ErrNotExist) && create {
+			// Only a new data directory gets a new key: one whose log
+			// signing key is wrapped already was set up with a key given
+			// some other way, which is missing now.
+			data, serr := os.ReadFile(filepath.Join(dataDir, signerKeyFile))
+			if serr == nil {
+				var st storedSigner
+				json.Unmarshal(data, &st)
+				return nil, fmt.Errorf("master key: this data directory's master key (%s) is not in %s: give it with $AITRAIL_MASTER_KEY, --master-key-file or --vault-transit-key",
+					cmp.Or(st.KEKID, "unknown id"), path)
+			}
 			key, err = crypto.CreateMasterKeyFile(path)
 		}
 	}

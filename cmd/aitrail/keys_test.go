@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestKeyRotation writes content under three master key versions (two
@@ -103,5 +107,22 @@ func TestKeyRotation(t *testing.T) {
 	s.getJSON("/v1/events/secret-0", &ev)
 	if dc, _ := ev["decrypted_content"].(map[string]any); dc["prompt"] != "prompt secret-0" {
 		t.Fatalf("content under the named key: %v", ev["decrypted_content"])
+	}
+}
+
+// TestMissingMasterKeyIsNotReplaced: a data directory set up with a master
+// key from the environment, started without it, is refused with a message
+// naming the key it needs, and no new key file is written into it (one
+// would be taken for the directory's key by every later command).
+func TestMissingMasterKeyIsNotReplaced(t *testing.T) {
+	data := t.TempDir()
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	startServerEnv(t, data, []string{"AITRAIL_ADMIN_TOKEN=" + adminToken, "AITRAIL_MASTER_KEY=" + key}).stop()
+	code, errOut := runChild(t, time.Minute, "serve", "--data", data, "--addr", freeAddr(t))
+	if code != 1 || !strings.Contains(errOut, "AITRAIL_MASTER_KEY") || !strings.Contains(errOut, "mk1-") {
+		t.Fatalf("start without the master key: exit %d %q", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(data, masterKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a master key file was written: %v", err)
 	}
 }
