@@ -122,11 +122,11 @@ func TestDecodeRefuses(t *testing.T) {
 		{"NaN", jsonMT, `{"type":"a","content":NaN}`, Limits{}, CodeInvalid, 0, 0, "events[0].content: invalid JSON"},
 		{"duplicate key", jsonMT, `{"type":"a","type":"b"}`, Limits{}, CodeInvalid, 0, 0, "events[0].type: duplicate key"},
 		{"duplicate key by escape", jsonMT, `{"type":"a","t\u0079pe":"b"}`, Limits{}, CodeInvalid, 0, 0, "events[0].type: duplicate key"},
-		{"duplicate key in content", jsonMT, `{"type":"a","content":{"x":1,"y":2,"x":3}}`, Limits{}, CodeInvalid, 0, 0, "events[0].content.x: duplicate key"},
+		{"duplicate key in content", jsonMT, `{"type":"a","content":{"x":1,"y":2,"x":3}}`, Limits{}, CodeInvalid, 0, 0, "events[0].content: duplicate key"},
 
 		// Encoding.
 		{"invalid UTF-8 in a string", jsonMT, "{\"type\":\"a\xff\"}", Limits{}, CodeInvalid, 0, 0, "events[0].type: invalid UTF-8 in string (at byte 10)"},
-		{"invalid UTF-8 in content", jsonMT, "{\"type\":\"a\",\"content\":{\"m\":[\"ok\",\"\xff\"]}}", Limits{}, CodeInvalid, 0, 0, "events[0].content.m[1]: invalid UTF-8 in string"},
+		{"invalid UTF-8 in content", jsonMT, "{\"type\":\"a\",\"content\":{\"m\":[\"ok\",\"\xff\"]}}", Limits{}, CodeInvalid, 0, 0, "events[0].content: invalid UTF-8 in string"},
 		{"invalid UTF-8 in a key", jsonMT, "{\"type\":\"a\",\"attributes\":{\"\xff\":1}}", Limits{}, CodeInvalid, 0, 0, "invalid UTF-8 in string"},
 		{"invalid UTF-8 outside strings", jsonMT, "{\"type\":\"a\"\xff}", Limits{}, CodeInvalid, 0, 0, "invalid UTF-8 byte 0xff"},
 		{"overlong UTF-8", jsonMT, "{\"type\":\"\xc0\xaf\"}", Limits{}, CodeInvalid, 0, 0, "invalid UTF-8 in string"},
@@ -142,7 +142,7 @@ func TestDecodeRefuses(t *testing.T) {
 
 		// Depth.
 		{"nesting one past the limit", jsonMT, deep(64), Limits{}, CodeInvalid, 0, 0, "nesting deeper than 64 levels"},
-		{"nesting past a configured limit", jsonMT, deep(4), Limits{MaxDepth: 4}, CodeInvalid, 0, 0, "events[0].content[0][0][0]: nesting deeper than 4 levels"},
+		{"nesting past a configured limit", jsonMT, deep(4), Limits{MaxDepth: 4}, CodeInvalid, 0, 0, "events[0].content: nesting deeper than 4 levels"},
 		{"deep attributes", jsonMT, `{"type":"a","attributes":{"x":` + strings.Repeat("[", 100) + `}}`, Limits{}, CodeInvalid, 0, 0, "events[0].attributes.x[0][0][0]…[0][0][0][0][0]: nesting deeper than 64 levels"},
 		{"deep in a batch", jsonMT, `{"events":[{"type":"a"},` + deep(10000)[:len(deep(10000))-1] + `]}`, Limits{}, CodeInvalid, 1, 0, "events[1].content"},
 
@@ -503,5 +503,40 @@ func TestNotePlain(t *testing.T) {
 	}
 	if r.plain != (plainTexts{}) {
 		t.Error("Canonical kept the notes")
+	}
+}
+
+// TestErrorsDoNotRepeatContent: problems under content name the place by
+// the event and the byte offset, not by content's member names, which are
+// content (a key may be a patient's name); other fields are named in full.
+func TestErrorsDoNotRepeatContent(t *testing.T) {
+	for _, body := range []string{
+		`{"type":"t.b","content":{"SECRET-john-doe":1,"SECRET-john-doe":2}}`,
+		`{"type":"t.b","content":{"SECRET-bob":"` + "\xff" + `"}}`,
+		`{"type":"t.b","content":{"SECRET-eve":"\ud800"}}`,
+		`{"type":"t.b","content":{"SECRET-carol":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}}`,
+		`{"events":[{"type":"t.b","content":{"SECRET-dan":{"SECRET-x":1,"SECRET-x":1}}}]}`,
+		"{\"type\":\"t.b\",\"content\":{\"SECRET-fay\":1,\"SECRET-fay\":1}}\n",
+	} {
+		for _, mt := range []string{jsonMT, MediaTypeNDJSON} {
+			if mt == MediaTypeNDJSON && strings.HasPrefix(body, `{"events"`) {
+				continue // a batch is one event of NDJSON, with an unknown field
+			}
+			_, err := Decode([]byte(body), mt, DefaultLimits())
+			var pe *Error
+			if !errors.As(err, &pe) || len(pe.Problems) == 0 {
+				t.Fatalf("%.60s (%s): %v, want problems", body, mt, err)
+			}
+			for _, p := range pe.Problems {
+				if strings.Contains(p.Field+p.Message, "SECRET") || !strings.Contains(p.Field, ".content") {
+					t.Errorf("%.60s (%s): problem at %q: %q", body, mt, p.Field, p.Message)
+				}
+			}
+		}
+	}
+	// Outside content the path is kept.
+	_, err := Decode([]byte(`{"type":"t.b","attributes":{"k":1,"k":2}}`), jsonMT, DefaultLimits())
+	if err == nil || !strings.Contains(err.Error(), `attributes.k:`) {
+		t.Fatalf("duplicate attribute: %v", err)
 	}
 }

@@ -52,14 +52,24 @@ func (s *scanner) fieldPath() string {
 		return ""
 	}
 	var b strings.Builder
+	path := s.path
 	if s.index >= 0 {
 		b.WriteString(eventPath(s.index))
 		b.WriteString(s.root)
+		// Within content the path stops at .content: its member names
+		// are content (a key may be a patient's name), and the byte
+		// offset in the message says where.
+		if strings.HasPrefix(s.root, ".content") {
+			return b.String()
+		}
+		if len(path) > 0 && path[0].index < 0 && path[0].key == "content" {
+			return b.String() + ".content"
+		}
 	}
 	// Beyond a dozen levels the middle of a path says nothing useful.
 	const keep = 5
-	for i, p := range s.path {
-		if len(s.path) > 2*keep+2 && i >= keep && i < len(s.path)-keep {
+	for i, p := range path {
+		if len(path) > 2*keep+2 && i >= keep && i < len(path)-keep {
 			if i == keep {
 				b.WriteString("…")
 			}
