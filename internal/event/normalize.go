@@ -766,7 +766,8 @@ func (c *checker) fits(r Record, hasContent bool) {
 	if hasContent {
 		limit -= contentRefReserve
 	}
-	if sizeBound(&r) <= limit {
+	grows := growth(&r)
+	if sizeBound(&r)+grows <= limit {
 		return // certainly fits: no need to encode it
 	}
 	b, err := canonical(&r)
@@ -774,8 +775,58 @@ func (c *checker) fits(r Record, hasContent bool) {
 		c.add("", "%v", err) // not expected for a record that passed the rules
 		return
 	}
-	if len(b) > limit {
-		c.addCode(CodeTooLarge, "", "metadata too large for one record: %d bytes of canonical JSON; the limit is %d bytes (make attributes and text fields smaller, or move data into content)",
-			len(b), limit)
+	if n := len(b) + grows; n > limit {
+		as := ""
+		if grows > 0 {
+			as = " (as stored: personal values become pseudonyms, times may take 30 bytes)"
+		}
+		c.addCode(CodeTooLarge, "", "metadata too large for one record: %d bytes of canonical JSON%s; the limit is %d bytes (make attributes and text fields smaller, or move data into content)",
+			n, as, limit)
 	}
+}
+
+// PersonalAttributes are the attributes pseudonymised like the actor's
+// identifiers (see ingest): OpenTelemetry names that identify a person, a
+// device or a conversation.
+var PersonalAttributes = []string{
+	"user.id", "user.name", "user.full_name", "user.email", "enduser.id", "enduser.pseudo.id",
+	"client.address", "source.address", "network.peer.address", "user_agent.original",
+	"session.id", "session.previous_id", "gen_ai.conversation.id",
+}
+
+// pseudonymLen is the length of a pseudonym: "hmac-sha256:" and 64 hex
+// digits.
+const pseudonymLen = 12 + 64
+
+// growth bounds how much r's canonical encoding grows after these checks,
+// so that what passes fits is not refused later, after keys were made for
+// it: each personal value may become a pseudonym (pseudonymLen bytes), and
+// received_at (and time, when the event had none), written without trailing
+// zeros, may take its longest form (nanoseconds ending in a digit other than
+// 0), so that whether an event fits does not depend on the moment.
+func growth(r *Record) int {
+	longest := len(time.RFC3339Nano) - 5 // 2006-01-02T15:04:05.999999999Z
+	n := longest - len(r.ReceivedAt.Format(time.RFC3339Nano))
+	if r.Time.Equal(r.ReceivedAt) {
+		n += longest - len(r.Time.Format(time.RFC3339Nano))
+	}
+	grow := func(v string) {
+		if v != "" {
+			n += max(0, pseudonymLen-len(v))
+		}
+	}
+	if a := r.Actor; a != nil {
+		if a.Type != "service" && a.Type != "system" {
+			grow(a.ID)
+			grow(a.IP)
+			grow(a.UserAgent)
+		}
+		grow(a.SessionID)
+	}
+	for _, k := range PersonalAttributes {
+		if v, ok := r.Attributes[k].(string); ok {
+			grow(v)
+		}
+	}
+	return n
 }

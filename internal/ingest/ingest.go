@@ -109,11 +109,7 @@ type Subjects interface {
 // PersonalAttributes are the attributes pseudonymised like the actor's
 // identifiers: OpenTelemetry names that identify a person, a device or a
 // conversation.
-var PersonalAttributes = []string{
-	"user.id", "user.name", "user.full_name", "user.email", "enduser.id", "enduser.pseudo.id",
-	"client.address", "source.address", "network.peer.address", "user_agent.original",
-	"session.id", "session.previous_id", "gen_ai.conversation.id",
-}
+var PersonalAttributes = event.PersonalAttributes
 
 // Result is the outcome of one appended event.
 type Result struct {
@@ -215,8 +211,12 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 		data, err := event.Canonical(rec)
 		var ee *event.Error
 		if errors.As(err, &ee) {
+			// Normalize left room for pseudonyms and the content's
+			// reference: what the registry or the content scan added
+			// took it past the limit.
 			for _, pr := range ee.Problems {
-				pr.Index = i
+				pr.Index, pr.Field = i, fmt.Sprintf("events[%d]", i)
+				pr.Message += ", with what the server adds (the model version from the registry, content markers)"
 				tooLarge = append(tooLarge, pr)
 			}
 			continue

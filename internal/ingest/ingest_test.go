@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/crypto"
@@ -194,5 +195,55 @@ func TestServiceActorsKeepTheirNamesNotTheirConversations(t *testing.T) {
 		if a.SessionID != conv || rec.Attributes["gen_ai.conversation.id"] != conv {
 			t.Errorf("%s actor: session %q and conversation %q stored, want both %q", typ, a.SessionID, rec.Attributes["gen_ai.conversation.id"], conv)
 		}
+	}
+}
+
+// TestRecordSizeIsCheckedAsStored: the size check before anything is done
+// counts the record as it will be stored, personal values as pseudonyms
+// and received_at at its longest. The largest event it lets through is
+// stored; one byte more is refused before any key is made for its
+// subject, and whether it fits does not depend on the moment it arrives.
+func TestRecordSizeIsCheckedAsStored(t *testing.T) {
+	ctx := context.Background()
+	kek, _ := crypto.NewLocalKEK("", make([]byte, 32))
+	store := &putCounter{KeyStore: new(cryptotest.MemKeyStore)}
+	keyring := crypto.NewKeyring(kek, store)
+	pl := &Pipeline{Ledger: &itemLedger{}, Sealer: keyring, Subjects: keyring}
+	at := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC) // received_at at its shortest
+	pl.Now = func() time.Time { return at }
+	ev := func(pad int) event.Event {
+		attrs := map[string]any{"pad": strings.Repeat("x", pad), "user.id": "u7"}
+		for i := range 15 {
+			attrs[fmt.Sprintf("a%02d", i)] = strings.Repeat("y", 4096)
+		}
+		return event.Event{Type: "ai.inference", Tenant: "acme", Attributes: attrs,
+			Actor: &event.Actor{ID: "u", Type: "user", IP: "10.0.0.1", SessionID: "s"}}
+	}
+	passes := func(pad int) bool {
+		_, _, err := event.NormalizeAll([]event.Event{ev(pad)}, at, event.Limits{})
+		return err == nil
+	}
+	lo, hi := 0, 4096 // passes(lo), !passes(hi)
+	if !passes(lo) || passes(hi) {
+		t.Fatal("the padding does not straddle the limit")
+	}
+	for hi-lo > 1 {
+		if mid := (lo + hi) / 2; passes(mid) {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	_, err := pl.Append(ctx, root, []event.Event{ev(hi)})
+	var ee *event.Error
+	if !errors.As(err, &ee) || ee.Code != event.CodeTooLarge || ee.Problems[0].Field != "events[0]" {
+		t.Fatalf("one byte over: %v", err)
+	}
+	if n := store.writes.Load(); n != 0 {
+		t.Fatalf("a refused event had %d key writes made for it", n)
+	}
+	at = at.Add(123456789) // received_at at its longest
+	if _, err := pl.Append(ctx, root, []event.Event{ev(lo)}); err != nil {
+		t.Fatalf("the largest event the check lets through: %v", err)
 	}
 }
