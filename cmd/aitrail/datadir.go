@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -22,6 +23,7 @@ import (
 	"github.com/aitrail/aitrail/internal/crypto/vaultkek"
 	"github.com/aitrail/aitrail/internal/detect"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -244,6 +246,32 @@ func openIndex(dataDir string, log index.Log, opts index.Options) (*index.Index,
 		return nil, err
 	}
 	return index.Open(path, log, opts)
+}
+
+// indexMismatch tells why the query index, whose cursor is cursor, does not
+// describe led's log, or returns "" when it does: its cursor is past the
+// log's end, or the last record it indexed is not the log's record there
+// (the log was restored from a copy, or the index copied from another data
+// directory). Such an index would answer queries with rows the log does
+// not back, and skip the log's new records.
+func indexMismatch(ctx context.Context, idx *index.Index, led *ledger.Ledger, cursor uint64) (string, error) {
+	if size := led.Size(); cursor > size {
+		return fmt.Sprintf("the index has %d records, the log %d", cursor, size), nil
+	}
+	i, tenant, id, pos, ok, err := idx.LastRecord(ctx)
+	if err != nil || !ok {
+		return "", err
+	}
+	es, err := led.Entries(ctx, i, 1)
+	if err != nil {
+		return "", err
+	}
+	if len(es) == 1 {
+		if key, err := recordKey(es[0].Data); err == nil && key == ingest.Key(tenant, id) && es[0].Offset == pos {
+			return "", nil
+		}
+	}
+	return fmt.Sprintf("the index's record %d is not the log's", i), nil
 }
 
 // ledgerLink is the log the server's query index reads records back from.

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -215,43 +216,61 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	if err != nil {
 		return err
 	}
-	led, err := ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), ledger.Options{
-		Origin:         verifier.Name(),
-		Signer:         signer,
-		Verifier:       verifier,
-		SegmentSize:    cfg.Ledger.SegmentBytes,
-		MaxPending:     cfg.Ledger.MaxPending,
-		MaxBlobSize:    cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
-		SyncInterval:   cfg.Ledger.SyncInterval,
-		PageCacheBytes: cfg.Ledger.PageCacheBytes,
-		Preallocate:    preallocate(cfg.Ledger.PreallocateBytes),
-		KeyFilterBytes: cfg.Ledger.KeyFilterBytes,
-		SnapshotEvery:  cfg.Ledger.SnapshotRecords,
-		Seal:           sealMode,
-		Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
-			ks := make([]index.Key, len(keys))
-			for i, key := range keys {
-				ks[i].Tenant, ks[i].ID = splitKey(key)
+	openLedger := func(cursor uint64) (*ledger.Ledger, error) {
+		return ledger.Open(filepath.Join(cfg.DataDir, ledgerDir), ledger.Options{
+			Origin:         verifier.Name(),
+			Signer:         signer,
+			Verifier:       verifier,
+			SegmentSize:    cfg.Ledger.SegmentBytes,
+			MaxPending:     cfg.Ledger.MaxPending,
+			MaxBlobSize:    cfg.Limits.MaxContentBytes + 1024, // ciphertext overhead
+			SyncInterval:   cfg.Ledger.SyncInterval,
+			PageCacheBytes: cfg.Ledger.PageCacheBytes,
+			Preallocate:    preallocate(cfg.Ledger.PreallocateBytes),
+			KeyFilterBytes: cfg.Ledger.KeyFilterBytes,
+			SnapshotEvery:  cfg.Ledger.SnapshotRecords,
+			Seal:           sealMode,
+			Lookup: func(ctx context.Context, keys []string) (map[string]ledger.Loc, error) {
+				ks := make([]index.Key, len(keys))
+				for i, key := range keys {
+					ks[i].Tenant, ks[i].ID = splitKey(key)
+				}
+				found, err := idx.LookupIDs(ctx, ks)
+				if err != nil {
+					return nil, err
+				}
+				out := make(map[string]ledger.Loc, len(found))
+				for k, i := range found {
+					out[ingest.Key(k.Tenant, k.ID)] = i
+				}
+				return out, nil
+			},
+			KeyOf:      recordKey,
+			RecentFrom: cursor,
+			OnCommit: func(records, bytes int, took time.Duration) {
+				commitRecords.Observe(float64(records))
+				commitSeconds.Observe(took.Seconds())
+				commitBytes.Add(float64(bytes))
+			},
+			Logger: log,
+		})
+	}
+	led, err := openLedger(cursor)
+	if err == nil {
+		// The ledger resumes from the index's cursor (RecentFrom): an index
+		// that does not describe this log is emptied first, and the
+		// ledger opened again from 0.
+		var why string
+		if why, err = indexMismatch(ctx, idx, led, cursor); err == nil && why != "" {
+			log.Warn("the query index does not match the log (was the log restored from a copy?): rebuilding it", "reason", why)
+			led.Close()
+			if err = idx.Reset(ctx); err != nil {
+				return err
 			}
-			found, err := idx.LookupIDs(ctx, ks)
-			if err != nil {
-				return nil, err
-			}
-			out := make(map[string]ledger.Loc, len(found))
-			for k, i := range found {
-				out[ingest.Key(k.Tenant, k.ID)] = i
-			}
-			return out, nil
-		},
-		KeyOf:      recordKey,
-		RecentFrom: cursor,
-		OnCommit: func(records, bytes int, took time.Duration) {
-			commitRecords.Observe(float64(records))
-			commitSeconds.Observe(took.Seconds())
-			commitBytes.Add(float64(bytes))
-		},
-		Logger: log,
-	})
+			cursor = 0
+			led, err = openLedger(cursor)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("couldn't open the log: %w", err)
 	}
@@ -263,18 +282,40 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 	defer led.Close()
 
-	regStore, err := sqlitestore.OpenRegistry(filepath.Join(cfg.DataDir, registryFile))
-	if err != nil {
-		return fmt.Errorf("couldn't open the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+	openRegistry := func() (*sqlitestore.RegistryStore, *registry.Registry, error) {
+		st, err := sqlitestore.OpenRegistry(filepath.Join(cfg.DataDir, registryFile))
+		if err != nil {
+			return nil, nil, fmt.Errorf("couldn't open the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+		}
+		r, err := registry.Open(ctx, st)
+		if err != nil {
+			st.Close()
+			return nil, nil, fmt.Errorf("couldn't load the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+		}
+		return st, r, nil
 	}
-	defer regStore.Close()
-	models, err := registry.Open(ctx, regStore)
+	regStore, models, err := openRegistry()
+	if err == nil {
+		// A registry that has seen more records than the log holds knows
+		// deployments the log does not: it is rebuilt from the log.
+		if c, _ := models.Cursor(ctx); c > led.Size() {
+			log.Warn("the model registry has seen more records than the log holds (was the log restored from a copy?): rebuilding it", "registry_cursor", c, "records", led.Size())
+			regStore.Close()
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				if err := os.Remove(filepath.Join(cfg.DataDir, registryFile+suffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("couldn't remove the model registry to rebuild it: %w", err)
+				}
+			}
+			regStore, models, err = openRegistry()
+		}
+	}
 	if err != nil && ctx.Err() != nil {
 		return nil // stopped while loading: nothing is wrong with the file
 	}
 	if err != nil {
-		return fmt.Errorf("couldn't load the model registry: %w (it is derived from the log: delete %s with the server stopped to rebuild it)", err, registryFile)
+		return err
 	}
+	defer regStore.Close()
 
 	// The index's lag is measured to its cursor as of its last committed
 	// transaction (idx.Visible), which queries see in full.
@@ -284,7 +325,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	// after it.
 	behind := func(c func() uint64) uint64 {
 		cur := c()
-		return led.Size() - cur
+		return led.Size() - min(cur, led.Size()) // a registry restored ahead of the log: 0
 	}
 	// lag publishes how far a follower, whose cursor is c, is behind.
 	lag := func(follower string, c func() uint64) prometheus.Collector {
@@ -342,10 +383,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	caughtUp := make(chan struct{})
 	startSize := led.Size()
 	var once sync.Once
-	switch c, _ := models.Cursor(ctx); {
-	case c > startSize:
-		log.Warn("the model registry has seen more records than the log holds; was the log restored from a copy? Delete "+registryFile+" with the server stopped to rebuild it", "registry_cursor", c, "records", startSize)
-	case c < startSize:
+	if c, _ := models.Cursor(ctx); c < startSize {
 		log.Info("model registry catching up with the log before accepting requests", "from", c, "to", startSize)
 	}
 	follow("registry", models, followBatch, func(c uint64) {
@@ -445,6 +483,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		return err
 	}
 	c, _ := detector.Cursor(ctx)
+	if size := led.Size(); c > size {
+		log.Warn("the detector has seen more records than the log holds (was the log restored from a copy?): it goes on from the log's end", "detector_cursor", c, "records", size)
+		detector.Rewind(size)
+		c = size
+	}
 	detectorCursor.Store(c)
 	reg.MustRegister(lag("detector", detectorCursor.Load))
 	alertLatency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "aitrail_alert_latency_seconds",

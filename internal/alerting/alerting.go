@@ -233,6 +233,16 @@ func (d *Detector) RecordRules(ctx context.Context, rules []*detect.Rule) error 
 	return d.save()
 }
 
+// Rewind makes the detector go on from record n if it has seen more: the
+// log was restored from a copy that ends there, and the records appended
+// after it must be watched, not skipped as seen.
+func (d *Detector) Rewind(n uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.engine.Rewind(n)
+	d.state.Start = min(d.state.Start, n)
+}
+
 // Cursor implements ledger.Handler.
 func (d *Detector) Cursor(context.Context) (uint64, error) {
 	d.mu.Lock()

@@ -164,6 +164,11 @@ func (e *Engine) Rules() []*Rule { return e.rules }
 // with smaller indexes have been applied and are ignored if fed again.
 func (e *Engine) Next() uint64 { return e.next }
 
+// Rewind makes the engine expect record n next if it expected a later one:
+// the log it follows was replaced by a shorter copy, whose new records it
+// must not skip. What it learned from the records past n stays.
+func (e *Engine) Rewind(n uint64) { e.next = min(e.next, n) }
+
 // RuleStats counts what a rule did that its alerts do not show.
 type RuleStats struct {
 	// Suppressed is how many firings throttling withheld.

@@ -478,6 +478,23 @@ func (ix *Index) Cursor(ctx context.Context) (uint64, error) {
 	return uint64(c), nil
 }
 
+// LastRecord returns what the index holds of the last record it indexed:
+// its log index, event key and place in the log; ok is false when it holds
+// none. The server compares it with the log at start: an index that
+// describes another log (a log restored from a copy, an index copied from
+// another data directory) must be rebuilt, not served.
+func (ix *Index) LastRecord(ctx context.Context) (index uint64, tenant, id string, pos int64, ok bool, err error) {
+	var i int64
+	err = ix.db.QueryRowContext(ctx, "SELECT idx, tenant, id, pos FROM records ORDER BY idx DESC LIMIT 1").Scan(&i, &tenant, &id, &pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", "", 0, false, nil
+	}
+	if err != nil {
+		return 0, "", "", 0, false, fmt.Errorf("couldn't read the index's last record: %w", err)
+	}
+	return uint64(i), tenant, id, pos, true, nil
+}
+
 // row is a record reduced to the index's columns.
 type row struct {
 	idx        int64
