@@ -61,7 +61,9 @@ func TestSchemaAgreesWithTheServer(t *testing.T) {
 		}
 		return pl.check(producer, recs)
 	}
-	deploy := func(rest string) string { return `{"type":"model.deploy","model":{"name":"m","version":"1"}` + rest + `}` }
+	deploy := func(rest string) string {
+		return `{"type":"model.deploy","model":{"name":"m","version":"1"}` + rest + `}`
+	}
 	for _, tc := range []struct {
 		body string
 		ok   bool
