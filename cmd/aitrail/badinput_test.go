@@ -86,6 +86,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"bad limit", "GET", "/v1/events?limit=0", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"limit too high", "GET", "/v1/events?limit=1001", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"bad from", "GET", "/v1/events?from=monday", adminToken, "", nil, nil, 400, "invalid_query"},
+		{"from after a to of the first instant", "GET", "/v1/events?from=2025-01-01T00:00:00Z&to=0001-01-01T00:00:00Z", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"from with an offset of 24 hours", "GET", "/v1/events?from=2025-01-02T15:04:05%2B24:00", adminToken, "", nil, nil, 400, "invalid_query"},
 		{"event time with an offset of 24 hours", "POST", "/v1/events", adminToken, "application/json", []byte(`{"type":"ai.inference","time":"2025-01-02T15:04:05+24:00"}`), nil, 400, "invalid_event"},
 		{"unknown parameter", "GET", "/v1/events?colour=red", adminToken, "", nil, nil, 400, "invalid_query"},

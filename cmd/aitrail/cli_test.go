@@ -648,3 +648,15 @@ func TestRestoredLogRebuildsWhatFollowsIt(t *testing.T) {
 	}
 	s.stop()
 }
+
+// TestQueryErrorsSayItOnce: a query the server refuses is reported with its
+// status, code and reason, without the prefixes of each layer repeated.
+func TestQueryErrorsSayItOnce(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	code, _, errOut := runCLI("query", "--url", s.url, "--token", adminToken, "--from", "2025-01-02T00:00:00Z", "--to", "2025-01-01T00:00:00Z")
+	want := "aitrail query: 400 invalid_query: from 2025-01-02T00:00:00Z is not before to 2025-01-01T00:00:00Z\n"
+	if code != 1 || errOut != want {
+		t.Fatalf("exit %d, %q; want 1, %q", code, errOut, want)
+	}
+	s.stop()
+}

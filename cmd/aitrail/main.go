@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -124,7 +125,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 				return ee.code
 			default:
-				fmt.Fprintf(stderr, "aitrail %s: %v\n", c.name, err)
+				// The client package's errors start with "aitrail: " too.
+				fmt.Fprintf(stderr, "aitrail %s: %s\n", c.name, strings.TrimPrefix(err.Error(), "aitrail: "))
 				return 1
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"strconv"
 
 	"github.com/aitrail/aitrail/internal/apierr"
@@ -71,7 +72,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ledger.ErrClosed), errors.Is(err, ledger.ErrFailed):
 		ae = errorf(http.StatusServiceUnavailable, "unavailable", "the log is not accepting writes")
 	case errors.Is(err, index.ErrInvalidQuery):
-		ae = errorf(http.StatusBadRequest, "invalid_query", err.Error())
+		// The code says it is a query's fault; the message says what.
+		ae = errorf(http.StatusBadRequest, "invalid_query", strings.TrimPrefix(err.Error(), index.ErrInvalidQuery.Error()+": "))
 	case errors.Is(err, index.ErrNotFound), errors.Is(err, ledger.ErrNotFound), errors.Is(err, authz.ErrNotFound):
 		ae = errorf(http.StatusNotFound, "not_found", "not found")
 	case errors.Is(err, authz.ErrUnauthenticated):

@@ -124,15 +124,16 @@ func parseQuery(v url.Values) (index.Query, error) {
 		Order: v.Get("order"),
 	}
 	for _, t := range []struct {
-		name string
-		dst  *time.Time
-	}{{"from", &q.From}, {"to", &q.To}} {
+		name  string
+		dst   *time.Time
+		given *bool
+	}{{"from", &q.From, &q.HasFrom}, {"to", &q.To, &q.HasTo}} {
 		if s := v.Get(t.name); s != "" {
 			tm, ok := event.ParseTime(s)
 			if !ok {
 				return q, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be an RFC 3339 time of a year from 1 to 9999", t.name))
 			}
-			*t.dst = tm
+			*t.dst, *t.given = tm, true
 		}
 	}
 	if s := v.Get("after"); s != "" {

@@ -45,7 +45,7 @@ func (ix *Index) parseCursor(s string, desc bool, fp []byte) (uint64, error) {
 	}
 	body, mac := b[:cursorSize-cursorMACSize], b[cursorSize-cursorMACSize:]
 	if !hmac.Equal(mac, ix.cursorMAC(body, fp)) {
-		return 0, fmt.Errorf("%w: cursor is not valid for this query", ErrInvalidQuery)
+		return 0, fmt.Errorf("%w: cursor is not valid for this query (its filters differ from those of the page it came with, or the index was rebuilt since): start the listing again", ErrInvalidQuery)
 	}
 	last := binary.BigEndian.Uint64(body[2:])
 	if last >= 1<<63 {
@@ -79,8 +79,8 @@ func (q *Query) fingerprint(desc bool) []byte {
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	tm := func(t time.Time) {
-		if t.IsZero() {
+	tm := func(t time.Time, given bool) {
+		if !given {
 			str("")
 		} else {
 			str(t.UTC().Format(time.RFC3339Nano))
@@ -93,8 +93,8 @@ func (q *Query) fingerprint(desc bool) []byte {
 	str(q.Outcome)
 	str(q.Resource)
 	str(q.Text)
-	tm(q.From)
-	tm(q.To)
+	tm(q.From, q.hasFrom())
+	tm(q.To, q.hasTo())
 	if q.After == nil {
 		str("")
 	} else {

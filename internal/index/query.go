@@ -80,8 +80,10 @@ type Query struct {
 	// a record matches either reading.
 	Resource string
 	// From and To bound the event time: From inclusive, To exclusive. A
-	// zero time leaves that side unbounded.
-	From, To time.Time
+	// zero time leaves that side unbounded, unless HasFrom or HasTo says it
+	// was given: 0001-01-01T00:00:00Z is a bound too.
+	From, To       time.Time
+	HasFrom, HasTo bool
 	// Text keeps records that contain every word of Text (words are
 	// separated by white space; a Text with none does not filter). With Options.FullText a word matches whole tokens of the
 	// record's metadata, case-insensitively; a word ending in "*" matches
@@ -224,7 +226,7 @@ func (ix *Index) Query(ctx context.Context, q Query) (Page, error) {
 	default:
 		return Page{}, fmt.Errorf("%w: order %q is not %q or %q", ErrInvalidQuery, q.Order, OrderAsc, OrderDesc)
 	}
-	if !q.From.IsZero() && !q.To.IsZero() && !q.From.Before(q.To) {
+	if q.hasFrom() && q.hasTo() && !q.From.Before(q.To) {
 		return Page{}, fmt.Errorf("%w: from %s is not before to %s", ErrInvalidQuery,
 			q.From.Format(time.RFC3339Nano), q.To.Format(time.RFC3339Nano))
 	}
@@ -333,8 +335,15 @@ func newTextWord(word string) textWord {
 	return w
 }
 
-// timeRange is a Query's From and To.
-type timeRange struct{ from, to time.Time }
+// hasFrom and hasTo report whether q bounds the event time on that side.
+func (q *Query) hasFrom() bool { return q.HasFrom || !q.From.IsZero() }
+func (q *Query) hasTo() bool   { return q.HasTo || !q.To.IsZero() }
+
+// timeRange is a Query's From and To, and whether each was given.
+type timeRange struct {
+	from, to       time.Time
+	hasFrom, hasTo bool
+}
 
 // holds reports whether the time of record is within r.
 func (r *timeRange) holds(record []byte) bool {
@@ -345,7 +354,7 @@ func (r *timeRange) holds(record []byte) bool {
 	if ok {
 		t, ok = event.ParseTime(rec.Time)
 	}
-	return ok && (r.from.IsZero() || !t.Before(r.from)) && (r.to.IsZero() || t.Before(r.to))
+	return ok && (!r.hasFrom || !t.Before(r.from)) && (!r.hasTo || t.Before(r.to))
 }
 
 // clamped reports whether unixNano clamps t: it is outside the years
@@ -599,20 +608,20 @@ func (ix *Index) statement(q Query, desc bool, fp []byte, resume *uint64) (selec
 	// so all of those past 2262 compare equal, and all before 1678. A
 	// bound out there selects every row its clamped value allows (to
 	// becomes inclusive), and the records' own times decide (st.times).
-	clampedTo := !q.To.IsZero() && clamped(q.To)
-	if (!q.From.IsZero() && clamped(q.From)) || clampedTo {
-		st.times = &timeRange{from: q.From, to: q.To}
+	clampedTo := q.hasTo() && clamped(q.To)
+	if (q.hasFrom() && clamped(q.From)) || clampedTo {
+		st.times = &timeRange{from: q.From, to: q.To, hasFrom: q.hasFrom(), hasTo: q.hasTo()}
 	}
-	if !q.From.IsZero() {
+	if q.hasFrom() {
 		w.add("time >= ?", unixNano(q.From))
 	}
-	if !q.To.IsZero() && clampedTo {
+	if q.hasTo() && clampedTo {
 		w.add("time <= ?", unixNano(q.To))
-	} else if !q.To.IsZero() {
+	} else if q.hasTo() {
 		w.add("time < ?", unixNano(q.To))
 	}
-	if !q.From.IsZero() || !q.To.IsZero() {
-		st.streams = append(st.streams, ix.timeStream(unixNano(q.From), unixNano(q.To), !q.From.IsZero(), !q.To.IsZero(), clampedTo, desc))
+	if q.hasFrom() || q.hasTo() {
+		st.streams = append(st.streams, ix.timeStream(unixNano(q.From), unixNano(q.To), q.hasFrom(), q.hasTo(), clampedTo, desc))
 	}
 	if q.After != nil {
 		if *q.After >= math.MaxInt64 {

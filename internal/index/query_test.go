@@ -530,6 +530,7 @@ func TestTimesOutsideTheNanosecondRange(t *testing.T) {
 			rec("acme", "t1500", "time.test", at("1500-01-01T00:00:00Z")),
 			rec("acme", "t1600", "time.test", at("1600-06-01T00:00:00Z")),
 			rec("acme", "t2000", "time.test", at("2000-01-01T00:00:00Z")),
+			rec("acme", "t0001", "time.test", at("0001-01-01T00:00:00Z")), // the zero time.Time
 		))
 		day := func(s string) time.Time { t, _ := time.Parse(time.DateOnly, s); return t }
 		for _, tc := range []struct {
@@ -538,19 +539,23 @@ func TestTimesOutsideTheNanosecondRange(t *testing.T) {
 		}{
 			{"2270-01-01", "2300-01-01", []uint64{0}},
 			{"2400-01-01", "", []uint64{1}},
-			{"", "1550-01-01", []uint64{2}},
+			{"", "1550-01-01", []uint64{2, 5}},
 			{"1550-01-01", "1700-01-01", []uint64{3}},
 			{"1900-01-01", "2100-01-01", []uint64{4}},
-			{"", "2300-01-01", []uint64{0, 2, 3, 4}},
+			{"", "2300-01-01", []uint64{0, 2, 3, 4, 5}},
 			{"1550-01-01", "", []uint64{0, 1, 3, 4}},
 			{"2600-01-01", "", []uint64{}},
+			// 0001-01-01T00:00:00Z is a bound like any other.
+			{"", "0001-01-01", []uint64{}},
+			{"0001-01-01", "", []uint64{0, 1, 2, 3, 4, 5}},
+			{"0001-01-01", "1000-01-01", []uint64{5}},
 		} {
 			q := Query{Type: "time.test", Order: "asc"}
 			if tc.from != "" {
-				q.From = day(tc.from)
+				q.From, q.HasFrom = day(tc.from), true
 			}
 			if tc.to != "" {
-				q.To = day(tc.to)
+				q.To, q.HasTo = day(tc.to), true
 			}
 			p, err := ix.Query(context.Background(), q)
 			if err != nil {
@@ -559,6 +564,15 @@ func TestTimesOutsideTheNanosecondRange(t *testing.T) {
 			if got := indexes(p); !slices.Equal(got, tc.want) {
 				t.Errorf("%s–%s: got %v, want %v", tc.from, tc.to, got, tc.want)
 			}
+		}
+		// A from after a to of the zero time is refused, and a cursor of
+		// a query bounded by it is not one of the query without it.
+		if _, err := ix.Query(context.Background(), Query{From: day("2025-01-01"), HasFrom: true, HasTo: true}); !errors.Is(err, ErrInvalidQuery) {
+			t.Errorf("from 2025 to 0001: %v", err)
+		}
+		bounded, open := Query{HasTo: true}, Query{}
+		if slices.Equal(bounded.fingerprint(false), open.fingerprint(false)) {
+			t.Error("a query to 0001-01-01T00:00:00Z has the fingerprint of one without to")
 		}
 	})
 }
