@@ -6,8 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"strconv"
+	"strings"
 
 	"github.com/aitrail/aitrail/internal/apierr"
 	"github.com/aitrail/aitrail/internal/authz"
