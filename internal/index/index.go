@@ -886,13 +886,19 @@ func unixNano(t time.Time) int64 {
 // searchText gathers the record's searchable string values, one per line.
 // Digests, key ids and content are left out: the first two are noise to a
 // reader and the last is never in the record.
+//
+// Between values stands valueBreak, a token of its own (private use
+// characters are token characters to FTS5's tokenizer) that no query holds
+// (words splits at it): a word with punctuation is a phrase of its tokens,
+// which would otherwise match the end of one value and the start of the
+// next ("embedding.acme" in type ai.embedding and tenant acme).
 func searchText(r *event.Record) string {
 	var b strings.Builder
 	add := func(ss ...string) {
 		for _, s := range ss {
 			if s != "" {
 				b.WriteString(s)
-				b.WriteByte('\n')
+				b.WriteString("\n" + string(valueBreak) + "\n")
 			}
 		}
 	}

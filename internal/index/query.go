@@ -788,10 +788,15 @@ func ftsQuery(words []string) string {
 }
 
 // words splits text at white space and control characters. FTS5 reads a
-// query only up to a NUL, so a NUL must never reach it inside a word.
+// query only up to a NUL, so a NUL must never reach it inside a word; nor
+// may valueBreak, which stands between values in the index.
 func words(text string) []string {
-	return strings.FieldsFunc(text, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+	return strings.FieldsFunc(text, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == valueBreak })
 }
+
+// valueBreak separates the values of a record in the full-text index
+// (searchText): U+E000, the first private use character.
+const valueBreak = '\uE000'
 
 // isTokenChar reports whether FTS5's unicode61 tokenizer keeps r in a token
 // (its default categories: letters, numbers and private use).

@@ -126,6 +126,11 @@ func TestQueryFilters(t *testing.T) {
 			{"actor, model and tenant", Query{Actor: "alice", Model: "gpt-4o", Tenant: "globex"}, []uint64{}},
 			{"resource and outcome", Query{Resource: "deployment:dep-1", Outcome: "success", Type: "model.deploy"}, []uint64{3}},
 			{"text and tenant", Query{Text: "completions", Tenant: "initech"}, []uint64{4}},
+			// A word's tokens in sequence within one value, not across two
+			// (type ai.inference, then tenant acme).
+			{"text across two values", Query{Text: "inference.acme"}, []uint64{}},
+			{"text in two values", Query{Text: "inference acme"}, []uint64{0}},
+			{"text in one value", Query{Text: "chat.completions"}, []uint64{0, 4}},
 			{"after", Query{After: new(uint64(2))}, []uint64{3, 4, 5}},
 			{"after 0", Query{After: new(uint64(0))}, []uint64{1, 2, 3, 4, 5}},
 			{"after the largest index", Query{After: new(uint64(math.MaxUint64))}, []uint64{}},
