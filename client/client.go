@@ -113,13 +113,19 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 	return data, nil
 }
 
-// retryAfter reads a Retry-After header: delay seconds or an HTTP date.
+// maxRetryAfter bounds the wait a Retry-After header can ask for: a value
+// of centuries (or one that overflows) from a server or anything between
+// must not stop a client for good.
+const maxRetryAfter = time.Hour
+
+// retryAfter reads a Retry-After header: delay seconds or an HTTP date,
+// at most maxRetryAfter.
 func retryAfter(h string) time.Duration {
 	if secs, err := strconv.Atoi(h); err == nil && secs > 0 {
-		return time.Duration(secs) * time.Second
+		return time.Duration(min(secs, int(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(h); err == nil {
-		return max(time.Until(t), 0)
+		return min(max(time.Until(t), 0), maxRetryAfter)
 	}
 	return 0
 }

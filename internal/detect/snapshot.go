@@ -3,6 +3,7 @@ package detect
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 )
 
 // snapshotVersion changes when the snapshot format does.
@@ -57,6 +58,8 @@ func (e *Engine) Restore(b []byte) error {
 			if st.Groups == nil {
 				st.Groups = map[string]*group{}
 			}
+			// A damaged or edited file may hold null groups.
+			maps.DeleteFunc(st.Groups, func(_ string, g *group) bool { return g == nil })
 			if st.Seen == nil {
 				st.Seen = map[string]int64{}
 			}

@@ -55,6 +55,11 @@ func OpenCheckpoint(signed []byte, v note.Verifier) (Checkpoint, error) {
 	return c, nil
 }
 
+// MaxTreeSize is the largest tree size a checkpoint may state. The tree
+// math of golang.org/x/mod/sumdb/tlog overflows past it (it never returns
+// for sizes from 2^62, and panics from 2^63), and no log comes near it.
+const MaxTreeSize = 1<<62 - 1
+
 // ParseCheckpoint parses an unsigned checkpoint body. Extension lines after
 // the root hash are allowed and ignored.
 func ParseCheckpoint(text []byte) (Checkpoint, error) {
@@ -76,6 +81,9 @@ func ParseCheckpoint(text []byte) (Checkpoint, error) {
 	size, err := strconv.ParseUint(lines[1], 10, 64)
 	if err != nil || strconv.FormatUint(size, 10) != lines[1] {
 		return bad("bad tree size")
+	}
+	if size > MaxTreeSize {
+		return bad("tree size past " + strconv.FormatUint(MaxTreeSize, 10))
 	}
 	c.Size = size
 	h, err := base64.StdEncoding.DecodeString(lines[2])
