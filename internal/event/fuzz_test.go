@@ -291,7 +291,8 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var got, want Event
 		err := decodeEvent(raw, &got, 10000) // jsontext's nesting limit
-		if err == nil {                      // decodeFast discards what a failed decode set
+		// decodeFast discards what a failed decode set.
+		if err == nil {
 			uncheck(t, []Event{got})
 		}
 		got.checked, got.plain = nil, plainTexts{}
