@@ -766,9 +766,13 @@ func (c *checker) fits(r Record, hasContent bool) {
 	if hasContent {
 		limit -= contentRefReserve
 	}
+	bound := sizeBound(&r)
+	if bound+maxGrowth <= limit {
+		return // certainly fits, however much it grows: no need to encode it
+	}
 	grows := growth(&r)
-	if sizeBound(&r)+grows <= limit {
-		return // certainly fits: no need to encode it
+	if bound+grows <= limit {
+		return
 	}
 	b, err := canonical(&r)
 	if err != nil {
@@ -797,6 +801,11 @@ var PersonalAttributes = []string{
 // pseudonymLen is the length of a pseudonym: "hmac-sha256:" and 64 hex
 // digits.
 const pseudonymLen = 12 + 64
+
+// maxGrowth bounds growth for any record: two times at their longest (from
+// at least "0001-01-01T00:00:00Z") and every personal value a pseudonym.
+// Most records are far enough below the limit for fits to stop at it.
+var maxGrowth = 2*10 + pseudonymLen*(4+len(PersonalAttributes))
 
 // growth bounds how much r's canonical encoding grows after these checks,
 // so that what passes fits is not refused later, after keys were made for

@@ -198,8 +198,9 @@ type model struct {
 	applied   int          // facts[:applied] are reflected in current
 	current   []Deployment // in force, by provider, environment, service
 	// deployed holds, for each version ever deployed, the providers its
-	// deploys named.
-	deployed map[string][]string
+	// deploys named; providers holds every provider a deploy named.
+	deployed  map[string][]string
+	providers map[string]bool
 }
 
 // Registry is the deployment registry. It is safe for concurrent use.
@@ -243,7 +244,7 @@ func (r *Registry) add(facts ...Deployment) {
 		k := nameKey{d.Tenant, d.Name}
 		m := r.models[k]
 		if m == nil {
-			m = &model{deployed: map[string][]string{}}
+			m = &model{deployed: map[string][]string{}, providers: map[string]bool{}}
 			r.models[k] = m
 		}
 		i, found := slices.BinarySearchFunc(m.facts, d.Index, func(f Deployment, idx uint64) int { return cmp.Compare(f.Index, idx) })
@@ -256,6 +257,7 @@ func (r *Registry) add(facts ...Deployment) {
 			m.applied = 0 // a fact before those applied: replay them all
 			m.current = m.current[:0]
 			clear(m.deployed)
+			clear(m.providers)
 		}
 		changed[m] = true
 	}
@@ -290,6 +292,7 @@ func (m *model) update() {
 			if ps := m.deployed[f.Version]; !slices.Contains(ps, f.Provider) {
 				m.deployed[f.Version] = append(ps, f.Provider)
 			}
+			m.providers[f.Provider] = true
 		}
 	}
 	slices.SortFunc(m.current, func(a, b Deployment) int {
@@ -396,14 +399,10 @@ func (r *Registry) Resolve(rec *event.Record) {
 // hasDeployed reports whether a deploy of a provider matching provider was
 // ever in force: of version, or of any version when version is empty.
 func (m *model) hasDeployed(provider, version string) bool {
-	for v, ps := range m.deployed {
-		if version == "" || v == version {
-			if slices.ContainsFunc(ps, func(p string) bool { return match(p, provider) }) {
-				return true
-			}
-		}
+	if version != "" {
+		return slices.ContainsFunc(m.deployed[version], func(p string) bool { return match(p, provider) })
 	}
-	return false
+	return len(m.providers) > 0 && (provider == "" || m.providers[provider] || m.providers[""])
 }
 
 // match reports whether two names of a provider, environment or service
