@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -31,8 +32,13 @@ var rotateCrashPoint func() error
 
 // runKeys handles `aitrail keys rotate` and `aitrail keys list`.
 func runKeys(args []string, stdout, stderr io.Writer) error {
+	const use = "usage: aitrail keys rotate|list [flags]"
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stderr, use+"\n(aitrail keys rotate -h and aitrail keys list -h list each one's flags)")
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || (args[0] != "rotate" && args[0] != "list") {
-		return usageError{"usage: aitrail keys rotate|list [flags]"}
+		return usageError{use}
 	}
 	fs := newFlags("keys "+args[0], stderr)
 	data := fs.String("data", config.DefaultDataDir, "data directory")

@@ -61,7 +61,7 @@ func commands() []command {
 		{"bench-disk", "measure the disk's group-committed fsync rate (benchmark reference)", runBenchDisk},
 		{"bench-http", "answer bench's requests with net/http alone (benchmark reference)", runBenchHTTP},
 		{"rules", "check detection rule files, run their unit tests, or print the built-in pack", runRules},
-		{"version", "print the version", func(_ []string, stdout, _ io.Writer) error { fmt.Fprintln(stdout, version); return nil }},
+		{"version", "print the version", runVersion},
 	}
 }
 
@@ -143,6 +143,18 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nRun 'aitrail <command> -h' for the flags of a command.")
 }
+
+// runVersion prints the version; it takes no flags or arguments.
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	if err := parse(newFlags("version", stderr), args); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, version)
+	return nil
+}
+
+// isHelp reports whether arg asks for a command's help.
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" || arg == "--h" }
 
 // newFlags returns a flag set whose errors become usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {

@@ -18,6 +18,10 @@ func runRules(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{use}
 	}
+	if isHelp(args[0]) {
+		fmt.Fprintln(stderr, use+"\n(aitrail rules check -h and so on list each one's flags)")
+		return flag.ErrHelp
+	}
 	sub := args[0]
 	fs := newFlags("rules "+sub, stderr)
 	if err := fs.Parse(args[1:]); err != nil {

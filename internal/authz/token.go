@@ -390,10 +390,12 @@ func (a *Authenticator) List(ctx context.Context, by Principal) ([]Token, error)
 // able to see the token's tenants (otherwise the token is not found). The
 // token stops authenticating when Revoke returns.
 //
-// The root token can be retired only by a successor: another token holding
-// every role on all tenants (minted by root for the purpose), so that no
-// power is lost with it. Root revoking itself, or a lesser token revoking
-// root, returns an error wrapping ErrConflict.
+// A full token (root, or any token holding every role on all tenants) can
+// be revoked only by another full token, so that one always remains: a role
+// nobody holds could never be granted again. The root token is retired by a
+// successor (a full token it minted for the purpose); a full token revoking
+// itself, or a lesser token revoking a full one, returns an error wrapping
+// ErrConflict.
 // successor reports whether p may retire the root token: p is another
 // token holding every role on all tenants.
 func successor(p Principal) bool {
@@ -402,6 +404,22 @@ func successor(p Principal) bool {
 	}
 	for _, r := range allRoles {
 		if !p.Has(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// full reports whether t holds every role on all tenants.
+func full(t Token) bool {
+	if t.Root {
+		return true
+	}
+	if !slices.Contains(t.Tenants, AllTenantsWildcard) {
+		return false
+	}
+	for _, r := range allRoles {
+		if !slices.Contains(t.Roles, r) {
 			return false
 		}
 	}
@@ -421,6 +439,9 @@ func (a *Authenticator) Revoke(ctx context.Context, by Principal, id string) err
 	}
 	if t.Root && !successor(by) {
 		return fmt.Errorf("%w: the root token can be revoked only by a successor holding every role on all tenants; mint one with the root token, then revoke root with it", ErrConflict)
+	}
+	if full(t) && (by.TokenID == t.ID || !by.Root && !successor(by)) {
+		return fmt.Errorf("%w: a token holding every role on all tenants can be revoked only by another such token, so that one always remains", ErrConflict)
 	}
 	err = a.store.DeleteToken(ctx, id)
 	a.invalidate(id)

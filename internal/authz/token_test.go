@@ -415,4 +415,25 @@ func TestRetireRoot(t *testing.T) {
 	if tok := mint(t, a, succ, []authz.Role{authz.RoleErase}, "acme"); tok == "" {
 		t.Fatal("the successor could not mint")
 	}
+	// It is now the last full token: neither a lesser admin of all
+	// tenants nor the successor itself can revoke it, or nobody could
+	// grant erase again. Another full token can.
+	adminTok := mint(t, a, succ, []authz.Role{authz.RoleAdmin}, "*")
+	admin, err := a.Authenticate(ctx, adminTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, by := range map[string]authz.Principal{"an admin of all tenants": admin, "itself": succ} {
+		if err := a.Revoke(ctx, by, succ.TokenID); !errors.Is(err, authz.ErrConflict) {
+			t.Errorf("the last full token revoked by %s: %v, want a conflict", name, err)
+		}
+	}
+	secondTok := mint(t, a, succ, authz.AllRoles(), "*")
+	second, err := a.Authenticate(ctx, secondTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revoke(ctx, second, succ.TokenID); err != nil {
+		t.Fatalf("a full token could not revoke another: %v", err)
+	}
 }
