@@ -1,14 +1,19 @@
 package httpapi
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/httpbody"
 )
 
@@ -46,15 +51,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// Strictly: one object, names as written and once each, valid UTF-8.
 	var req tokenRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := jsonv2.Unmarshal(body, &req, jsonv2.RejectUnknownMembers(true)); err != nil {
 		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "body must be {\"name\":…,\"roles\":[…],\"tenants\":[…]}: "+jsonProblem(err)))
-		return
-	}
-	if dec.More() {
-		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "unexpected data after the JSON object"))
 		return
 	}
 	roles := make([]authz.Role, 0, len(req.Roles))
@@ -68,6 +68,14 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, secret, err := s.Auth.Mint(r.Context(), p, req.Name, roles, req.Tenants)
 	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// A token is power: none is handed out that the log does not record.
+	if err := s.recordTokenChange(r.Context(), p, "token.create", tok); err != nil {
+		if rerr := s.Auth.Revoke(context.WithoutCancel(r.Context()), p, tok.ID); rerr != nil {
+			s.log.Error("couldn't take back a token whose creation was not recorded", "id", tok.ID, "err", rerr)
+		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -92,24 +100,55 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
-	if err := s.Auth.Revoke(r.Context(), p, r.PathValue("id")); err != nil {
+	id := r.PathValue("id")
+	if err := s.Auth.Revoke(r.Context(), p, id); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("token revoked", "id", r.PathValue("id"), "by", p.TokenID)
+	s.log.Info("token revoked", "id", id, "by", p.TokenID)
+	// The token is revoked either way; if the record of it cannot be
+	// written, the caller is told.
+	if err := s.recordTokenChange(context.WithoutCancel(r.Context()), p, "token.revoke", authz.Token{ID: id}); err != nil {
+		s.writeError(w, r, fmt.Errorf("the token was revoked, but the record of it could not be written: %w", err))
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return "malformed JSON"
-	case errors.As(err, &te):
-		return "field " + te.Field + " has the wrong type"
-	case errors.Is(err, io.EOF):
-		return "empty body"
+// recordTokenChange appends an admin.change record of a token minted or
+// revoked by p, in tenant default (like the detector's record of rule
+// changes): who did it, which token, and for a new one what it may do.
+// The built-in rule privilege-change alerts on it.
+func (s *Server) recordTokenChange(ctx context.Context, p authz.Principal, action string, t authz.Token) error {
+	attrs := map[string]any{"aitrail.token_id": p.TokenID}
+	if action == "token.create" {
+		roles := make([]string, len(t.Roles))
+		for i, r := range t.Roles {
+			roles[i] = string(r)
+		}
+		attrs["token.roles"], attrs["token.tenants"] = strings.Join(roles, ","), strings.Join(t.Tenants, ",")
 	}
-	return err.Error()
+	ev := event.Event{Type: "admin.change", Tenant: event.DefaultTenant, Action: action, Outcome: "success",
+		Actor:      &event.Actor{ID: p.TokenID, Type: "service"},
+		Resource:   &event.Resource{Type: "token", ID: t.ID, Name: t.Name},
+		Attributes: attrs}
+	if _, err := s.Ingest.Append(ctx, system, []event.Event{ev}); err != nil {
+		return fmt.Errorf("couldn't record the token change: %w", err)
+	}
+	return nil
+}
+
+func jsonProblem(err error) string {
+	var se *jsonv2.SemanticError
+	switch {
+	case errors.Is(err, jsonv2.ErrUnknownName):
+		return "unknown field"
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return "a field is given twice"
+	case errors.As(err, &se) && se.JSONPointer != "":
+		return "field " + string(se.JSONPointer) + " has the wrong type"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "empty or cut short"
+	}
+	return "malformed JSON (one object, valid UTF-8)"
 }
