@@ -111,6 +111,24 @@ func TestTLSListener(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("a client that does not trust the CA connected")
 	}
+	// TLS 1.2 with AEAD suites only: a client offering CBC ones alone is
+	// refused, one offering AES-GCM is served.
+	tls12 := func(suites ...uint16) error {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: p.pool, MaxVersion: tls.VersionTLS12, CipherSuites: suites}}}
+		resp, err := c.Get(s.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA) == nil {
+		t.Fatal("a TLS 1.2 client with CBC cipher suites only connected")
+	}
+	if err := tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256); err != nil {
+		t.Fatalf("a TLS 1.2 client with AES-GCM: %v", err)
+	}
 
 	code, out, errOut := runCLI("query", "--url", s.url, "--token", adminToken, "--ca-cert", p.caFile)
 	if code != 0 || !strings.Contains(out, "over-tls") {
