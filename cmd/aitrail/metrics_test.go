@@ -68,7 +68,8 @@ func TestMetricsPassPromtool(t *testing.T) {
 // TestServeRuntimeDefaults checks the Go runtime settings serve chooses
 // when the environment names none (docs/configuration.md), and that the
 // environment overrides each, as the server's own /metrics reports them.
-// A fresh server also reports its ingest counters at 0 before any event.
+// A fresh server also reports its ingest and OTLP counters at 0 before any
+// event.
 func TestServeRuntimeDefaults(t *testing.T) {
 	unset := []string{"GOGC=", "GOMEMLIMIT=", "GOMAXPROCS="}
 	// Go's default here: tests that run serve in this process change it.
@@ -77,11 +78,13 @@ func TestServeRuntimeDefaults(t *testing.T) {
 	defaultProcs := runtime.GOMAXPROCS(own)
 	s := startServerEnv(t, t.TempDir(), append(unset, "AITRAIL_ADMIN_TOKEN="+adminToken))
 	want := map[string]float64{
-		"go_gc_gogc_percent":                              serverGCPercent,
-		"go_gc_gomemlimit_bytes":                          serverMemoryLimit,
-		"go_sched_gomaxprocs_threads":                     float64(defaultProcs + extraProcs),
-		`aitrail_ingest_events_total{result="stored"}`:    0,
-		`aitrail_ingest_events_total{result="duplicate"}`: 0,
+		"go_gc_gogc_percent":                                         serverGCPercent,
+		"go_gc_gomemlimit_bytes":                                     serverMemoryLimit,
+		"go_sched_gomaxprocs_threads":                                float64(defaultProcs + extraProcs),
+		`aitrail_ingest_events_total{result="stored"}`:               0,
+		`aitrail_ingest_events_total{result="duplicate"}`:            0,
+		`aitrail_otlp_items_total{result="received",signal="logs"}`:  0,
+		`aitrail_otlp_items_total{result="recorded",signal="spans"}`: 0,
 	}
 	checkGauges(t, s, want)
 	s.stop()

@@ -124,6 +124,14 @@ func New(o Options) *Handler {
 		Name: "aitrail_otlp_items_total",
 		Help: "OTLP spans and log records by signal and result: received, recorded (stored new), duplicate (already stored), dropped (not GenAI) or rejected.",
 	}, []string{"signal", "result"})
+	// Every series exists from the start, at 0: a rate over one that
+	// appears only when first counted misses its first increase, and a
+	// scrape should show what can be counted.
+	for _, signal := range []string{"spans", "logs"} {
+		for _, result := range []string{"received", "dropped", "recorded", "duplicate", "rejected"} {
+			h.items.WithLabelValues(signal, result)
+		}
+	}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(h.items)
 	}
