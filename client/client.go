@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Client talks to one aitrail server. It is safe for concurrent use.
@@ -106,11 +108,26 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
 			ae.Code, ae.Message, ae.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
+		} else if line := plainLine(data); line != "" {
+			// Not aitrail's answer (a proxy's, or a TLS port spoken to in
+			// plain HTTP): its first line says what went wrong.
+			ae.Message += ": " + line
 		}
 		ae.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
 		return nil, ae
 	}
 	return data, nil
+}
+
+// plainLine returns the first line of a text answer, cut to 200 bytes, or
+// "" when it is not printable text.
+func plainLine(b []byte) string {
+	line, _, _ := strings.Cut(string(b[:min(len(b), 200)]), "\n")
+	line = strings.TrimSpace(line)
+	if !utf8.ValidString(line) || strings.ContainsFunc(line, unicode.IsControl) {
+		return ""
+	}
+	return line
 }
 
 // maxRetryAfter bounds the wait a Retry-After header can ask for: a value

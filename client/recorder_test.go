@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -561,5 +562,20 @@ func TestRecordSyncAgainAfterAnErrorKeepsTheIDs(t *testing.T) {
 	rc, err := rec.RecordSync(context.Background(), evs...)
 	if err != nil || !rc.Results[0].Duplicate || len(f.stored()) != 1 {
 		t.Errorf("second RecordSync: %+v, %v; stored %v", rc, err, f.stored())
+	}
+}
+
+// TestAPIErrorKeepsAPlainAnswersReason: an error answer that is not
+// aitrail's JSON (a proxy's, or a TLS port spoken to in plain HTTP) keeps
+// its first line in the message, which is what says what went wrong.
+func TestAPIErrorKeepsAPlainAnswersReason(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, "Client sent an HTTP request to an HTTPS server.\n")
+	}))
+	defer srv.Close()
+	_, err := client.New(srv.URL, "tok").Append(context.Background(), client.Event{Type: "x"})
+	if err == nil || !strings.Contains(err.Error(), "400 Bad Request: Client sent an HTTP request to an HTTPS server.") {
+		t.Fatalf("error %v", err)
 	}
 }
