@@ -338,6 +338,21 @@ func (s *server) metric(name string) float64 {
 	return v
 }
 
+// settledSize waits until the detector has seen every record, so that the
+// alerts records fire (a token's creation fires privilege-change) are in
+// the log, and returns the log's size.
+func (s *server) settledSize() uint64 {
+	s.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		n := s.size()
+		if s.metric(`aitrail_follower_lag_records{follower="detector"}`) == 0 && s.size() == n {
+			return n
+		}
+	}
+	s.t.Fatal("the detector did not catch up within 30 s")
+	return 0
+}
+
 // runCLI runs an aitrail subcommand in-process and returns its exit status
 // and output.
 func runCLI(args ...string) (int, string, string) {
