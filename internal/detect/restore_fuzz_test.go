@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -35,6 +36,11 @@ func FuzzRestore(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(snap)
+	}
+	for _, r := range rules {
+		if r.ID == "burst" { // a damaged or edited state file: a null group
+			f.Add([]byte(fmt.Sprintf(`{"version":1,"rules":{"burst":{"hash":%q,"state":{"groups":{"u":null}}}}}`, r.Hash)))
+		}
 	}
 	after := slices.Concat(repeat(30, time.Minute, 50*time.Hour, "ai.inference", "u", nil), []step{adv(60 * time.Hour), adv(80 * time.Hour)})
 	f.Fuzz(func(t *testing.T, snap []byte) {
