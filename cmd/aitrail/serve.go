@@ -261,7 +261,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		// that does not describe this log is emptied first, and the
 		// ledger opened again from 0.
 		var why string
-		if why, err = indexMismatch(ctx, idx, led, cursor); err == nil && why != "" {
+		if why, err = indexMismatch(ctx, idx, led, cursor); err != nil {
+			led.Close()
+		} else if why != "" {
 			log.Warn("the query index does not match the log (was the log restored from a copy?): rebuilding it", "reason", why)
 			led.Close()
 			if err = idx.Reset(ctx); err != nil {
