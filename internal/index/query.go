@@ -798,8 +798,12 @@ func words(text string) []string {
 // (searchText): U+E000, the first private use character.
 const valueBreak = '\uE000'
 
-// isTokenChar reports whether FTS5's unicode61 tokenizer keeps r in a token
-// (its default categories: letters, numbers and private use).
+// isTokenChar reports whether FTS5's unicode61 tokenizer may keep r in a
+// token: its default categories (letters, numbers and private use), and,
+// beyond the Basic Multilingual Plane, whatever its own tables say (it
+// keeps some emoji, such as 🙂, and not others). A word of characters it
+// does not keep is an empty phrase to FTS5, which matches nothing alone
+// and is ignored beside other words.
 func isTokenChar(r rune) bool {
-	return unicode.In(r, unicode.L, unicode.N, unicode.Co)
+	return r > 0xFFFF || unicode.In(r, unicode.L, unicode.N, unicode.Co)
 }
