@@ -26,7 +26,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 )
 
 // Client talks to one aitrail server. It is safe for concurrent use.
@@ -123,8 +122,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 // "" when it is not printable text.
 func plainLine(b []byte) string {
 	line, _, _ := strings.Cut(string(b[:min(len(b), 200)]), "\n")
-	line = strings.TrimSpace(line)
-	if !utf8.ValidString(line) || strings.ContainsFunc(line, unicode.IsControl) {
+	// The cut may split a character: what is not UTF-8 is dropped.
+	line = strings.TrimSpace(strings.ToValidUTF8(line, ""))
+	if strings.ContainsFunc(line, unicode.IsControl) {
 		return ""
 	}
 	return line

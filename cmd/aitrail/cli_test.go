@@ -602,7 +602,7 @@ func TestRestoredLogRebuildsWhatFollowsIt(t *testing.T) {
 	s = startServer(t, data)
 	s.post(events("n", "api.zzzz", 10)...)
 	s.waitIndexed()
-	for _, want := range []string{"query index does not match the log", "model registry has seen more records", "detector has seen more records"} {
+	for _, want := range []string{"query index does not match the log", "model registry does not match the log", "detector has seen more records"} {
 		if !strings.Contains(s.stderr.String(), want) {
 			t.Errorf("the start log does not say %q", want)
 		}
@@ -627,22 +627,32 @@ func TestRestoredLogRebuildsWhatFollowsIt(t *testing.T) {
 	}
 	s.stop()
 
-	// The index of another data directory, shorter than this log.
+	// The index and registry of another data directory, shorter than this
+	// log.
 	other := t.TempDir()
 	s = startServer(t, other)
-	s.post(events("x", "x.other", 20)...)
+	s.post(append(events("x", "x.other", 20), map[string]any{"type": "model.deploy", "tenant": "acme",
+		"model": map[string]any{"name": "other-model", "version": "o1"}})...)
 	s.waitIndexed()
 	s.stop()
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(filepath.Join(data, indexFile+suffix))
-	}
-	if out, err := exec.Command("cp", filepath.Join(other, indexFile), filepath.Join(data, indexFile)).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v %s", err, out)
+	for _, f := range []string{indexFile, registryFile} {
+		for _, suffix := range []string{"-wal", "-shm"} {
+			os.Remove(filepath.Join(data, f+suffix))
+		}
+		if out, err := exec.Command("cp", filepath.Join(other, f), filepath.Join(data, f)).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v %s", err, out)
+		}
 	}
 	s = startServer(t, data)
 	s.waitIndexed()
-	if !strings.Contains(s.stderr.String(), "query index does not match the log") {
-		t.Error("the start log does not say the index was another log's")
+	for _, want := range []string{"query index does not match the log", "model registry does not match the log"} {
+		if !strings.Contains(s.stderr.String(), want) {
+			t.Errorf("the start log does not say %q of another log's files", want)
+		}
+	}
+	s.getJSON("/v1/models?tenant=acme", &models)
+	if len(models.Models) != 1 || len(models.Models[0].Current) != 1 || models.Models[0].Current[0].Version != "v1" {
+		t.Errorf("models with another log's registry: %+v, want v1 in force", models)
 	}
 	if got := len(s.allEvents("type=x.other")); got != 0 {
 		t.Errorf("type=x.other finds %d events of another log", got)

@@ -25,6 +25,7 @@ import (
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
+	"github.com/aitrail/aitrail/internal/registry"
 )
 
 // Files in the data directory.
@@ -272,6 +273,24 @@ func indexMismatch(ctx context.Context, idx *index.Index, led *ledger.Ledger, cu
 		}
 	}
 	return fmt.Sprintf("the index's record %d is not the log's", i), nil
+}
+
+// registryMismatch tells why the model registry does not describe led's
+// log, or returns "" when it does, as indexMismatch does for the index.
+func registryMismatch(ctx context.Context, reg *registry.Registry, led *ledger.Ledger) string {
+	if c, _ := reg.Cursor(ctx); c > led.Size() {
+		return fmt.Sprintf("the registry has seen %d records, the log holds %d", c, led.Size())
+	}
+	last, ok := reg.LastFact()
+	if !ok {
+		return ""
+	}
+	if es, err := led.Entries(ctx, last.Index, 1); err == nil && len(es) == 1 {
+		if key, err := recordKey(es[0].Data); err == nil && key == ingest.Key(last.Tenant, last.EventID) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("the registry's deployment at record %d is not the log's", last.Index)
 }
 
 // ledgerLink is the log the server's query index reads records back from.

@@ -298,10 +298,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 	regStore, models, err := openRegistry()
 	if err == nil {
-		// A registry that has seen more records than the log holds knows
+		// A registry that has seen more records than the log holds, or
+		// whose last deployment is not the log's record there, knows
 		// deployments the log does not: it is rebuilt from the log.
-		if c, _ := models.Cursor(ctx); c > led.Size() {
-			log.Warn("the model registry has seen more records than the log holds (was the log restored from a copy?): rebuilding it", "registry_cursor", c, "records", led.Size())
+		if why := registryMismatch(ctx, models, led); why != "" {
+			log.Warn("the model registry does not match the log (was the log restored from a copy?): rebuilding it", "reason", why)
 			regStore.Close()
 			for _, suffix := range []string{"", "-wal", "-shm"} {
 				if err := os.Remove(filepath.Join(cfg.DataDir, registryFile+suffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -480,16 +481,17 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		stopFollowers()
 		return fmt.Errorf("%w (the detector's state is derived: delete %s with the server stopped to start the detector afresh at the end of the log)", err, detectorFile)
 	}
+	// Before the detector records a change of its rules, so that it sees
+	// that record too.
+	if c, _ := detector.Cursor(ctx); c > led.Size() {
+		log.Warn("the detector has seen more records than the log holds (was the log restored from a copy?): it goes on from the log's end", "detector_cursor", c, "records", led.Size())
+		detector.Rewind(led.Size())
+	}
 	if err := detector.RecordRules(ctx, rules); err != nil {
 		stopFollowers()
 		return err
 	}
 	c, _ := detector.Cursor(ctx)
-	if size := led.Size(); c > size {
-		log.Warn("the detector has seen more records than the log holds (was the log restored from a copy?): it goes on from the log's end", "detector_cursor", c, "records", size)
-		detector.Rewind(size)
-		c = size
-	}
 	detectorCursor.Store(c)
 	reg.MustRegister(lag("detector", detectorCursor.Load))
 	alertLatency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "aitrail_alert_latency_seconds",

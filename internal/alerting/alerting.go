@@ -124,6 +124,10 @@ type state struct {
 	Engine json.RawMessage `json:"engine"`
 	// Rules maps each rule in force to its hash, to notice changes.
 	Rules map[string]string `json:"rules"`
+	// RuleChanges counts the changes of the rule set recorded: the n-th
+	// change's record has an id of its own, even when the set returns to
+	// one it had before (A, B, A, B).
+	RuleChanges uint64 `json:"rule_changes,omitempty"`
 }
 
 type firing struct {
@@ -217,8 +221,11 @@ func (d *Detector) RecordRules(ctx context.Context, rules []*detect.Rule) error 
 		sum.Write([]byte(id + "\x00" + now[id] + "\x00"))
 	}
 	setHash := hex.EncodeToString(sum.Sum(nil))
-	mac := hmac.New(sha256.New, d.idKey) // the record's id: see New
-	mac.Write([]byte(setHash))
+	// The record's id (see New): the same for the same change recorded
+	// again after a crash, another for every change.
+	n := d.state.RuleChanges + 1
+	mac := hmac.New(sha256.New, d.idKey)
+	fmt.Fprintf(mac, "%d\x00%s", n, setHash)
 	ev := event.Event{
 		ID: "rules-" + hex.EncodeToString(mac.Sum(nil))[:24], Type: "admin.change", Tenant: event.DefaultTenant, Action: "rules.change", Outcome: "success",
 		Actor:    &event.Actor{ID: "aitrail-detector", Type: "system"},
@@ -229,7 +236,7 @@ func (d *Detector) RecordRules(ctx context.Context, rules []*detect.Rule) error 
 	if _, err := d.appender.Append(ctx, system, []event.Event{ev}); err != nil {
 		return fmt.Errorf("couldn't record the rule change: %w", err)
 	}
-	d.state.Rules = now
+	d.state.Rules, d.state.RuleChanges = now, n
 	return d.save()
 }
 

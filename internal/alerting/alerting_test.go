@@ -288,3 +288,32 @@ func TestRecordIDsCannotBeTakenFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryRuleChangeIsRecorded: a rule set that returns to one it had
+// before (a rule removed, restored, removed again) is recorded at every
+// change: the n-th change's record has an id of its own.
+func TestEveryRuleChangeIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	log := &memLog{ids: map[string]bool{}}
+	load := func(y string) []*detect.Rule {
+		rs, err := detect.LoadFiles(false, detect.File{Name: "r.yaml", Data: []byte(y)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	a, b := load(rules+"  - id: extra\n    kind: match\n    condition: \"true\"\n"), load(rules)
+	d := newDetector(t, 0, log, &memSender{}, &memStore{})
+	for _, rs := range [][]*detect.Rule{a, b, a, b} {
+		if err := d.RecordRules(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var removed []string
+	for _, e := range log.events {
+		removed = append(removed, e.Attributes["rules.removed"].(string))
+	}
+	if strings.Join(removed, "|") != "extra||extra" {
+		t.Fatalf("changes recorded, by the rules they removed: %q; want extra, none, extra", removed)
+	}
+}

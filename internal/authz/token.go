@@ -79,6 +79,10 @@ const cacheTTL = time.Minute
 type Authenticator struct {
 	store TokenStore
 
+	// fullMu serialises revocations of full tokens, so that two full
+	// tokens revoking each other at once cannot leave none.
+	fullMu sync.Mutex
+
 	mu    sync.RWMutex
 	cache map[string]cached
 	// gen counts invalidations; a lookup that read the store before one
@@ -386,16 +390,6 @@ func (a *Authenticator) List(ctx context.Context, by Principal) ([]Token, error)
 	return out, nil
 }
 
-// Revoke deletes token id on behalf of by, which needs role admin and must be
-// able to see the token's tenants (otherwise the token is not found). The
-// token stops authenticating when Revoke returns.
-//
-// A full token (root, or any token holding every role on all tenants) can
-// be revoked only by another full token, so that one always remains: a role
-// nobody holds could never be granted again. The root token is retired by a
-// successor (a full token it minted for the purpose); a full token revoking
-// itself, or a lesser token revoking a full one, returns an error wrapping
-// ErrConflict.
 // successor reports whether p may retire the root token: p is another
 // token holding every role on all tenants.
 func successor(p Principal) bool {
@@ -426,6 +420,16 @@ func full(t Token) bool {
 	return true
 }
 
+// Revoke deletes token id on behalf of by, which needs role admin and must be
+// able to see the token's tenants (otherwise the token is not found). The
+// token stops authenticating when Revoke returns.
+//
+// A full token (root, or any token holding every role on all tenants) can
+// be revoked only by another full token, so that one always remains: a role
+// nobody holds could never be granted again. The root token is retired by a
+// successor (a full token it minted for the purpose); a full token revoking
+// itself, or a lesser token revoking a full one, returns an error wrapping
+// ErrConflict.
 func (a *Authenticator) Revoke(ctx context.Context, by Principal, id string) error {
 	if !by.Has(RoleAdmin) {
 		return fmt.Errorf("%w: revoking tokens needs role admin", ErrForbidden)
@@ -440,8 +444,17 @@ func (a *Authenticator) Revoke(ctx context.Context, by Principal, id string) err
 	if t.Root && !successor(by) {
 		return fmt.Errorf("%w: the root token can be revoked only by a successor holding every role on all tenants; mint one with the root token, then revoke root with it", ErrConflict)
 	}
-	if full(t) && (by.TokenID == t.ID || !by.Root && !successor(by)) {
-		return fmt.Errorf("%w: a token holding every role on all tenants can be revoked only by another such token, so that one always remains", ErrConflict)
+	if full(t) {
+		if by.TokenID == t.ID || !by.Root && !successor(by) {
+			return fmt.Errorf("%w: a token holding every role on all tenants can be revoked only by another such token, so that one always remains", ErrConflict)
+		}
+		// The revoker must still exist when the token goes: it may have
+		// been revoked meanwhile, by the very token it revokes.
+		a.fullMu.Lock()
+		defer a.fullMu.Unlock()
+		if _, err := a.store.GetToken(ctx, by.TokenID); err != nil {
+			return fmt.Errorf("%w: the revoking token itself was revoked meanwhile", ErrConflict)
+		}
 	}
 	err = a.store.DeleteToken(ctx, id)
 	a.invalidate(id)

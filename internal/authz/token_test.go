@@ -436,4 +436,19 @@ func TestRetireRoot(t *testing.T) {
 	if err := a.Revoke(ctx, second, succ.TokenID); err != nil {
 		t.Fatalf("a full token could not revoke another: %v", err)
 	}
+	// Two full tokens revoking each other at once: the request of the one
+	// revoked first, authenticated before, must not take the other too.
+	if err := a.Revoke(ctx, succ, second.TokenID); !errors.Is(err, authz.ErrConflict) {
+		t.Fatalf("a revoked full token revoked the last one: %v", err)
+	}
+	third, err := a.Authenticate(ctx, mint(t, a, second, authz.AllRoles(), "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- a.Revoke(ctx, second, third.TokenID) }()
+	go func() { errs <- a.Revoke(ctx, third, second.TokenID) }()
+	if e1, e2 := <-errs, <-errs; e1 == nil && e2 == nil {
+		t.Fatal("two full tokens revoked each other at once, leaving none")
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -163,5 +164,28 @@ func TestClientsThatStopReadingLoseTheirConnection(t *testing.T) {
 	resp.Body.Close()
 	if n := strings.Count(string(got), "data: "); err != nil || n != 2 {
 		t.Fatalf("a stream with chunks %v apart: %d of 2 chunks (%v)", 2*writeTime, n, err)
+	}
+}
+
+// deadlineRecorder is a ResponseWriter that remembers its write deadline.
+type deadlineRecorder struct {
+	http.ResponseWriter
+	deadline time.Time
+}
+
+func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error { d.deadline = t; return nil }
+
+// TestLargeWritesGetTheirTime: a large write has Base and a second more per
+// MiB from when it starts, also right after a small one (whose deadline is
+// not moved for every write).
+func TestLargeWritesGetTheirTime(t *testing.T) {
+	times := struct{ Base, PerMiB time.Duration }{time.Minute, time.Second}
+	rec := &deadlineRecorder{ResponseWriter: httptest.NewRecorder()}
+	w := &deadlineWriter{ResponseWriter: rec, times: &times}
+	w.Write([]byte("small"))
+	start := time.Now()
+	w.Write(make([]byte, 20<<20))
+	if want := start.Add(time.Minute + 20*time.Second); rec.deadline.Before(want) {
+		t.Fatalf("a 20 MiB write after a small one has until %v, want at least %v", rec.deadline.Sub(start), want.Sub(start))
 	}
 }

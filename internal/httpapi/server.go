@@ -189,11 +189,12 @@ type deadlineWriter struct {
 }
 
 // extend makes sure a write of n bytes has its time: the deadline is moved
-// only when it would move by more than half of Base, so that an ordinary
-// answer, written at once, sets it once.
+// when it would move by more than half of Base, or the write is large (it
+// has a second more per MiB), so that an ordinary answer, written at once,
+// sets it once.
 func (w *deadlineWriter) extend(n int) {
 	due := time.Now().Add(w.times.Base + time.Duration(n>>20)*w.times.PerMiB)
-	if due.Sub(w.until) > w.times.Base/2 {
+	if d := due.Sub(w.until); d > w.times.Base/2 || n >= 1<<20 && d > 0 {
 		w.until = due
 		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(due)
 	}

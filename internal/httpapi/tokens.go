@@ -107,9 +107,11 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("token revoked", "id", id, "by", p.TokenID)
 	// The token is revoked either way; if the record of it cannot be
-	// written, the caller is told.
+	// written, the caller is told so (not to try again: the token is gone).
 	if err := s.recordTokenChange(context.WithoutCancel(r.Context()), p, "token.revoke", authz.Token{ID: id}); err != nil {
-		s.writeError(w, r, fmt.Errorf("the token was revoked, but the record of it could not be written: %w", err))
+		s.log.Error("a token was revoked, but the record of it could not be written", "id", id, "by", p.TokenID, "err", err)
+		s.writeError(w, r, errorf(http.StatusInternalServerError, "revoked_unrecorded",
+			"the token was revoked, but the record of the revocation could not be written to the log"))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -6,10 +6,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ledger"
 )
 
 // TestTokenChangesAreRecorded: minting and revoking a token append
@@ -79,5 +81,59 @@ func TestTokenChangesAreRecorded(t *testing.T) {
 	}
 	if revoked.Action != "token.revoke" || revoked.Resource.ID != tok.ID || revoked.Actor.ID != "root" {
 		t.Errorf("revocation recorded as %s %+v", revoked.Action, revoked.Resource)
+	}
+}
+
+// refusingLedger is a log that takes no appends while refuse is set.
+type refusingLedger struct {
+	*indexingLedger
+	refuse *atomic.Bool
+}
+
+func (l refusingLedger) Err() error {
+	if l.refuse.Load() {
+		return ledger.ErrClosed
+	}
+	return nil
+}
+
+// TestTokenChangesTheLogCannotTake: a token whose creation cannot be
+// recorded is not handed out; a revocation that cannot be recorded stands,
+// and the answer says so instead of asking the caller to try again.
+func TestTokenChangesTheLogCannotTake(t *testing.T) {
+	var refuse atomic.Bool
+	api := newTestAPI(t)
+	api.pl.Ledger = refusingLedger{api.ledger, &refuse}
+	do := func(method, path, body string) (int, http.Header, string) {
+		req, _ := http.NewRequest(method, api.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer root-token")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(data)
+	}
+	tokens := func() int {
+		toks, err := api.auth.List(context.Background(), api.root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(toks)
+	}
+	_, _, data := do("POST", "/v1/tokens", `{"name":"reader","roles":["read"],"tenants":["acme"]}`)
+	var tok struct{ ID string }
+	json.Unmarshal([]byte(data), &tok)
+	before := tokens()
+
+	refuse.Store(true)
+	if code, _, data := do("POST", "/v1/tokens", `{"name":"other","roles":["read"],"tenants":["acme"]}`); code == http.StatusCreated || tokens() != before {
+		t.Fatalf("minting while the log refuses: %d %s, %d tokens (were %d)", code, data, tokens(), before)
+	}
+	code, hdr, data := do("DELETE", "/v1/tokens/"+tok.ID, "")
+	if code != http.StatusInternalServerError || hdr.Get("Retry-After") != "" || !strings.Contains(data, "was revoked") || tokens() != before-1 {
+		t.Fatalf("revoking while the log refuses: %d %q %s, %d tokens (were %d)", code, hdr.Get("Retry-After"), data, tokens(), before)
 	}
 }

@@ -19,6 +19,22 @@ func (r *Registry) Cursor(ctx context.Context) (uint64, error) {
 	return r.cursor, nil
 }
 
+// LastFact returns the fact of the highest log index the registry knows,
+// and false when it knows none. The server compares it with the log at
+// start: a registry that describes another log must be rebuilt.
+func (r *Registry) LastFact() (Deployment, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var last Deployment
+	found := false
+	for _, m := range r.models {
+		if n := len(m.facts); n > 0 && (!found || m.facts[n-1].Index > last.Index) {
+			last, found = m.facts[n-1], true
+		}
+	}
+	return last, found
+}
+
 // typeMember starts the type member of every deploy or retire record in
 // canonical form. Other records may hold it too (an attribute named "type"),
 // so it only spares parsing the records that certainly are neither.
