@@ -21,16 +21,8 @@ import (
 func TestTokenChangesAreRecorded(t *testing.T) {
 	api := newTestAPI(t)
 	do := func(method, path, body string) (int, []byte) {
-		req, _ := http.NewRequest(method, api.srv.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer root-token")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, data
+		code, _, data := asRoot(t, api, method, path, body)
+		return code, []byte(data)
 	}
 	records := func() []event.Record {
 		page, err := api.idx.Query(context.Background(), index.Query{Type: "admin.change"})
@@ -104,18 +96,7 @@ func TestTokenChangesTheLogCannotTake(t *testing.T) {
 	var refuse atomic.Bool
 	api := newTestAPI(t)
 	api.pl.Ledger = refusingLedger{api.ledger, &refuse}
-	do := func(method, path, body string) (int, http.Header, string) {
-		req, _ := http.NewRequest(method, api.srv.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer root-token")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, resp.Header, string(data)
-	}
+	do := func(method, path, body string) (int, http.Header, string) { return asRoot(t, api, method, path, body) }
 	tokens := func() int {
 		toks, err := api.auth.List(context.Background(), api.root)
 		if err != nil {
@@ -136,4 +117,19 @@ func TestTokenChangesTheLogCannotTake(t *testing.T) {
 	if code != http.StatusInternalServerError || hdr.Get("Retry-After") != "" || !strings.Contains(data, "was revoked") || tokens() != before-1 {
 		t.Fatalf("revoking while the log refuses: %d %q %s, %d tokens (were %d)", code, hdr.Get("Retry-After"), data, tokens(), before)
 	}
+}
+
+// asRoot sends a JSON request with the root token and returns the answer.
+func asRoot(t *testing.T, api *testAPI, method, path, body string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, api.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer root-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(data)
 }
