@@ -263,16 +263,21 @@ func indexMismatch(ctx context.Context, idx *index.Index, led *ledger.Ledger, cu
 	if err != nil || !ok {
 		return "", err
 	}
-	es, err := led.Entries(ctx, i, 1)
-	if err != nil {
+	if off, ok, err := logHolds(ctx, led, i, tenant, id); err != nil || ok && off == pos {
 		return "", err
 	}
-	if len(es) == 1 {
-		if key, err := recordKey(es[0].Data); err == nil && key == ingest.Key(tenant, id) && es[0].Offset == pos {
-			return "", nil
-		}
-	}
 	return fmt.Sprintf("the index's record %d is not the log's", i), nil
+}
+
+// logHolds reports whether led's record at index i is the event (tenant,
+// id), and where in the log it is.
+func logHolds(ctx context.Context, led *ledger.Ledger, i uint64, tenant, id string) (offset int64, ok bool, err error) {
+	es, err := led.Entries(ctx, i, 1)
+	if err != nil || len(es) != 1 {
+		return 0, false, err
+	}
+	key, err := recordKey(es[0].Data)
+	return es[0].Offset, err == nil && key == ingest.Key(tenant, id), nil
 }
 
 // registryMismatch tells why the model registry does not describe led's
@@ -285,10 +290,8 @@ func registryMismatch(ctx context.Context, reg *registry.Registry, led *ledger.L
 	if !ok {
 		return ""
 	}
-	if es, err := led.Entries(ctx, last.Index, 1); err == nil && len(es) == 1 {
-		if key, err := recordKey(es[0].Data); err == nil && key == ingest.Key(last.Tenant, last.EventID) {
-			return ""
-		}
+	if _, ok, _ := logHolds(ctx, led, last.Index, last.Tenant, last.EventID); ok {
+		return ""
 	}
 	return fmt.Sprintf("the registry's deployment at record %d is not the log's", last.Index)
 }

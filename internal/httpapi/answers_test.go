@@ -179,7 +179,7 @@ func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error { d.deadline = t;
 // MiB from when it starts, also right after a small one (whose deadline is
 // not moved for every write).
 func TestLargeWritesGetTheirTime(t *testing.T) {
-	times := struct{ Base, PerMiB time.Duration }{time.Minute, time.Second}
+	times := WriteTimes{time.Minute, time.Second}
 	rec := &deadlineRecorder{ResponseWriter: httptest.NewRecorder()}
 	w := &deadlineWriter{ResponseWriter: rec, times: &times}
 	w.Write([]byte("small"))

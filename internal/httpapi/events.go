@@ -196,7 +196,9 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 	for _, h := range page.Hits {
 		size += len(h.Record)
 	}
-	if err := s.holdResponse(r, int64(size)); err != nil {
+	// Held until written (answerDeadlines bounds how long a client that
+	// does not read can make that take).
+	if err := httpbody.ChargeAnswer(r.Context(), int64(size)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -312,15 +314,6 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// holdResponse charges n bytes that the answer to r is about to hold to
-// the request's body budget (httpbody.ChargeAnswer; ErrBusy if it cannot
-// take them). A client that stops reading the answer holds them only until
-// the answer's write deadline (answerDeadlines), not for as long as it
-// keeps the connection open: the budget is ingest's too.
-func (s *Server) holdResponse(r *http.Request, n int64) error {
-	return httpbody.ChargeAnswer(r.Context(), n)
-}
-
 // errContentIntegrity means stored content does not match the digest its
 // record commits to.
 var errContentIntegrity = errors.New("content integrity check failed")
@@ -332,7 +325,7 @@ func (s *Server) openContent(w http.ResponseWriter, r *http.Request, hit index.H
 		return nil, fmt.Errorf("couldn't parse stored record %d: %w", hit.Index, err)
 	}
 	// The sealed content, its plaintext and the answer holding it.
-	if err := s.holdResponse(r, 3*rec.Content.Size); err != nil {
+	if err := httpbody.ChargeAnswer(r.Context(), 3*rec.Content.Size); err != nil {
 		return nil, err
 	}
 	blob, err := s.Ledger.Blob(hit.Index)

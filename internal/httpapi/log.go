@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/aitrail/aitrail/internal/authz"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/merkle"
 )
 
@@ -41,7 +42,7 @@ func (s *Server) logTile(w http.ResponseWriter, r *http.Request) {
 		}
 		data, err = s.Ledger.Bundle(id.N, id.W)
 		if err == nil {
-			err = s.holdResponse(r, int64(len(data)))
+			err = httpbody.ChargeAnswer(r.Context(), int64(len(data)))
 		}
 		if err != nil {
 			s.writeError(w, r, err)

@@ -78,9 +78,9 @@ type Server struct {
 	// being handled at once (httpbody.Budget).
 	BodyBudget *httpbody.Budget
 	// AnswerWriteTime is how long each write of an answer may take to be
-	// taken by the client: Base, and PerMiB more for each MiB it holds
-	// (answerDeadlines). Zero values take a minute and a second.
-	AnswerWriteTime struct{ Base, PerMiB time.Duration }
+	// taken by the client (answerDeadlines). Zero values take a minute and
+	// a second.
+	AnswerWriteTime WriteTimes
 	// Ready reports whether writes can be accepted, with details.
 	Ready    func() (bool, map[string]any)
 	Registry *prometheus.Registry
@@ -181,10 +181,14 @@ func (s *Server) answerDeadlines(next http.Handler) http.Handler {
 	})
 }
 
+// WriteTimes bound how long a write of an answer may take: Base, and PerMiB
+// more for each MiB it holds.
+type WriteTimes struct{ Base, PerMiB time.Duration }
+
 // deadlineWriter moves the connection's write deadline ahead of each write.
 type deadlineWriter struct {
 	http.ResponseWriter
-	times *struct{ Base, PerMiB time.Duration }
+	times *WriteTimes
 	until time.Time // the deadline last set
 }
 

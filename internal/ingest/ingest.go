@@ -106,11 +106,6 @@ type Subjects interface {
 	PrepareSubjects(ctx context.Context, uses []crypto.SubjectUse) error
 }
 
-// PersonalAttributes are the attributes pseudonymised like the actor's
-// identifiers: OpenTelemetry names that identify a person, a device or a
-// conversation.
-var PersonalAttributes = event.PersonalAttributes
-
 // Result is the outcome of one appended event.
 type Result struct {
 	ID    string `json:"id"`
@@ -265,7 +260,7 @@ func (pl *Pipeline) prepare(ctx context.Context, records []event.Record, content
 }
 
 // protect replaces rec's personal identifiers — the actor's id, IP, user
-// agent and session, and the PersonalAttributes — by pseudonyms of the
+// agent and session, and event.PersonalAttributes — by pseudonyms of the
 // subject the actor id names, and returns that subject, which seals its
 // content (nil without Subjects). Values that already are pseudonyms are
 // kept. The id, address and user agent of a service or system actor name
@@ -297,14 +292,14 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Sub
 		// A session is a conversation, perhaps a person's, whoever acts.
 		a.SessionID = hide(a.SessionID)
 	}
-	if len(rec.Attributes) < len(PersonalAttributes) {
+	if len(rec.Attributes) < len(event.PersonalAttributes) {
 		for k, v := range rec.Attributes {
 			if v, ok := v.(string); ok && personal[k] {
 				rec.Attributes[k] = hide(v)
 			}
 		}
 	} else {
-		for _, k := range PersonalAttributes {
+		for _, k := range event.PersonalAttributes {
 			if v, ok := rec.Attributes[k].(string); ok {
 				rec.Attributes[k] = hide(v)
 			}
@@ -313,10 +308,10 @@ func (pl *Pipeline) protect(ctx context.Context, rec *event.Record) (*crypto.Sub
 	return s, nil
 }
 
-// personal is PersonalAttributes as a set.
+// personal is event.PersonalAttributes as a set.
 var personal = func() map[string]bool {
 	m := map[string]bool{}
-	for _, k := range PersonalAttributes {
+	for _, k := range event.PersonalAttributes {
 		m[k] = true
 	}
 	return m

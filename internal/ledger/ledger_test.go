@@ -672,3 +672,22 @@ func TestCrashBetweenCheckpointAndWatermark(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretsAreTheLogs: Secret gives the same bytes for a purpose in every
+// run of a log (the detector's record ids must not change across a crash),
+// other bytes for another purpose, and other bytes for another log's key.
+func TestSecretsAreTheLogs(t *testing.T) {
+	k := newKeys(t)
+	dir := t.TempDir()
+	l := open(t, dir, k.opts())
+	a, b := l.Secret("purpose a"), l.Secret("purpose b")
+	l.Close()
+	l = open(t, dir, k.opts())
+	again := l.Secret("purpose a")
+	l.Close()
+	other := open(t, t.TempDir(), newKeys(t).opts())
+	defer other.Close()
+	if len(a) != 32 || !bytes.Equal(a, again) || bytes.Equal(a, b) || bytes.Equal(a, other.Secret("purpose a")) {
+		t.Fatalf("secrets: %x, again %x, other purpose %x, other log %x", a, again, b, other.Secret("purpose a"))
+	}
+}
