@@ -10,6 +10,7 @@ import (
 
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/httpbody"
 	"github.com/aitrail/aitrail/internal/index"
 )
 
@@ -195,6 +196,9 @@ func (f *alertFolder) add(h index.Hit) error {
 	return nil
 }
 
+// maxAckBody bounds an acknowledgement's body.
+const maxAckBody = 64 << 10
+
 // ackAlert handles POST /v1/alerts/{id}/ack (role audit or admin) with an
 // optional JSON body {"tenant":"…","note":"…"}: it appends an
 // alert.acknowledged record. The note may say anything, so it is kept as
@@ -210,10 +214,12 @@ func (s *Server) ackAlert(w http.ResponseWriter, r *http.Request) {
 		Note   string `json:"note"`
 	}
 	if r.ContentLength != 0 {
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "the body must be {\"tenant\":…,\"note\":…}"))
+		data, _, err := httpbody.Read(w, r, maxAckBody, "application/json")
+		if err == nil && len(data) > 0 {
+			err = decodeStrict(data, &body, `{"tenant":…,"note":…}`)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
 			return
 		}
 	}

@@ -232,6 +232,70 @@ func TestAlertsAPI(t *testing.T) {
 	}
 }
 
+// TestAckBodiesAreReadStrictly: an acknowledgement's body is one JSON
+// object of the documented members, as a token request's is; anything else
+// is refused and records nothing.
+func TestAckBodiesAreReadStrictly(t *testing.T) {
+	ctx := context.Background()
+	api := newTestAPI(t)
+	_, err := api.pl.Append(ctx, system, []event.Event{{Type: "alert.fired", Tenant: "acme",
+		Actor:      &event.Actor{ID: "aitrail-detector", Type: "system"},
+		Resource:   &event.Resource{Type: "alert", ID: "a-1"},
+		Attributes: map[string]any{"alert.rule": "denied-burst"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := func(contentType, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", api.srv.URL+"/v1/alerts/a-1/ack", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer root-token")
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(data)
+	}
+	records := func() uint64 {
+		api.ledger.mu.Lock()
+		defer api.ledger.mu.Unlock()
+		return api.ledger.n
+	}
+	for _, c := range []struct{ contentType, body, want string }{
+		{"application/json", `{"note":"looking"} and more`, "malformed JSON"},
+		{"application/json", `{"note":"a"}{"note":"b"}`, "malformed JSON"},
+		{"application/json", `{"NOTE":"looking"}`, "unknown field"},
+		{"application/json", `{"note":"a","note":"b"}`, "given twice"},
+		{"application/json", "{\"note\":\"caf\xe9\"}", "valid UTF-8"},
+		{"application/json", `{"note":7}`, "/note has the wrong type"},
+		{"application/json", `{"tenant":"acme","by":"me"}`, "unknown field"},
+		{"application/json", `[]`, "not a JSON object"},
+		{"application/json", `null`, "not a JSON object"},
+		{"application/json", `{"note":"` + strings.Repeat("x", 70<<10) + `"}`, "exceeds 65536 bytes"},
+		{"text/plain", `{"note":"looking"}`, "Content-Type"},
+		{"", `{"note":"looking"}`, "Content-Type"},
+	} {
+		before := records()
+		code, out := ack(c.contentType, c.body)
+		if code/100 != 4 || !strings.Contains(out, c.want) || records() != before {
+			t.Errorf("ack with %.40q (%q): %d %s, %d records appended; want a 4xx naming %q and nothing recorded",
+				c.body, c.contentType, code, out, records()-before, c.want)
+		}
+	}
+	for _, c := range []struct{ contentType, body string }{
+		{"", ""}, {"application/json", `{}`}, {"application/json", ` {"tenant":"acme","note":"looking"} `},
+	} {
+		before := records()
+		if code, out := ack(c.contentType, c.body); code != http.StatusOK || records() != before+1 {
+			t.Errorf("ack with %q: %d %s, %d records appended; want 200 and one record", c.body, code, out, records()-before)
+		}
+	}
+}
+
 // TestContentDigestMismatchIsRecorded: content that no longer matches the
 // digest its record commits to is refused and reported as an
 // integrity.failure record, which the built-in rule turns into an alert.

@@ -2,15 +2,10 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
-
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
@@ -51,10 +46,9 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// Strictly: one object, names as written and once each, valid UTF-8.
 	var req tokenRequest
-	if err := jsonv2.Unmarshal(body, &req, jsonv2.RejectUnknownMembers(true)); err != nil {
-		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "body must be {\"name\":…,\"roles\":[…],\"tenants\":[…]}: "+jsonProblem(err)))
+	if err := decodeStrict(body, &req, `{"name":…,"roles":[…],"tenants":[…]}`); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	roles := make([]authz.Role, 0, len(req.Roles))
@@ -138,19 +132,4 @@ func (s *Server) recordTokenChange(ctx context.Context, p authz.Principal, actio
 		return fmt.Errorf("couldn't record the token change: %w", err)
 	}
 	return nil
-}
-
-func jsonProblem(err error) string {
-	var se *jsonv2.SemanticError
-	switch {
-	case errors.Is(err, jsonv2.ErrUnknownName):
-		return "unknown field"
-	case errors.Is(err, jsontext.ErrDuplicateName):
-		return "a field is given twice"
-	case errors.As(err, &se) && se.JSONPointer != "":
-		return "field " + string(se.JSONPointer) + " has the wrong type"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "empty or cut short"
-	}
-	return "malformed JSON (one object, valid UTF-8)"
 }
