@@ -95,10 +95,10 @@ type testAPI struct {
 	ledger *indexingLedger
 }
 
-func newTestAPI(t *testing.T) *testAPI { return newTestAPIWith(t, nil) }
+func newTestAPI(t testing.TB) *testAPI { return newTestAPIWith(t, nil) }
 
 // newTestAPIWith is newTestAPI with the Server changed by set first.
-func newTestAPIWith(t *testing.T, set func(*Server)) *testAPI {
+func newTestAPIWith(t testing.TB, set func(*Server)) *testAPI {
 	ctx := context.Background()
 	led := new(indexingLedger)
 	idx, err := index.Open(filepath.Join(t.TempDir(), "index.db"), led, index.Options{})
