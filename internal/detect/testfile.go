@@ -62,6 +62,11 @@ type Expected struct {
 	At    *Duration         `yaml:"at"`
 }
 
+// MaxTestSteps bounds the events a test case feeds and the times it
+// advances the clock, so that a typo (eval_interval: 1ns) is an error
+// rather than a run without end.
+const MaxTestSteps = 1_000_000
+
 // DefaultTestStart is a Monday, so change-window rules see a working week.
 var DefaultTestStart = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
 
@@ -95,6 +100,13 @@ func (tc *TestCase) Run(rules []*Rule) ([]string, error) {
 		at  time.Duration
 		rec event.Record
 	}
+	total := 0
+	for _, te := range tc.Events {
+		total += max(1, min(te.Repeat, MaxTestSteps+1))
+		if total > MaxTestSteps {
+			return nil, fmt.Errorf("the case feeds more than %d events (repeat)", MaxTestSteps)
+		}
+	}
 	var evs []timed
 	for i, te := range tc.Events {
 		for n := range max(1, te.Repeat) {
@@ -121,6 +133,10 @@ func (tc *TestCase) Run(rules []*Rule) ([]string, error) {
 	until := time.Duration(tc.Until)
 	if until == 0 && len(evs) > 0 {
 		until = evs[len(evs)-1].at + step
+	}
+	if until/step > MaxTestSteps {
+		return nil, fmt.Errorf("the case runs until %v in steps of eval_interval %v, more than %d steps: raise eval_interval",
+			until, step, MaxTestSteps)
 	}
 	e := NewEngine(rules)
 	var got []Transition
