@@ -42,8 +42,25 @@ func New(baseURL, token string) *Client {
 	return &Client{
 		base:  strings.TrimRight(baseURL, "/"),
 		token: token,
-		http:  &http.Client{Timeout: 60 * time.Second},
+		http:  &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirectedWrites},
 	}
+}
+
+// errRedirectedWrite is why a write was not sent on: sending it again would
+// be redirected again.
+var errRedirectedWrite = errors.New("a write was redirected")
+
+// noRedirectedWrites refuses to follow a redirect of anything but a read:
+// net/http would turn POST /v1/events into GET /v1/events, whose answer
+// (a page of events) is no receipt.
+func noRedirectedWrites(req *http.Request, via []*http.Request) error {
+	if m := via[0].Method; m != http.MethodGet && m != http.MethodHead {
+		return fmt.Errorf("aitrail: %w: %s %s to %s; use the server's own address", errRedirectedWrite, m, via[0].URL.Path, req.URL.Redacted())
+	}
+	if len(via) >= 10 {
+		return errors.New("aitrail: stopped after 10 redirects")
+	}
+	return nil
 }
 
 // WithHTTPClient replaces the underlying *http.Client.
@@ -161,17 +178,29 @@ type Receipt struct {
 	Checkpoint string `json:"checkpoint"`
 }
 
+// ErrNotReceipt is wrapped by the error of an append whose successful
+// answer is not a receipt for the events sent: something other than
+// aitrail answered (a proxy's page, a misconfigured address), and the
+// events may not be stored. Sending the same request again would not help.
+var ErrNotReceipt = errors.New("the answer is not a receipt for the events sent")
+
 // Append sends events (any values that marshal to event objects) as one
-// atomic batch.
+// atomic batch. The receipt has one result per event.
 func (c *Client) Append(ctx context.Context, events ...any) (Receipt, error) {
 	body, err := json.Marshal(map[string]any{"events": events})
 	if err != nil {
 		return Receipt{}, err
 	}
-	return c.AppendRaw(ctx, body, "application/json")
+	r, err := c.AppendRaw(ctx, body, "application/json")
+	if err == nil && len(r.Results) != len(events) {
+		return Receipt{}, notReceipt(fmt.Sprintf("%d results for %d events", len(r.Results), len(events)))
+	}
+	return r, err
 }
 
-// AppendRaw sends a prepared body (JSON or NDJSON).
+// AppendRaw sends a prepared body (JSON or NDJSON). It returns an error
+// wrapping ErrNotReceipt when a successful answer holds no checkpoint or
+// no results; counting them against the events sent is the caller's.
 func (c *Client) AppendRaw(ctx context.Context, body []byte, contentType string) (Receipt, error) {
 	data, err := c.do(ctx, http.MethodPost, "/v1/events", body, contentType)
 	if err != nil {
@@ -179,9 +208,16 @@ func (c *Client) AppendRaw(ctx context.Context, body []byte, contentType string)
 	}
 	var r Receipt
 	if err := json.Unmarshal(data, &r); err != nil {
-		return Receipt{}, fmt.Errorf("aitrail: bad receipt: %w", err)
+		return Receipt{}, notReceipt(err.Error())
+	}
+	if r.Checkpoint == "" || len(r.Results) == 0 {
+		return Receipt{}, notReceipt("no checkpoint or no results")
 	}
 	return r, nil
+}
+
+func notReceipt(why string) error {
+	return fmt.Errorf("aitrail: %w (%s): is the URL the aitrail server's?", ErrNotReceipt, why)
 }
 
 // Page is one page of query results. Each event is the stored record with

@@ -136,13 +136,18 @@ type Recorder struct {
 	flushSeq   uint64 // send without waiting for MaxDelay up to this seq
 	closed     bool
 	waiters    []*flushWaiter
-	// failing are events found failed but not yet finished, so that a
-	// Flush that starts meanwhile is told of them too.
-	failing   []failedEvent
-	lastErr   error         // the sender's last error sending to the server, nil after a success
-	maxEvents int           // the most events a batch holds: MaxBatchEvents, or less once the server refused a batch as too large
-	roomFreed chan struct{} // closed and replaced whenever events leave
-	stats     RecorderStats
+	// failed counts the queued events that failed, lastFailure is why the
+	// last one did, and flushReported is how many of them a Flush has
+	// reported.
+	failed        uint64
+	lastFailure   error
+	flushReported uint64
+	closeDone     chan struct{} // closed when the first Close has finished
+	closeErr      error         // what it returned
+	lastErr       error         // the sender's last error sending to the server, nil after a success
+	maxEvents     int           // the most events a batch holds: MaxBatchEvents, or less once the server refused a batch as too large
+	roomFreed     chan struct{} // closed and replaced whenever events leave
+	stats         RecorderStats
 
 	wake      chan struct{} // tells the sender something changed
 	abandon   context.CancelFunc
@@ -158,18 +163,10 @@ type queued struct {
 	at   time.Time
 }
 
-// failedEvent is an event that will not be stored, and why.
-type failedEvent struct {
-	seq uint64
-	err error
-}
-
-// flushWaiter is a Flush waiting for the events in (from, to].
+// flushWaiter is a Flush waiting for the events up to seq to.
 type flushWaiter struct {
-	from, to uint64
-	failed   int
-	lastErr  error
-	done     chan struct{}
+	to   uint64
+	done chan struct{}
 }
 
 // NewRecorder starts a Recorder that sends through c. Call Close to send
@@ -180,6 +177,7 @@ func NewRecorder(c *Client, opts RecorderOptions) *Recorder {
 		c:         c,
 		opts:      opts.withDefaults(),
 		roomFreed: make(chan struct{}),
+		closeDone: make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		abandon:   cancel,
 		sendCtx:   ctx,
@@ -242,53 +240,64 @@ func (r *Recorder) Record(ctx context.Context, e Event) error {
 
 // Flush waits until every event Record accepted before the call has been
 // acknowledged by the server (it is durable) or has failed, sending them
-// without waiting for MaxDelay. It returns an error if some of them failed
-// (OnError has named them), or ctx's error if ctx ends first; the events
-// stay queued then.
+// without waiting for MaxDelay. It returns an error if events failed since
+// the last Flush returned (OnError has named them), or ctx's error if ctx
+// ends first; the events stay queued then.
 func (r *Recorder) Flush(ctx context.Context) error {
 	r.mu.Lock()
-	if r.doneSeq >= r.lastSeq {
+	since := r.flushReported
+	if r.doneSeq < r.lastSeq {
+		w := &flushWaiter{to: r.lastSeq, done: make(chan struct{})}
+		r.waiters = append(r.waiters, w)
+		r.flushSeq = max(r.flushSeq, w.to)
 		r.mu.Unlock()
-		return nil
-	}
-	w := &flushWaiter{from: r.doneSeq, to: r.lastSeq, done: make(chan struct{})}
-	for _, f := range r.failing {
-		if f.seq > w.from && f.seq <= w.to {
-			w.failed++
-			w.lastErr = f.err
+		r.poke()
+		select {
+		case <-ctx.Done():
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			// Gone: a Flush given up on must not stay behind (an
+			// application calling Flush with short timeouts while the
+			// server is down would pile them up).
+			r.waiters = slices.DeleteFunc(r.waiters, func(o *flushWaiter) bool { return o == w })
+			if r.lastErr != nil {
+				return fmt.Errorf("couldn't flush: %w (the last attempt to send failed: %w)", ctx.Err(), r.lastErr)
+			}
+			return fmt.Errorf("couldn't flush: %w", ctx.Err())
+		case <-w.done:
 		}
-	}
-	r.waiters = append(r.waiters, w)
-	r.flushSeq = max(r.flushSeq, w.to)
-	r.mu.Unlock()
-	r.poke()
-	select {
-	case <-ctx.Done():
 		r.mu.Lock()
-		defer r.mu.Unlock()
-		// Gone: a Flush given up on must not stay behind (an application
-		// calling Flush with short timeouts while the server is down would
-		// pile them up).
-		r.waiters = slices.DeleteFunc(r.waiters, func(o *flushWaiter) bool { return o == w })
-		if r.lastErr != nil {
-			return fmt.Errorf("couldn't flush: %w (the last attempt to send failed: %w)", ctx.Err(), r.lastErr)
-		}
-		return fmt.Errorf("couldn't flush: %w", ctx.Err())
-	case <-w.done:
 	}
-	if w.failed > 0 {
-		return fmt.Errorf("%d events recorded before Flush were not stored: %w", w.failed, w.lastErr)
+	defer r.mu.Unlock()
+	n := r.failed - since
+	r.flushReported = max(r.flushReported, r.failed)
+	if n > 0 {
+		return fmt.Errorf("%d events recorded were not stored: %w", n, r.lastFailure)
 	}
 	return nil
 }
 
 // Close stops accepting events, sends every queued one and stops the
-// Recorder. It returns nil when every event Record accepted was
-// acknowledged. If ctx ends first, the events still unsent are abandoned
-// (counted as failed and passed to OnError) and ctx's error is returned.
-// Calling Close again waits for the first call to finish.
+// Recorder. It returns nil when every event Record ever accepted was
+// acknowledged, and an error counting those that were not otherwise (as
+// Flush reported them, or not). If ctx ends first, the events still unsent
+// are abandoned (counted as failed and passed to OnError) and ctx's error
+// is returned. Calling Close again waits for the first call to finish and
+// returns what it returned, or its own ctx's error if that ends first (the
+// first call goes on).
 func (r *Recorder) Close(ctx context.Context) error {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		select {
+		case <-r.closeDone:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.closeErr
+		case <-ctx.Done():
+			return fmt.Errorf("couldn't close: %w (an earlier Close is still sending)", ctx.Err())
+		}
+	}
 	r.closed = true
 	close(r.roomFreed) // wake Records waiting for room: they see closed
 	r.roomFreed = make(chan struct{})
@@ -297,6 +306,13 @@ func (r *Recorder) Close(ctx context.Context) error {
 	r.abandon()
 	r.poke()
 	<-r.senderEnd
+	r.mu.Lock()
+	if err == nil && r.failed > 0 {
+		err = fmt.Errorf("%d events recorded were not stored: %w", r.failed, r.lastFailure)
+	}
+	r.closeErr = err
+	r.mu.Unlock()
+	close(r.closeDone)
 	return err
 }
 
@@ -320,29 +336,33 @@ func (r *Recorder) Stats() RecorderStats {
 // then. RecordSync does not go through the queue, so it does not wait for
 // events passed to Record.
 func (r *Recorder) RecordSync(ctx context.Context, events ...Event) (Receipt, error) {
-	lines := make([][]byte, len(events))
+	lines, ids := make([][]byte, len(events)), make([]string, len(events))
 	for i := range events {
 		data, err := encodeEvent(&events[i])
 		if err != nil {
 			return Receipt{}, err
 		}
-		lines[i] = data
+		lines[i], ids[i] = data, events[i].ID
 	}
-	rc, err := r.appendRetrying(ctx, ndjson(lines), false)
+	rc, err := r.appendRetrying(ctx, ndjson(lines), ids, false)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("couldn't record %d events: %w", len(events), err)
 	}
 	return rc, nil
 }
 
-// appendRetrying sends body until the server acknowledges it, refuses it
-// with a permanent error, or ctx ends, and then returns the last error.
-// Every attempt sends the same bytes, so the same ids. Attempts of the
-// queue's sender (queued) keep their error for Flush to report.
-func (r *Recorder) appendRetrying(ctx context.Context, body []byte, queued bool) (Receipt, error) {
+// appendRetrying sends body, the events with ids, until the server
+// acknowledges it, refuses it with a permanent error, or ctx ends, and
+// then returns the last error. Every attempt sends the same bytes, so the
+// same ids. Attempts of the queue's sender (queued) keep their error for
+// Flush to report.
+func (r *Recorder) appendRetrying(ctx context.Context, body []byte, ids []string, queued bool) (Receipt, error) {
 	b := backoff{min: r.opts.MinBackoff, max: r.opts.MaxBackoff}
 	for {
 		rc, err := r.c.AppendRaw(ctx, body, "application/x-ndjson")
+		if err == nil {
+			err = receiptFor(rc, ids)
+		}
 		if queued {
 			r.mu.Lock()
 			r.lastErr = err
@@ -365,6 +385,19 @@ func (r *Recorder) appendRetrying(ctx context.Context, body []byte, queued bool)
 		r.stats.Retries++
 		r.mu.Unlock()
 	}
+}
+
+// receiptFor checks that rc acknowledges the events with ids, in order.
+func receiptFor(rc Receipt, ids []string) error {
+	if len(rc.Results) != len(ids) {
+		return notReceipt(fmt.Sprintf("%d results for %d events", len(rc.Results), len(ids)))
+	}
+	for i, res := range rc.Results {
+		if res.ID != ids[i] {
+			return notReceipt(fmt.Sprintf("result %d is for event %q, not %q", i, res.ID, ids[i]))
+		}
+	}
+	return nil
 }
 
 // ndjson joins encoded events into an application/x-ndjson body.
@@ -476,11 +509,11 @@ func (r *Recorder) nextBatch() ([]queued, bool) {
 // server took.
 func (r *Recorder) sendBatch(batch []queued) {
 	for len(batch) > 0 {
-		lines := make([][]byte, len(batch))
+		lines, ids := make([][]byte, len(batch)), make([]string, len(batch))
 		for i, q := range batch {
-			lines[i] = q.data
+			lines[i], ids[i] = q.data, q.id
 		}
-		_, err := r.appendRetrying(r.sendCtx, ndjson(lines), true)
+		_, err := r.appendRetrying(r.sendCtx, ndjson(lines), ids, true)
 		if err == nil {
 			return
 		}
@@ -519,17 +552,12 @@ func (r *Recorder) sendBatch(batch []queued) {
 // tells the Flushes waiting for them.
 func (r *Recorder) fail(events []queued, err error) {
 	ids := make([]string, len(events))
-	r.mu.Lock()
 	for i, q := range events {
 		ids[i] = q.id
-		r.failing = append(r.failing, failedEvent{q.seq, err})
-		for _, w := range r.waiters {
-			if q.seq > w.from && q.seq <= w.to {
-				w.failed++
-				w.lastErr = err
-			}
-		}
 	}
+	r.mu.Lock()
+	r.failed += uint64(len(events))
+	r.lastFailure = err
 	r.mu.Unlock()
 	r.reportFailure(ids, err)
 }
@@ -543,7 +571,6 @@ func (r *Recorder) finish(n int) {
 		r.queueBytes -= len(q.data)
 	}
 	r.doneSeq = r.queue[n-1].seq
-	r.failing = r.failing[:0]
 	r.queue = slices.Delete(r.queue, 0, n)
 	if len(r.queue) == 0 {
 		r.queue = nil // let a burst's backing array go

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -577,5 +578,120 @@ func TestAPIErrorKeepsAPlainAnswersReason(t *testing.T) {
 	_, err := client.New(srv.URL, "tok").Append(context.Background(), client.Event{Type: "x"})
 	if err == nil || !strings.Contains(err.Error(), "400 Bad Request: Client sent an HTTP request to an HTTPS server.") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestRecorderReportsEveryFailure: an event the server refused is reported
+// by the next Flush even when it failed before Flush was called, and by
+// Close whenever it failed: neither says every event is durable when one
+// is not.
+func TestRecorderReportsEveryFailure(t *testing.T) {
+	f := newFakeServer(t)
+	f.fault = func(n int, evs []client.Event, w http.ResponseWriter, store func() client.Receipt) bool {
+		if evs[0].Type == "Bad" {
+			writeError(w, http.StatusBadRequest, "invalid_event", map[string]any{"index": 0, "field": "events[0].type", "message": "bad"})
+			return true
+		}
+		return false
+	}
+	rec := newRecorder(t, f, client.RecorderOptions{MaxDelay: time.Millisecond})
+	record(t, rec, client.Event{ID: "bad", Type: "Bad"})
+	for rec.Stats().Failed == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	var ae *client.APIError
+	if err := rec.Flush(context.Background()); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Fatalf("Flush after the refusal = %v; want an error wrapping the 400", err)
+	}
+	record(t, rec, client.Event{ID: "good", Type: "api.call"})
+	if err := rec.Flush(context.Background()); err != nil {
+		t.Errorf("Flush of a good event after the refusal was reported = %v", err)
+	}
+	if err := rec.Close(context.Background()); !errors.As(err, &ae) || !strings.Contains(err.Error(), "1 events") {
+		t.Errorf("Close = %v; want an error counting the refused event", err)
+	}
+	if err := rec.Close(context.Background()); !errors.As(err, &ae) {
+		t.Errorf("second Close = %v; want what the first returned", err)
+	}
+}
+
+// TestRecorderCloseTwice: a second Close with a short deadline, while the
+// first waits for a server that is down, gives up alone; the first goes on
+// and stores everything once the server is back.
+func TestRecorderCloseTwice(t *testing.T) {
+	f := newFakeServer(t)
+	var back atomic.Bool
+	f.fault = func(n int, evs []client.Event, w http.ResponseWriter, store func() client.Receipt) bool {
+		if !back.Load() {
+			writeError(w, http.StatusBadGateway, "down")
+			return true
+		}
+		return false
+	}
+	opts := fastRetry
+	rec := newRecorder(t, f, opts)
+	record(t, rec, events(5, "a")...)
+	first := make(chan error, 1)
+	go func() { first <- rec.Close(context.Background()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	time.Sleep(10 * time.Millisecond) // the first Close is under way
+	if err := rec.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second Close = %v; want its deadline", err)
+	}
+	back.Store(true)
+	if err := <-first; err != nil {
+		t.Errorf("first Close = %v; want nil once the server is back", err)
+	}
+	if got := f.stored(); len(got) != 5 || rec.Stats().Failed != 0 {
+		t.Errorf("stored %v, stats %+v; want all five, none failed", got, rec.Stats())
+	}
+}
+
+// TestAnswersThatAreNotReceipts: a successful answer that does not
+// acknowledge the events sent (a redirect turned into a GET, a proxy's
+// page, the wrong events) fails them loudly, and is not retried.
+func TestAnswersThatAreNotReceipts(t *testing.T) {
+	f := newFakeServer(t)
+	moved := httptest.NewServer(http.RedirectHandler(f.URL+"/v1/events", http.StatusMovedPermanently))
+	t.Cleanup(moved.Close)
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"events":[],"next_cursor":""}`)
+	}))
+	t.Cleanup(page.Close)
+	f.fault = func(n int, evs []client.Event, w http.ResponseWriter, store func() client.Receipt) bool {
+		rc := store()
+		rc.Results[0].ID = "someone-else"
+		json.NewEncoder(w).Encode(rc)
+		return true
+	}
+	for name, c := range map[string]struct {
+		url  string
+		want string
+	}{
+		"redirected": {moved.URL, "redirected"},
+		"a page":     {page.URL, "no checkpoint or no results"},
+		"wrong ids":  {f.URL, `is for event "someone-else"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			rec := client.NewRecorder(client.New(c.url, "tok"), fastRetry)
+			record(t, rec, events(2, "e")...)
+			if err := rec.Flush(ctx); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Flush = %v; want an error saying %q", err, c.want)
+			}
+			if s := rec.Stats(); s.Failed != 2 || s.Sent != 0 || s.Retries != 0 {
+				t.Errorf("stats %+v; want both failed, none sent, no retries", s)
+			}
+			if _, err := rec.RecordSync(ctx, events(1, "s")...); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("RecordSync = %v; want an error saying %q", err, c.want)
+			}
+			if _, err := client.New(c.url, "tok").Append(ctx, map[string]string{"type": "api.call"}); err == nil && c.url != f.URL {
+				t.Error("Append succeeded")
+			}
+			rec.Close(ctx)
+		})
 	}
 }

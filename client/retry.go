@@ -20,11 +20,15 @@ const (
 )
 
 // permanent reports whether a failed POST /v1/events would fail again if
-// sent unchanged: a 4xx answer other than 408 and 429. Everything else —
+// sent unchanged: a 4xx answer other than 408 and 429, a successful
+// answer that is not a receipt (ErrNotReceipt), or a redirect. Everything else —
 // network errors, timeouts, pushback (429, 503) and other server errors —
 // is worth retrying, which is safe because every event carries an id the
 // server deduplicates on. Callers check their own context first.
 func permanent(err error) bool {
+	if errors.Is(err, ErrNotReceipt) || errors.Is(err, errRedirectedWrite) {
+		return true
+	}
 	var ae *APIError
 	return errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 &&
 		ae.Status != http.StatusRequestTimeout && ae.Status != http.StatusTooManyRequests

@@ -27,7 +27,7 @@ type collector struct {
 }
 
 func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var rc client.Receipt
+	rc := client.Receipt{Checkpoint: "collector\n"}
 	sc := bufio.NewScanner(r.Body)
 	sc.Buffer(nil, 16<<20)
 	c.mu.Lock()
