@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/aitrail/aitrail/client/internal/text"
 )
 
 // DefaultSyncTimeout bounds how long HTTPMiddleware in Sync mode tries to
@@ -23,9 +25,10 @@ type HTTPOptions struct {
 	Tenant string
 	// Principal, if set, says who made the request (typically from an
 	// authenticated session or token the handler chain has verified). It is
-	// called after the handler, so it sees what inner middleware stored in
-	// the request. The middleware fills in IP and UserAgent when Principal
-	// leaves them empty.
+	// called after the handler with the request HTTPMiddleware received;
+	// middleware inside that passes on a new request (r.WithContext) says
+	// who acted with SetActor instead, which wins. The middleware fills in
+	// IP and UserAgent when they are left empty.
 	Principal func(*http.Request) Actor
 	// API, if set, names the API and its version in every event.
 	API *API
@@ -64,6 +67,8 @@ func HTTPMiddleware(rec *Recorder, opts HTTPOptions) func(http.Handler) http.Han
 				next.ServeHTTP(w, r)
 				return
 			}
+			notes := new(requestNotes)
+			r = r.WithContext(context.WithValue(r.Context(), notesKey{}, notes))
 			sw := &statusWriter{ResponseWriter: w}
 			if opts.Sync {
 				sw.held = &bytes.Buffer{}
@@ -77,7 +82,7 @@ func HTTPMiddleware(rec *Recorder, opts HTTPOptions) func(http.Handler) http.Han
 				if sw.status == 0 {
 					sw.status = http.StatusOK // what net/http sends for a handler that wrote nothing
 				}
-				e := opts.event(r, sw, start)
+				e := opts.event(r, sw, notes, start)
 				if p != nil {
 					// The connection is about to be dropped, whatever was
 					// written: the call failed. Record what happened and
@@ -115,6 +120,27 @@ func HTTPMiddleware(rec *Recorder, opts HTTPOptions) func(http.Handler) http.Han
 	}
 }
 
+// notesKey is the context key of a request's requestNotes.
+type notesKey struct{}
+
+// requestNotes is what handlers inside HTTPMiddleware say about the
+// request through SetActor; it is shared by every request derived from
+// the one the middleware passes on.
+type requestNotes struct {
+	actor *Actor
+}
+
+// SetActor says who made the request whose context ctx is (or derives
+// from), for HTTPMiddleware's event; it wins over HTTPOptions.Principal.
+// Middleware inside HTTPMiddleware that authenticates and passes on a new
+// request (r.WithContext) calls it, since Principal sees only the request
+// HTTPMiddleware received. Outside HTTPMiddleware it does nothing.
+func SetActor(ctx context.Context, a Actor) {
+	if n, ok := ctx.Value(notesKey{}).(*requestNotes); ok {
+		n.actor = &a
+	}
+}
+
 func (o *HTTPOptions) skip(r *http.Request) bool {
 	for _, p := range o.SkipPaths {
 		if r.URL.Path == p || strings.HasSuffix(p, "/") && strings.HasPrefix(r.URL.Path, p) {
@@ -124,36 +150,46 @@ func (o *HTTPOptions) skip(r *http.Request) bool {
 	return o.Skip != nil && o.Skip(r)
 }
 
-// event describes the served request.
-func (o *HTTPOptions) event(r *http.Request, sw *statusWriter, start time.Time) Event {
+// event describes the served request. Whatever the client sent (path,
+// method, user agent, trace context) is cleaned to what the server
+// accepts, so that no request can keep its own event out of the log.
+func (o *HTTPOptions) event(r *http.Request, sw *statusWriter, notes *requestNotes, start time.Time) Event {
 	var actor Actor
-	if o.Principal != nil {
+	if notes.actor != nil {
+		actor = *notes.actor
+	} else if o.Principal != nil {
 		actor = o.Principal(r)
 	}
+	actor.IP = remoteIP(actor.IP)
 	if actor.IP == "" {
 		actor.IP = remoteIP(r.RemoteAddr)
 	}
 	if actor.UserAgent == "" {
 		actor.UserAgent = r.UserAgent()
 	}
+	actor.ID, actor.UserAgent, actor.SessionID = text.Field(actor.ID), text.Field(actor.UserAgent), text.Field(actor.SessionID)
+	path := r.URL.Path
+	if text.Attribute(path) != path {
+		path = r.URL.EscapedPath() // ASCII: %01 rather than a control character
+	}
 	size := sw.written
 	if r.Method == http.MethodHead {
 		size = 0 // net/http sends none of what a handler writes
 	}
 	attrs := Attributes{
-		"http.request.method":          r.Method,
-		"url.path":                     r.URL.Path,
+		"http.request.method":          text.Attribute(r.Method),
+		"url.path":                     text.Attribute(path),
 		"http.response.status_code":    sw.status,
 		"http.response.body.size":      size,
 		"http.server.request.duration": time.Since(start).Seconds(),
 	}
 	// ServeMux sets Pattern on the request it routes, which is this one
 	// unless an inner handler replaced it.
-	route := r.Pattern
+	route := text.Attribute(r.Pattern)
 	if route != "" {
 		attrs["http.route"] = route
 	} else {
-		route = r.URL.Path
+		route = path
 	}
 	// The action names the request's method: a pattern's own ("GET
 	// /items/{id}", which also serves HEAD) gives way to it.
@@ -177,7 +213,7 @@ func (o *HTTPOptions) event(r *http.Request, sw *statusWriter, start time.Time) 
 		Time:       start.UTC().Format(time.RFC3339Nano),
 		Tenant:     o.Tenant,
 		Actor:      &actor,
-		Action:     route,
+		Action:     text.Field(route),
 		Outcome:    outcome,
 		API:        o.API,
 		Attributes: attrs,
@@ -186,8 +222,9 @@ func (o *HTTPOptions) event(r *http.Request, sw *statusWriter, start time.Time) 
 	return e
 }
 
-// remoteIP is the host part of a RemoteAddr, or "" if it is not an IP
-// address (the server refuses anything else in actor.ip).
+// remoteIP is the host part of a RemoteAddr (or an address alone), or ""
+// if it is not an IP address (the server refuses anything else in
+// actor.ip).
 func remoteIP(addr string) string {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -200,10 +237,12 @@ func remoteIP(addr string) string {
 }
 
 // traceParent returns the trace and parent span ids of a W3C traceparent
-// header ("00-<32 hex>-<16 hex>-<2 hex>"), or empty strings.
+// header ("00-<32 hex>-<16 hex>-<2 hex>"), or empty strings when it is not
+// one (ids of zeros are invalid, as W3C Trace Context says).
 func traceParent(h string) (traceID, spanID string) {
 	parts := strings.Split(h, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 || !isHex(parts[1]) || !isHex(parts[2]) {
+	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 || !isHex(parts[1]) || !isHex(parts[2]) ||
+		strings.Trim(parts[1], "0") == "" || strings.Trim(parts[2], "0") == "" {
 		return "", ""
 	}
 	return parts[1], parts[2]
@@ -295,12 +334,32 @@ func (w *statusWriter) release() {
 	if w.held == nil || w.hijacked {
 		return
 	}
+	h := w.ResponseWriter.Header()
+	trailers := http.Header{}
 	if w.header != nil {
-		// Headers set after WriteHeader are not sent, as without Sync.
-		h := w.ResponseWriter.Header()
+		// Headers set after WriteHeader are not sent, as without Sync;
+		// trailers are, once the body is.
+		for k, v := range h {
+			if strings.HasPrefix(k, http.TrailerPrefix) || w.declaredTrailer(k) {
+				trailers[k] = v
+			}
+		}
 		clear(h)
 		maps.Copy(h, w.header)
 	}
 	w.ResponseWriter.WriteHeader(w.status)
 	w.ResponseWriter.Write(w.held.Bytes())
+	maps.Copy(h, trailers)
+}
+
+// declaredTrailer reports whether the header sent names k in "Trailer".
+func (w *statusWriter) declaredTrailer(k string) bool {
+	for _, v := range w.header.Values("Trailer") {
+		for name := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -230,6 +230,32 @@ func TestHTTPMiddlewareSyncSendsTheHeaderAsWritten(t *testing.T) {
 	}
 }
 
+// TestHTTPMiddlewareSyncSendsTrailers: trailers, declared or set with
+// http.TrailerPrefix after the body, arrive as they do without the
+// middleware (gRPC carries its status in them).
+func TestHTTPMiddlewareSyncSendsTrailers(t *testing.T) {
+	for _, sync := range []bool{false, true} {
+		app, _, _ := serveRecorded(t, client.HTTPOptions{Sync: sync}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "X-Checksum")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, "body")
+			w.Header().Set("X-Checksum", "abc123")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+			w.Header().Set("X-Not-A-Trailer", "no")
+		}))
+		resp, err := http.Get(app.URL + "/t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Trailer.Get("X-Checksum") != "abc123" || resp.Trailer.Get("X-Late") != "late" ||
+			resp.Header.Get("X-Not-A-Trailer") != "" || resp.Trailer.Get("X-Not-A-Trailer") != "" {
+			t.Errorf("Sync %v: header %v, trailer %v; want X-Checksum and X-Late as trailers only", sync, resp.Header, resp.Trailer)
+		}
+	}
+}
+
 func TestHTTPMiddlewareSyncFailsClosed(t *testing.T) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Handler", "yes")

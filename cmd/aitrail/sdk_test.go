@@ -233,6 +233,73 @@ func TestSDKHTTPMiddlewareFailsClosed(t *testing.T) {
 	}
 }
 
+// TestSDKHTTPMiddlewareRecordsEveryRequest: whatever a client puts in the
+// path, the method, the user agent or the trace context, the middleware's
+// event is one the real server stores, so no request keeps itself out of
+// the log (in Sync mode it would have been answered 503 after running).
+// Authentication inside the middleware names the actor with SetActor.
+func TestSDKHTTPMiddlewareRecordsEveryRequest(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "item") })
+	auth := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Service") != "" {
+				client.SetActor(r.Context(), client.Actor{ID: r.Header.Get("X-Service"), Type: "service"})
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), struct{}{}, "authenticated")))
+		})
+	}
+	rec := client.NewRecorder(client.New(s.url, adminToken), client.RecorderOptions{})
+	defer rec.Close(context.Background())
+	app := httptest.NewServer(client.HTTPMiddleware(rec, client.HTTPOptions{Tenant: "acme", Sync: true})(auth(mux)))
+	defer app.Close()
+
+	for _, c := range []struct {
+		path   string
+		header map[string]string
+		status int
+	}{
+		{"/items/42", map[string]string{"X-Service": "svc-billing"}, 200},
+		{"/items/a%01b", nil, 200},
+		{"/nope%0Ax", nil, 404},
+		{"/" + strings.Repeat("n", 1100), nil, 404},
+		{"/items/" + strings.Repeat("x", 5000), nil, 200},
+		{"/items/1", map[string]string{"User-Agent": strings.Repeat("u", 1100)}, 200},
+		{"/items/2", map[string]string{"User-Agent": "Mozilla\tX"}, 200},
+		{"/items/3", map[string]string{"Traceparent": "00-" + strings.Repeat("0", 32) + "-" + strings.Repeat("0", 16) + "-01"}, 200},
+		{"/items/4", map[string]string{"X-Service": "svc\u0085odd"}, 200},
+	} {
+		req, _ := http.NewRequest("GET", app.URL+c.path, nil)
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("GET %.40s: %d; want %d (recorded and answered)", c.path, resp.StatusCode, c.status)
+		}
+	}
+	s.waitIndexed()
+	evs := s.allEvents("tenant=acme&type=api.call")
+	if len(evs) != 9 {
+		t.Fatalf("%d api.call events stored for 9 requests", len(evs))
+	}
+	actors := map[string]bool{}
+	for _, e := range evs {
+		a, _ := e["actor"].(map[string]any)
+		if a["type"] == "service" {
+			actors[a["id"].(string)] = true
+		}
+	}
+	if !actors["svc-billing"] || !actors["svc\uFFFDodd"] {
+		t.Errorf("service actors %v; want those SetActor named", actors)
+	}
+}
+
 // TestSDKOpenAIMiddleware records calls made with the official OpenAI client
 // to a fake upstream in the real server, content included.
 func TestSDKOpenAIMiddleware(t *testing.T) {
