@@ -42,20 +42,27 @@ func New(baseURL, token string) *Client {
 	return &Client{
 		base:  strings.TrimRight(baseURL, "/"),
 		token: token,
-		http:  &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirectedWrites},
+		http:  &http.Client{Timeout: 60 * time.Second, CheckRedirect: CheckRedirect},
 	}
 }
 
-// errRedirectedWrite is why a write was not sent on: sending it again would
+// errRedirected is why a request was not sent on: sending it again would
 // be redirected again.
-var errRedirectedWrite = errors.New("a write was redirected")
+var errRedirected = errors.New("the request was redirected")
 
-// noRedirectedWrites refuses to follow a redirect of anything but a read:
-// net/http would turn POST /v1/events into GET /v1/events, whose answer
-// (a page of events) is no receipt.
-func noRedirectedWrites(req *http.Request, via []*http.Request) error {
-	if m := via[0].Method; m != http.MethodGet && m != http.MethodHead {
-		return fmt.Errorf("aitrail: %w: %s %s to %s; use the server's own address", errRedirectedWrite, m, via[0].URL.Path, req.URL.Redacted())
+// CheckRedirect is the redirect policy of the clients New makes, and of
+// those given to WithHTTPClient without one. It follows a redirect only of
+// a read (GET, HEAD) and only within the same scheme, host and port: net/http
+// would turn POST /v1/events into GET /v1/events, whose answer (a page of
+// events) is no receipt, and would send the token on to another port, or
+// from https to http.
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0]
+	if m := first.Method; m != http.MethodGet && m != http.MethodHead {
+		return fmt.Errorf("aitrail: %w: %s %s to %s; use the server's own address", errRedirected, m, first.URL.Path, req.URL.Redacted())
+	}
+	if req.URL.Scheme != first.URL.Scheme || req.URL.Host != first.URL.Host {
+		return fmt.Errorf("aitrail: %w: %s to another address, %s; use the server's own address", errRedirected, first.URL.Path, req.URL.Redacted())
 	}
 	if len(via) >= 10 {
 		return errors.New("aitrail: stopped after 10 redirects")
@@ -63,10 +70,16 @@ func noRedirectedWrites(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// WithHTTPClient replaces the underlying *http.Client.
+// WithHTTPClient replaces the underlying *http.Client. One without a
+// CheckRedirect gets the package's (a copy of h is changed).
 func (c *Client) WithHTTPClient(h *http.Client) *Client {
 	cc := *c
 	cc.http = h
+	if h.CheckRedirect == nil {
+		hc := *h
+		hc.CheckRedirect = CheckRedirect
+		cc.http = &hc
+	}
 	return &cc
 }
 
@@ -89,7 +102,17 @@ func (e *APIError) Temporary() bool {
 	return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
 }
 
+// maxAnswer bounds an answer of the API (a page of events with content,
+// say); the log's endpoints have tighter bounds (getLog).
+const maxAnswer = 256 << 20
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string) ([]byte, error) {
+	return c.send(ctx, method, path, body, contentType, maxAnswer, true)
+}
+
+// send makes a request and returns its successful answer, of at most limit
+// bytes. The token goes with it when withToken.
+func (c *Client) send(ctx context.Context, method, path string, body []byte, contentType string, limit int64, withToken bool) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -101,7 +124,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	if c.token != "" {
+	if c.token != "" && withToken {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
@@ -109,9 +132,12 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("aitrail: the answer to %s %s is larger than %d bytes", method, path, limit)
 	}
 	if resp.StatusCode/100 != 2 {
 		ae := &APIError{Status: resp.StatusCode, Code: "http_error", Message: resp.Status}
@@ -256,20 +282,30 @@ func (c *Client) Get(ctx context.Context, id string, proof bool) (json.RawMessag
 
 // Checkpoint returns the log's current signed checkpoint, unverified.
 func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
-	return c.do(ctx, http.MethodGet, "/log/checkpoint", nil, "")
+	return c.send(ctx, http.MethodGet, "/log/checkpoint", nil, "", maxCheckpoint, false)
 }
 
-// fetchTile returns a tile or entry bundle by its C2SP path.
-func (c *Client) fetchTile(ctx context.Context, path string) ([]byte, error) {
+// maxCheckpoint bounds a checkpoint: a few lines and signatures.
+const maxCheckpoint = 64 << 10
+
+// fetchTile returns a tile or entry bundle by its C2SP path, of at most
+// limit bytes. Entry bundles (withToken) need the token; the checkpoint and
+// hash tiles are public and are fetched without it.
+func (c *Client) fetchTile(ctx context.Context, path string, limit int64, withToken bool) ([]byte, error) {
 	give := time.Now().Add(tilePatience)
 	for {
-		data, err := c.do(ctx, http.MethodGet, "/log/"+path, nil, "")
+		data, err := c.send(ctx, http.MethodGet, "/log/"+path, nil, "", limit, withToken)
 		var ae *APIError
-		if err == nil || !errors.As(err, &ae) || !ae.Temporary() || time.Now().After(give) {
+		if err == nil || !errors.As(err, &ae) || !ae.Temporary() {
 			return data, err
 		}
-		// Pushed back (an entry bundle is a large answer): wait as told.
-		if err := sleep(ctx, max(ae.RetryAfter, DefaultMinBackoff)); err != nil {
+		// Pushed back (an entry bundle is a large answer): wait as told,
+		// unless that is longer than the patience left.
+		wait := max(ae.RetryAfter, DefaultMinBackoff)
+		if wait > time.Until(give) {
+			return nil, err
+		}
+		if err := sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}

@@ -26,7 +26,7 @@ const (
 // is worth retrying, which is safe because every event carries an id the
 // server deduplicates on. Callers check their own context first.
 func permanent(err error) bool {
-	if errors.Is(err, ErrNotReceipt) || errors.Is(err, errRedirectedWrite) {
+	if errors.Is(err, ErrNotReceipt) || errors.Is(err, errRedirected) {
 		return true
 	}
 	var ae *APIError

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -68,7 +69,7 @@ func (c *Client) Verify(ctx context.Context, v note.Verifier, opts VerifyOptions
 		return res, nil
 	}
 	tree := tlog.Tree{N: int64(cp.Size), Hash: cp.Hash}
-	hr := tlog.TileHashReader(tree, &tileReader{ctx: ctx, c: c})
+	hr := tlog.TileHashReader(tree, &tileReader{ctx: ctx, c: c, saved: map[tlog.Tile][]byte{}})
 	if old.Size > 0 {
 		proof, err := tlog.ProveTree(tree.N, int64(old.Size), hr)
 		if err != nil {
@@ -87,7 +88,8 @@ func (c *Client) Verify(ctx context.Context, v note.Verifier, opts VerifyOptions
 		n := first / merkle.TileWidth
 		w := int(min(cp.Size-first, merkle.TileWidth))
 		id := merkle.TileID{Level: merkle.EntriesLevel, N: n, W: w}
-		bundle, err := c.fetchTile(ctx, id.Path())
+		// Each entry is at most 65,535 bytes after its two-byte length.
+		bundle, err := c.fetchTile(ctx, id.Path(), int64(w)*(2+math.MaxUint16), true)
 		if err != nil {
 			return res, fmt.Errorf("couldn't fetch %s: %w", id.Path(), err)
 		}
@@ -125,19 +127,29 @@ func (c *Client) Verify(ctx context.Context, v note.Verifier, opts VerifyOptions
 	return res, nil
 }
 
-// tileReader fetches C2SP tiles for x/mod's tlog.
+// tileReader fetches C2SP hash tiles for x/mod's tlog, and keeps those
+// tlog has authenticated (SaveTiles) to serve them again: re-hashing each
+// entry bundle reads the same tiles above it.
 type tileReader struct {
-	ctx context.Context
-	c   *Client
+	ctx   context.Context
+	c     *Client
+	saved map[tlog.Tile][]byte
 }
+
+// maxSavedTiles bounds the tiles a tileReader keeps: 16 MiB of hashes.
+const maxSavedTiles = 2048
 
 func (r *tileReader) Height() int { return merkle.TileHeight }
 
 func (r *tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	out := make([][]byte, len(tiles))
 	for i, t := range tiles {
+		if data, ok := r.saved[t]; ok {
+			out[i] = data
+			continue
+		}
 		id := merkle.TileID{Level: t.L, N: uint64(t.N), W: t.W}
-		data, err := r.c.fetchTile(r.ctx, id.Path())
+		data, err := r.c.fetchTile(r.ctx, id.Path(), int64(t.W)*tlog.HashSize, false)
 		if err != nil {
 			return nil, fmt.Errorf("couldn't fetch %s: %w", id.Path(), err)
 		}
@@ -146,4 +158,11 @@ func (r *tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	return out, nil
 }
 
-func (r *tileReader) SaveTiles([]tlog.Tile, [][]byte) {}
+func (r *tileReader) SaveTiles(tiles []tlog.Tile, data [][]byte) {
+	if len(r.saved)+len(tiles) > maxSavedTiles {
+		clear(r.saved)
+	}
+	for i, t := range tiles {
+		r.saved[t] = data[i]
+	}
+}

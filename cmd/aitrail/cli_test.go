@@ -65,6 +65,18 @@ func TestRemoteVerify(t *testing.T) {
 	if code, out := verify(s, adminToken); code != 0 || !strings.Contains(out, "300 records") || !strings.Contains(out, "300 new entries re-hashed") {
 		t.Fatalf("first verify: %d %s", code, out)
 	}
+	// The trusted file is replaced through a temporary file of its own,
+	// whatever was left beside it, and none stays behind.
+	if err := os.Mkdir(trusted+".tmp", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := verify(s, ""); code != 0 {
+		t.Fatalf("verify beside a leftover %s.tmp: %d %s", trusted, code, out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(trusted), ".*tmp")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	os.Remove(trusted + ".tmp")
 	// An entry bundle the server pushes back (a large answer while its
 	// memory for answers is taken) is fetched again after Retry-After.
 	var pushed atomic.Int64

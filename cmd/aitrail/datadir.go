@@ -336,6 +336,36 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 	return f.Close()
 }
 
+// replaceFile replaces path with data durably: through a new temporary
+// file of its own name in the same directory, fsynced, renamed over path,
+// and the directory fsynced; a crash leaves the old file or the new one.
+func replaceFile(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename, nothing
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDirOf(path)
+}
+
 // detectorFile holds the detector's state: the rules' windows and the log
 // index it has reached.
 const detectorFile = "detector.state"

@@ -161,9 +161,13 @@ func TestServedLogVerifiesIndependently(t *testing.T) {
 	// the full size, every size for a few indexes, and consistency proofs.
 	proofOf := func(path string) [][]byte {
 		var p struct {
-			Hashes []string `json:"hashes"`
+			Hashes   []string `json:"hashes"`
+			Size, To uint64
 		}
 		s.getJSON(path, &p)
+		if max(p.Size, p.To) == 0 {
+			t.Fatalf("%s does not say which tree the proof is for", path)
+		}
 		out := make([][]byte, len(p.Hashes))
 		for i, b := range p.Hashes {
 			out[i], _ = base64.StdEncoding.DecodeString(b)
@@ -183,6 +187,15 @@ func TestServedLogVerifiesIndependently(t *testing.T) {
 		check(0, size)
 		check(size-1, size)
 		check((size-1)/2, size)
+	}
+	// Without a size, the answer says which tree the proof is for.
+	var latest struct {
+		Size   uint64   `json:"size"`
+		Hashes []string `json:"hashes"`
+	}
+	s.getJSON("/v1/proof/inclusion?index=5", &latest)
+	if latest.Size < n {
+		t.Fatalf("a proof for the current tree says size %d; the log has at least %d records", latest.Size, n)
 	}
 	for _, pr := range [][2]uint64{{1, 600}, {255, 256}, {256, 257}, {300, 512}, {511, 600}, {599, 600}, {7, 8}, {100, 101}} {
 		p := proofOf(fmt.Sprintf("/v1/proof/consistency?from=%d&to=%d", pr[0], pr[1]))

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
+	"github.com/aitrail/aitrail/client"
 	"github.com/aitrail/aitrail/internal/config"
 )
 
@@ -109,11 +111,16 @@ func (f tlsFlags) config() (*tls.Config, error) {
 	return tc, nil
 }
 
-// httpClient returns an HTTP client set up with the flags.
+// httpClient returns an HTTP client set up with the flags, with the SDK's
+// redirect policy and a bound on each request, so that a server that stops
+// answering cannot hold a command (a verify run by cron, say) for ever.
 func (f tlsFlags) httpClient() (*http.Client, error) {
 	tr, err := f.transport(nil)
 	if err != nil {
 		return nil, err
 	}
-	return &http.Client{Transport: tr}, nil
+	return &http.Client{Transport: tr, Timeout: requestTimeout, CheckRedirect: client.CheckRedirect}, nil
 }
+
+// requestTimeout bounds each request of the CLI's, its answer read whole.
+var requestTimeout = 2 * time.Minute

@@ -14,8 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 // testPKI is a CA with a server certificate for 127.0.0.1 and a client
@@ -201,6 +204,59 @@ func TestTLSFlagsAreChecked(t *testing.T) {
 		code, _, errOut := runCLI(append([]string{"serve", "--data", t.TempDir(), "--addr", freeAddr(t)}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
 			t.Errorf("serve %v: exit %d, %q; want %d mentioning %q", tc.args, code, errOut, tc.code, tc.want)
+		}
+	}
+}
+
+// TestCommandsGiveUpOnServersThatStopAnswering: a server that takes the
+// connection and never answers (or answers a byte at a time) makes verify
+// --url and the other remote commands fail with a message, not wait for
+// ever (an auditor's cron job that never ends raises no alarm either).
+func TestCommandsGiveUpOnServersThatStopAnswering(t *testing.T) {
+	defer func(d time.Duration) { requestTimeout = d }(requestTimeout)
+	requestTimeout = time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns sync.WaitGroup
+	stop := make(chan struct{})
+	defer func() { close(stop); conns.Wait() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				// The status line, then a byte now and then.
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(300 * time.Millisecond):
+						c.Write([]byte("x"))
+					}
+				}
+			}()
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	_, vkey, _ := note.GenerateKey(rand.Reader, "example/log")
+	for _, args := range [][]string{
+		{"verify", "--url", url, "--key", vkey},
+		{"query", "--url", url, "--token", "t"},
+		{"alerts", "--url", url, "--token", "t"},
+	} {
+		start := time.Now()
+		code, _, errOut := runCLI(args...)
+		if code == 0 || !strings.Contains(errOut, "Timeout") || time.Since(start) > 20*time.Second {
+			t.Errorf("%s: exit %d after %v: %s; want a timeout", args[0], code, time.Since(start).Round(time.Millisecond), errOut)
 		}
 	}
 }

@@ -145,12 +145,8 @@ func verifyURL(c *client.Client, entries bool, v note.Verifier, trustedPath stri
 		return exitError{1, fmt.Sprintf("FAILED: %v", err)}
 	}
 	if trustedPath != "" {
-		tmp := trustedPath + ".tmp"
-		if err := os.WriteFile(tmp, res.Checkpoint, 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, trustedPath); err != nil {
-			return err
+		if err := replaceFile(trustedPath, res.Checkpoint, 0o644); err != nil {
+			return fmt.Errorf("couldn't save the trusted checkpoint: %w", err)
 		}
 	}
 	if !quiet {

@@ -100,7 +100,8 @@ func (s *Server) inclusionProof(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need index < size ≤ %d", n)))
 		return
 	}
-	s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.InclusionProof(idx, size) })
+	hashes, err := s.Ledger.InclusionProof(idx, size)
+	s.writeProof(w, r, hashes, err, map[string]any{"index": idx, "size": size})
 }
 
 // consistencyProof handles GET /v1/proof/consistency?from=A&to=B.
@@ -124,14 +125,18 @@ func (s *Server) consistencyProof(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("need from ≤ to ≤ %d", n)))
 		return
 	}
-	s.writeProof(w, r, func() ([]merkle.Hash, error) { return s.Ledger.ConsistencyProof(from, to) })
+	hashes, err := s.Ledger.ConsistencyProof(from, to)
+	s.writeProof(w, r, hashes, err, map[string]any{"from": from, "to": to})
 }
 
-func (s *Server) writeProof(w http.ResponseWriter, r *http.Request, prove func() ([]merkle.Hash, error)) {
-	hashes, err := prove()
+// writeProof answers with a proof and the parameters it was made for: a
+// size left out is the log's size when the proof was made, which the
+// caller needs in order to check it.
+func (s *Server) writeProof(w http.ResponseWriter, r *http.Request, hashes []merkle.Hash, err error, params map[string]any) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"hashes": b64s(hashes)})
+	params["hashes"] = b64s(hashes)
+	writeJSON(w, http.StatusOK, params)
 }
