@@ -29,10 +29,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/aitrail/aitrail/client"
+	"github.com/aitrail/aitrail/client/internal/text"
 )
 
 // DefaultMaxResponseBytes bounds how much of a response that is not
@@ -54,7 +56,15 @@ type Options struct {
 	// recorded without its body's details. Zero means
 	// DefaultMaxResponseBytes.
 	MaxResponseBytes int
+	// MaxContentBytes is the largest content an event carries, as the
+	// server's limits.max_content_bytes allows; a call whose request and
+	// response together are larger is recorded without content, marked
+	// "aitrail.content_omitted". Zero means DefaultMaxContentBytes.
+	MaxContentBytes int
 }
+
+// DefaultMaxContentBytes is the server's default limits.max_content_bytes.
+const DefaultMaxContentBytes = 16 << 20
 
 type actorKey struct{}
 
@@ -89,6 +99,9 @@ func Middleware(rec *client.Recorder, opts Options) option.Middleware {
 	if opts.MaxResponseBytes <= 0 {
 		opts.MaxResponseBytes = DefaultMaxResponseBytes
 	}
+	if opts.MaxContentBytes <= 0 {
+		opts.MaxContentBytes = DefaultMaxContentBytes
+	}
 	return func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
 		op, ok := recorded(req)
 		if !ok {
@@ -108,7 +121,7 @@ func Middleware(rec *client.Recorder, opts Options) option.Middleware {
 		}
 		c.status = resp.StatusCode
 		if mt := resp.Header.Get("Content-Type"); strings.HasPrefix(mt, "text/event-stream") {
-			c.stream = &streamState{}
+			c.stream = &streamState{legacy: op.name == "text_completion"}
 		}
 		resp.Body = &recordingBody{rc: resp.Body, c: c}
 		return resp, nil
@@ -196,15 +209,27 @@ func (c *call) parseRequest(body []byte) {
 	}
 	set("gen_ai.request.temperature", deref(r.Temperature), r.Temperature != nil)
 	set("gen_ai.request.top_p", deref(r.TopP), r.TopP != nil)
-	set("gen_ai.request.seed", deref(r.Seed), r.Seed != nil)
+	set("gen_ai.request.seed", exact(r.Seed), r.Seed != nil)
 	for _, m := range []*int64{r.MaxTokens, r.MaxCompletionTokens, r.MaxOutputTokens} {
-		set("gen_ai.request.max_tokens", deref(m), m != nil)
+		set("gen_ai.request.max_tokens", exact(m), m != nil)
 	}
 }
 
 func deref[T any](p *T) any {
 	if p == nil {
 		return nil
+	}
+	return *p
+}
+
+// exact returns *p as an attribute keeps it exactly: a number within
+// ±2^53 (the server stores numbers as float64), else its decimal string.
+func exact(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	if v := *p; v > 1<<53 || v < -(1<<53) {
+		return strconv.FormatInt(v, 10)
 	}
 	return *p
 }
@@ -296,7 +321,7 @@ func (c *call) event() client.Event {
 		attrs[k] = v
 	}
 	if c.reqModel != "" {
-		attrs["gen_ai.request.model"] = c.reqModel
+		attrs["gen_ai.request.model"] = text.Attribute(c.reqModel)
 	}
 	if c.status != 0 {
 		attrs["http.response.status_code"] = c.status
@@ -325,6 +350,8 @@ func (c *call) event() client.Event {
 	if c.errType != "" {
 		attrs["error.type"] = c.errType
 	}
+	// What the provider answered is cleaned to what the server accepts.
+	resp.ID, resp.Model = text.Attribute(resp.ID), text.Field(resp.Model)
 	if resp.ID != "" {
 		attrs["gen_ai.response.id"] = resp.ID
 	}
@@ -342,7 +369,7 @@ func (c *call) event() client.Event {
 	}
 	if len(reasons) > 0 {
 		// Attributes are flat, so the list is comma-separated.
-		attrs["gen_ai.response.finish_reasons"] = strings.Join(reasons, ",")
+		attrs["gen_ai.response.finish_reasons"] = text.Attribute(strings.Join(reasons, ","))
 	}
 	if u := resp.Usage; u != nil {
 		for k, v := range map[string]*int64{
@@ -367,7 +394,7 @@ func (c *call) event() client.Event {
 		e.Outcome = "failure"
 	}
 	if c.reqModel != "" || resp.Model != "" {
-		e.Model = &client.Model{Provider: "openai", Name: c.reqModel}
+		e.Model = &client.Model{Provider: "openai", Name: text.Field(c.reqModel)}
 		if e.Model.Name == "" {
 			e.Model.Name = resp.Model
 		} else if resp.Model != "" && resp.Model != c.reqModel {
@@ -376,14 +403,54 @@ func (c *call) event() client.Event {
 	}
 	e.Actor = c.actor()
 	if !c.opts.OmitContent && c.request != nil {
-		content := map[string]json.RawMessage{"request": c.request}
+		content := map[string]json.RawMessage{"request": acceptable(c.request)}
 		// Embedding vectors are derived data, not what anyone said.
 		if respJSON != nil && c.op.typ != "ai.embedding" {
-			content["response"] = respJSON
+			content["response"] = acceptable(respJSON)
 		}
 		e.Content, _ = json.Marshal(content)
+		if len(e.Content) > c.opts.MaxContentBytes {
+			// Refused whole, the call would leave no record at all.
+			e.Content = nil
+			attrs["aitrail.content_omitted"] = true
+		}
 	}
 	return e
+}
+
+// acceptable returns JSON text as the server accepts it in content: text
+// holding invalid UTF-8 or a \uD800–\uDFFF escape (an unpaired surrogate,
+// as when a provider cuts an emoji in two) is decoded and encoded again,
+// which makes what is not a character U+FFFD.
+func acceptable(raw json.RawMessage) json.RawMessage {
+	if utf8.Valid(raw) && !hasSurrogateEscape(raw) {
+		return raw
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber() // numbers as written
+	var v any
+	if d.Decode(&v) != nil {
+		return raw
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+// hasSurrogateEscape reports whether raw holds an escape \uD800 to \uDFFF.
+func hasSurrogateEscape(raw []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], []byte(`\u`))
+		if j < 0 || i+j+3 >= len(raw) {
+			return false
+		}
+		i += j + 2
+		if (raw[i] == 'd' || raw[i] == 'D') && strings.IndexByte("89abcdefABCDEF", raw[i+1]) >= 0 {
+			return true
+		}
+	}
 }
 
 func firstSet(ps ...*int64) *int64 {
@@ -402,7 +469,7 @@ func (c *call) actor() *client.Actor {
 	} else if ca, ok := c.req.Context().Value(actorKey{}).(client.Actor); ok {
 		a = ca
 	} else if c.user != "" {
-		a = client.Actor{ID: c.user, Type: "user"}
+		a = client.Actor{ID: text.Field(c.user), Type: "user"}
 	}
 	if a == (client.Actor{}) {
 		return nil

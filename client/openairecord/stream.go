@@ -17,6 +17,7 @@ const maxStreamIndex = 128
 // have come whole.
 type streamState struct {
 	parser sse.Parser
+	legacy bool // a legacy completion: its choices hold text
 	done   bool // "data: [DONE]" was seen
 	ended  bool // the body was read to its end
 
@@ -224,13 +225,22 @@ func (s *streamState) assemble() json.RawMessage {
 		Message      message `json:"message"`
 		FinishReason string  `json:"finish_reason,omitempty"`
 	}
+	type textChoice struct {
+		Index        int    `json:"index"`
+		Text         string `json:"text"`
+		FinishReason string `json:"finish_reason,omitempty"`
+	}
 	out := struct {
 		ID      string          `json:"id,omitempty"`
 		Model   string          `json:"model,omitempty"`
-		Choices []outChoice     `json:"choices"`
+		Choices []any           `json:"choices"`
 		Usage   json.RawMessage `json:"usage,omitempty"`
-	}{ID: s.id, Model: s.model, Choices: []outChoice{}, Usage: s.usage}
+	}{ID: s.id, Model: s.model, Choices: []any{}, Usage: s.usage}
 	for _, ch := range s.choices {
+		if s.legacy {
+			out.Choices = append(out.Choices, textChoice{Index: ch.Index, Text: ch.Content.String(), FinishReason: ch.FinishReason})
+			continue
+		}
 		m := message{Role: ch.Role, Content: ch.Content.String(), Refusal: ch.Refusal.String()}
 		for _, t := range ch.ToolCalls {
 			m.ToolCalls = append(m.ToolCalls, tc{ID: t.ID, Type: t.Type, Function: fn{Name: t.Name, Arguments: t.Arguments.String()}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -360,5 +361,95 @@ func TestSDKOpenAIMiddleware(t *testing.T) {
 			raw, _ := json.Marshal(full)
 			t.Errorf("event %d: stored content %s", i, raw)
 		}
+	}
+}
+
+
+// TestSDKOpenAIMiddlewareRecordsEveryCall: calls whose events the server
+// would refuse as made (a seed beyond 2^53, an answer cut inside an emoji,
+// a request over the content limit) are recorded all the same, and a
+// streamed legacy completion is recorded in the shape of a whole one.
+func TestSDKOpenAIMiddlewareRecordsEveryCall(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Seed   *int64 `json:"seed"`
+			Stream bool   `json:"stream"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		if r.URL.Path == "/v1/completions" && req.Stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, piece := range []string{`"Hel"`, `"lo"`} {
+				fmt.Fprintf(w, "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"gpt-3.5-turbo-instruct\",\"choices\":[{\"index\":0,\"text\":%s,\"finish_reason\":null}]}\n\n", piece)
+			}
+			fmt.Fprint(w, "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"gpt-3.5-turbo-instruct\",\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+			return
+		}
+		reply := "Hello"
+		if req.Seed != nil && *req.Seed == 7 {
+			reply = `Great job \ud83d` // cut inside a surrogate pair
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"%s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`, reply)
+	}))
+	defer upstream.Close()
+	rec := client.NewRecorder(client.New(s.url, adminToken), client.RecorderOptions{})
+	oai := openai.NewClient(option.WithBaseURL(upstream.URL+"/v1/"), option.WithAPIKey("sk-test"), option.WithMaxRetries(0),
+		option.WithMiddleware(openairecord.Middleware(rec, openairecord.Options{Tenant: "oai"})))
+	ctx := context.Background()
+	chat := func(seed int64, message string) {
+		t.Helper()
+		_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model: openai.ChatModelGPT4o, Seed: openai.Int(seed),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(message)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	chat(math.MaxInt64, "big seed")
+	chat(7, "cut emoji")
+	chat(1, strings.Repeat("a", 17<<20))
+	stream := oai.Completions.NewStreaming(ctx, openai.CompletionNewParams{
+		Model: openai.CompletionNewParamsModelGPT3_5TurboInstruct, Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Say hello")}})
+	for stream.Next() {
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	stream.Close()
+	if err := rec.Close(ctx); err != nil {
+		t.Fatalf("Close: %v; want every call recorded", err)
+	}
+
+	s.waitIndexed()
+	evs := s.allEvents("tenant=oai&type=ai.inference&order=asc")
+	if len(evs) != 4 {
+		t.Fatalf("%d events for 4 calls", len(evs))
+	}
+	content := func(e map[string]any) map[string]any {
+		var full struct {
+			Decrypted map[string]any `json:"decrypted_content"`
+		}
+		s.getJSON("/v1/events/"+e["id"].(string)+"?tenant=oai", &full)
+		return full.Decrypted
+	}
+	reply := func(c map[string]any, field string) any {
+		ch := c["response"].(map[string]any)["choices"].([]any)[0].(map[string]any)
+		if field == "text" {
+			return ch["text"]
+		}
+		return ch["message"].(map[string]any)["content"]
+	}
+	if a := evs[0]["attributes"].(map[string]any); a["gen_ai.request.seed"] != "9223372036854775807" {
+		t.Errorf("seed recorded as %v", a["gen_ai.request.seed"])
+	}
+	if got := reply(content(evs[1]), "message"); got != "Great job \uFFFD" {
+		t.Errorf("the cut answer recorded as %q", got)
+	}
+	if a := evs[2]["attributes"].(map[string]any); a["aitrail.content_omitted"] != true || evs[2]["content"] != nil {
+		t.Errorf("the call over the content limit: %v", evs[2])
+	}
+	if got := reply(content(evs[3]), "text"); got != "Hello" {
+		t.Errorf("the streamed completion recorded as %q; want choices[0].text", got)
 	}
 }
