@@ -364,7 +364,6 @@ func TestSDKOpenAIMiddleware(t *testing.T) {
 	}
 }
 
-
 // TestSDKOpenAIMiddlewareRecordsEveryCall: calls whose events the server
 // would refuse as made (a seed beyond 2^53, an answer cut inside an emoji,
 // a request over the content limit) are recorded all the same, and a
