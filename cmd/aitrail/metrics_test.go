@@ -54,7 +54,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 	for _, family := range []string{
 		"aitrail_http_requests_total", "aitrail_http_request_duration_seconds", "aitrail_ingest_events_total",
 		"aitrail_ledger_commit_records", "aitrail_ledger_commit_seconds", "aitrail_ledger_written_bytes_total",
-		"aitrail_ledger_records", "aitrail_follower_lag_records", "aitrail_ledger_healthy", "aitrail_otlp_items_total",
+		"aitrail_ledger_records", "aitrail_follower_lag_records", "aitrail_ledger_healthy", "aitrail_ledger_sync_failures_total", "aitrail_otlp_items_total",
 		"aitrail_ingest_index_waits_total",
 	} {
 		if !strings.Contains(string(metrics), "\n# TYPE "+family+" ") {

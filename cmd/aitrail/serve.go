@@ -361,7 +361,12 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			func() bool { return led.KeyFilter().Full }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_ledger_key_lookups_total", Help: "Ingest requests that queried the index about ids the filter may have seen."},
 			func() float64 { return float64(led.KeyFilter().Lookups) }),
-		flag("aitrail_ledger_healthy", "1 while the log accepts writes.", func() bool { return led.Err() == nil }),
+		flag("aitrail_ledger_healthy", "1 while the log accepts writes.", func() bool {
+			_, _, _, refusing := led.SyncStatus()
+			return led.Err() == nil && !refusing
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "aitrail_ledger_sync_failures_total", Help: "Failed attempts to make tiles and the checkpoint file durable (ledger.sync_interval); writes are refused once they fail for longer than the grace."},
+			func() float64 { failures, _, _, _ := led.SyncStatus(); return float64(failures) }),
 	)
 
 	followCtx, stopFollow := context.WithCancel(context.Background())
@@ -545,6 +550,12 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 				"sealing": led.SealStatus(), "alert_delivery": notifier.Status()}
 			if err != nil {
 				d["ledger_error"] = err.Error()
+			}
+			if _, since, serr, refusing := led.SyncStatus(); serr != nil {
+				d["checkpoint_sync"] = map[string]any{"failing_since": since.UTC().Format(time.RFC3339), "error": serr.Error(), "writes_refused": refusing}
+				if refusing && err == nil {
+					err = serr
+				}
 			}
 			free, refusing, serr := space.Status()
 			st := map[string]any{"free_bytes": free, "min_free_bytes": cfg.Ledger.MinFreeBytes, "writes_refused": refusing}

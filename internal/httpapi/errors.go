@@ -69,6 +69,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		ae = errorf(http.StatusServiceUnavailable, "pushback", "the log is at capacity; retry after the Retry-After delay")
 	case errors.Is(err, ledger.ErrTooLarge):
 		ae = errorf(http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	case errors.Is(err, ledger.ErrUnsynced):
+		ae = errorf(http.StatusServiceUnavailable, "unavailable", "the log cannot make its checkpoint durable; writes are taken again once it can")
 	case errors.Is(err, ledger.ErrClosed), errors.Is(err, ledger.ErrFailed):
 		ae = errorf(http.StatusServiceUnavailable, "unavailable", "the log is not accepting writes")
 	case errors.Is(err, index.ErrInvalidQuery):

@@ -46,6 +46,11 @@ var (
 	ErrNotFound = errors.New("not in the log")
 	// ErrTooLarge means a record or blob exceeds the ledger's limits.
 	ErrTooLarge = errors.New("record too large")
+	// ErrUnsynced means the tiles and checkpoint file could not be made
+	// durable for longer than Options.SyncGrace: appends are refused until
+	// they can, so that what the checkpoint file does not cover stays
+	// bounded. Nothing was stored; retry later.
+	ErrUnsynced = errors.New("the log's tiles and checkpoint cannot be made durable")
 )
 
 // maxRecordBytes is the largest record: one C2SP entry.
@@ -58,6 +63,7 @@ const (
 	DefaultMaxBatchBytes  = 64 << 20
 	DefaultMaxBlobSize    = 16 << 20
 	DefaultSyncInterval   = time.Second
+	DefaultSyncGrace      = 10 * time.Second
 	DefaultTailEntries    = 16384
 	DefaultPageCacheBytes = 64 << 20
 	DefaultKeyFilterBytes = 128 << 20
@@ -88,6 +94,10 @@ type Options struct {
 	// SyncInterval is how often tiles and the checkpoint are made durable.
 	// Until then they can be rebuilt from the segments.
 	SyncInterval time.Duration
+	// SyncGrace is how long making them durable may keep failing before
+	// Append refuses with ErrUnsynced (default the larger of ten
+	// SyncIntervals and DefaultSyncGrace).
+	SyncGrace time.Duration
 	// Lookup finds where already committed records are by their
 	// idempotency keys, for keys the ledger no longer keeps in memory (see
 	// Forget); keys it does not know are absent from the result. Nil means
@@ -166,6 +176,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.SyncGrace <= 0 {
+		o.SyncGrace = max(10*o.SyncInterval, DefaultSyncGrace)
 	}
 	if o.PageCacheBytes == 0 {
 		o.PageCacheBytes = DefaultPageCacheBytes
@@ -277,6 +290,10 @@ type Ledger struct {
 	forgot     uint64
 	wbuf       []byte
 	failedErr  atomic.Value // the storage failure that stopped appends
+	// syncFailing is, while making tiles and the checkpoint durable
+	// fails, since when and why; syncFailures counts the failed attempts.
+	syncFailing  atomic.Pointer[syncFailure]
+	syncFailures atomic.Uint64
 	madeDirs   map[string]bool
 	packs      map[int]*openPack // by level; owned by the tile writer once open
 
@@ -513,6 +530,9 @@ func (l *Ledger) Checkpoint() []byte { return l.pub.Load().checkpoint }
 // than a context error, nothing was stored. If ctx ends while the items are
 // being committed, they may still be committed.
 func (l *Ledger) Append(ctx context.Context, items []Item) (Receipt, error) {
+	if err := l.syncRefusal(); err != nil {
+		return Receipt{}, err
+	}
 	for _, it := range items {
 		if len(it.Record) == 0 || len(it.Record) > maxRecordBytes {
 			return Receipt{}, fmt.Errorf("%w: record of %d bytes (limit %d)", ErrTooLarge, len(it.Record), maxRecordBytes)
@@ -1126,14 +1146,64 @@ func (l *Ledger) syncLoop() {
 		case <-t.C:
 			if p := l.pub.Load(); p.size != last {
 				if err := l.syncTiles(); err != nil {
-					l.log.Error("couldn't make tiles durable", "err", err)
+					l.syncFailed(err)
 					continue
+				}
+				if f := l.syncFailing.Swap(nil); f != nil {
+					l.log.Info("tiles and checkpoint are durable again", "after", time.Since(f.since).Round(time.Millisecond))
 				}
 				last = p.size
 			}
 			l.snapshotDurable(last)
 		}
 	}
+}
+
+// syncFailure is a run of failures to make tiles and the checkpoint
+// durable.
+type syncFailure struct {
+	since  time.Time
+	err    error
+	logged time.Time // when the run was last logged
+}
+
+// syncFailed notes a failure to make tiles and the checkpoint durable, and
+// logs it at the first failure of a run and every ten seconds after.
+func (l *Ledger) syncFailed(err error) {
+	l.syncFailures.Add(1)
+	now := time.Now()
+	f := &syncFailure{since: now, err: err}
+	if prev := l.syncFailing.Load(); prev != nil {
+		f.since, f.logged = prev.since, prev.logged
+	}
+	if now.Sub(f.logged) >= 10*time.Second {
+		f.logged = now
+		l.log.Error("couldn't make tiles and the checkpoint durable; appends are refused once this lasts longer than the grace",
+			"err", err, "failing_for", now.Sub(f.since).Round(time.Millisecond), "grace", l.opts.SyncGrace)
+	}
+	l.syncFailing.Store(f)
+}
+
+// syncRefusal returns an error wrapping ErrUnsynced once tiles and the
+// checkpoint have not been made durable for longer than SyncGrace.
+func (l *Ledger) syncRefusal() error {
+	f := l.syncFailing.Load()
+	if f == nil || time.Since(f.since) < l.opts.SyncGrace {
+		return nil
+	}
+	return fmt.Errorf("%w (failing for %v): %v", ErrUnsynced, time.Since(f.since).Round(time.Second), f.err)
+}
+
+// SyncStatus reports the failed attempts to make tiles and the checkpoint
+// durable, and the current run of failures: since when and why (a zero
+// time and nil while they succeed). Appends are refused (ErrUnsynced) while
+// refusing is true.
+func (l *Ledger) SyncStatus() (failures uint64, since time.Time, err error, refusing bool) {
+	failures = l.syncFailures.Load()
+	if f := l.syncFailing.Load(); f != nil {
+		since, err = f.since, f.err
+	}
+	return failures, since, err, l.syncRefusal() != nil
 }
 
 // syncTiles makes the tiles of the current published tree durable: partial

@@ -691,3 +691,63 @@ func TestSecretsAreTheLogs(t *testing.T) {
 		t.Fatalf("secrets: %x, again %x, other purpose %x, other log %x", a, again, b, other.Secret("purpose a"))
 	}
 }
+
+// TestAppendsWaitForADurableCheckpoint: while the tiles and checkpoint
+// file cannot be made durable (here the checkpoint's temporary file cannot
+// be created), appends go on for SyncGrace, are then refused with
+// ErrUnsynced, and are taken again once the checkpoint is written; the
+// status says so, and everything acknowledged stays.
+func TestAppendsWaitForADurableCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := newKeys(t).opts()
+	opts.SyncGrace = 200 * time.Millisecond
+	l := open(t, dir, opts)
+	defer l.Close()
+	if _, err := l.Append(ctx, []Item{rec(0)}); err != nil {
+		t.Fatal(err)
+	}
+	blocker := filepath.Join(dir, checkpointFile+".tmp")
+	if err := os.Mkdir(blocker, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n := 1
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for ; time.Now().Before(deadline); n++ {
+		if _, err = l.Append(ctx, []Item{rec(n)}); err != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !errors.Is(err, ErrUnsynced) {
+		t.Fatalf("appends while the checkpoint cannot be written: %v; want ErrUnsynced after the grace", err)
+	}
+	if failures, since, serr, refusing := l.SyncStatus(); failures == 0 || since.IsZero() || serr == nil || !refusing {
+		t.Errorf("status while refusing: %d failures since %v (%v), refusing %v", failures, since, serr, refusing)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err = l.Append(ctx, []Item{rec(n)}); err == nil {
+			break
+		}
+		if !errors.Is(err, ErrUnsynced) || time.Now().After(deadline) {
+			t.Fatalf("appends once the checkpoint can be written: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, since, _, refusing := l.SyncStatus(); !since.IsZero() || refusing {
+		t.Errorf("status once durable again: failing since %v, refusing %v", since, refusing)
+	}
+	entries, err := l.Entries(ctx, 0, n+1)
+	if err != nil || len(entries) != n+1 {
+		t.Fatalf("%d entries, %v; want the %d acknowledged", len(entries), err, n+1)
+	}
+	for i, e := range entries {
+		if !strings.HasPrefix(string(e.Data), fmt.Sprintf("k%d|", i)) {
+			t.Fatalf("record %d: %q", i, e.Data)
+		}
+	}
+}
