@@ -294,8 +294,8 @@ type Ledger struct {
 	// fails, since when and why; syncFailures counts the failed attempts.
 	syncFailing  atomic.Pointer[syncFailure]
 	syncFailures atomic.Uint64
-	madeDirs   map[string]bool
-	packs      map[int]*openPack // by level; owned by the tile writer once open
+	madeDirs     map[string]bool
+	packs        map[int]*openPack // by level; owned by the tile writer once open
 
 	seal   *sealer
 	sealMu sync.Mutex
