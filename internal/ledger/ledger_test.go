@@ -428,6 +428,80 @@ func TestTilesSurviveLostWatermark(t *testing.T) {
 	}
 }
 
+// TestWatermarkDeletedAloneKeepsTheTileCheck: deleting log/tiles-durable
+// (but not the tiles) does not turn the check of the durable tiles off: a
+// changed tile is still refused at start and by Verify, as the checkpoint
+// file says its tiles were durable; it is not cut and rebuilt.
+func TestWatermarkDeletedAloneKeepsTheTileCheck(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	fill(t, dir, k.opts(), 3*merkle.TileWidth+10)
+	pack := packPath(dir, 0, 0)
+	f, err := os.OpenFile(pack, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{0xee}, tileBytes+5)
+	f.Close()
+	if err := os.Remove(filepath.Join(dir, watermarkFile)); err != nil {
+		t.Fatal(err)
+	}
+	want := "tile/0/001"
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), want) {
+		t.Errorf("Verify = %v; want the changed tile reported", err)
+	}
+	if l, err := Open(dir, k.opts()); err == nil {
+		l.Close()
+		t.Fatal("the ledger opened with a changed tile and no watermark")
+	} else if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), want) && !strings.Contains(err.Error(), "record 256 ") {
+		t.Errorf("Open = %v; want the changed tile (records 256 to 511) reported", err)
+	}
+}
+
+// TestMissingPartialTileIsWrittenAgain: a partial tile of the durable tree
+// is derived from records the checkpoint covers; one that is gone is
+// written again at start, and Verify agrees the log is whole.
+func TestMissingPartialTileIsWrittenAgain(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	fill(t, dir, k.opts(), merkle.TileWidth+10)
+	partial := filepath.Join(dir, "tile", "0", "001.p", "10")
+	if err := os.Remove(partial); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+		t.Errorf("Verify = %v", err)
+	}
+	l := open(t, dir, k.opts())
+	l.Append(context.Background(), []Item{rec(100_000)})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+		t.Errorf("Verify after a start = %v", err)
+	}
+}
+
+// TestSegmentCreatedEmptyByACrash: a crash between creating the next
+// segment and writing its header leaves an empty file past the checkpoint;
+// the server starts it again, and Verify accepts it too.
+func TestSegmentCreatedEmptyByACrash(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t)
+	fill(t, dir, k.opts(), 300)
+	if err := os.WriteFile(filepath.Join(dir, segDir, segmentName(300)), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(dir, VerifyOptions{Verifier: k.verifier}); err != nil {
+		t.Errorf("Verify = %v", err)
+	}
+	l := open(t, dir, k.opts())
+	if l.Size() != 300 {
+		t.Errorf("size %d, want 300", l.Size())
+	}
+	l.Close()
+}
+
 func TestUnfinishedCommitIsCutWhole(t *testing.T) {
 	dir := t.TempDir()
 	k := newKeys(t)

@@ -91,6 +91,8 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 	readTile, name := readPackedTile, tileName
 	if unpackedTiles(dir) {
 		readTile, name = readTileFile, merkle.TileID.Path
+	} else if durable, err = durableTiles(dir, durable, cp.Size); err != nil {
+		return rep, err
 	}
 
 	firsts, err := listSegments(filepath.Join(dir, segDir))
@@ -171,6 +173,12 @@ func Verify(dir string, opts VerifyOptions) (VerifyReport, error) {
 		f, size, err := openSegmentFile(path)
 		if err != nil {
 			return rep, err
+		}
+		if size < segHeaderSize && i == len(firsts)-1 && first >= cp.Size {
+			// A crash while the segment was being created: nothing in it
+			// was acknowledged, and the server starts it again.
+			f.Close()
+			break
 		}
 		if err := checkSegHeader(f, first); err != nil {
 			f.Close()
