@@ -13,6 +13,7 @@ import (
 	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -42,6 +43,7 @@ func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apierr.Error
 	var ee *event.Error
+	var behind *ingest.BehindError
 	var te *index.TamperedError
 	switch {
 	case errors.As(err, &ae):
@@ -65,6 +67,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			details = append(details, d)
 		}
 		ae = errorf(status, code, ee.Error(), details...)
+	case errors.As(err, &behind):
+		ae = errorf(http.StatusServiceUnavailable, "pushback", behind.Error()+"; retry after the Retry-After delay")
 	case errors.Is(err, ledger.ErrPushback):
 		ae = errorf(http.StatusServiceUnavailable, "pushback", "the log is at capacity; retry after the Retry-After delay")
 	case errors.Is(err, ledger.ErrTooLarge):

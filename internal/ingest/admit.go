@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -33,9 +34,22 @@ type LagLimit struct {
 // lagPoll is how often a waiting append looks at the lag again.
 const lagPoll = 2 * time.Millisecond
 
+// BehindError is why an append was held back and refused: the followers
+// of the log (the query index, the detector) stayed further behind than
+// the limit allows. It wraps ledger.ErrPushback.
+type BehindError struct {
+	Lag, Max uint64
+}
+
+func (e *BehindError) Error() string {
+	return fmt.Sprintf("the log's followers (query index, detector) are %d records behind, more than index.max_lag (%d)", e.Lag, e.Max)
+}
+
+func (e *BehindError) Unwrap() error { return ledger.ErrPushback }
+
 // Admit returns nil at once if the follower is within Max, else when it
-// comes back within Max; ledger.ErrPushback if that takes longer than Wait,
-// or ctx's error if ctx ends first.
+// comes back within Max; a *BehindError (ledger.ErrPushback) if that takes
+// longer than Wait, or ctx's error if ctx ends first.
 func (l *LagLimit) Admit(ctx context.Context) error {
 	if l.Max == 0 {
 		return nil
@@ -63,7 +77,7 @@ func (l *LagLimit) Admit(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
-			return ledger.ErrPushback
+			return &BehindError{Lag: l.Lag(), Max: l.Max}
 		case <-tick.C:
 		}
 	}

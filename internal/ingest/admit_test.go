@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,7 +37,9 @@ func TestLagLimit(t *testing.T) {
 	lag.Store(500)
 	start := time.Now()
 	_, err := pl.Append(ctx, producer, []event.Event{{Type: "a.b"}})
-	if !errors.Is(err, ledger.ErrPushback) || time.Since(start) < 200*time.Millisecond || len(led.records) != 2 {
+	var behind *BehindError
+	if !errors.Is(err, ledger.ErrPushback) || !errors.As(err, &behind) || behind.Lag != 500 || !strings.Contains(err.Error(), "followers") ||
+		time.Since(start) < 200*time.Millisecond || len(led.records) != 2 {
 		t.Fatalf("append while the follower stays behind: %v after %s, %d records stored", err, time.Since(start), len(led.records))
 	}
 
