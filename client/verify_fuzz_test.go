@@ -48,6 +48,33 @@ func newFuzzLog(n int) *fuzzLog {
 	return l
 }
 
+// serve returns what a C2SP log of l's records serves at path under
+// /log/tile/: an entry bundle or a hash tile; false for anything else.
+func (l *fuzzLog) serve(path string) ([]byte, bool) {
+	n := uint64(len(l.records))
+	id, err := merkle.ParseTilePath(strings.TrimPrefix(path, "/log/"))
+	if err != nil {
+		return nil, false
+	}
+	var data []byte
+	if id.Level == merkle.EntriesLevel {
+		first := id.N * merkle.TileWidth
+		if first+uint64(id.W) > n {
+			return nil, false
+		}
+		for i := first; i < first+uint64(id.W); i++ {
+			data = binary.BigEndian.AppendUint16(data, uint16(len(l.records[i])))
+			data = append(data, l.records[i]...)
+		}
+		return data, true
+	}
+	if (id.N*merkle.TileWidth+uint64(id.W))<<(uint(id.Level)*merkle.TileHeight) > n {
+		return nil, false
+	}
+	data, err = tlog.ReadTileData(tlog.Tile{H: merkle.TileHeight, L: id.Level, N: int64(id.N), W: id.W}, l)
+	return data, err == nil
+}
+
 // FuzzVerify: verify --url reads a checkpoint and tiles from a server it
 // does not trust (beyond the log's key). Whatever the (signed) checkpoint
 // says and however one served byte is corrupted, Verify must not panic, and
@@ -94,33 +121,10 @@ func FuzzVerify(f *testing.F) {
 				w.Write(cp)
 				return
 			}
-			id, err := merkle.ParseTilePath(strings.TrimPrefix(r.URL.Path, "/log/"))
-			if err != nil {
+			data, ok := l.serve(r.URL.Path)
+			if !ok {
 				http.NotFound(w, r)
 				return
-			}
-			var data []byte
-			if id.Level == merkle.EntriesLevel {
-				first := id.N * merkle.TileWidth
-				if first+uint64(id.W) > uint64(n) {
-					http.NotFound(w, r)
-					return
-				}
-				for i := first; i < first+uint64(id.W); i++ {
-					data = binary.BigEndian.AppendUint16(data, uint16(len(l.records[i])))
-					data = append(data, l.records[i]...)
-				}
-			} else {
-				tile := tlog.Tile{H: merkle.TileHeight, L: id.Level, N: int64(id.N), W: id.W}
-				if (int64(id.N)*merkle.TileWidth+int64(id.W))<<(uint(id.Level)*merkle.TileHeight) > int64(n) {
-					http.NotFound(w, r)
-					return
-				}
-				data, err = tlog.ReadTileData(tile, l)
-				if err != nil {
-					http.NotFound(w, r)
-					return
-				}
 			}
 			k := served.Add(1) - 1
 			if corrupt >= 0 && int(k) == int(corrupt)%8 && len(data) > 0 && flip != 0 {

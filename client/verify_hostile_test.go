@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,18 +39,8 @@ func logServer(t *testing.T, l *fuzzLog, answer func(w http.ResponseWriter, r *h
 			w.Write(cp)
 			return
 		}
-		id, err := merkle.ParseTilePath(strings.TrimPrefix(r.URL.Path, "/log/"))
-		if err != nil {
-			http.NotFound(w, r)
-			return
-		}
-		var data []byte
-		if id.Level == merkle.EntriesLevel {
-			for i := id.N * merkle.TileWidth; i < id.N*merkle.TileWidth+uint64(id.W); i++ {
-				data = binary.BigEndian.AppendUint16(data, uint16(len(l.records[i])))
-				data = append(data, l.records[i]...)
-			}
-		} else if data, err = tlog.ReadTileData(tlog.Tile{H: merkle.TileHeight, L: id.Level, N: int64(id.N), W: id.W}, l); err != nil {
+		data, ok := l.serve(r.URL.Path)
+		if !ok {
 			http.NotFound(w, r)
 			return
 		}
