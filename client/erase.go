@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"strings"
 )
 
 // Erasure is the server's answer to EraseSubject.
@@ -29,9 +30,19 @@ type Erasure struct {
 // undone.
 func (c *Client) EraseSubject(ctx context.Context, tenant, subject string) (Erasure, error) {
 	var e Erasure
-	body, err := c.do(ctx, "POST", "/v1/subjects/"+url.PathEscape(tenant)+"/"+url.PathEscape(subject)+"/erase", nil, "")
+	body, err := c.do(ctx, "POST", "/v1/subjects/"+url.PathEscape(tenant)+"/"+pathSegment(subject)+"/erase", nil, "")
 	if err != nil {
 		return e, err
 	}
 	return e, json.Unmarshal(body, &e)
+}
+
+// pathSegment escapes s as one path segment, dots too when it is "." or
+// "..", which a path would otherwise take as a step (the server reads such
+// paths as not canonical).
+func pathSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
 }

@@ -1,6 +1,9 @@
 package client_test
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"testing"
@@ -36,4 +39,25 @@ func jsonTags(t reflect.Type) []string {
 		}
 	}
 	return tags
+}
+
+// TestEraseSubjectNamedWithDots: subjects "." and ".." (actor ids the
+// server accepts) are sent as one escaped path segment, which the server
+// reads as canonical, not as a step of the path.
+func TestEraseSubjectNamedWithDots(t *testing.T) {
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.EscapedPath())
+		w.Write([]byte(`{"tenant":"acme"}`))
+	}))
+	defer srv.Close()
+	for _, subject := range []string{".", "..", "a/b", "..."} {
+		if _, err := client.New(srv.URL, "tok").EraseSubject(context.Background(), "acme", subject); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"/v1/subjects/acme/%2E/erase", "/v1/subjects/acme/%2E%2E/erase", "/v1/subjects/acme/a%2Fb/erase", "/v1/subjects/acme/.../erase"}
+	if !slices.Equal(paths, want) {
+		t.Errorf("paths %q; want %q", paths, want)
+	}
 }

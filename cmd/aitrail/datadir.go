@@ -26,6 +26,7 @@ import (
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 	"github.com/aitrail/aitrail/internal/registry"
+	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
 )
 
 // Files in the data directory.
@@ -78,6 +79,27 @@ func isDataDir(dir string) error {
 		return usageError{fmt.Sprintf("%s is not an aitrail data directory: %v", dir, err)}
 	}
 	return nil
+}
+
+// openCatalog opens the key catalog of the data directory dir. It refuses
+// to create one beside a log that exists (its signing key is there): the
+// catalog holds every data key, salt and token, and a new one would read
+// every stored content as erased, give known subjects new pseudonyms and
+// mint a new root token, without a word.
+func openCatalog(dir string) (*sqlitestore.Catalog, error) {
+	path := filepath.Join(dir, catalogFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(dir, signerKeyFile)); err == nil {
+			return nil, fmt.Errorf("the key catalog %s is missing, but this data directory holds a log (%s): restore %s from a backup "+
+				"(made after the newest keys, or content sealed under later keys stays unreadable); a new, empty one is not created over an existing log",
+				path, signerKeyFile, catalogFile)
+		}
+	}
+	catalog, err := sqlitestore.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't open catalog: %w", err)
+	}
+	return catalog, nil
 }
 
 // keySource says where the master key is: a file, a Vault transit key

@@ -51,14 +51,17 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
+	if err := isDataDir(*data); err != nil {
+		return err
+	}
 	lock, err := lockData(*data, true)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	catalog, err := sqlitestore.Open(filepath.Join(*data, catalogFile))
+	catalog, err := openCatalog(*data)
 	if err != nil {
-		return fmt.Errorf("couldn't open catalog: %w", err)
+		return err
 	}
 	defer catalog.Close()
 	ctx := context.Background()

@@ -126,3 +126,35 @@ func TestMissingMasterKeyIsNotReplaced(t *testing.T) {
 		t.Fatalf("a master key file was written: %v", err)
 	}
 }
+
+// TestMissingCatalogIsNotReplaced: a data directory whose log exists but
+// whose key catalog is gone is refused, naming the file to restore; a new
+// catalog would read all content as erased, give every subject new
+// pseudonyms and mint a new root token. The keys command needs a data
+// directory and does not make a catalog anywhere else.
+func TestMissingCatalogIsNotReplaced(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	postN(s, "a", 3)
+	s.stop()
+	for _, f := range []string{catalogFile, catalogFile + "-wal", catalogFile + "-shm"} {
+		os.Remove(filepath.Join(data, f))
+	}
+	code, errOut := runChild(t, time.Minute, "serve", "--data", data, "--addr", freeAddr(t))
+	if code != 1 || !strings.Contains(errOut, "catalog.db is missing") || !strings.Contains(errOut, "restore") {
+		t.Fatalf("start without the catalog: exit %d %q", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(data, catalogFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a catalog was made: %v", err)
+	}
+
+	empty := t.TempDir()
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	t.Setenv("AITRAIL_MASTER_KEY", key)
+	if code, _, errOut := runCLI("keys", "list", "--data", empty); code == 0 || !strings.Contains(errOut, "not an aitrail data directory") {
+		t.Fatalf("keys list on an empty directory: exit %d %q", code, errOut)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Fatalf("keys list wrote %d files into a directory that is not a data directory", len(entries))
+	}
+}

@@ -146,9 +146,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	}
 	defer lock.Close()
 
-	catalog, err := sqlitestore.Open(filepath.Join(cfg.DataDir, catalogFile))
+	catalog, err := openCatalog(cfg.DataDir)
 	if err != nil {
-		return fmt.Errorf("couldn't open catalog: %w", err)
+		return err
 	}
 	defer catalog.Close()
 	// Finish (or undo) a key rotation that stopped half way, before the
