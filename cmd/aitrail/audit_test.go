@@ -109,3 +109,34 @@ func TestReadsAreRecorded(t *testing.T) {
 		t.Errorf("access.attempt records %v; want 30 bad tokens and 3 refusals counted in a few records", attempts)
 	}
 }
+
+// TestReadRecordsKeepPseudonymsApart: a search by a person's id across
+// tenants is recorded in each tenant with that tenant's pseudonym only;
+// one record holding all of them would link the person's pseudonyms
+// across tenants (and survive the erasure of one of them), and show a
+// reader of one tenant that the person is known in another.
+func TestReadRecordsKeepPseudonymsApart(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	for _, tenant := range []string{"acme", "globex"} {
+		s.post(map[string]any{"type": "api.call", "tenant": tenant, "id": "z-" + tenant, "actor": map[string]any{"id": "zed", "type": "user"}})
+	}
+	s.waitIndexed()
+	if code, _ := s.do("GET", "/v1/events?actor=zed", adminToken, "", nil); code != 200 {
+		t.Fatalf("query: %d", code)
+	}
+	s.waitIndexed()
+	for _, tenant := range []string{"acme", "globex"} {
+		var ev map[string]any
+		s.getJSON("/v1/events/z-"+tenant+"?tenant="+tenant, &ev)
+		own := ev["actor"].(map[string]any)["id"].(string)
+		var filters []string
+		for _, e := range s.allEvents("type=log.access&tenant=" + tenant) {
+			if e["action"] == "events.query" {
+				filters = append(filters, e["attributes"].(map[string]any)["log.access.filter"].(string))
+			}
+		}
+		if len(filters) != 1 || strings.Count(filters[0], "hmac-sha256") != 1 || !strings.Contains(filters[0], strings.TrimPrefix(own, "hmac-sha256:")) {
+			t.Errorf("tenant %s: read records with filters %q; want one naming only its pseudonym %s", tenant, filters, own)
+		}
+	}
+}

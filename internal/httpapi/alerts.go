@@ -120,7 +120,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 		tenant = readTenant
 	}
 	if err := s.recordRead(r.Context(), p, "alerts.list", tenant, perTenant,
-		map[string]any{"log.access.filter": recordedFilter(v, nil), "log.access.alert_records": n}); err != nil {
+		sameAttrs(map[string]any{"log.access.filter": recordedFilter(v, nil), "log.access.alert_records": n})); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

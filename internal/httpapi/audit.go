@@ -69,15 +69,16 @@ type accessCounts struct {
 }
 
 // recordRead appends one log.access record per tenant whose records the
-// read returned (or one in tenant, when it returned none).
-func (s *Server) recordRead(ctx context.Context, p authz.Principal, action, tenant string, perTenant map[string]int, attrs map[string]any) error {
+// read returned (or one in tenant, when it returned none), with the
+// attributes attrs gives for that tenant.
+func (s *Server) recordRead(ctx context.Context, p authz.Principal, action, tenant string, perTenant map[string]int, attrs func(tenant string) map[string]any) error {
 	if len(perTenant) == 0 {
 		perTenant = map[string]int{tenant: 0}
 	}
 	var evs []event.Event
 	for _, t := range slices.Sorted(maps.Keys(perTenant)) {
 		a := map[string]any{"log.access.records": perTenant[t], "aitrail.token_id": p.TokenID}
-		maps.Copy(a, attrs)
+		maps.Copy(a, attrs(t))
 		evs = append(evs, event.Event{
 			Type: "log.access", Tenant: t, Action: action, Outcome: "success",
 			Actor: &event.Actor{ID: p.TokenID, Type: "service"}, Attributes: a,
@@ -87,6 +88,11 @@ func (s *Server) recordRead(ctx context.Context, p authz.Principal, action, tena
 		return fmt.Errorf("couldn't record the read in the log, so it is refused: %w", err)
 	}
 	return nil
+}
+
+// sameAttrs gives recordRead the same attributes for every tenant.
+func sameAttrs(a map[string]any) func(string) map[string]any {
+	return func(string) map[string]any { return a }
 }
 
 // recordedFilter is a query's filter as a log.access record keeps it: an

@@ -162,13 +162,18 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q.Tenants = p.VisibleTenants()
-	if err := s.actorPseudonyms(r.Context(), &q); err != nil {
+	pseudonyms, err := s.actorPseudonyms(r.Context(), &q)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	searched := q.Actors
-	if q.Actor != "" {
-		searched = []string{q.Actor}
+	// The actor searched for, as each tenant's record of the read names it.
+	searched := func(tenant string) map[string]any {
+		actors := []string{q.Actor} // a pseudonym as given, or none
+		if pseudonyms != nil {
+			actors = []string{pseudonyms[tenant]}
+		}
+		return map[string]any{"log.access.filter": recordedFilter(r.URL.Query(), actors)}
 	}
 	page, err := s.Index.Query(r.Context(), q)
 	if err != nil {
@@ -186,8 +191,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 			tenant = ts[0]
 		}
 	}
-	if err := s.recordRead(r.Context(), p, "events.query", tenant, perTenant,
-		map[string]any{"log.access.filter": recordedFilter(r.URL.Query(), searched)}); err != nil {
+	if err := s.recordRead(r.Context(), p, "events.query", tenant, perTenant, searched); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -304,10 +308,10 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 		out["checkpoint"] = cj
 	}
 	_, shown := out["decrypted_content"]
-	if err := s.recordRead(r.Context(), p, "events.get", hit.Tenant, map[string]int{hit.Tenant: 1}, map[string]any{
+	if err := s.recordRead(r.Context(), p, "events.get", hit.Tenant, map[string]int{hit.Tenant: 1}, sameAttrs(map[string]any{
 		"log.access.event_id": r.PathValue("id"), "log.access.index": hit.Index,
 		"log.access.content_shown": shown, "log.access.proof": wantProof,
-	}); err != nil {
+	})); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

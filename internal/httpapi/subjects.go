@@ -28,10 +28,12 @@ type Scrubber interface {
 // pseudonyms it has in the tenants the query may reach, and the id itself
 // (service and system actors are stored as sent). A filter that is already
 // a pseudonym is kept. A person who is unknown, or erased, has no pseudonym,
-// and the query then finds nothing.
-func (s *Server) actorPseudonyms(ctx context.Context, q *index.Query) error {
+// and the query then finds nothing. It returns the pseudonym of each tenant
+// that has one: the record of the read in a tenant names only that
+// tenant's, which would otherwise link them.
+func (s *Server) actorPseudonyms(ctx context.Context, q *index.Query) (map[string]string, error) {
 	if q.Actor == "" || s.Subjects == nil || strings.HasPrefix(q.Actor, crypto.PseudonymPrefix) {
-		return nil
+		return nil, nil
 	}
 	tenants := []string{q.Tenant}
 	if q.Tenant == "" {
@@ -39,22 +41,24 @@ func (s *Server) actorPseudonyms(ctx context.Context, q *index.Query) error {
 		if tenants == nil {
 			var err error
 			if tenants, err = s.Scrubber.Tenants(ctx); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	q.Actors = []string{q.Actor}
+	byTenant := map[string]string{}
 	for _, t := range tenants {
 		sub, ok, err := s.Subjects.LookupSubject(ctx, t, q.Actor)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok {
-			q.Actors = append(q.Actors, sub.Pseudonym(q.Actor))
+			byTenant[t] = sub.Pseudonym(q.Actor)
+			q.Actors = append(q.Actors, byTenant[t])
 		}
 	}
 	q.Actor = ""
-	return nil
+	return byTenant, nil
 }
 
 // eraseSubject handles POST /v1/subjects/{tenant}/{subject}/erase: destroy
