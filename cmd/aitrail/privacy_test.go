@@ -173,6 +173,20 @@ func TestErasure(t *testing.T) {
 	if code, out, errOut := runCLI("verify", "--data", data, "--quiet"); code != 0 {
 		t.Fatalf("verify after erasure: %d %s %s", code, out, errOut)
 	}
+	// A rebuilt index applies the erasure record again: the pseudonym
+	// stays out of it.
+	if code, out, errOut := runCLI("reindex", "--data", data); code != 0 {
+		t.Fatalf("reindex: %d %s %s", code, out, errOut)
+	}
+	s = startServer(t, data)
+	s.waitIndexed()
+	if n := len(s.allEvents("actor=" + pseudonym)); n != 0 {
+		t.Errorf("after reindex, a search for alice's former pseudonym finds %d events", n)
+	}
+	if n := len(s.allEvents("actor=bob")); n != 3 {
+		t.Errorf("after reindex, bob has %d events; want 3", n)
+	}
+	s.stop()
 	// The destroyed key is gone from the catalog's files, not just unlinked.
 	for _, f := range grepData(t, data, keyID) {
 		if strings.Contains(filepath.Base(f), "catalog") {

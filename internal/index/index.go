@@ -43,6 +43,7 @@
 package index
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -528,7 +529,41 @@ type row struct {
 //
 // Apply parses records on GOMAXPROCS-1 (at least one) other goroutines
 // while it writes.
+//
+// A privacy.erasure record among them scrubs its pseudonym from the rows
+// before it (ScrubActor), once they are committed: rows of events indexed
+// after the erasure answered, and every row of an index rebuilt from the
+// log, lose it as the erasure did.
 func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
+	if err := ix.apply(ctx, entries); err != nil {
+		return err
+	}
+	return ix.scrubErased(ctx, entries)
+}
+
+// erasureMark is how a privacy.erasure record's canonical form names its
+// type; the server alone writes such records (ingest.ServerTypes).
+var erasureMark = []byte(`"type":"privacy.erasure"`)
+
+// scrubErased scrubs the pseudonyms that the privacy.erasure records among
+// entries name from the index.
+func (ix *Index) scrubErased(ctx context.Context, entries []ledger.Entry) error {
+	for _, e := range entries {
+		if !bytes.Contains(e.Data, erasureMark) {
+			continue
+		}
+		rec, err := event.RecordFrom(e.Value, e.Data)
+		if err != nil || rec.Type != "privacy.erasure" || rec.Resource == nil || rec.Resource.ID == "" {
+			continue
+		}
+		if _, err := ix.ScrubActor(ctx, rec.Tenant, rec.Resource.ID); err != nil {
+			return fmt.Errorf("couldn't apply the erasure at %d: %w", e.Index, err)
+		}
+	}
+	return nil
+}
+
+func (ix *Index) apply(ctx context.Context, entries []ledger.Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
