@@ -158,3 +158,43 @@ func TestMissingCatalogIsNotReplaced(t *testing.T) {
 		t.Fatalf("keys list wrote %d files into a directory that is not a data directory", len(entries))
 	}
 }
+
+// TestOlderCatalogIsNotErasure: content whose data key is missing from a
+// catalog restored from an older backup is reported as unavailable, not
+// as erased: nothing was erased, and the log holds no erasure record.
+func TestOlderCatalogIsNotErasure(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	s.post(map[string]any{"type": "ai.inference", "id": "before", "actor": map[string]any{"id": "u1"}, "content": map[string]any{"prompt": "one"}})
+	s.stop()
+	backup := t.TempDir()
+	catalogs, _ := filepath.Glob(filepath.Join(data, catalogFile+"*"))
+	for _, f := range catalogs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(backup, filepath.Base(f)), b, 0o600)
+	}
+	s = startServer(t, data)
+	s.post(map[string]any{"type": "ai.inference", "id": "after", "actor": map[string]any{"id": "u2"}, "content": map[string]any{"prompt": "two"}})
+	s.stop()
+	for _, f := range catalogs {
+		os.Remove(f)
+	}
+	restored, _ := filepath.Glob(filepath.Join(backup, "*"))
+	for _, f := range restored {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(filepath.Join(data, filepath.Base(f)), b, 0o600)
+	}
+	s = startServer(t, data)
+	var before, after map[string]any
+	s.getJSON("/v1/events/before", &before)
+	s.getJSON("/v1/events/after", &after)
+	if dc, _ := before["decrypted_content"].(map[string]any); dc["prompt"] != "one" {
+		t.Errorf("content under a key the backup holds: %v", before)
+	}
+	if after["content_erased"] != nil || after["decrypted_content"] != nil || after["content_unavailable"] == nil {
+		t.Errorf("content under a key the backup lacks: erased %v, unavailable %v; want it unavailable, not erased", after["content_erased"], after["content_unavailable"])
+	}
+}

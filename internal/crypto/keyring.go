@@ -19,6 +19,11 @@ var (
 	// ErrNotFound means a data key is not in the catalog. For Open it also
 	// wraps ErrDecrypt: content whose key is gone cannot be read.
 	ErrNotFound = errors.New("crypto: not found")
+	// ErrErased means a data key was destroyed by an erasure (DeleteScope):
+	// unlike a key that is merely not in the catalog (one restored from a
+	// backup older than the key), its content is gone on purpose. It wraps
+	// ErrNotFound.
+	ErrErased = fmt.Errorf("%w: erased", ErrNotFound)
 	// ErrExists means a KeyStore already holds the id (or check value).
 	ErrExists = errors.New("crypto: already exists")
 	// ErrDecrypt means a blob did not authenticate: wrong key, wrong
@@ -64,7 +69,8 @@ type KeyStore interface {
 	// them exists or two of them share an ID. After another failure they
 	// may or may not have been stored, as with PutKey.
 	PutKeys(ctx context.Context, keys []WrappedKey) error
-	// GetKey returns the key with id, or an error wrapping ErrNotFound.
+	// GetKey returns the key with id, or an error wrapping ErrErased for a
+	// key DeleteScope destroyed, or ErrNotFound for one never stored.
 	GetKey(ctx context.Context, id string) (WrappedKey, error)
 	// CurrentKey returns the key for scope that was stored last, ok=false if
 	// the scope has none.
@@ -81,8 +87,8 @@ type KeyStore interface {
 	// catalog whose master key was never rotated.
 	KEKVersions(ctx context.Context) ([]KEKVersion, error)
 	// DeleteScope destroys every key of scope, durably and so that the
-	// wrapped bytes do not linger in the store's files, and returns their
-	// ids. A scope with no keys is not an error.
+	// wrapped bytes do not linger in the store's files, keeps their ids as
+	// erased, and returns them. A scope with no keys is not an error.
 	DeleteScope(ctx context.Context, scope string) (ids []string, err error)
 	// Rotate applies a master key rotation atomically and durably: every
 	// key in r.Rewrapped replaces the stored key of the same ID, the keys

@@ -275,9 +275,15 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	if p.Has(authz.RoleReadContent) && out["content"] != nil {
 		plain, err := s.openContent(w, r, hit)
 		switch {
-		case errors.Is(err, crypto.ErrNotFound):
+		case errors.Is(err, crypto.ErrErased):
 			// Its key was destroyed: the subject was erased.
 			out["content_erased"] = json.RawMessage("true")
+		case errors.Is(err, crypto.ErrNotFound):
+			// Not erased, and yet the key is not in the catalog: one
+			// restored from a backup older than the key, say.
+			s.log.Error("content cannot be read: its data key is not in the key catalog, and was not erased",
+				"tenant", hit.Tenant, "index", hit.Index, "err", err)
+			out["content_unavailable"] = json.RawMessage(`"its data key is not in the key catalog (restored from an older backup?); it was not erased"`)
 		case err != nil:
 			s.writeError(w, r, err)
 			return

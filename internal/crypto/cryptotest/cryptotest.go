@@ -22,6 +22,7 @@ type MemKeyStore struct {
 	keys     []crypto.WrappedKey // in insertion order
 	check    []byte
 	versions []crypto.KEKVersion
+	erased   map[string]bool // ids DeleteScope destroyed
 }
 
 var _ crypto.KeyStore = (*MemKeyStore)(nil)
@@ -61,6 +62,9 @@ func (m *MemKeyStore) GetKey(_ context.Context, id string) (crypto.WrappedKey, e
 			e.Wrapped = bytes.Clone(e.Wrapped)
 			return e, nil
 		}
+	}
+	if m.erased[id] {
+		return crypto.WrappedKey{}, fmt.Errorf("key %q: %w", id, crypto.ErrErased)
 	}
 	return crypto.WrappedKey{}, fmt.Errorf("key %q: %w", id, crypto.ErrNotFound)
 }
@@ -126,6 +130,12 @@ func (m *MemKeyStore) DeleteScope(_ context.Context, scope string) ([]string, er
 		}
 		return false
 	})
+	if m.erased == nil {
+		m.erased = map[string]bool{}
+	}
+	for _, id := range ids {
+		m.erased[id] = true
+	}
 	return ids, nil
 }
 
@@ -369,8 +379,11 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		if err != nil || !slices.Equal(ids, []string{"dk-a1", "dk-a2"}) {
 			t.Fatalf("DeleteScope = %v, %v", ids, err)
 		}
-		if _, err := s.GetKey(ctx, "dk-a1"); !errors.Is(err, crypto.ErrNotFound) {
-			t.Errorf("deleted key still readable: %v", err)
+		if _, err := s.GetKey(ctx, "dk-a1"); !errors.Is(err, crypto.ErrErased) {
+			t.Errorf("deleted key: %v; want ErrErased", err)
+		}
+		if _, err := s.GetKey(ctx, "dk-never"); !errors.Is(err, crypto.ErrNotFound) || errors.Is(err, crypto.ErrErased) {
+			t.Errorf("a key never stored: %v; want ErrNotFound, not ErrErased", err)
 		}
 		if _, ok, _ := s.CurrentKey(ctx, "acme"); ok {
 			t.Error("deleted scope still has a current key")

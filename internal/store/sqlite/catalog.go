@@ -14,6 +14,7 @@ package sqlitestore
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -73,6 +74,11 @@ var migrations = []string{
 		version    INTEGER PRIMARY KEY,
 		kek_id     TEXT    NOT NULL UNIQUE,
 		created_at INTEGER NOT NULL
+	) STRICT;`,
+	`CREATE TABLE erased_keys ( -- data keys an erasure destroyed, by the SHA-256 of their id, so
+		-- that the id itself, like the key, leaves the file (secure_delete)
+		id_sha256 BLOB    PRIMARY KEY,
+		erased_at INTEGER NOT NULL -- Unix nanoseconds
 	) STRICT;`,
 }
 
@@ -223,6 +229,13 @@ func scanKey(row scanner) (crypto.WrappedKey, error) {
 func (c *Catalog) GetKey(ctx context.Context, id string) (crypto.WrappedKey, error) {
 	k, err := scanKey(c.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM data_keys WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
+		var erased int
+		if err := c.db.QueryRowContext(ctx, `SELECT count(*) FROM erased_keys WHERE id_sha256 = ?`, idHash(id)).Scan(&erased); err != nil {
+			return crypto.WrappedKey{}, fmt.Errorf("sqlitestore: couldn't read data key %q: %w", id, err)
+		}
+		if erased > 0 {
+			return crypto.WrappedKey{}, fmt.Errorf("sqlitestore: data key %q: %w", id, crypto.ErrErased)
+		}
 		return crypto.WrappedKey{}, fmt.Errorf("sqlitestore: data key %q: %w", id, crypto.ErrNotFound)
 	}
 	if err != nil {
@@ -314,7 +327,12 @@ func (c *Catalog) KEKVersions(ctx context.Context) ([]crypto.KEKVersion, error) 
 // the write-ahead log is checkpointed and truncated afterwards, so that no
 // copy of a destroyed wrapped key stays in either file.
 func (c *Catalog) DeleteScope(ctx context.Context, scope string) ([]string, error) {
-	rows, err := c.db.QueryContext(ctx, `DELETE FROM data_keys WHERE scope = ? RETURNING id`, scope)
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `DELETE FROM data_keys WHERE scope = ? RETURNING id`, scope)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
 	}
@@ -333,12 +351,27 @@ func (c *Catalog) DeleteScope(ctx context.Context, scope string) ([]string, erro
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
 	}
+	now := time.Now().UnixNano()
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased_keys (id_sha256, erased_at) VALUES (?, ?)`, idHash(id), now); err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't note the erased keys: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
 	if len(ids) > 0 {
 		if _, err := c.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 			return ids, fmt.Errorf("sqlitestore: couldn't checkpoint after deleting keys: %w", err)
 		}
 	}
 	return ids, nil
+}
+
+// idHash is how erased_keys names a data key.
+func idHash(id string) []byte {
+	h := sha256.Sum256([]byte(id))
+	return h[:]
 }
 
 // Rotate implements crypto.KeyStore, in one transaction.
