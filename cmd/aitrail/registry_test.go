@@ -64,7 +64,7 @@ func TestModelRegistry(t *testing.T) {
 	prod := map[string]any{"deployment.environment.name": "production", "service.name": "scoring"}
 
 	// Invalid deploys and forged markers are refused, and nothing is stored.
-	before := s.size()
+	before := s.settledSize() // the tokens' creation and their alerts
 	code, body := postAs(s, acme, deployEvent("acme", "ok-but-batched", "v1", prod),
 		map[string]any{"type": "model.deploy", "tenant": "acme", "model": map[string]any{"name": "fraud"}})
 	if code != http.StatusBadRequest || !strings.Contains(body, `"field":"events[1].model.version"`) {

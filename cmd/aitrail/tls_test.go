@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -233,7 +234,11 @@ func TestCommandsGiveUpOnServersThatStopAnswering(t *testing.T) {
 			go func() {
 				defer conns.Done()
 				defer c.Close()
-				// The status line, then a byte now and then.
+				// The request is read; then the status line, then a byte
+				// now and then.
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
 				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"))
 				for {
 					select {
