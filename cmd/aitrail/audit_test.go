@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +139,30 @@ func TestReadRecordsKeepPseudonymsApart(t *testing.T) {
 		if len(filters) != 1 || strings.Count(filters[0], "hmac-sha256") != 1 || !strings.Contains(filters[0], strings.TrimPrefix(own, "hmac-sha256:")) {
 			t.Errorf("tenant %s: read records with filters %q; want one naming only its pseudonym %s", tenant, filters, own)
 		}
+	}
+}
+
+// TestCursorsKeepTheirActor: a cursor of a search by actor is refused with
+// another actor or none, as with any other changed filter.
+func TestCursorsKeepTheirActor(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	for i := range 3 {
+		s.post(map[string]any{"type": "api.call", "id": fmt.Sprintf("u1-%d", i), "actor": map[string]any{"id": "u-1", "type": "user"}})
+	}
+	s.waitIndexed()
+	var page struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	s.getJSON("/v1/events?actor=u-1&limit=1", &page)
+	if page.NextCursor == "" {
+		t.Fatal("no cursor")
+	}
+	for _, filter := range []string{"actor=u-2&", "", "actor=u-1&type=api.call&"} {
+		if code, body := s.do("GET", "/v1/events?"+filter+"limit=1&cursor="+page.NextCursor, adminToken, "", nil); code != 400 {
+			t.Errorf("the cursor with %q: %d %s; want 400", filter, code, body)
+		}
+	}
+	if code, body := s.do("GET", "/v1/events?actor=u-1&limit=1&cursor="+page.NextCursor, adminToken, "", nil); code != 200 {
+		t.Errorf("the cursor with its own filter: %d %s", code, body)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -685,4 +686,52 @@ func TestQueryErrorsSayItOnce(t *testing.T) {
 		t.Fatalf("exit %d, %q; want 1, %q", code, errOut, want)
 	}
 	s.stop()
+}
+
+// TestTailFollowsPagesThatEndAtTheScanLimit: a search page that ends at
+// the server's scan limit with nothing found carries a cursor; tail goes on
+// from it instead of asking the same again for ever, and starts after the
+// log's newest record rather than printing old matches.
+func TestTailFollowsPagesThatEndAtTheScanLimit(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/log/checkpoint":
+			fmt.Fprintf(w, "example/log\n800000\n%s\n\n— example/log AAAA\n", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+		case r.URL.Path == "/v1/events":
+			mu.Lock()
+			queries = append(queries, r.URL.RawQuery)
+			mu.Unlock()
+			q := r.URL.Query()
+			switch {
+			case q.Get("after") != "799999":
+				fmt.Fprint(w, `{"events":[{"id":"old-match","index":7}],"next_cursor":""}`)
+			case q.Get("cursor") == "":
+				fmt.Fprint(w, `{"events":[],"next_cursor":"scanned-to-262143"}`)
+			case q.Get("cursor") == "scanned-to-262143":
+				fmt.Fprint(w, `{"events":[{"id":"new-match","index":900000}],"next_cursor":""}`)
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	cmd := exec.Command(os.Args[0], "tail", "--url", srv.URL, "--token", "t", "--interval", "50ms", "--q", "secretacme")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out := &syncBuffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "new-match") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := out.String(); !strings.Contains(got, "new-match") || strings.Contains(got, "old-match") {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("tail printed %q after queries %q; want the match beyond the scan limit and no old one", got, queries)
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/aitrail/aitrail/client"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/merkle"
 )
 
 // queryFlags are the filters shared by query and tail.
@@ -192,13 +194,12 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 	v.Set("order", "asc")
 	v.Set("limit", "1000")
 	if !*all {
-		// Start after the newest existing event.
-		nv := qf.values()
-		nv.Set("order", "desc")
-		nv.Set("limit", "1")
-		var p client.Page
+		// Start after the log's newest record: a search for the newest
+		// matching event could end its page at the server's scan limit
+		// before finding one, and what matched before is not for tail.
+		var cp []byte
 		for {
-			if p, err = c.Query(ctx, nv); err == nil || refused(err) || ctx.Err() != nil {
+			if cp, err = c.Checkpoint(ctx); err == nil || refused(err) || ctx.Err() != nil {
 				break
 			}
 			fmt.Fprintf(stderr, "aitrail tail: %v (retrying)\n", err)
@@ -213,15 +214,18 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if len(p.Events) > 0 {
-			var e struct {
-				Index uint64 `json:"index"`
-			}
-			json.Unmarshal(p.Events[0], &e)
-			v.Set("after", fmt.Sprint(e.Index))
+		body, _, _ := bytes.Cut(cp, []byte("\n\n"))
+		head, err := merkle.ParseCheckpoint(append(body, '\n'))
+		if err != nil {
+			return fmt.Errorf("the server's checkpoint: %w", err)
+		}
+		if head.Size > 0 {
+			v.Set("after", fmt.Sprint(head.Size-1))
 		}
 	}
 	own := tokenID(*qf.token)
+	var last uint64
+	var seen bool
 	for {
 		p, err := c.Query(ctx, v)
 		if ctx.Err() != nil {
@@ -240,7 +244,7 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 				Attributes map[string]any `json:"attributes"`
 			}
 			json.Unmarshal(e, &ix)
-			v.Set("after", fmt.Sprint(ix.Index))
+			last, seen = ix.Index, true
 			// Every poll is itself recorded; tail does not print the
 			// records of its own polling.
 			if ix.Type == "log.access" && ix.Attributes["aitrail.token_id"] == own {
@@ -248,9 +252,17 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintln(stdout, string(e))
 		}
-		v.Del("cursor")
-		if err == nil && len(p.Events) == 1000 {
+		// A page that ends before the log does (full, or a search that
+		// reached the server's scan limit, even with nothing found) goes
+		// on from its cursor, with the same filters; then from the last
+		// event printed.
+		if err == nil && p.NextCursor != "" {
+			v.Set("cursor", p.NextCursor)
 			continue
+		}
+		v.Del("cursor")
+		if seen {
+			v.Set("after", fmt.Sprint(last))
 		}
 		select {
 		case <-ctx.Done():

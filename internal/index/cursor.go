@@ -101,5 +101,14 @@ func (q *Query) fingerprint(desc bool) []byte {
 		str(strconv.FormatUint(*q.After, 10))
 	}
 	str(string(orderByte(desc)))
+	// The actors an actor filter was resolved to (Actors, which replaces
+	// Actor), last and only when set, so that cursors of queries without
+	// them keep their fingerprints.
+	if q.Actors != nil {
+		str("actors")
+		for _, a := range q.Actors {
+			str(a)
+		}
+	}
 	return h.Sum(nil)
 }
