@@ -103,7 +103,7 @@ func (e *APIError) Temporary() bool {
 }
 
 // maxAnswer bounds an answer of the API (a page of events with content,
-// say); the log's endpoints have tighter bounds (getLog).
+// say); the log's endpoints have tighter bounds (Checkpoint, fetchTile).
 const maxAnswer = 256 << 20
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string) ([]byte, error) {
