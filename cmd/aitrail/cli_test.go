@@ -295,14 +295,7 @@ func TestTailCLI(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	s.post(map[string]any{"type": "ai.inference", "id": "old"})
 	s.waitIndexed()
-	cmd := exec.Command(os.Args[0], "tail", "--url", s.url, "--token", adminToken, "--interval", "50ms", "--type", "ai.*")
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	out := &syncBuffer{}
-	cmd.Stdout = out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	out := startTail(t, "--url", s.url, "--token", adminToken, "--interval", "50ms", "--type", "ai.*")
 	// Wait until tail is following: it prints an event written after it
 	// started.
 	warm := 0
@@ -328,14 +321,7 @@ func TestTailCLI(t *testing.T) {
 
 	// Without a type filter tail still does not print the log.access
 	// records of its own polling (each poll is recorded).
-	all := exec.Command(os.Args[0], "tail", "--url", s.url, "--token", adminToken, "--interval", "50ms")
-	all.Env = append(os.Environ(), childEnv+"=1")
-	allOut := &syncBuffer{}
-	all.Stdout = allOut
-	if err := all.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer all.Process.Kill()
+	allOut := startTail(t, "--url", s.url, "--token", adminToken, "--interval", "50ms")
 	time.Sleep(500 * time.Millisecond) // ten polls, each recorded
 	s.post(map[string]any{"type": "ai.inference", "id": "after-polls"})
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(allOut.String(), `"id":"after-polls"`); time.Sleep(50 * time.Millisecond) {
@@ -718,14 +704,7 @@ func TestTailFollowsPagesThatEndAtTheScanLimit(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	cmd := exec.Command(os.Args[0], "tail", "--url", srv.URL, "--token", "t", "--interval", "50ms", "--q", "secretacme")
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	out := &syncBuffer{}
-	cmd.Stdout = out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	out := startTail(t, "--url", srv.URL, "--token", "t", "--interval", "50ms", "--q", "secretacme")
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "new-match") && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -734,4 +713,19 @@ func TestTailFollowsPagesThatEndAtTheScanLimit(t *testing.T) {
 		defer mu.Unlock()
 		t.Fatalf("tail printed %q after queries %q; want the match beyond the scan limit and no old one", got, queries)
 	}
+}
+
+// startTail runs aitrail tail with args in its own process, killed at the
+// end of the test, and returns what it prints.
+func startTail(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"tail"}, args...)...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out := &syncBuffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return out
 }
