@@ -549,7 +549,13 @@ var erasureMark = []byte(`"type":"privacy.erasure"`)
 // entries name from the index.
 func (ix *Index) scrubErased(ctx context.Context, entries []ledger.Entry) error {
 	for _, e := range entries {
-		if !bytes.Contains(e.Data, erasureMark) {
+		// The decoded record, when the entry has it, says at once; only
+		// records read back from the files are searched for the mark.
+		if r, ok := e.Value.(*event.Record); ok {
+			if r.Type != "privacy.erasure" {
+				continue
+			}
+		} else if !bytes.Contains(e.Data, erasureMark) {
 			continue
 		}
 		rec, err := event.RecordFrom(e.Value, e.Data)
