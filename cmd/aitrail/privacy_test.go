@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aitrail/aitrail/internal/crypto"
 )
 
 // grepData returns the files under dir that contain marker.
@@ -204,4 +207,55 @@ func TestErasure(t *testing.T) {
 func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// TestErasureLeftPendingIsRecordedAtStart: an erasure whose keys were
+// destroyed but whose record never reached the log (the process stopped in
+// between) is recorded when the server next starts, once.
+func TestErasureLeftPendingIsRecordedAtStart(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	s.post(map[string]any{"type": "ai.inference", "id": "alice0", "actor": map[string]any{"id": "alice"},
+		"content": map[string]any{"prompt": "prompt of alice"}})
+	s.waitIndexed()
+	var before map[string]any
+	s.getJSON("/v1/events/alice0", &before)
+	pseudonym := before["actor"].(map[string]any)["id"].(string)
+	s.stop()
+
+	// The keys step of an erasure, as the server takes it, and then a stop.
+	catalog, err := openCatalog(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, err := masterKey(data, keySource{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := crypto.NewKeyring(kek, catalog).EraseSubject(context.Background(), "default", "alice", "dpo", "tok-dpo")
+	catalog.Close()
+	if err != nil || e.KeysDestroyed != 2 {
+		t.Fatalf("erasing alice's keys: %+v, %v", e, err)
+	}
+
+	for range 2 { // the second start finds nothing pending
+		s = startServer(t, data)
+		s.waitIndexed()
+		recs := s.allEvents("type=privacy.erasure")
+		if len(recs) != 1 {
+			t.Fatalf("%d erasure records after the start; want 1", len(recs))
+		}
+		if r := recs[0]; r["id"] != e.ID || r["resource"].(map[string]any)["id"] != pseudonym || r["actor"].(map[string]any)["id"] != "dpo" {
+			t.Errorf("erasure record %v; want id %s naming %s, by dpo", r, e.ID, pseudonym)
+		}
+		if n := len(s.allEvents("actor=" + pseudonym)); n != 0 {
+			t.Errorf("alice's pseudonym still finds %d events", n)
+		}
+		var after map[string]any
+		s.getJSON("/v1/events/alice0", &after)
+		if after["content_erased"] != true {
+			t.Errorf("alice's content after the erasure: %v", after["decrypted_content"])
+		}
+		s.stop()
+	}
 }

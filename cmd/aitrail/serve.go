@@ -592,6 +592,11 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_http_max_connections", Help: "Most client connections open at once (limits.max_connections); more wait to be accepted."},
 			func() float64 { return float64(maxConns) }))
 	handler := api.Handler()
+	// Erasures whose records a stop, or a log refusing writes, kept out of
+	// the log are recorded before anything is served.
+	if err := api.RecordErasures(ctx); err != nil {
+		log.Warn("couldn't record erasures whose keys are destroyed; tried again every access window", "err", err)
+	}
 	// The operational endpoints on a listener of their own, if configured:
 	// probes and scrapes are then answered while the API's connections are
 	// all taken.

@@ -19,7 +19,7 @@ var (
 	// ErrNotFound means a data key is not in the catalog. For Open it also
 	// wraps ErrDecrypt: content whose key is gone cannot be read.
 	ErrNotFound = errors.New("crypto: not found")
-	// ErrErased means a data key was destroyed by an erasure (DeleteScope):
+	// ErrErased means a data key was destroyed by an erasure (EraseScopes):
 	// unlike a key that is merely not in the catalog (one restored from a
 	// backup older than the key), its content is gone on purpose. It wraps
 	// ErrNotFound.
@@ -70,7 +70,7 @@ type KeyStore interface {
 	// may or may not have been stored, as with PutKey.
 	PutKeys(ctx context.Context, keys []WrappedKey) error
 	// GetKey returns the key with id, or an error wrapping ErrErased for a
-	// key DeleteScope destroyed, or ErrNotFound for one never stored.
+	// key EraseScopes destroyed, or ErrNotFound for one never stored.
 	GetKey(ctx context.Context, id string) (WrappedKey, error)
 	// CurrentKey returns the key for scope that was stored last, ok=false if
 	// the scope has none.
@@ -86,10 +86,19 @@ type KeyStore interface {
 	// KEKVersions returns the master key history, oldest first; empty for a
 	// catalog whose master key was never rotated.
 	KEKVersions(ctx context.Context) ([]KEKVersion, error)
-	// DeleteScope destroys every key of scope, durably and so that the
-	// wrapped bytes do not linger in the store's files, keeps their ids as
-	// erased, and returns them. A scope with no keys is not an error.
-	DeleteScope(ctx context.Context, scope string) (ids []string, err error)
+	// EraseScopes destroys every key of the scopes, durably and so that
+	// the wrapped bytes do not linger in the store's files, keeps their ids
+	// as erased, and keeps e, with KeysDestroyed set to the number of keys
+	// destroyed, among the pending erasures, all in one step: on error
+	// nothing has changed. It returns the ids destroyed. Scopes with no
+	// keys are not an error.
+	EraseScopes(ctx context.Context, scopes []string, e Erasure) (ids []string, err error)
+	// PendingErasures returns the erasures EraseScopes kept that
+	// ErasureRecorded has not removed, oldest first.
+	PendingErasures(ctx context.Context) ([]Erasure, error)
+	// ErasureRecorded removes the pending erasure whose record has the id;
+	// one that is not pending is not an error.
+	ErasureRecorded(ctx context.Context, id string) error
 	// Rotate applies a master key rotation atomically and durably: every
 	// key in r.Rewrapped replaces the stored key of the same ID, the keys
 	// in r.Added are stored after all others (becoming their scopes'
@@ -115,8 +124,8 @@ type Keyring struct {
 	// cached counts the keys put in current and byID since they were last
 	// emptied, and clears how often they were (see remember).
 	cached, clears atomic.Int64
-	// erasures counts the scopes EraseSubject destroyed, each bumped
-	// after the store's DeleteScope and before the keys leave memory, so
+	// erasures counts the erasures EraseSubject made, each bumped after
+	// the store's EraseScopes and before the keys leave memory, so
 	// that remember can tell a key read before an erasure from one read
 	// after.
 	erasures atomic.Int64

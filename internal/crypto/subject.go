@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
 )
 
 // Pseudonyms and crypto-shredding.
@@ -291,58 +294,92 @@ func (k *Keyring) forgetSubject(tenant, subject string) {
 	k.subjectsMu.Unlock()
 }
 
-// Erasure reports what EraseSubject destroyed.
+// Erasure is an erasure of a subject's keys: what EraseSubject destroyed,
+// and what the erasure's record in the log says. The key store keeps it
+// among the pending erasures, in the same step as it destroys the keys,
+// until the record is in the log (ErasureRecorded): an erasure is never
+// left without a record, whatever stops the process in between.
 type Erasure struct {
+	// ID is the id of the erasure's record in the log.
+	ID     string
+	Tenant string
 	// Pseudonym is the subject's pseudonym of its own id, computed before
 	// the salt was destroyed: the records and index rows that name the
 	// subject carry it. Empty when the subject had no salt.
 	Pseudonym string
 	// KeysDestroyed counts the salt and content data keys destroyed.
 	KeysDestroyed int
+	// Requester names who asked for the erasure (a token's name), TokenID
+	// the token.
+	Requester, TokenID string
+	// At is when the keys were destroyed.
+	At time.Time
 }
 
 // EraseSubject destroys the salt and every content data key of (tenant,
-// subject) in the catalog and in memory. Afterwards the subject's
+// subject) in the catalog and in memory, and keeps the erasure among the
+// pending ones in the same step (see Erasure). Afterwards the subject's
 // pseudonyms cannot be linked to it and its content cannot be decrypted.
 // Erasing a subject that has nothing (or was erased before) destroys
-// nothing and is not an error.
-func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject string) (Erasure, error) {
+// nothing and is not an error; it is kept as pending too, to be recorded.
+func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject, requester, tokenID string) (Erasure, error) {
 	if subject == "" {
 		return Erasure{}, errors.New("crypto: erasure needs a subject")
 	}
-	var e Erasure
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Erasure{}, fmt.Errorf("crypto: couldn't make the erasure's id: %w", err)
+	}
+	e := Erasure{ID: id.String(), Tenant: tenant, Requester: requester, TokenID: tokenID, At: time.Now().UTC()}
 	k.forgetSubject(tenant, subject)
 	defer k.forgetSubject(tenant, subject)
 	s, ok, err := k.LookupSubject(ctx, tenant, subject)
 	if err != nil {
-		return e, err
+		return Erasure{}, err
 	}
-	if !ok {
-		// The salt is gone; content keys may remain if a previous erasure
-		// stopped half way, and are found by reference.
-		refKey, found, err := k.macKey(ctx, scopeOf(scopeSubjects, tenant, ""), false)
-		if err != nil || !found {
-			return e, err
-		}
-		m := hmac.New(sha256.New, refKey)
-		m.Write([]byte(subject))
-		s = &Subject{tenant: tenant, ref: hex.EncodeToString(m.Sum(nil)[:16])}
-	} else {
+	var scopes []string
+	if ok {
 		e.Pseudonym = s.Pseudonym(subject)
-	}
-	// Content keys first: should the process stop in between, the salt
-	// still finds the subject and a second erasure finishes the job.
-	for _, scope := range []string{scopeOf(scopeContent, tenant, s.ref), scopeOf(scopeSalt, tenant, s.ref)} {
-		ids, err := k.store.DeleteScope(ctx, scope)
+	} else {
+		// The salt is gone; content keys may remain if an erasure by an
+		// older aitrail (which destroyed them one scope at a time) stopped
+		// half way, and are found by reference.
+		refKey, found, err := k.macKey(ctx, scopeOf(scopeSubjects, tenant, ""), false)
 		if err != nil {
-			return e, fmt.Errorf("crypto: couldn't destroy the keys of a subject: %w", err)
+			return Erasure{}, err
 		}
-		e.KeysDestroyed += len(ids)
-		k.erasures.Add(1)
+		if found {
+			m := hmac.New(sha256.New, refKey)
+			m.Write([]byte(subject))
+			s = &Subject{tenant: tenant, ref: hex.EncodeToString(m.Sum(nil)[:16])}
+		}
+	}
+	if s != nil {
+		scopes = []string{scopeOf(scopeContent, tenant, s.ref), scopeOf(scopeSalt, tenant, s.ref)}
+	}
+	ids, err := k.store.EraseScopes(ctx, scopes, e)
+	if err != nil {
+		return Erasure{}, fmt.Errorf("crypto: couldn't destroy the keys of a subject: %w", err)
+	}
+	e.KeysDestroyed = len(ids)
+	k.erasures.Add(1)
+	for _, scope := range scopes {
 		k.current.Delete(scope)
-		for _, id := range ids {
-			k.byID.Delete(id)
-		}
+	}
+	for _, id := range ids {
+		k.byID.Delete(id)
 	}
 	return e, nil
+}
+
+// PendingErasures returns the erasures whose records may not be in the log
+// yet, oldest first.
+func (k *Keyring) PendingErasures(ctx context.Context) ([]Erasure, error) {
+	return k.store.PendingErasures(ctx)
+}
+
+// ErasureRecorded notes that the record of the erasure with the id is in
+// the log.
+func (k *Keyring) ErasureRecorded(ctx context.Context, id string) error {
+	return k.store.ErasureRecorded(ctx, id)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,9 +70,10 @@ func TestSubjectPseudonymsAndErasure(t *testing.T) {
 	}
 	bobBlob, bobKey, _ := kr.Seal(ctx, bob.ContentScope(), []byte("bob's prompt"), crypto.ContentAAD("acme", "e2"))
 
-	e, err := kr.EraseSubject(ctx, "acme", "alice")
-	if err != nil || e.Pseudonym != p || e.KeysDestroyed != 2 {
-		t.Fatalf("EraseSubject = %+v, %v; want the pseudonym and 2 keys (salt, content)", e, err)
+	e, err := kr.EraseSubject(ctx, "acme", "alice", "dpo", "tok-1")
+	if err != nil || e.Pseudonym != p || e.KeysDestroyed != 2 || e.ID == "" || e.Tenant != "acme" ||
+		e.Requester != "dpo" || e.TokenID != "tok-1" || time.Since(e.At) > time.Minute {
+		t.Fatalf("EraseSubject = %+v, %v; want the pseudonym, 2 keys (salt, content), an id, who and when", e, err)
 	}
 	for name, k := range map[string]*crypto.Keyring{"same keyring": kr, "fresh keyring": crypto.NewKeyring(newKEK(t, 2), store)} {
 		if _, err := k.Open(ctx, keyID, blob, crypto.ContentAAD("acme", "e1")); !errors.Is(err, crypto.ErrDecrypt) {
@@ -84,8 +86,19 @@ func TestSubjectPseudonymsAndErasure(t *testing.T) {
 			t.Errorf("%s: another subject's content: %q, %v", name, pt, err)
 		}
 	}
-	if e, err := kr.EraseSubject(ctx, "acme", "alice"); err != nil || e.KeysDestroyed != 0 {
-		t.Errorf("second erasure = %+v, %v; want nothing destroyed, no error", e, err)
+	second, err := kr.EraseSubject(ctx, "acme", "alice", "dpo", "tok-1")
+	if err != nil || second.KeysDestroyed != 0 || second.ID == e.ID {
+		t.Errorf("second erasure = %+v, %v; want nothing destroyed, no error, an id of its own", second, err)
+	}
+	// Both wait to be recorded in the log, each as it was made.
+	if pending, err := kr.PendingErasures(ctx); err != nil || !slices.Equal(pending, []crypto.Erasure{e, second}) {
+		t.Errorf("PendingErasures = %+v, %v; want %+v", pending, err, []crypto.Erasure{e, second})
+	}
+	if err := kr.ErasureRecorded(ctx, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if pending, _ := kr.PendingErasures(ctx); len(pending) != 1 || pending[0].ID != second.ID {
+		t.Errorf("PendingErasures after the first was recorded = %+v", pending)
 	}
 	// New events of the same person start a new, unlinkable pseudonym.
 	fresh, _ := kr.Subject(ctx, "acme", "alice")
@@ -333,7 +346,7 @@ func TestErasureWhileAKeyIsRead(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Go(func() { read(kr) })
 		<-store.read
-		if _, err := kr.EraseSubject(ctx, "acme", "alice"); err != nil {
+		if _, err := kr.EraseSubject(ctx, "acme", "alice", "dpo", "tok-1"); err != nil {
 			close(store.release)
 			t.Fatal(err)
 		}

@@ -35,6 +35,7 @@ type indexingLedger struct {
 	records [][]byte
 	blobs   map[uint64][]byte
 	blob    []byte
+	refuse  error // when set, Append returns it and stores nothing
 }
 
 // ReadRecords serves the index, which finds records by index here (the
@@ -68,6 +69,9 @@ func (l *indexingLedger) Err() error { return nil }
 func (l *indexingLedger) Append(ctx context.Context, items []ledger.Item) (ledger.Receipt, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.refuse != nil {
+		return ledger.Receipt{}, l.refuse
+	}
 	var r ledger.Receipt
 	var es []ledger.Entry
 	for _, it := range items {

@@ -231,7 +231,8 @@ func (s *Server) flushAccess(ctx context.Context) {
 }
 
 // Run writes out counted accesses every AccessWindow until ctx ends, then
-// once more. The server runs it beside the HTTP listener.
+// once more, and at the same pace records erasures left pending
+// (RecordErasures). The server runs it beside the HTTP listener.
 func (s *Server) Run(ctx context.Context) {
 	w := s.AccessWindow
 	if w <= 0 {
@@ -246,6 +247,11 @@ func (s *Server) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			s.flushAccess(ctx)
+			if s.erasuresPending.Load() {
+				if err := s.RecordErasures(ctx); err != nil {
+					s.log.Warn("erasures are still not recorded", "err", err)
+				}
+			}
 		}
 	}
 }

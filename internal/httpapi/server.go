@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,9 @@ type Server struct {
 	// reported holds the integrity failures already recorded, by check and
 	// record index: each is recorded once per run, however often it is read.
 	reported sync.Map
+	// erasuresPending is set when an erasure's record may be missing from
+	// the log (RecordErasures).
+	erasuresPending atomic.Bool
 }
 
 // Handler returns the API's routes.

@@ -5,17 +5,25 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
+	"github.com/aitrail/aitrail/internal/ingest"
 )
 
 // Subjects is what the API needs of the key catalog for pseudonyms and
 // erasure (the keyring).
 type Subjects interface {
 	LookupSubject(ctx context.Context, tenant, subject string) (*crypto.Subject, bool, error)
-	EraseSubject(ctx context.Context, tenant, subject string) (crypto.Erasure, error)
+	// EraseSubject destroys the subject's keys and keeps the erasure as
+	// pending, in one step.
+	EraseSubject(ctx context.Context, tenant, subject, requester, tokenID string) (crypto.Erasure, error)
+	// PendingErasures returns the erasures whose records may not be in the
+	// log yet; ErasureRecorded notes one whose record is.
+	PendingErasures(ctx context.Context) ([]crypto.Erasure, error)
+	ErasureRecorded(ctx context.Context, id string) error
 }
 
 // Scrubber removes an erased subject's pseudonym from the query index.
@@ -79,33 +87,17 @@ func (s *Server) eraseSubject(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_request", "the subject must be 1 to 1024 bytes"))
 		return
 	}
-	e, err := s.Subjects.EraseSubject(r.Context(), tenant, subject)
+	e, err := s.Subjects.EraseSubject(r.Context(), tenant, subject, p.Name, p.TokenID)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	var scrubbed int64
-	if e.Pseudonym != "" {
-		if scrubbed, err = s.Scrubber.ScrubActor(r.Context(), tenant, e.Pseudonym); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-	}
-	// The record names the subject only by its pseudonym, which nothing
-	// can link to it any more.
-	ev := event.Event{
-		Type: "privacy.erasure", Tenant: tenant, Action: "erase", Outcome: "success",
-		Actor:    &event.Actor{ID: p.Name, Type: "service"},
-		Resource: &event.Resource{Type: "subject", ID: e.Pseudonym},
-		Attributes: map[string]any{
-			"privacy.keys_destroyed":      e.KeysDestroyed,
-			"privacy.index_rows_scrubbed": scrubbed,
-			"aitrail.token_id":            p.TokenID,
-		},
-	}
-	receipt, err := s.Ingest.Append(r.Context(), system, []event.Event{ev})
+	scrubbed, receipt, err := s.recordErasure(r.Context(), e)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("the subject's keys were destroyed, but the erasure could not be recorded: %w", err))
+		// Erasing again would change nothing: the answer says so.
+		s.log.Warn("subject erased, its record not yet in the log", "tenant", tenant, "token", p.TokenID, "err", err)
+		s.writeError(w, r, errorf(http.StatusServiceUnavailable, "unavailable", "the subject's keys were destroyed, but the erasure is not recorded yet ("+
+			err.Error()+"); the server records it as soon as the log takes writes, with nothing more to do"))
 		return
 	}
 	s.log.Info("subject erased", "tenant", tenant, "token", p.TokenID, "keys_destroyed", e.KeysDestroyed,
@@ -114,4 +106,68 @@ func (s *Server) eraseSubject(w http.ResponseWriter, r *http.Request) {
 		"tenant": tenant, "pseudonym": e.Pseudonym, "keys_destroyed": e.KeysDestroyed,
 		"index_rows_scrubbed": scrubbed, "event": receipt.Results[0], "checkpoint": string(receipt.Checkpoint),
 	})
+}
+
+// recordErasure scrubs the erased pseudonym from the query index, records
+// the erasure in the log and notes it recorded. The record has the
+// erasure's id, so an erasure recorded again (after a crash between the two
+// steps) is still one record. Until it is noted, the erasure stays pending
+// and Run tries it again.
+func (s *Server) recordErasure(ctx context.Context, e crypto.Erasure) (int64, ingest.Receipt, error) {
+	var scrubbed int64
+	if e.Pseudonym != "" {
+		var err error
+		if scrubbed, err = s.Scrubber.ScrubActor(ctx, e.Tenant, e.Pseudonym); err != nil {
+			s.erasuresPending.Store(true)
+			return 0, ingest.Receipt{}, err
+		}
+	}
+	// The record names the subject only by its pseudonym, which nothing
+	// can link to it any more.
+	ev := event.Event{
+		ID: e.ID, Type: "privacy.erasure", Tenant: e.Tenant, Time: e.At.UTC().Format(time.RFC3339Nano),
+		Action: "erase", Outcome: "success",
+		Actor:    &event.Actor{ID: e.Requester, Type: "service"},
+		Resource: &event.Resource{Type: "subject", ID: e.Pseudonym},
+		Attributes: map[string]any{
+			"privacy.keys_destroyed":      e.KeysDestroyed,
+			"privacy.index_rows_scrubbed": scrubbed,
+			"aitrail.token_id":            e.TokenID,
+		},
+	}
+	receipt, err := s.Ingest.Append(ctx, system, []event.Event{ev})
+	if err != nil {
+		s.erasuresPending.Store(true)
+		return 0, ingest.Receipt{}, err
+	}
+	if err := s.Subjects.ErasureRecorded(ctx, e.ID); err != nil {
+		// The record is in the log; recording it again finds it there.
+		s.erasuresPending.Store(true)
+		s.log.Warn("couldn't note an erasure as recorded; it is tried again", "record", receipt.Results[0].Index, "err", err)
+	}
+	return scrubbed, receipt, nil
+}
+
+// RecordErasures records the erasures whose keys are destroyed but whose
+// records may not be in the log: one the process stopped before recording,
+// or whose record the log refused. The server calls it when it starts; Run
+// calls it again while any are left. It returns the first error.
+func (s *Server) RecordErasures(ctx context.Context) error {
+	if s.Subjects == nil {
+		return nil
+	}
+	s.erasuresPending.Store(false)
+	pending, err := s.Subjects.PendingErasures(ctx)
+	if err != nil {
+		s.erasuresPending.Store(true)
+		return err
+	}
+	for _, e := range pending {
+		_, receipt, err := s.recordErasure(ctx, e)
+		if err != nil {
+			return fmt.Errorf("couldn't record the erasure %s of %s: %w", e.ID, e.At.UTC().Format(time.RFC3339), err)
+		}
+		s.log.Info("pending erasure recorded", "tenant", e.Tenant, "token", e.TokenID, "erased_at", e.At, "record", receipt.Results[0].Index)
+	}
+	return nil
 }

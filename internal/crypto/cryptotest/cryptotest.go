@@ -22,7 +22,8 @@ type MemKeyStore struct {
 	keys     []crypto.WrappedKey // in insertion order
 	check    []byte
 	versions []crypto.KEKVersion
-	erased   map[string]bool // ids DeleteScope destroyed
+	erased   map[string]bool // ids EraseScopes destroyed
+	pending  []crypto.Erasure
 }
 
 var _ crypto.KeyStore = (*MemKeyStore)(nil)
@@ -118,13 +119,16 @@ func (m *MemKeyStore) KEKVersions(context.Context) ([]crypto.KEKVersion, error) 
 	return slices.Clone(m.versions), nil
 }
 
-// DeleteScope implements crypto.KeyStore.
-func (m *MemKeyStore) DeleteScope(_ context.Context, scope string) ([]string, error) {
+// EraseScopes implements crypto.KeyStore.
+func (m *MemKeyStore) EraseScopes(_ context.Context, scopes []string, e crypto.Erasure) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if slices.ContainsFunc(m.pending, func(p crypto.Erasure) bool { return p.ID == e.ID }) {
+		return nil, fmt.Errorf("erasure %q: %w", e.ID, crypto.ErrExists)
+	}
 	var ids []string
 	m.keys = slices.DeleteFunc(m.keys, func(k crypto.WrappedKey) bool {
-		if k.Scope == scope {
+		if slices.Contains(scopes, k.Scope) {
 			ids = append(ids, k.ID)
 			return true
 		}
@@ -136,7 +140,24 @@ func (m *MemKeyStore) DeleteScope(_ context.Context, scope string) ([]string, er
 	for _, id := range ids {
 		m.erased[id] = true
 	}
+	e.KeysDestroyed = len(ids)
+	m.pending = append(m.pending, e)
 	return ids, nil
+}
+
+// PendingErasures implements crypto.KeyStore.
+func (m *MemKeyStore) PendingErasures(context.Context) ([]crypto.Erasure, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pending), nil
+}
+
+// ErasureRecorded implements crypto.KeyStore.
+func (m *MemKeyStore) ErasureRecorded(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pending = slices.DeleteFunc(m.pending, func(p crypto.Erasure) bool { return p.ID == id })
+	return nil
 }
 
 // Rotate implements crypto.KeyStore.
@@ -367,17 +388,20 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		}
 	})
 
-	t.Run("DeleteScope", func(t *testing.T) {
+	t.Run("EraseScopes", func(t *testing.T) {
 		s := newStore(t)
-		for _, k := range []crypto.WrappedKey{key("dk-a1", "acme", 0), key("dk-g1", "globex", 0), key("dk-a2", "acme", 0)} {
+		for _, k := range []crypto.WrappedKey{key("dk-a1", "acme", 0), key("dk-g1", "globex", 0), key("dk-a2", "acme", 0),
+			key("dk-i1", "initech", 0)} {
 			if err := s.PutKey(ctx, k); err != nil {
 				t.Fatal(err)
 			}
 		}
-		ids, err := s.DeleteScope(ctx, "acme")
+		at := time.Unix(1700000000, 5).UTC()
+		first := crypto.Erasure{ID: "e-1", Tenant: "acme", Pseudonym: "hmac-sha256:aa", Requester: "dpo", TokenID: "tok-1", At: at}
+		ids, err := s.EraseScopes(ctx, []string{"acme", "initech"}, first)
 		slices.Sort(ids)
-		if err != nil || !slices.Equal(ids, []string{"dk-a1", "dk-a2"}) {
-			t.Fatalf("DeleteScope = %v, %v", ids, err)
+		if err != nil || !slices.Equal(ids, []string{"dk-a1", "dk-a2", "dk-i1"}) {
+			t.Fatalf("EraseScopes = %v, %v", ids, err)
 		}
 		if _, err := s.GetKey(ctx, "dk-a1"); !errors.Is(err, crypto.ErrErased) {
 			t.Errorf("deleted key: %v; want ErrErased", err)
@@ -391,8 +415,30 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		if _, err := s.GetKey(ctx, "dk-g1"); err != nil {
 			t.Errorf("another scope's key is gone: %v", err)
 		}
-		if ids, err := s.DeleteScope(ctx, "acme"); err != nil || len(ids) != 0 {
-			t.Errorf("second DeleteScope = %v, %v; want nothing, no error", ids, err)
+		second := crypto.Erasure{ID: "e-2", Tenant: "acme", At: at.Add(time.Second)}
+		if ids, err := s.EraseScopes(ctx, []string{"acme"}, second); err != nil || len(ids) != 0 {
+			t.Errorf("second EraseScopes = %v, %v; want nothing, no error", ids, err)
+		}
+		// Both are pending, oldest first, as kept, with the keys counted.
+		first.KeysDestroyed = 3
+		if p, err := s.PendingErasures(ctx); err != nil || !slices.Equal(p, []crypto.Erasure{first, second}) {
+			t.Fatalf("PendingErasures = %+v, %v; want %+v", p, err, []crypto.Erasure{first, second})
+		}
+		// An erasure that cannot be kept destroys nothing.
+		if _, err := s.EraseScopes(ctx, []string{"globex"}, first); !errors.Is(err, crypto.ErrExists) {
+			t.Errorf("EraseScopes with an id already pending: %v; want ErrExists", err)
+		}
+		if _, err := s.GetKey(ctx, "dk-g1"); err != nil {
+			t.Errorf("a failed EraseScopes destroyed a key: %v", err)
+		}
+		if err := s.ErasureRecorded(ctx, "e-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ErasureRecorded(ctx, "e-never"); err != nil {
+			t.Errorf("ErasureRecorded of an id not pending: %v", err)
+		}
+		if p, err := s.PendingErasures(ctx); err != nil || !slices.Equal(p, []crypto.Erasure{second}) {
+			t.Errorf("PendingErasures after one was recorded = %+v, %v", p, err)
 		}
 	})
 

@@ -80,6 +80,16 @@ var migrations = []string{
 		id_sha256 BLOB    PRIMARY KEY,
 		erased_at INTEGER NOT NULL -- Unix nanoseconds
 	) STRICT;`,
+	`CREATE TABLE pending_erasures ( -- erasures whose keys are destroyed and whose record may not be in the log yet
+		seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+		id             TEXT    NOT NULL UNIQUE, -- the id of the record
+		tenant         TEXT    NOT NULL,
+		pseudonym      TEXT    NOT NULL,
+		keys_destroyed INTEGER NOT NULL,
+		requester      TEXT    NOT NULL,
+		token_id       TEXT    NOT NULL,
+		erased_at      INTEGER NOT NULL -- Unix nanoseconds
+	) STRICT;`,
 }
 
 // Open opens the catalog database at path, creating it with mode 0600 if it
@@ -322,40 +332,53 @@ func (c *Catalog) KEKVersions(ctx context.Context) ([]crypto.KEKVersion, error) 
 	return out, rows.Err()
 }
 
-// DeleteScope implements crypto.KeyStore. The catalog runs with
+// EraseScopes implements crypto.KeyStore. The catalog runs with
 // secure_delete, so deleted rows are overwritten in the database file, and
 // the write-ahead log is checkpointed and truncated afterwards, so that no
 // copy of a destroyed wrapped key stays in either file.
-func (c *Catalog) DeleteScope(ctx context.Context, scope string) ([]string, error) {
+func (c *Catalog) EraseScopes(ctx context.Context, scopes []string, e crypto.Erasure) ([]string, error) {
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `DELETE FROM data_keys WHERE scope = ? RETURNING id`, scope)
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
-	}
 	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
+	for _, scope := range scopes {
+		rows, err := tx.QueryContext(ctx, `DELETE FROM data_keys WHERE scope = ? RETURNING id`, scope)
+		if err != nil {
 			return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
 		}
-		ids = append(ids, id)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+		}
 	}
 	now := time.Now().UnixNano()
 	for _, id := range ids {
 		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased_keys (id_sha256, erased_at) VALUES (?, ?)`, idHash(id), now); err != nil {
 			return nil, fmt.Errorf("sqlitestore: couldn't note the erased keys: %w", err)
 		}
+	}
+	var exists int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pending_erasures WHERE id = ?`, e.ID).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't keep the erasure: %w", err)
+	}
+	if exists > 0 {
+		return nil, fmt.Errorf("sqlitestore: erasure %q: %w", e.ID, crypto.ErrExists)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO pending_erasures (id, tenant, pseudonym, keys_destroyed, requester, token_id, erased_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.ID, e.Tenant, e.Pseudonym, len(ids), e.Requester, e.TokenID, unixNano(e.At)); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't keep the erasure: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
@@ -366,6 +389,35 @@ func (c *Catalog) DeleteScope(ctx context.Context, scope string) ([]string, erro
 		}
 	}
 	return ids, nil
+}
+
+// PendingErasures implements crypto.KeyStore.
+func (c *Catalog) PendingErasures(ctx context.Context) ([]crypto.Erasure, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT id, tenant, pseudonym, keys_destroyed, requester, token_id, erased_at
+		FROM pending_erasures ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't read the pending erasures: %w", err)
+	}
+	defer rows.Close()
+	var out []crypto.Erasure
+	for rows.Next() {
+		var e crypto.Erasure
+		var at int64
+		if err := rows.Scan(&e.ID, &e.Tenant, &e.Pseudonym, &e.KeysDestroyed, &e.Requester, &e.TokenID, &at); err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't read the pending erasures: %w", err)
+		}
+		e.At = fromUnixNano(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ErasureRecorded implements crypto.KeyStore.
+func (c *Catalog) ErasureRecorded(ctx context.Context, id string) error {
+	if _, err := c.db.ExecContext(ctx, `DELETE FROM pending_erasures WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't note the erasure %q as recorded: %w", id, err)
+	}
+	return nil
 }
 
 // idHash is how erased_keys names a data key.
