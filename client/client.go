@@ -113,13 +113,19 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 // send makes a request and returns its successful answer, of at most limit
 // bytes. The token goes with it when withToken.
 func (c *Client) send(ctx context.Context, method, path string, body []byte, contentType string, limit int64, withToken bool) ([]byte, error) {
+	data, _, err := c.exchange(ctx, method, path, body, contentType, limit, withToken)
+	return data, err
+}
+
+// exchange is send that returns the answer's header too.
+func (c *Client) exchange(ctx context.Context, method, path string, body []byte, contentType string, limit int64, withToken bool) ([]byte, http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -129,15 +135,15 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, con
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("aitrail: the answer to %s %s is larger than %d bytes", method, path, limit)
+		return nil, nil, fmt.Errorf("aitrail: the answer to %s %s is larger than %d bytes", method, path, limit)
 	}
 	if resp.StatusCode/100 != 2 {
 		ae := &APIError{Status: resp.StatusCode, Code: "http_error", Message: resp.Status}
@@ -156,9 +162,9 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, con
 			ae.Message += ": " + line
 		}
 		ae.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
-		return nil, ae
+		return nil, nil, ae
 	}
-	return data, nil
+	return data, resp.Header, nil
 }
 
 // plainLine returns the first line of a text answer, cut to 200 bytes, or
@@ -251,6 +257,9 @@ func notReceipt(why string) error {
 type Page struct {
 	Events     []json.RawMessage `json:"events"`
 	NextCursor string            `json:"next_cursor"`
+	// TokenID is the token id the server recorded the query under: the
+	// aitrail.token_id of its log.access records (header Aitrail-Token-Id).
+	TokenID string `json:"-"`
 }
 
 // Query runs GET /v1/events with the given filters (see the API docs).
@@ -259,7 +268,7 @@ func (c *Client) Query(ctx context.Context, filters url.Values) (Page, error) {
 	if len(filters) > 0 {
 		path += "?" + filters.Encode()
 	}
-	data, err := c.do(ctx, http.MethodGet, path, nil, "")
+	data, h, err := c.exchange(ctx, http.MethodGet, path, nil, "", maxAnswer, true)
 	if err != nil {
 		return Page{}, err
 	}
@@ -267,6 +276,7 @@ func (c *Client) Query(ctx context.Context, filters url.Values) (Page, error) {
 	if err := json.Unmarshal(data, &p); err != nil {
 		return Page{}, fmt.Errorf("aitrail: bad query response: %w", err)
 	}
+	p.TokenID = h.Get("Aitrail-Token-Id")
 	return p, nil
 }
 

@@ -333,6 +333,24 @@ func TestTailCLI(t *testing.T) {
 		t.Errorf("tail printed the records of its own polling: %q", allOut.String())
 	}
 
+	// Nor with a root token shaped like a minted one (as the server makes
+	// one when none is given), whose reads are recorded as "root".
+	const shaped = "atr_0123456789abcdef_root-token-of-its-own-shape"
+	other := startServerEnv(t, t.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + shaped})
+	shapedOut := startTail(t, "--url", other.url, "--token", shaped, "--interval", "50ms")
+	time.Sleep(500 * time.Millisecond)
+	if code, body := other.do("POST", "/v1/events", shaped, "application/json", []byte(`{"type":"ai.inference","id":"after-shaped-polls"}`)); code != 200 {
+		t.Fatalf("POST with the atr_-shaped root token: %d %s", code, body)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(shapedOut.String(), `"id":"after-shaped-polls"`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tail with the atr_-shaped root token printed %q", shapedOut.String())
+		}
+	}
+	if strings.Contains(shapedOut.String(), `"type":"log.access"`) {
+		t.Errorf("tail with the atr_-shaped root token printed the records of its own polling: %q", shapedOut.String())
+	}
+
 	// A server that refuses the token refuses it on every poll: tail
 	// says so and exits, with or without --all, instead of retrying.
 	for _, all := range []string{"--all=false", "--all"} {

@@ -160,6 +160,8 @@ func refused(err error) bool {
 
 // tokenID returns the id of a token: the id part of an atr_<id>_<secret>
 // token; any other token that works is the root token, whose id is "root".
+// A root token can have the atr_ shape too: what the server answers
+// (client.Page.TokenID) prevails.
 func tokenID(token string) string {
 	parts := strings.SplitN(token, "_", 3)
 	if len(parts) != 3 || parts[0] != "atr" {
@@ -236,6 +238,9 @@ func runTail(args []string, stdout, stderr io.Writer) error {
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "aitrail tail: %v (retrying)\n", err)
+		}
+		if p.TokenID != "" {
+			own = p.TokenID // as the server records this token's reads
 		}
 		for _, e := range p.Events {
 			var ix struct {

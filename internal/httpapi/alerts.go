@@ -119,7 +119,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 	if tenant == "" {
 		tenant = readTenant
 	}
-	if err := s.recordRead(r.Context(), p, "alerts.list", tenant, perTenant,
+	if err := s.recordRead(r.Context(), w, p, "alerts.list", tenant, perTenant,
 		sameAttrs(map[string]any{"log.access.filter": recordedFilter(v, nil), "log.access.alert_records": n})); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -68,10 +68,16 @@ type accessCounts struct {
 	bundles  map[string]*bundleCount // by token id
 }
 
+// TokenIDHeader names, on the answer to a recorded read, the token id its
+// log.access records name (aitrail.token_id): how a client that follows
+// the log, such as aitrail tail, tells the records of its own reads.
+const TokenIDHeader = "Aitrail-Token-Id"
+
 // recordRead appends one log.access record per tenant whose records the
 // read returned (or one in tenant, when it returned none), with the
-// attributes attrs gives for that tenant.
-func (s *Server) recordRead(ctx context.Context, p authz.Principal, action, tenant string, perTenant map[string]int, attrs func(tenant string) map[string]any) error {
+// attributes attrs gives for that tenant, and names the token they name on
+// the answer w (TokenIDHeader).
+func (s *Server) recordRead(ctx context.Context, w http.ResponseWriter, p authz.Principal, action, tenant string, perTenant map[string]int, attrs func(tenant string) map[string]any) error {
 	if len(perTenant) == 0 {
 		perTenant = map[string]int{tenant: 0}
 	}
@@ -87,6 +93,7 @@ func (s *Server) recordRead(ctx context.Context, p authz.Principal, action, tena
 	if _, err := s.Ingest.Append(ctx, system, evs); err != nil {
 		return fmt.Errorf("couldn't record the read in the log, so it is refused: %w", err)
 	}
+	w.Header().Set(TokenIDHeader, p.TokenID)
 	return nil
 }
 

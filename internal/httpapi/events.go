@@ -191,7 +191,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request) {
 			tenant = ts[0]
 		}
 	}
-	if err := s.recordRead(r.Context(), p, "events.query", tenant, perTenant, searched); err != nil {
+	if err := s.recordRead(r.Context(), w, p, "events.query", tenant, perTenant, searched); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -314,7 +314,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 		out["checkpoint"] = cj
 	}
 	_, shown := out["decrypted_content"]
-	if err := s.recordRead(r.Context(), p, "events.get", hit.Tenant, map[string]int{hit.Tenant: 1}, sameAttrs(map[string]any{
+	if err := s.recordRead(r.Context(), w, p, "events.get", hit.Tenant, map[string]int{hit.Tenant: 1}, sameAttrs(map[string]any{
 		"log.access.event_id": r.PathValue("id"), "log.access.index": hit.Index,
 		"log.access.content_shown": shown, "log.access.proof": wantProof,
 	})); err != nil {
