@@ -64,17 +64,21 @@ func (s *Server) logTile(w http.ResponseWriter, r *http.Request) {
 	w.Write(data)
 }
 
+// uintParam returns the query parameter name as a number, def when it is
+// not given (an error when it is required).
 func uintParam(r *http.Request, name string, def uint64, required bool) (uint64, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
+	vs, given := r.URL.Query()[name]
+	if !given {
 		if required {
 			return 0, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s is required", name))
 		}
 		return def, nil
 	}
+	// Written one way only: "size=" is not the default, nor "01" one.
+	v := vs[0]
 	n, err := strconv.ParseUint(v, 10, 63)
-	if err != nil {
-		return 0, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be a non-negative integer", name))
+	if err != nil || len(v) > 1 && v[0] == '0' {
+		return 0, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("%s must be a non-negative integer, in decimal without leading zeros", name))
 	}
 	return n, nil
 }
