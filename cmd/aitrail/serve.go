@@ -462,6 +462,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			}
 		}}
 	space.Check()
+	if cfg.Limits.TokenEventsPerSecond > 0 {
+		pipeline.Rate = &ingest.TokenRate{Rate: cfg.Limits.TokenEventsPerSecond, Burst: cfg.Limits.TokenBurst()}
+	}
 	pipeline.Admit = func(ctx context.Context) error {
 		if err := space.Admit(ctx); err != nil {
 			return err
@@ -592,6 +595,15 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "aitrail_http_max_connections", Help: "Most client connections open at once (limits.max_connections); more wait to be accepted."},
 			func() float64 { return float64(maxConns) }))
 	handler := api.Handler()
+	rateLimited := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "aitrail_ingest_rate_limited_total",
+		Help: "Requests refused with 429 because their token had appended limits.token_events_per_second, by token id."}, []string{"token_id"})
+	reg.MustRegister(rateLimited)
+	if pipeline.Rate != nil {
+		pipeline.Rate.OnRefuse = func(tokenID string, events int) {
+			rateLimited.WithLabelValues(tokenID).Inc()
+			api.CountRateLimited(tokenID, events)
+		}
+	}
 	// Erasures whose records a stop, or a log refusing writes, kept out of
 	// the log are recorded before anything is served.
 	if err := api.RecordErasures(ctx); err != nil {
@@ -632,7 +644,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "data", cfg.DataDir, "log", verifier.Name(),
 		"records", led.Size(), "public_key", vkey, "version", version,
 		"openai_upstream", cfg.Capture.OpenAI.URL, "anthropic_upstream", cfg.Capture.Anthropic.URL,
-		"max_connections", maxConns, "ops_addr", addrOf(opsLn))
+		"max_connections", maxConns, "ops_addr", addrOf(opsLn), "token_events_per_second", cfg.Limits.TokenEventsPerSecond)
 
 	// Counted accesses are recorded every window, and once more after the
 	// listener has stopped.

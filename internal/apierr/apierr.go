@@ -11,6 +11,9 @@ type Error struct {
 	Message string
 	// Details are JSON values listed under "details" in the error body.
 	Details []any
+	// RetryAfter, when above 0, is the Retry-After of a 429 or 503 answer
+	// in seconds, instead of the writer's usual one.
+	RetryAfter int
 }
 
 func (e *Error) Error() string { return e.Message }

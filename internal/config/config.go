@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -118,6 +119,20 @@ type Limits struct {
 	MaxContentBytes int64 `yaml:"max_content_bytes"`
 	// MaxBatchEvents bounds the events in one request.
 	MaxBatchEvents int `yaml:"max_batch_events"`
+	// TokenEventsPerSecond bounds the events each token may append, on
+	// average; 0 (the default) sets no bound. TokenBurstEvents is how many
+	// it may append at once; 0 takes MaxBatchEvents, or a second's worth
+	// if that is more.
+	TokenEventsPerSecond float64 `yaml:"token_events_per_second"`
+	TokenBurstEvents     int     `yaml:"token_burst_events"`
+}
+
+// TokenBurst is the burst the token rate limit allows.
+func (l Limits) TokenBurst() int {
+	if l.TokenBurstEvents > 0 {
+		return l.TokenBurstEvents
+	}
+	return max(l.MaxBatchEvents, int(math.Ceil(l.TokenEventsPerSecond)))
 }
 
 // Ledger tunes the sequencer.
@@ -346,6 +361,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxBatchEvents < 1 {
 		errs = append(errs, "limits.max_batch_events: must be at least 1")
+	}
+	if r := c.Limits.TokenEventsPerSecond; !(r >= 0 && r <= 1e9) {
+		errs = append(errs, "limits.token_events_per_second: must be 0 (no limit) or a positive number of events a second, at most 1e9")
+	}
+	if b := c.Limits.TokenBurstEvents; b < 0 || b > 0 && b < c.Limits.MaxBatchEvents {
+		errs = append(errs, fmt.Sprintf("limits.token_burst_events: must be 0 (limits.max_batch_events) or at least limits.max_batch_events (%d): a request that large could never be taken", c.Limits.MaxBatchEvents))
 	}
 	if c.Ledger.SegmentBytes < 1<<20 {
 		errs = append(errs, "ledger.segment_bytes: must be at least 1 MiB")

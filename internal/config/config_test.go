@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -223,5 +224,32 @@ func refused(t *testing.T, yaml, field string) {
 	}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), field) {
 		t.Fatalf("%q validated as %v, want an error naming %s", yaml, err, field)
+	}
+}
+
+func TestTokenRateLimitSettings(t *testing.T) {
+	c := Default()
+	if c.Limits.TokenEventsPerSecond != 0 || c.Validate() != nil {
+		t.Fatalf("the default sets a token rate (%v) or does not validate", c.Limits.TokenEventsPerSecond)
+	}
+	c.Limits.TokenEventsPerSecond = 50
+	if b := c.Limits.TokenBurst(); b != DefaultMaxBatchEvents {
+		t.Errorf("the default burst = %d, want limits.max_batch_events", b)
+	}
+	c.Limits.TokenEventsPerSecond = 50_000
+	if b := c.Limits.TokenBurst(); b != 50_000 {
+		t.Errorf("the default burst at 50,000 a second = %d, want a second's worth", b)
+	}
+	for _, bad := range []Limits{
+		{TokenEventsPerSecond: -1},
+		{TokenEventsPerSecond: math.NaN()},
+		{TokenEventsPerSecond: 10, TokenBurstEvents: DefaultMaxBatchEvents - 1},
+		{TokenBurstEvents: -5},
+	} {
+		c := Default()
+		c.Limits.TokenEventsPerSecond, c.Limits.TokenBurstEvents = bad.TokenEventsPerSecond, bad.TokenBurstEvents
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "limits.token_") {
+			t.Errorf("%+v: Validate() = %v, want it to name the setting", bad, err)
+		}
 	}
 }

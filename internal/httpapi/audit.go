@@ -61,11 +61,17 @@ type bundleCount struct {
 	firstAt, lastAt time.Time
 }
 
+type throttleCount struct {
+	requests, events int
+	first, last      time.Time
+}
+
 // accessCounts holds the counted accesses of the current window.
 type accessCounts struct {
-	mu       sync.Mutex
-	attempts map[attemptKey]*attemptCount
-	bundles  map[string]*bundleCount // by token id
+	mu        sync.Mutex
+	attempts  map[attemptKey]*attemptCount
+	bundles   map[string]*bundleCount   // by token id
+	throttled map[string]*throttleCount // by token id
 }
 
 // TokenIDHeader names, on the answer to a recorded read, the token id its
@@ -189,12 +195,33 @@ func (s *Server) countBundle(p authz.Principal, first, last uint64) {
 	b.first, b.last, b.lastAt = min(b.first, first), max(b.last, last), now
 }
 
+// CountRateLimited counts a request of the token refused for its rate
+// (ingest.TokenRate) with the events it held: recorded once per window
+// and token, as an access.attempt record.
+func (s *Server) CountRateLimited(tokenID string, events int) {
+	now := s.Now()
+	c := &s.access
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.throttled == nil {
+		c.throttled = map[string]*throttleCount{}
+	}
+	t := c.throttled[tokenID]
+	if t == nil {
+		t = &throttleCount{first: now}
+		c.throttled[tokenID] = t
+	}
+	t.requests++
+	t.events += events
+	t.last = now
+}
+
 // flushAccess writes out the counted accesses of the window that ends now.
 func (s *Server) flushAccess(ctx context.Context) {
 	c := &s.access
 	c.mu.Lock()
-	attempts, bundles := c.attempts, c.bundles
-	c.attempts, c.bundles = nil, nil
+	attempts, bundles, throttled := c.attempts, c.bundles, c.throttled
+	c.attempts, c.bundles, c.throttled = nil, nil, nil
 	c.mu.Unlock()
 	var evs []event.Event
 	for k, a := range attempts {
@@ -217,6 +244,18 @@ func (s *Server) flushAccess(ctx context.Context) {
 			ev.Actor = &event.Actor{IP: k.source, Type: "user"}
 		}
 		evs = append(evs, ev)
+	}
+	for tok, t := range throttled {
+		evs = append(evs, event.Event{
+			Type: "access.attempt", Tenant: readTenant, Action: "rate_limit", Outcome: "denied",
+			Time:  t.first.UTC().Format(time.RFC3339Nano),
+			Actor: &event.Actor{ID: tok, Type: "service"},
+			Attributes: map[string]any{
+				"access.attempts": t.requests, "access.events_refused": t.events,
+				"access.first_seen": t.first.UTC().Format(time.RFC3339Nano), "access.last_seen": t.last.UTC().Format(time.RFC3339Nano),
+				"http.response.status_code": http.StatusTooManyRequests, "aitrail.token_id": tok,
+			},
+		})
 	}
 	for tok, b := range bundles {
 		evs = append(evs, event.Event{

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -107,7 +108,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		ae = errorf(http.StatusInternalServerError, "internal", "internal error")
 	}
 	if ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		w.Header().Set("Retry-After", strconv.Itoa(cmp.Or(ae.RetryAfter, retryAfterSeconds)))
 	}
 	if ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden {
 		s.countRefused(r, ae.Status)

@@ -82,14 +82,19 @@ type Pipeline struct {
 	// the append. LagLimit.Admit keeps a follower from falling too far
 	// behind; SpaceReserve.Admit keeps the disk from filling up.
 	Admit func(ctx context.Context) error
+	// Rate, if set, bounds the events each token may append, but for
+	// those with an Admitted context (the outcome of a call whose request
+	// was taken), which it does not count.
+	Rate *TokenRate
 }
 
 type admittedKey struct{}
 
 // Admitted returns ctx marking the appends made with it as the sequel of
-// one Admit already let through, which Admit is not asked about again: the
-// outcome of a proxied call whose request event was recorded is recorded
-// too, from the reserve if the disk has meanwhile run short of space.
+// one Admit (and Rate) already let through, which neither is asked about
+// again: the outcome of a proxied call whose request event was recorded is
+// recorded too, from the reserve if the disk has meanwhile run short of
+// space, and whatever the token's rate.
 func Admitted(ctx context.Context) context.Context {
 	return context.WithValue(ctx, admittedKey{}, true)
 }
@@ -140,14 +145,19 @@ func (pl *Pipeline) Append(ctx context.Context, p authz.Principal, events []even
 	if err := pl.Ledger.Err(); err != nil {
 		return Receipt{}, err
 	}
-	if pl.Admit != nil && p.TokenID != SystemTokenID && ctx.Value(admittedKey{}) == nil {
-		if err := pl.Admit(ctx); err != nil {
-			return Receipt{}, err
-		}
-	}
 	now := time.Now
 	if pl.Now != nil {
 		now = pl.Now
+	}
+	if p.TokenID != SystemTokenID && ctx.Value(admittedKey{}) == nil {
+		if err := pl.Rate.take(p, len(events), now()); err != nil {
+			return Receipt{}, err
+		}
+		if pl.Admit != nil {
+			if err := pl.Admit(ctx); err != nil {
+				return Receipt{}, err
+			}
+		}
 	}
 	records, contents, err := event.NormalizeAll(events, now(), pl.Limits)
 	if err != nil {

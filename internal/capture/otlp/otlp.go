@@ -16,6 +16,7 @@
 package otlp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -405,7 +406,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, enc encodin
 		ae = apierr.New(http.StatusInternalServerError, "internal", "internal error")
 	}
 	if ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		w.Header().Set("Retry-After", strconv.Itoa(cmp.Or(ae.RetryAfter, retryAfterSeconds)))
 	}
 	st := &statuspb.Status{Code: int32(grpcCode(ae.Status)), Message: ae.Message}
 	// The error's code, as the JSON errors of the rest of the API carry it,

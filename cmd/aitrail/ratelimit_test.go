@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/aitrail/aitrail/internal/fakeprovider"
+)
+
+// TestTokenRateLimit: with limits.token_events_per_second, a token past its
+// rate is answered 429 rate_limited with Retry-After on every way in (the
+// API, OTLP, the recording proxy, whose provider is not called), stores
+// nothing, and is taken again after the delay; other tokens are not held
+// back; the refusals are counted and recorded.
+func TestTokenRateLimit(t *testing.T) {
+	up := fakeprovider.New()
+	t.Cleanup(up.Close)
+	config := writeConfig(t, "access_window: 200ms\nlimits:\n  max_batch_events: 10\n  token_events_per_second: 0.5\n  token_burst_events: 10\n")
+	s := startServerEnv(t, t.TempDir(), []string{"AITRAIL_ADMIN_TOKEN=" + adminToken, "AITRAIL_OPENAI_API_KEY=" + openaiKey},
+		"--config", config, "--openai-upstream", up.URL+"/v1")
+
+	batch := make([]map[string]any, 10)
+	for i := range batch {
+		batch[i] = map[string]any{"type": "ai.inference", "id": "burst-" + strconv.Itoa(i)}
+	}
+	s.post(batch...) // the whole burst
+
+	var tid pcommon.TraceID
+	copy(tid[:], "rate-limit-trace")
+	for _, c := range []struct {
+		path, contentType string
+		body              []byte
+	}{
+		{"/v1/events", "application/json", []byte(`{"type":"ai.inference","id":"over"}`)},
+		{"/otlp/v1/traces", "application/x-protobuf", otlpBenchBody(tid, 2, 100, false)},
+		{"/openai/v1/chat/completions", "application/json", []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`)},
+	} {
+		code, ecode, retry := errorAnswer(t, s, c.path, adminToken, c.contentType, c.body)
+		// Its events at 0.5 a second: 2 s for one, 4 for OTLP's two spans.
+		if secs, _ := strconv.Atoi(retry); code != http.StatusTooManyRequests || secs < 1 || secs > 4 || c.path != "/otlp/v1/traces" && ecode != "rate_limited" {
+			t.Errorf("%s past the token's rate: %d %q, Retry-After %q; want 429 rate_limited, Retry-After 1-4", c.path, code, ecode, retry)
+		}
+	}
+	if n := len(up.Requests()); n != 0 {
+		t.Errorf("the provider was called %d times", n)
+	}
+	if v := s.metric(`aitrail_ingest_rate_limited_total{token_id="root"}`); v != 3 {
+		t.Errorf(`aitrail_ingest_rate_limited_total{token_id="root"} = %v, want 3`, v)
+	}
+
+	// Another token has a bucket of its own.
+	code, body := s.do("POST", "/v1/tokens", adminToken, "application/json", []byte(`{"name":"other","roles":["ingest"],"tenants":["*"]}`))
+	var tok struct{ Token string }
+	if json.Unmarshal(body, &tok); code != 201 {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	if code, body := s.do("POST", "/v1/events", tok.Token, "application/json", []byte(`{"type":"ai.inference","id":"other-token"}`)); code != 200 {
+		t.Errorf("another token while the first is limited: %d %s", code, body)
+	}
+
+	// The refusals are recorded once per window and token.
+	var rec map[string]any
+	for deadline := time.Now().Add(10 * time.Second); rec == nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no access.attempt record of the refusals")
+		}
+		for _, e := range s.allEvents("type=access.attempt") {
+			if e["action"] == "rate_limit" {
+				rec = e
+			}
+		}
+	}
+	a := rec["attributes"].(map[string]any)
+	if rec["outcome"] != "denied" || a["aitrail.token_id"] != "root" || a["access.attempts"] != 3.0 || a["access.events_refused"].(float64) < 3 ||
+		a["http.response.status_code"] != 429.0 {
+		t.Errorf("the record of the refusals: %v", rec)
+	}
+
+	// Nothing refused was stored; after the delay the token is taken again.
+	if code, _ := s.do("GET", "/v1/events/over", adminToken, "", nil); code != 404 {
+		t.Errorf("the refused event: %d; want 404", code)
+	}
+	time.Sleep(2 * time.Second)
+	s.post(map[string]any{"type": "ai.inference", "id": "over"})
+}

@@ -1,0 +1,72 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/aitrail/aitrail/internal/apierr"
+	"github.com/aitrail/aitrail/internal/event"
+)
+
+// TestTokenRate: each token appends at most its burst at once and then its
+// rate; a refused request stores nothing, takes nothing from the bucket and
+// says when to come back; other tokens, the server's own records and the
+// outcomes of proxied calls are not held back.
+func TestTokenRate(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	var refused []string
+	rate := &TokenRate{Rate: 10, Burst: 20, OnRefuse: func(id string, n int) { refused = append(refused, id) }}
+	led := &fakeLedger{keys: map[string]uint64{}}
+	pl := &Pipeline{Ledger: led, Rate: rate, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	events := func(n int) []event.Event {
+		evs := make([]event.Event, n)
+		for i := range evs {
+			evs[i] = event.Event{Type: "a.b"}
+		}
+		return evs
+	}
+	producer, other, system := root, root, root
+	producer.TokenID, other.TokenID, system.TokenID = "tok-a", "tok-b", SystemTokenID
+
+	if _, err := pl.Append(ctx, producer, events(20)); err != nil {
+		t.Fatalf("a burst within the limit: %v", err)
+	}
+	_, err := pl.Append(ctx, producer, events(5))
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != "rate_limited" || ae.RetryAfter != 1 {
+		t.Fatalf("past the burst: %v (%+v); want 429 rate_limited, Retry-After 1", err, ae)
+	}
+	if len(led.records) != 20 || len(refused) != 1 || refused[0] != "tok-a" {
+		t.Fatalf("after the refusal: %d records stored, refusals %v", len(led.records), refused)
+	}
+	// Others go on: another token, the server, a proxied call's outcome.
+	if _, err := pl.Append(ctx, other, events(20)); err != nil {
+		t.Errorf("another token: %v", err)
+	}
+	if _, err := pl.Append(ctx, system, events(50)); err != nil {
+		t.Errorf("the server's own records: %v", err)
+	}
+	if _, err := pl.Append(Admitted(ctx), producer, events(1)); err != nil {
+		t.Errorf("the outcome of a call whose request was taken: %v", err)
+	}
+	// Half a second fills five events: the refused request took none.
+	now = now.Add(500 * time.Millisecond)
+	if _, err := pl.Append(ctx, producer, events(5)); err != nil {
+		t.Errorf("after the Retry-After delay: %v", err)
+	}
+	now = now.Add(100 * time.Millisecond) // one more event's worth
+	if _, err := pl.Append(ctx, producer, events(3)); !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests {
+		t.Errorf("three events with one in the bucket: %v; want 429", err)
+	}
+	// More than the burst could never be taken: 413, not a wait.
+	if _, err := pl.Append(ctx, other, events(21)); !errors.As(err, &ae) || ae.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("a request larger than the burst: %v; want 413", err)
+	}
+	if want := 20 + 20 + 50 + 1 + 5; len(led.records) != want {
+		t.Errorf("%d records stored; want %d", len(led.records), want)
+	}
+}
