@@ -130,15 +130,9 @@ func (l *Ledger) recover() (*belowSnapshot, error) {
 		}
 		for _, t := range full {
 			if end := uint64(tileRecord(t.ID, merkle.TileWidth)); end <= durable {
+				// A complete pack of such tiles was sealed by cutPacks.
 				if err := l.compareTile(t.ID, t.Data); err != nil {
 					return err
-				}
-				if t.ID.N%packTiles == packTiles-1 {
-					// The pack is complete and durable.
-					k, _ := packOf(t.ID)
-					if err := l.seal.seal(packPath(l.dir, t.ID.Level, k)); err != nil {
-						l.log.Warn("couldn't seal a complete tile pack", "err", err)
-					}
 				}
 				continue
 			}

@@ -151,10 +151,24 @@ func testSealing(t *testing.T, appending bool) {
 	}
 	f.Write(appendFrame(nil, []byte("never acknowledged"), nil)[:20])
 	f.Close()
+	// Files completed while sealing was off, or that the process stopped
+	// before sealing, are sealed at the next start, also those below the
+	// start-up snapshot it starts from (Close wrote one).
+	if err := LiftSeals(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fs, _ := InspectSeal(complete); fs.ReadOnly || fs.Immutable {
+		t.Fatalf("LiftSeals left %s sealed: %+v", complete, fs)
+	}
 	l = open(t, dir, opts)
 	defer l.Close()
 	if l.Size() != n {
 		t.Fatalf("size %d after recovery, want %d", l.Size(), n)
+	}
+	for _, path := range append(segs[:len(segs)-1:len(segs)-1], complete) {
+		if fs, _ := InspectSeal(path); !fs.ReadOnly || fs.Immutable != st.Attributes {
+			t.Errorf("%s after a start: %+v; want read-only, immutable %v", path, fs, st.Attributes)
+		}
 	}
 	if _, err := l.Append(context.Background(), []Item{rec(n)}); err != nil {
 		t.Fatal(err)

@@ -242,19 +242,28 @@ func (l *Ledger) cutPacks(durable uint64) error {
 			if err != nil || e.Name() != packName(k) {
 				continue // not a pack; verify reports it
 			}
+			path := filepath.Join(dir, e.Name())
 			keep := int64(0)
 			switch {
 			case (k+1)*packTiles <= tiles:
+				// Complete and durable: sealed, if it was not (sealing
+				// was off, or the process stopped before it could, and
+				// a start from the start-up snapshot does not go over
+				// its records again).
+				if err := l.seal.seal(path); err != nil {
+					l.log.Warn("couldn't seal a complete tile pack", "err", err)
+				}
 				continue
 			case k*packTiles < tiles:
 				keep = int64(tiles-k*packTiles) * tileBytes
 			}
-			path := filepath.Join(dir, e.Name())
 			fi, err := os.Stat(path)
 			if err != nil {
 				return err
 			}
 			if fi.Size() <= keep && keep > 0 {
+				// Being filled, and holds nothing past the watermark.
+				l.seal.appendOnlyFile(path)
 				continue
 			}
 			if err := l.seal.unlock(path); err != nil {
