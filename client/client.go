@@ -367,13 +367,28 @@ func (c *Client) getJSON(ctx context.Context, path string, filters url.Values, v
 }
 
 // Models runs GET /v1/models with the given filters (tenant, name,
-// environment).
+// environment), following its pages to the last.
 func (c *Client) Models(ctx context.Context, filters url.Values) ([]DeployedModel, error) {
-	var r struct {
-		Models []DeployedModel `json:"models"`
+	v := url.Values{}
+	for k, vs := range filters {
+		v[k] = vs
 	}
-	if err := c.getJSON(ctx, "/v1/models", filters, &r); err != nil {
-		return nil, err
+	var all []DeployedModel
+	for {
+		var r struct {
+			Models     []DeployedModel `json:"models"`
+			NextCursor string          `json:"next_cursor"`
+		}
+		if err := c.getJSON(ctx, "/v1/models", v, &r); err != nil {
+			return nil, err
+		}
+		all = append(all, r.Models...)
+		if r.NextCursor == "" {
+			return all, nil
+		}
+		if len(r.Models) == 0 || r.NextCursor == v.Get("cursor") {
+			return nil, fmt.Errorf("aitrail: GET /v1/models gave a page that does not move on (cursor %q)", r.NextCursor)
+		}
+		v.Set("cursor", r.NextCursor)
 	}
-	return r.Models, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"slices"
 	"testing"
@@ -59,5 +60,39 @@ func TestEraseSubjectNamedWithDots(t *testing.T) {
 	want := []string{"/v1/subjects/acme/%2E/erase", "/v1/subjects/acme/%2E%2E/erase", "/v1/subjects/acme/a%2Fb/erase", "/v1/subjects/acme/.../erase"}
 	if !slices.Equal(paths, want) {
 		t.Errorf("paths %q; want %q", paths, want)
+	}
+}
+
+// TestModelsFollowsPages: Models asks for page after page, keeping the
+// filters, until one names no next, and gives up on a server whose pages
+// do not move on.
+func TestModelsFollowsPages(t *testing.T) {
+	var asked []string
+	pages := map[string]string{
+		"":   `{"models":[{"tenant":"acme","name":"a"}],"next_cursor":"c1"}`,
+		"c1": `{"models":[{"tenant":"acme","name":"b"}],"next_cursor":"c2"}`,
+		"c2": `{"models":[{"tenant":"globex","name":"a"}]}`,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked = append(asked, r.URL.RawQuery)
+		w.Write([]byte(pages[r.URL.Query().Get("cursor")]))
+	}))
+	defer srv.Close()
+	ms, err := client.New(srv.URL, "tok").Models(context.Background(), url.Values{"environment": {"production"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.Tenant+"/"+m.Name)
+	}
+	if !slices.Equal(got, []string{"acme/a", "acme/b", "globex/a"}) ||
+		!slices.Equal(asked, []string{"environment=production", "cursor=c1&environment=production", "cursor=c2&environment=production"}) {
+		t.Errorf("Models gave %v after asking %v", got, asked)
+	}
+
+	pages["c2"] = `{"models":[{"tenant":"globex","name":"a"}],"next_cursor":"c2"}`
+	if _, err := client.New(srv.URL, "tok").Models(context.Background(), nil); err == nil {
+		t.Error("Models followed a page that names itself as the next without end")
 	}
 }

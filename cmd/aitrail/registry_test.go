@@ -172,6 +172,31 @@ func TestModelRegistry(t *testing.T) {
 	if code, _ := s.do("GET", "/v1/models?bogus=1", acme, "", nil); code != 400 {
 		t.Fatalf("unknown parameter: %d, want 400", code)
 	}
+	// Pages: a model at a time, each page naming where the next starts.
+	var paged []string
+	for query, pages := "?limit=1", 0; ; pages++ {
+		code, body := s.do("GET", "/v1/models"+query, adminToken, "", nil)
+		var r struct {
+			Models     []map[string]any `json:"models"`
+			NextCursor string           `json:"next_cursor"`
+		}
+		if code != 200 || json.Unmarshal(body, &r) != nil || len(r.Models) != 1 || pages > 2 {
+			t.Fatalf("GET /v1/models%s: %d %s", query, code, body)
+		}
+		paged = append(paged, tenants(r.Models)...)
+		if r.NextCursor == "" {
+			break
+		}
+		query = "?limit=1&cursor=" + r.NextCursor
+	}
+	if !slices.Equal(paged, []string{"acme", "globex"}) {
+		t.Fatalf("the pages of GET /v1/models?limit=1 hold models of %v", paged)
+	}
+	for _, bad := range []string{"?limit=0", "?limit=1001", "?limit=01", "?limit=", "?cursor=", "?cursor=bm9wZQ", "/fraud?cursor=%5B%5D"} {
+		if code, body := s.do("GET", "/v1/models"+bad, adminToken, "", nil); code != 400 || !strings.Contains(string(body), "invalid_query") {
+			t.Errorf("GET /v1/models%s: %d %s; want 400 invalid_query", bad, code, body)
+		}
+	}
 
 	// The CLI.
 	code, out, errOut := runCLI("models", "--url", s.url, "--token", acme)

@@ -1,18 +1,26 @@
 package httpapi
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 
+	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/registry"
 )
 
 // Models is what the API needs of the model deployment registry.
 type Models interface {
-	Models(f registry.Filter) []registry.Model
+	ModelPage(f registry.Filter, after registry.ModelKey, limit int) ([]registry.Model, bool)
 }
 
 // modelParams are the parameters GET /v1/models accepts.
-var modelParams = map[string]bool{"tenant": true, "name": true, "environment": true}
+var modelParams = map[string]bool{"tenant": true, "name": true, "environment": true, "limit": true, "cursor": true}
+
+// defaultModelLimit is how many models a page holds unless limit says.
+const defaultModelLimit = 100
 
 // listModels handles GET /v1/models and GET /v1/models/{name}: the current
 // deployments and the deployment history of the models of the tenants the
@@ -26,7 +34,7 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	}
 	allowed := modelParams
 	if named {
-		allowed = map[string]bool{"tenant": true, "environment": true} // the name is in the path
+		allowed = map[string]bool{"tenant": true, "environment": true, "limit": true, "cursor": true} // the name is in the path
 	}
 	if err := checkParams(v, allowed); err != nil {
 		s.writeError(w, r, err)
@@ -37,13 +45,55 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	if named {
 		f.Name = r.PathValue("name")
 	}
-	models := s.Models.Models(f)
+	limit := defaultModelLimit
+	if l, ok := v["limit"]; ok {
+		n, err := strconv.Atoi(l[0])
+		if err != nil || n < 1 || n > index.MaxLimit || l[0] != strconv.Itoa(n) {
+			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("limit must be an integer from 1 to %d", index.MaxLimit)))
+			return
+		}
+		limit = n
+	}
+	var after registry.ModelKey
+	if c, ok := v["cursor"]; ok {
+		var err error
+		if after, err = parseModelCursor(c[0]); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	models, more := s.Models.ModelPage(f, after, limit)
 	if models == nil {
-		if named {
+		if named && after == (registry.ModelKey{}) {
 			s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no deployments of that model"))
 			return
 		}
 		models = []registry.Model{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": models})
+	out := map[string]any{"models": models}
+	if more {
+		last := models[len(models)-1]
+		out["next_cursor"] = modelCursor(registry.ModelKey{Tenant: last.Tenant, Name: last.Name, Provider: last.Provider})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// modelCursor is the cursor of the page after the model k: k itself,
+// which names nothing the page did not.
+func modelCursor(k registry.ModelKey) string {
+	b, _ := json.Marshal([]string{k.Tenant, k.Name, k.Provider})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseModelCursor reads a cursor modelCursor made.
+func parseModelCursor(c string) (registry.ModelKey, error) {
+	var parts []string
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		err = json.Unmarshal(b, &parts)
+	}
+	if err != nil || len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+		return registry.ModelKey{}, errorf(http.StatusBadRequest, "invalid_query", "cursor is not one a page of GET /v1/models gave")
+	}
+	return registry.ModelKey{Tenant: parts[0], Name: parts[1], Provider: parts[2]}, nil
 }

@@ -25,6 +25,7 @@ package registry
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -414,16 +415,42 @@ func match(a, b string) bool { return a == "" || b == "" || a == b }
 // retires named, holding those facts. A model whose facts all changed
 // nothing (retires of versions not in force) is left out.
 func (r *Registry) Models(f Filter) []Model {
+	out, _ := r.ModelPage(f, ModelKey{}, 0)
+	return out
+}
+
+// ModelKey is where a model stands in the order Models gives.
+type ModelKey struct {
+	Tenant, Name, Provider string
+}
+
+func (k ModelKey) compare(o ModelKey) int {
+	return cmp.Or(cmp.Compare(k.Tenant, o.Tenant), cmp.Compare(k.Name, o.Name), cmp.Compare(k.Provider, o.Provider))
+}
+
+// ModelPage returns the models Models would, but only those after the key
+// after (all when it is the zero key), and at most limit of them (all when
+// limit is 0); more reports whether others follow. Only the models
+// returned are copied.
+func (r *Registry) ModelPage(f Filter, after ModelKey, limit int) (out []Model, more bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	var out []Model
-	for k, m := range r.models {
+	var keys []nameKey
+	for k := range r.models {
 		if (f.Tenants != nil && !slices.Contains(f.Tenants, k.tenant)) ||
-			(f.Tenant != "" && f.Tenant != k.tenant) || (f.Name != "" && f.Name != k.name) {
+			(f.Tenant != "" && f.Tenant != k.tenant) || (f.Name != "" && f.Name != k.name) ||
+			cmp.Or(cmp.Compare(k.tenant, after.Tenant), cmp.Compare(k.name, after.Name)) < 0 {
 			continue
 		}
-		// A fact without environment acts on every environment.
-		keep := func(d Deployment) bool { return f.Environment == "" || match(d.Environment, f.Environment) }
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b nameKey) int {
+		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.name, b.name))
+	})
+	// A fact without environment acts on every environment.
+	keep := func(d Deployment) bool { return f.Environment == "" || match(d.Environment, f.Environment) }
+	for _, k := range keys {
+		m := r.models[k]
 		byProvider := map[string]*Model{}
 		of := func(provider string) *Model {
 			mo := byProvider[provider]
@@ -434,23 +461,23 @@ func (r *Registry) Models(f Filter) []Model {
 			return mo
 		}
 		for i, d := range m.facts {
-			if m.effective[i] && keep(d) {
+			if m.effective[i] && keep(d) && (ModelKey{k.tenant, k.name, d.Provider}).compare(after) > 0 {
 				mo := of(d.Provider)
 				mo.History = append(mo.History, d)
 			}
 		}
 		for _, d := range m.current {
-			if keep(d) {
+			if keep(d) && (ModelKey{k.tenant, k.name, d.Provider}).compare(after) > 0 {
 				mo := of(d.Provider)
 				mo.Current = append(mo.Current, d)
 			}
 		}
-		for _, mo := range byProvider {
-			out = append(out, *mo)
+		for _, p := range slices.Sorted(maps.Keys(byProvider)) {
+			if limit > 0 && len(out) == limit {
+				return out, true
+			}
+			out = append(out, *byProvider[p])
 		}
 	}
-	slices.SortFunc(out, func(a, b Model) int {
-		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Provider, b.Provider))
-	})
-	return out
+	return out, false
 }

@@ -424,3 +424,52 @@ func TestApplyFailuresAndGaps(t *testing.T) {
 		t.Fatalf("current: %v", got)
 	}
 }
+
+// TestModelPages: the pages of ModelPage, followed from key to key, hold
+// the models Models gives, in its order, each once, whatever the page size.
+func TestModelPages(t *testing.T) {
+	r := open(t, newMemStore())
+	i := uint64(0)
+	commit := func(rec event.Record, provider string) {
+		rec.Model.Provider = provider
+		r.Committed(i, &rec)
+		i++
+	}
+	for _, tenant := range []string{"acme", "globex"} {
+		for _, name := range []string{"a", "b", "c"} {
+			commit(deploy(tenant, name, "1", AttrEnvironment, "production"), "")
+			commit(deploy(tenant, name, "2", AttrEnvironment, "staging"), "openai")
+			if name == "b" {
+				commit(deploy(tenant, name, "3", AttrEnvironment, "production"), "azure")
+			}
+		}
+	}
+	for _, f := range []Filter{{}, {Environment: "staging"}, {Tenant: "globex"}} {
+		want := r.Models(f)
+		if len(want) == 0 {
+			t.Fatalf("%+v: no models", f)
+		}
+		for limit := 1; limit <= len(want)+1; limit++ {
+			var got []Model
+			var after ModelKey
+			for pages := 0; ; pages++ {
+				if pages > len(want)+1 {
+					t.Fatalf("%+v, limit %d: the pages do not end", f, limit)
+				}
+				page, more := r.ModelPage(f, after, limit)
+				if len(page) > limit {
+					t.Fatalf("%+v, limit %d: a page of %d", f, limit, len(page))
+				}
+				got = append(got, page...)
+				if !more {
+					break
+				}
+				last := page[len(page)-1]
+				after = ModelKey{last.Tenant, last.Name, last.Provider}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%+v, limit %d: the pages hold\n%+v\nwant\n%+v", f, limit, got, want)
+			}
+		}
+	}
+}
