@@ -102,7 +102,7 @@ echo "- records: $(ls "$data"/log/segments | wc -l) segment files, $(du -sm "$da
 echo "- index.db: $(du -cm "$data"/index.db* | tail -1 | cut -f1) MiB with its write-ahead log"
 echo
 echo "## verify --data"
-"$bin" verify --data "$data" 2>&1 | tail -1
+"$bin" verify --data "$data" 2>&1 | grep -E "^(OK|FAILED|Query index)"
 
 echo
 echo "## batched ingest with index.max_lag 0 (producers never wait for the query index), fresh data"

@@ -17,6 +17,7 @@ import (
 	"github.com/aitrail/aitrail/client"
 	"github.com/aitrail/aitrail/internal/crypto"
 	"github.com/aitrail/aitrail/internal/event"
+	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ledger"
 )
 
@@ -90,11 +91,30 @@ func verifyData(dir string, v note.Verifier, quiet bool, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
+	took := time.Since(start)
+	// The query index is derived from the log, but a damaged one answers
+	// queries from part of it without a word.
+	ixRep, err := index.Check(context.Background(), filepath.Join(dir, indexFile), rep.Records)
+	if errors.Is(err, index.ErrDamaged) {
+		return exitError{1, fmt.Sprintf("FAILED: %v; the log itself verified (%d records): rebuild the index with aitrail reindex --data %s", err, rep.Records, dir)}
+	}
+	if err != nil {
+		return err
+	}
 	if !quiet {
-		took := time.Since(start)
 		fmt.Fprintf(stdout, "OK: %d records verified in %s (%.0f records/s); checkpoint covers %d records, root %x; %d full and %d partial tiles checked\n",
 			rep.Records, took.Round(time.Millisecond), float64(rep.Records)/took.Seconds(), rep.Checkpoint.Size,
 			rep.Checkpoint.Hash[:], rep.TilesChecked, rep.PartialChecked)
+		switch {
+		case ixRep.Missing:
+			fmt.Fprintln(stdout, "Query index: none yet (the server builds it when it starts)")
+		case ixRep.Stale:
+			fmt.Fprintln(stdout, "Query index: of another version of aitrail (the server rebuilds it when it starts)")
+		case ixRep.Records == rep.Records:
+			fmt.Fprintln(stdout, "Query index: intact, every record indexed")
+		default:
+			fmt.Fprintf(stdout, "Query index: intact, %d of the %d records indexed (the server indexes the rest when it starts)\n", ixRep.Records, rep.Records)
+		}
 	}
 	return nil
 }
