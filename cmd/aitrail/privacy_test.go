@@ -259,3 +259,69 @@ func TestErasureLeftPendingIsRecordedAtStart(t *testing.T) {
 		s.stop()
 	}
 }
+
+// TestErasureSurvivesARestoredCatalog: a key catalog restored from a backup
+// made before an erasure holds the erased subject's keys again; the server
+// destroys them again, from the keys the erasure record lists, before it
+// serves anything, and says so once.
+func TestErasureSurvivesARestoredCatalog(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, data)
+	for _, who := range []string{"alice", "bob"} {
+		s.post(map[string]any{"type": "ai.inference", "id": who + "0", "actor": map[string]any{"id": who},
+			"content": map[string]any{"prompt": "prompt of " + who}})
+	}
+	s.waitIndexed()
+	s.stop()
+	backup := t.TempDir()
+	for _, name := range []string{catalogFile, catalogFile + "-wal", catalogFile + "-shm"} {
+		if b, err := os.ReadFile(filepath.Join(data, name)); err == nil {
+			os.WriteFile(filepath.Join(backup, name), b, 0o600)
+		}
+	}
+
+	s = startServer(t, data)
+	code, body := s.do("POST", "/v1/subjects/default/alice/erase", adminToken, "", nil)
+	var res struct {
+		Pseudonym string
+		Event     struct{ ID string }
+	}
+	if err := json.Unmarshal(body, &res); code != 200 || err != nil {
+		t.Fatalf("erase: %d %s", code, body)
+	}
+	s.waitIndexed()
+	var rec map[string]any
+	s.getJSON("/v1/events/"+res.Event.ID, &rec)
+	if ids, _ := rec["attributes"].(map[string]any)["privacy.erased_key_ids"].(string); strings.Count(ids, "dk-") != 2 {
+		t.Fatalf("the erasure record lists the keys %q; want alice's salt and content keys", ids)
+	}
+	s.stop()
+
+	// The catalog as it was before the erasure.
+	for _, name := range []string{catalogFile, catalogFile + "-wal", catalogFile + "-shm"} {
+		os.Remove(filepath.Join(data, name))
+		if b, err := os.ReadFile(filepath.Join(backup, name)); err == nil {
+			os.WriteFile(filepath.Join(data, name), b, 0o600)
+		}
+	}
+	for start := 0; start < 2; start++ {
+		s = startServer(t, data)
+		var alice, bob map[string]any
+		s.getJSON("/v1/events/alice0", &alice)
+		s.getJSON("/v1/events/bob0", &bob)
+		if alice["content_erased"] != true || alice["decrypted_content"] != nil {
+			t.Errorf("start %d: alice's content with the restored catalog: %v", start, alice["decrypted_content"])
+		}
+		if dc, _ := bob["decrypted_content"].(map[string]any); dc["prompt"] != "prompt of bob" {
+			t.Errorf("start %d: bob's content: %v", start, bob["decrypted_content"])
+		}
+		if n := len(s.allEvents("actor=alice")); n != 0 {
+			t.Errorf("start %d: a search for alice finds %d events", start, n)
+		}
+		said := strings.Contains(s.stderr.String(), "destroyed them again")
+		if said != (start == 0) {
+			t.Errorf("start %d: the server said it destroyed keys again: %v", start, said)
+		}
+		s.stop()
+	}
+}

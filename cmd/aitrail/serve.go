@@ -43,6 +43,7 @@ import (
 	"github.com/aitrail/aitrail/internal/ingest"
 	"github.com/aitrail/aitrail/internal/ledger"
 	"github.com/aitrail/aitrail/internal/notify"
+	"github.com/aitrail/aitrail/internal/privacy"
 	"github.com/aitrail/aitrail/internal/registry"
 	sqlitestore "github.com/aitrail/aitrail/internal/store/sqlite"
 )
@@ -384,6 +385,15 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		followers.Wait()
 	}
 	follow("index", idx, indexBatchFor(cfg.Index.MaxLag), led.Forget)
+	// Erasures recorded in the log stay in force in a key catalog restored
+	// from a backup older than them: put in force again before any request
+	// is served.
+	guardStart, guardCaughtUp, guardOnce := led.Size(), make(chan struct{}), sync.Once{}
+	follow("erasures", &privacy.Guard{Keys: keyring, Start: guardStart, Logger: log}, followBatch, func(c uint64) {
+		if c >= guardStart {
+			guardOnce.Do(func() { close(guardCaughtUp) })
+		}
+	})
 	// The registry follows the log to persist what ingest taught it and to
 	// learn what it missed (records committed when the server stopped).
 	// Versions are resolved only once it has caught up with the log as it
@@ -400,11 +410,13 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			once.Do(func() { close(caughtUp) })
 		}
 	})
-	select {
-	case <-caughtUp:
-	case <-ctx.Done():
-		stopFollowers()
-		return nil
+	for _, ready := range []chan struct{}{caughtUp, guardCaughtUp} {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			stopFollowers()
+			return nil
+		}
 	}
 
 	// Content is scanned for prompt-injection markers before it is

@@ -88,9 +88,9 @@ type KeyStore interface {
 	KEKVersions(ctx context.Context) ([]KEKVersion, error)
 	// EraseScopes destroys every key of the scopes, durably and so that
 	// the wrapped bytes do not linger in the store's files, keeps their ids
-	// as erased, and keeps e, with KeysDestroyed set to the number of keys
-	// destroyed, among the pending erasures, all in one step: on error
-	// nothing has changed. It returns the ids destroyed. Scopes with no
+	// as erased, and keeps e, with KeysDestroyed and KeyIDs set to the
+	// number and ids of the keys destroyed, among the pending erasures, all
+	// in one step: on error nothing has changed. It returns the ids destroyed. Scopes with no
 	// keys are not an error.
 	EraseScopes(ctx context.Context, scopes []string, e Erasure) (ids []string, err error)
 	// PendingErasures returns the erasures EraseScopes kept that
@@ -99,6 +99,14 @@ type KeyStore interface {
 	// ErasureRecorded removes the pending erasure whose record has the id;
 	// one that is not pending is not an error.
 	ErasureRecorded(ctx context.Context, id string) error
+	// DeleteKeys destroys the keys with the ids that it holds, as
+	// EraseScopes does, keeps every id as erased, and returns the ids it
+	// destroyed, in one step.
+	DeleteKeys(ctx context.Context, ids []string) ([]string, error)
+	// ErasureCursor returns the cursor SetErasureCursor stored, ok=false
+	// if none was.
+	ErasureCursor(ctx context.Context) (cursor uint64, ok bool, err error)
+	SetErasureCursor(ctx context.Context, cursor uint64) error
 	// Rotate applies a master key rotation atomically and durably: every
 	// key in r.Rewrapped replaces the stored key of the same ID, the keys
 	// in r.Added are stored after all others (becoming their scopes'

@@ -307,8 +307,12 @@ type Erasure struct {
 	// the salt was destroyed: the records and index rows that name the
 	// subject carry it. Empty when the subject had no salt.
 	Pseudonym string
-	// KeysDestroyed counts the salt and content data keys destroyed.
+	// KeysDestroyed counts the salt and content data keys destroyed, and
+	// KeyIDs names them: the record lists them, so that a key catalog
+	// restored from a backup older than the erasure can be made to forget
+	// them again (EraseKeys).
 	KeysDestroyed int
+	KeyIDs        []string
 	// Requester names who asked for the erasure (a token's name), TokenID
 	// the token.
 	Requester, TokenID string
@@ -361,7 +365,7 @@ func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject, requester, 
 	if err != nil {
 		return Erasure{}, fmt.Errorf("crypto: couldn't destroy the keys of a subject: %w", err)
 	}
-	e.KeysDestroyed = len(ids)
+	e.KeysDestroyed, e.KeyIDs = len(ids), ids
 	k.erasures.Add(1)
 	for _, scope := range scopes {
 		k.current.Delete(scope)
@@ -370,6 +374,51 @@ func (k *Keyring) EraseSubject(ctx context.Context, tenant, subject, requester, 
 		k.byID.Delete(id)
 	}
 	return e, nil
+}
+
+// EraseKeys destroys the data keys with the ids that the catalog still
+// holds, and keeps every id as erased: an erasure recorded in the log is
+// put in force again in a key catalog restored from a backup older than
+// it. It returns the ids it destroyed.
+func (k *Keyring) EraseKeys(ctx context.Context, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	destroyed, err := k.store.DeleteKeys(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("crypto: couldn't destroy erased keys: %w", err)
+	}
+	if len(destroyed) == 0 {
+		return nil, nil
+	}
+	k.erasures.Add(1)
+	gone := map[string]bool{}
+	for _, id := range destroyed {
+		gone[id] = true
+		k.byID.Delete(id)
+	}
+	k.current.Range(func(scope, v any) bool {
+		if gone[v.(*dataKey).id] {
+			k.current.Delete(scope)
+		}
+		return true
+	})
+	k.subjectsMu.Lock()
+	clear(k.subjects)
+	k.subjectsGen++
+	k.subjectsMu.Unlock()
+	return destroyed, nil
+}
+
+// ErasureCursor returns the log index of the next record whose erasure
+// EraseKeys should be checked for, ok=false when none was stored.
+func (k *Keyring) ErasureCursor(ctx context.Context) (uint64, bool, error) {
+	return k.store.ErasureCursor(ctx)
+}
+
+// SetErasureCursor stores the erasure cursor.
+func (k *Keyring) SetErasureCursor(ctx context.Context, cursor uint64) error {
+	return k.store.SetErasureCursor(ctx, cursor)
 }
 
 // PendingErasures returns the erasures whose records may not be in the log

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,7 +91,7 @@ func TestSubjectPseudonymsAndErasure(t *testing.T) {
 		t.Errorf("second erasure = %+v, %v; want nothing destroyed, no error, an id of its own", second, err)
 	}
 	// Both wait to be recorded in the log, each as it was made.
-	if pending, err := kr.PendingErasures(ctx); err != nil || !slices.Equal(pending, []crypto.Erasure{e, second}) {
+	if pending, err := kr.PendingErasures(ctx); err != nil || !reflect.DeepEqual(pending, []crypto.Erasure{e, second}) {
 		t.Errorf("PendingErasures = %+v, %v; want %+v", pending, err, []crypto.Erasure{e, second})
 	}
 	if err := kr.ErasureRecorded(ctx, e.ID); err != nil {

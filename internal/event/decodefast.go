@@ -131,6 +131,29 @@ func TooDeep(b []byte, max int) bool {
 	return false
 }
 
+// RecordOfType returns the record a follower of the log reads, as
+// RecordFrom does, when it is of type typ, and nil otherwise. A record
+// given only as stored is decoded only when its bytes name the type, so
+// that followers looking for one rare type pass over the others cheaply.
+func RecordOfType(value any, data []byte, typ string) (*Record, error) {
+	if r, ok := value.(*Record); ok {
+		if r.Type != typ {
+			return nil, nil
+		}
+		return r, nil
+	}
+	// Canonical JSON writes the type so, unescaped; the mark may also be
+	// a nested object's, which decoding tells apart.
+	if !bytes.Contains(data, []byte(`"type":"`+typ+`"`)) {
+		return nil, nil
+	}
+	r, err := RecordFrom(nil, data)
+	if err != nil || r.Type != typ {
+		return nil, err
+	}
+	return r, nil
+}
+
 // RecordFrom returns the record a follower of the log reads: value itself
 // when it is the *Record its appender built (the ledger serves recent
 // entries from memory with it), else data, the stored canonical bytes,

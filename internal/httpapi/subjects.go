@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/aitrail/aitrail/internal/event"
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/ingest"
+	"github.com/aitrail/aitrail/internal/privacy"
 )
 
 // Subjects is what the API needs of the key catalog for pseudonyms and
@@ -125,7 +127,7 @@ func (s *Server) recordErasure(ctx context.Context, e crypto.Erasure) (int64, in
 	// The record names the subject only by its pseudonym, which nothing
 	// can link to it any more.
 	ev := event.Event{
-		ID: e.ID, Type: "privacy.erasure", Tenant: e.Tenant, Time: e.At.UTC().Format(time.RFC3339Nano),
+		ID: e.ID, Type: privacy.TypeErasure, Tenant: e.Tenant, Time: e.At.UTC().Format(time.RFC3339Nano),
 		Action: "erase", Outcome: "success",
 		Actor:    &event.Actor{ID: e.Requester, Type: "service"},
 		Resource: &event.Resource{Type: "subject", ID: e.Pseudonym},
@@ -135,6 +137,9 @@ func (s *Server) recordErasure(ctx context.Context, e crypto.Erasure) (int64, in
 			"aitrail.token_id":            e.TokenID,
 		},
 	}
+	// The keys destroyed, so that a key catalog restored from a backup
+	// older than the erasure forgets them again (privacy.Guard).
+	maps.Copy(ev.Attributes, privacy.KeyIDAttributes(e.KeyIDs))
 	receipt, err := s.Ingest.Append(ctx, system, []event.Event{ev})
 	if err != nil {
 		s.erasuresPending.Store(true)

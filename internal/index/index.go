@@ -43,7 +43,6 @@
 package index
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -541,25 +540,12 @@ func (ix *Index) Apply(ctx context.Context, entries []ledger.Entry) error {
 	return ix.scrubErased(ctx, entries)
 }
 
-// erasureMark is how a privacy.erasure record's canonical form names its
-// type; the server alone writes such records (ingest.ServerTypes).
-var erasureMark = []byte(`"type":"privacy.erasure"`)
-
 // scrubErased scrubs the pseudonyms that the privacy.erasure records among
 // entries name from the index.
 func (ix *Index) scrubErased(ctx context.Context, entries []ledger.Entry) error {
 	for _, e := range entries {
-		// The decoded record, when the entry has it, says at once; only
-		// records read back from the files are searched for the mark.
-		if r, ok := e.Value.(*event.Record); ok {
-			if r.Type != "privacy.erasure" {
-				continue
-			}
-		} else if !bytes.Contains(e.Data, erasureMark) {
-			continue
-		}
-		rec, err := event.RecordFrom(e.Value, e.Data)
-		if err != nil || rec.Type != "privacy.erasure" || rec.Resource == nil || rec.Resource.ID == "" {
+		rec, err := event.RecordOfType(e.Value, e.Data, "privacy.erasure")
+		if err != nil || rec == nil || rec.Resource == nil || rec.Resource.ID == "" {
 			continue
 		}
 		if _, err := ix.ScrubActor(ctx, rec.Tenant, rec.Resource.ID); err != nil {

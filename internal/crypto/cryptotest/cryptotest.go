@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -24,6 +25,9 @@ type MemKeyStore struct {
 	versions []crypto.KEKVersion
 	erased   map[string]bool // ids EraseScopes destroyed
 	pending  []crypto.Erasure
+	// cursor is the erasure cursor, if hasCursor.
+	cursor    uint64
+	hasCursor bool
 }
 
 var _ crypto.KeyStore = (*MemKeyStore)(nil)
@@ -140,9 +144,45 @@ func (m *MemKeyStore) EraseScopes(_ context.Context, scopes []string, e crypto.E
 	for _, id := range ids {
 		m.erased[id] = true
 	}
-	e.KeysDestroyed = len(ids)
+	e.KeysDestroyed, e.KeyIDs = len(ids), ids
 	m.pending = append(m.pending, e)
 	return ids, nil
+}
+
+// DeleteKeys implements crypto.KeyStore.
+func (m *MemKeyStore) DeleteKeys(_ context.Context, ids []string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var destroyed []string
+	m.keys = slices.DeleteFunc(m.keys, func(k crypto.WrappedKey) bool {
+		if slices.Contains(ids, k.ID) {
+			destroyed = append(destroyed, k.ID)
+			return true
+		}
+		return false
+	})
+	if m.erased == nil {
+		m.erased = map[string]bool{}
+	}
+	for _, id := range ids {
+		m.erased[id] = true
+	}
+	return destroyed, nil
+}
+
+// ErasureCursor implements crypto.KeyStore.
+func (m *MemKeyStore) ErasureCursor(context.Context) (uint64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cursor, m.hasCursor, nil
+}
+
+// SetErasureCursor implements crypto.KeyStore.
+func (m *MemKeyStore) SetErasureCursor(_ context.Context, cursor uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cursor, m.hasCursor = cursor, true
+	return nil
 }
 
 // PendingErasures implements crypto.KeyStore.
@@ -420,8 +460,8 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 			t.Errorf("second EraseScopes = %v, %v; want nothing, no error", ids, err)
 		}
 		// Both are pending, oldest first, as kept, with the keys counted.
-		first.KeysDestroyed = 3
-		if p, err := s.PendingErasures(ctx); err != nil || !slices.Equal(p, []crypto.Erasure{first, second}) {
+		first.KeysDestroyed, first.KeyIDs = 3, []string{"dk-a1", "dk-a2", "dk-i1"}
+		if p, err := s.PendingErasures(ctx); err != nil || !samePending(p, []crypto.Erasure{first, second}) {
 			t.Fatalf("PendingErasures = %+v, %v; want %+v", p, err, []crypto.Erasure{first, second})
 		}
 		// An erasure that cannot be kept destroys nothing.
@@ -437,8 +477,49 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 		if err := s.ErasureRecorded(ctx, "e-never"); err != nil {
 			t.Errorf("ErasureRecorded of an id not pending: %v", err)
 		}
-		if p, err := s.PendingErasures(ctx); err != nil || !slices.Equal(p, []crypto.Erasure{second}) {
+		if p, err := s.PendingErasures(ctx); err != nil || !samePending(p, []crypto.Erasure{second}) {
 			t.Errorf("PendingErasures after one was recorded = %+v, %v", p, err)
+		}
+	})
+
+	t.Run("DeleteKeys", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []crypto.WrappedKey{key("dk-a1", "acme", 0), key("dk-a2", "acme", 0), key("dk-g1", "globex", 0)} {
+			if err := s.PutKey(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// dk-old was destroyed before the catalog's copy was made.
+		destroyed, err := s.DeleteKeys(ctx, []string{"dk-a2", "dk-old", "dk-g1"})
+		slices.Sort(destroyed)
+		if err != nil || !slices.Equal(destroyed, []string{"dk-a2", "dk-g1"}) {
+			t.Fatalf("DeleteKeys = %v, %v; want the two it held", destroyed, err)
+		}
+		for _, id := range []string{"dk-a2", "dk-old", "dk-g1"} {
+			if _, err := s.GetKey(ctx, id); !errors.Is(err, crypto.ErrErased) {
+				t.Errorf("%s after DeleteKeys: %v; want ErrErased", id, err)
+			}
+		}
+		if _, err := s.GetKey(ctx, "dk-a1"); err != nil {
+			t.Errorf("a key not named is gone: %v", err)
+		}
+		if again, err := s.DeleteKeys(ctx, []string{"dk-a2"}); err != nil || len(again) != 0 {
+			t.Errorf("DeleteKeys again = %v, %v; want nothing", again, err)
+		}
+	})
+
+	t.Run("ErasureCursor", func(t *testing.T) {
+		s := newStore(t)
+		if c, ok, err := s.ErasureCursor(ctx); err != nil || ok || c != 0 {
+			t.Fatalf("ErasureCursor of a new store = %d, %v, %v; want none", c, ok, err)
+		}
+		for _, c := range []uint64{5, 1 << 40} {
+			if err := s.SetErasureCursor(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, err := s.ErasureCursor(ctx); err != nil || !ok || got != c {
+				t.Errorf("ErasureCursor = %d, %v, %v; want %d", got, ok, err, c)
+			}
 		}
 	})
 
@@ -459,4 +540,16 @@ func TestKeyStore(t *testing.T, newStore func(t *testing.T) crypto.KeyStore) {
 			}
 		}
 	})
+}
+
+// samePending compares pending erasures, their key ids in any order.
+func samePending(a, b []crypto.Erasure) bool {
+	norm := func(es []crypto.Erasure) []crypto.Erasure {
+		out := slices.Clone(es)
+		for i := range out {
+			out[i].KeyIDs = slices.Sorted(slices.Values(out[i].KeyIDs))
+		}
+		return out
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
 }

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -86,9 +87,14 @@ var migrations = []string{
 		tenant         TEXT    NOT NULL,
 		pseudonym      TEXT    NOT NULL,
 		keys_destroyed INTEGER NOT NULL,
+		key_ids        TEXT    NOT NULL, -- the ids of the keys destroyed, comma-separated
 		requester      TEXT    NOT NULL,
 		token_id       TEXT    NOT NULL,
 		erased_at      INTEGER NOT NULL -- Unix nanoseconds
+	) STRICT;
+	CREATE TABLE erasure_cursor ( -- the log index of the next record whose erasure is to be put in force
+		id     INTEGER PRIMARY KEY CHECK (id = 1),
+		cursor INTEGER NOT NULL
 	) STRICT;`,
 }
 
@@ -376,8 +382,8 @@ func (c *Catalog) EraseScopes(ctx context.Context, scopes []string, e crypto.Era
 	if exists > 0 {
 		return nil, fmt.Errorf("sqlitestore: erasure %q: %w", e.ID, crypto.ErrExists)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO pending_erasures (id, tenant, pseudonym, keys_destroyed, requester, token_id, erased_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, e.ID, e.Tenant, e.Pseudonym, len(ids), e.Requester, e.TokenID, unixNano(e.At)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO pending_erasures (id, tenant, pseudonym, keys_destroyed, key_ids, requester, token_id, erased_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.ID, e.Tenant, e.Pseudonym, len(ids), strings.Join(ids, ","), e.Requester, e.TokenID, unixNano(e.At)); err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't keep the erasure: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -393,7 +399,7 @@ func (c *Catalog) EraseScopes(ctx context.Context, scopes []string, e crypto.Era
 
 // PendingErasures implements crypto.KeyStore.
 func (c *Catalog) PendingErasures(ctx context.Context) ([]crypto.Erasure, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT id, tenant, pseudonym, keys_destroyed, requester, token_id, erased_at
+	rows, err := c.db.QueryContext(ctx, `SELECT id, tenant, pseudonym, keys_destroyed, key_ids, requester, token_id, erased_at
 		FROM pending_erasures ORDER BY seq`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't read the pending erasures: %w", err)
@@ -403,13 +409,74 @@ func (c *Catalog) PendingErasures(ctx context.Context) ([]crypto.Erasure, error)
 	for rows.Next() {
 		var e crypto.Erasure
 		var at int64
-		if err := rows.Scan(&e.ID, &e.Tenant, &e.Pseudonym, &e.KeysDestroyed, &e.Requester, &e.TokenID, &at); err != nil {
+		var keyIDs string
+		if err := rows.Scan(&e.ID, &e.Tenant, &e.Pseudonym, &e.KeysDestroyed, &keyIDs, &e.Requester, &e.TokenID, &at); err != nil {
 			return nil, fmt.Errorf("sqlitestore: couldn't read the pending erasures: %w", err)
 		}
 		e.At = fromUnixNano(at)
+		if keyIDs != "" {
+			e.KeyIDs = strings.Split(keyIDs, ",")
+		}
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// DeleteKeys implements crypto.KeyStore, as EraseScopes does.
+func (c *Catalog) DeleteKeys(ctx context.Context, ids []string) ([]string, error) {
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
+	defer tx.Rollback()
+	var destroyed []string
+	now := time.Now().UnixNano()
+	for _, id := range ids {
+		res, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE id = ?`, id)
+		if err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			destroyed = append(destroyed, id)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased_keys (id_sha256, erased_at) VALUES (?, ?)`, idHash(id), now); err != nil {
+			return nil, fmt.Errorf("sqlitestore: couldn't note the erased keys: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	}
+	if len(destroyed) > 0 {
+		if _, err := c.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			return destroyed, fmt.Errorf("sqlitestore: couldn't checkpoint after deleting keys: %w", err)
+		}
+	}
+	return destroyed, nil
+}
+
+// ErasureCursor implements crypto.KeyStore.
+func (c *Catalog) ErasureCursor(ctx context.Context) (uint64, bool, error) {
+	var cursor int64
+	err := c.db.QueryRowContext(ctx, `SELECT cursor FROM erasure_cursor WHERE id = 1`).Scan(&cursor)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("sqlitestore: couldn't read the erasure cursor: %w", err)
+	}
+	return uint64(cursor), true, nil
+}
+
+// SetErasureCursor implements crypto.KeyStore.
+func (c *Catalog) SetErasureCursor(ctx context.Context, cursor uint64) error {
+	if cursor > math.MaxInt64 {
+		return fmt.Errorf("sqlitestore: erasure cursor %d out of range", cursor)
+	}
+	if _, err := c.db.ExecContext(ctx, `INSERT INTO erasure_cursor (id, cursor) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET cursor = excluded.cursor`, int64(cursor)); err != nil {
+		return fmt.Errorf("sqlitestore: couldn't store the erasure cursor: %w", err)
+	}
+	return nil
 }
 
 // ErasureRecorded implements crypto.KeyStore.
