@@ -303,6 +303,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.Ready != nil {
 		ok, details = s.Ready()
 	}
+	// Erasures whose keys are destroyed but whose records the log has not
+	// taken yet (RecordErasures).
+	if s.Subjects != nil {
+		if pending, err := s.Subjects.PendingErasures(r.Context()); err == nil && len(pending) > 0 {
+			if details == nil {
+				details = map[string]any{}
+			}
+			details["erasures_pending"] = len(pending)
+		}
+	}
 	status, word := http.StatusOK, "ready"
 	if !ok {
 		status, word = http.StatusServiceUnavailable, "not_ready"

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -64,6 +65,19 @@ func TestErasureRecordedOnceTheLogTakesIt(t *testing.T) {
 	if _, ok, _ := s.Subjects.LookupSubject(ctx, "acme", "alice"); ok {
 		t.Fatal("alice's keys survive the erasure")
 	}
+	pendingInReadyz := func() any {
+		res, err := http.Get(api.srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var r struct{ Details map[string]any }
+		json.NewDecoder(res.Body).Decode(&r)
+		return r.Details["erasures_pending"]
+	}
+	if n := pendingInReadyz(); n != 1.0 {
+		t.Errorf("/readyz details.erasures_pending = %v while the erasure waits; want 1", n)
+	}
 
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -82,6 +96,9 @@ func TestErasureRecordedOnceTheLogTakesIt(t *testing.T) {
 		}
 	}
 	time.Sleep(100 * time.Millisecond) // more of Run's rounds
+	if n := pendingInReadyz(); n != nil {
+		t.Errorf("/readyz details.erasures_pending = %v once recorded; want none", n)
+	}
 	page, err := api.idx.Query(ctx, index.Query{Tenant: "acme", Type: "privacy.erasure"})
 	if err != nil || len(page.Hits) != 1 {
 		t.Fatalf("erasure records: %d, %v; want 1", len(page.Hits), err)
