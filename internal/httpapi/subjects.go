@@ -91,6 +91,9 @@ func (s *Server) eraseSubject(w http.ResponseWriter, r *http.Request) {
 	}
 	e, err := s.Subjects.EraseSubject(r.Context(), tenant, subject, p.Name, p.TokenID)
 	if err != nil {
+		// The keys may be destroyed (and the erasure kept) even so, when
+		// only what follows the commit failed: Run looks.
+		s.erasuresPending.Store(true)
 		s.writeError(w, r, err)
 		return
 	}

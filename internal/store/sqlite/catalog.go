@@ -369,11 +369,8 @@ func (c *Catalog) EraseScopes(ctx context.Context, scopes []string, e crypto.Era
 			return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
 		}
 	}
-	now := time.Now().UnixNano()
-	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased_keys (id_sha256, erased_at) VALUES (?, ?)`, idHash(id), now); err != nil {
-			return nil, fmt.Errorf("sqlitestore: couldn't note the erased keys: %w", err)
-		}
+	if err := noteErased(ctx, tx, ids); err != nil {
+		return nil, err
 	}
 	var exists int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pending_erasures WHERE id = ?`, e.ID).Scan(&exists); err != nil {
@@ -386,15 +383,33 @@ func (c *Catalog) EraseScopes(ctx context.Context, scopes []string, e crypto.Era
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.ID, e.Tenant, e.Pseudonym, len(ids), strings.Join(ids, ","), e.Requester, e.TokenID, unixNano(e.At)); err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't keep the erasure: %w", err)
 	}
+	return c.commitErasure(ctx, tx, ids)
+}
+
+// noteErased keeps the ids as those of erased keys (erased_keys).
+func noteErased(ctx context.Context, tx *sql.Tx, ids []string) error {
+	now := time.Now().UnixNano()
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased_keys (id_sha256, erased_at) VALUES (?, ?)`, idHash(id), now); err != nil {
+			return fmt.Errorf("sqlitestore: couldn't note the erased keys: %w", err)
+		}
+	}
+	return nil
+}
+
+// commitErasure commits a transaction that destroyed the keys with the
+// ids and then, if it destroyed any, checkpoints and truncates the
+// write-ahead log, so that no copy of them stays in it.
+func (c *Catalog) commitErasure(ctx context.Context, tx *sql.Tx, destroyed []string) ([]string, error) {
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
 	}
-	if len(ids) > 0 {
+	if len(destroyed) > 0 {
 		if _, err := c.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			return ids, fmt.Errorf("sqlitestore: couldn't checkpoint after deleting keys: %w", err)
+			return destroyed, fmt.Errorf("sqlitestore: couldn't checkpoint after deleting keys: %w", err)
 		}
 	}
-	return ids, nil
+	return destroyed, nil
 }
 
 // PendingErasures implements crypto.KeyStore.
@@ -430,7 +445,6 @@ func (c *Catalog) DeleteKeys(ctx context.Context, ids []string) ([]string, error
 	}
 	defer tx.Rollback()
 	var destroyed []string
-	now := time.Now().UnixNano()
 	for _, id := range ids {
 		res, err := tx.ExecContext(ctx, `DELETE FROM data_keys WHERE id = ?`, id)
 		if err != nil {
@@ -439,19 +453,13 @@ func (c *Catalog) DeleteKeys(ctx context.Context, ids []string) ([]string, error
 		if n, _ := res.RowsAffected(); n > 0 {
 			destroyed = append(destroyed, id)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased_keys (id_sha256, erased_at) VALUES (?, ?)`, idHash(id), now); err != nil {
-			return nil, fmt.Errorf("sqlitestore: couldn't note the erased keys: %w", err)
-		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: couldn't delete keys: %w", err)
+	// Every id, so that content under a key the copy never held reads as
+	// erased too.
+	if err := noteErased(ctx, tx, ids); err != nil {
+		return nil, err
 	}
-	if len(destroyed) > 0 {
-		if _, err := c.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-			return destroyed, fmt.Errorf("sqlitestore: couldn't checkpoint after deleting keys: %w", err)
-		}
-	}
-	return destroyed, nil
+	return c.commitErasure(ctx, tx, destroyed)
 }
 
 // ErasureCursor implements crypto.KeyStore.
