@@ -130,20 +130,7 @@ func (m *MemKeyStore) EraseScopes(_ context.Context, scopes []string, e crypto.E
 	if slices.ContainsFunc(m.pending, func(p crypto.Erasure) bool { return p.ID == e.ID }) {
 		return nil, fmt.Errorf("erasure %q: %w", e.ID, crypto.ErrExists)
 	}
-	var ids []string
-	m.keys = slices.DeleteFunc(m.keys, func(k crypto.WrappedKey) bool {
-		if slices.Contains(scopes, k.Scope) {
-			ids = append(ids, k.ID)
-			return true
-		}
-		return false
-	})
-	if m.erased == nil {
-		m.erased = map[string]bool{}
-	}
-	for _, id := range ids {
-		m.erased[id] = true
-	}
+	ids := m.destroy(func(k crypto.WrappedKey) bool { return slices.Contains(scopes, k.Scope) }, nil)
 	e.KeysDestroyed, e.KeyIDs = len(ids), ids
 	m.pending = append(m.pending, e)
 	return ids, nil
@@ -153,10 +140,16 @@ func (m *MemKeyStore) EraseScopes(_ context.Context, scopes []string, e crypto.E
 func (m *MemKeyStore) DeleteKeys(_ context.Context, ids []string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var destroyed []string
+	return m.destroy(func(k crypto.WrappedKey) bool { return slices.Contains(ids, k.ID) }, ids), nil
+}
+
+// destroy removes the keys that match, keeps their ids and those of also as
+// erased, and returns the ids removed. The caller holds m.mu.
+func (m *MemKeyStore) destroy(match func(crypto.WrappedKey) bool, also []string) []string {
+	var ids []string
 	m.keys = slices.DeleteFunc(m.keys, func(k crypto.WrappedKey) bool {
-		if slices.Contains(ids, k.ID) {
-			destroyed = append(destroyed, k.ID)
+		if match(k) {
+			ids = append(ids, k.ID)
 			return true
 		}
 		return false
@@ -164,10 +157,10 @@ func (m *MemKeyStore) DeleteKeys(_ context.Context, ids []string) ([]string, err
 	if m.erased == nil {
 		m.erased = map[string]bool{}
 	}
-	for _, id := range ids {
+	for _, id := range slices.Concat(ids, also) {
 		m.erased[id] = true
 	}
-	return destroyed, nil
+	return ids
 }
 
 // ErasureCursor implements crypto.KeyStore.
