@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -85,5 +86,73 @@ func TestTokenRateLimit(t *testing.T) {
 	// Nothing refused was stored.
 	if code, _ := s.do("GET", "/v1/events/over", adminToken, "", nil); code != 404 {
 		t.Errorf("the refused event: %d; want 404", code)
+	}
+}
+
+// TestTokenOwnRateLimit: a token minted with a limit of its own is held to
+// it on a server that sets none for all; the limit is listed and recorded
+// with the token; a limit that is not one is refused.
+func TestTokenOwnRateLimit(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	code, body := s.do("POST", "/v1/tokens", adminToken, "application/json",
+		[]byte(`{"name":"slow","roles":["ingest"],"tenants":["*"],"events_per_second":0.001,"burst_events":2}`))
+	var tok struct {
+		ID, Token       string
+		EventsPerSecond float64 `json:"events_per_second"`
+		BurstEvents     int     `json:"burst_events"`
+	}
+	if json.Unmarshal(body, &tok); code != 201 || tok.EventsPerSecond != 0.001 || tok.BurstEvents != 2 {
+		t.Fatalf("token with a limit: %d %s", code, body)
+	}
+	post := func(token string, n int) (int, string, string) {
+		var evs []map[string]any
+		for i := range n {
+			evs = append(evs, map[string]any{"type": "ai.inference", "id": fmt.Sprintf("%s-%d-%d", token[:8], n, i)})
+		}
+		b, _ := json.Marshal(map[string]any{"events": evs})
+		return errorAnswer(t, s, "/v1/events", token, "application/json", b)
+	}
+	if code, _, _ := post(tok.Token, 2); code != 200 {
+		t.Fatalf("the token's burst: %d", code)
+	}
+	if code, ecode, retry := post(tok.Token, 1); code != 429 || ecode != "rate_limited" || retry == "" {
+		t.Errorf("past the token's own limit: %d %q, Retry-After %q; want 429 rate_limited", code, ecode, retry)
+	}
+	if code, ecode, _ := post(tok.Token, 3); code != 413 || ecode != "too_large" {
+		t.Errorf("more events than the token's burst: %d %q; want 413", code, ecode)
+	}
+	if code, _, _ := post(adminToken, 50); code != 200 {
+		t.Errorf("a token without a limit, on a server with none: %d", code)
+	}
+
+	var list struct {
+		Tokens []map[string]any `json:"tokens"`
+	}
+	s.getJSON("/v1/tokens", &list)
+	found := false
+	for _, tk := range list.Tokens {
+		if tk["id"] == tok.ID {
+			found = tk["events_per_second"] == 0.001 && tk["burst_events"] == 2.0
+		}
+	}
+	if !found {
+		t.Errorf("GET /v1/tokens does not list the token's limit: %v", list.Tokens)
+	}
+	s.waitIndexed()
+	var recorded bool
+	for _, e := range s.allEvents("type=admin.change") {
+		if r, _ := e["resource"].(map[string]any); r["id"] == tok.ID {
+			a := e["attributes"].(map[string]any)
+			recorded = a["token.events_per_second"] == 0.001 && a["token.burst_events"] == 2.0
+		}
+	}
+	if !recorded {
+		t.Error("the record of the token's creation does not name its limit")
+	}
+	for _, bad := range []string{`"events_per_second":-1`, `"burst_events":5`, `"events_per_second":"fast"`, `"events_per_second":1e12`} {
+		req := `{"name":"bad","roles":["ingest"],"tenants":["*"],` + bad + `}`
+		if code, body := s.do("POST", "/v1/tokens", adminToken, "application/json", []byte(req)); code != 400 {
+			t.Errorf("token with %s: %d %s; want 400", bad, code, body)
+		}
 	}
 }

@@ -474,9 +474,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 			}
 		}}
 	space.Check()
-	if cfg.Limits.TokenEventsPerSecond > 0 {
-		pipeline.Rate = &ingest.TokenRate{Rate: cfg.Limits.TokenEventsPerSecond, Burst: cfg.Limits.TokenBurst()}
-	}
+	// Tokens may have limits of their own, whether or not the server sets
+	// one for all.
+	pipeline.Rate = &ingest.TokenRate{Rate: cfg.Limits.TokenEventsPerSecond, Burst: cfg.Limits.TokenBurst(), MinBurst: cfg.Limits.MaxBatchEvents}
 	pipeline.Admit = func(ctx context.Context) error {
 		if err := space.Admit(ctx); err != nil {
 			return err
@@ -610,11 +610,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	rateLimited := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "aitrail_ingest_rate_limited_total",
 		Help: "Requests refused with 429 because their token had appended limits.token_events_per_second, by token id."}, []string{"token_id"})
 	reg.MustRegister(rateLimited)
-	if pipeline.Rate != nil {
-		pipeline.Rate.OnRefuse = func(tokenID string, events int) {
-			rateLimited.WithLabelValues(tokenID).Inc()
-			api.CountRateLimited(tokenID, events)
-		}
+	pipeline.Rate.OnRefuse = func(tokenID string, events int) {
+		rateLimited.WithLabelValues(tokenID).Inc()
+		api.CountRateLimited(tokenID, events)
 	}
 	// Erasures whose records a stop, or a log refusing writes, kept out of
 	// the log are recorded before anything is served.

@@ -73,6 +73,8 @@ type Principal struct {
 	Tenants []string
 	// Root marks the bootstrap token, which holds every role on every tenant.
 	Root bool
+	// Limit is the token's own bound on the events it may append, if any.
+	Limit Limit
 }
 
 // Has reports whether p holds role r. A root principal holds every role;

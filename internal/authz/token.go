@@ -31,6 +31,32 @@ type Token struct {
 	// Root marks the bootstrap token: every role on every tenant, and it
 	// cannot be revoked through the API.
 	Root bool
+	// Limit is the token's own bound on the events it may append.
+	Limit Limit
+}
+
+// Limit bounds the events a token may append (ingest.TokenRate). The zero
+// Limit leaves the server's limits.token_events_per_second in force.
+type Limit struct {
+	// EventsPerSecond is the average rate; BurstEvents how many may be
+	// appended at once, 0 for the server's default burst at that rate.
+	EventsPerSecond float64
+	BurstEvents     int
+}
+
+// MaxEventsPerSecond is the highest rate a Limit may give.
+const MaxEventsPerSecond = 1e9
+
+func (l Limit) validate() error {
+	switch r := l.EventsPerSecond; {
+	case !(r >= 0 && r <= MaxEventsPerSecond):
+		return fmt.Errorf("%w: events_per_second must be a number from 0 (the server's limit) to %g", ErrInvalid, float64(MaxEventsPerSecond))
+	case l.BurstEvents < 0:
+		return fmt.Errorf("%w: burst_events must be 0 (the server's default) or more", ErrInvalid)
+	case l.BurstEvents > 0 && r == 0:
+		return fmt.Errorf("%w: burst_events needs events_per_second", ErrInvalid)
+	}
+	return nil
 }
 
 // TokenStore keeps tokens durably. Implementations must be safe for
@@ -145,9 +171,9 @@ var rootRoles, rootTenants = slices.Clip(AllRoles()), []string{AllTenantsWildcar
 
 func principal(t Token) Principal {
 	if t.Root {
-		return Principal{TokenID: t.ID, Name: t.Name, Roles: rootRoles, Tenants: rootTenants, Root: true}
+		return Principal{TokenID: t.ID, Name: t.Name, Roles: rootRoles, Tenants: rootTenants, Root: true, Limit: t.Limit}
 	}
-	return Principal{TokenID: t.ID, Name: t.Name, Roles: slices.Clone(t.Roles), Tenants: slices.Clone(t.Tenants)}
+	return Principal{TokenID: t.ID, Name: t.Name, Roles: slices.Clone(t.Roles), Tenants: slices.Clone(t.Tenants), Limit: t.Limit}
 }
 
 // parseToken splits an atr_ token into its id and secret.
@@ -273,10 +299,20 @@ var tenantRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // token with more than it holds. It returns the stored token (with Hash
 // cleared) and the bearer string, which is shown once and kept nowhere.
 func (a *Authenticator) Mint(ctx context.Context, by Principal, name string, roles []Role, tenants []string) (Token, string, error) {
+	return a.MintLimited(ctx, by, name, roles, tenants, Limit{})
+}
+
+// MintLimited is Mint of a token with a limit of its own on the events it
+// may append. The limit is not a privilege: a token with a limit may mint
+// one with another, or none.
+func (a *Authenticator) MintLimited(ctx context.Context, by Principal, name string, roles []Role, tenants []string, limit Limit) (Token, string, error) {
 	if !by.Has(RoleAdmin) {
 		return Token{}, "", fmt.Errorf("%w: minting tokens needs role admin", ErrForbidden)
 	}
 	if err := validateToken(name, roles, tenants); err != nil {
+		return Token{}, "", err
+	}
+	if err := limit.validate(); err != nil {
 		return Token{}, "", err
 	}
 	for _, r := range roles {
@@ -304,6 +340,7 @@ func (a *Authenticator) Mint(ctx context.Context, by Principal, name string, rol
 		Tenants:   slices.Clone(tenants),
 		Hash:      h[:],
 		CreatedAt: time.Now().UTC().Round(0),
+		Limit:     limit,
 	}
 	if err := a.store.CreateToken(ctx, tok); err != nil {
 		return Token{}, "", fmt.Errorf("authz: couldn't store token: %w", err)

@@ -3,6 +3,7 @@ package authz_test
 import (
 	"context"
 	"errors"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -276,6 +277,9 @@ func TestMint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tok, secret, err := a.Mint(ctx, tt.by, tt.tname, tt.roles, tt.tenants)
+			if tt.wantErr == nil && tok.Limit != (authz.Limit{}) {
+				t.Errorf("Mint gave the token a limit: %+v", tok.Limit)
+			}
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.wantMsg) {
 					t.Fatalf("Mint err = %v, want %v mentioning %q", err, tt.wantErr, tt.wantMsg)
@@ -450,5 +454,36 @@ func TestRetireRoot(t *testing.T) {
 	go func() { errs <- a.Revoke(ctx, third, second.TokenID) }()
 	if e1, e2 := <-errs, <-errs; e1 == nil && e2 == nil {
 		t.Fatal("two full tokens revoked each other at once, leaving none")
+	}
+}
+
+// TestMintLimited: a token's own limit is kept and comes with every request
+// of it; a limit that is not one is refused, and no token made.
+func TestMintLimited(t *testing.T) {
+	ctx := context.Background()
+	a, _, root := setup(t)
+	lim := authz.Limit{EventsPerSecond: 2.5, BurstEvents: 40}
+	tok, secret, err := a.MintLimited(ctx, root, "n", []authz.Role{authz.RoleIngest}, []string{"acme"}, lim)
+	if err != nil || tok.Limit != lim {
+		t.Fatalf("MintLimited = %+v, %v", tok, err)
+	}
+	if p, err := a.Authenticate(ctx, secret); err != nil || p.Limit != lim {
+		t.Fatalf("the limited token authenticates as %+v, %v; want its limit", p, err)
+	}
+	before, _ := a.List(ctx, root)
+	for _, bad := range []authz.Limit{
+		{EventsPerSecond: -1},
+		{EventsPerSecond: math.NaN()},
+		{EventsPerSecond: math.Inf(1)},
+		{EventsPerSecond: 2e9},
+		{EventsPerSecond: 1, BurstEvents: -1},
+		{BurstEvents: 5},
+	} {
+		if _, _, err := a.MintLimited(ctx, root, "n", []authz.Role{authz.RoleIngest}, []string{"acme"}, bad); !errors.Is(err, authz.ErrInvalid) {
+			t.Errorf("limit %+v: %v; want ErrInvalid", bad, err)
+		}
+	}
+	if after, _ := a.List(ctx, root); len(after) != len(before) {
+		t.Errorf("refused limits made %d tokens", len(after)-len(before))
 	}
 }

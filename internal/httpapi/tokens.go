@@ -16,16 +16,21 @@ type tokenRequest struct {
 	Name    string   `json:"name"`
 	Roles   []string `json:"roles"`
 	Tenants []string `json:"tenants"`
+	// The token's own limit on the events it may append (authz.Limit).
+	EventsPerSecond float64 `json:"events_per_second"`
+	BurstEvents     int     `json:"burst_events"`
 }
 
 type tokenJSON struct {
-	ID        string    `json:"id"`
-	Token     string    `json:"token,omitempty"`
-	Name      string    `json:"name"`
-	Roles     []string  `json:"roles"`
-	Tenants   []string  `json:"tenants"`
-	CreatedAt time.Time `json:"created_at"`
-	Root      bool      `json:"root,omitempty"`
+	ID              string    `json:"id"`
+	Token           string    `json:"token,omitempty"`
+	Name            string    `json:"name"`
+	Roles           []string  `json:"roles"`
+	Tenants         []string  `json:"tenants"`
+	CreatedAt       time.Time `json:"created_at"`
+	Root            bool      `json:"root,omitempty"`
+	EventsPerSecond float64   `json:"events_per_second,omitempty"`
+	BurstEvents     int       `json:"burst_events,omitempty"`
 }
 
 func tokenView(t authz.Token) tokenJSON {
@@ -33,7 +38,8 @@ func tokenView(t authz.Token) tokenJSON {
 	for i, r := range t.Roles {
 		roles[i] = string(r)
 	}
-	return tokenJSON{ID: t.ID, Name: t.Name, Roles: roles, Tenants: t.Tenants, CreatedAt: t.CreatedAt, Root: t.Root}
+	return tokenJSON{ID: t.ID, Name: t.Name, Roles: roles, Tenants: t.Tenants, CreatedAt: t.CreatedAt, Root: t.Root,
+		EventsPerSecond: t.Limit.EventsPerSecond, BurstEvents: t.Limit.BurstEvents}
 }
 
 // maxTokenBody bounds a token request.
@@ -47,7 +53,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req tokenRequest
-	if err := decodeStrict(body, &req, `{"name":…,"roles":[…],"tenants":[…]}`); err != nil {
+	if err := decodeStrict(body, &req, `{"name":…,"roles":[…],"tenants":[…],"events_per_second":…,"burst_events":…}`); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -60,7 +66,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		}
 		roles = append(roles, role)
 	}
-	tok, secret, err := s.Auth.Mint(r.Context(), p, req.Name, roles, req.Tenants)
+	tok, secret, err := s.Auth.MintLimited(r.Context(), p, req.Name, roles, req.Tenants,
+		authz.Limit{EventsPerSecond: req.EventsPerSecond, BurstEvents: req.BurstEvents})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -123,6 +130,12 @@ func (s *Server) recordTokenChange(ctx context.Context, p authz.Principal, actio
 			roles[i] = string(r)
 		}
 		attrs["token.roles"], attrs["token.tenants"] = strings.Join(roles, ","), strings.Join(t.Tenants, ",")
+		if l := t.Limit; l.EventsPerSecond > 0 {
+			attrs["token.events_per_second"] = l.EventsPerSecond
+			if l.BurstEvents > 0 {
+				attrs["token.burst_events"] = l.BurstEvents
+			}
+		}
 	}
 	ev := event.Event{Type: "admin.change", Tenant: event.DefaultTenant, Action: action, Outcome: "success",
 		Actor:      &event.Actor{ID: p.TokenID, Type: "service"},

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aitrail/aitrail/internal/apierr"
+	"github.com/aitrail/aitrail/internal/authz"
 	"github.com/aitrail/aitrail/internal/event"
 )
 
@@ -68,5 +70,43 @@ func TestTokenRate(t *testing.T) {
 	}
 	if want := 20 + 20 + 50 + 1 + 5; len(led.records) != want {
 		t.Errorf("%d records stored; want %d", len(led.records), want)
+	}
+}
+
+// TestTokenOwnRate: a token's own limit bounds it in place of the server's,
+// with or without one; its burst, when it names none, is the largest
+// request or a second's worth.
+func TestTokenOwnRate(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	for _, serverRate := range []float64{0, 1000} {
+		led := &fakeLedger{keys: map[string]uint64{}}
+		pl := &Pipeline{Ledger: led, Rate: &TokenRate{Rate: serverRate, Burst: 1000, MinBurst: 10}, Now: func() time.Time { return now }}
+		ctx := context.Background()
+		events := func(n int) []event.Event {
+			evs := make([]event.Event, n)
+			for i := range evs {
+				evs[i] = event.Event{Type: "a.b"}
+			}
+			return evs
+		}
+		own, unlimited := root, root
+		own.TokenID, own.Limit = "tok-own", authz.Limit{EventsPerSecond: 0.5}
+		unlimited.TokenID = "tok-server"
+		if _, err := pl.Append(ctx, own, events(10)); err != nil {
+			t.Fatalf("server rate %v: a burst of the token's own size: %v", serverRate, err)
+		}
+		_, err := pl.Append(ctx, own, events(1))
+		var ae *apierr.Error
+		if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || !strings.Contains(ae.Message, "0.5 events a second, 10 at once (the token's own limit)") {
+			t.Errorf("server rate %v: past the token's own limit: %v", serverRate, err)
+		}
+		if _, err := pl.Append(ctx, unlimited, events(500)); err != nil {
+			t.Errorf("server rate %v: a token without a limit of its own: %v", serverRate, err)
+		}
+		fast := root
+		fast.TokenID, fast.Limit = "tok-fast", authz.Limit{EventsPerSecond: 5000, BurstEvents: 3000}
+		if _, err := pl.Append(ctx, fast, events(2500)); err != nil {
+			t.Errorf("server rate %v: a token whose own limit is above the server's: %v", serverRate, err)
+		}
 	}
 }

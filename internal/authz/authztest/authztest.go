@@ -105,14 +105,16 @@ func TestTokenStore(t *testing.T, newStore func(t *testing.T) authz.TokenStore) 
 	}
 	same := func(a, b authz.Token) bool {
 		return a.ID == b.ID && a.Name == b.Name && slices.Equal(a.Roles, b.Roles) && slices.Equal(a.Tenants, b.Tenants) &&
-			bytes.Equal(a.Hash, b.Hash) && a.CreatedAt.Equal(b.CreatedAt) && a.Root == b.Root
+			bytes.Equal(a.Hash, b.Hash) && a.CreatedAt.Equal(b.CreatedAt) && a.Root == b.Root && a.Limit == b.Limit
 	}
 
 	t.Run("CreateGet", func(t *testing.T) {
 		s := newStore(t)
 		root := authz.Token{ID: authz.RootTokenID, Name: "root", Roles: authz.AllRoles(), Tenants: []string{"*"},
 			Hash: bytes.Repeat([]byte{9}, 32), CreatedAt: now, Root: true}
-		for _, want := range []authz.Token{tok("0123456789abcdef", 0), root} {
+		limited := tok("fedcba9876543210", 0)
+		limited.Limit = authz.Limit{EventsPerSecond: 12.5, BurstEvents: 20000}
+		for _, want := range []authz.Token{tok("0123456789abcdef", 0), root, limited} {
 			if err := s.CreateToken(ctx, want); err != nil {
 				t.Fatalf("CreateToken(%s): %v", want.ID, err)
 			}

@@ -95,7 +95,9 @@ var migrations = []string{
 	CREATE TABLE erasure_cursor ( -- the log index of the next record whose erasure is to be put in force
 		id     INTEGER PRIMARY KEY CHECK (id = 1),
 		cursor INTEGER NOT NULL
-	) STRICT;`,
+	) STRICT;
+	ALTER TABLE tokens ADD COLUMN events_per_second REAL NOT NULL DEFAULT 0; -- the token's own rate limit; 0: the server's
+	ALTER TABLE tokens ADD COLUMN burst_events INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens the catalog database at path, creating it with mode 0600 if it
@@ -564,8 +566,9 @@ func (c *Catalog) CreateToken(ctx context.Context, t authz.Token) error {
 		return fmt.Errorf("sqlitestore: couldn't encode tenants: %w", err)
 	}
 	res, err := c.db.ExecContext(ctx,
-		`INSERT INTO tokens (id, name, roles, tenants, hash, created_at, root) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		t.ID, t.Name, string(rj), string(tj), t.Hash, unixNano(t.CreatedAt), t.Root)
+		`INSERT INTO tokens (id, name, roles, tenants, hash, created_at, root, events_per_second, burst_events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING`,
+		t.ID, t.Name, string(rj), string(tj), t.Hash, unixNano(t.CreatedAt), t.Root, t.Limit.EventsPerSecond, t.Limit.BurstEvents)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: couldn't store token %q: %w", t.ID, err)
 	}
@@ -577,7 +580,7 @@ func (c *Catalog) CreateToken(ctx context.Context, t authz.Token) error {
 	return nil
 }
 
-const tokenColumns = `id, name, roles, tenants, hash, created_at, root`
+const tokenColumns = `id, name, roles, tenants, hash, created_at, root, events_per_second, burst_events`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -585,7 +588,7 @@ func scanToken(row scanner) (authz.Token, error) {
 	var t authz.Token
 	var roles, tenants string
 	var created int64
-	if err := row.Scan(&t.ID, &t.Name, &roles, &tenants, &t.Hash, &created, &t.Root); err != nil {
+	if err := row.Scan(&t.ID, &t.Name, &roles, &tenants, &t.Hash, &created, &t.Root, &t.Limit.EventsPerSecond, &t.Limit.BurstEvents); err != nil {
 		return authz.Token{}, err
 	}
 	t.CreatedAt = fromUnixNano(created)
