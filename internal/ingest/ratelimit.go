@@ -38,6 +38,9 @@ type TokenRate struct {
 	buckets sync.Map // token id → *rate.Limiter
 }
 
+// maxRetryAfter is the longest Retry-After a refusal names, in seconds.
+const maxRetryAfter = 86400
+
 // limitOf returns the rate and burst that bound p, and what sets them.
 func (t *TokenRate) limitOf(p authz.Principal) (float64, int, string) {
 	if l := p.Limit; l.EventsPerSecond > 0 {
@@ -85,6 +88,11 @@ func (t *TokenRate) take(p authz.Principal, n int, now time.Time) error {
 	e := apierr.New(http.StatusTooManyRequests, "rate_limited",
 		fmt.Sprintf("this token may append %s events a second, %d at once (%s); retry after the Retry-After delay",
 			strconv.FormatFloat(perSecond, 'f', -1, 64), burst, source))
-	e.RetryAfter = int(math.Ceil(wait.Seconds()))
+	// A day at most: at a rate of a few events a day the wait passes what
+	// a time.Duration holds, and comes back negative.
+	e.RetryAfter = maxRetryAfter
+	if secs := math.Ceil(wait.Seconds()); secs > 0 && secs < maxRetryAfter {
+		e.RetryAfter = int(secs)
+	}
 	return e
 }

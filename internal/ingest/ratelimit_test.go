@@ -110,3 +110,25 @@ func TestTokenOwnRate(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenRateRetryAfterIsBounded: at a rate so low that the wait passes
+// what a time.Duration holds, the refusal still names a day, not a
+// negative or absurd delay.
+func TestTokenRateRetryAfterIsBounded(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	pl := &Pipeline{Ledger: &fakeLedger{keys: map[string]uint64{}}, Rate: &TokenRate{Rate: 1e-9, Burst: 10}, Now: func() time.Time { return now }}
+	p := root
+	p.TokenID = "tok-slow"
+	evs := make([]event.Event, 10)
+	for i := range evs {
+		evs[i] = event.Event{Type: "a.b"}
+	}
+	if _, err := pl.Append(context.Background(), p, evs); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pl.Append(context.Background(), p, evs)
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.RetryAfter != maxRetryAfter {
+		t.Fatalf("past a rate of one event in 30 years: %v (%+v); want 429, Retry-After a day", err, ae)
+	}
+}
