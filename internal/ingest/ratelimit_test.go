@@ -24,13 +24,6 @@ func TestTokenRate(t *testing.T) {
 	led := &fakeLedger{keys: map[string]uint64{}}
 	pl := &Pipeline{Ledger: led, Rate: rate, Now: func() time.Time { return now }}
 	ctx := context.Background()
-	events := func(n int) []event.Event {
-		evs := make([]event.Event, n)
-		for i := range evs {
-			evs[i] = event.Event{Type: "a.b"}
-		}
-		return evs
-	}
 	producer, other, system := root, root, root
 	producer.TokenID, other.TokenID, system.TokenID = "tok-a", "tok-b", SystemTokenID
 
@@ -82,13 +75,6 @@ func TestTokenOwnRate(t *testing.T) {
 		led := &fakeLedger{keys: map[string]uint64{}}
 		pl := &Pipeline{Ledger: led, Rate: &TokenRate{Rate: serverRate, Burst: 1000, MinBurst: 10}, Now: func() time.Time { return now }}
 		ctx := context.Background()
-		events := func(n int) []event.Event {
-			evs := make([]event.Event, n)
-			for i := range evs {
-				evs[i] = event.Event{Type: "a.b"}
-			}
-			return evs
-		}
 		own, unlimited := root, root
 		own.TokenID, own.Limit = "tok-own", authz.Limit{EventsPerSecond: 0.5}
 		unlimited.TokenID = "tok-server"
@@ -119,16 +105,21 @@ func TestTokenRateRetryAfterIsBounded(t *testing.T) {
 	pl := &Pipeline{Ledger: &fakeLedger{keys: map[string]uint64{}}, Rate: &TokenRate{Rate: 1e-9, Burst: 10}, Now: func() time.Time { return now }}
 	p := root
 	p.TokenID = "tok-slow"
-	evs := make([]event.Event, 10)
-	for i := range evs {
-		evs[i] = event.Event{Type: "a.b"}
-	}
-	if _, err := pl.Append(context.Background(), p, evs); err != nil {
+	if _, err := pl.Append(context.Background(), p, events(10)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := pl.Append(context.Background(), p, evs)
+	_, err := pl.Append(context.Background(), p, events(10))
 	var ae *apierr.Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.RetryAfter != maxRetryAfter {
 		t.Fatalf("past a rate of one event in 30 years: %v (%+v); want 429, Retry-After a day", err, ae)
 	}
+}
+
+// events returns n events of one type, as a request would hold them.
+func events(n int) []event.Event {
+	evs := make([]event.Event, n)
+	for i := range evs {
+		evs[i] = event.Event{Type: "a.b"}
+	}
+	return evs
 }
