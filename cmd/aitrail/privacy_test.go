@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aitrail/aitrail/internal/crypto"
 )
@@ -317,6 +318,11 @@ func TestErasureSurvivesARestoredCatalog(t *testing.T) {
 		}
 		if n := len(s.allEvents("actor=alice")); n != 0 {
 			t.Errorf("start %d: a search for alice finds %d events", start, n)
+		}
+		for deadline := time.Now().Add(10 * time.Second); s.metric(`aitrail_follower_lag_records{follower="erasures"}`) != 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("start %d: the erasure guard stays behind the log", start)
+			}
 		}
 		said := strings.Contains(s.stderr.String(), "destroyed them again")
 		if said != (start == 0) {

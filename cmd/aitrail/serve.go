@@ -389,7 +389,10 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	// from a backup older than them: put in force again before any request
 	// is served.
 	guardStart, guardCaughtUp, guardOnce := led.Size(), make(chan struct{}), sync.Once{}
+	var guardCursor atomic.Uint64
+	reg.MustRegister(lag("erasures", guardCursor.Load))
 	follow("erasures", &privacy.Guard{Keys: keyring, Start: guardStart, Logger: log}, followBatch, func(c uint64) {
+		guardCursor.Store(c)
 		if c >= guardStart {
 			guardOnce.Do(func() { close(guardCaughtUp) })
 		}

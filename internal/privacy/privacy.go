@@ -106,7 +106,7 @@ type Guard struct {
 	SaveEvery time.Duration
 	Logger    *slog.Logger
 
-	saved time.Time
+	saved, reported time.Time
 }
 
 var _ ledger.Handler = (*Guard)(nil)
@@ -126,7 +126,7 @@ func (g *Guard) Cursor(ctx context.Context) (uint64, error) {
 	if c < g.Start && g.Logger != nil {
 		g.Logger.Info("putting the erasures recorded in the log in force in the key catalog", "from", c, "to", g.Start)
 	}
-	g.saved = time.Now()
+	g.saved, g.reported = time.Now(), time.Now()
 	return c, nil
 }
 
@@ -154,6 +154,12 @@ func (g *Guard) Apply(ctx context.Context, entries []ledger.Entry) error {
 			g.Logger.Warn("the key catalog held keys an erasure in the log had destroyed (restored from a backup older than the erasure?); destroyed them again",
 				"record", e.Index, "tenant", rec.Tenant, "keys", len(destroyed))
 		}
+	}
+	// Going over the log up to Start, which holds the server's start:
+	// progress every 5 s.
+	if next := entries[len(entries)-1].Index + 1; next < g.Start && g.Logger != nil && time.Since(g.reported) >= 5*time.Second {
+		g.Logger.Info("putting the erasures recorded in the log in force in the key catalog", "at", next, "to", g.Start)
+		g.reported = time.Now()
 	}
 	every := g.SaveEvery
 	if every <= 0 {
