@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +166,32 @@ func TestCursorsKeepTheirActor(t *testing.T) {
 	}
 	if code, body := s.do("GET", "/v1/events?actor=u-1&limit=1&cursor="+page.NextCursor, adminToken, "", nil); code != 200 {
 		t.Errorf("the cursor with its own filter: %d %s", code, body)
+	}
+}
+
+// TestRecordedReadsNameTheirToken: the answer to every recorded read names
+// the token id its log.access records name, "root" for the root token.
+func TestRecordedReadsNameTheirToken(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	s.post(map[string]any{"type": "ai.inference", "id": "named"})
+	s.waitIndexed()
+	code, body := s.do("POST", "/v1/tokens", adminToken, "application/json", []byte(`{"name":"reader","roles":["read"],"tenants":["*"]}`))
+	var tok struct{ ID, Token string }
+	if json.Unmarshal(body, &tok); code != 201 {
+		t.Fatalf("token: %d %s", code, body)
+	}
+	for _, c := range []struct{ token, want string }{{tok.Token, tok.ID}, {adminToken, "root"}} {
+		for _, path := range []string{"/v1/events", "/v1/events/named", "/v1/alerts"} {
+			req, _ := http.NewRequest("GET", s.url+path, nil)
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if got := res.Header.Get("Aitrail-Token-Id"); res.StatusCode != 200 || got != c.want {
+				t.Errorf("GET %s as %s: %d, Aitrail-Token-Id %q; want %q", path, c.want, res.StatusCode, got, c.want)
+			}
+		}
 	}
 }

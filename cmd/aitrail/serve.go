@@ -391,7 +391,8 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	guardStart, guardCaughtUp, guardOnce := led.Size(), make(chan struct{}), sync.Once{}
 	var guardCursor atomic.Uint64
 	reg.MustRegister(lag("erasures", guardCursor.Load))
-	follow("erasures", &privacy.Guard{Keys: keyring, Start: guardStart, Logger: log}, followBatch, func(c uint64) {
+	guard := &privacy.Guard{Keys: keyring, Start: guardStart, Logger: log}
+	follow("erasures", guard, followBatch, func(c uint64) {
 		guardCursor.Store(c)
 		if c >= guardStart {
 			guardOnce.Do(func() { close(guardCaughtUp) })
@@ -479,7 +480,7 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 	space.Check()
 	// Tokens may have limits of their own, whether or not the server sets
 	// one for all.
-	pipeline.Rate = &ingest.TokenRate{Rate: cfg.Limits.TokenEventsPerSecond, Burst: cfg.Limits.TokenBurst(), MinBurst: cfg.Limits.MaxBatchEvents}
+	pipeline.Rate = &ingest.TokenRate{Rate: cfg.Limits.TokenEventsPerSecond, Burst: cfg.Limits.TokenBurstEvents, MinBurst: cfg.Limits.MaxBatchEvents}
 	pipeline.Admit = func(ctx context.Context) error {
 		if err := space.Admit(ctx); err != nil {
 			return err
@@ -674,6 +675,9 @@ func serve(ctx context.Context, cfg config.Config, tlsConfig *tls.Config, rules 
 		stopFollowers()
 		if err := detector.Save(); err != nil {
 			log.Warn("couldn't save the detector state; the next start observes the last records again", "err", err)
+		}
+		if err := guard.Save(context.Background()); err != nil {
+			log.Warn("couldn't store the erasure guard's cursor; the next start goes over the last records again", "err", err)
 		}
 	}
 

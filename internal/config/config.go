@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/url"
 	"os"
@@ -125,14 +124,6 @@ type Limits struct {
 	// if that is more.
 	TokenEventsPerSecond float64 `yaml:"token_events_per_second"`
 	TokenBurstEvents     int     `yaml:"token_burst_events"`
-}
-
-// TokenBurst is the burst the token rate limit allows.
-func (l Limits) TokenBurst() int {
-	if l.TokenBurstEvents > 0 {
-		return l.TokenBurstEvents
-	}
-	return max(l.MaxBatchEvents, int(math.Ceil(l.TokenEventsPerSecond)))
 }
 
 // Ledger tunes the sequencer.

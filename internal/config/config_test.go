@@ -232,14 +232,6 @@ func TestTokenRateLimitSettings(t *testing.T) {
 	if c.Limits.TokenEventsPerSecond != 0 || c.Validate() != nil {
 		t.Fatalf("the default sets a token rate (%v) or does not validate", c.Limits.TokenEventsPerSecond)
 	}
-	c.Limits.TokenEventsPerSecond = 50
-	if b := c.Limits.TokenBurst(); b != DefaultMaxBatchEvents {
-		t.Errorf("the default burst = %d, want limits.max_batch_events", b)
-	}
-	c.Limits.TokenEventsPerSecond = 50_000
-	if b := c.Limits.TokenBurst(); b != 50_000 {
-		t.Errorf("the default burst at 50,000 a second = %d, want a second's worth", b)
-	}
 	for _, bad := range []Limits{
 		{TokenEventsPerSecond: -1},
 		{TokenEventsPerSecond: math.NaN()},

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/aitrail/aitrail/internal/index"
 	"github.com/aitrail/aitrail/internal/registry"
@@ -45,24 +44,19 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
 	if named {
 		f.Name = r.PathValue("name")
 	}
-	limit := defaultModelLimit
-	if l, ok := v["limit"]; ok {
-		n, err := strconv.Atoi(l[0])
-		if err != nil || n < 1 || n > index.MaxLimit || l[0] != strconv.Itoa(n) {
-			s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("limit must be an integer from 1 to %d", index.MaxLimit)))
-			return
-		}
-		limit = n
+	limit, err := uintParam(r, "limit", defaultModelLimit, false)
+	if err != nil || limit < 1 || limit > index.MaxLimit {
+		s.writeError(w, r, errorf(http.StatusBadRequest, "invalid_query", fmt.Sprintf("limit must be an integer from 1 to %d", index.MaxLimit)))
+		return
 	}
 	var after registry.ModelKey
 	if c, ok := v["cursor"]; ok {
-		var err error
 		if after, err = parseModelCursor(c[0]); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 	}
-	models, more := s.Models.ModelPage(f, after, limit)
+	models, more := s.Models.ModelPage(f, after, int(limit))
 	if models == nil {
 		if named && after == (registry.ModelKey{}) {
 			s.writeError(w, r, errorf(http.StatusNotFound, "not_found", "no deployments of that model"))

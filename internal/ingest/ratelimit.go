@@ -25,11 +25,12 @@ type TokenRate struct {
 	// Rate and Burst bound the tokens without a limit of their own
 	// (authz.Limit): events a second, 0 for no bound, and how many at
 	// once, at least the largest request, or that request is refused with
-	// 413.
+	// 413; 0 for the default burst.
 	Rate  float64
 	Burst int
-	// MinBurst is the burst of a token's own limit that names none, if its
-	// rate does not give more: the largest request (limits.max_batch_events).
+	// MinBurst is the default burst, of Rate and of a token's own limit
+	// that names none, if the rate does not give more: the largest request
+	// (limits.max_batch_events).
 	MinBurst int
 	// OnRefuse, if set, is called with the token id of each refused
 	// request and the events it held.
@@ -43,14 +44,15 @@ const maxRetryAfter = 86400
 
 // limitOf returns the rate and burst that bound p, and what sets them.
 func (t *TokenRate) limitOf(p authz.Principal) (float64, int, string) {
+	perSecond, burst, source := t.Rate, t.Burst, "limits.token_events_per_second, limits.token_burst_events"
 	if l := p.Limit; l.EventsPerSecond > 0 {
-		burst := l.BurstEvents
-		if burst == 0 {
-			burst = max(t.MinBurst, int(math.Ceil(l.EventsPerSecond)))
-		}
-		return l.EventsPerSecond, burst, "the token's own limit"
+		perSecond, burst, source = l.EventsPerSecond, l.BurstEvents, "the token's own limit"
 	}
-	return t.Rate, t.Burst, "limits.token_events_per_second, limits.token_burst_events"
+	if burst == 0 {
+		// A second's worth, and at least the largest request.
+		burst = max(t.MinBurst, int(math.Ceil(perSecond)))
+	}
+	return perSecond, burst, source
 }
 
 // take takes n events of p's bucket at now, or says why it cannot.

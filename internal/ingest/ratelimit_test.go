@@ -123,3 +123,28 @@ func events(n int) []event.Event {
 	}
 	return evs
 }
+
+// TestTokenRateDefaultBurst: with no burst named, the server's limit and a
+// token's own allow the largest request at once, or a second's worth at a
+// rate above it.
+func TestTokenRateDefaultBurst(t *testing.T) {
+	rate := &TokenRate{Rate: 50, MinBurst: 10_000}
+	own := root
+	own.Limit = authz.Limit{EventsPerSecond: 50_000}
+	for _, c := range []struct {
+		name string
+		p    authz.Principal
+		want int
+	}{
+		{"the server's limit", root, 10_000},
+		{"a token's own limit above the largest request", own, 50_000},
+	} {
+		if _, burst, _ := rate.limitOf(c.p); burst != c.want {
+			t.Errorf("%s: the default burst is %d; want %d", c.name, burst, c.want)
+		}
+	}
+	fast := &TokenRate{Rate: 50_000, MinBurst: 10_000}
+	if _, burst, _ := fast.limitOf(root); burst != 50_000 {
+		t.Errorf("the server's default burst at 50,000 a second = %d, want a second's worth", burst)
+	}
+}

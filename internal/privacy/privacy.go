@@ -92,9 +92,9 @@ type Keys interface {
 // force in the key catalog. Its cursor is kept in the catalog itself, so
 // that a catalog restored from a backup starts it again from where the
 // backup was made. The cursor is stored after every batch holding an
-// erasure record and at most every SaveEvery otherwise: a start after a
-// crash goes over at most that much of the log again, which destroys
-// nothing twice.
+// erasure record, at most every SaveEvery otherwise, and by Save when the
+// server stops: a start after a crash goes over at most SaveEvery of the
+// log again, which destroys nothing twice.
 type Guard struct {
 	Keys Keys
 	// Start is where Guard starts when the catalog holds no cursor: the
@@ -107,6 +107,9 @@ type Guard struct {
 	Logger    *slog.Logger
 
 	saved, reported time.Time
+	// next is the cursor once the entries applied so far are gone over,
+	// stored the cursor last stored.
+	next, stored uint64
 }
 
 var _ ledger.Handler = (*Guard)(nil)
@@ -127,6 +130,7 @@ func (g *Guard) Cursor(ctx context.Context) (uint64, error) {
 		g.Logger.Info("putting the erasures recorded in the log in force in the key catalog", "from", c, "to", g.Start)
 	}
 	g.saved, g.reported = time.Now(), time.Now()
+	g.next, g.stored = c, c
 	return c, nil
 }
 
@@ -155,10 +159,11 @@ func (g *Guard) Apply(ctx context.Context, entries []ledger.Entry) error {
 				"record", e.Index, "tenant", rec.Tenant, "keys", len(destroyed))
 		}
 	}
+	g.next = entries[len(entries)-1].Index + 1
 	// Going over the log up to Start, which holds the server's start:
 	// progress every 5 s.
-	if next := entries[len(entries)-1].Index + 1; next < g.Start && g.Logger != nil && time.Since(g.reported) >= 5*time.Second {
-		g.Logger.Info("putting the erasures recorded in the log in force in the key catalog", "at", next, "to", g.Start)
+	if g.next < g.Start && g.Logger != nil && time.Since(g.reported) >= 5*time.Second {
+		g.Logger.Info("putting the erasures recorded in the log in force in the key catalog", "at", g.next, "to", g.Start)
 		g.reported = time.Now()
 	}
 	every := g.SaveEvery
@@ -166,10 +171,22 @@ func (g *Guard) Apply(ctx context.Context, entries []ledger.Entry) error {
 		every = 10 * time.Second
 	}
 	if applied || time.Since(g.saved) >= every {
-		if err := g.Keys.SetErasureCursor(ctx, entries[len(entries)-1].Index+1); err != nil {
-			return err
-		}
-		g.saved = time.Now()
+		return g.Save(ctx)
 	}
+	return nil
+}
+
+// Save stores the cursor past the entries applied so far, if it moved. The
+// server calls it once its followers have stopped, so that the next start
+// does not go over the log since the last store again. It must not run
+// with Apply.
+func (g *Guard) Save(ctx context.Context) error {
+	if g.next == g.stored {
+		return nil
+	}
+	if err := g.Keys.SetErasureCursor(ctx, g.next); err != nil {
+		return err
+	}
+	g.saved, g.stored = time.Now(), g.next
 	return nil
 }

@@ -90,6 +90,13 @@ func TestGuard(t *testing.T) {
 	if keys.saves != saves || !keys.held["dk-other"] {
 		t.Fatalf("records that are not erasures: %d saves, dk-other held %v", keys.saves-saves, keys.held["dk-other"])
 	}
+	// When the server stops, the cursor goes past them, once.
+	if err := g.Save(ctx); err != nil || keys.cursor != 9 {
+		t.Fatalf("Save: cursor %d, %v; want 9", keys.cursor, err)
+	}
+	if g.Save(ctx); keys.saves != saves+1 {
+		t.Errorf("Save with nothing new stored again (%d stores)", keys.saves-saves)
+	}
 	if err := g.Apply(ctx, []ledger.Entry{entry(9, rec(TypeErasure, "dk-1"), true), entry(10, rec(TypeErasure, "dk-2", "dk-3"), false)}); err != nil {
 		t.Fatal(err)
 	}
